@@ -1,0 +1,77 @@
+"""Command line: parse arguments, build settings, hand over. Nothing imports this module.
+
+Exit codes: 0 clean stop, 2 bad configuration, 1 anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+
+from bridge import __version__
+from bridge.errors import ConfigError
+from bridge.settings import Settings, load_settings, masked_dump, resolve_token
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_BAD_CONFIG = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ryze-bridge",
+        description="Relay RyzeAPI WebSocket events into Kafka topics and Redis streams.",
+    )
+    parser.add_argument("--version", action="version", version=f"ryze-bridge {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    check = commands.add_parser(
+        "check-config", help="validate a config file and print it with secrets masked"
+    )
+    check.add_argument("--config", "-c", type=Path, help="YAML config file")
+    simulate = commands.add_parser(
+        "simulate", help="run a local RyzeAPI-compatible server (REST + WebSocket)", add_help=False
+    )
+    simulate.add_argument("args", nargs=argparse.REMAINDER, help="simulator options (see --help)")
+    return parser
+
+
+def token_warnings(settings: Settings) -> list[str]:
+    """Instances whose token cannot be resolved in this environment (each fails alone)."""
+    warnings = []
+    for name, instance in settings.instances.items():
+        try:
+            resolve_token(name, instance, os.environ)
+        except ConfigError as exc:
+            warnings.extend(exc.problems)
+    return warnings
+
+
+def check_config(path: Path | None) -> int:
+    """Print the effective config (secrets masked); exit 2 naming every bad key."""
+    try:
+        settings = load_settings(path)
+    except ConfigError as exc:
+        print(f"invalid config{f' {path}' if path else ''}:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    sys.stdout.write(yaml.safe_dump(masked_dump(settings), sort_keys=False))
+    for warning in token_warnings(settings):
+        print(f"warning: {warning} (that instance will fail until it is)", file=sys.stderr)
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "check-config":
+        return check_config(args.config)
+    if args.command == "simulate":
+        from bridge.simulator.cli import main as simulate
+
+        return simulate(args.args)
+    return EXIT_FAILURE

@@ -1,0 +1,339 @@
+"""Settings: the YAML file, overridden by ``RYZE_BRIDGE__SECTION__KEY`` environment variables.
+
+Every model is closed (``extra="forbid"``) so a typo is an error that names the key. Secrets
+are ``SecretStr``: they never show in a repr, a log line or an error message. Instance tokens
+are *named* here (``token_env`` / ``token_file`` / ``token``) and resolved later, per
+instance, so a missing token fails that instance only.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    AnyUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    UrlConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from bridge.errors import ConfigError
+
+EVENT_NAMES: tuple[str, ...] = (
+    "message.exchange",
+    "message.status",
+    "call.update",
+    "group.flow",
+    "instance.state",
+    "label.update",
+)
+EventName = Literal[
+    "message.exchange",
+    "message.status",
+    "call.update",
+    "group.flow",
+    "instance.state",
+    "label.update",
+]
+ROUTE_PLACEHOLDERS = frozenset({"instance", "event"})
+INSTANCE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+
+
+def no_password_in_url(url: AnyUrl) -> AnyUrl:
+    """Passwords belong in ``*_env`` / ``*_file`` keys, where they stay secret."""
+    if url.password:
+        raise ValueError("the URL must not carry a password; use the *_env or *_file key")
+    return url
+
+
+HttpUrl = Annotated[
+    AnyUrl,
+    UrlConstraints(allowed_schemes=["http", "https"]),
+    AfterValidator(no_password_in_url),
+]
+RedisUrl = Annotated[
+    AnyUrl,
+    UrlConstraints(allowed_schemes=["redis", "rediss", "unix"]),
+    AfterValidator(no_password_in_url),
+]
+PositiveSeconds = Annotated[float, Field(gt=0)]
+
+
+class Model(BaseModel):
+    """Base of every section: closed, immutable, validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def template_placeholders(template: str) -> set[str]:
+    """The ``{name}`` placeholders a routing template uses (pure)."""
+    return {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+
+
+def check_template(template: str) -> str:
+    """Reject templates with unknown, positional or formatted placeholders."""
+    try:
+        names = template_placeholders(template)
+    except ValueError as exc:
+        raise ValueError(f"malformed template {template!r}: {exc}") from None
+    unknown = sorted(names - ROUTE_PLACEHOLDERS)
+    if unknown:
+        raise ValueError(
+            f"unknown placeholder {{{unknown[0]}}} in {template!r}; "
+            f"allowed: {', '.join(sorted(ROUTE_PLACEHOLDERS))}"
+        )
+    if "!" in template or ":" in "".join(
+        spec for _, _, spec, _ in string.Formatter().parse(template) if spec
+    ):
+        raise ValueError(f"format specs are not allowed in {template!r}")
+    return template
+
+
+RouteTemplate = Annotated[str, Field(min_length=1), AfterValidator(check_template)]
+
+
+class UpstreamSettings(Model):
+    base_url: HttpUrl = AnyUrl("https://ryzeapi.cloud")
+    max_frame_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
+    ca_file: Path | None = None
+    request_timeout: PositiveSeconds = 10.0
+    open_timeout: PositiveSeconds = 10.0
+    watchdog_seconds: PositiveSeconds = 90.0
+    backoff_initial: PositiveSeconds = 1.0
+    backoff_max: PositiveSeconds = 60.0
+    healthy_after: PositiveSeconds = 30.0
+    failed_retry_seconds: PositiveSeconds = 300.0
+    rate_limit_per_minute: int = Field(default=90, gt=0)
+
+
+class InstanceSettings(Model):
+    token_env: str | None = None
+    token_file: Path | None = None
+    token: SecretStr | None = None
+    events: list[EventName] = Field(default_factory=list)
+    media_base64: bool = False
+    manage_config: bool = True
+
+    @model_validator(mode="after")
+    def _one_token_source(self) -> InstanceSettings:
+        given = [n for n in ("token_env", "token_file", "token") if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one token source: token_env, token_file or token"
+                + (f" (got {', '.join(given)})" if given else "")
+            )
+        return self
+
+    @field_validator("events")
+    @classmethod
+    def _no_duplicate_events(cls, events: list[str]) -> list[str]:
+        if len(set(events)) != len(events):
+            raise ValueError("events lists an event twice")
+        return events
+
+
+class FilterSettings(Model):
+    drop_events: list[str] = Field(default_factory=list)
+
+
+class KafkaSinkSettings(Model):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    topic: RouteTemplate = "ryze.{instance}.{event}"
+    key: Literal["instance", "chat", "none"] = "instance"
+    acks: Literal["all", "1", "0"] = "all"
+    compression: Literal["zstd", "gzip", "snappy", "lz4", "none"] = "zstd"
+    linger_ms: int = Field(default=5, ge=0)
+    max_batch_bytes: int = Field(default=1024 * 1024, gt=0)
+    max_request_bytes: int = Field(default=1024 * 1024, gt=0)
+    client_id: str = "ryze-bridge"
+    create_topics: bool = False
+    topic_partitions: int = Field(default=3, gt=0)
+    topic_replication: int = Field(default=1, gt=0)
+
+    @field_validator("acks", mode="before")
+    @classmethod
+    def _acks_as_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) else value
+
+
+class RedisSinkSettings(Model):
+    url: RedisUrl = AnyUrl("redis://127.0.0.1:6379/0")
+    stream: RouteTemplate = "ryze:{instance}:{event}"
+    maxlen: int | None = Field(default=1_000_000, gt=0)
+    max_entry_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+
+
+class FileSinkSettings(Model):
+    path: Path = Path("./events.jsonl")
+
+
+class SinkSettings(Model):
+    kind: Literal["kafka", "redis", "file"] = "kafka"
+    kafka: KafkaSinkSettings = Field(default_factory=KafkaSinkSettings)
+    redis: RedisSinkSettings = Field(default_factory=RedisSinkSettings)
+    file: FileSinkSettings = Field(default_factory=FileSinkSettings)
+    dlq: str = Field(default="ryze.dlq", min_length=1)
+    batch_max_records: int = Field(default=1000, gt=0)
+    retry_initial: PositiveSeconds = 0.2
+    retry_max: PositiveSeconds = 10.0
+
+
+class SpoolSettings(Model):
+    dir: Path = Path("/var/lib/ryze-bridge/spool")
+    max_bytes: int = Field(default=1024 * 1024 * 1024, gt=0)
+    when_full: Literal["drop_newest", "drop_oldest"] = "drop_newest"
+    fsync: Literal["always", "interval", "never"] = "interval"
+    fsync_interval_ms: int = Field(default=50, gt=0)
+
+
+class AdminSettings(Model):
+    host: str = "0.0.0.0"
+    port: int = Field(default=9464, ge=0, le=65535)
+    token_env: str | None = None
+    ready_min_connected_ratio: float = Field(default=0.5, ge=0.0, le=1.0)
+
+
+class LogSettings(Model):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class Settings(BaseSettings):
+    """The whole configuration. Build it with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RYZE_BRIDGE__",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        case_sensitive=False,
+    )
+
+    upstream: UpstreamSettings = Field(default_factory=UpstreamSettings)
+    instances: dict[Annotated[str, Field(pattern=INSTANCE_NAME_PATTERN)], InstanceSettings] = Field(
+        default_factory=dict
+    )
+    filter: FilterSettings = Field(default_factory=FilterSettings)
+    sink: SinkSettings = Field(default_factory=SinkSettings)
+    spool: SpoolSettings = Field(default_factory=SpoolSettings)
+    shutdown_timeout: PositiveSeconds = 25.0
+    admin: AdminSettings = Field(default_factory=AdminSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+
+
+class _MappingSource(PydanticBaseSettingsSource):
+    """A settings source that hands pydantic-settings an already parsed mapping."""
+
+    def __init__(self, settings_cls: type[BaseSettings], data: dict[str, Any]) -> None:
+        super().__init__(settings_cls)
+        self._data = data
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return self._data
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Parse the config file; every failure is a :class:`ConfigError` naming the file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read config file: {exc.strerror}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{path}: not valid YAML: {exc}"]) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError([f"{path}: the top level must be a mapping of sections"])
+    return data
+
+
+def describe_errors(exc: ValidationError) -> list[str]:
+    """One line per problem, each naming the dotted key (pure)."""
+    lines = []
+    for error in exc.errors(include_url=False):
+        key = ".".join(str(part) for part in error["loc"] if not _is_noise(part)) or "(top)"
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif error["type"] == "literal_error" and isinstance(error.get("input"), str):
+            message = f"{error['input']!r} is not allowed; {message[0].lower()}{message[1:]}"
+        elif message.startswith("Value error, "):
+            message = message.removeprefix("Value error, ")
+        lines.append(f"{key}: {message}")
+    return lines
+
+
+def _is_noise(part: int | str) -> bool:
+    """Pydantic adds union and validator names to error locations; keep only real keys."""
+    return isinstance(part, str) and (part.startswith("function-") or part == "[key]")
+
+
+def load_settings(path: Path | None) -> Settings:
+    """Build the settings from ``path`` (optional), overridden by ``RYZE_BRIDGE__*`` variables."""
+    data = read_yaml(path) if path is not None else {}
+
+    class _Loaded(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return (init_settings, env_settings, _MappingSource(settings_cls, data))
+
+    try:
+        loaded = _Loaded()
+    except ValidationError as exc:
+        raise ConfigError(describe_errors(exc)) from None
+    return Settings.model_construct(**dict(loaded))
+
+
+def resolve_token(name: str, instance: InstanceSettings, environ: Mapping[str, str]) -> SecretStr:
+    """The instance's token from its one source; a missing one is a ConfigError naming the key."""
+    if instance.token is not None:
+        return instance.token
+    if instance.token_env is not None:
+        value = environ.get(instance.token_env, "").strip()
+        if not value:
+            key = f"instances.{name}.token_env"
+            raise ConfigError([f"{key}: environment variable {instance.token_env} is not set"])
+        return SecretStr(value)
+    if instance.token_file is None:  # unreachable: InstanceSettings requires one source
+        raise ConfigError([f"instances.{name}: no token source"])
+    try:
+        value = instance.token_file.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(
+            [f"instances.{name}.token_file: cannot read {instance.token_file}: {exc.strerror}"]
+        ) from None
+    if not value:
+        raise ConfigError([f"instances.{name}.token_file: {instance.token_file} is empty"])
+    return SecretStr(value)
+
+
+def masked_dump(settings: Settings) -> dict[str, Any]:
+    """The effective config as plain data, every secret replaced by ``**********``."""
+    return settings.model_dump(mode="json")

@@ -1,0 +1,3 @@
+"""Shared pytest configuration: the real-services fixtures live in ``tests/services.py``."""
+
+pytest_plugins = ["tests.services"]
