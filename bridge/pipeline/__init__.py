@@ -1,0 +1,71 @@
+"""The pure pipeline: bytes in, a decision out. No asyncio, no logging, no metrics here.
+
+``Pipeline.process(frame)`` returns ``Publish(record)`` for the sink, ``Publish`` of a
+dead-letter record (``record.dlq_reason`` set) for what cannot be published as an event, or
+``Drop(reason)`` for what the local filter removes. The caller counts what it returns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from bridge.pipeline.events import DecodeError, decode, token_free_bytes
+from bridge.pipeline.filter import EventFilter, is_known_event
+from bridge.pipeline.records import Drop, Frame, Publish, Record
+from bridge.pipeline.route import Router, record_id
+
+__all__ = ["Drop", "Frame", "Pipeline", "Publish", "Record", "Router"]
+
+UNKNOWN_EVENT = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class Pipeline:
+    """Decode → redact → filter → route for one instance (its token is known, to redact it)."""
+
+    router: Router
+    dlq: str
+    max_value_bytes: int
+    event_filter: EventFilter = field(default_factory=EventFilter)
+    token: bytes | None = field(default=None, repr=False)
+
+    def process(self, frame: Frame) -> Publish | Drop:
+        if len(frame.raw) > self.max_value_bytes:
+            return self.dead_letter(frame, "too_large", f"{len(frame.raw)} bytes")
+        try:
+            decoded = decode(frame.raw)
+        except DecodeError as exc:
+            return self.dead_letter(frame, exc.reason, str(exc))
+        if not self.event_filter.keeps(decoded.event):
+            return Drop("filtered", decoded.event)
+        if len(decoded.value) > self.max_value_bytes:
+            return self.dead_letter(frame, "too_large", f"{len(decoded.value)} bytes")
+        record = Record(
+            destination=self.router.destination(frame.instance, decoded.event),
+            key=self.router.key(frame.instance, decoded.document),
+            value=decoded.value,
+            event=decoded.event,
+            instance=frame.instance,
+            received_ns=frame.received_ns,
+            id=record_id(frame.instance, decoded.value),
+        )
+        return Publish(record, is_known_event(decoded.event), decoded.reserialized)
+
+    def dead_letter(self, frame: Frame, reason: str, error: str) -> Publish:
+        """A DLQ record: the raw bytes without the token, cut to what the sink accepts."""
+        value = token_free_bytes(frame.raw, self.token)
+        if len(value) > self.max_value_bytes:
+            value = value[: max(0, self.max_value_bytes - 1024)]
+            error = f"{error}; value truncated to {len(value)} bytes"
+        record = Record(
+            destination=self.dlq,
+            key=frame.instance.encode(),
+            value=value,
+            event=UNKNOWN_EVENT,
+            instance=frame.instance,
+            received_ns=frame.received_ns,
+            id=record_id(frame.instance, value),
+            dlq_reason=reason,
+            dlq_error=error[:500],
+        )
+        return Publish(record, known_event=False, reserialized=False)

@@ -1,0 +1,129 @@
+"""Decode a frame and take the instance token out of it, byte for byte (pure).
+
+The upstream's payloads differ from its catalog, so the bridge never reshapes a frame: the
+published value is the frame as received with only the ``"token": "…"`` member of
+``instanceData`` cut out of the bytes. The cut is verified by parsing the result and comparing
+it with the parsed frame minus the token; only when no verified cut exists (exotic formatting)
+is the value re-serialised.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+EVENT_KEY = "event"
+INSTANCE_DATA_KEY = "instanceData"
+TOKEN_KEY = "token"  # noqa: S105 - the key name, not a secret
+
+_STRING = rb'"(?:[^"\\]|\\.)*"'
+_TOKEN_MEMBER = rb'"token"\s*:\s*' + _STRING
+# Try the member with the comma before it, then with the comma after it, then alone.
+_CUTS = (
+    re.compile(rb",\s*" + _TOKEN_MEMBER),
+    re.compile(_TOKEN_MEMBER + rb"\s*,"),
+    re.compile(_TOKEN_MEMBER),
+)
+
+
+class DecodeError(ValueError):
+    """The frame cannot be published as an event; ``reason`` is the DLQ reason."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        self.reason = reason
+        super().__init__(detail)
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """A parsed frame: its event name, its parsed document and its value without the token."""
+
+    event: str
+    document: dict[str, Any]
+    value: bytes
+    reserialized: bool
+
+
+def parse(raw: bytes) -> dict[str, Any]:
+    """Parse a frame into its top-level object, or raise :class:`DecodeError`."""
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise DecodeError("malformed_json", f"not JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise DecodeError("unknown_shape", f"top level is {type(document).__name__}, not object")
+    return document
+
+
+def event_name(document: dict[str, Any]) -> str:
+    """The frame's ``event``; a missing or non-string one is an ``unknown_shape``."""
+    event = document.get(EVENT_KEY)
+    if not isinstance(event, str) or not event:
+        raise DecodeError("unknown_shape", "no string 'event' at the top level")
+    return event
+
+
+def without_token(document: dict[str, Any]) -> dict[str, Any] | None:
+    """The document minus ``instanceData.token``, or None when there is no token to remove."""
+    instance_data = document.get(INSTANCE_DATA_KEY)
+    if not isinstance(instance_data, dict) or TOKEN_KEY not in instance_data:
+        return None
+    stripped = {k: v for k, v in instance_data.items() if k != TOKEN_KEY}
+    return {k: (stripped if k == INSTANCE_DATA_KEY else v) for k, v in document.items()}
+
+
+def cut_token(raw: bytes, expected: dict[str, Any]) -> bytes | None:
+    """``raw`` with the token member cut out, verified to parse to ``expected``; else None."""
+    for pattern in _CUTS:
+        for match in reversed(list(pattern.finditer(raw))):
+            candidate = raw[: match.start()] + raw[match.end() :]
+            try:
+                if orjson.loads(candidate) == expected:
+                    return candidate
+            except orjson.JSONDecodeError:
+                continue
+    return None
+
+
+def decode(raw: bytes) -> Decoded:
+    """Parse ``raw`` and remove its token, keeping every other byte as received."""
+    document = parse(raw)
+    event = event_name(document)
+    expected = without_token(document)
+    if expected is None:
+        return Decoded(event, document, raw, reserialized=False)
+    value = cut_token(raw, expected)
+    if value is None:
+        return Decoded(event, expected, orjson.dumps(expected), reserialized=True)
+    return Decoded(event, expected, value, reserialized=False)
+
+
+def token_free_bytes(raw: bytes, token: bytes | None) -> bytes:
+    """For the DLQ: ``raw`` without its token member when it parses, and in every case with
+    each occurrence of the instance's known ``token`` replaced by ``***``."""
+    try:
+        expected = without_token(parse(raw))
+    except DecodeError:
+        expected = None
+    if expected is not None:
+        raw = cut_token(raw, expected) or orjson.dumps(expected)
+    return raw.replace(token, b"***") if token else raw
+
+
+def chat_id(document: dict[str, Any]) -> str | None:
+    """The chat a message belongs to, tolerant of the catalog and the live layout."""
+    data = document.get("data")
+    if not isinstance(data, dict):
+        return None
+    for holder in (data.get("message"), data):
+        chat = holder.get("chat") if isinstance(holder, dict) else None
+        if isinstance(chat, dict):
+            jid = chat.get("jid") or chat.get("lid")
+            if isinstance(jid, str) and jid:
+                return jid
+        elif isinstance(chat, str) and chat:
+            return chat
+    return None

@@ -1,0 +1,31 @@
+"""The local filter, applied after the upstream's server-side one (pure)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+KNOWN_EVENTS = frozenset(
+    {
+        "message.exchange",
+        "message.status",
+        "call.update",
+        "group.flow",
+        "instance.state",
+        "label.update",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    """Drops the events named in ``drop_events``; everything else passes."""
+
+    drop_events: frozenset[str] = frozenset()
+
+    def keeps(self, event: str) -> bool:
+        return event not in self.drop_events
+
+
+def is_known_event(event: str) -> bool:
+    """Whether ``event`` is one of the six the upstream documents (unknown ones still flow)."""
+    return event in KNOWN_EVENTS

@@ -1,0 +1,83 @@
+"""What enters the pipeline (a Frame) and what leaves it (a Record, or a reason to drop)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+HEADER_EVENT = "ryze-event"
+HEADER_INSTANCE = "ryze-instance"
+HEADER_RECEIVED_AT = "ryze-received-at"
+HEADER_ID = "ryze-id"
+HEADER_DLQ_REASON = "ryze-dlq-reason"
+HEADER_DLQ_ERROR = "ryze-dlq-error"
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One WebSocket message as read off the socket, stamped at receipt."""
+
+    instance: str
+    raw: bytes
+    received_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One entry for the sink: where it goes, its key, its value and its metadata.
+
+    ``dlq_reason`` is set on dead-letter records (the destination is then the DLQ).
+    """
+
+    destination: str
+    key: bytes | None
+    value: bytes
+    event: str
+    instance: str
+    received_ns: int
+    id: str
+    dlq_reason: str | None = None
+    dlq_error: str | None = None
+
+    @property
+    def received_at(self) -> str:
+        return rfc3339(self.received_ns)
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        """The Kafka headers (also the Redis fields) of this record."""
+        headers = [
+            (HEADER_EVENT, self.event.encode()),
+            (HEADER_INSTANCE, self.instance.encode()),
+            (HEADER_RECEIVED_AT, self.received_at.encode()),
+            (HEADER_ID, self.id.encode()),
+        ]
+        if self.dlq_reason is not None:
+            headers.append((HEADER_DLQ_REASON, self.dlq_reason.encode()))
+            headers.append((HEADER_DLQ_ERROR, (self.dlq_error or "").encode()))
+        return headers
+
+    @property
+    def size(self) -> int:
+        """Bytes this record weighs in a bounded buffer (value, key and headers)."""
+        return len(self.value) + len(self.key or b"") + 128
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    record: Record
+    known_event: bool
+    reserialized: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Drop:
+    """The frame is dropped on purpose (local filter); ``event`` is counted by the caller."""
+
+    reason: str
+    event: str
+
+
+def rfc3339(ns: int) -> str:
+    """RFC 3339 UTC with microseconds, e.g. ``2026-04-28T10:30:00.123456Z`` (pure)."""
+    moment = datetime.fromtimestamp(ns // 1_000 / 1_000_000, tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")

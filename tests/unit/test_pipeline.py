@@ -1,0 +1,168 @@
+"""The pure pipeline: token removed byte for byte, routing, keys, ids, DLQ decisions."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from bridge.pipeline import Drop, Frame, Pipeline, Publish, Router
+from bridge.pipeline.events import cut_token, decode, without_token
+from bridge.pipeline.filter import EventFilter
+from bridge.pipeline.records import rfc3339
+from bridge.pipeline.route import kafka_topic_name, record_id
+
+TOKEN = "00000000-0000-4000-8000-0000000000aa"
+NS = 1_777_000_000_123_456_789
+
+
+def frame_bytes(event: str = "message.exchange", data: object = None, layout: str = "go") -> bytes:
+    """A frame as the upstream might format it: compact Go style, or spaced and reordered."""
+    if layout == "go":
+        body = {"event": event, "data": data or {"id": "m1", "message": {"chat": {"jid": "55"}}}}
+        body["instanceData"] = {"baseUrl": "https://h", "instance": "shop", "token": TOKEN}
+        return orjson.dumps(body)
+    return (
+        b'{ "instanceData" : { "token" : "' + TOKEN.encode() + b'" ,\n "instance": "shop" },'
+        b' "event": "' + event.encode() + b'", "data": {"text": "caf\\u00e9 \\u003cb\\u003e"} }'
+    )
+
+
+def pipeline(**kwargs: object) -> Pipeline:
+    options: dict[str, object] = {
+        "router": Router("ryze.{instance}.{event}", "instance", kafka_names=True),
+        "dlq": "ryze.dlq",
+        "max_value_bytes": 1_000_000,
+        "token": TOKEN.encode(),
+    }
+    options.update(kwargs)
+    return Pipeline(**options)  # type: ignore[arg-type]
+
+
+def publish(result: Publish | Drop) -> Publish:
+    assert isinstance(result, Publish)
+    return result
+
+
+@pytest.mark.parametrize("layout", ["go", "spaced"])
+def test_value_is_frame_minus_token_byte_for_byte(layout: str) -> None:
+    """Only the token member is cut: escapes, spacing and key order stay exactly as received."""
+    raw = frame_bytes(layout=layout)
+    result = publish(pipeline().process(Frame("shop", raw, NS)))
+    value = result.record.value
+    assert TOKEN.encode() not in value
+    assert not result.reserialized
+    assert len(raw) - len(value) >= len(TOKEN)
+    assert orjson.loads(value) == without_token(orjson.loads(raw))
+    if layout == "spaced":
+        assert b"\\u003cb\\u003e" in value  # escapes not normalised
+        assert value.startswith(b'{ "instanceData" : {')
+
+
+def test_token_as_only_member_and_nested_token_keys() -> None:
+    """A token that is the only member is cut; a 'token' key inside data is left alone."""
+    raw = b'{"event":"call.update","data":{"token":"keep-me"},"instanceData":{"token":"' + (
+        TOKEN.encode() + b'"}}'
+    )
+    value = decode(raw).value
+    assert orjson.loads(value) == {
+        "event": "call.update",
+        "data": {"token": "keep-me"},
+        "instanceData": {},
+    }
+    assert b"keep-me" in value
+
+
+def test_cut_refuses_unverifiable_cut() -> None:
+    """cut_token returns None when no cut parses to the expected document."""
+    assert cut_token(b'{"a":1}', {"b": 2}) is None
+
+
+def test_frame_without_token_passes_unchanged() -> None:
+    """A frame without instanceData.token is published exactly as received."""
+    raw = b'{"event":"label.update","data":{}}'
+    assert publish(pipeline().process(Frame("shop", raw, NS))).record.value == raw
+
+
+def test_route_key_headers_and_id() -> None:
+    """Destination from the template, key per mode, the four headers, a stable ryze-id."""
+    raw = frame_bytes()
+    record = publish(pipeline().process(Frame("shop", raw, NS))).record
+    assert record.destination == "ryze.shop.message.exchange"
+    assert record.key == b"shop"
+    headers = dict(record.headers())
+    assert headers["ryze-event"] == b"message.exchange"
+    assert headers["ryze-instance"] == b"shop"
+    assert headers["ryze-received-at"] == rfc3339(NS).encode()
+    assert headers["ryze-id"] == record.id.encode()
+    again = publish(pipeline().process(Frame("shop", raw, NS + 5))).record
+    assert again.id == record.id == record_id("shop", record.value)
+    other = publish(pipeline().process(Frame("other", raw, NS))).record
+    assert other.id != record.id
+
+
+def test_chat_key_tolerates_both_layouts() -> None:
+    """key=chat uses data.message.chat.jid (catalog) or data.chat.jid (live), else instance."""
+    router = Router("t", "chat")
+    catalog = {"data": {"message": {"chat": {"jid": "5511"}}}}
+    live = {"data": {"chat": {"jid": "5522"}}}
+    assert router.key("shop", catalog) == b"shop/5511"
+    assert router.key("shop", live) == b"shop/5522"
+    assert router.key("shop", {"data": {}}) == b"shop"
+    assert Router("t", "none").key("shop", catalog) is None
+
+
+def test_rfc3339_microseconds_utc() -> None:
+    """Receipt times are RFC 3339, UTC, with microseconds."""
+    assert rfc3339(0) == "1970-01-01T00:00:00.000000Z"
+    assert rfc3339(1_500_000_123_456) == "1970-01-01T00:25:00.000123Z"
+
+
+def test_kafka_names_are_made_legal() -> None:
+    """Characters Kafka refuses in topic names become underscores; length is capped."""
+    assert kafka_topic_name("ryze.loja centro/x.message.exchange") == (
+        "ryze.loja_centro_x.message.exchange"
+    )
+    assert len(kafka_topic_name("a" * 400)) == 249
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"not json at all " + TOKEN.encode(), "malformed_json"),
+        (b'["a", "list"]', "unknown_shape"),
+        (b'{"data": {}, "instanceData": {"token": "' + TOKEN.encode() + b'"}}', "unknown_shape"),
+        (b'{"event": 7}', "unknown_shape"),
+    ],
+)
+def test_bad_frames_become_dlq_records_without_token(raw: bytes, reason: str) -> None:
+    """Non-JSON, non-object and event-less frames go to the DLQ with a reason, token removed."""
+    record = publish(pipeline().process(Frame("shop", raw, NS))).record
+    assert record.destination == "ryze.dlq"
+    assert record.dlq_reason == reason
+    assert TOKEN.encode() not in record.value
+    assert dict(record.headers())["ryze-dlq-reason"] == reason.encode()
+
+
+def test_too_large_goes_to_dlq_truncated() -> None:
+    """A frame over the sink's limit becomes a too_large DLQ record that fits the sink."""
+    raw = frame_bytes(data={"media": {"base64": "A" * 50_000}})
+    result = publish(pipeline(max_value_bytes=10_000).process(Frame("shop", raw, NS)))
+    assert result.record.dlq_reason == "too_large"
+    assert len(result.record.value) <= 10_000
+    assert "truncated" in (result.record.dlq_error or "")
+
+
+def test_local_filter_drops_and_unknown_events_flow() -> None:
+    """drop_events are dropped with a reason; unknown event names are forwarded and flagged."""
+    filtered = pipeline(event_filter=EventFilter(frozenset({"call.update"})))
+    assert filtered.process(Frame("shop", frame_bytes("call.update"), NS)) == Drop(
+        "filtered", "call.update"
+    )
+    future = publish(pipeline().process(Frame("shop", frame_bytes("poll.vote"), NS)))
+    assert not future.known_event
+    assert future.record.destination == "ryze.shop.poll.vote"
+
+
+def test_repr_never_shows_the_token() -> None:
+    """The pipeline holds the token to redact it, but never shows it."""
+    assert TOKEN not in repr(pipeline())
