@@ -1,0 +1,132 @@
+"""Every Prometheus metric of ryze-bridge, defined once, on a registry the caller gives.
+
+Prefix ``ryze_bridge_``, base units, ``_total`` counters. Labels stay low-cardinality: instance
+names, event names (unknown ones folded into ``other``), destinations, reasons; never message
+ids, chat ids or tokens. Tests pass a fresh ``CollectorRegistry``.
+"""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+from bridge import __version__
+from bridge.pipeline.filter import is_known_event
+
+PREFIX = "ryze_bridge"
+LATENCY_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+)  # fmt: skip
+
+
+def event_label(event: str) -> str:
+    """The event as a label value: one of the six known names, ``bridge.*``, or ``other``."""
+    return event if is_known_event(event) or event.startswith("bridge.") else "other"
+
+
+@dataclass(frozen=True)
+class Metrics:
+    registry: CollectorRegistry
+    build_info: Info
+    ws_connected: Gauge
+    ws_reconnects: Counter
+    ws_last_frame: Gauge
+    ws_pings: Counter
+    instance_failed: Gauge
+    events_received: Counter
+    events_unknown: Counter
+    events_dropped: Counter
+    events_published: Counter
+    dlq_records: Counter
+    publish_errors: Counter
+    publish_latency: Histogram
+    spool_bytes: Gauge
+    spool_events: Gauge
+    spool_max_bytes: Gauge
+    ensure: Counter
+    rate_limited: Counter
+    rate_limit_wait: Counter
+    sink_up: Gauge
+    instances_configured: Gauge
+
+
+def create_metrics(registry: CollectorRegistry | None = None) -> Metrics:
+    """Register every metric on ``registry`` (a fresh one when None) and return them."""
+    reg = registry if registry is not None else CollectorRegistry()
+
+    def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
+        return Counter(f"{PREFIX}_{name}", doc, labels, registry=reg)
+
+    def gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
+        return Gauge(f"{PREFIX}_{name}", doc, labels, registry=reg)
+
+    info = Info(f"{PREFIX}_build", "Version of ryze-bridge and of Python.", registry=reg)
+    info.info({"version": __version__, "python": platform.python_version()})
+    return Metrics(
+        registry=reg,
+        build_info=info,
+        ws_connected=gauge("ws_connected", "1 while the instance's socket is open.", ("instance",)),
+        ws_reconnects=counter(
+            "ws_reconnects",
+            "Socket (re)connect attempts after a loss, by reason.",
+            ("instance", "reason"),
+        ),
+        ws_last_frame=gauge(
+            "ws_last_frame_timestamp_seconds",
+            "Unix time of the last frame or ping received on the instance's socket.",
+            ("instance",),
+        ),
+        ws_pings=counter("ws_pings", "Server pings answered, per instance.", ("instance",)),
+        instance_failed=gauge(
+            "instance_failed",
+            "1 while the instance is failed (bad token, unknown instance); retried slowly.",
+            ("instance",),
+        ),
+        events_received=counter(
+            "events_received", "Frames read off the sockets.", ("instance", "event")
+        ),
+        events_unknown=counter(
+            "events_unknown",
+            "Frames with an event name the upstream does not document.",
+            ("instance",),
+        ),
+        events_dropped=counter(
+            "events_dropped",
+            "Frames not published, by reason (filtered, spool_full, …).",
+            ("instance", "reason"),
+        ),
+        events_published=counter(
+            "events_published", "Records the broker acknowledged.", ("sink", "destination")
+        ),
+        dlq_records=counter(
+            "dlq_records", "Records written to the dead-letter destination.", ("reason",)
+        ),
+        publish_errors=counter(
+            "publish_errors", "Failed publish attempts, by error class.", ("sink", "error")
+        ),
+        publish_latency=Histogram(
+            f"{PREFIX}_publish_latency_seconds",
+            "From receipt off the socket to the broker's acknowledgement.",
+            ("sink",),
+            buckets=LATENCY_BUCKETS,
+            registry=reg,
+        ),
+        spool_bytes=gauge("spool_bytes", "Bytes held in the spool, not yet acknowledged."),
+        spool_events=gauge("spool_events", "Records held in the spool, not yet acknowledged."),
+        spool_max_bytes=gauge("spool_max_bytes", "The spool's configured size bound."),
+        ensure=counter(
+            "ensure", "Upstream WebSocket config checks, by outcome.", ("instance", "outcome")
+        ),
+        rate_limited=counter(
+            "upstream_rate_limited", "429 answers from the upstream.", ("instance",)
+        ),
+        rate_limit_wait=counter(
+            "upstream_rate_limit_wait_seconds",
+            "Seconds spent waiting for the per-token request budget.",
+            ("instance",),
+        ),
+        sink_up=gauge("sink_up", "1 while the sink answers.", ("sink",)),
+        instances_configured=gauge("instances_configured", "Instances this process runs."),
+    )

@@ -1,0 +1,1 @@
+"""Sinks: where records go (Kafka, Redis, a file), behind one contract."""

@@ -1,0 +1,108 @@
+"""The file sink: one JSON line per record, for the demo and for debugging.
+
+Each line is ``{"destination", "key", "event", "instance", "received_at", "id", "data"}``
+where ``data`` is the record's value embedded verbatim (it is JSON already). Dead-letter
+records go to the DLQ file (``sink.dlq``, relative to the events file's folder) with their
+raw value as text (``data_text``) or base64 (``data_base64``) and the reason. A batch is
+flushed (and fsynced when asked) before it counts as delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO
+
+import orjson
+
+from bridge.errors import SinkUnavailableError
+from bridge.pipeline import Record
+from bridge.sinks.base import DELIVERED, Outcome
+
+
+def event_line(record: Record) -> bytes:
+    """The JSON line of an event record, its value embedded byte for byte (pure)."""
+    meta = orjson.dumps(
+        {
+            "destination": record.destination,
+            "key": record.key.decode("utf-8", "replace") if record.key is not None else None,
+            "event": record.event,
+            "instance": record.instance,
+            "received_at": record.received_at,
+            "id": record.id,
+        }
+    )
+    return meta[:-1] + b',"data":' + record.value + b"}\n"
+
+
+def dead_letter_line(record: Record) -> bytes:
+    """The JSON line of a DLQ record; the raw value as text when it is UTF-8 (pure)."""
+    entry: dict[str, object] = {
+        "reason": record.dlq_reason,
+        "error": record.dlq_error,
+        "instance": record.instance,
+        "received_at": record.received_at,
+        "id": record.id,
+    }
+    try:
+        entry["data_text"] = record.value.decode("utf-8")
+    except UnicodeDecodeError:
+        entry["data_base64"] = base64.b64encode(record.value).decode("ascii")
+    return orjson.dumps(entry) + b"\n"
+
+
+def dlq_path(events_path: Path, dlq: str) -> Path:
+    """Where DLQ lines go: ``dlq`` as a path, relative to the events file's folder."""
+    candidate = Path(dlq)
+    return candidate if candidate.is_absolute() else events_path.parent / candidate
+
+
+class FileSink:
+    kind = "file"
+
+    def __init__(self, path: Path, dlq: str, *, fsync: bool = False) -> None:
+        self.path = path
+        self.dlq_path = dlq_path(path, dlq)
+        self.fsync = fsync
+        self._events: IO[bytes] | None = None
+        self._dead: IO[bytes] | None = None
+
+    async def start(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._events = self.path.open("ab")
+            self._dead = self.dlq_path.open("ab")
+        except OSError as exc:
+            msg = f"file sink: cannot open {exc.filename}: {exc.strerror}"
+            raise SinkUnavailableError(msg) from None
+
+    async def publish(self, records: Sequence[Record]) -> list[Outcome]:
+        if self._events is None or self._dead is None:
+            raise SinkUnavailableError("file sink: not started")
+        events = b"".join(event_line(r) for r in records if r.dlq_reason is None)
+        dead = b"".join(dead_letter_line(r) for r in records if r.dlq_reason is not None)
+        try:
+            await asyncio.to_thread(self._write, events, dead)
+        except OSError as exc:
+            raise SinkUnavailableError(f"file sink: write failed: {exc.strerror}") from None
+        return [DELIVERED] * len(records)
+
+    def _write(self, events: bytes, dead: bytes) -> None:
+        for handle, data in ((self._events, events), (self._dead, dead)):
+            if data and handle is not None:
+                handle.write(data)
+                handle.flush()
+                if self.fsync:
+                    os.fsync(handle.fileno())
+
+    async def reachable(self) -> bool:
+        return self._events is not None and not self._events.closed
+
+    async def close(self) -> None:
+        for handle in (self._events, self._dead):
+            if handle is not None:
+                handle.close()
+        self._events = self._dead = None

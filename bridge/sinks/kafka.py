@@ -1,0 +1,195 @@
+"""The Kafka sink: aiokafka's idempotent producer, ``acks=all`` by default.
+
+Per-key order: records of a batch are handed to the producer in spool order and the producer
+is idempotent (retries cannot reorder or duplicate within a session); the first record that
+cannot even be queued stops the batch, so nothing behind it overtakes it. Topics are never
+created behind the operator's back: a missing topic is a DLQ record with a message naming it,
+unless ``sink.kafka.create_topics`` is on. The DLQ topic itself must exist at start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import (
+    InvalidTopicError,
+    KafkaConnectionError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+    TopicAlreadyExistsError,
+    TopicAuthorizationFailedError,
+)
+
+from bridge.errors import SinkConfigError, SinkUnavailableError
+from bridge.pipeline import Record
+from bridge.settings import KafkaSinkSettings
+from bridge.sinks.base import DELIVERED, Failed, Outcome, Rejected
+
+PERMANENT: dict[type[KafkaError], str] = {
+    MessageSizeTooLargeError: "too_large",
+    RecordTooLargeError: "too_large",
+    RecordListTooLargeError: "too_large",
+    InvalidTopicError: "invalid_topic",
+    TopicAuthorizationFailedError: "not_authorized",
+}
+
+
+def classify(error: BaseException) -> Outcome:
+    """A producer error as an outcome: refused for good (DLQ) or worth retrying (pure)."""
+    for kind, reason in PERMANENT.items():
+        if isinstance(error, kind):
+            return Rejected(reason, f"{type(error).__name__}: {error}")
+    if isinstance(error, KafkaError) and not error.retriable and not _transient(error):
+        return Rejected("rejected_by_broker", f"{type(error).__name__}: {error}")
+    return Failed(SinkUnavailableError(f"kafka: {type(error).__name__}: {error}"))
+
+
+def _transient(error: KafkaError) -> bool:
+    return isinstance(error, KafkaConnectionError) or type(error).__name__ in {
+        "KafkaTimeoutError",
+        "RequestTimedOutError",
+        "OutOfOrderSequenceNumberError",
+        "ProducerClosed",
+    }
+
+
+def producer_options(settings: KafkaSinkSettings) -> dict[str, Any]:
+    """aiokafka producer keyword arguments for ``settings`` (pure)."""
+    acks: int | str = "all" if settings.acks == "all" else int(settings.acks)
+    return {
+        "bootstrap_servers": settings.bootstrap_servers,
+        "client_id": settings.client_id,
+        "acks": acks,
+        "enable_idempotence": acks == "all",
+        "compression_type": None if settings.compression == "none" else settings.compression,
+        "linger_ms": settings.linger_ms,
+        "max_batch_size": settings.max_batch_bytes,
+        "max_request_size": settings.max_request_bytes,
+        "request_timeout_ms": 30_000,
+        "retry_backoff_ms": 200,
+    }
+
+
+class KafkaSink:
+    kind = "kafka"
+
+    def __init__(self, settings: KafkaSinkSettings, dlq: str) -> None:
+        self.settings = settings
+        self.dlq = dlq
+        self._producer: Any = None
+        self._admin: Any = None
+        self._topics: set[str] = set()
+
+    async def start(self) -> None:
+        producer = AIOKafkaProducer(**producer_options(self.settings))
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=self.settings.bootstrap_servers,
+            client_id=f"{self.settings.client_id}-admin",
+            request_timeout_ms=15_000,
+        )
+        try:
+            await producer.start()
+            await admin.start()
+        except KafkaError as exc:
+            await producer.stop()
+            await admin.close()
+            raise SinkUnavailableError(
+                f"kafka: cannot reach {self.settings.bootstrap_servers}: {exc}"
+            ) from None
+        self._producer, self._admin = producer, admin
+        missing = await self._missing_topics({self.dlq})
+        if missing:
+            await self.close()
+            raise SinkConfigError(
+                f"kafka: the DLQ topic {self.dlq!r} does not exist; create it "
+                "or set sink.kafka.create_topics: true"
+            )
+
+    async def _missing_topics(self, wanted: set[str]) -> set[str]:
+        """The topics of ``wanted`` that do not exist (creating them when allowed)."""
+        unknown = wanted - self._topics
+        if not unknown:
+            return set()
+        try:
+            self._topics = set(await self._admin.list_topics())
+        except KafkaError as exc:
+            raise SinkUnavailableError(f"kafka: cannot list topics: {exc}") from None
+        unknown -= self._topics
+        if unknown and self.settings.create_topics:
+            await self._create(unknown)
+            return set()
+        return unknown
+
+    async def _create(self, topics: set[str]) -> None:
+        new = [
+            NewTopic(t, self.settings.topic_partitions, self.settings.topic_replication)
+            for t in sorted(topics)
+        ]
+        try:
+            await self._admin.create_topics(new)
+        except TopicAlreadyExistsError:
+            pass
+        except KafkaError as exc:
+            raise SinkUnavailableError(f"kafka: cannot create topics: {exc}") from None
+        self._topics |= topics
+
+    async def publish(self, records: Sequence[Record]) -> list[Outcome]:
+        if self._producer is None:
+            raise SinkUnavailableError("kafka: not started")
+        missing = await self._missing_topics({r.destination for r in records})
+        outcomes: list[Outcome | asyncio.Future[Any]] = []
+        for index, record in enumerate(records):
+            if record.destination in missing:
+                outcomes.append(Rejected("missing_topic", _missing_message(record.destination)))
+                continue
+            try:
+                outcomes.append(await self._send(record))
+            except KafkaError as exc:
+                outcome = classify(exc)
+                outcomes.append(outcome)
+                if isinstance(outcome, Failed):
+                    outcomes.extend([outcome] * (len(records) - index - 1))
+                    break
+        return [await _settle(o) for o in outcomes]
+
+    async def _send(self, record: Record) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = await self._producer.send(
+            record.destination, record.value, key=record.key, headers=record.headers()
+        )
+        return future
+
+    async def reachable(self) -> bool:
+        if self._admin is None:
+            return False
+        try:
+            await asyncio.wait_for(self._admin.list_topics(), timeout=3)
+        except (KafkaError, TimeoutError):
+            return False
+        return True
+
+    async def close(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+        if self._admin is not None:
+            await self._admin.close()
+        self._producer = self._admin = None
+
+
+def _missing_message(topic: str) -> str:
+    return f"topic {topic!r} does not exist; create it or set sink.kafka.create_topics: true"
+
+
+async def _settle(outcome: Outcome | asyncio.Future[Any]) -> Outcome:
+    if not isinstance(outcome, asyncio.Future):
+        return outcome
+    try:
+        await outcome
+    except KafkaError as exc:
+        return classify(exc)
+    return DELIVERED

@@ -1,0 +1,107 @@
+"""The Redis sink: pipelined ``XADD … MAXLEN ~ n`` with redis.asyncio.
+
+Entry fields: ``event``, ``instance``, ``received_at``, ``id``, ``data`` (the JSON value), and
+on DLQ entries ``reason`` and ``error``. Connection loss and ``OOM`` are transient (retried);
+any other per-command error (``WRONGTYPE``, ``NOPERM``…) sends that record to the DLQ.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from redis import exceptions as redis_errors
+from redis.asyncio import Redis
+
+from bridge.errors import SinkUnavailableError
+from bridge.pipeline import Record
+from bridge.settings import RedisSinkSettings
+from bridge.sinks.base import DELIVERED, Failed, Outcome, Rejected
+
+
+def entry_fields(record: Record) -> dict[str, bytes]:
+    """The stream entry of ``record`` (pure)."""
+    fields = {
+        "event": record.event.encode(),
+        "instance": record.instance.encode(),
+        "received_at": record.received_at.encode(),
+        "id": record.id.encode(),
+        "data": record.value,
+    }
+    if record.dlq_reason is not None:
+        fields["reason"] = record.dlq_reason.encode()
+        fields["error"] = (record.dlq_error or "").encode()
+    return fields
+
+
+def classify(result: Any) -> Outcome:
+    """One pipelined XADD reply as an outcome (pure)."""
+    if not isinstance(result, BaseException):
+        return DELIVERED
+    text = str(result)
+    if isinstance(result, redis_errors.ConnectionError | redis_errors.TimeoutError):
+        return Failed(SinkUnavailableError(f"redis: {type(result).__name__}: {text}"))
+    if text.startswith(("OOM", "LOADING", "BUSY", "MASTERDOWN", "READONLY", "TRYAGAIN")):
+        return Failed(SinkUnavailableError(f"redis: {text}"))
+    reason = "not_authorized" if text.startswith("NOPERM") else "rejected_by_broker"
+    return Rejected(reason, f"redis: {text}")
+
+
+class RedisSink:
+    kind = "redis"
+
+    def __init__(self, settings: RedisSinkSettings, *, client: Redis | None = None) -> None:
+        self.settings = settings
+        self._client = client
+
+    async def start(self) -> None:
+        if self._client is None:
+            self._client = Redis.from_url(
+                str(self.settings.url),
+                socket_timeout=10,
+                socket_connect_timeout=5,
+                health_check_interval=15,
+            )
+        try:
+            await self._client.ping()
+        except redis_errors.RedisError as exc:
+            raise SinkUnavailableError(f"redis: cannot reach the server: {exc}") from None
+
+    async def publish(self, records: Sequence[Record]) -> list[Outcome]:
+        if self._client is None:
+            raise SinkUnavailableError("redis: not started")
+        outcomes: list[Outcome | None] = [None] * len(records)
+        pipe = self._client.pipeline(transaction=False)
+        sent: list[int] = []
+        for index, record in enumerate(records):
+            if len(record.value) > self.settings.max_entry_bytes:
+                outcomes[index] = Rejected("too_large", f"{len(record.value)} bytes")
+                continue
+            pipe.xadd(
+                record.destination,
+                entry_fields(record),  # type: ignore[arg-type]
+                maxlen=self.settings.maxlen,
+                approximate=True,
+            )
+            sent.append(index)
+        try:
+            results = await pipe.execute(raise_on_error=False) if sent else []
+        except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
+            raise SinkUnavailableError(f"redis: {type(exc).__name__}: {exc}") from None
+        for index, result in zip(sent, results, strict=True):
+            outcomes[index] = classify(result)
+        return [o if o is not None else DELIVERED for o in outcomes]
+
+    async def reachable(self) -> bool:
+        if self._client is None:
+            return False
+        try:
+            await self._client.ping()
+        except (redis_errors.RedisError, OSError):
+            return False
+        return True
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+        self._client = None

@@ -1,0 +1,117 @@
+"""The buffer between the socket readers and the sink worker.
+
+Readers ``append`` without ever waiting (the upstream drops a socket that misses a pong for
+60 s); one worker ``read``s batches in order, and a batch leaves the buffer only when it is
+``ack``ed. A failed batch is ``rewind``ed and read again, so per-key order holds. The buffer is
+bounded in bytes; when full, ``when_full`` decides which record is dropped, and every drop is
+reported to the caller, who counts it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from bridge.pipeline import Record
+
+WhenFull = Literal["drop_newest", "drop_oldest"]
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """What an append did: whether the new record was kept, and which records were dropped."""
+
+    accepted: bool
+    dropped: tuple[Record, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolStats:
+    events: int
+    bytes: int
+    in_flight: int
+
+
+class Spool(Protocol):
+    """What the supervisor, runners and the sink worker need from a spool."""
+
+    def append(self, record: Record) -> AppendResult: ...
+
+    async def read(self, max_records: int) -> list[Record]: ...
+
+    def ack(self, count: int) -> None: ...
+
+    def rewind(self) -> None: ...
+
+    def stats(self) -> SpoolStats: ...
+
+    async def wait_empty(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class MemorySpool:
+    """A bounded in-memory spool (no durability across restarts)."""
+
+    max_bytes: int
+    when_full: WhenFull = "drop_newest"
+    _pending: deque[Record] = field(default_factory=deque)
+    _in_flight: deque[Record] = field(default_factory=deque)
+    _bytes: int = 0
+    _readable: asyncio.Event = field(default_factory=asyncio.Event)
+    _empty: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self._empty.set()
+
+    def append(self, record: Record) -> AppendResult:
+        dropped: list[Record] = []
+        while self._bytes + record.size > self.max_bytes:
+            if self.when_full == "drop_newest" or not self._pending:
+                return AppendResult(accepted=False, dropped=(record, *dropped))
+            oldest = self._pending.popleft()
+            self._bytes -= oldest.size
+            dropped.append(oldest)
+        self._pending.append(record)
+        self._bytes += record.size
+        self._readable.set()
+        self._empty.clear()
+        return AppendResult(accepted=True, dropped=tuple(dropped))
+
+    async def read(self, max_records: int) -> list[Record]:
+        """Wait for pending records and move up to ``max_records`` of them in flight."""
+        self.rewind()
+        while not self._pending:
+            self._readable.clear()
+            await self._readable.wait()
+        while self._pending and len(self._in_flight) < max_records:
+            self._in_flight.append(self._pending.popleft())
+        return list(self._in_flight)
+
+    def ack(self, count: int) -> None:
+        """The first ``count`` records in flight are acknowledged and leave the spool."""
+        for _ in range(min(count, len(self._in_flight))):
+            self._bytes -= self._in_flight.popleft().size
+        self.rewind()
+        if not self._pending:
+            self._empty.set()
+
+    def rewind(self) -> None:
+        """Records still in flight go back to the front, in order, to be read again."""
+        while self._in_flight:
+            self._pending.appendleft(self._in_flight.pop())
+        if self._pending:
+            self._readable.set()
+
+    def stats(self) -> SpoolStats:
+        events = len(self._pending) + len(self._in_flight)
+        return SpoolStats(events=events, bytes=self._bytes, in_flight=len(self._in_flight))
+
+    async def wait_empty(self) -> None:
+        await self._empty.wait()
+
+    def close(self) -> None:
+        """Nothing to release for memory; the disk spool closes its files and lock here."""

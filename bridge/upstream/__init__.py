@@ -1,0 +1,1 @@
+"""The upstream RyzeAPI: REST config ensure, WebSocket sources, the request budget."""

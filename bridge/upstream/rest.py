@@ -1,0 +1,206 @@
+"""RyzeAPI REST: read and, when it differs, write an instance's WebSocket config ("ensure").
+
+Errors are translated here, once, into the tree of ``bridge.errors``. Calls are bounded
+(attempts and total time, full jitter) and every call first spends one request from the
+token's bucket, shared with the WebSocket upgrades.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+from urllib.parse import quote
+
+import httpx
+from pydantic import SecretStr
+
+from bridge.errors import (
+    InstanceNotFoundError,
+    RateLimitedError,
+    UpstreamAuthError,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamUnavailableError,
+)
+from bridge.settings import EVENT_NAMES
+from bridge.upstream.ratelimit import TokenBucket, parse_rate_headers
+
+EnsureOutcome = Literal["unchanged", "created", "updated", "drift"]
+NOT_CONFIGURED = "not configured"
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class WsConfig:
+    """An instance's WebSocket config as the upstream stores it."""
+
+    enabled: bool
+    events: frozenset[str]
+    media_base64: bool
+
+    def body(self) -> dict[str, Any]:
+        """The POST body: the full desired config, events listed explicitly."""
+        return {
+            "enabled": self.enabled,
+            "events": sorted(self.events or EVENT_NAMES),
+            "mediaBase64": self.media_base64,
+        }
+
+
+def desired_config(events: list[str], media_base64: bool) -> WsConfig:
+    return WsConfig(True, frozenset(events), media_base64)
+
+
+def same_config(current: WsConfig | None, desired: WsConfig) -> bool:
+    """Whether the upstream already has what we want; no events means all six (pure)."""
+    if current is None:
+        return False
+
+    def all_if_empty(events: frozenset[str]) -> frozenset[str]:
+        return events or frozenset(EVENT_NAMES)
+
+    return (
+        current.enabled == desired.enabled
+        and all_if_empty(current.events) == all_if_empty(desired.events)
+        and current.media_base64 == desired.media_base64
+    )
+
+
+def parse_config(body: Any) -> WsConfig:
+    """The ``websocket`` object of a GET/POST answer, leniently (pure)."""
+    ws = body.get("websocket") if isinstance(body, dict) else None
+    if not isinstance(ws, dict):
+        raise UpstreamProtocolError("answer has no 'websocket' object")
+    events = ws.get("events") or []
+    if not isinstance(events, list):
+        raise UpstreamProtocolError("'websocket.events' is not a list")
+    enabled, media = bool(ws.get("enabled")), bool(ws.get("mediaBase64"))
+    return WsConfig(enabled, frozenset(map(str, events)), media)
+
+
+def error_message(response: httpx.Response) -> str:
+    """``error.message`` of the upstream's error envelope, or the status line."""
+    try:
+        body = response.json()
+        message = body["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        return f"HTTP {response.status_code}"
+    return str(message)
+
+
+def translate(response: httpx.Response, instance: str) -> UpstreamError:
+    """The error a non-2xx answer stands for (pure; the token is never in the message)."""
+    status = response.status_code
+    text = f"{instance}: HTTP {status} {error_message(response)}"
+    if status in (401, 403):
+        return UpstreamAuthError(text, status=status)
+    if status == 404:
+        return InstanceNotFoundError(text, status=status)
+    if status == 429:
+        _, reset_at = parse_rate_headers(dict(response.headers))
+        return RateLimitedError(text, reset_at=reset_at)
+    if status >= 500:
+        return UpstreamUnavailableError(text, status=status)
+    return UpstreamProtocolError(text, status=status)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryBudget:
+    """Bounded retries for request/response calls: attempts and total time, full jitter."""
+
+    attempts: int = 4
+    total_seconds: float = 30.0
+    initial: float = 0.5
+    maximum: float = 8.0
+
+    def delay(self, attempt: int) -> float:
+        return random.uniform(0, min(self.maximum, self.initial * 2**attempt))  # noqa: S311
+
+
+class RestClient:
+    """REST calls for one token; ``client`` is injectable (httpx.MockTransport in tests)."""
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        token: SecretStr,
+        bucket: TokenBucket,
+        *,
+        retry: RetryBudget | None = None,
+        on_wait: Callable[[float], None] | None = None,
+    ) -> None:
+        self.client = client
+        self._token = token
+        self.bucket = bucket
+        self.retry = retry or RetryBudget()
+        self.on_wait = on_wait
+
+    async def request(self, method: str, path: str, instance: str, **kw: Any) -> httpx.Response:
+        """One call after one request of budget; the answer's rate headers feed the bucket."""
+        waited = await self.bucket.acquire()
+        if waited and self.on_wait:
+            self.on_wait(waited)
+        headers = {"token": self._token.get_secret_value()}
+        try:
+            response = await self.client.request(method, path, headers=headers, **kw)
+        except httpx.HTTPError as exc:
+            raise UpstreamUnavailableError(f"{instance}: {type(exc).__name__}") from None
+        self.bucket.observe(*parse_rate_headers(dict(response.headers)))
+        if response.status_code == 429:
+            error = translate(response, instance)
+            if isinstance(error, RateLimitedError) and error.reset_at:
+                self.bucket.block_until(error.reset_at)
+            raise error
+        return response
+
+    async def read_config(self, instance: str) -> WsConfig | None:
+        """GET getWebsocket: the config, or None when it was never configured (404)."""
+        path = f"/api/events/getWebsocket/{quote(instance, safe='')}"
+        response = await self.request("GET", path, instance)
+        if response.status_code == 404 and NOT_CONFIGURED in error_message(response).lower():
+            return None
+        if response.status_code != 200:
+            raise translate(response, instance)
+        return parse_config(_json(response, instance))
+
+    async def write_config(self, instance: str, config: WsConfig) -> WsConfig:
+        """POST websocket with the full config; returns what the upstream persisted."""
+        path = f"/api/events/websocket/{quote(instance, safe='')}"
+        response = await self.request("POST", path, instance, json=config.body())
+        if response.status_code not in (200, 201):
+            raise translate(response, instance)
+        return parse_config(_json(response, instance))
+
+    async def ensure(self, instance: str, desired: WsConfig, *, manage: bool) -> EnsureOutcome:
+        """Make the upstream config equal ``desired`` (POST only when it differs)."""
+        current = await self.with_retries(lambda: self.read_config(instance))
+        if same_config(current, desired):
+            return "unchanged"
+        if not manage:
+            return "drift"
+        await self.with_retries(lambda: self.write_config(instance, desired))
+        return "created" if current is None else "updated"
+
+    async def with_retries(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Retry transient failures (5xx, network, 429) within the retry budget."""
+        deadline = time.monotonic() + self.retry.total_seconds
+        attempt = 0
+        while True:
+            try:
+                return await call()
+            except (UpstreamUnavailableError, RateLimitedError):
+                attempt += 1
+                if attempt >= self.retry.attempts or time.monotonic() >= deadline:
+                    raise
+            await asyncio.sleep(self.retry.delay(attempt))
+
+
+def _json(response: httpx.Response, instance: str) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        raise UpstreamProtocolError(f"{instance}: answer is not JSON") from None

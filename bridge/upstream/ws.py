@@ -1,0 +1,261 @@
+"""One instance's WebSocket: an endless, reconnecting async iterator of frames.
+
+``async for frame in source`` yields every message read off the socket, stamped at receipt.
+Between sessions the source decides, from what went wrong, what to do before the next try:
+
+- 400 on upgrade (config missing or disabled) → run ensure again, then retry;
+- 401 / 403 / 404 → the instance is *failed*: reported, retried slowly (a token may be fixed);
+- 429 → wait until ``X-RateLimit-Reset``;
+- anything else → exponential backoff with full jitter, reset after a healthy session.
+
+Every upgrade spends one request of the token's bucket. The token goes in the ``token``
+header, never the query string; no ``Origin`` header is sent. A watchdog closes a socket that
+has been silent (no frame, no ping) for ``watchdog_seconds``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pydantic import SecretStr
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.frames import Frame as WsFrame
+from websockets.frames import Opcode
+
+from bridge.errors import (
+    InstanceNotFoundError,
+    RateLimitedError,
+    UpstreamAuthError,
+    UpstreamError,
+    UpstreamUnavailableError,
+    WebSocketNotEnabledError,
+)
+from bridge.pipeline import Frame
+from bridge.settings import UpstreamSettings
+from bridge.upstream.ratelimit import TokenBucket, parse_rate_headers
+
+
+class SessionObserver(Protocol):
+    """What a source reports about its sessions (the runner logs and counts it)."""
+
+    def connected(self) -> None: ...
+
+    def disconnected(self, reason: str) -> None: ...
+
+    def failed(self, error: UpstreamError) -> None: ...
+
+    def retrying(self, reason: str, delay: float) -> None: ...
+
+    def activity(self, ping: bool) -> None: ...
+
+
+class WatchedConnection(ClientConnection):
+    """A client connection that notes when the server last sent anything (ping included)."""
+
+    last_activity: float = 0.0
+    on_ping: Callable[[], None] | None = None
+
+    def process_event(self, event: Any) -> None:
+        super().process_event(event)
+        if isinstance(event, WsFrame):
+            self.last_activity = time.monotonic()
+            if event.opcode is Opcode.PING and self.on_ping is not None:
+                self.on_ping()
+
+
+@dataclass
+class Backoff:
+    initial: float
+    maximum: float
+    attempt: int = 0
+
+    def next_delay(self) -> float:
+        """Full jitter: uniform in [0, min(maximum, initial * 2^attempt)]."""
+        ceiling = min(self.maximum, self.initial * 2**self.attempt)
+        self.attempt += 1
+        return random.uniform(0, ceiling)  # noqa: S311 - jitter, not crypto
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+def upgrade_error(exc: InvalidStatus, instance: str) -> UpstreamError:
+    """The error a refused upgrade stands for (pure)."""
+    status = exc.response.status_code
+    text = f"{instance}: upgrade refused with HTTP {status}"
+    if status == 400:
+        return WebSocketNotEnabledError(text, status=status)
+    if status in (401, 403):
+        return UpstreamAuthError(text, status=status)
+    if status == 404:
+        return InstanceNotFoundError(text, status=status)
+    if status == 429:
+        _, reset_at = parse_rate_headers(dict(exc.response.headers.raw_items()))
+        return RateLimitedError(text, reset_at=reset_at)
+    return UpstreamUnavailableError(text, status=status)
+
+
+def ws_url(base_url: str, instance: str) -> str:
+    """``wss://host/ws/{instance}`` from the REST base URL (pure)."""
+    base = base_url.rstrip("/")
+    scheme, rest = base.split("://", 1)
+    return f"{'wss' if scheme == 'https' else 'ws'}://{rest}/ws/{instance}"
+
+
+class InstanceSource:
+    """The frames of one instance, across reconnects, until :meth:`stop`."""
+
+    def __init__(
+        self,
+        instance: str,
+        token: SecretStr,
+        settings: UpstreamSettings,
+        bucket: TokenBucket,
+        *,
+        ensure: Callable[[], Awaitable[None]],
+        observer: SessionObserver,
+        ssl: Any = None,
+    ) -> None:
+        self.instance = instance
+        self._token = token
+        self.settings = settings
+        self.bucket = bucket
+        self.ensure = ensure
+        self.observer = observer
+        self.ssl = ssl
+        self._watchdog_fired = False
+        self.backoff = Backoff(settings.backoff_initial, settings.backoff_max)
+        self.url = ws_url(str(settings.base_url), instance)
+        self.need_ensure = True
+        self._connection: WatchedConnection | None = None
+        self._stopping = asyncio.Event()
+
+    def __aiter__(self) -> AsyncIterator[Frame]:
+        return self.frames()
+
+    async def frames(self) -> AsyncIterator[Frame]:
+        while not self._stopping.is_set():
+            try:
+                connection = await self._open()
+            except UpstreamError as error:
+                await self._pause(error)
+                continue
+            started = time.monotonic()
+            async for frame in self._session(connection):
+                yield frame
+            if time.monotonic() - started >= self.settings.healthy_after:
+                self.backoff.reset()
+            if not self._stopping.is_set():
+                await self._wait("reconnect", self.backoff.next_delay())
+
+    async def _open(self) -> WatchedConnection:
+        if self.need_ensure:
+            await self.ensure()
+            self.need_ensure = False
+        await self.bucket.acquire()
+        try:
+            connection = await connect(
+                self.url,
+                additional_headers={"token": self._token.get_secret_value()},
+                create_connection=WatchedConnection,
+                open_timeout=self.settings.open_timeout,
+                max_size=self.settings.max_frame_bytes,
+                max_queue=64,
+                ping_interval=20,
+                ping_timeout=20,
+                close_timeout=5,
+                compression="deflate",
+                ssl=self.ssl,
+                proxy=None,
+                user_agent_header="ryze-bridge",
+            )
+        except InvalidStatus as exc:
+            raise upgrade_error(exc, self.instance) from None
+        except (InvalidHandshake, OSError, TimeoutError) as exc:
+            raise UpstreamUnavailableError(f"{self.instance}: {type(exc).__name__}") from None
+        if not isinstance(connection, WatchedConnection):  # create_connection guarantees it
+            raise TypeError("connect() ignored create_connection")
+        return connection
+
+    async def _session(self, connection: WatchedConnection) -> AsyncIterator[Frame]:
+        """Yield the frames of one open connection; report why it ended."""
+        connection.last_activity = time.monotonic()
+        connection.on_ping = lambda: self.observer.activity(ping=True)
+        self._connection = connection
+        self.observer.connected()
+        self._watchdog_fired = False
+        watchdog = asyncio.create_task(self._watchdog(connection))
+        reason = "closed"
+        try:
+            async for message in connection:
+                raw = message.encode() if isinstance(message, str) else message
+                self.observer.activity(ping=False)
+                yield Frame(self.instance, raw, time.time_ns())
+        except ConnectionClosed as exc:
+            reason = _close_reason(exc)
+        finally:
+            watchdog.cancel()
+            self._connection = None
+            if self._watchdog_fired:
+                reason = "watchdog"
+            elif self._stopping.is_set():
+                reason = "stopping"
+            self.observer.disconnected(reason)
+
+    async def _watchdog(self, connection: WatchedConnection) -> None:
+        limit = self.settings.watchdog_seconds
+        while True:
+            silent = time.monotonic() - connection.last_activity
+            if silent >= limit:
+                self._watchdog_fired = True
+                await connection.close(code=1001, reason="silent past watchdog")
+                return
+            await asyncio.sleep(max(0.05, min(limit - silent, limit / 4)))
+
+    async def _pause(self, error: UpstreamError) -> None:
+        """Wait before the next try, as the error calls for."""
+        if isinstance(error, WebSocketNotEnabledError):
+            self.need_ensure = True
+            await self._wait("not_enabled", self.backoff.next_delay())
+        elif isinstance(error, UpstreamAuthError | InstanceNotFoundError):
+            self.need_ensure = True
+            self.observer.failed(error)
+            delay = self.settings.failed_retry_seconds
+            await self._wait("failed", random.uniform(delay * 0.8, delay))  # noqa: S311
+        elif isinstance(error, RateLimitedError):
+            if error.reset_at:
+                self.bucket.block_until(error.reset_at)
+            await self._wait("rate_limited", max(0.0, (error.reset_at or 0) - time.time()))
+        else:
+            await self._wait(_reason_of(error), self.backoff.next_delay())
+
+    async def _wait(self, reason: str, delay: float) -> None:
+        self.observer.retrying(reason, delay)
+        try:
+            await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+        except TimeoutError:
+            return
+
+    async def stop(self) -> None:
+        """Stop reading: close the socket; frames already received are still yielded."""
+        self._stopping.set()
+        if self._connection is not None:
+            await self._connection.close(code=1001, reason="bridge stopping")
+
+
+def _close_reason(exc: ConnectionClosed) -> str:
+    if exc.rcvd is None:
+        return "abnormal"
+    return "server_close" if exc.rcvd.code in (1000, 1001) else f"close_{exc.rcvd.code}"
+
+
+def _reason_of(error: UpstreamError) -> str:
+    if error.status is not None:
+        return f"http_{error.status}"
+    return "unreachable"
