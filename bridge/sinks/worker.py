@@ -18,11 +18,11 @@ from bridge.errors import SinkError
 from bridge.logs import get_logger
 from bridge.metrics import Metrics
 from bridge.pipeline import Record
-from bridge.pipeline.route import record_id
 from bridge.sinks.base import Delivered, Failed, Outcome, Rejected, Sink, first_failure
 from bridge.spool import Spool
 
 log = get_logger(__name__)
+TOO_LARGE_KEEP = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,14 +37,16 @@ class RetryPolicy:
 
 
 def as_dead_letter(record: Record, reason: str, error: str, dlq: str) -> Record:
-    """The DLQ copy of a record the broker refused for good (pure)."""
-    return replace(
-        record,
-        destination=dlq,
-        dlq_reason=reason,
-        dlq_error=f"{error} (destination {record.destination})"[:500],
-        id=record_id(record.instance, record.value),
-    )
+    """The DLQ copy of a record the broker refused for good (pure).
+
+    A record refused as too large keeps only its first 64 KiB, so its DLQ copy fits.
+    """
+    error = f"{error} (destination {record.destination})"
+    value = record.value
+    if reason == "too_large" and len(value) > TOO_LARGE_KEEP:
+        value = value[:TOO_LARGE_KEEP]
+        error += f"; value truncated from {len(record.value)} to {TOO_LARGE_KEEP} bytes"
+    return replace(record, destination=dlq, value=value, dlq_reason=reason, dlq_error=error[:500])
 
 
 class SinkWorker:

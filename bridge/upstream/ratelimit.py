@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pydantic import SecretStr
 
 Clock = Callable[[], float]
+_EPSILON = 1e-6
+_MIN_WAIT = 0.001
 Sleep = Callable[[float], Awaitable[None]]
 
 
@@ -47,8 +49,8 @@ class TokenBucket:
         waits = [self._blocked_until - now]
         if self._server_remaining is not None and self._server_remaining <= 0:
             waits.append(self._server_reset - now)
-        if self._tokens < 1:
-            waits.append((1 - self._tokens) * 60.0 / self.per_minute)
+        if self._tokens < 1 - _EPSILON:
+            waits.append(max(_MIN_WAIT, (1 - self._tokens) * 60.0 / self.per_minute))
         return max(0.0, *waits)
 
     async def acquire(self) -> float:
@@ -58,7 +60,7 @@ class TokenBucket:
             while (delay := self.wait_time()) > 0:
                 await self.sleep(delay)
                 waited += delay
-            self._tokens -= 1
+            self._tokens = max(0.0, self._tokens - 1)
             if self._server_remaining is not None:
                 self._server_remaining -= 1
         return waited

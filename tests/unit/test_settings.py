@@ -163,7 +163,9 @@ def test_resolve_token_from_each_source(tmp_path: Path) -> None:
 
 def test_unresolvable_token_names_the_key(tmp_path: Path) -> None:
     """A token env var that is unset, or a token file that is missing, names the instance key."""
-    text = "instances:\n  a:\n    token_env: NOT_SET_ANYWHERE\n  b:\n    token_file: /nonexistent/t\n"
+    text = (
+        "instances:\n  a:\n    token_env: NOT_SET_ANYWHERE\n  b:\n    token_file: /nonexistent/t\n"
+    )
     settings = load_settings(write(tmp_path, text))
     with pytest.raises(ConfigError, match=r"instances\.a\.token_env: environment variable"):
         resolve_token("a", settings.instances["a"], {})

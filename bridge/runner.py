@@ -1,0 +1,197 @@
+"""One instance, wired: its token, its ensure, its socket, its pipeline, into the spool.
+
+The runner reads frames and appends the pipeline's records to the spool; it never awaits a
+broker. It reports everything it sees to logs (bound with ``instance=``) and metrics. A
+token that cannot be resolved fails this instance only, and is retried slowly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from pydantic import SecretStr
+
+from bridge.errors import ConfigError, UpstreamError
+from bridge.logs import get_logger, register_secret
+from bridge.metrics import Metrics, event_label
+from bridge.pipeline import Drop, Frame, Pipeline, Publish
+from bridge.settings import InstanceSettings, UpstreamSettings, resolve_token
+from bridge.spool import Spool
+from bridge.upstream.ratelimit import BucketRegistry, TokenBucket
+from bridge.upstream.rest import RestClient, desired_config
+from bridge.upstream.ws import InstanceSource
+
+
+@dataclass
+class InstanceStatus:
+    """What the admin server shows about one instance (never a secret)."""
+
+    state: str = "starting"
+    connected_since: float | None = None
+    last_frame_at: float | None = None
+    frames: int = 0
+    reconnects: int = 0
+    last_error: str | None = None
+    last_ensure: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def connected(self) -> bool:
+        return self.state == "connected"
+
+
+@dataclass(frozen=True)
+class RunnerContext:
+    """What every runner of a process shares."""
+
+    upstream: UpstreamSettings
+    spool: Spool
+    metrics: Metrics
+    buckets: BucketRegistry
+    rest_factory: Callable[[SecretStr, TokenBucket], RestClient]
+    environ: Mapping[str, str]
+    ssl: ssl.SSLContext | None = None
+
+
+class Runner:
+    def __init__(
+        self, name: str, settings: InstanceSettings, pipeline: Pipeline, ctx: RunnerContext
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self.pipeline = pipeline
+        self.ctx = ctx
+        self.metrics = ctx.metrics
+        self.status = InstanceStatus()
+        self.log = get_logger("bridge.runner", instance=name)
+        self._source: InstanceSource | None = None
+        self._stopping = asyncio.Event()
+
+    async def run(self) -> None:
+        """Read until :meth:`stop`; every frame received is in the spool when this returns."""
+        token = await self._token()
+        if token is None:
+            return
+        bucket = self.ctx.buckets.for_token(token)
+        rest = self.ctx.rest_factory(token, bucket)
+        rest.on_wait = lambda s: self.metrics.rate_limit_wait.labels(self.name).inc(s)
+        desired = desired_config(list(self.settings.events), self.settings.media_base64)
+
+        async def ensure() -> None:
+            try:
+                outcome = await rest.ensure(self.name, desired, manage=self.settings.manage_config)
+            except UpstreamError as exc:
+                self.metrics.ensure.labels(self.name, "error").inc()
+                self.status.last_ensure = f"error: {exc}"
+                raise
+            self.metrics.ensure.labels(self.name, outcome).inc()
+            self.status.last_ensure = outcome
+            level = self.log.warning if outcome == "drift" else self.log.info
+            level(f"ensure.{outcome}", desired=sorted(desired.events) or "all")
+
+        self._source = InstanceSource(
+            self.name,
+            token,
+            self.ctx.upstream,
+            bucket,
+            ensure=ensure,
+            observer=self,
+            ssl=self.ctx.ssl,
+        )
+        async for frame in self._source:
+            self.handle(frame)
+
+    async def _token(self) -> SecretStr | None:
+        """Resolve the token; while it cannot be, the instance is failed and retried slowly."""
+        while not self._stopping.is_set():
+            try:
+                token = resolve_token(self.name, self.settings, self.ctx.environ)
+            except ConfigError as exc:
+                self.failed_message(str(exc))
+                try:
+                    await asyncio.wait_for(self._stopping.wait(), self.ctx.upstream.backoff_max)
+                except TimeoutError:
+                    continue
+            else:
+                register_secret(token.get_secret_value())
+                return token
+        return None
+
+    def handle(self, frame: Frame) -> None:
+        """Run one frame through the pipeline into the spool, counting what happens."""
+        result = self.pipeline.process(frame)
+        self.status.frames += 1
+        if isinstance(result, Drop):
+            self.metrics.events_received.labels(self.name, event_label(result.event)).inc()
+            self.metrics.events_dropped.labels(self.name, result.reason).inc()
+            return
+        self.count_received(result)
+        appended = self.ctx.spool.append(result.record)
+        for dropped in appended.dropped:
+            self.metrics.events_dropped.labels(dropped.instance, "spool_full").inc()
+
+    def count_received(self, result: Publish) -> None:
+        record = result.record
+        if record.dlq_reason is not None:
+            self.metrics.events_received.labels(self.name, "other").inc()
+            self.log.warning("pipeline.dead_letter", reason=record.dlq_reason, ryze_id=record.id)
+            return
+        self.metrics.events_received.labels(self.name, event_label(record.event)).inc()
+        if not result.known_event:
+            self.metrics.events_unknown.labels(self.name).inc()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    async def stop(self) -> None:
+        """Stop intake: close the socket; :meth:`run` returns once the buffer is drained."""
+        self._stopping.set()
+        if self._source is not None:
+            await self._source.stop()
+
+    # SessionObserver: what the source reports
+    def connected(self) -> None:
+        self.status.state = "connected"
+        self.status.connected_since = time.time()
+        self.status.last_error = None
+        self.metrics.ws_connected.labels(self.name).set(1)
+        self.metrics.instance_failed.labels(self.name).set(0)
+        self.log.info("ws.connected")
+
+    def disconnected(self, reason: str) -> None:
+        self.status.state = "stopped" if reason == "stopping" else "disconnected"
+        self.status.connected_since = None
+        self.metrics.ws_connected.labels(self.name).set(0)
+        if reason != "stopping":
+            self.status.reconnects += 1
+            self.metrics.ws_reconnects.labels(self.name, reason).inc()
+        self.log.info("ws.disconnected", reason=reason)
+
+    def failed(self, error: UpstreamError) -> None:
+        self.failed_message(str(error))
+
+    def failed_message(self, message: str) -> None:
+        self.status.state = "failed"
+        self.status.last_error = message
+        self.metrics.instance_failed.labels(self.name).set(1)
+        self.log.error("instance.failed", error=message)
+
+    def retrying(self, reason: str, delay: float) -> None:
+        if reason == "rate_limited":
+            self.metrics.rate_limited.labels(self.name).inc()
+            self.metrics.rate_limit_wait.labels(self.name).inc(delay)
+        if self.status.state != "failed":
+            self.status.state = "reconnecting"
+        self.log.info("ws.reconnecting", reason=reason, delay=round(delay, 3))
+
+    def activity(self, ping: bool) -> None:
+        now = time.time()
+        self.status.last_frame_at = now
+        self.metrics.ws_last_frame.labels(self.name).set(now)
+        if ping:
+            self.metrics.ws_pings.labels(self.name).inc()

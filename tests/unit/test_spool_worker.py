@@ -1,0 +1,134 @@
+"""The bounded spool and the sink worker: order kept, drops counted, DLQ for refused records."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+
+from bridge.errors import SinkUnavailableError
+from bridge.metrics import create_metrics
+from bridge.pipeline import Record
+from bridge.sinks.base import DELIVERED, Failed, Outcome, Rejected
+from bridge.sinks.worker import RetryPolicy, SinkWorker
+from bridge.spool import MemorySpool
+
+
+def record(n: int, *, size: int = 10, key: bytes = b"k", dest: str = "t") -> Record:
+    return Record(dest, key, b"x" * size, "message.exchange", "shop", 1, f"id{n}")
+
+
+class ScriptedSink:
+    """A sink whose answers a test scripts: fails the first ``fail_batches`` publishes,
+    refuses records whose value starts with ``poison``."""
+
+    kind = "scripted"
+
+    def __init__(self, fail_batches: int = 0) -> None:
+        self.fail_batches = fail_batches
+        self.published: list[str] = []
+        self.dead: list[Record] = []
+
+    async def start(self) -> None:
+        return None
+
+    async def publish(self, records: Sequence[Record]) -> list[Outcome]:
+        if self.fail_batches:
+            self.fail_batches -= 1
+            return [Failed(SinkUnavailableError("down"))] * len(records)
+        outcomes: list[Outcome] = []
+        for r in records:
+            if r.value.startswith(b"poison") and r.dlq_reason is None:
+                outcomes.append(Rejected("too_large", "refused"))
+            elif r.dlq_reason is not None:
+                self.dead.append(r)
+                outcomes.append(DELIVERED)
+            else:
+                self.published.append(r.id)
+                outcomes.append(DELIVERED)
+        return outcomes
+
+    async def reachable(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        return None
+
+
+def test_drop_newest_refuses_the_new_record() -> None:
+    """With drop_newest a full spool keeps what it has and reports the new record dropped."""
+    spool = MemorySpool(max_bytes=3 * record(0).size, when_full="drop_newest")
+    results = [spool.append(record(i)) for i in range(5)]
+    assert [r.accepted for r in results] == [True, True, True, False, False]
+    assert [d.id for r in results for d in r.dropped] == ["id3", "id4"]
+    assert spool.stats().events == 3
+
+
+def test_drop_oldest_evicts_the_oldest() -> None:
+    """With drop_oldest a full spool evicts its oldest pending record for the new one."""
+    spool = MemorySpool(max_bytes=3 * record(0).size, when_full="drop_oldest")
+    dropped = [d.id for i in range(5) for d in spool.append(record(i)).dropped]
+    assert dropped == ["id0", "id1"]
+    assert spool.stats().events == 3
+
+
+async def test_rewind_keeps_order_and_ack_removes() -> None:
+    """A rewound batch is read again first, in order; acked records leave for good."""
+    spool = MemorySpool(max_bytes=10_000)
+    for i in range(5):
+        spool.append(record(i))
+    batch = await spool.read(3)
+    assert [r.id for r in batch] == ["id0", "id1", "id2"]
+    spool.ack(1)
+    again = await spool.read(10)
+    assert [r.id for r in again] == ["id1", "id2", "id3", "id4"]
+    spool.ack(4)
+    await asyncio.wait_for(spool.wait_empty(), 1)
+    assert spool.stats().bytes == 0
+
+
+async def test_worker_retries_until_sink_is_back_in_order() -> None:
+    """While the sink fails, nothing is lost; when it is back, everything arrives in order."""
+    metrics = create_metrics()
+    spool = MemorySpool(max_bytes=1_000_000)
+    sink = ScriptedSink(fail_batches=3)
+    worker = SinkWorker(sink, spool, metrics, dlq="dlq", retry=RetryPolicy(0.001, 0.01))
+    for i in range(50):
+        spool.append(record(i))
+    task = asyncio.create_task(worker.run())
+    await asyncio.wait_for(spool.wait_empty(), 5)
+    task.cancel()
+    assert sink.published == [f"id{i}" for i in range(50)]
+    errors = metrics.registry.get_sample_value(
+        "ryze_bridge_publish_errors_total", {"sink": "scripted", "error": "SinkUnavailableError"}
+    )
+    assert errors == 3
+
+
+async def test_refused_record_goes_to_dlq_and_the_rest_flows() -> None:
+    """A record the broker refuses for good lands in the DLQ; records behind it are delivered."""
+    metrics = create_metrics()
+    spool = MemorySpool(max_bytes=1_000_000)
+    sink = ScriptedSink()
+    worker = SinkWorker(sink, spool, metrics, dlq="ryze.dlq")
+    spool.append(record(0))
+    spool.append(Record("t", b"k", b"poison!", "message.exchange", "shop", 1, "bad"))
+    spool.append(record(2))
+    task = asyncio.create_task(worker.run())
+    await asyncio.wait_for(spool.wait_empty(), 5)
+    task.cancel()
+    assert sink.published == ["id0", "id2"]
+    assert [(d.destination, d.dlq_reason) for d in sink.dead] == [("ryze.dlq", "too_large")]
+    assert "destination t" in (sink.dead[0].dlq_error or "")
+    assert (
+        metrics.registry.get_sample_value("ryze_bridge_dlq_records_total", {"reason": "too_large"})
+        == 1
+    )
+
+
+@pytest.mark.parametrize("attempt", [1, 2, 5, 20])
+def test_retry_delay_is_bounded(attempt: int) -> None:
+    """Worker backoff grows exponentially but never past its maximum."""
+    policy = RetryPolicy(0.2, 10.0)
+    assert 0 < policy.delay(attempt) <= 10.0
