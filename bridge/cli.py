@@ -6,6 +6,7 @@ Exit codes: 0 clean stop, 2 bad configuration, 1 anything else.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
 from collections.abc import Sequence
@@ -14,8 +15,10 @@ from pathlib import Path
 import yaml
 
 from bridge import __version__
-from bridge.errors import ConfigError
+from bridge.errors import BridgeError, ConfigError
+from bridge.logs import configure_logging, get_logger
 from bridge.settings import Settings, load_settings, masked_dump, resolve_token
+from bridge.supervisor import Supervisor
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -29,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"ryze-bridge {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = commands.add_parser("run", help="run the bridge daemon")
+    run.add_argument("--config", "-c", type=Path, help="YAML config file")
     check = commands.add_parser(
         "check-config", help="validate a config file and print it with secrets masked"
     )
@@ -51,23 +56,43 @@ def token_warnings(settings: Settings) -> list[str]:
     return warnings
 
 
+def report_invalid(path: Path | None, exc: ConfigError) -> int:
+    print(f"invalid config{f' {path}' if path else ''}:", file=sys.stderr)
+    for problem in exc.problems:
+        print(f"  {problem}", file=sys.stderr)
+    return EXIT_BAD_CONFIG
+
+
 def check_config(path: Path | None) -> int:
     """Print the effective config (secrets masked); exit 2 naming every bad key."""
     try:
         settings = load_settings(path)
     except ConfigError as exc:
-        print(f"invalid config{f' {path}' if path else ''}:", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
-        return EXIT_BAD_CONFIG
+        return report_invalid(path, exc)
     sys.stdout.write(yaml.safe_dump(masked_dump(settings), sort_keys=False))
     for warning in token_warnings(settings):
         print(f"warning: {warning} (that instance will fail until it is)", file=sys.stderr)
     return EXIT_OK
 
 
+def run(path: Path | None) -> int:
+    """The daemon: settings, logging, then the supervisor until a signal."""
+    try:
+        settings = load_settings(path)
+    except ConfigError as exc:
+        return report_invalid(path, exc)
+    configure_logging(settings.log.level, settings.log.format)
+    try:
+        return asyncio.run(Supervisor(settings).run())
+    except BridgeError as exc:
+        get_logger("bridge.cli").error("bridge.failed", error=str(exc))
+        return EXIT_FAILURE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "run":
+        return run(args.config)
     if args.command == "check-config":
         return check_config(args.config)
     if args.command == "simulate":
