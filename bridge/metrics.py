@@ -45,6 +45,7 @@ class Metrics:
     spool_bytes: Gauge
     spool_events: Gauge
     spool_max_bytes: Gauge
+    spool_recovered: Counter
     ensure: Counter
     rate_limited: Counter
     rate_limit_wait: Counter
@@ -116,6 +117,11 @@ def create_metrics(registry: CollectorRegistry | None = None) -> Metrics:
         spool_bytes=gauge("spool_bytes", "Bytes held in the spool, not yet acknowledged."),
         spool_events=gauge("spool_events", "Records held in the spool, not yet acknowledged."),
         spool_max_bytes=gauge("spool_max_bytes", "The spool's configured size bound."),
+        spool_recovered=counter(
+            "spool_recovered_records",
+            "Entries found at start-up: replayed, or damaged/torn and skipped.",
+            ("outcome",),
+        ),
         ensure=counter(
             "ensure", "Upstream WebSocket config checks, by outcome.", ("instance", "outcome")
         ),

@@ -34,7 +34,8 @@ from bridge.sinks.file import FileSink
 from bridge.sinks.kafka import KafkaSink
 from bridge.sinks.redis import RedisSink
 from bridge.sinks.worker import RetryPolicy, SinkWorker
-from bridge.spool import MemorySpool, Spool
+from bridge.spool import Spool
+from bridge.spool.disk import DiskSpool
 from bridge.upstream.ratelimit import BucketRegistry, TokenBucket
 from bridge.upstream.rest import RestClient
 
@@ -88,7 +89,13 @@ class Supervisor:
     ) -> None:
         self.settings = settings
         self.metrics = metrics or create_metrics()
-        self.spool = spool or MemorySpool(settings.spool.max_bytes, settings.spool.when_full)
+        self.spool = spool or DiskSpool(
+            settings.spool.dir,
+            settings.spool.max_bytes,
+            settings.spool.when_full,
+            settings.spool.fsync,
+            settings.spool.fsync_interval_ms,
+        )
         self.sink = sink or build_sink(settings)
         self.environ = environ if environ is not None else os.environ
         self.runners: dict[str, Runner] = {}
@@ -126,6 +133,7 @@ class Supervisor:
             self.metrics, self.check_ready, host=settings.admin.host, port=settings.admin.port
         )
         self._worker_task: asyncio.Task[None] | None = None
+        self._fsync_task: asyncio.Task[None] | None = None
 
     def _rest_client(self, token: SecretStr, bucket: TokenBucket) -> RestClient:
         return RestClient(self.http, token, bucket)
@@ -145,12 +153,46 @@ class Supervisor:
 
     async def start(self) -> None:
         self.metrics.spool_max_bytes.set(self.settings.spool.max_bytes)
+        self._open_spool()
         self._worker_task = asyncio.create_task(self._deliver(), name="sink-worker")
         await self.admin.start()
         log.info("admin.listening", host=self.settings.admin.host, port=self.admin.port)
         for name, instance in self.settings.instances.items():
             self.add_instance(name, instance)
         log.info("bridge.started", instances=len(self.runners), sink=self.sink.kind)
+
+    def _open_spool(self) -> None:
+        """Open (lock, recover) a disk spool; report what start-up found in it."""
+        if not isinstance(self.spool, DiskSpool):
+            return
+        report = self.spool.open()
+        for outcome, count in (
+            ("replayed", report.replay),
+            ("damaged", report.damaged),
+            ("torn", report.torn),
+        ):
+            if count:
+                self.metrics.spool_recovered.labels(outcome).inc(count)
+        level = log.warning if report.damaged or report.torn else log.info
+        level(
+            "spool.opened",
+            dir=str(self.spool.directory),
+            replay=report.replay,
+            damaged=report.damaged,
+            torn=report.torn,
+            torn_bytes=report.torn_bytes,
+        )
+        stats = self.spool.stats()
+        self.metrics.spool_events.set(stats.events)
+        self.metrics.spool_bytes.set(stats.bytes)
+        if self.settings.spool.fsync == "interval":
+            self._fsync_task = asyncio.create_task(self._fsync_loop(self.spool))
+
+    async def _fsync_loop(self, spool: DiskSpool) -> None:
+        interval = self.settings.spool.fsync_interval_ms / 1000
+        while True:
+            await asyncio.sleep(interval)
+            spool.sync()
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -236,10 +278,11 @@ class Supervisor:
         log.info("bridge.stopping", instances=len(self.runners))
         await asyncio.gather(*(self.remove_instance(n) for n in list(self.runners)))
         drained = await self._drain(deadline)
-        if self._worker_task is not None:
-            self._worker_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker_task
+        for task in (self._worker_task, self._fsync_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         left = self.spool.stats()
         if not drained:
             log.error("bridge.undelivered", events=left.events, bytes=left.bytes)

@@ -1,4 +1,4 @@
-"""The buffer between the socket readers and the sink worker.
+"""The spool: the buffer between the socket readers and the sink worker.
 
 Readers ``append`` without ever waiting (the upstream drops a socket that misses a pong for
 60 s); one worker ``read``s batches in order, and a batch leaves the buffer only when it is

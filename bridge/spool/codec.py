@@ -1,0 +1,109 @@
+"""On-disk framing of spool records (pure).
+
+Each entry is a 20-byte header and a payload::
+
+    magic "RZ" (2) | version (1) | reserved (1) | payload length u32 | crc32 u32 | seq u64
+    payload: received_ns u64, then 8 length-prefixed fields (u32 length, 0xFFFFFFFF = None):
+             destination, key, value, event, instance, id, dlq_reason, dlq_error
+
+The CRC covers the sequence number and the payload, so a flipped byte anywhere in an entry
+is detected; the magic lets a reader find the next entry after a damaged one.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+
+from bridge.pipeline import Record
+
+MAGIC = b"RZ\x01"
+HEADER = struct.Struct("<3sxIIQ")
+HEADER_SIZE = HEADER.size
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+_NONE = 0xFFFFFFFF
+MAX_PAYLOAD = 1 << 30
+
+
+def _field(value: bytes | None) -> bytes:
+    if value is None:
+        return _U32.pack(_NONE)
+    return _U32.pack(len(value)) + value
+
+
+def _text(value: str | None) -> bytes | None:
+    return None if value is None else value.encode()
+
+
+def encode_payload(record: Record) -> bytes:
+    fields = (
+        record.destination.encode(),
+        record.key,
+        record.value,
+        record.event.encode(),
+        record.instance.encode(),
+        record.id.encode(),
+        _text(record.dlq_reason),
+        _text(record.dlq_error),
+    )
+    return _U64.pack(record.received_ns) + b"".join(_field(f) for f in fields)
+
+
+def decode_payload(payload: bytes) -> Record:
+    (received_ns,) = _U64.unpack_from(payload, 0)
+    offset = _U64.size
+    values: list[bytes | None] = []
+    for _ in range(8):
+        (length,) = _U32.unpack_from(payload, offset)
+        offset += _U32.size
+        if length == _NONE:
+            values.append(None)
+            continue
+        values.append(payload[offset : offset + length])
+        offset += length
+    if offset != len(payload):
+        raise ValueError("payload length does not match its fields")
+    destination, key, value, event, instance, ident, reason, error = values
+
+    def text(v: bytes | None) -> str:
+        return (v or b"").decode()
+
+    return Record(
+        destination=text(destination),
+        key=key,
+        value=value or b"",
+        event=text(event),
+        instance=text(instance),
+        received_ns=received_ns,
+        id=text(ident),
+        dlq_reason=None if reason is None else reason.decode(),
+        dlq_error=None if error is None else error.decode(),
+    )
+
+
+def checksum(seq: int, payload: bytes) -> int:
+    return zlib.crc32(payload, zlib.crc32(_U64.pack(seq)))
+
+
+def encode_entry(seq: int, record: Record) -> bytes:
+    payload = encode_payload(record)
+    return HEADER.pack(MAGIC, len(payload), checksum(seq, payload), seq) + payload
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    length: int
+    crc: int
+    seq: int
+
+
+def decode_header(data: bytes) -> Header | None:
+    """The header at the start of ``data``, or None when it is not one."""
+    if len(data) < HEADER_SIZE:
+        return None
+    magic, length, crc, seq = HEADER.unpack_from(data, 0)
+    if magic != MAGIC or length > MAX_PAYLOAD:
+        return None
+    return Header(length, crc, seq)

@@ -1,0 +1,340 @@
+"""The disk spool: an append-only, segmented, checksummed log in ``spool.dir``.
+
+- ``append`` writes the entry to the active segment and hands it to the OS (a ``write``)
+  before returning, so a killed process loses nothing it appended; ``fsync`` decides when
+  the OS must put it on disk (``always``: every append; ``interval``: at most every
+  ``fsync_interval_ms``; ``never``: when the OS likes — a power cut can lose that window).
+- One reader reads entries in order from the oldest unacknowledged one; ``ack`` moves the
+  acknowledged position (persisted in ``ack`` by write + rename) and deletes segments that
+  are wholly acknowledged; ``rewind`` re-reads from the acknowledged position.
+- When full, ``drop_newest`` refuses the new entry; ``drop_oldest`` deletes the oldest
+  segment (entries in flight there are kept in memory and still delivered). Every dropped
+  entry is reported to the caller, with its instance, to be counted.
+- A lock file refuses a second process on the same directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Literal
+
+from bridge.errors import SpoolError
+from bridge.pipeline import Record
+from bridge.spool import AppendResult, SpoolStats, WhenFull
+from bridge.spool.codec import HEADER_SIZE, decode_header, decode_payload, encode_entry
+from bridge.spool.recovery import iter_segment_paths, rewrite, scan_file
+
+FsyncPolicy = Literal["always", "interval", "never"]
+ACK_FILE = "ack"
+LOCK_FILE = "lock"
+
+
+@dataclass
+class Segment:
+    path: Path
+    first_seq: int
+    count: int = 0
+    size: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class InFlight:
+    seq: int
+    record: Record
+    size: int
+    segment: int
+    end: int
+
+
+@dataclass
+class RecoveryReport:
+    """What start-up found: entries to replay, damaged entries skipped, torn tails cut."""
+
+    replay: int = 0
+    damaged: int = 0
+    torn: int = 0
+    torn_bytes: int = 0
+
+
+def segment_name(first_seq: int) -> str:
+    return f"seg-{first_seq:020d}.log"
+
+
+@dataclass
+class DiskSpool:
+    directory: Path
+    max_bytes: int
+    when_full: WhenFull = "drop_newest"
+    fsync: FsyncPolicy = "interval"
+    fsync_interval_ms: int = 50
+    segment_bytes: int = 0
+    report: RecoveryReport = field(default_factory=RecoveryReport)
+    _segments: deque[Segment] = field(default_factory=deque)
+    _writer: IO[bytes] | None = None
+    _lock: IO[bytes] | None = None
+    _next_seq: int = 1
+    _acked_seq: int = 0
+    _bytes: int = 0
+    _events: int = 0
+    _ack_pos: tuple[int, int] = (0, 0)  # (segment first_seq, offset) of the first unacked
+    _in_flight: list[InFlight] = field(default_factory=list)
+    _last_sync: float = 0.0
+    _dirty: bool = False
+    _readable: asyncio.Event = field(default_factory=asyncio.Event)
+    _empty: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        if self.segment_bytes <= 0:
+            self.segment_bytes = max(4096, min(64 << 20, self.max_bytes // 8))
+
+    # ---- life cycle -------------------------------------------------------------------
+    def open(self) -> RecoveryReport:
+        """Lock the directory, recover the segments, position the reader; returns the report."""
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._lock = (self.directory / LOCK_FILE).open("a+b")
+        except OSError as exc:
+            raise SpoolError(f"spool: cannot use {self.directory}: {exc.strerror}") from None
+        try:
+            fcntl.flock(self._lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lock.close()
+            self._lock = None
+            raise SpoolError(
+                f"spool: {self.directory} is in use by another ryze-bridge process "
+                "(one spool directory per process)"
+            ) from None
+        self._acked_seq = self._read_ack()
+        self._recover()
+        self._open_writer()
+        if self._events:
+            self._readable.set()
+        else:
+            self._empty.set()
+        return self.report
+
+    def close(self) -> None:
+        """Flush, fsync, persist the acknowledged position, release the lock (if held)."""
+        if self._lock is None:
+            return
+        if self._writer is not None:
+            self._writer.flush()
+            os.fsync(self._writer.fileno())
+            self._writer.close()
+            self._writer = None
+        self._write_ack()
+        if self._lock is not None:
+            fcntl.flock(self._lock.fileno(), fcntl.LOCK_UN)
+            self._lock.close()
+            self._lock = None
+
+    def _read_ack(self) -> int:
+        try:
+            return int((self.directory / ACK_FILE).read_text().strip() or 0)
+        except (OSError, ValueError):
+            return 0
+
+    def _write_ack(self) -> None:
+        tmp = self.directory / f"{ACK_FILE}.tmp"
+        tmp.write_text(str(self._acked_seq))
+        if self.fsync == "always":
+            with tmp.open("rb") as handle:
+                os.fsync(handle.fileno())
+        tmp.replace(self.directory / ACK_FILE)
+
+    def _recover(self) -> None:
+        for path in iter_segment_paths(self.directory):
+            result = scan_file(path)
+            self.report.damaged += result.damaged
+            if result.torn_bytes:
+                self.report.torn += 1
+                self.report.torn_bytes += result.torn_bytes
+            if not result.clean:
+                rewrite(path, result)
+            live = [e for e in result.entries if e.seq > self._acked_seq]
+            if not live:
+                path.unlink()
+                continue
+            first_seq = int(path.stem.removeprefix("seg-"))
+            segment = Segment(path, first_seq, count=len(result.entries))
+            segment.size = sum(e.end - e.start for e in result.entries)
+            self._segments.append(segment)
+            self._bytes += sum(e.end - e.start for e in live)
+            self.report.replay += len(live)
+            self._next_seq = max(self._next_seq, result.entries[-1].seq + 1)
+            if len(self._segments) == 1:
+                self._ack_pos = (first_seq, live[0].start)
+        self._next_seq = max(self._next_seq, self._acked_seq + 1)
+        self._events = self.report.replay
+
+    def _open_writer(self) -> None:
+        if not self._segments or self._segments[-1].size >= self.segment_bytes:
+            self._new_segment()
+        else:
+            self._writer = self._segments[-1].path.open("ab")
+
+    def _new_segment(self) -> None:
+        if self._writer is not None:
+            self._writer.flush()
+            if self.fsync != "never":
+                os.fsync(self._writer.fileno())
+            self._writer.close()
+        segment = Segment(self.directory / segment_name(self._next_seq), self._next_seq)
+        self._writer = segment.path.open("ab")
+        if not self._segments:
+            self._ack_pos = (segment.first_seq, 0)
+        self._segments.append(segment)
+
+    # ---- writing ------------------------------------------------------------------------
+    def append(self, record: Record) -> AppendResult:
+        if self._writer is None:
+            raise SpoolError("spool: not open")
+        entry = encode_entry(self._next_seq, record)
+        dropped: list[Record] = []
+        while self._bytes + len(entry) > self.max_bytes:
+            if self.when_full == "drop_newest" or not self._drop_oldest_segment(dropped):
+                return AppendResult(accepted=False, dropped=(record, *dropped))
+        if self._segments[-1].size >= self.segment_bytes:
+            self._new_segment()
+        try:
+            self._writer.write(entry)
+            self._writer.flush()
+        except OSError as exc:
+            raise SpoolError(f"spool: write failed: {exc.strerror}") from None
+        segment = self._segments[-1]
+        segment.size += len(entry)
+        segment.count += 1
+        self._next_seq += 1
+        self._bytes += len(entry)
+        self._events += 1
+        self._sync_if_due()
+        self._readable.set()
+        self._empty.clear()
+        return AppendResult(accepted=True, dropped=tuple(dropped))
+
+    def _sync_if_due(self) -> None:
+        if self.fsync == "never":
+            return
+        self._dirty = True
+        if self.fsync == "always" or (
+            time.monotonic() - self._last_sync >= self.fsync_interval_ms / 1000
+        ):
+            self.sync()
+
+    def sync(self) -> None:
+        """fsync the active segment now (the interval policy also calls this on a timer)."""
+        if self._writer is not None and self._dirty:
+            os.fsync(self._writer.fileno())
+            self._dirty = False
+            self._last_sync = time.monotonic()
+
+    def _drop_oldest_segment(self, dropped: list[Record]) -> bool:
+        """Delete the oldest segment that holds nothing in flight (never the active one)."""
+        busy = {f.segment for f in self._in_flight}
+        candidates = [s for s in list(self._segments)[:-1] if s.first_seq not in busy]
+        if not candidates:
+            return False
+        segment = candidates[0]
+        start = self._ack_pos[1] if segment is self._segments[0] else 0
+        for _, record, size in self._entries(segment, start):
+            self._bytes -= size
+            self._events -= 1
+            dropped.append(record)
+        self._segments.remove(segment)
+        with contextlib.suppress(FileNotFoundError):
+            segment.path.unlink()
+        if self._ack_pos[0] == segment.first_seq:
+            self._ack_pos = (self._segments[0].first_seq, 0)
+        return True
+
+    # ---- reading ------------------------------------------------------------------------
+    def _entries(
+        self, segment: Segment, start: int, limit: int | None = None
+    ) -> list[tuple[int, Record, int]]:
+        """Entries of ``segment`` from offset ``start``: (seq, record, size on disk)."""
+        if self._writer is not None and segment is self._segments[-1]:
+            self._writer.flush()
+        out: list[tuple[int, Record, int]] = []
+        with segment.path.open("rb") as handle:
+            handle.seek(start)
+            while limit is None or len(out) < limit:
+                header = decode_header(handle.read(HEADER_SIZE))
+                if header is None:
+                    break
+                payload = handle.read(header.length)
+                if len(payload) < header.length:
+                    break
+                out.append((header.seq, decode_payload(payload), HEADER_SIZE + header.length))
+        return out
+
+    async def read(self, max_records: int) -> list[Record]:
+        """Wait for unacknowledged entries; put up to ``max_records`` in flight, oldest first."""
+        self.rewind()
+        while not self._in_flight:
+            self._in_flight = self._read_from_ack(max_records)
+            if not self._in_flight:
+                self._readable.clear()
+                await self._readable.wait()
+        return [f.record for f in self._in_flight]
+
+    def _read_from_ack(self, max_records: int) -> list[InFlight]:
+        batch: list[InFlight] = []
+        ack_segment, ack_offset = self._ack_pos
+        for segment in list(self._segments):
+            if segment.first_seq < ack_segment:
+                continue
+            offset = ack_offset if segment.first_seq == ack_segment else 0
+            for seq, record, size in self._entries(segment, offset, max_records - len(batch)):
+                offset += size
+                batch.append(InFlight(seq, record, size, segment.first_seq, offset))
+            if len(batch) >= max_records:
+                break
+        return batch
+
+    def ack(self, count: int) -> None:
+        """The first ``count`` records in flight are delivered: move the acked position."""
+        done, self._in_flight = self._in_flight[:count], self._in_flight[count:]
+        for item in done:
+            self._ack_pos = (item.segment, item.end)
+            self._acked_seq = item.seq
+            self._bytes -= item.size
+            self._events -= 1
+        if done:
+            self._forget_acked_segments()
+            self._write_ack()
+        self.rewind()
+        if self._events == 0:
+            self._empty.set()
+
+    def _forget_acked_segments(self) -> None:
+        while len(self._segments) > 1:
+            first = self._segments[0]
+            wholly_acked = first.first_seq < self._ack_pos[0] or (
+                first.first_seq == self._ack_pos[0] and self._ack_pos[1] >= first.size
+            )
+            if not wholly_acked:
+                return
+            self._segments.popleft()
+            with contextlib.suppress(FileNotFoundError):
+                first.path.unlink()
+            if self._ack_pos[0] == first.first_seq:
+                self._ack_pos = (self._segments[0].first_seq, 0)
+
+    def rewind(self) -> None:
+        """Records in flight go back: the next read starts at the acknowledged position."""
+        self._in_flight = []
+        if self._events:
+            self._readable.set()
+
+    def stats(self) -> SpoolStats:
+        return SpoolStats(events=self._events, bytes=self._bytes, in_flight=len(self._in_flight))
+
+    async def wait_empty(self) -> None:
+        await self._empty.wait()

@@ -1,0 +1,141 @@
+"""The disk spool: survives restarts, recovers from torn and corrupted segments, refuses a
+second process, and drops exactly what its policy says when full."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from bridge.errors import SpoolError
+from bridge.pipeline import Record
+from bridge.spool.disk import DiskSpool
+
+
+def record(n: int, size: int = 100) -> Record:
+    value = (b'{"n":%d,"pad":"' % n) + b"x" * size + b'"}'
+    return Record("ryze.shop.message.exchange", b"shop", value, "message.exchange", "shop",
+                  1_700_000_000_000_000_000 + n, f"id{n}", None, None)  # fmt: skip
+
+
+def opened(directory: Path, **kwargs: object) -> DiskSpool:
+    options: dict[str, object] = {"max_bytes": 10_000_000, "fsync": "never"}
+    options.update(kwargs)
+    spool = DiskSpool(directory, **options)  # type: ignore[arg-type]
+    spool.open()
+    return spool
+
+
+async def drain(spool: DiskSpool, batch: int = 7) -> list[str]:
+    ids: list[str] = []
+    while spool.stats().events:
+        records = await asyncio.wait_for(spool.read(batch), 2)
+        ids.extend(r.id for r in records)
+        spool.ack(len(records))
+    return ids
+
+
+async def test_unacked_records_are_replayed_after_restart(tmp_path: Path) -> None:
+    """What was appended and not acknowledged is read again, in order, by the next process."""
+    spool = opened(tmp_path, segment_bytes=1000)
+    for n in range(20):
+        assert spool.append(record(n)).accepted
+    first = await spool.read(5)
+    spool.ack(5)
+    assert [r.id for r in first] == [f"id{n}" for n in range(5)]
+    await spool.read(3)  # in flight, never acknowledged
+    spool.close()
+    again = opened(tmp_path, segment_bytes=1000)
+    assert again.report.replay == 15
+    assert await drain(again) == [f"id{n}" for n in range(5, 20)]
+    again.close()
+
+
+async def test_records_roundtrip_every_field(tmp_path: Path) -> None:
+    """A record read back from disk equals the one appended, DLQ fields and null key included."""
+    spool = opened(tmp_path)
+    original = Record("ryze.dlq", None, b"\x00\xffraw", "unknown", "shop", 42, "abc",
+                      "malformed_json", "not JSON")  # fmt: skip
+    spool.append(original)
+    assert await spool.read(10) == [original]
+    spool.close()
+
+
+async def test_acknowledged_segments_are_deleted(tmp_path: Path) -> None:
+    """Segments whose every entry is acknowledged are removed from the directory."""
+    spool = opened(tmp_path, segment_bytes=500)
+    for n in range(30):
+        spool.append(record(n))
+    assert len(list(tmp_path.glob("seg-*.log"))) > 3
+    await drain(spool, batch=30)
+    assert len(list(tmp_path.glob("seg-*.log"))) == 1
+    assert spool.stats().bytes == 0
+    spool.close()
+
+
+async def test_torn_tail_is_truncated_and_counted(tmp_path: Path) -> None:
+    """A segment cut mid-entry (a crash mid-write) loses only that entry; the rest replays."""
+    spool = opened(tmp_path)
+    for n in range(10):
+        spool.append(record(n))
+    spool.close()
+    segment = next(tmp_path.glob("seg-*.log"))
+    data = segment.read_bytes()
+    segment.write_bytes(data[: len(data) - 40])
+    again = opened(tmp_path)
+    assert again.report.torn == 1
+    assert again.report.replay == 9
+    assert await drain(again) == [f"id{n}" for n in range(9)]
+    again.append(record(99))
+    assert await drain(again) == ["id99"]
+    again.close()
+
+
+async def test_flipped_byte_skips_only_that_entry(tmp_path: Path) -> None:
+    """A flipped byte inside one entry drops that entry (counted); every other is delivered."""
+    spool = opened(tmp_path)
+    for n in range(10):
+        spool.append(record(n))
+    spool.close()
+    segment = next(tmp_path.glob("seg-*.log"))
+    data = bytearray(segment.read_bytes())
+    entry = len(data) // 10
+    data[entry * 4 + entry // 2] ^= 0x40
+    segment.write_bytes(bytes(data))
+    again = opened(tmp_path)
+    assert again.report.damaged == 1
+    assert await drain(again) == [f"id{n}" for n in range(10) if n != 4]
+    again.close()
+
+
+def test_second_process_is_refused(tmp_path: Path) -> None:
+    """A second spool on the same directory is refused with a clear error."""
+    spool = opened(tmp_path)
+    with pytest.raises(SpoolError, match="in use by another ryze-bridge process"):
+        opened(tmp_path)
+    spool.close()
+    opened(tmp_path).close()
+
+
+def test_drop_newest_counts_exactly(tmp_path: Path) -> None:
+    """drop_newest refuses new entries once full; held + dropped = appended."""
+    spool = opened(tmp_path, max_bytes=5_000, when_full="drop_newest")
+    results = [spool.append(record(n)) for n in range(100)]
+    dropped = [d.id for r in results for d in r.dropped]
+    assert len(dropped) + spool.stats().events == 100
+    assert dropped == [f"id{n}" for n in range(100 - len(dropped), 100)]
+    spool.close()
+
+
+async def test_drop_oldest_counts_exactly_and_keeps_newest(tmp_path: Path) -> None:
+    """drop_oldest deletes the oldest segments; held + dropped = appended, newest kept."""
+    spool = opened(tmp_path, max_bytes=5_000, when_full="drop_oldest")
+    dropped: list[str] = []
+    for n in range(100):
+        dropped.extend(d.id for d in spool.append(record(n)).dropped)
+    held = await drain(spool, batch=100)
+    assert sorted(dropped + held, key=lambda i: int(i[2:])) == [f"id{n}" for n in range(100)]
+    assert held[-1] == "id99"
+    assert dropped[0] == "id0"
+    spool.close()
