@@ -10,11 +10,19 @@ from __future__ import annotations
 import platform
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    disable_created_metrics,
+)
 
 from bridge import __version__
 from bridge.pipeline.filter import is_known_event
 
+disable_created_metrics()  # *_created series only add noise to every scrape
 PREFIX = "ryze_bridge"
 LATENCY_BUCKETS = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,

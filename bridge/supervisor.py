@@ -42,6 +42,7 @@ from bridge.upstream.rest import RestClient
 log = get_logger(__name__)
 KAFKA_RECORD_OVERHEAD = 1024
 STOP_READ_TIMEOUT = 5.0
+SIGNAL_DEBOUNCE = 0.5
 
 
 def build_sink(settings: Settings) -> Sink:
@@ -103,7 +104,7 @@ class Supervisor:
         self._stop = asyncio.Event()
         self._fatal: str | None = None
         self._sink_started = False
-        self._signals = 0
+        self._first_signal_at: float | None = None
         verify: ssl.SSLContext | bool = upstream_ssl(settings) or True
         self.http = httpx.AsyncClient(
             base_url=str(settings.upstream.base_url).rstrip("/"),
@@ -309,9 +310,15 @@ class Supervisor:
                 loop.add_signal_handler(sig, self._on_signal, sig)
 
     def _on_signal(self, sig: signal.Signals) -> None:
-        self._signals += 1
-        if self._signals > 1:
+        """First signal: graceful stop. A second one, a moment later, exits at once (the same
+        signal delivered twice at once, as wrappers like ``uv run`` can do, is one signal)."""
+        now = time.monotonic()
+        if self._first_signal_at is None:
+            self._first_signal_at = now
+        elif now - self._first_signal_at > SIGNAL_DEBOUNCE:
             log.warning("bridge.forced_exit", signal=sig.name)
             os._exit(1)
+        else:
+            return
         log.info("bridge.signal", signal=sig.name)
         self._stop.set()
