@@ -1,0 +1,250 @@
+#!/usr/bin/env bash
+# Real Kafka (Apache Kafka, KRaft, single node) and real Redis (Debian's redis-server) for the
+# test suite, on free loopback ports, started and stopped by the project itself.
+#
+#   scripts/services.sh up            start both (idempotent: a no-op when they answer)
+#   scripts/services.sh down          stop exactly the processes this script started
+#   scripts/services.sh status        show what runs where
+#   scripts/services.sh stop NAME     stop kafka or redis, keeping its port and data
+#   scripts/services.sh start NAME    start it again on the same port with the same data
+#   scripts/services.sh env           print export lines (KAFKA_BOOTSTRAP, REDIS_URL)
+#
+# Where they listen is written to $RYZE_SERVICES_DIR/services.json (default .services/).
+# Kafka's jars come from Maven Central through Maven, cached in $RYZE_CACHE_DIR.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+STATE="${RYZE_SERVICES_DIR:-$ROOT/.services}"
+CACHE="${RYZE_CACHE_DIR:-$HOME/.cache/ryze-bridge}"
+KAFKA_VERSION="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$ROOT/scripts/kafka/pom.xml")"
+KAFKA_LIBS="$CACHE/kafka-$KAFKA_VERSION/libs"
+KAFKA_DIR="$STATE/kafka"
+REDIS_DIR="$STATE/redis"
+JSON="$STATE/services.json"
+
+say() { echo "services: $*" >&2; }
+die() { say "error: $*"; exit 1; }
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+alive() { [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+write_json() {
+    local kport rport
+    kport="$(cat "$KAFKA_DIR/port" 2>/dev/null || echo 0)"
+    rport="$(cat "$REDIS_DIR/port" 2>/dev/null || echo 0)"
+    cat >"$JSON.tmp" <<EOF
+{
+  "kafka": {"bootstrap_servers": "127.0.0.1:$kport", "pid": $(cat "$KAFKA_DIR/pid" 2>/dev/null || echo 0), "log": "$KAFKA_DIR/broker.log"},
+  "redis": {"url": "redis://127.0.0.1:$rport/0", "pid": $(cat "$REDIS_DIR/pid" 2>/dev/null || echo 0), "log": "$REDIS_DIR/redis.log"}
+}
+EOF
+    mv "$JSON.tmp" "$JSON"
+}
+
+# ---- Kafka -------------------------------------------------------------------------------
+fetch_kafka() {
+    if [[ -f "$KAFKA_LIBS/.complete" ]]; then return; fi
+    command -v mvn >/dev/null || die "mvn not found (Java 17 and Maven are needed for Kafka)"
+    command -v java >/dev/null || die "java not found"
+    say "fetching Apache Kafka $KAFKA_VERSION from Maven Central"
+    rm -rf "$KAFKA_LIBS"
+    mkdir -p "$KAFKA_LIBS"
+    mvn -q -B -f "$ROOT/scripts/kafka/pom.xml" dependency:copy-dependencies \
+        -DincludeScope=runtime -DoutputDirectory="$KAFKA_LIBS" >&2
+    touch "$KAFKA_LIBS/.complete"
+}
+
+kafka_java() { java -Xms128m -Xmx768m -XX:+UseG1GC -Dlog4j2.configurationFile="$KAFKA_DIR/log4j2.properties" -cp "$KAFKA_LIBS/*" "$@"; }
+
+configure_kafka() {
+    mkdir -p "$KAFKA_DIR/data"
+    local port controller
+    port="$(free_port)"
+    controller="$(free_port)"
+    echo "$port" >"$KAFKA_DIR/port"
+    cat >"$KAFKA_DIR/server.properties" <<EOF
+process.roles=broker,controller
+node.id=1
+controller.quorum.bootstrap.servers=127.0.0.1:$controller
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller
+advertised.listeners=PLAINTEXT://127.0.0.1:$port
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+log.dirs=$KAFKA_DIR/data
+num.partitions=3
+auto.create.topics.enable=false
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=4
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+min.insync.replicas=1
+group.initial.rebalance.delay.ms=0
+log.flush.interval.messages=9223372036854775807
+num.network.threads=2
+num.io.threads=2
+background.threads=2
+EOF
+    cat >"$KAFKA_DIR/log4j2.properties" <<EOF
+status = warn
+appender.file.type = File
+appender.file.name = FILE
+appender.file.fileName = $KAFKA_DIR/broker.log
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = info
+rootLogger.appenderRef.file.ref = FILE
+logger.kafka.name = kafka
+logger.kafka.level = warn
+logger.apache.name = org.apache.kafka
+logger.apache.level = warn
+EOF
+    local cluster
+    cluster="$(kafka_java kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n1)"
+    kafka_java kafka.tools.StorageTool format --standalone -t "$cluster" \
+        -c "$KAFKA_DIR/server.properties" >"$KAFKA_DIR/format.log" 2>&1 \
+        || { cat "$KAFKA_DIR/format.log" >&2; die "kafka storage format failed"; }
+}
+
+start_kafka() {
+    if alive "$KAFKA_DIR/pid"; then return; fi
+    fetch_kafka
+    [[ -f "$KAFKA_DIR/server.properties" ]] || configure_kafka
+    local port
+    port="$(cat "$KAFKA_DIR/port")"
+    port_open "$port" && die "port $port is taken by another process"
+    say "starting kafka on 127.0.0.1:$port"
+    nohup java -Xms128m -Xmx768m -XX:+UseG1GC -XX:TieredStopAtLevel=1 \
+        -Dlog4j2.configurationFile="$KAFKA_DIR/log4j2.properties" \
+        -cp "$KAFKA_LIBS/*" kafka.Kafka "$KAFKA_DIR/server.properties" \
+        >"$KAFKA_DIR/stdout.log" 2>&1 &
+    echo $! >"$KAFKA_DIR/pid"
+    wait_kafka "$port"
+}
+
+wait_kafka() {
+    local port="$1" deadline=$((SECONDS + 120))
+    until kafka_ready "$port"; do
+        if ! alive "$KAFKA_DIR/pid"; then
+            tail -n 40 "$KAFKA_DIR/stdout.log" "$KAFKA_DIR/broker.log" >&2 2>/dev/null || true
+            die "kafka exited during start-up"
+        fi
+        ((SECONDS < deadline)) || { tail -n 40 "$KAFKA_DIR/broker.log" >&2 || true; die "kafka did not answer within 120 s"; }
+        sleep 0.5
+    done
+    say "kafka answers a metadata request on 127.0.0.1:$port"
+}
+
+kafka_ready() {
+    port_open "$1" || return 1
+    timeout 30 java -Xmx128m -XX:TieredStopAtLevel=1 -Dlog4j2.configurationFile="$KAFKA_DIR/log4j2.properties" \
+        -cp "$KAFKA_LIBS/*" org.apache.kafka.tools.TopicCommand \
+        --bootstrap-server "127.0.0.1:$1" --list >/dev/null 2>&1
+}
+
+# ---- Redis -------------------------------------------------------------------------------
+install_redis() {
+    command -v redis-server >/dev/null && return
+    [[ "$(id -u)" == 0 ]] || die "redis-server is missing; install Debian's redis-server"
+    say "installing Debian's redis-server"
+    export DEBIAN_FRONTEND=noninteractive
+    mkdir -p "$STATE"
+    { apt-get update -qq && apt-get install -y -qq --no-install-recommends redis-server redis-tools; } \
+        >"$STATE/apt.log" 2>&1 || { tail -n 30 "$STATE/apt.log" >&2; die "apt-get install redis-server failed"; }
+}
+
+start_redis() {
+    if alive "$REDIS_DIR/pid"; then return; fi
+    install_redis
+    mkdir -p "$REDIS_DIR"
+    [[ -f "$REDIS_DIR/port" ]] || free_port >"$REDIS_DIR/port"
+    local port
+    port="$(cat "$REDIS_DIR/port")"
+    port_open "$port" && die "port $port is taken by another process"
+    say "starting redis on 127.0.0.1:$port"
+    nohup redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no \
+        --daemonize no --dir "$REDIS_DIR" --logfile "$REDIS_DIR/redis.log" \
+        >/dev/null 2>&1 &
+    echo $! >"$REDIS_DIR/pid"
+    local deadline=$((SECONDS + 30))
+    until [[ "$(redis-cli -p "$port" ping 2>/dev/null)" == PONG ]]; do
+        alive "$REDIS_DIR/pid" || { tail -n 20 "$REDIS_DIR/redis.log" >&2 || true; die "redis exited"; }
+        ((SECONDS < deadline)) || die "redis did not answer PING within 30 s"
+        sleep 0.2
+    done
+    say "redis answers PING on 127.0.0.1:$port"
+}
+
+# ---- stopping ----------------------------------------------------------------------------
+stop_pid() {
+    local pidfile="$1" name="$2"
+    alive "$pidfile" || { rm -f "$pidfile"; return 0; }
+    local pid
+    pid="$(cat "$pidfile")"
+    say "stopping $name (pid $pid)"
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.2
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        say "$name did not stop in 20 s; killing it"
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    rm -f "$pidfile"
+}
+
+cmd="${1:-status}"
+mkdir -p "$STATE"
+case "$cmd" in
+    up)
+        start_redis
+        start_kafka
+        write_json
+        ;;
+    down)
+        stop_pid "$KAFKA_DIR/pid" kafka
+        stop_pid "$REDIS_DIR/pid" redis
+        rm -rf "$KAFKA_DIR" "$REDIS_DIR" "$JSON"
+        ;;
+    stop)
+        case "${2:-}" in
+            kafka) stop_pid "$KAFKA_DIR/pid" kafka ;;
+            redis) stop_pid "$REDIS_DIR/pid" redis ;;
+            *) die "usage: $0 stop kafka|redis" ;;
+        esac
+        ;;
+    start)
+        case "${2:-}" in
+            kafka) start_kafka ;;
+            redis) start_redis ;;
+            *) die "usage: $0 start kafka|redis" ;;
+        esac
+        write_json
+        ;;
+    status)
+        for name in kafka redis; do
+            dir="$STATE/$name"
+            if alive "$dir/pid"; then
+                echo "$name: running (pid $(cat "$dir/pid"), port $(cat "$dir/port"))"
+            else
+                echo "$name: stopped"
+            fi
+        done
+        ;;
+    env)
+        [[ -f "$JSON" ]] || die "services are not up"
+        echo "export KAFKA_BOOTSTRAP=127.0.0.1:$(cat "$KAFKA_DIR/port")"
+        echo "export REDIS_URL=redis://127.0.0.1:$(cat "$REDIS_DIR/port")/0"
+        ;;
+    *)
+        die "usage: $0 up|down|status|start NAME|stop NAME|env"
+        ;;
+esac
