@@ -90,13 +90,14 @@ def run(path: Path | None) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["simulate"]:  # its options are the simulator's own
+        from bridge.simulator.cli import main as simulate
+
+        return simulate(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "run":
         return run(args.config)
     if args.command == "check-config":
         return check_config(args.config)
-    if args.command == "simulate":
-        from bridge.simulator.cli import main as simulate
-
-        return simulate(args.args)
     return EXIT_FAILURE

@@ -22,7 +22,7 @@ from prometheus_client import (
 from bridge import __version__
 from bridge.pipeline.filter import is_known_event
 
-disable_created_metrics()  # *_created series only add noise to every scrape
+disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series are noise
 PREFIX = "ryze_bridge"
 LATENCY_BUCKETS = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,

@@ -1,0 +1,295 @@
+"""The simulator's HTTP and WebSocket server (aiohttp, one port).
+
+REST: ``POST /api/events/websocket/:instance``, ``GET /api/events/getWebsocket/:instance``.
+WebSocket: ``GET /ws/:instance``. Control (no token, for tests): ``/_sim/…``, see control.py.
+Checks in order: token present and known (401) → the token's rate-limit window (429) →
+ownership and existence (403/404) → the endpoint's own rules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from bridge.simulator.frames import DEFAULT_MIX, FrameFactory
+from bridge.simulator.ratelimit import FixedWindowLimiter, Verdict
+from bridge.simulator.state import (
+    MSG_INVALID_TOKEN,
+    MSG_MISSING_TOKEN,
+    MSG_NOT_CONFIGURED,
+    MSG_RATE_LIMITED,
+    Account,
+    ApiError,
+    Instance,
+    WsConfig,
+    not_enabled_message,
+    parse_config_body,
+    token_from,
+)
+from bridge.simulator.stats import InstanceStats
+
+
+@dataclass
+class SimConfig:
+    """What the simulator serves and how it behaves."""
+
+    instances: dict[str, str] = field(default_factory=dict)  # name -> TokenInstance
+    account_tokens: list[str] = field(default_factory=list)
+    preconfigured: bool = False  # start every instance with an enabled config (all events)
+    rate: float = 5.0  # frames per second per instance; 0 = as fast as the socket takes
+    mix: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_MIX))
+    ping_interval: float = 20.0
+    pong_timeout: float = 60.0
+    rate_limit: int = 100
+    rate_window: float = 60.0
+    record_frames: bool = False
+    seed: int | None = None
+    host: str = "127.0.0.1"
+    port: int = 0
+
+
+@dataclass
+class Socket:
+    ws: web.WebSocketResponse
+    request: web.Request
+    ping_sent_at: float | None = None
+    connected_at: float = field(default_factory=time.monotonic)
+
+
+def error_response(error: ApiError, verdict: Verdict | None = None) -> web.Response:
+    body = {"success": False, "error": {"message": error.message}}
+    return web.json_response(body, status=error.status, headers=_headers(verdict))
+
+
+def _headers(verdict: Verdict | None) -> dict[str, str]:
+    return verdict.headers() if verdict is not None else {}
+
+
+class SimulatorServer:
+    """State, sockets and generators; the Simulator class wraps it with knobs."""
+
+    def __init__(self, config: SimConfig) -> None:
+        self.config = config
+        self.account = Account(account_tokens=set(config.account_tokens))
+        self.limiter = FixedWindowLimiter(config.rate_limit, config.rate_window)
+        self.stats: dict[str, InstanceStats] = {}
+        self.token_requests: Counter[str] = Counter()
+        self.token_rejected: Counter[str] = Counter()
+        self.config_posts = 0
+        self.sockets: dict[str, list[Socket]] = {}
+        self.factories: dict[str, FrameFactory] = {}
+        self.generators: dict[str, asyncio.Task[None]] = {}
+        self.rates: dict[str, float] = {}
+        self.stalled_until: dict[str, float] = {}
+        self.paused: set[str] = set()
+        self.base_url = ""
+        for name, token in config.instances.items():
+            self.add_instance(name, token)
+
+    # ---- instances ----------------------------------------------------------------------
+    def add_instance(self, name: str, token: str) -> Instance:
+        config = WsConfig(True, [], False) if self.config.preconfigured else None
+        instance = self.account.add(name, token, config)
+        self.stats.setdefault(name, InstanceStats())
+        return instance
+
+    def factory(self, name: str) -> FrameFactory:
+        if name not in self.factories:
+            instance = self.account.instances[name]
+            seed = None if self.config.seed is None else self.config.seed + len(self.factories)
+            self.factories[name] = FrameFactory(
+                name, instance.token, self.base_url, dict(self.config.mix), seed
+            )
+        return self.factories[name]
+
+    def rate_of(self, name: str) -> float:
+        return self.rates.get(name, self.config.rate)
+
+    def stalled(self, name: str) -> bool:
+        return time.monotonic() < self.stalled_until.get(name, 0.0)
+
+    # ---- REST ---------------------------------------------------------------------------
+    def admit(self, request: web.Request, name: str) -> tuple[Instance, Verdict]:
+        """Authenticate, count against the token's window, authorise; or raise."""
+        token = token_from(request.headers, request.query)
+        if not token:
+            raise _WithVerdictError(ApiError(401, MSG_MISSING_TOKEN), None)
+        if not self.account.known_token(token):
+            raise _WithVerdictError(ApiError(401, MSG_INVALID_TOKEN), None)
+        verdict = self.limiter.hit(token)
+        self.token_requests[token] += 1
+        if not verdict.allowed:
+            self.token_rejected[token] += 1
+            raise _LimitedError(verdict)
+        try:
+            return self.account.authorize(token, name), verdict
+        except ApiError as error:
+            raise _WithVerdictError(error, verdict) from None
+
+    async def get_config(self, request: web.Request) -> web.Response:
+        name = request.match_info["instance"]
+        try:
+            instance, verdict = self.admit(request, name)
+        except _RefusalError as refusal:
+            return refusal.response()
+        if instance.config is None:
+            return error_response(ApiError(404, MSG_NOT_CONFIGURED), verdict)
+        body = {
+            "success": True,
+            "message": "WebSocket configuration retrieved",
+            "websocket": instance.config.as_json(),
+        }
+        return web.json_response(body, headers=verdict.headers())
+
+    async def post_config(self, request: web.Request) -> web.Response:
+        name = request.match_info["instance"]
+        try:
+            instance, verdict = self.admit(request, name)
+        except _RefusalError as refusal:
+            return refusal.response()
+        try:
+            body: Any = await request.json()
+        except ValueError:
+            body = None
+        try:
+            instance.config = parse_config_body(body)
+        except ApiError as error:
+            return error_response(error, verdict)
+        self.config_posts += 1
+        self.stats[name].config_posts += 1
+        answer = {
+            "success": True,
+            "message": "WebSocket configuration saved",
+            "websocket": instance.config.as_json(),
+        }
+        return web.json_response(answer, headers=verdict.headers())
+
+    # ---- WebSocket ----------------------------------------------------------------------
+    async def upgrade(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["instance"]
+        stats = self.stats.setdefault(name, InstanceStats())
+        try:
+            instance, verdict = self.admit(request, name)
+            if instance.config is None or not instance.config.enabled:
+                raise _WithVerdictError(ApiError(400, not_enabled_message(name)), verdict)
+        except _RefusalError as refusal:
+            response = refusal.response()
+            stats.rejected[response.status] += 1
+            return response
+        ws = web.WebSocketResponse(autoping=False, max_msg_size=0)
+        for key, value in verdict.headers().items():
+            ws.headers[key] = value
+        await ws.prepare(request)
+        socket = Socket(ws, request)
+        stats.upgrades += 1
+        sockets = self.sockets.setdefault(name, [])
+        sockets.append(socket)
+        stats.max_sockets = max(stats.max_sockets, len(sockets))
+        self._ensure_generator(name)
+        pinger = asyncio.create_task(self._pinger(name, socket))
+        try:
+            await self._read(socket)
+        finally:
+            pinger.cancel()
+            sockets.remove(socket)
+            stats.closed += 1
+        return ws
+
+    async def _read(self, socket: Socket) -> None:
+        """The server reads nothing but pings, pongs and close (client JSON is ignored)."""
+        async for message in socket.ws:
+            if message.type == WSMsgType.PING:
+                await socket.ws.pong(message.data)
+            elif message.type == WSMsgType.PONG:
+                socket.ping_sent_at = None
+
+    async def _pinger(self, name: str, socket: Socket) -> None:
+        """Ping every ``ping_interval``; drop a socket that left a ping unanswered too long."""
+        interval, timeout = self.config.ping_interval, self.config.pong_timeout
+        last_ping = time.monotonic()
+        while not socket.ws.closed:
+            await asyncio.sleep(min(interval, timeout) / 4)
+            now = time.monotonic()
+            if socket.ping_sent_at is not None and now - socket.ping_sent_at > timeout:
+                self.stats[name].pong_timeouts += 1
+                await socket.ws.close(code=1008, message=b"pong timeout")
+                return
+            if now - last_ping >= interval and not self.stalled(name):
+                last_ping = now
+                if socket.ping_sent_at is None:
+                    socket.ping_sent_at = now
+                await socket.ws.ping(b"sim")
+
+    # ---- frame generation ---------------------------------------------------------------
+    def _ensure_generator(self, name: str) -> None:
+        task = self.generators.get(name)
+        if task is None or task.done():
+            self.generators[name] = asyncio.create_task(self._generate(name))
+
+    async def _generate(self, name: str) -> None:
+        """Send frames at the instance's rate while it has sockets (none are built before)."""
+        started, sent = time.monotonic(), 0
+        while self.sockets.get(name):
+            rate = self.rate_of(name)
+            if self.stalled(name) or name in self.paused or rate < 0:
+                started, sent = time.monotonic(), 0
+                await asyncio.sleep(0.02)
+                continue
+            due = 200 if rate == 0 else int((time.monotonic() - started) * rate) - sent
+            for _ in range(max(0, due)):
+                await self.send_generated(name)
+            sent += max(0, due)
+            await asyncio.sleep(0 if rate == 0 else min(0.02, 1 / rate))
+
+    async def send_generated(self, name: str, event: str | None = None) -> bool:
+        """Build the next frame and send it, if the instance's config lets the event out."""
+        instance = self.account.instances.get(name)
+        if instance is None or instance.config is None:
+            return False
+        factory = self.factory(name)
+        event = event or factory.next_event()
+        if not instance.config.wants(event):
+            return False
+        frame_id, frame = factory.build(event, media_base64=instance.config.media_base64)
+        return await self.send_raw(name, frame, frame_id)
+
+    async def send_raw(self, name: str, frame: bytes, frame_id: str | None = None) -> bool:
+        """Send ``frame`` as a text frame to every socket of the instance."""
+        sockets = [s for s in self.sockets.get(name, []) if not s.ws.closed]
+        if not sockets:
+            return False
+        text = frame.decode("utf-8", "replace")
+        for socket in sockets:
+            try:
+                await socket.ws.send_str(text)
+            except (ConnectionError, RuntimeError):
+                continue
+        self.stats[name].record(frame_id, frame if self.config.record_frames else None)
+        return True
+
+
+class _RefusalError(Exception):
+    def response(self) -> web.Response:
+        raise NotImplementedError
+
+
+class _LimitedError(_RefusalError):
+    def __init__(self, verdict: Verdict) -> None:
+        self.verdict = verdict
+
+    def response(self) -> web.Response:
+        return error_response(ApiError(429, MSG_RATE_LIMITED), self.verdict)
+
+
+class _WithVerdictError(_RefusalError):
+    def __init__(self, error: ApiError, verdict: Verdict | None) -> None:
+        self.error = error
+        self.verdict = verdict
+
+    def response(self) -> web.Response:
+        return error_response(self.error, self.verdict)
