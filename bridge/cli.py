@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from bridge import __version__
+from bridge.demo import run_demo
 from bridge.errors import BridgeError, ConfigError
 from bridge.logs import configure_logging, get_logger
 from bridge.settings import Settings, load_settings, masked_dump, resolve_token
@@ -34,6 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = commands.add_parser("run", help="run the bridge daemon")
     run.add_argument("--config", "-c", type=Path, help="YAML config file")
+    demo = commands.add_parser(
+        "demo", help="simulator + bridge + file sink with a live summary (no services needed)"
+    )
+    demo.add_argument("--duration", type=float, help="stop after this many seconds")
+    demo.add_argument("--rate", type=float, default=25.0, help="events/s per instance")
+    demo.add_argument("--output", type=Path, default=Path("ryze-demo/events.jsonl"))
     check = commands.add_parser(
         "check-config", help="validate a config file and print it with secrets masked"
     )
@@ -98,6 +105,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "run":
         return run(args.config)
+    if args.command == "demo":
+        configure_logging("warning", "console")
+        return asyncio.run(
+            run_demo(Supervisor, duration=args.duration, rate=args.rate, output=args.output)
+        )
     if args.command == "check-config":
         return check_config(args.config)
     return EXIT_FAILURE
