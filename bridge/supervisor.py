@@ -87,6 +87,7 @@ class Supervisor:
         spool: Spool | None = None,
         sink: Sink | None = None,
         environ: Mapping[str, str] | None = None,
+        handle_signals: bool = True,
     ) -> None:
         self.settings = settings
         self.metrics = metrics or create_metrics()
@@ -99,6 +100,7 @@ class Supervisor:
         )
         self.sink = sink or build_sink(settings)
         self.environ = environ if environ is not None else os.environ
+        self.handle_signals = handle_signals
         self.runners: dict[str, Runner] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._stop = asyncio.Event()
@@ -141,12 +143,15 @@ class Supervisor:
 
     async def run(self) -> int:
         """The whole life of the process; returns the exit code."""
-        self._install_signal_handlers()
+        if self.handle_signals:
+            self._install_signal_handlers()
         try:
             await self.start()
             await self._stop.wait()
         finally:
             await self.shutdown()
+            if self.handle_signals:
+                self._remove_signal_handlers()
         if self._fatal is not None:
             log.error("bridge.fatal", error=self._fatal)
             return 1
@@ -308,6 +313,12 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self._on_signal, sig)
+
+    def _remove_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
 
     def _on_signal(self, sig: signal.Signals) -> None:
         """First signal: graceful stop. A second one, a moment later, exits at once (the same
