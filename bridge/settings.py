@@ -118,6 +118,7 @@ class UpstreamSettings(Model):
     backoff_max: PositiveSeconds = 60.0
     healthy_after: PositiveSeconds = 30.0
     failed_retry_seconds: PositiveSeconds = 300.0
+    ensure_interval_seconds: PositiveSeconds = 300.0
     rate_limit_per_minute: int = Field(default=90, gt=0)
 
 

@@ -16,6 +16,7 @@ has been silent (no frame, no ping) for ``watchdog_seconds``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -176,11 +177,14 @@ class InstanceSource:
                 user_agent_header="ryze-bridge",
             )
         except InvalidStatus as exc:
+            self.bucket.observe(*parse_rate_headers(dict(exc.response.headers.raw_items())))
             raise upgrade_error(exc, self.instance) from None
         except (InvalidHandshake, OSError, TimeoutError) as exc:
             raise UpstreamUnavailableError(f"{self.instance}: {type(exc).__name__}") from None
         if not isinstance(connection, WatchedConnection):  # create_connection guarantees it
             raise TypeError("connect() ignored create_connection")
+        if connection.response is not None:
+            self.bucket.observe(*parse_rate_headers(dict(connection.response.headers.raw_items())))
         return connection
 
     async def _session(self, connection: WatchedConnection) -> AsyncIterator[Frame]:
@@ -191,6 +195,7 @@ class InstanceSource:
         self.observer.connected()
         self._watchdog_fired = False
         watchdog = asyncio.create_task(self._watchdog(connection))
+        reensure = asyncio.create_task(self._reensure())
         reason = "closed"
         try:
             async for message in connection:
@@ -201,6 +206,7 @@ class InstanceSource:
             reason = _close_reason(exc)
         finally:
             watchdog.cancel()
+            reensure.cancel()
             self._connection = None
             if self._watchdog_fired:
                 reason = "watchdog"
@@ -217,6 +223,15 @@ class InstanceSource:
                 await connection.close(code=1001, reason="silent past watchdog")
                 return
             await asyncio.sleep(max(0.05, min(limit - silent, limit / 4)))
+
+    async def _reensure(self) -> None:
+        """While connected, check the upstream config now and then: drift (someone changed or
+        disabled it) is repaired without waiting for a reconnect."""
+        interval = self.settings.ensure_interval_seconds
+        while True:
+            await asyncio.sleep(random.uniform(interval * 0.9, interval))  # noqa: S311
+            with contextlib.suppress(UpstreamError):
+                await self.ensure()
 
     async def _pause(self, error: UpstreamError) -> None:
         """Wait before the next try, as the error calls for."""

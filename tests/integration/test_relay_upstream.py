@@ -1,0 +1,142 @@
+"""Upstream behaviour end to end: a bad token fails one instance only, reconnects stay under
+the rate limit and lose nothing sent while connected, drift is repaired."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+
+from bridge.simulator import SimConfig, Simulator
+from tests.integration.harness import counter, eventually, running_bridge, settings_for
+
+TOKENS = {"good-1": "tok-good-1-8a8a", "good-2": "tok-good-2-9b9b", "bad": "tok-bad-real-7c7c"}
+
+
+def file_sink(tmp_path: Path) -> dict[str, object]:
+    return {"kind": "file", "file": {"path": str(tmp_path / "events.jsonl")}}
+
+
+def delivered_ids(tmp_path: Path, instance: str) -> list[str]:
+    path = tmp_path / "events.jsonl"
+    if not path.exists():
+        return []
+    lines = [orjson.loads(line) for line in path.read_bytes().splitlines()]
+    return [line["data"]["data"]["id"] for line in lines if line["instance"] == instance]
+
+
+async def test_wrong_token_fails_that_instance_only(tmp_path: Path) -> None:
+    """Of three instances one has a wrong token: it is reported failed (metric, status, 401
+    at the simulator); the two others deliver every frame sent to them."""
+    async with Simulator(SimConfig(instances=TOKENS, rate=100, record_frames=True)) as sim:
+        instances = {name: {"token": token} for name, token in TOKENS.items()}
+        instances["bad"] = {"token": "tok-wrong-0000"}
+        settings = settings_for(
+            sim.base_url, tmp_path, instances=instances, sink=file_sink(tmp_path)
+        )
+        async with running_bridge(settings) as bridge:
+            await eventually(lambda: sim.stats("good-2")["frames_sent"] >= 200)
+            for name in TOKENS:
+                sim.pause(name)
+            await eventually(
+                lambda: all(
+                    len(delivered_ids(tmp_path, n)) == sim.stats(n)["frames_sent"]
+                    for n in ("good-1", "good-2")
+                )
+            )
+            failed = counter(bridge.metrics, "ryze_bridge_instance_failed", instance="bad")
+            status = bridge.runners["bad"].status
+            assert failed == 1
+            assert status.state == "failed"
+            assert "401" in (status.last_error or "")
+            assert "tok-wrong-0000" not in (status.last_error or "")
+        assert sim.stats("bad")["upgrades"] == 0
+        assert delivered_ids(tmp_path, "bad") == []
+        for name in ("good-1", "good-2"):
+            assert delivered_ids(tmp_path, name) == sim.sent_ids(name)
+
+
+async def test_dropped_sockets_reconnect_under_the_rate_limit_and_lose_nothing_sent(
+    tmp_path: Path,
+) -> None:
+    """The simulator drops every socket every 0.4 s for 6 s under a tight limit (12 requests
+    per 3 s window per token): the bridge reconnects every time, never gets a 429, and every
+    frame sent while it was connected is delivered."""
+    tokens = {"shop-a": "tok-drop-a-1111", "shop-b": "tok-drop-b-2222"}
+    config = SimConfig(instances=tokens, rate=200, rate_limit=12, rate_window=3.0)
+    async with Simulator(config) as sim:
+        settings = settings_for(
+            sim.base_url,
+            tmp_path,
+            instances={name: {"token": token} for name, token in tokens.items()},
+            sink=file_sink(tmp_path),
+            upstream={"rate_limit_per_minute": 600},
+        )
+        async with running_bridge(settings) as bridge:
+            await eventually(lambda: all(sim.stats(n)["open_sockets"] == 1 for n in tokens))
+            sim.drop_every(0.4)
+            await eventually(lambda: all(sim.stats(n)["upgrades"] >= 8 for n in tokens), 20)
+            sim.stop_dropping()
+            await eventually(lambda: all(sim.stats(n)["open_sockets"] == 1 for n in tokens))
+            for name in tokens:
+                sim.pause(name)
+            await eventually(
+                lambda: all(
+                    len(delivered_ids(tmp_path, n)) == sim.stats(n)["frames_sent"] for n in tokens
+                )
+            )
+            reconnects = counter(bridge.metrics, "ryze_bridge_ws_reconnects_total")
+        assert sim.all_stats()["rate_limited"] == 0
+        assert reconnects >= 14
+        for name, token in tokens.items():
+            assert delivered_ids(tmp_path, name) == sim.sent_ids(name)
+            assert sim.requests_of(token) == sim.stats(name)["upgrades"] + 2  # + GET and POST
+
+
+async def test_disabled_config_is_restored_after_400(tmp_path: Path) -> None:
+    """A config disabled behind the bridge's back does not close the open socket; when that
+    socket drops, the upgrade is refused with 400 and the bridge re-runs ensure (POST) and
+    reconnects."""
+    tokens = {"shop": "tok-drift-3333"}
+    async with Simulator(SimConfig(instances=tokens, rate=50)) as sim:
+        settings = settings_for(
+            sim.base_url,
+            tmp_path,
+            instances={"shop": {"token": tokens["shop"], "events": ["message.exchange"]}},
+            sink=file_sink(tmp_path),
+        )
+        async with running_bridge(settings) as bridge:
+            await eventually(lambda: sim.stats("shop")["open_sockets"] == 1)
+            sim.set_config("shop", {"enabled": False})
+            await sim.drop("shop")
+            await eventually(lambda: sim.stats("shop")["rejected"].get("400", 0) >= 1)
+            await eventually(lambda: sim.stats("shop")["open_sockets"] == 1)
+            config = sim.config_of("shop")
+            assert config is not None
+            assert config.enabled
+            assert config.events == ["message.exchange"]
+            assert counter(bridge.metrics, "ryze_bridge_ensure_total", outcome="updated") == 1
+
+
+async def test_changed_filter_is_restored_while_connected(tmp_path: Path) -> None:
+    """An event filter changed behind the bridge's back is put back by the periodic ensure,
+    without a reconnect."""
+    tokens = {"shop": "tok-drift-4444"}
+    async with Simulator(SimConfig(instances=tokens, rate=50)) as sim:
+        settings = settings_for(
+            sim.base_url,
+            tmp_path,
+            instances={"shop": {"token": tokens["shop"], "events": ["message.exchange"]}},
+            sink=file_sink(tmp_path),
+            upstream={"ensure_interval_seconds": 0.3},
+        )
+        async with running_bridge(settings):
+            await eventually(lambda: sim.stats("shop")["open_sockets"] == 1)
+            sim.set_config("shop", {"enabled": True, "events": ["call.update"]})
+
+            def restored() -> bool:
+                config = sim.config_of("shop")
+                return config is not None and config.events == ["message.exchange"]
+
+            await eventually(restored)
+            assert sim.stats("shop")["upgrades"] == 1
