@@ -56,6 +56,11 @@ def settings_for(base_url: str, tmp_path: Path, **sections: Any) -> Settings:
     return Settings.model_validate(data)
 
 
+def kafka_sink(bootstrap: str, topic: str, dlq: str) -> dict[str, Any]:
+    """The ``sink`` section for the test Kafka."""
+    return {"kind": "kafka", "dlq": dlq, "kafka": {"bootstrap_servers": bootstrap, "topic": topic}}
+
+
 def counter(metrics: Metrics, name: str, **labels: str) -> float:
     """Sum of a metric's samples whose labels include ``labels``."""
     total = 0.0

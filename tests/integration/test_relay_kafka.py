@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -15,6 +14,7 @@ from tests.integration.harness import (
     event_of,
     eventually,
     expected_value,
+    kafka_sink,
     running_bridge,
     scrape,
     settings_for,
@@ -24,10 +24,6 @@ from tests.services import consume, create_topics, unique
 pytestmark = pytest.mark.integration
 
 TOKENS = {"shop-a": "tok-a-5f1e2d3c4b5a", "shop-b": "tok-b-6a7b8c9d0e1f", "shop-c": "tok-c-1a2b3c"}
-
-
-def kafka_sink(bootstrap: str, topic: str, dlq: str) -> dict[str, Any]:
-    return {"kind": "kafka", "dlq": dlq, "kafka": {"bootstrap_servers": bootstrap, "topic": topic}}
 
 
 def topics_for(prefix: str, instances: list[str]) -> list[str]:
