@@ -140,3 +140,35 @@ async def test_changed_filter_is_restored_while_connected(tmp_path: Path) -> Non
 
             await eventually(restored)
             assert sim.stats("shop")["upgrades"] == 1
+
+
+async def test_silent_socket_is_reopened_by_the_watchdog(tmp_path: Path) -> None:
+    """A socket that carries neither frames nor pings past watchdog_seconds is closed and
+    reopened (reason "watchdog"), and frames flow again afterwards."""
+    tokens = {"shop": "tok-watchdog-5555"}
+    config = SimConfig(instances=tokens, rate=50, ping_interval=0.2, record_frames=True)
+    async with Simulator(config) as sim:
+        settings = settings_for(
+            sim.base_url,
+            tmp_path,
+            instances={"shop": {"token": tokens["shop"]}},
+            sink=file_sink(tmp_path),
+            upstream={"watchdog_seconds": 0.8},
+        )
+        async with running_bridge(settings) as bridge:
+            await eventually(lambda: len(delivered_ids(tmp_path, "shop")) >= 10)
+            sim.stall("shop", 2.0)
+            await eventually(
+                lambda: (
+                    counter(bridge.metrics, "ryze_bridge_ws_reconnects_total", reason="watchdog")
+                    >= 1
+                ),
+                within=10,
+            )
+            await eventually(lambda: sim.stats("shop")["upgrades"] >= 2, within=10)
+            sent_before = sim.stats("shop")["frames_sent"]
+            await eventually(lambda: sim.stats("shop")["frames_sent"] > sent_before + 20, 10)
+            sim.pause("shop")
+            await eventually(
+                lambda: len(delivered_ids(tmp_path, "shop")) == sim.stats("shop")["frames_sent"]
+            )
