@@ -97,8 +97,11 @@ def configure_logging(
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("aiokafka", "websockets", "redis", "aiohttp.access", "httpx", "httpcore"):
+    for noisy in ("websockets", "redis", "aiohttp.access", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # aiokafka logs an ERROR per reconnect attempt during a broker outage (dozens a second);
+    # the sink worker reports the same condition once per retry as sink.publish_failed.
+    logging.getLogger("aiokafka").setLevel(max(logging.CRITICAL, root.level))
     structlog.configure(
         processors=[
             structlog.stdlib.filter_by_level,

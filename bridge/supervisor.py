@@ -159,6 +159,8 @@ class Supervisor:
 
     async def start(self) -> None:
         self.metrics.spool_max_bytes.set(self.settings.spool.max_bytes)
+        self.metrics.spool_events.set_function(lambda: self.spool.stats().events)
+        self.metrics.spool_bytes.set_function(lambda: self.spool.stats().bytes)
         self._open_spool()
         self._worker_task = asyncio.create_task(self._deliver(), name="sink-worker")
         await self.admin.start()
@@ -188,9 +190,6 @@ class Supervisor:
             torn=report.torn,
             torn_bytes=report.torn_bytes,
         )
-        stats = self.spool.stats()
-        self.metrics.spool_events.set(stats.events)
-        self.metrics.spool_bytes.set(stats.bytes)
         if self.settings.spool.fsync == "interval":
             self._fsync_task = asyncio.create_task(self._fsync_loop(self.spool))
 

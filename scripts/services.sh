@@ -217,7 +217,12 @@ case "$cmd" in
     stop)
         case "${2:-}" in
             kafka) stop_pid "$KAFKA_DIR/pid" kafka ;;
-            redis) stop_pid "$REDIS_DIR/pid" redis ;;
+            redis)
+                # SHUTDOWN SAVE writes the dataset even though periodic saves are off, so a
+                # restart (an outage test) keeps what the broker had acknowledged.
+                redis-cli -p "$(cat "$REDIS_DIR/port")" shutdown save >/dev/null 2>&1 || true
+                stop_pid "$REDIS_DIR/pid" redis
+                ;;
             *) die "usage: $0 stop kafka|redis" ;;
         esac
         ;;

@@ -76,7 +76,6 @@ class SinkWorker:
             batch = await self.spool.read(self.batch_max_records)
             settled = await self.publish_once(batch)
             self.spool.ack(settled)
-            self._update_spool_gauges()
             if settled < len(batch):
                 self.spool.rewind()
                 self._attempt += 1
@@ -162,8 +161,3 @@ class SinkWorker:
             pending=pending,
             attempt=self._attempt + 1,
         )
-
-    def _update_spool_gauges(self) -> None:
-        stats = self.spool.stats()
-        self.metrics.spool_bytes.set(stats.bytes)
-        self.metrics.spool_events.set(stats.events)
