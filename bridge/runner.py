@@ -17,13 +17,15 @@ from pydantic import SecretStr
 
 from bridge.errors import ConfigError, UpstreamError
 from bridge.logs import get_logger, register_secret
-from bridge.metrics import Metrics, event_label
+from bridge.metrics import Children, Metrics, event_label
 from bridge.pipeline import Drop, Frame, Pipeline, Publish
 from bridge.settings import InstanceSettings, UpstreamSettings, resolve_token
 from bridge.spool import Spool
 from bridge.upstream.ratelimit import BucketRegistry, TokenBucket
 from bridge.upstream.rest import RestClient, desired_config
 from bridge.upstream.ws import InstanceSource
+
+YIELD_EVERY = 64
 
 
 @dataclass
@@ -68,6 +70,9 @@ class Runner:
         self.metrics = ctx.metrics
         self.status = InstanceStatus()
         self.log = get_logger("bridge.runner", instance=name)
+        self._received = Children(ctx.metrics.events_received)
+        self._dropped = Children(ctx.metrics.events_dropped)
+        self._last_frame = ctx.metrics.ws_last_frame.labels(name)
         self._source: InstanceSource | None = None
         self._stopping = asyncio.Event()
 
@@ -102,8 +107,12 @@ class Runner:
             observer=self,
             ssl=self.ctx.ssl,
         )
+        handled = 0
         async for frame in self._source:
             self.handle(frame)
+            handled += 1
+            if handled % YIELD_EVERY == 0:  # a flooded socket must not starve the sink worker
+                await asyncio.sleep(0)
 
     async def _token(self) -> SecretStr | None:
         """Resolve the token; while it cannot be, the instance is failed and retried slowly."""
@@ -126,21 +135,21 @@ class Runner:
         result = self.pipeline.process(frame)
         self.status.frames += 1
         if isinstance(result, Drop):
-            self.metrics.events_received.labels(self.name, event_label(result.event)).inc()
-            self.metrics.events_dropped.labels(self.name, result.reason).inc()
+            self._received(self.name, event_label(result.event)).inc()
+            self._dropped(self.name, result.reason).inc()
             return
         self.count_received(result)
         appended = self.ctx.spool.append(result.record)
         for dropped in appended.dropped:
-            self.metrics.events_dropped.labels(dropped.instance, "spool_full").inc()
+            self._dropped(dropped.instance, "spool_full").inc()
 
     def count_received(self, result: Publish) -> None:
         record = result.record
         if record.dlq_reason is not None:
-            self.metrics.events_received.labels(self.name, "other").inc()
+            self._received(self.name, "other").inc()
             self.log.warning("pipeline.dead_letter", reason=record.dlq_reason, ryze_id=record.id)
             return
-        self.metrics.events_received.labels(self.name, event_label(record.event)).inc()
+        self._received(self.name, event_label(record.event)).inc()
         if not result.known_event:
             self.metrics.events_unknown.labels(self.name).inc()
 
@@ -192,6 +201,6 @@ class Runner:
     def activity(self, ping: bool) -> None:
         now = time.time()
         self.status.last_frame_at = now
-        self.metrics.ws_last_frame.labels(self.name).set(now)
+        self._last_frame.set(now)
         if ping:
             self.metrics.ws_pings.labels(self.name).inc()

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 
 from bridge.errors import SinkError
 from bridge.logs import get_logger
-from bridge.metrics import Metrics
+from bridge.metrics import Children, Metrics
 from bridge.pipeline import Record
 from bridge.sinks.base import Delivered, Failed, Outcome, Rejected, Sink, first_failure
 from bridge.spool import Spool
@@ -69,6 +69,8 @@ class SinkWorker:
         self.batch_max_records = batch_max_records
         self.retry = retry or RetryPolicy()
         self._attempt = 0
+        self._published = Children(metrics.events_published)
+        self._latency = metrics.publish_latency.labels(sink.kind)
 
     async def run(self) -> None:
         """Publish forever; cancel to stop (the batch in flight stays in the spool)."""
@@ -146,10 +148,8 @@ class SinkWorker:
                 continue
             if record.dlq_reason is not None:
                 self.metrics.dlq_records.labels(record.dlq_reason).inc()
-            self.metrics.events_published.labels(kind, record.destination).inc()
-            self.metrics.publish_latency.labels(kind).observe(
-                max(0.0, (now_ns - record.received_ns) / 1e9)
-            )
+            self._published(kind, record.destination).inc()
+            self._latency.observe(max(0.0, (now_ns - record.received_ns) / 1e9))
 
     def _failed(self, error: SinkError, pending: int) -> None:
         self.metrics.publish_errors.labels(self.sink.kind, type(error).__name__).inc()

@@ -171,7 +171,7 @@ class InstanceSource:
                 ping_interval=20,
                 ping_timeout=20,
                 close_timeout=5,
-                compression="deflate",
+                compression=None,  # CPU is what a relay runs out of, not bandwidth
                 ssl=self.ssl,
                 proxy=None,
                 user_agent_header="ryze-bridge",
