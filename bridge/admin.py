@@ -21,14 +21,30 @@ class Readiness:
     reasons: tuple[str, ...]
 
 
-def readiness(sink_ok: bool, connected: int, total: int, min_ratio: float) -> Readiness:
-    """Ready when the sink answers and at least ``min_ratio`` of instances are connected."""
+@dataclass(frozen=True, slots=True)
+class Liveness:
+    """One instance as readiness sees it: connected, and seconds since it last heard anything."""
+
+    name: str
+    connected: bool
+    silent_for: float
+
+
+def readiness(
+    sink_ok: bool, instances: list[Liveness], min_ratio: float, max_silence: float
+) -> Readiness:
+    """Ready when the sink answers and at least ``min_ratio`` of instances are connected and
+    heard from within ``max_silence`` seconds (pure). The reasons name what is missing."""
     reasons = []
     if not sink_ok:
         reasons.append("sink unreachable")
-    needed = min_ratio * total
-    if total and connected < needed:
-        reasons.append(f"{connected} of {total} instances connected, {needed:g} needed")
+    silent = sorted(i.name for i in instances if i.connected and i.silent_for > max_silence)
+    live = sum(1 for i in instances if i.connected and i.silent_for <= max_silence)
+    needed = min_ratio * len(instances)
+    if instances and live < needed:
+        reasons.append(f"{live} of {len(instances)} instances live, {needed:g} needed")
+        if silent:
+            reasons.append(f"connected but silent: {', '.join(silent[:10])}")
     return Readiness(not reasons, tuple(reasons))
 
 

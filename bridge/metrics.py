@@ -7,6 +7,7 @@ ids, chat ids or tokens. Tests pass a fresh ``CollectorRegistry``.
 
 from __future__ import annotations
 
+import contextlib
 import platform
 from dataclasses import dataclass
 from typing import Any
@@ -160,3 +161,45 @@ def create_metrics(registry: CollectorRegistry | None = None) -> Metrics:
         sink_up=gauge("sink_up", "1 while the sink answers.", ("sink",)),
         instances_configured=gauge("instances_configured", "Instances this process runs."),
     )
+
+
+ENSURE_OUTCOMES = ("unchanged", "created", "updated", "drift", "error")
+DROP_REASONS = ("filtered", "spool_full", "dlq_rejected")
+DLQ_REASONS = (
+    "malformed_json",
+    "unknown_shape",
+    "too_large",
+    "missing_topic",
+    "invalid_topic",
+    "not_authorized",
+    "rejected_by_broker",
+)
+
+
+def init_instance(metrics: Metrics, instance: str) -> None:
+    """Create an instance's series at zero, so rates and increases see its first event."""
+    metrics.ws_connected.labels(instance).set(0)
+    metrics.instance_failed.labels(instance).set(0)
+    metrics.ws_pings.labels(instance)
+    metrics.events_unknown.labels(instance)
+    metrics.rate_limited.labels(instance)
+    metrics.rate_limit_wait.labels(instance)
+    for outcome in ENSURE_OUTCOMES:
+        metrics.ensure.labels(instance, outcome)
+    for reason in DROP_REASONS:
+        metrics.events_dropped.labels(instance, reason)
+
+
+def forget_instance(metrics: Metrics, instance: str) -> None:
+    """Remove the per-instance gauges of an instance this process no longer runs."""
+    for gauge in (metrics.ws_connected, metrics.instance_failed, metrics.ws_last_frame):
+        with contextlib.suppress(KeyError):
+            gauge.remove(instance)
+
+
+def init_sink(metrics: Metrics, sink: str) -> None:
+    """Create the sink's error and DLQ series at zero."""
+    metrics.publish_errors.labels(sink, "SinkUnavailableError")
+    metrics.sink_up.labels(sink).set(0)
+    for reason in DLQ_REASONS:
+        metrics.dlq_records.labels(reason)

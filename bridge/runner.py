@@ -17,7 +17,7 @@ from pydantic import SecretStr
 
 from bridge.errors import ConfigError, UpstreamError
 from bridge.logs import get_logger, register_secret
-from bridge.metrics import Children, Metrics, event_label
+from bridge.metrics import Children, Metrics, event_label, init_instance
 from bridge.pipeline import Drop, Frame, Pipeline, Publish
 from bridge.settings import InstanceSettings, UpstreamSettings, resolve_token
 from bridge.spool import Spool
@@ -73,6 +73,7 @@ class Runner:
         self._received = Children(ctx.metrics.events_received)
         self._dropped = Children(ctx.metrics.events_dropped)
         self._last_frame = ctx.metrics.ws_last_frame.labels(name)
+        init_instance(ctx.metrics, name)
         self._source: InstanceSource | None = None
         self._stopping = asyncio.Event()
 
@@ -167,6 +168,7 @@ class Runner:
     def connected(self) -> None:
         self.status.state = "connected"
         self.status.connected_since = time.time()
+        self.activity(ping=False)  # the handshake is news from the upstream too
         self.status.last_error = None
         self.metrics.ws_connected.labels(self.name).set(1)
         self.metrics.instance_failed.labels(self.name).set(0)

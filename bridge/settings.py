@@ -207,6 +207,7 @@ class AdminSettings(Model):
     port: int = Field(default=9464, ge=0, le=65535)
     token_env: str | None = None
     ready_min_connected_ratio: float = Field(default=0.5, ge=0.0, le=1.0)
+    ready_max_silence_seconds: PositiveSeconds = 75.0
 
 
 class LogSettings(Model):

@@ -21,10 +21,10 @@ import httpx
 from pydantic import SecretStr
 
 from bridge import __version__
-from bridge.admin import AdminServer, Readiness, readiness
+from bridge.admin import AdminServer, Liveness, Readiness, readiness
 from bridge.errors import SinkConfigError, SinkUnavailableError
 from bridge.logs import get_logger
-from bridge.metrics import Metrics, create_metrics
+from bridge.metrics import Metrics, create_metrics, forget_instance, init_sink
 from bridge.pipeline import Pipeline, Router
 from bridge.pipeline.filter import EventFilter
 from bridge.runner import Runner, RunnerContext
@@ -159,6 +159,7 @@ class Supervisor:
 
     async def start(self) -> None:
         self.metrics.spool_max_bytes.set(self.settings.spool.max_bytes)
+        init_sink(self.metrics, self.sink.kind)
         self.metrics.spool_events.set_function(lambda: self.spool.stats().events)
         self.metrics.spool_bytes.set_function(lambda: self.spool.stats().bytes)
         self._open_spool()
@@ -224,6 +225,7 @@ class Supervisor:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        forget_instance(self.metrics, name)
         self.metrics.instances_configured.set(len(self.runners))
 
     def _pipeline(self, instance: InstanceSettings) -> Pipeline:
@@ -273,9 +275,15 @@ class Supervisor:
 
     async def check_ready(self) -> Readiness:
         sink_ok = self._sink_started and await self.sink.reachable()
-        connected = sum(1 for r in self.runners.values() if r.status.connected)
-        ratio = self.settings.admin.ready_min_connected_ratio
-        return readiness(sink_ok, connected, len(self.runners), ratio)
+        now = time.time()
+        instances = [
+            Liveness(r.name, r.status.connected, now - (r.status.last_frame_at or now))
+            for r in self.runners.values()
+        ]
+        admin = self.settings.admin
+        return readiness(
+            sink_ok, instances, admin.ready_min_connected_ratio, admin.ready_max_silence_seconds
+        )
 
     async def shutdown(self) -> None:
         """Stop intake, drain within ``shutdown_timeout``, close everything."""

@@ -160,6 +160,16 @@ install_redis() {
         >"$STATE/apt.log" 2>&1 || { tail -n 30 "$STATE/apt.log" >&2; die "apt-get install redis-server failed"; }
 }
 
+install_prometheus() {
+    # Debian's prometheus package: the server and promtool, used by the observability tests.
+    command -v prometheus >/dev/null && command -v promtool >/dev/null && return
+    [[ "$(id -u)" == 0 ]] || die "prometheus is missing; install Debian's prometheus"
+    say "installing Debian's prometheus (server and promtool)"
+    mkdir -p "$STATE"
+    { apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus; } \
+        >"$STATE/apt-prometheus.log" 2>&1 || { tail -n 30 "$STATE/apt-prometheus.log" >&2; die "apt-get install prometheus failed"; }
+}
+
 start_redis() {
     if alive "$REDIS_DIR/pid"; then return; fi
     install_redis
@@ -205,6 +215,7 @@ cmd="${1:-status}"
 mkdir -p "$STATE"
 case "$cmd" in
     up)
+        install_prometheus
         start_redis
         start_kafka
         write_json
