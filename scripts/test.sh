@@ -8,6 +8,7 @@ cd "$ROOT"
 t0=$(date +%s)
 
 source scripts/bootstrap.sh
+bash scripts/tools.sh
 bash scripts/services.sh up
 trap 'bash scripts/services.sh down' EXIT
 t1=$(date +%s)

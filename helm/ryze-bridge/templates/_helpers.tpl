@@ -1,0 +1,71 @@
+{{/* Chart name, truncated to 63 chars. */}}
+{{- define "ryze-bridge.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Fully qualified app name. */}}
+{{- define "ryze-bridge.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "ryze-bridge.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Selector labels: name and instance only (they never change). */}}
+{{- define "ryze-bridge.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "ryze-bridge.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "ryze-bridge.labels" -}}
+helm.sh/chart: {{ include "ryze-bridge.chart" . }}
+{{ include "ryze-bridge.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "ryze-bridge.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "ryze-bridge.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* The Secret holding the instance tokens (one key per instance). */}}
+{{- define "ryze-bridge.secretName" -}}
+{{- default (printf "%s-tokens" (include "ryze-bridge.fullname" .)) .Values.existingSecret }}
+{{- end }}
+
+{{- define "ryze-bridge.tokenDir" -}}/var/run/secrets/ryze-bridge{{- end }}
+
+{{/* The bridge's config file: .Values.config plus instances, spool dir, admin, shutdown. */}}
+{{- define "ryze-bridge.config" -}}
+{{- $cfg := deepCopy .Values.config -}}
+{{- $instances := dict -}}
+{{- range $name, $instance := .Values.instances }}
+{{- $entry := omit $instance "token" -}}
+{{- $_ := set $entry "token_file" (printf "%s/%s" (include "ryze-bridge.tokenDir" $) $name) -}}
+{{- $_ := set $instances $name $entry -}}
+{{- end }}
+{{- $_ := set $cfg "instances" $instances -}}
+{{- $spool := deepCopy (default dict $cfg.spool) -}}
+{{- $_ := set $spool "dir" "/var/lib/ryze-bridge/spool" -}}
+{{- $_ := set $cfg "spool" $spool -}}
+{{- $admin := deepCopy (default dict $cfg.admin) -}}
+{{- $_ := set $admin "host" "0.0.0.0" -}}
+{{- $_ := set $admin "port" .Values.service.port -}}
+{{- $_ := set $cfg "admin" $admin -}}
+{{- $_ := set $cfg "shutdown_timeout" .Values.shutdownTimeout -}}
+{{- toYaml $cfg }}
+{{- end }}
