@@ -8,6 +8,7 @@ token that cannot be resolved fails this instance only, and is retried slowly.
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 import time
 from collections.abc import Callable, Mapping
@@ -16,9 +17,11 @@ from dataclasses import dataclass, field
 from pydantic import SecretStr
 
 from bridge.errors import ConfigError, UpstreamError
+from bridge.lastseen import LastSeen
 from bridge.logs import get_logger, register_secret
 from bridge.metrics import Children, Metrics, event_label, init_instance
-from bridge.pipeline import Drop, Frame, Pipeline, Publish
+from bridge.pipeline import Drop, Frame, Pipeline, Publish, Record
+from bridge.pipeline.gap import gap_value
 from bridge.settings import InstanceSettings, UpstreamSettings, resolve_token
 from bridge.spool import Spool
 from bridge.upstream.ratelimit import BucketRegistry, TokenBucket
@@ -57,6 +60,9 @@ class RunnerContext:
     rest_factory: Callable[[SecretStr, TokenBucket], RestClient]
     environ: Mapping[str, str]
     ssl: ssl.SSLContext | None = None
+    last_seen: LastSeen = field(default_factory=LastSeen)
+    gap_markers: bool = True
+    replica: str = field(default_factory=socket.gethostname)
 
 
 class Runner:
@@ -76,6 +82,8 @@ class Runner:
         init_instance(ctx.metrics, name)
         self._source: InstanceSource | None = None
         self._stopping = asyncio.Event()
+        self._connected_before = False
+        self._last_disconnect: str | None = None
 
     async def run(self) -> None:
         """Read until :meth:`stop`; every frame received is in the spool when this returns."""
@@ -135,12 +143,17 @@ class Runner:
         """Run one frame through the pipeline into the spool, counting what happens."""
         result = self.pipeline.process(frame)
         self.status.frames += 1
+        self.ctx.last_seen.set(self.name, frame.received_ns)
         if isinstance(result, Drop):
             self._received(self.name, event_label(result.event)).inc()
             self._dropped(self.name, result.reason).inc()
             return
         self.count_received(result)
-        appended = self.ctx.spool.append(result.record)
+        self.spool(result.record)
+
+    def spool(self, record: Record) -> None:
+        """Append to the spool; whatever the full-spool policy drops is counted."""
+        appended = self.ctx.spool.append(record)
         for dropped in appended.dropped:
             self._dropped(dropped.instance, "spool_full").inc()
 
@@ -173,8 +186,30 @@ class Runner:
         self.metrics.ws_connected.labels(self.name).set(1)
         self.metrics.instance_failed.labels(self.name).set(0)
         self.log.info("ws.connected")
+        if self.ctx.gap_markers:
+            self.mark_gap(time.time_ns())
+
+    def mark_gap(self, connected_ns: int) -> None:
+        """Write the ``bridge.gap`` marker for the hole this connection closes."""
+        if self._connected_before:
+            reason, last = "reconnect", self.ctx.last_seen.get(self.name)
+        else:
+            last = self.ctx.last_seen.previous(self.name)
+            reason = "bridge_start" if last is None else "bridge_restart"
+        value = gap_value(
+            self.name,
+            reason=reason,
+            detail=self._last_disconnect if reason == "reconnect" else None,
+            last_frame_ns=last,
+            connected_ns=connected_ns,
+            replica=self.ctx.replica,
+        )
+        self._connected_before = True
+        self.spool(self.pipeline.gap_record(self.name, value, connected_ns))
+        self.log.info("gap.marked", reason=reason)
 
     def disconnected(self, reason: str) -> None:
+        self._last_disconnect = reason
         self.status.state = "stopped" if reason == "stopping" else "disconnected"
         self.status.connected_since = None
         self.metrics.ws_connected.labels(self.name).set(0)

@@ -189,6 +189,7 @@ class SinkSettings(Model):
     redis: RedisSinkSettings = Field(default_factory=RedisSinkSettings)
     file: FileSinkSettings = Field(default_factory=FileSinkSettings)
     dlq: str = Field(default="ryze.dlq", min_length=1)
+    gap_markers: bool = True
     batch_max_records: int = Field(default=1000, gt=0)
     retry_initial: PositiveSeconds = 0.2
     retry_max: PositiveSeconds = 10.0

@@ -23,6 +23,7 @@ from pydantic import SecretStr
 from bridge import __version__
 from bridge.admin import AdminServer, Liveness, Readiness, readiness
 from bridge.errors import SinkConfigError, SinkUnavailableError
+from bridge.lastseen import LastSeen
 from bridge.logs import get_logger
 from bridge.metrics import Metrics, create_metrics, forget_instance, init_sink
 from bridge.pipeline import Pipeline, Router
@@ -43,6 +44,7 @@ log = get_logger(__name__)
 KAFKA_RECORD_OVERHEAD = 1024
 STOP_READ_TIMEOUT = 5.0
 SIGNAL_DEBOUNCE = 0.5
+LAST_SEEN_SAVE_SECONDS = 5.0
 
 
 def build_sink(settings: Settings) -> Sink:
@@ -100,6 +102,9 @@ class Supervisor:
         )
         self.sink = sink or build_sink(settings)
         self.environ = environ if environ is not None else os.environ
+        self.last_seen = LastSeen(
+            settings.spool.dir / "last-seen.json" if isinstance(self.spool, DiskSpool) else None
+        )
         self.handle_signals = handle_signals
         self.runners: dict[str, Runner] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -123,6 +128,8 @@ class Supervisor:
             rest_factory=self._rest_client,
             environ=self.environ,
             ssl=upstream_ssl(settings),
+            last_seen=self.last_seen,
+            gap_markers=settings.sink.gap_markers,
         )
         self.worker = SinkWorker(
             self.sink,
@@ -175,6 +182,7 @@ class Supervisor:
         if not isinstance(self.spool, DiskSpool):
             return
         report = self.spool.open()
+        self.last_seen.load()
         for outcome, count in (
             ("replayed", report.replay),
             ("damaged", report.damaged),
@@ -191,14 +199,20 @@ class Supervisor:
             torn=report.torn,
             torn_bytes=report.torn_bytes,
         )
-        if self.settings.spool.fsync == "interval":
-            self._fsync_task = asyncio.create_task(self._fsync_loop(self.spool))
+        self._fsync_task = asyncio.create_task(self._housekeeping(self.spool))
 
-    async def _fsync_loop(self, spool: DiskSpool) -> None:
+    async def _housekeeping(self, spool: DiskSpool) -> None:
+        """fsync on the interval policy's timer; save last-seen times every few seconds."""
         interval = self.settings.spool.fsync_interval_ms / 1000
+        ticks_per_save = max(1, int(LAST_SEEN_SAVE_SECONDS / interval))
+        tick = 0
         while True:
             await asyncio.sleep(interval)
-            spool.sync()
+            if self.settings.spool.fsync == "interval":
+                spool.sync()
+            tick += 1
+            if tick % ticks_per_save == 0:
+                self.last_seen.save()
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -303,6 +317,7 @@ class Supervisor:
             await asyncio.wait_for(self.sink.close(), timeout=max(1.0, deadline - time.monotonic()))
         await self.admin.close()
         await self.http.aclose()
+        self.last_seen.save()
         self.spool.close()
         log.info("bridge.stopped", drained=drained, undelivered=left.events)
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from bridge.pipeline.events import DecodeError, decode, token_free_bytes
 from bridge.pipeline.filter import EventFilter, is_known_event
+from bridge.pipeline.gap import GAP_EVENT
 from bridge.pipeline.records import Drop, Frame, Publish, Record
 from bridge.pipeline.route import Router, record_id
 
@@ -50,6 +51,18 @@ class Pipeline:
             id=record_id(frame.instance, decoded.value),
         )
         return Publish(record, is_known_event(decoded.event), decoded.reserialized)
+
+    def gap_record(self, instance: str, value: bytes, at_ns: int) -> Record:
+        """A gap marker (``bridge.gap``) routed like any event of ``instance``."""
+        return Record(
+            destination=self.router.destination(instance, GAP_EVENT),
+            key=self.router.key(instance, None),
+            value=value,
+            event=GAP_EVENT,
+            instance=instance,
+            received_ns=at_ns,
+            id=record_id(instance, value),
+        )
 
     def dead_letter(self, frame: Frame, reason: str, error: str) -> Publish:
         """A DLQ record: the raw bytes without the token, cut to what the sink accepts."""

@@ -46,7 +46,7 @@ def settings_for(base_url: str, tmp_path: Path, **sections: Any) -> Settings:
         "spool": {"dir": str(tmp_path / "spool"), "fsync": "never"},
         "admin": {"host": "127.0.0.1", "port": 0},
         "shutdown_timeout": 15,
-        "sink": {"retry_initial": 0.05, "retry_max": 0.5},
+        "sink": {"retry_initial": 0.05, "retry_max": 0.5, "gap_markers": False},
     }
     for key, value in sections.items():
         if isinstance(value, dict) and isinstance(data.get(key), dict):

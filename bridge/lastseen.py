@@ -1,0 +1,50 @@
+"""When each instance last delivered a frame, kept across restarts (in the spool directory).
+
+A gap marker after a restart needs the time of the last frame the previous process read; the
+supervisor saves this small map every few seconds and at shutdown (write, rename).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+
+
+@dataclass
+class LastSeen:
+    path: Path | None = None
+    _seen: dict[str, int] = field(default_factory=dict)
+    _previous: dict[str, int] = field(default_factory=dict)
+    _dirty: bool = False
+
+    def load(self) -> None:
+        """Read what the previous process saved (a missing or broken file is an empty map)."""
+        if self.path is None:
+            return
+        with contextlib.suppress(OSError, orjson.JSONDecodeError, TypeError):
+            data = orjson.loads(self.path.read_bytes())
+            self._previous = {str(k): int(v) for k, v in data.items()}
+            self._seen = dict(self._previous)
+
+    def previous(self, instance: str) -> int | None:
+        """The last frame time (ns) the previous process saw for ``instance``."""
+        return self._previous.get(instance)
+
+    def get(self, instance: str) -> int | None:
+        return self._seen.get(instance)
+
+    def set(self, instance: str, ns: int) -> None:
+        self._seen[instance] = ns
+        self._dirty = True
+
+    def save(self) -> None:
+        if self.path is None or not self._dirty:
+            return
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_bytes(orjson.dumps(self._seen))
+        os.replace(tmp, self.path)
+        self._dirty = False
