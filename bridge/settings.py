@@ -163,6 +163,7 @@ class KafkaSinkSettings(Model):
     max_request_bytes: int = Field(default=1024 * 1024, gt=0)
     client_id: str = "ryze-bridge"
     create_topics: bool = False
+    cloudevents: Literal["none", "binary"] = "none"
     topic_partitions: int = Field(default=3, gt=0)
     topic_replication: int = Field(default=1, gt=0)
 
@@ -177,6 +178,7 @@ class RedisSinkSettings(Model):
     stream: RouteTemplate = "ryze:{instance}:{event}"
     maxlen: int | None = Field(default=1_000_000, gt=0)
     max_entry_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    cloudevents: Literal["none", "binary"] = "none"
 
 
 class FileSinkSettings(Model):

@@ -81,3 +81,20 @@ def rfc3339(ns: int) -> str:
     """RFC 3339 UTC with microseconds, e.g. ``2026-04-28T10:30:00.123456Z`` (pure)."""
     moment = datetime.fromtimestamp(ns // 1_000 / 1_000_000, tz=UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+CE_SPECVERSION = "1.0"
+
+
+def cloudevents_headers(record: Record) -> list[tuple[str, bytes]]:
+    """CloudEvents 1.0 attributes for the Kafka protocol binding, binary mode (pure):
+    ``ce_id`` is the ryze-id, ``ce_source`` ``ryze://{instance}``, ``ce_type``
+    ``ryze.{event}``, ``ce_time`` the receipt time; the value stays the data."""
+    return [
+        ("ce_specversion", CE_SPECVERSION.encode()),
+        ("ce_id", record.id.encode()),
+        ("ce_source", f"ryze://{record.instance}".encode()),
+        ("ce_type", f"ryze.{record.event}".encode()),
+        ("ce_time", record.received_at.encode()),
+        ("content-type", b"application/json"),
+    ]

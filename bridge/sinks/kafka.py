@@ -28,6 +28,7 @@ from aiokafka.errors import (
 
 from bridge.errors import SinkConfigError, SinkUnavailableError
 from bridge.pipeline import Record
+from bridge.pipeline.records import cloudevents_headers
 from bridge.settings import KafkaSinkSettings
 from bridge.sinks.base import DELIVERED, Failed, Outcome, Rejected
 
@@ -159,8 +160,11 @@ class KafkaSink:
         return [await _settle(o) for o in outcomes]
 
     async def _send(self, record: Record) -> asyncio.Future[Any]:
+        headers = record.headers()
+        if self.settings.cloudevents == "binary" and record.dlq_reason is None:
+            headers += cloudevents_headers(record)
         future: asyncio.Future[Any] = await self._producer.send(
-            record.destination, record.value, key=record.key, headers=record.headers()
+            record.destination, record.value, key=record.key, headers=headers
         )
         return future
 

@@ -15,12 +15,13 @@ from redis.asyncio import Redis
 
 from bridge.errors import SinkUnavailableError
 from bridge.pipeline import Record
+from bridge.pipeline.records import cloudevents_headers
 from bridge.settings import RedisSinkSettings
 from bridge.sinks.base import DELIVERED, Failed, Outcome, Rejected
 
 
-def entry_fields(record: Record) -> dict[str, bytes]:
-    """The stream entry of ``record`` (pure)."""
+def entry_fields(record: Record, cloudevents: bool = False) -> dict[str, bytes]:
+    """The stream entry of ``record`` (pure); with ``cloudevents`` also the ce_* fields."""
     fields = {
         "event": record.event.encode(),
         "instance": record.instance.encode(),
@@ -31,6 +32,8 @@ def entry_fields(record: Record) -> dict[str, bytes]:
     if record.dlq_reason is not None:
         fields["reason"] = record.dlq_reason.encode()
         fields["error"] = (record.dlq_error or "").encode()
+    elif cloudevents:
+        fields.update(cloudevents_headers(record))
     return fields
 
 
@@ -79,7 +82,7 @@ class RedisSink:
                 continue
             pipe.xadd(
                 record.destination,
-                entry_fields(record),  # type: ignore[arg-type]
+                entry_fields(record, self.settings.cloudevents == "binary"),  # type: ignore[arg-type]
                 maxlen=self.settings.maxlen,
                 approximate=True,
             )
