@@ -44,7 +44,7 @@ log = get_logger(__name__)
 KAFKA_RECORD_OVERHEAD = 1024
 STOP_READ_TIMEOUT = 5.0
 SIGNAL_DEBOUNCE = 0.5
-LAST_SEEN_SAVE_SECONDS = 5.0
+LAST_SEEN_SAVE_SECONDS = 1.0
 
 
 def build_sink(settings: Settings) -> Sink:
