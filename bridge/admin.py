@@ -6,11 +6,15 @@ keeps answering under full load. ``/readyz`` says why in its body when not ready
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import SecretStr
 
 from bridge.metrics import Metrics
 
@@ -48,6 +52,25 @@ def readiness(
     return Readiness(not reasons, tuple(reasons))
 
 
+class Control(Protocol):
+    """What the admin API may ask of the supervisor."""
+
+    def instances_status(self) -> dict[str, dict[str, object]]: ...
+
+    async def control(self, name: str, action: str) -> bool: ...
+
+
+ACTIONS = ("reconnect", "pause", "resume")
+
+
+def authorized(header: str | None, token: SecretStr | None) -> bool:
+    """Bearer check in constant time; everything is allowed when no token is configured."""
+    if token is None:
+        return True
+    expected = f"Bearer {token.get_secret_value()}".encode()
+    return hmac.compare_digest((header or "").encode(), expected)
+
+
 class AdminServer:
     def __init__(
         self,
@@ -56,16 +79,52 @@ class AdminServer:
         *,
         host: str,
         port: int,
+        control: Control | None = None,
+        token: SecretStr | None = None,
     ) -> None:
         self.metrics = metrics
         self.check_ready = check_ready
         self.host = host
         self.port = port
-        self.app = web.Application()
+        self.control = control
+        self._token = token
+        self.app = web.Application(middlewares=[self.guard])
         self.app.router.add_get("/metrics", self.handle_metrics)
         self.app.router.add_get("/healthz", self.handle_healthz)
         self.app.router.add_get("/readyz", self.handle_readyz)
+        if control is not None:
+            self.app.router.add_get("/instances", self.handle_instances)
+            if token is not None:  # mutating endpoints exist only behind a token
+                self.app.router.add_post("/instances/{name}/{action}", self.handle_action)
         self._runner: web.AppRunner | None = None
+
+    @web.middleware
+    async def guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Probes are open; everything else needs the bearer token when one is set."""
+        if request.path in ("/healthz", "/readyz"):
+            return await handler(request)
+        if not authorized(request.headers.get("Authorization"), self._token):
+            return web.json_response(
+                {"error": "missing or wrong bearer token"},
+                status=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        return await handler(request)
+
+    async def handle_instances(self, _request: web.Request) -> web.Response:
+        if self.control is None:
+            raise web.HTTPNotFound
+        return web.json_response({"instances": self.control.instances_status()})
+
+    async def handle_action(self, request: web.Request) -> web.Response:
+        if self.control is None:
+            raise web.HTTPNotFound
+        name, action = request.match_info["name"], request.match_info["action"]
+        if action not in ACTIONS:
+            return web.json_response({"error": f"unknown action {action}"}, status=404)
+        if not await self.control.control(name, action):
+            return web.json_response({"error": f"no instance {name} to {action}"}, status=404)
+        return web.json_response({"ok": True, "instance": name, "action": action})
 
     async def start(self) -> None:
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import httpx
 import yaml
 
 from bridge import __version__
@@ -41,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--duration", type=float, help="stop after this many seconds")
     demo.add_argument("--rate", type=float, default=25.0, help="events/s per instance")
     demo.add_argument("--output", type=Path, default=Path("ryze-demo/events.jsonl"))
+    status = commands.add_parser("status", help="show the instances of a running bridge")
+    status.add_argument("--url", default="http://127.0.0.1:9464", help="its admin address")
+    status.add_argument("--token-env", help="environment variable holding the admin token")
     check = commands.add_parser(
         "check-config", help="validate a config file and print it with secrets masked"
     )
@@ -90,10 +94,52 @@ def run(path: Path | None) -> int:
         return report_invalid(path, exc)
     configure_logging(settings.log.level, settings.log.format)
     try:
-        return asyncio.run(Supervisor(settings).run())
+        return asyncio.run(Supervisor(settings, config_path=path).run())
     except BridgeError as exc:
         get_logger("bridge.cli").error("bridge.failed", error=str(exc))
         return EXIT_FAILURE
+
+
+STATUS_COLUMNS = (
+    ("instance", 24),
+    ("state", 13),
+    ("connected_since", 28),
+    ("seconds_since_last_frame", 10),
+    ("frames", 9),
+    ("reconnects", 10),
+    ("last_ensure", 11),
+    ("last_error", 0),
+)
+
+
+def status_table(instances: dict[str, dict[str, object]]) -> str:
+    """The /instances answer as a fixed-width table (pure)."""
+    titles = {"seconds_since_last_frame": "silent_s", "connected_since": "connected since"}
+    rows = [[titles.get(c, c) for c, _ in STATUS_COLUMNS]]
+    for name in sorted(instances):
+        info = {"instance": name, **instances[name]}
+        rows.append(["-" if info.get(c) is None else str(info.get(c)) for c, _ in STATUS_COLUMNS])
+    return "\n".join(
+        " ".join(
+            cell.ljust(width) if width else cell
+            for cell, (_, width) in zip(row, STATUS_COLUMNS, strict=True)
+        ).rstrip()
+        for row in rows
+    )
+
+
+def show_status(url: str, token: str) -> int:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        response = httpx.get(f"{url.rstrip('/')}/instances", headers=headers, timeout=10)
+    except httpx.HTTPError as exc:
+        print(f"cannot reach {url}: {type(exc).__name__}", file=sys.stderr)
+        return EXIT_FAILURE
+    if response.status_code != 200:
+        print(f"{url}: HTTP {response.status_code} {response.text.strip()}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(status_table(response.json()["instances"]))
+    return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -110,6 +156,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(
             run_demo(Supervisor, duration=args.duration, rate=args.rate, output=args.output)
         )
+    if args.command == "status":
+        token = os.environ.get(args.token_env, "") if args.token_env else ""
+        return show_status(args.url, token)
     if args.command == "check-config":
         return check_config(args.config)
     return EXIT_FAILURE

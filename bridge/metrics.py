@@ -76,6 +76,9 @@ class Metrics:
     rate_limit_wait: Counter
     sink_up: Gauge
     instances_configured: Gauge
+    discovery_runs: Counter
+    discovery_eta: Gauge
+    config_reloads: Counter
 
 
 def create_metrics(registry: CollectorRegistry | None = None) -> Metrics:
@@ -160,6 +163,18 @@ def create_metrics(registry: CollectorRegistry | None = None) -> Metrics:
         ),
         sink_up=gauge("sink_up", "1 while the sink answers.", ("sink",)),
         instances_configured=gauge("instances_configured", "Instances this process runs."),
+        discovery_runs=counter(
+            "discovery_runs", "Listings of the account's instances, by outcome.", ("outcome",)
+        ),
+        discovery_eta=gauge(
+            "discovery_connect_eta_seconds",
+            "Expected seconds to connect the instances the last refresh found new (budget).",
+        ),
+        config_reloads=counter(
+            "config_reloads",
+            "Config reloads, by outcome (applied, unchanged, invalid).",
+            ("outcome",),
+        ),
     )
 
 

@@ -12,7 +12,7 @@ import socket
 import ssl
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from pydantic import SecretStr
 
@@ -22,13 +22,18 @@ from bridge.logs import get_logger, register_secret
 from bridge.metrics import Children, Metrics, event_label, init_instance
 from bridge.pipeline import Drop, Frame, Pipeline, Publish, Record
 from bridge.pipeline.gap import gap_value
+from bridge.pipeline.records import rfc3339
 from bridge.settings import InstanceSettings, UpstreamSettings, resolve_token
 from bridge.spool import Spool
 from bridge.upstream.ratelimit import BucketRegistry, TokenBucket
-from bridge.upstream.rest import RestClient, desired_config
+from bridge.upstream.rest import RestClient, WsConfig, desired_config
 from bridge.upstream.ws import InstanceSource
 
 YIELD_EVERY = 64
+
+
+def rfc3339_or_none(seconds: float | None) -> str | None:
+    return None if seconds is None else rfc3339(int(seconds * 1e9))
 
 
 @dataclass
@@ -67,7 +72,12 @@ class RunnerContext:
 
 class Runner:
     def __init__(
-        self, name: str, settings: InstanceSettings, pipeline: Pipeline, ctx: RunnerContext
+        self,
+        name: str,
+        settings: InstanceSettings,
+        pipeline: Pipeline,
+        ctx: RunnerContext,
+        known_config: WsConfig | None = None,
     ) -> None:
         self.name = name
         self.settings = settings
@@ -83,6 +93,7 @@ class Runner:
         self._source: InstanceSource | None = None
         self._stopping = asyncio.Event()
         self._connected_before = False
+        self._known_config = known_config
         self._last_disconnect: str | None = None
 
     async def run(self) -> None:
@@ -90,14 +101,18 @@ class Runner:
         token = await self._token()
         if token is None:
             return
+        self.pipeline = replace(self.pipeline, token=token.get_secret_value().encode())
         bucket = self.ctx.buckets.for_token(token)
         rest = self.ctx.rest_factory(token, bucket)
         rest.on_wait = lambda s: self.metrics.rate_limit_wait.labels(self.name).inc(s)
         desired = desired_config(list(self.settings.events), self.settings.media_base64)
 
         async def ensure() -> None:
+            known, self._known_config = self._known_config, None  # from a list: first time only
             try:
-                outcome = await rest.ensure(self.name, desired, manage=self.settings.manage_config)
+                outcome = await rest.ensure(
+                    self.name, desired, manage=self.settings.manage_config, known=known
+                )
             except UpstreamError as exc:
                 self.metrics.ensure.labels(self.name, "error").inc()
                 self.status.last_ensure = f"error: {exc}"
@@ -167,9 +182,30 @@ class Runner:
         if not result.known_event:
             self.metrics.events_unknown.labels(self.name).inc()
 
+    def describe(self) -> dict[str, object]:
+        """The instance's state for the admin API (never a secret)."""
+        status = self.status
+        now = time.time()
+        return {
+            "state": status.state,
+            "connected_since": rfc3339_or_none(status.connected_since),
+            "seconds_since_last_frame": (
+                None if status.last_frame_at is None else round(now - status.last_frame_at, 3)
+            ),
+            "frames": status.frames,
+            "reconnects": status.reconnects,
+            "last_error": status.last_error,
+            "last_ensure": status.last_ensure,
+        }
+
     @property
     def stopping(self) -> bool:
         return self._stopping.is_set()
+
+    async def reconnect(self) -> None:
+        """Close the socket now; the source opens a new one (an operator's request)."""
+        if self._source is not None:
+            await self._source.reconnect()
 
     async def stop(self) -> None:
         """Stop intake: close the socket; :meth:`run` returns once the buffer is drained."""

@@ -205,12 +205,48 @@ class SpoolSettings(Model):
     fsync_interval_ms: int = Field(default=50, gt=0)
 
 
+class DiscoverySettings(Model):
+    """List the account's instances with a TokenAccount and run every one that matches."""
+
+    token_env: str | None = None
+    token_file: Path | None = None
+    include: list[str] = Field(default_factory=lambda: ["*"])
+    exclude: list[str] = Field(default_factory=list)
+    refresh_seconds: PositiveSeconds = 60.0
+    events: list[EventName] = Field(default_factory=list)
+    media_base64: bool = False
+    manage_config: bool = True
+
+    @model_validator(mode="after")
+    def _one_token_source(self) -> DiscoverySettings:
+        given = [n for n in ("token_env", "token_file") if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one account token source: token_env or token_file")
+        return self
+
+    def instance(self) -> InstanceSettings:
+        """The settings a discovered instance runs with (the account token for everything)."""
+        return InstanceSettings(
+            token_env=self.token_env,
+            token_file=self.token_file,
+            events=self.events,
+            media_base64=self.media_base64,
+            manage_config=self.manage_config,
+        )
+
+
 class AdminSettings(Model):
     host: str = "0.0.0.0"
     port: int = Field(default=9464, ge=0, le=65535)
     token_env: str | None = None
+    token_file: Path | None = None
     ready_min_connected_ratio: float = Field(default=0.5, ge=0.0, le=1.0)
     ready_max_silence_seconds: PositiveSeconds = 75.0
+
+
+class ReloadSettings(Model):
+    watch: bool = True
+    poll_seconds: PositiveSeconds = 2.0
 
 
 class LogSettings(Model):
@@ -233,12 +269,14 @@ class Settings(BaseSettings):
     instances: dict[Annotated[str, Field(pattern=INSTANCE_NAME_PATTERN)], InstanceSettings] = Field(
         default_factory=dict
     )
+    discovery: DiscoverySettings | None = None
     filter: FilterSettings = Field(default_factory=FilterSettings)
     sink: SinkSettings = Field(default_factory=SinkSettings)
     spool: SpoolSettings = Field(default_factory=SpoolSettings)
     shutdown_timeout: PositiveSeconds = 25.0
     admin: AdminSettings = Field(default_factory=AdminSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    reload: ReloadSettings = Field(default_factory=ReloadSettings)
 
 
 class _MappingSource(PydanticBaseSettingsSource):
@@ -316,27 +354,35 @@ def load_settings(path: Path | None) -> Settings:
     return Settings.model_construct(**dict(loaded))
 
 
+def read_secret(
+    key: str, env: str | None, file: Path | None, environ: Mapping[str, str]
+) -> SecretStr | None:
+    """A secret from an environment variable or a file; None when neither is named. A named
+    source that is unset, unreadable or empty is a ConfigError naming ``key``."""
+    if env is not None:
+        value = environ.get(env, "").strip()
+        if not value:
+            raise ConfigError([f"{key}_env: environment variable {env} is not set"])
+        return SecretStr(value)
+    if file is None:
+        return None
+    try:
+        value = file.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError([f"{key}_file: cannot read {file}: {exc.strerror}"]) from None
+    if not value:
+        raise ConfigError([f"{key}_file: {file} is empty"])
+    return SecretStr(value)
+
+
 def resolve_token(name: str, instance: InstanceSettings, environ: Mapping[str, str]) -> SecretStr:
     """The instance's token from its one source; a missing one is a ConfigError naming the key."""
     if instance.token is not None:
         return instance.token
-    if instance.token_env is not None:
-        value = environ.get(instance.token_env, "").strip()
-        if not value:
-            key = f"instances.{name}.token_env"
-            raise ConfigError([f"{key}: environment variable {instance.token_env} is not set"])
-        return SecretStr(value)
-    if instance.token_file is None:  # unreachable: InstanceSettings requires one source
+    token = read_secret(f"instances.{name}.token", instance.token_env, instance.token_file, environ)
+    if token is None:  # unreachable: InstanceSettings requires one source
         raise ConfigError([f"instances.{name}: no token source"])
-    try:
-        value = instance.token_file.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ConfigError(
-            [f"instances.{name}.token_file: cannot read {instance.token_file}: {exc.strerror}"]
-        ) from None
-    if not value:
-        raise ConfigError([f"instances.{name}.token_file: {instance.token_file} is empty"])
-    return SecretStr(value)
+    return token
 
 
 def masked_dump(settings: Settings) -> dict[str, Any]:

@@ -16,20 +16,23 @@ import signal
 import ssl
 import time
 from collections.abc import Mapping
+from pathlib import Path
 
 import httpx
 from pydantic import SecretStr
 
 from bridge import __version__
 from bridge.admin import AdminServer, Liveness, Readiness, readiness
+from bridge.discovery import Discovery
 from bridge.errors import SinkConfigError, SinkUnavailableError
 from bridge.lastseen import LastSeen
 from bridge.logs import get_logger
 from bridge.metrics import Metrics, create_metrics, forget_instance, init_sink
 from bridge.pipeline import Pipeline, Router
 from bridge.pipeline.filter import EventFilter
+from bridge.reload import ConfigWatcher
 from bridge.runner import Runner, RunnerContext
-from bridge.settings import InstanceSettings, Settings
+from bridge.settings import InstanceSettings, Settings, read_secret
 from bridge.sinks.base import Sink
 from bridge.sinks.file import FileSink
 from bridge.sinks.kafka import KafkaSink
@@ -38,13 +41,14 @@ from bridge.sinks.worker import RetryPolicy, SinkWorker
 from bridge.spool import Spool
 from bridge.spool.disk import DiskSpool
 from bridge.upstream.ratelimit import BucketRegistry, TokenBucket
-from bridge.upstream.rest import RestClient
+from bridge.upstream.rest import RestClient, WsConfig
 
 log = get_logger(__name__)
 KAFKA_RECORD_OVERHEAD = 1024
 STOP_READ_TIMEOUT = 5.0
 SIGNAL_DEBOUNCE = 0.5
 LAST_SEEN_SAVE_SECONDS = 1.0
+RESTART_SECTIONS = ("spool", "admin", "log", "reload")
 
 
 def build_sink(settings: Settings) -> Sink:
@@ -90,8 +94,15 @@ class Supervisor:
         sink: Sink | None = None,
         environ: Mapping[str, str] | None = None,
         handle_signals: bool = True,
+        config_path: Path | None = None,
     ) -> None:
         self.settings = settings
+        self.config_path = config_path
+        self.paused: set[str] = set()
+        self._apply_lock = asyncio.Lock()
+        self._background: list[asyncio.Task[None]] = []
+        self.discovery: Discovery | None = None
+        self.watcher: ConfigWatcher | None = None
         self.metrics = metrics or create_metrics()
         self.spool = spool or DiskSpool(
             settings.spool.dir,
@@ -120,18 +131,38 @@ class Supervisor:
             headers={"User-Agent": f"ryze-bridge/{__version__}"},
             trust_env=False,
         )
-        self.ctx = RunnerContext(
+        self.buckets = BucketRegistry(settings.upstream.rate_limit_per_minute)
+        self.ctx = self._context(settings)
+        self.worker = self._worker(settings)
+        self.admin = AdminServer(
+            self.metrics,
+            self.check_ready,
+            host=settings.admin.host,
+            port=settings.admin.port,
+            control=self,
+            token=read_secret(
+                "admin.token", settings.admin.token_env, settings.admin.token_file, self.environ
+            ),
+        )
+        self._worker_task: asyncio.Task[None] | None = None
+        self._fsync_task: asyncio.Task[None] | None = None
+        self._discovery_task: asyncio.Task[None] | None = None
+
+    def _context(self, settings: Settings) -> RunnerContext:
+        return RunnerContext(
             upstream=settings.upstream,
             spool=self.spool,
             metrics=self.metrics,
-            buckets=BucketRegistry(settings.upstream.rate_limit_per_minute),
+            buckets=self.buckets,
             rest_factory=self._rest_client,
             environ=self.environ,
             ssl=upstream_ssl(settings),
             last_seen=self.last_seen,
             gap_markers=settings.sink.gap_markers,
         )
-        self.worker = SinkWorker(
+
+    def _worker(self, settings: Settings) -> SinkWorker:
+        return SinkWorker(
             self.sink,
             self.spool,
             self.metrics,
@@ -139,11 +170,6 @@ class Supervisor:
             batch_max_records=settings.sink.batch_max_records,
             retry=RetryPolicy(settings.sink.retry_initial, settings.sink.retry_max),
         )
-        self.admin = AdminServer(
-            self.metrics, self.check_ready, host=settings.admin.host, port=settings.admin.port
-        )
-        self._worker_task: asyncio.Task[None] | None = None
-        self._fsync_task: asyncio.Task[None] | None = None
 
     def _rest_client(self, token: SecretStr, bucket: TokenBucket) -> RestClient:
         return RestClient(self.http, token, bucket)
@@ -175,7 +201,121 @@ class Supervisor:
         log.info("admin.listening", host=self.settings.admin.host, port=self.admin.port)
         for name, instance in self.settings.instances.items():
             self.add_instance(name, instance)
+        self._start_discovery()
+        if self.config_path is not None:
+            reload = self.settings.reload
+            self.watcher = ConfigWatcher(
+                self.config_path, self.apply, self.metrics, reload.poll_seconds, watch=reload.watch
+            )
+            self._background.append(asyncio.create_task(self.watcher.run()))
         log.info("bridge.started", instances=len(self.runners), sink=self.sink.kind)
+
+    def _start_discovery(self) -> None:
+        settings = self.settings.discovery
+        if settings is None:
+            self.discovery = None
+            return
+        self.discovery = Discovery(
+            settings,
+            explicit=self.settings.instances,
+            rest_factory=self._rest_client,
+            buckets=self.buckets,
+            metrics=self.metrics,
+            environ=self.environ,
+            apply=self.apply_instances,
+        )
+        self._discovery_task = asyncio.create_task(self.discovery.run())
+
+    async def apply_instances(
+        self,
+        desired: Mapping[str, InstanceSettings],
+        known: Mapping[str, WsConfig | None] | None = None,
+    ) -> int:
+        """Make the running set equal ``desired``: start new runners, stop (draining) gone
+        ones, restart changed ones, leave the rest untouched. Returns how many changed."""
+        async with self._apply_lock:
+            changes = 0
+            for name in [n for n in self.runners if n not in desired]:
+                await self.remove_instance(name)
+                changes += 1
+            for name, instance in desired.items():
+                runner = self.runners.get(name)
+                if name in self.paused or (runner is not None and runner.settings == instance):
+                    continue
+                if runner is not None:
+                    await self.remove_instance(name)
+                self.add_instance(name, instance, (known or {}).get(name))
+                changes += 1
+            return changes
+
+    async def apply(self, new: Settings) -> str:
+        """A reloaded config: apply what changed; a few sections need a restart."""
+        old = self.settings
+        if new == old:
+            return "unchanged"
+        frozen = {
+            k: getattr(old, k) for k in RESTART_SECTIONS if getattr(new, k) != getattr(old, k)
+        }
+        if frozen:
+            log.warning("config.needs_restart", sections=sorted(frozen))
+        new = new.model_copy(update=frozen)
+        everything = (new.upstream, new.filter, new.sink) != (old.upstream, old.filter, old.sink)
+        self.settings = new
+        if new.sink != old.sink:
+            await self._restart_sink()
+        if everything:
+            self.ctx = self._context(new)
+            for name in list(self.runners):
+                await self.remove_instance(name)
+        if new.discovery != old.discovery or new.instances != old.instances:
+            if self._discovery_task is not None:
+                self._discovery_task.cancel()
+            self._start_discovery()
+        if self.discovery is None:
+            await self.apply_instances(new.instances)
+        return "applied"
+
+    async def _restart_sink(self) -> None:
+        """Swap the sink: the batch in flight stays in the spool, the new sink drains it."""
+        if self._worker_task is not None:
+            self._worker_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker_task
+        self.spool.rewind()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.sink.close(), timeout=10)
+        self.sink = build_sink(self.settings)
+        init_sink(self.metrics, self.sink.kind)
+        self._sink_started = False
+        self.worker = self._worker(self.settings)
+        self._worker_task = asyncio.create_task(self._deliver(), name="sink-worker")
+        log.info("sink.restarted", sink=self.sink.kind)
+
+    # ---- operator controls (admin API) --------------------------------------------------
+    def instances_status(self) -> dict[str, dict[str, object]]:
+        status = {name: runner.describe() for name, runner in self.runners.items()}
+        for name in self.paused:
+            status[name] = {"state": "paused"}
+        return status
+
+    async def control(self, name: str, action: str) -> bool:
+        """reconnect, pause or resume one instance; False when it is not known."""
+        if action == "reconnect" and name in self.runners:
+            await self.runners[name].reconnect()
+            return True
+        if action == "pause" and name in self.runners:
+            self.paused.add(name)
+            await self.remove_instance(name)
+            return True
+        if action == "resume" and name in self.paused:
+            self.paused.discard(name)
+            wanted = self.settings.instances.get(name)
+            if wanted is None and self.settings.discovery is not None:
+                wanted = self.settings.discovery.instance()
+            if wanted is not None:
+                self.add_instance(name, wanted)
+            return True
+        return False
 
     def _open_spool(self) -> None:
         """Open (lock, recover) a disk spool; report what start-up found in it."""
@@ -217,11 +357,13 @@ class Supervisor:
     def request_stop(self) -> None:
         self._stop.set()
 
-    def add_instance(self, name: str, instance: InstanceSettings) -> None:
+    def add_instance(
+        self, name: str, instance: InstanceSettings, known: WsConfig | None = None
+    ) -> None:
         """Start the runner of one instance (no-op when it runs already)."""
         if name in self.runners:
             return
-        runner = Runner(name, instance, self._pipeline(instance), self.ctx)
+        runner = Runner(name, instance, self._pipeline(instance), self.ctx, known)
         self.runners[name] = runner
         self._tasks[name] = asyncio.create_task(self._supervise(runner), name=f"runner:{name}")
         self.metrics.instances_configured.set(len(self.runners))
@@ -305,7 +447,12 @@ class Supervisor:
         log.info("bridge.stopping", instances=len(self.runners))
         await asyncio.gather(*(self.remove_instance(n) for n in list(self.runners)))
         drained = await self._drain(deadline)
-        for task in (self._worker_task, self._fsync_task):
+        for task in (
+            self._worker_task,
+            self._fsync_task,
+            self._discovery_task,
+            *self._background,
+        ):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -335,10 +482,17 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self._on_signal, sig)
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGHUP, self._on_hangup)
+
+    def _on_hangup(self) -> None:
+        if self.watcher is not None:
+            log.info("bridge.signal", signal="SIGHUP")
+            self.watcher.request()
 
     def _remove_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
 

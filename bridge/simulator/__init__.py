@@ -35,6 +35,7 @@ class Simulator:
         self.app.router.add_post("/api/events/websocket/{instance}", self.server.post_config)
         self.app.router.add_get("/api/events/getWebsocket/{instance}", self.server.get_config)
         self.app.router.add_get("/ws/{instance}", self.server.upgrade)
+        self.app.router.add_get("/api/instance/list", self.server.list_instances)
         add_control_routes(self.app, self)
         self._runner: web.AppRunner | None = None
         self._droppers: list[asyncio.Task[None]] = []

@@ -19,6 +19,7 @@ from aiohttp import WSMsgType, web
 from bridge.simulator.frames import DEFAULT_MIX, FrameFactory
 from bridge.simulator.ratelimit import FixedWindowLimiter, Verdict
 from bridge.simulator.state import (
+    MSG_INSTANCE_NOT_FOUND,
     MSG_INVALID_TOKEN,
     MSG_MISSING_TOKEN,
     MSG_NOT_CONFIGURED,
@@ -114,8 +115,8 @@ class SimulatorServer:
         return time.monotonic() < self.stalled_until.get(name, 0.0)
 
     # ---- REST ---------------------------------------------------------------------------
-    def admit(self, request: web.Request, name: str) -> tuple[Instance, Verdict]:
-        """Authenticate, count against the token's window, authorise; or raise."""
+    def admit_token(self, request: web.Request) -> tuple[str, Verdict]:
+        """Authenticate and count one request against the token's window; or raise."""
         token = token_from(request.headers, request.query)
         if not token:
             raise _WithVerdictError(ApiError(401, MSG_MISSING_TOKEN), None)
@@ -126,6 +127,11 @@ class SimulatorServer:
         if not verdict.allowed:
             self.token_rejected[token] += 1
             raise _LimitedError(verdict)
+        return token, verdict
+
+    def admit(self, request: web.Request, name: str) -> tuple[Instance, Verdict]:
+        """Authenticate, count against the token's window, authorise; or raise."""
+        token, verdict = self.admit_token(request)
         try:
             return self.account.authorize(token, name), verdict
         except ApiError as error:
@@ -168,6 +174,46 @@ class SimulatorServer:
             "websocket": instance.config.as_json(),
         }
         return web.json_response(answer, headers=verdict.headers())
+
+    async def list_instances(self, request: web.Request) -> web.Response:
+        """GET /api/instance/list: all of an account token's instances (or the named ones);
+        an instance token sees only its own instance, whatever the filter."""
+        try:
+            token, verdict = self.admit_token(request)
+            names = self.visible_instances(token, request.query.get("instanceName"), verdict)
+        except _RefusalError as refusal:
+            return refusal.response()
+        items = [self.summary(self.account.instances[n]) for n in names]
+        word = "Instance" if len(items) == 1 else "Instances"
+        body = {"success": True, "message": f"{len(items)} {word} found", "data": items}
+        return web.json_response(body, headers=verdict.headers())
+
+    def visible_instances(self, token: str, wanted: str | None, verdict: Verdict) -> list[str]:
+        instances = self.account.instances
+        if token not in self.account.account_tokens:
+            return [n for n, i in instances.items() if i.token == token]
+        if not wanted:
+            return sorted(instances)
+        names = [n.strip() for n in wanted.split(",") if n.strip()]
+        if len(names) == 1 and names[0] not in instances:
+            raise _WithVerdictError(ApiError(404, MSG_INSTANCE_NOT_FOUND), verdict)
+        return [n for n in names if n in instances]
+
+    def summary(self, instance: Instance) -> dict[str, Any]:
+        """One item of the list answer: identification, connection, profile, integrations."""
+        config = instance.config or WsConfig(False, [], False)
+        return {
+            "name": instance.name,
+            "connection": {
+                "state": "connected",
+                "numberJid": None,
+                "presenceStatus": "available",
+                "displayStatus": "online",
+            },
+            "profile": {"name": instance.name, "pictureUrl": None, "isBusiness": False},
+            "webhook": {"enabled": False},
+            "websocket": config.as_json(),
+        }
 
     # ---- WebSocket ----------------------------------------------------------------------
     async def upgrade(self, request: web.Request) -> web.StreamResponse:

@@ -82,6 +82,34 @@ def parse_config(body: Any) -> WsConfig:
     return WsConfig(enabled, frozenset(map(str, events)), media)
 
 
+@dataclass(frozen=True, slots=True)
+class ListedInstance:
+    name: str
+    websocket: WsConfig | None
+
+
+def parse_instance_list(body: Any) -> list[ListedInstance]:
+    """The items of a list answer, leniently: under ``data`` or ``instances`` (or the body
+    itself), named by ``name``, ``instanceName`` or ``instance`` (pure)."""
+    items = body
+    if isinstance(body, dict):
+        items = body.get("data", body.get("instances", []))
+    if not isinstance(items, list):
+        raise UpstreamProtocolError("instance list answer has no list of instances")
+    listed = []
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        name = item.get("name") or item.get("instanceName") or item.get("instance")
+        if not isinstance(name, str) or not name:
+            continue
+        websocket = None
+        if isinstance(item.get("websocket"), dict):
+            websocket = parse_config({"websocket": item["websocket"]})
+        listed.append(ListedInstance(name, websocket))
+    return listed
+
+
 def error_message(response: httpx.Response) -> str:
     """``error.message`` of the upstream's error envelope, or the status line."""
     try:
@@ -175,9 +203,24 @@ class RestClient:
             raise translate(response, instance)
         return parse_config(_json(response, instance))
 
-    async def ensure(self, instance: str, desired: WsConfig, *, manage: bool) -> EnsureOutcome:
-        """Make the upstream config equal ``desired`` (POST only when it differs)."""
-        current = await self.with_retries(lambda: self.read_config(instance))
+    async def list_instances(self) -> list[ListedInstance]:
+        """GET /api/instance/list: the instances the token may see, with their WS config."""
+        response = await self.request("GET", "/api/instance/list", "account")
+        if response.status_code != 200:
+            raise translate(response, "account")
+        return parse_instance_list(_json(response, "account"))
+
+    async def ensure(
+        self,
+        instance: str,
+        desired: WsConfig,
+        *,
+        manage: bool,
+        known: WsConfig | None = None,
+    ) -> EnsureOutcome:
+        """Make the upstream config equal ``desired`` (POST only when it differs). ``known``
+        is a config already read (from the instance list): then no GET is spent."""
+        current = known or await self.with_retries(lambda: self.read_config(instance))
         if same_config(current, desired):
             return "unchanged"
         if not manage:

@@ -257,6 +257,11 @@ class InstanceSource:
         except TimeoutError:
             return
 
+    async def reconnect(self) -> None:
+        """Close the current socket (if any); the loop reconnects after its usual pause."""
+        if self._connection is not None:
+            await self._connection.close(code=1000, reason="reconnect requested")
+
     async def stop(self) -> None:
         """Stop reading: close the socket; frames already received are still yielded."""
         self._stopping.set()

@@ -1,0 +1,102 @@
+"""Discovery: the instances of an account, listed with its TokenAccount, become runners.
+
+Every ``refresh_seconds`` the account is listed (one request); names are matched against the
+include/exclude globs; explicit ``instances:`` entries override discovered ones. The list
+answer carries each instance's WebSocket config, so a new runner's first ensure spends no
+GET. All calls and upgrades share the account token's bucket; the expected time to connect
+what is new is logged and exported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+from collections.abc import Awaitable, Callable, Mapping
+
+from bridge.errors import ConfigError, UpstreamError
+from bridge.logs import get_logger, register_secret
+from bridge.metrics import Metrics
+from bridge.settings import DiscoverySettings, InstanceSettings, read_secret
+from bridge.upstream.ratelimit import BucketRegistry
+from bridge.upstream.rest import ListedInstance, RestClient, WsConfig, same_config
+from bridge.upstream.rest import desired_config as desired_ws
+
+log = get_logger(__name__)
+Apply = Callable[[dict[str, InstanceSettings], dict[str, WsConfig | None]], Awaitable[int]]
+
+
+def selected(name: str, include: list[str], exclude: list[str]) -> bool:
+    """Whether ``name`` matches an include glob and no exclude glob (pure)."""
+    return any(fnmatch.fnmatchcase(name, p) for p in include) and not any(
+        fnmatch.fnmatchcase(name, p) for p in exclude
+    )
+
+
+def requests_needed(listed: list[ListedInstance], settings: DiscoverySettings) -> int:
+    """Requests the new instances will spend: one upgrade each, plus a POST where the listed
+    config is not the desired one (pure)."""
+    desired = desired_ws(list(settings.events), settings.media_base64)
+    return sum(1 + (0 if same_config(i.websocket, desired) else 1) for i in listed)
+
+
+def connect_eta(requests: int, per_minute: float, burst: float) -> float:
+    """Seconds the request budget needs to let ``requests`` through (pure)."""
+    return max(0.0, requests - burst) * 60.0 / per_minute
+
+
+class Discovery:
+    def __init__(
+        self,
+        settings: DiscoverySettings,
+        *,
+        explicit: Mapping[str, InstanceSettings],
+        rest_factory: Callable[..., RestClient],
+        buckets: BucketRegistry,
+        metrics: Metrics,
+        environ: Mapping[str, str],
+        apply: Apply,
+    ) -> None:
+        self.settings = settings
+        self.explicit = dict(explicit)
+        self.rest_factory = rest_factory
+        self.buckets = buckets
+        self.metrics = metrics
+        self.environ = environ
+        self.apply = apply
+        self.running: set[str] = set()
+
+    async def run(self) -> None:
+        while True:
+            await self.refresh()
+            await asyncio.sleep(self.settings.refresh_seconds)
+
+    async def refresh(self) -> None:
+        """List the account once and hand the wanted set of instances to the supervisor."""
+        try:
+            token = read_secret(
+                "discovery.token", self.settings.token_env, self.settings.token_file, self.environ
+            )
+            if token is None:
+                return
+            register_secret(token.get_secret_value())
+            bucket = self.buckets.for_token(token)
+            listed = await self.rest_factory(token, bucket).list_instances()
+        except (ConfigError, UpstreamError) as exc:
+            self.metrics.discovery_runs.labels("error").inc()
+            log.error("discovery.failed", error=str(exc))
+            return
+        wanted = [
+            i for i in listed if selected(i.name, self.settings.include, self.settings.exclude)
+        ]
+        desired = {i.name: self.settings.instance() for i in wanted}
+        desired.update(self.explicit)
+        known = {i.name: i.websocket for i in wanted}
+        fresh = [i for i in wanted if i.name not in self.running and i.name not in self.explicit]
+        self.metrics.discovery_runs.labels("ok").inc()
+        if fresh:
+            needed = requests_needed(fresh, self.settings)
+            eta = connect_eta(needed, bucket.per_minute, bucket.burst)
+            self.metrics.discovery_eta.set(eta)
+            log.info("discovery.scheduled", new=len(fresh), total=len(desired), eta_seconds=eta)
+        await self.apply(desired, known)
+        self.running = set(desired)

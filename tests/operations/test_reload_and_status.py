@@ -1,0 +1,162 @@
+"""Hot reload changes only what changed; an invalid file changes nothing; the status API
+shows no token and its mutating endpoints need the admin token."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import yaml
+
+from bridge.settings import load_settings
+from bridge.simulator import SimConfig, Simulator
+from tests.integration.harness import counter, eventually, running_bridge
+
+TOKENS = {f"shop-{n:02d}": f"tok-reload-{n:02d}" for n in range(23)}
+ADMIN = "admin-secret-4c4c4c"
+
+
+def write_config(root: Path, base_url: str, names: list[str], version: int) -> None:
+    """Publish a config the way a ConfigMap volume does: a new directory, then a symlink swap."""
+    config = {
+        "upstream": {"base_url": base_url, "backoff_initial": 0.05, "backoff_max": 0.5},
+        "instances": {n: {"token": TOKENS[n]} for n in names},
+        "sink": {"kind": "file", "file": {"path": str(root / "events.jsonl")},
+                 "gap_markers": False},
+        "spool": {"dir": str(root / "spool"), "fsync": "never"},
+        "admin": {"host": "127.0.0.1", "port": 0, "token_env": "ADMIN_TOKEN"},
+        "reload": {"poll_seconds": 0.2},
+    }  # fmt: skip
+    data = root / f"..{version}"
+    data.mkdir()
+    (data / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    link = root / "..data"
+    tmp = root / "..data_tmp"
+    tmp.symlink_to(data.name)
+    os.replace(tmp, link)
+    config_path = root / "config.yaml"
+    if not config_path.is_symlink():
+        config_path.symlink_to("..data/config.yaml")
+
+
+def delivered(path: Path, instance: str) -> list[str]:
+    if not path.exists():
+        return []
+    lines = [orjson.loads(line) for line in path.read_bytes().splitlines()]
+    return [line["data"]["data"]["id"] for line in lines if line["instance"] == instance]
+
+
+async def test_reload_touches_only_what_changed(tmp_path: Path) -> None:
+    """20 instances stream; a ConfigMap-style swap adds two and removes one: the untouched
+    ones see no reconnect and lose no frame, the new ones stream, the removed one stops.
+    Then an invalid file is refused and changes nothing."""
+    names = sorted(TOKENS)
+    first, added = names[:21], names[21:]
+    events = tmp_path / "events.jsonl"
+    async with Simulator(SimConfig(instances=TOKENS, rate=20, record_frames=False)) as sim:
+        write_config(tmp_path, sim.base_url, first, 1)
+        path = tmp_path / "config.yaml"
+        settings = load_settings(path)
+        environ = {"ADMIN_TOKEN": ADMIN}
+        async with running_bridge(settings, config_path=path, environ=environ) as bridge:
+            await eventually(lambda: all(sim.stats(n)["open_sockets"] == 1 for n in first))
+            removed, untouched = first[0], first[1:]
+            write_config(tmp_path, sim.base_url, [*untouched, *added], 2)
+            await eventually(lambda: all(len(delivered(events, n)) > 0 for n in added), 15)
+            await eventually(lambda: removed not in bridge.runners)
+            assert (
+                counter(bridge.metrics, "ryze_bridge_config_reloads_total", outcome="applied") == 1
+            )
+
+            (tmp_path / "..2" / "config.yaml").write_text("sink: {kind: mongo}\n")
+            await eventually(
+                lambda: (
+                    counter(bridge.metrics, "ryze_bridge_config_reloads_total", outcome="invalid")
+                    == 1
+                )
+            )
+            assert set(bridge.runners) == {*untouched, *added}
+            for name in [*untouched, *added]:
+                sim.pause(name)
+            await eventually(
+                lambda: all(
+                    len(delivered(events, n)) == sim.stats(n)["frames_sent"] for n in untouched
+                )
+            )
+        for name in untouched:
+            assert sim.stats(name)["upgrades"] == 1, name
+            assert delivered(events, name) == sim.sent_ids(name)
+        assert sim.stats(removed)["open_sockets"] == 0
+
+
+async def test_status_api_shows_no_token_and_guards_its_actions(tmp_path: Path) -> None:
+    """GET /instances describes each instance without any secret; with an admin token,
+    /instances and the actions need it (401 without), reconnect/pause/resume work with it;
+    without an admin token the actions do not exist."""
+    tokens = {"shop": "tok-status-shop-1", "bad": "tok-status-bad-2"}
+    async with Simulator(SimConfig(instances=tokens, rate=20)) as sim:
+        write = {
+            "upstream": {"base_url": sim.base_url, "backoff_initial": 0.05, "backoff_max": 0.5},
+            "instances": {"shop": {"token": tokens["shop"]}, "bad": {"token": "tok-wrong-3"}},
+            "sink": {"kind": "file", "file": {"path": str(tmp_path / "e.jsonl")}},
+            "spool": {"dir": str(tmp_path / "spool")},
+            "admin": {"host": "127.0.0.1", "port": 0, "token_env": "ADMIN_TOKEN"},
+        }
+        path = tmp_path / "bridge.yaml"
+        path.write_text(yaml.safe_dump(write), encoding="utf-8")
+        async with (
+            running_bridge(load_settings(path), environ={"ADMIN_TOKEN": ADMIN}) as bridge,
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{bridge.admin.port}") as client,
+        ):
+            auth = {"Authorization": f"Bearer {ADMIN}"}
+            await eventually(lambda: sim.stats("shop")["open_sockets"] == 1)
+            await eventually(lambda: bridge.runners["bad"].status.state == "failed")
+            assert (await client.get("/instances")).status_code == 401
+            assert (await client.get("/metrics")).status_code == 401
+            assert (await client.get("/healthz")).status_code == 200
+            answer = await client.get("/instances", headers=auth)
+            body: dict[str, Any] = answer.json()
+            assert body["instances"]["shop"]["state"] == "connected"
+            assert "401" in body["instances"]["bad"]["last_error"]
+            for secret in (*tokens.values(), "tok-wrong-3", ADMIN):
+                assert secret not in answer.text
+            wrong = {"Authorization": "Bearer nope"}
+            assert (
+                await client.post("/instances/shop/reconnect", headers=wrong)
+            ).status_code == 401
+            assert (await client.post("/instances/shop/reconnect", headers=auth)).status_code == 200
+            await eventually(lambda: sim.stats("shop")["upgrades"] == 2)
+            assert (await client.post("/instances/shop/pause", headers=auth)).status_code == 200
+            await eventually(lambda: sim.stats("shop")["open_sockets"] == 0)
+            assert (await client.get("/instances", headers=auth)).json()["instances"]["shop"] == {
+                "state": "paused"
+            }
+            assert (await client.post("/instances/shop/resume", headers=auth)).status_code == 200
+            await eventually(lambda: sim.stats("shop")["open_sockets"] == 1)
+            assert (await client.post("/instances/ghost/pause", headers=auth)).status_code == 404
+            table = await asyncio.to_thread(
+                subprocess.run,
+                [sys.executable, "-m", "bridge", "status", "--url", str(client.base_url),
+                 "--token-env", "ADMIN_TOKEN"],
+                capture_output=True, text=True, timeout=30, check=True,
+                env={**os.environ, "ADMIN_TOKEN": ADMIN},
+            )  # fmt: skip
+            rows = {line.split()[0]: line.split()[1] for line in table.stdout.splitlines()[1:]}
+            assert rows["bad"] == "failed"
+            assert rows["shop"] in ("connected", "reconnecting")
+            assert "tok-" not in table.stdout
+
+        write["admin"] = {"host": "127.0.0.1", "port": 0}
+        path.write_text(yaml.safe_dump(write), encoding="utf-8")
+        async with (
+            running_bridge(load_settings(path)) as bridge,
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{bridge.admin.port}") as client,
+        ):
+            assert (await client.get("/instances")).status_code == 200
+            assert (await client.post("/instances/shop/pause")).status_code in (404, 405)
