@@ -13,11 +13,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bridge.settings import INSTANCE_NAME_PATTERN, InstanceSettings, Settings
+from bridge.settings import EVENT_NAMES, INSTANCE_NAME_PATTERN, InstanceSettings, Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = ROOT / "helm" / "ryze-bridge" / "values.schema.json"
-CHART_OWNED = {"instances", "shutdown_timeout"}  # set by the chart, not by values.config
+# set by the chart, not by values.config
+CHART_OWNED = {"instances", "shutdown_timeout", "discovery", "reload"}
 
 
 def closed(properties: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -28,6 +29,7 @@ def config_schema() -> tuple[dict[str, Any], dict[str, Any]]:
     """The `config` value's schema and the definitions it refers to."""
     schema = Settings.model_json_schema(ref_template="#/$defs/{model}")
     defs: dict[str, Any] = schema.pop("$defs")
+    defs["EventName"] = {"enum": list(EVENT_NAMES)}
     for key in CHART_OWNED:
         schema["properties"].pop(key)
     defs["SpoolSettings"]["properties"].pop("dir")
@@ -88,6 +90,20 @@ def chart_schema() -> dict[str, Any]:
                 "additionalProperties": instance_schema(),
             },
             "existingSecret": string,
+            "discovery": closed(
+                {
+                    "enabled": boolean,
+                    "accountToken": string,
+                    "accountTokenKey": {"type": "string", "minLength": 1},
+                    "include": {"type": "array", "items": string},
+                    "exclude": {"type": "array", "items": string},
+                    "refreshSeconds": {"type": "number", "exclusiveMinimum": 0},
+                    "events": {"type": "array", "items": {"$ref": "#/$defs/EventName"}},
+                    "mediaBase64": boolean,
+                    "manageConfig": boolean,
+                }
+            ),
+            "configReload": {"enum": ["rollout", "live"]},
             "config": config,
             "shutdownTimeout": {"type": "integer", "minimum": 1, "maximum": 3600},
             "persistence": closed(

@@ -210,3 +210,20 @@ def test_tokens_are_in_the_secret_not_the_configmap() -> None:
     assert "tok-ci-" not in configmap
     assert "token_file: /var/run/secrets/ryze-bridge/loja-centro" in configmap
     assert set(by_kind(docs, "Secret")["data"]) == {"loja-centro", "suporte"}
+
+
+def test_discovery_and_live_reload() -> None:
+    """With discovery the config lists the account's instances through a mounted account
+    token; with configReload live no checksum rolls the pod and the bridge watches its file."""
+    docs = render(CHART / "ci" / "discovery-values.yaml")
+    config = yaml.safe_load(by_kind(docs, "ConfigMap")["data"]["config.yaml"])
+    assert config["discovery"]["token_file"] == "/var/run/secrets/ryze-bridge/account-token"
+    assert config["discovery"]["include"] == ["loja-*"]
+    assert config["reload"]["watch"] is True
+    assert "account-token" in by_kind(docs, "Secret")["data"]
+    annotations = by_kind(docs, "StatefulSet")["spec"]["template"]["metadata"]["annotations"]
+    assert "checksum/config" not in annotations
+    rollout = yaml.safe_load(
+        by_kind(render(CHART / "ci" / "kafka-values.yaml"), "ConfigMap")["data"]["config.yaml"]
+    )
+    assert rollout["reload"]["watch"] is False

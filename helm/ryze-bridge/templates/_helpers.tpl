@@ -59,6 +59,13 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- $_ := set $instances $name $entry -}}
 {{- end }}
 {{- $_ := set $cfg "instances" $instances -}}
+{{- if .Values.discovery.enabled }}
+{{- $d := .Values.discovery -}}
+{{- $_ := set $cfg "discovery" (dict "token_file" (printf "%s/%s" (include "ryze-bridge.tokenDir" $) $d.accountTokenKey) "include" $d.include "exclude" $d.exclude "refresh_seconds" $d.refreshSeconds "events" $d.events "media_base64" $d.mediaBase64 "manage_config" $d.manageConfig) -}}
+{{- end }}
+{{- $reload := deepCopy (default dict $cfg.reload) -}}
+{{- $_ := set $reload "watch" (eq .Values.configReload "live") -}}
+{{- $_ := set $cfg "reload" $reload -}}
 {{- $spool := deepCopy (default dict $cfg.spool) -}}
 {{- $_ := set $spool "dir" "/var/lib/ryze-bridge/spool" -}}
 {{- $_ := set $cfg "spool" $spool -}}
