@@ -42,6 +42,7 @@ EVENT_NAMES: tuple[str, ...] = (
     "instance.state",
     "label.update",
 )
+# EVENT_NAMES and EventName list the same six names (a unit test holds them equal).
 EventName = Literal[
     "message.exchange",
     "message.status",

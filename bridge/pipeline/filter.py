@@ -4,16 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-KNOWN_EVENTS = frozenset(
-    {
-        "message.exchange",
-        "message.status",
-        "call.update",
-        "group.flow",
-        "instance.state",
-        "label.update",
-    }
-)
+from bridge.settings import EVENT_NAMES
+
+KNOWN_EVENTS = frozenset(EVENT_NAMES)
 
 
 @dataclass(frozen=True, slots=True)

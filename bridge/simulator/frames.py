@@ -16,8 +16,6 @@ from typing import Any
 
 import orjson
 
-from bridge.simulator.state import EVENTS
-
 FIXTURES = {
     "message.exchange": ("message.exchange.text.json", "message.exchange.image.json"),
     "message.status": ("message.status.json",),
@@ -98,7 +96,3 @@ class FrameFactory:
         doc = orjson.loads(frame)
         doc["data"]["message"]["media"] = {"base64": "A" * max(0, size - len(frame) - 20)}
         return frame_id, orjson.dumps(doc)
-
-
-def known_event(event: str) -> bool:
-    return event in EVENTS

@@ -12,14 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-EVENTS: tuple[str, ...] = (
-    "message.exchange",
-    "message.status",
-    "call.update",
-    "group.flow",
-    "instance.state",
-    "label.update",
-)
+from bridge.settings import EVENT_NAMES as EVENTS
 
 MSG_MISSING_TOKEN = "Missing token in header, Authorization header, or query parameter"  # noqa: S105
 MSG_INVALID_TOKEN = "Invalid token"  # noqa: S105 - an error message, not a secret

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
 from bridge.errors import ConfigError
-from bridge.settings import load_settings, masked_dump, resolve_token
+from bridge.settings import EVENT_NAMES, EventName, load_settings, masked_dump, resolve_token
 
 TOKEN = "tok-7f3a9c1e-secret-value"
 
@@ -171,3 +172,8 @@ def test_unresolvable_token_names_the_key(tmp_path: Path) -> None:
         resolve_token("a", settings.instances["a"], {})
     with pytest.raises(ConfigError, match=r"instances\.b\.token_file: cannot read"):
         resolve_token("b", settings.instances["b"], {})
+
+
+def test_event_name_type_and_tuple_agree() -> None:
+    """The Literal type that validates events and the tuple the code uses list the same six."""
+    assert get_args(EventName) == EVENT_NAMES
