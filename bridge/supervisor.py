@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import ssl
 import time
 from collections.abc import Mapping
@@ -23,65 +22,26 @@ from pydantic import SecretStr
 
 from bridge import __version__
 from bridge.admin import AdminServer, Liveness, Readiness, readiness
+from bridge.delivery import Delivery
 from bridge.discovery import Discovery
-from bridge.errors import SinkConfigError, SinkUnavailableError
 from bridge.lastseen import LastSeen
 from bridge.logs import get_logger
-from bridge.metrics import Metrics, create_metrics, forget_instance, init_sink
-from bridge.pipeline import Pipeline, Router
-from bridge.pipeline.filter import EventFilter
+from bridge.metrics import Metrics, create_metrics, forget_instance
 from bridge.reload import ConfigWatcher
 from bridge.runner import Runner, RunnerContext
 from bridge.settings import InstanceSettings, Settings, read_secret
+from bridge.signals import SignalHandlers
 from bridge.sinks.base import Sink
-from bridge.sinks.file import FileSink
-from bridge.sinks.kafka import KafkaSink
-from bridge.sinks.redis import RedisSink
-from bridge.sinks.worker import RetryPolicy, SinkWorker
 from bridge.spool import Spool
 from bridge.spool.disk import DiskSpool
 from bridge.upstream.ratelimit import BucketRegistry, TokenBucket
 from bridge.upstream.rest import RestClient, WsConfig
+from bridge.wiring import build_pipeline, upstream_ssl
 
 log = get_logger(__name__)
-KAFKA_RECORD_OVERHEAD = 1024
 STOP_READ_TIMEOUT = 5.0
-SIGNAL_DEBOUNCE = 0.5
 LAST_SEEN_SAVE_SECONDS = 1.0
 RESTART_SECTIONS = ("spool", "admin", "log", "reload")
-
-
-def build_sink(settings: Settings) -> Sink:
-    sink = settings.sink
-    if sink.kind == "kafka":
-        return KafkaSink(sink.kafka, sink.dlq)
-    if sink.kind == "redis":
-        return RedisSink(sink.redis)
-    return FileSink(sink.file.path, sink.dlq, fsync=settings.spool.fsync == "always")
-
-
-def build_router(settings: Settings) -> Router:
-    sink = settings.sink
-    if sink.kind == "kafka":
-        return Router(sink.kafka.topic, sink.kafka.key, kafka_names=True)
-    if sink.kind == "redis":
-        return Router(sink.redis.stream, "instance")
-    return Router(sink.kafka.topic, sink.kafka.key)
-
-
-def max_value_bytes(settings: Settings) -> int:
-    """The largest value the configured sink takes (bigger frames go to the DLQ)."""
-    sink = settings.sink
-    if sink.kind == "kafka":
-        return sink.kafka.max_request_bytes - KAFKA_RECORD_OVERHEAD
-    if sink.kind == "redis":
-        return sink.redis.max_entry_bytes
-    return settings.upstream.max_frame_bytes
-
-
-def upstream_ssl(settings: Settings) -> ssl.SSLContext | None:
-    ca_file = settings.upstream.ca_file
-    return ssl.create_default_context(cafile=str(ca_file)) if ca_file else None
 
 
 class Supervisor:
@@ -111,7 +71,7 @@ class Supervisor:
             settings.spool.fsync,
             settings.spool.fsync_interval_ms,
         )
-        self.sink = sink or build_sink(settings)
+        self.delivery = Delivery(settings, self.spool, self.metrics, sink=sink, on_fatal=self._fail)
         self.environ = environ if environ is not None else os.environ
         self.last_seen = LastSeen(
             settings.spool.dir / "last-seen.json" if isinstance(self.spool, DiskSpool) else None
@@ -121,8 +81,6 @@ class Supervisor:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._stop = asyncio.Event()
         self._fatal: str | None = None
-        self._sink_started = False
-        self._first_signal_at: float | None = None
         verify: ssl.SSLContext | bool = upstream_ssl(settings) or True
         self.http = httpx.AsyncClient(
             base_url=str(settings.upstream.base_url).rstrip("/"),
@@ -133,7 +91,6 @@ class Supervisor:
         )
         self.buckets = BucketRegistry(settings.upstream.rate_limit_per_minute)
         self.ctx = self._context(settings)
-        self.worker = self._worker(settings)
         self.admin = AdminServer(
             self.metrics,
             self.check_ready,
@@ -144,7 +101,6 @@ class Supervisor:
                 "admin.token", settings.admin.token_env, settings.admin.token_file, self.environ
             ),
         )
-        self._worker_task: asyncio.Task[None] | None = None
         self._fsync_task: asyncio.Task[None] | None = None
         self._discovery_task: asyncio.Task[None] | None = None
 
@@ -161,30 +117,21 @@ class Supervisor:
             gap_markers=settings.sink.gap_markers,
         )
 
-    def _worker(self, settings: Settings) -> SinkWorker:
-        return SinkWorker(
-            self.sink,
-            self.spool,
-            self.metrics,
-            dlq=settings.sink.dlq,
-            batch_max_records=settings.sink.batch_max_records,
-            retry=RetryPolicy(settings.sink.retry_initial, settings.sink.retry_max),
-        )
-
     def _rest_client(self, token: SecretStr, bucket: TokenBucket) -> RestClient:
         return RestClient(self.http, token, bucket)
 
     async def run(self) -> int:
         """The whole life of the process; returns the exit code."""
+        signals = SignalHandlers(self._on_stop_signal, self._on_hangup)
         if self.handle_signals:
-            self._install_signal_handlers()
+            signals.install()
         try:
             await self.start()
             await self._stop.wait()
         finally:
             await self.shutdown()
             if self.handle_signals:
-                self._remove_signal_handlers()
+                signals.remove()
         if self._fatal is not None:
             log.error("bridge.fatal", error=self._fatal)
             return 1
@@ -192,11 +139,10 @@ class Supervisor:
 
     async def start(self) -> None:
         self.metrics.spool_max_bytes.set(self.settings.spool.max_bytes)
-        init_sink(self.metrics, self.sink.kind)
         self.metrics.spool_events.set_function(lambda: self.spool.stats().events)
         self.metrics.spool_bytes.set_function(lambda: self.spool.stats().bytes)
         self._open_spool()
-        self._worker_task = asyncio.create_task(self._deliver(), name="sink-worker")
+        self.delivery.start()
         await self.admin.start()
         log.info("admin.listening", host=self.settings.admin.host, port=self.admin.port)
         for name, instance in self.settings.instances.items():
@@ -208,7 +154,7 @@ class Supervisor:
                 self.config_path, self.apply, self.metrics, reload.poll_seconds, watch=reload.watch
             )
             self._background.append(asyncio.create_task(self.watcher.run()))
-        log.info("bridge.started", instances=len(self.runners), sink=self.sink.kind)
+        log.info("bridge.started", instances=len(self.runners), sink=self.delivery.sink.kind)
 
     def _start_discovery(self) -> None:
         settings = self.settings.discovery
@@ -262,7 +208,7 @@ class Supervisor:
         everything = (new.upstream, new.filter, new.sink) != (old.upstream, old.filter, old.sink)
         self.settings = new
         if new.sink != old.sink:
-            await self._restart_sink()
+            await self.delivery.swap(new)
         if everything:
             self.ctx = self._context(new)
             for name in list(self.runners):
@@ -274,22 +220,6 @@ class Supervisor:
         if self.discovery is None:
             await self.apply_instances(new.instances)
         return "applied"
-
-    async def _restart_sink(self) -> None:
-        """Swap the sink: the batch in flight stays in the spool, the new sink drains it."""
-        if self._worker_task is not None:
-            self._worker_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker_task
-        self.spool.rewind()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.sink.close(), timeout=10)
-        self.sink = build_sink(self.settings)
-        init_sink(self.metrics, self.sink.kind)
-        self._sink_started = False
-        self.worker = self._worker(self.settings)
-        self._worker_task = asyncio.create_task(self._deliver(), name="sink-worker")
-        log.info("sink.restarted", sink=self.sink.kind)
 
     # ---- operator controls (admin API) --------------------------------------------------
     def instances_status(self) -> dict[str, dict[str, object]]:
@@ -363,7 +293,7 @@ class Supervisor:
         """Start the runner of one instance (no-op when it runs already)."""
         if name in self.runners:
             return
-        runner = Runner(name, instance, self._pipeline(instance), self.ctx, known)
+        runner = Runner(name, instance, build_pipeline(self.settings, instance), self.ctx, known)
         self.runners[name] = runner
         self._tasks[name] = asyncio.create_task(self._supervise(runner), name=f"runner:{name}")
         self.metrics.instances_configured.set(len(self.runners))
@@ -384,16 +314,6 @@ class Supervisor:
         forget_instance(self.metrics, name)
         self.metrics.instances_configured.set(len(self.runners))
 
-    def _pipeline(self, instance: InstanceSettings) -> Pipeline:
-        token = instance.token.get_secret_value().encode() if instance.token else None
-        return Pipeline(
-            router=build_router(self.settings),
-            dlq=self.settings.sink.dlq,
-            max_value_bytes=max_value_bytes(self.settings),
-            event_filter=EventFilter(frozenset(self.settings.filter.drop_events)),
-            token=token,
-        )
-
     async def _supervise(self, runner: Runner) -> None:
         """Run a runner; a crash is logged and the runner restarted, never propagated."""
         delay = 1.0
@@ -407,30 +327,13 @@ class Supervisor:
             else:
                 return
 
-    async def _deliver(self) -> None:
-        """Start the sink (retrying while it is unreachable), then run the worker."""
-        retry = RetryPolicy(self.settings.sink.retry_initial, self.settings.sink.retry_max)
-        attempt = 0
-        while True:
-            try:
-                await self.sink.start()
-                break
-            except SinkConfigError as exc:
-                self._fatal = str(exc)
-                self._stop.set()
-                return
-            except SinkUnavailableError as exc:
-                attempt += 1
-                self.metrics.sink_up.labels(self.sink.kind).set(0)
-                log.warning("sink.unavailable", sink=self.sink.kind, error=str(exc))
-                await asyncio.sleep(retry.delay(attempt))
-        self._sink_started = True
-        self.metrics.sink_up.labels(self.sink.kind).set(1)
-        log.info("sink.started", sink=self.sink.kind)
-        await self.worker.run()
+    def _fail(self, error: str) -> None:
+        """The sink cannot work as configured: stop the process (exit 1)."""
+        self._fatal = error
+        self._stop.set()
 
     async def check_ready(self) -> Readiness:
-        sink_ok = self._sink_started and await self.sink.reachable()
+        sink_ok = await self.delivery.reachable()
         now = time.time()
         instances = [
             Liveness(r.name, r.status.connected, now - (r.status.last_frame_at or now))
@@ -447,8 +350,8 @@ class Supervisor:
         log.info("bridge.stopping", instances=len(self.runners))
         await asyncio.gather(*(self.remove_instance(n) for n in list(self.runners)))
         drained = await self._drain(deadline)
+        await self.delivery.stop_worker()
         for task in (
-            self._worker_task,
             self._fsync_task,
             self._discovery_task,
             *self._background,
@@ -460,8 +363,7 @@ class Supervisor:
         left = self.spool.stats()
         if not drained:
             log.error("bridge.undelivered", events=left.events, bytes=left.bytes)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.sink.close(), timeout=max(1.0, deadline - time.monotonic()))
+        await self.delivery.close(deadline - time.monotonic())
         await self.admin.close()
         await self.http.aclose()
         self.last_seen.save()
@@ -469,7 +371,7 @@ class Supervisor:
         log.info("bridge.stopped", drained=drained, undelivered=left.events)
 
     async def _drain(self, deadline: float) -> bool:
-        if self._fatal is not None or self._worker_task is None:
+        if self._fatal is not None or not self.delivery.running:
             return self.spool.stats().events == 0
         try:
             await asyncio.wait_for(self.spool.wait_empty(), timeout=deadline - time.monotonic())
@@ -477,35 +379,11 @@ class Supervisor:
             return False
         return True
 
-    def _install_signal_handlers(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, self._on_signal, sig)
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signal.SIGHUP, self._on_hangup)
-
     def _on_hangup(self) -> None:
         if self.watcher is not None:
             log.info("bridge.signal", signal="SIGHUP")
             self.watcher.request()
 
-    def _remove_signal_handlers(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.remove_signal_handler(sig)
-
-    def _on_signal(self, sig: signal.Signals) -> None:
-        """First signal: graceful stop. A second one, a moment later, exits at once (the same
-        signal delivered twice at once, as wrappers like ``uv run`` can do, is one signal)."""
-        now = time.monotonic()
-        if self._first_signal_at is None:
-            self._first_signal_at = now
-        elif now - self._first_signal_at > SIGNAL_DEBOUNCE:
-            log.warning("bridge.forced_exit", signal=sig.name)
-            os._exit(1)
-        else:
-            return
-        log.info("bridge.signal", signal=sig.name)
+    def _on_stop_signal(self, name: str) -> None:
+        log.info("bridge.signal", signal=name)
         self._stop.set()
