@@ -7,6 +7,7 @@ keeps answering under full load. ``/readyz`` says why in its body when not ready
 from __future__ import annotations
 
 import hmac
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -81,7 +82,9 @@ class AdminServer:
         port: int,
         control: Control | None = None,
         token: SecretStr | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
+        self.tls = tls
         self.metrics = metrics
         self.check_ready = check_ready
         self.host = host
@@ -129,7 +132,7 @@ class AdminServer:
     async def start(self) -> None:
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
+        site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self.tls)
         await site.start()
         server = site._server
         if self.port == 0 and server is not None and server.sockets:  # type: ignore[attr-defined]

@@ -95,6 +95,8 @@ def run(path: Path | None) -> int:
     configure_logging(settings.log.level, settings.log.format)
     try:
         return asyncio.run(Supervisor(settings, config_path=path).run())
+    except ConfigError as exc:
+        return report_invalid(path, exc)
     except BridgeError as exc:
         get_logger("bridge.cli").error("bridge.failed", error=str(exc))
         return EXIT_FAILURE

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from bridge.errors import SinkConfigError, SinkUnavailableError
 from bridge.logs import get_logger
@@ -32,12 +32,14 @@ class Delivery:
         metrics: Metrics,
         *,
         sink: Sink | None = None,
+        environ: Mapping[str, str],
         on_fatal: Callable[[str], None],
     ) -> None:
         self.settings = settings
         self.spool = spool
         self.metrics = metrics
-        self.sink = sink or build_sink(settings)
+        self.environ = environ
+        self.sink = sink or build_sink(settings, environ)
         self.on_fatal = on_fatal
         self.started = False
         self._task: asyncio.Task[None] | None = None
@@ -101,7 +103,7 @@ class Delivery:
         await self.close(10.0)
         self.spool.rewind()
         self.settings = settings
-        self.sink = build_sink(settings)
+        self.sink = build_sink(settings, self.environ)
         self.started = False
         self.start()
         log.info("sink.restarted", sink=self.sink.kind)

@@ -165,6 +165,28 @@ class KafkaSinkSettings(Model):
     client_id: str = "ryze-bridge"
     create_topics: bool = False
     cloudevents: Literal["none", "binary"] = "none"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    sasl_username: str | None = None
+    sasl_password_env: str | None = None
+    sasl_password_file: Path | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    ssl_check_hostname: bool = True
+
+    @model_validator(mode="after")
+    def _sasl_needs_credentials(self) -> KafkaSinkSettings:
+        if self.security_protocol.startswith("SASL_") and (
+            self.sasl_username is None
+            or (self.sasl_password_env is None) == (self.sasl_password_file is None)
+        ):
+            raise ValueError(
+                f"{self.security_protocol} needs sasl_username and one of "
+                "sasl_password_env or sasl_password_file"
+            )
+        return self
+
     topic_partitions: int = Field(default=3, gt=0)
     topic_replication: int = Field(default=1, gt=0)
 
@@ -180,6 +202,12 @@ class RedisSinkSettings(Model):
     maxlen: int | None = Field(default=1_000_000, gt=0)
     max_entry_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
     cloudevents: Literal["none", "binary"] = "none"
+    username: str | None = None
+    password_env: str | None = None
+    password_file: Path | None = None
+    ssl_ca_file: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
 
 
 class FileSinkSettings(Model):
@@ -241,8 +269,16 @@ class AdminSettings(Model):
     port: int = Field(default=9464, ge=0, le=65535)
     token_env: str | None = None
     token_file: Path | None = None
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
     ready_min_connected_ratio: float = Field(default=0.5, ge=0.0, le=1.0)
     ready_max_silence_seconds: PositiveSeconds = 75.0
+
+    @model_validator(mode="after")
+    def _cert_and_key(self) -> AdminSettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("give both tls_cert_file and tls_key_file, or neither")
+        return self
 
 
 class ReloadSettings(Model):

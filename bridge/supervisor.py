@@ -36,7 +36,7 @@ from bridge.spool import Spool
 from bridge.spool.disk import DiskSpool
 from bridge.upstream.ratelimit import BucketRegistry, TokenBucket
 from bridge.upstream.rest import RestClient, WsConfig
-from bridge.wiring import build_pipeline, upstream_ssl
+from bridge.wiring import admin_tls, build_pipeline, upstream_ssl
 
 log = get_logger(__name__)
 STOP_READ_TIMEOUT = 5.0
@@ -71,8 +71,15 @@ class Supervisor:
             settings.spool.fsync,
             settings.spool.fsync_interval_ms,
         )
-        self.delivery = Delivery(settings, self.spool, self.metrics, sink=sink, on_fatal=self._fail)
         self.environ = environ if environ is not None else os.environ
+        self.delivery = Delivery(
+            settings,
+            self.spool,
+            self.metrics,
+            sink=sink,
+            environ=self.environ,
+            on_fatal=self._fail,
+        )
         self.last_seen = LastSeen(
             settings.spool.dir / "last-seen.json" if isinstance(self.spool, DiskSpool) else None
         )
@@ -100,6 +107,7 @@ class Supervisor:
             token=read_secret(
                 "admin.token", settings.admin.token_env, settings.admin.token_file, self.environ
             ),
+            tls=admin_tls(settings),
         )
         self._fsync_task: asyncio.Task[None] | None = None
         self._discovery_task: asyncio.Task[None] | None = None

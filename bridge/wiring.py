@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import ssl
+from collections.abc import Mapping
 
+from pydantic import SecretStr
+
+from bridge.logs import register_secret
 from bridge.pipeline import Pipeline, Router
 from bridge.pipeline.filter import EventFilter
-from bridge.settings import InstanceSettings, Settings
+from bridge.settings import InstanceSettings, Settings, read_secret
 from bridge.sinks.base import Sink
 from bridge.sinks.file import FileSink
 from bridge.sinks.kafka import KafkaSink
@@ -15,13 +19,29 @@ from bridge.sinks.redis import RedisSink
 KAFKA_RECORD_OVERHEAD = 1024
 
 
-def build_sink(settings: Settings) -> Sink:
+def build_sink(settings: Settings, environ: Mapping[str, str]) -> Sink:
+    """The configured sink, its password read now (ConfigError naming the key if missing)."""
     sink = settings.sink
     if sink.kind == "kafka":
-        return KafkaSink(sink.kafka, sink.dlq)
+        kafka = sink.kafka
+        password = read_secret(
+            "sink.kafka.sasl_password", kafka.sasl_password_env, kafka.sasl_password_file, environ
+        )
+        _remember(password)
+        return KafkaSink(kafka, sink.dlq, password)
     if sink.kind == "redis":
-        return RedisSink(sink.redis)
+        redis = sink.redis
+        password = read_secret(
+            "sink.redis.password", redis.password_env, redis.password_file, environ
+        )
+        _remember(password)
+        return RedisSink(redis, password=password)
     return FileSink(sink.file.path, sink.dlq, fsync=settings.spool.fsync == "always")
+
+
+def _remember(secret: SecretStr | None) -> None:
+    if secret is not None:
+        register_secret(secret.get_secret_value())
 
 
 def build_router(settings: Settings) -> Router:
@@ -58,3 +78,13 @@ def build_pipeline(settings: Settings, instance: InstanceSettings) -> Pipeline:
         event_filter=EventFilter(frozenset(settings.filter.drop_events)),
         token=token,
     )
+
+
+def admin_tls(settings: Settings) -> ssl.SSLContext | None:
+    """TLS for the admin server when a certificate and key are configured."""
+    admin = settings.admin
+    if admin.tls_cert_file is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(admin.tls_cert_file), str(admin.tls_key_file or ""))
+    return context

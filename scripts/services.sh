@@ -37,13 +37,44 @@ write_json() {
     local kport rport
     kport="$(cat "$KAFKA_DIR/port" 2>/dev/null || echo 0)"
     rport="$(cat "$REDIS_DIR/port" 2>/dev/null || echo 0)"
+    local sport tport
+    sport="$(cat "$KAFKA_DIR/sasl-port" 2>/dev/null || echo 0)"
+    tport="$(cat "$REDIS_DIR/tls-port" 2>/dev/null || echo 0)"
     cat >"$JSON.tmp" <<EOF
 {
   "kafka": {"bootstrap_servers": "127.0.0.1:$kport", "pid": $(cat "$KAFKA_DIR/pid" 2>/dev/null || echo 0), "log": "$KAFKA_DIR/broker.log"},
-  "redis": {"url": "redis://127.0.0.1:$rport/0", "pid": $(cat "$REDIS_DIR/pid" 2>/dev/null || echo 0), "log": "$REDIS_DIR/redis.log"}
+  "redis": {"url": "redis://127.0.0.1:$rport/0", "pid": $(cat "$REDIS_DIR/pid" 2>/dev/null || echo 0), "log": "$REDIS_DIR/redis.log"},
+  "kafka_sasl_ssl": {"bootstrap_servers": "127.0.0.1:$sport", "username": "bridge", "username_256": "bridge256", "password_file": "$TLS_DIR/kafka-password"},
+  "redis_tls": {"url": "rediss://127.0.0.1:$tport/0", "username": "bridge", "reader": "reader", "password_file": "$TLS_DIR/redis-password"},
+  "tls": {"ca_file": "$TLS_DIR/ca.pem", "other_ca_file": "$TLS_DIR/other-ca.pem", "server_cert": "$TLS_DIR/server.crt", "server_key": "$TLS_DIR/server.key", "client_cert": "$TLS_DIR/client.crt", "client_key": "$TLS_DIR/client.key"}
 }
 EOF
     mv "$JSON.tmp" "$JSON"
+}
+
+# ---- TLS material (a private CA, a server and a client certificate) ------------------------
+TLS_DIR="$STATE/tls"
+make_tls() {
+    [[ -f "$TLS_DIR/server.pem" ]] && return
+    command -v openssl >/dev/null || die "openssl is needed to make the test certificates"
+    mkdir -p "$TLS_DIR"
+    local d="$TLS_DIR"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=ryze-bridge test CA" \
+        -keyout "$d/ca.key" -out "$d/ca.pem" >/dev/null 2>&1
+    for name in server client; do
+        openssl req -newkey rsa:2048 -nodes -subj "/CN=$name" \
+            -keyout "$d/$name.key" -out "$d/$name.csr" >/dev/null 2>&1
+        printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >"$d/$name.ext"
+        openssl x509 -req -in "$d/$name.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial \
+            -days 30 -extfile "$d/$name.ext" -out "$d/$name.crt" >/dev/null 2>&1
+        cat "$d/$name.key" "$d/$name.crt" >"$d/$name.pem"
+    done
+    # a CA nobody trusts, for the "untrusted CA" tests
+    openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=someone else" \
+        -keyout "$d/other-ca.key" -out "$d/other-ca.pem" >/dev/null 2>&1
+    python3 -c 'import secrets; print(secrets.token_urlsafe(18))' >"$d/kafka-password"
+    python3 -c 'import secrets; print(secrets.token_urlsafe(18))' >"$d/redis-password"
+    chmod 600 "$d"/*.key "$d"/*-password
 }
 
 # ---- Kafka -------------------------------------------------------------------------------
@@ -63,18 +94,28 @@ kafka_java() { java -Xms128m -Xmx768m -XX:+UseG1GC -Dlog4j2.configurationFile="$
 
 configure_kafka() {
     mkdir -p "$KAFKA_DIR/data"
-    local port controller
+    local port controller sasl
     port="$(free_port)"
     controller="$(free_port)"
+    sasl="$(free_port)"
     echo "$port" >"$KAFKA_DIR/port"
+    echo "$sasl" >"$KAFKA_DIR/sasl-port"
     cat >"$KAFKA_DIR/server.properties" <<EOF
 process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers=127.0.0.1:$controller
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
+listeners=PLAINTEXT://127.0.0.1:$port,SASL_SSL://127.0.0.1:$sasl,CONTROLLER://127.0.0.1:$controller
+advertised.listeners=PLAINTEXT://127.0.0.1:$port,SASL_SSL://127.0.0.1:$sasl
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT
+sasl.enabled.mechanisms=SCRAM-SHA-512,SCRAM-SHA-256
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+ssl.keystore.type=PEM
+ssl.keystore.location=$TLS_DIR/server.pem
+ssl.truststore.type=PEM
+ssl.truststore.location=$TLS_DIR/ca.pem
+ssl.client.auth=none
 inter.broker.listener.name=PLAINTEXT
 log.dirs=$KAFKA_DIR/data
 num.partitions=3
@@ -108,8 +149,13 @@ logger.apache.level = warn
 EOF
     local cluster
     cluster="$(kafka_java kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n1)"
+    local password
+    password="$(cat "$TLS_DIR/kafka-password")"
     kafka_java kafka.tools.StorageTool format --standalone -t "$cluster" \
-        -c "$KAFKA_DIR/server.properties" >"$KAFKA_DIR/format.log" 2>&1 \
+        -c "$KAFKA_DIR/server.properties" \
+        --add-scram "SCRAM-SHA-512=[name=bridge,password=$password]" \
+        --add-scram "SCRAM-SHA-256=[name=bridge256,password=$password]" \
+        >"$KAFKA_DIR/format.log" 2>&1 \
         || { cat "$KAFKA_DIR/format.log" >&2; die "kafka storage format failed"; }
 }
 
@@ -179,7 +225,18 @@ start_redis() {
     port="$(cat "$REDIS_DIR/port")"
     port_open "$port" && die "port $port is taken by another process"
     say "starting redis on 127.0.0.1:$port"
+    [[ -f "$REDIS_DIR/tls-port" ]] || free_port >"$REDIS_DIR/tls-port"
+    local password
+    password="$(cat "$TLS_DIR/redis-password")"
+    {
+        echo "user default on nopass ~* &* +@all"
+        echo "user bridge on >$password ~ryze:* resetchannels -@all +xadd +ping +hello +client|setinfo +client|setname"
+        echo "user reader on >$password ~* resetchannels -@all +@read +ping +hello +client|setinfo +client|setname"
+    } >"$REDIS_DIR/users.acl"
     nohup redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no \
+        --tls-port "$(cat "$REDIS_DIR/tls-port")" --tls-cert-file "$TLS_DIR/server.crt" \
+        --tls-key-file "$TLS_DIR/server.key" --tls-ca-cert-file "$TLS_DIR/ca.pem" \
+        --tls-auth-clients optional --aclfile "$REDIS_DIR/users.acl" \
         --daemonize no --dir "$REDIS_DIR" --logfile "$REDIS_DIR/redis.log" \
         >/dev/null 2>&1 &
     echo $! >"$REDIS_DIR/pid"
@@ -216,6 +273,7 @@ mkdir -p "$STATE"
 case "$cmd" in
     up)
         install_prometheus
+        make_tls
         start_redis
         start_kafka
         write_json
@@ -223,7 +281,7 @@ case "$cmd" in
     down)
         stop_pid "$KAFKA_DIR/pid" kafka
         stop_pid "$REDIS_DIR/pid" redis
-        rm -rf "$KAFKA_DIR" "$REDIS_DIR" "$JSON"
+        rm -rf "$KAFKA_DIR" "$REDIS_DIR" "$TLS_DIR" "$JSON"
         ;;
     stop)
         case "${2:-}" in
@@ -238,6 +296,7 @@ case "$cmd" in
         esac
         ;;
     start)
+        make_tls
         case "${2:-}" in
             kafka) start_kafka ;;
             redis) start_redis ;;

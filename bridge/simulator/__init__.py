@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import time
 from types import TracebackType
 from typing import Any
@@ -43,12 +44,17 @@ class Simulator:
 
     @property
     def base_url(self) -> str:
-        return f"http://{self.config.host}:{self.port}"
+        scheme = "https" if self.config.tls_cert else "http"
+        return f"{scheme}://{self.config.host}:{self.port}"
 
     async def start(self) -> None:
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.host, self.config.port)
+        context = None
+        if self.config.tls_cert:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(self.config.tls_cert, self.config.tls_key)
+        site = web.TCPSite(self._runner, self.config.host, self.config.port, ssl_context=context)
         await site.start()
         server: Any = site._server
         self.port = server.sockets[0].getsockname()[1]

@@ -52,6 +52,8 @@ class SimConfig:
     seed: int | None = None
     host: str = "127.0.0.1"
     port: int = 0
+    tls_cert: str | None = None  # serve https/wss with this certificate and key
+    tls_key: str | None = None
 
 
 @dataclass

@@ -10,6 +10,7 @@ unless ``sink.kafka.create_topics`` is on. The DLQ topic itself must exist at st
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,6 +26,8 @@ from aiokafka.errors import (
     TopicAlreadyExistsError,
     TopicAuthorizationFailedError,
 )
+from aiokafka.helpers import create_ssl_context
+from pydantic import SecretStr
 
 from bridge.errors import SinkConfigError, SinkUnavailableError
 from bridge.pipeline import Record
@@ -60,8 +63,26 @@ def _transient(error: KafkaError) -> bool:
     }
 
 
+def security_options(settings: KafkaSinkSettings, password: SecretStr | None) -> dict[str, Any]:
+    """Connection security for aiokafka clients: TLS context, SASL mechanism and credentials."""
+    options: dict[str, Any] = {"security_protocol": settings.security_protocol}
+    if settings.security_protocol in ("SSL", "SASL_SSL"):
+        context = create_ssl_context(
+            cafile=settings.ssl_cafile,
+            certfile=settings.ssl_certfile,
+            keyfile=settings.ssl_keyfile,
+        )
+        context.check_hostname = settings.ssl_check_hostname
+        options["ssl_context"] = context
+    if settings.security_protocol.startswith("SASL_"):
+        options["sasl_mechanism"] = settings.sasl_mechanism
+        options["sasl_plain_username"] = settings.sasl_username
+        options["sasl_plain_password"] = password.get_secret_value() if password else None
+    return options
+
+
 def producer_options(settings: KafkaSinkSettings) -> dict[str, Any]:
-    """aiokafka producer keyword arguments for ``settings`` (pure)."""
+    """aiokafka producer keyword arguments for ``settings``, security aside (pure)."""
     acks: int | str = "all" if settings.acks == "all" else int(settings.acks)
     return {
         "bootstrap_servers": settings.bootstrap_servers,
@@ -80,29 +101,35 @@ def producer_options(settings: KafkaSinkSettings) -> dict[str, Any]:
 class KafkaSink:
     kind = "kafka"
 
-    def __init__(self, settings: KafkaSinkSettings, dlq: str) -> None:
+    def __init__(
+        self, settings: KafkaSinkSettings, dlq: str, password: SecretStr | None = None
+    ) -> None:
         self.settings = settings
         self.dlq = dlq
+        self._password = password
         self._producer: Any = None
         self._admin: Any = None
         self._topics: set[str] = set()
 
     async def start(self) -> None:
-        producer = AIOKafkaProducer(**producer_options(self.settings))
+        try:
+            security = security_options(self.settings, self._password)
+        except (OSError, ssl.SSLError) as exc:
+            raise SinkConfigError(f"kafka: TLS files unusable: {exc}") from None
+        producer = AIOKafkaProducer(**producer_options(self.settings), **security)
         admin = AIOKafkaAdminClient(
             bootstrap_servers=self.settings.bootstrap_servers,
             client_id=f"{self.settings.client_id}-admin",
             request_timeout_ms=15_000,
+            **security,
         )
         try:
             await producer.start()
             await admin.start()
-        except KafkaError as exc:
+        except (KafkaError, ssl.SSLError, OSError) as exc:
             await producer.stop()
             await admin.close()
-            raise SinkUnavailableError(
-                f"kafka: cannot reach {self.settings.bootstrap_servers}: {exc}"
-            ) from None
+            raise start_error(self.settings.bootstrap_servers, exc) from None
         self._producer, self._admin = producer, admin
         missing = await self._missing_topics({self.dlq})
         if missing:
@@ -183,6 +210,21 @@ class KafkaSink:
         if self._admin is not None:
             await self._admin.close()
         self._producer = self._admin = None
+
+
+def start_error(bootstrap: str, exc: BaseException) -> SinkConfigError | SinkUnavailableError:
+    """Why the producer could not start, named plainly: a refused login or an untrusted
+    certificate will not fix itself (config error); anything else may (unavailable)."""
+    text = f"{type(exc).__name__}: {exc}"
+    cause = exc.__cause__ or exc.__context__
+    causes = f"{text} {cause!r}" if cause else text
+    if "Authentication" in causes or "SaslAuthentication" in causes:
+        return SinkConfigError(f"kafka: SASL authentication to {bootstrap} failed ({text})")
+    if "CERTIFICATE_VERIFY_FAILED" in causes or "SSLCertVerification" in causes:
+        return SinkConfigError(
+            f"kafka: TLS certificate of {bootstrap} not trusted (set sink.kafka.ssl_cafile)"
+        )
+    return SinkUnavailableError(f"kafka: cannot reach {bootstrap}: {text}")
 
 
 def _missing_message(topic: str) -> str:

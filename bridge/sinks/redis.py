@@ -8,12 +8,14 @@ any other per-command error (``WRONGTYPE``, ``NOPERM``…) sends that record to 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
-from bridge.errors import SinkUnavailableError
+from bridge.errors import SinkConfigError, SinkUnavailableError
 from bridge.pipeline import Record
 from bridge.pipeline.records import cloudevents_headers
 from bridge.settings import RedisSinkSettings
@@ -53,22 +55,64 @@ def classify(result: Any) -> Outcome:
 class RedisSink:
     kind = "redis"
 
-    def __init__(self, settings: RedisSinkSettings, *, client: Redis | None = None) -> None:
+    def __init__(
+        self,
+        settings: RedisSinkSettings,
+        *,
+        password: SecretStr | None = None,
+        client: Redis | None = None,
+    ) -> None:
         self.settings = settings
+        self._password = password
         self._client = client
+
+    def _connect(self) -> Redis:
+        tls: dict[str, Any] = {}
+        if str(self.settings.url).startswith("rediss://"):
+            tls = {
+                "ssl_ca_certs": _path(self.settings.ssl_ca_file),
+                "ssl_certfile": _path(self.settings.ssl_certfile),
+                "ssl_keyfile": _path(self.settings.ssl_keyfile),
+            }
+        return Redis.from_url(
+            str(self.settings.url),
+            username=self.settings.username,
+            password=self._password.get_secret_value() if self._password else None,
+            socket_timeout=10,
+            socket_connect_timeout=5,
+            health_check_interval=15,
+            **tls,
+        )
 
     async def start(self) -> None:
         if self._client is None:
-            self._client = Redis.from_url(
-                str(self.settings.url),
-                socket_timeout=10,
-                socket_connect_timeout=5,
-                health_check_interval=15,
-            )
+            self._client = self._connect()
         try:
             await self._client.ping()
+            await self._check_xadd()
+        except redis_errors.AuthenticationError as exc:
+            raise SinkConfigError(f"redis: authentication failed: {exc}") from None
+        except redis_errors.NoPermissionError as exc:
+            raise SinkConfigError(
+                f"redis: user {self.settings.username or 'default'} may not XADD to "
+                f"{self.probe_key()} ({exc}); grant +xadd on the stream keys"
+            ) from None
         except redis_errors.RedisError as exc:
+            text = str(exc)
+            if "CERTIFICATE_VERIFY_FAILED" in text:
+                raise SinkConfigError(
+                    "redis: TLS certificate of the server not trusted (set sink.redis.ssl_ca_file)"
+                ) from None
             raise SinkUnavailableError(f"redis: cannot reach the server: {exc}") from None
+
+    def probe_key(self) -> str:
+        return self.settings.stream.format(instance="__probe__", event="__probe__")
+
+    async def _check_xadd(self) -> None:
+        """XADD NOMKSTREAM to a key of the stream pattern: the ACL is checked, nothing is
+        written (the key does not exist, NOMKSTREAM does not create it)."""
+        if self._client is not None:
+            await self._client.xadd(self.probe_key(), {"probe": "1"}, nomkstream=True)
 
     async def publish(self, records: Sequence[Record]) -> list[Outcome]:
         if self._client is None:
@@ -108,3 +152,7 @@ class RedisSink:
         if self._client is not None:
             await self._client.aclose()
         self._client = None
+
+
+def _path(value: Path | None) -> str | None:
+    return None if value is None else str(value)
