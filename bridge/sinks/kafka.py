@@ -16,6 +16,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.conn import create_conn
 from aiokafka.errors import (
     InvalidTopicError,
     KafkaConnectionError,
@@ -129,7 +130,8 @@ class KafkaSink:
         except (KafkaError, ssl.SSLError, OSError) as exc:
             await producer.stop()
             await admin.close()
-            raise start_error(self.settings.bootstrap_servers, exc) from None
+            cause = await diagnose(self.settings.bootstrap_servers, security) or exc
+            raise start_error(self.settings.bootstrap_servers, cause) from None
         self._producer, self._admin = producer, admin
         missing = await self._missing_topics({self.dlq})
         if missing:
@@ -212,15 +214,28 @@ class KafkaSink:
         self._producer = self._admin = None
 
 
+async def diagnose(bootstrap: str, security: dict[str, Any]) -> BaseException | None:
+    """Why the first bootstrap server refuses us (aiokafka only logs it): one direct
+    connection with the same TLS and SASL settings, its error returned."""
+    host, _, port = bootstrap.split(",", maxsplit=1)[0].strip().rpartition(":")
+    try:
+        connection = await asyncio.wait_for(
+            create_conn(host or "localhost", int(port), request_timeout_ms=10_000, **security),
+            timeout=15,
+        )
+    except (KafkaError, ssl.SSLError, OSError, TimeoutError, ValueError) as exc:
+        return exc
+    connection.close()
+    return None
+
+
 def start_error(bootstrap: str, exc: BaseException) -> SinkConfigError | SinkUnavailableError:
     """Why the producer could not start, named plainly: a refused login or an untrusted
     certificate will not fix itself (config error); anything else may (unavailable)."""
     text = f"{type(exc).__name__}: {exc}"
-    cause = exc.__cause__ or exc.__context__
-    causes = f"{text} {cause!r}" if cause else text
-    if "Authentication" in causes or "SaslAuthentication" in causes:
+    if "Authentication" in text:
         return SinkConfigError(f"kafka: SASL authentication to {bootstrap} failed ({text})")
-    if "CERTIFICATE_VERIFY_FAILED" in causes or "SSLCertVerification" in causes:
+    if "CERTIFICATE_VERIFY_FAILED" in text or isinstance(exc, ssl.SSLCertVerificationError):
         return SinkConfigError(
             f"kafka: TLS certificate of {bootstrap} not trusted (set sink.kafka.ssl_cafile)"
         )
