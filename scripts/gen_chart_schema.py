@@ -104,6 +104,9 @@ def chart_schema() -> dict[str, Any]:
                 }
             ),
             "configReload": {"enum": ["rollout", "live"]},
+            "sinkCredentials": closed({"password": string, "fromExistingSecret": boolean}),
+            "adminToken": closed({"value": string, "fromExistingSecret": boolean}),
+            "tlsSecret": string,
             "config": config,
             "shutdownTimeout": {"type": "integer", "minimum": 1, "maximum": 3600},
             "persistence": closed(

@@ -227,3 +227,22 @@ def test_discovery_and_live_reload() -> None:
         by_kind(render(CHART / "ci" / "kafka-values.yaml"), "ConfigMap")["data"]["config.yaml"]
     )
     assert rollout["reload"]["watch"] is False
+
+
+def test_secure_scenario_wires_secrets_and_certificates() -> None:
+    """Passwords and the admin token go to the Secret and are referenced as files; a TLS
+    Secret is mounted for the CA and certificates; none of them appears in the ConfigMap."""
+    docs = render(CHART / "ci" / "secure-values.yaml")
+    configmap = by_kind(docs, "ConfigMap")["data"]["config.yaml"]
+    config = yaml.safe_load(configmap)
+    kafka = config["sink"]["kafka"]
+    assert kafka["sasl_password_file"] == "/var/run/secrets/ryze-bridge/sink-password"
+    assert kafka["security_protocol"] == "SASL_SSL"
+    assert config["admin"]["token_file"] == "/var/run/secrets/ryze-bridge/admin-token"
+    assert "ci-sasl-password" not in configmap
+    assert "ci-admin-token" not in configmap
+    assert {"sink-password", "admin-token"} <= set(by_kind(docs, "Secret")["data"])
+    pod = by_kind(docs, "StatefulSet")["spec"]["template"]["spec"]
+    mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
+    assert mounts["tls"] == "/etc/ryze-bridge/tls"
+    assert any(v.get("secret", {}).get("secretName") == "ryze-bridge-tls" for v in pod["volumes"])

@@ -3,11 +3,16 @@ with ACL users, the upstream over wss with a private CA; no secret ever printed.
 
 from __future__ import annotations
 
+import asyncio
 import io
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from bridge.errors import SinkConfigError
 from bridge.logs import configure_logging
@@ -71,9 +76,19 @@ async def test_kafka_sasl_ssl_scram_delivers(secure: dict[str, Any], tmp_path: P
                 lambda: counter(bridge.metrics, "ryze_bridge_events_published_total") >= sent
             )
             metrics = await scrape(bridge.admin.port)
+            instances = await scrape(bridge.admin.port, "/instances")
+        config_file = tmp_path / "bridge.yaml"
+        config_file.write_text(yaml.safe_dump(settings.model_dump(mode="json")), encoding="utf-8")
+        checked = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "bridge", "check-config", "--config", str(config_file)],
+            capture_output=True, text=True, timeout=60, check=False,
+            env={**os.environ, "KAFKA_PASSWORD": secret},
+        )  # fmt: skip
     records = await consume(plain, [f"{prefix}.shop.{e}" for e in EVENT_NAMES], sent, 20)
     assert len(records) == sent
-    for text in (logs.getvalue(), metrics):
+    assert checked.returncode == 0, checked.stderr
+    for text in (logs.getvalue(), metrics, instances, checked.stdout + checked.stderr):
         assert secret not in text
         assert token not in text
 

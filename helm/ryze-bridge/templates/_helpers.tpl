@@ -63,6 +63,15 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- $d := .Values.discovery -}}
 {{- $_ := set $cfg "discovery" (dict "token_file" (printf "%s/%s" (include "ryze-bridge.tokenDir" $) $d.accountTokenKey) "include" $d.include "exclude" $d.exclude "refresh_seconds" $d.refreshSeconds "events" $d.events "media_base64" $d.mediaBase64 "manage_config" $d.manageConfig) -}}
 {{- end }}
+{{- if or .Values.sinkCredentials.password .Values.sinkCredentials.fromExistingSecret }}
+{{- $sink := deepCopy (default dict $cfg.sink) -}}
+{{- $kind := default "kafka" $sink.kind -}}
+{{- $section := deepCopy (default dict (get $sink $kind)) -}}
+{{- $file := printf "%s/sink-password" (include "ryze-bridge.tokenDir" $) -}}
+{{- if eq $kind "kafka" }}{{- $_ := set $section "sasl_password_file" $file -}}{{- else }}{{- $_ := set $section "password_file" $file -}}{{- end }}
+{{- $_ := set $sink $kind $section -}}
+{{- $_ := set $cfg "sink" $sink -}}
+{{- end }}
 {{- $reload := deepCopy (default dict $cfg.reload) -}}
 {{- $_ := set $reload "watch" (eq .Values.configReload "live") -}}
 {{- $_ := set $cfg "reload" $reload -}}
@@ -71,6 +80,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- $_ := set $cfg "spool" $spool -}}
 {{- $admin := deepCopy (default dict $cfg.admin) -}}
 {{- $_ := set $admin "host" "0.0.0.0" -}}
+{{- if or .Values.adminToken.value .Values.adminToken.fromExistingSecret }}
+{{- $_ := set $admin "token_file" (printf "%s/admin-token" (include "ryze-bridge.tokenDir" $)) -}}
+{{- end }}
 {{- $_ := set $admin "port" .Values.service.port -}}
 {{- $_ := set $cfg "admin" $admin -}}
 {{- $_ := set $cfg "shutdown_timeout" .Values.shutdownTimeout -}}
