@@ -85,6 +85,11 @@ class DiskSpool:
     _events: int = 0
     _ack_pos: tuple[int, int] = (0, 0)  # (segment first_seq, offset) of the first unacked
     _in_flight: list[InFlight] = field(default_factory=list)
+    # The newest entries, also kept in memory (bounded): in steady state the reader takes
+    # them from here instead of reading back what was just written. Contiguous by seq.
+    _recent: deque[InFlight] = field(default_factory=deque)
+    _recent_bytes: int = 0
+    recent_max_bytes: int = 64 * 1024 * 1024
     _last_sync: float = 0.0
     _dirty: bool = False
     _readable: asyncio.Event = field(default_factory=asyncio.Event)
@@ -209,6 +214,8 @@ class DiskSpool:
         except OSError as exc:
             raise SpoolError(f"spool: write failed: {exc.strerror}") from None
         segment = self._segments[-1]
+        self._remember(InFlight(self._next_seq, record, len(entry), segment.first_seq,
+                                segment.size + len(entry)))  # fmt: skip
         segment.size += len(entry)
         segment.count += 1
         self._next_seq += 1
@@ -242,6 +249,8 @@ class DiskSpool:
         if not candidates:
             return False
         segment = candidates[0]
+        self._recent.clear()
+        self._recent_bytes = 0
         start = self._ack_pos[1] if segment is self._segments[0] else 0
         for _, record, size in self._entries(segment, start):
             self._bytes -= size
@@ -284,7 +293,23 @@ class DiskSpool:
                 await self._readable.wait()
         return [f.record for f in self._in_flight]
 
+    def _remember(self, item: InFlight) -> None:
+        self._recent.append(item)
+        self._recent_bytes += item.size
+        while self._recent_bytes > self.recent_max_bytes and self._recent:
+            self._recent_bytes -= self._recent.popleft().size
+
+    def _forget_recent(self, up_to_seq: int) -> None:
+        while self._recent and self._recent[0].seq <= up_to_seq:
+            self._recent_bytes -= self._recent.popleft().size
+
     def _read_from_ack(self, max_records: int) -> list[InFlight]:
+        self._forget_recent(self._acked_seq)
+        if self._recent and self._recent[0].seq == self._acked_seq + 1:
+            return [self._recent[i] for i in range(min(max_records, len(self._recent)))]
+        return self._read_from_disk(max_records)
+
+    def _read_from_disk(self, max_records: int) -> list[InFlight]:
         batch: list[InFlight] = []
         ack_segment, ack_offset = self._ack_pos
         for segment in list(self._segments):
