@@ -25,7 +25,7 @@ from bridge.admin import AdminServer, Liveness, Readiness, readiness
 from bridge.delivery import Delivery
 from bridge.discovery import Discovery
 from bridge.lastseen import LastSeen
-from bridge.logs import get_logger
+from bridge.logs import get_logger, register_secret
 from bridge.metrics import Metrics, create_metrics, forget_instance
 from bridge.reload import ConfigWatcher
 from bridge.runner import Runner, RunnerContext
@@ -42,6 +42,15 @@ log = get_logger(__name__)
 STOP_READ_TIMEOUT = 5.0
 LAST_SEEN_SAVE_SECONDS = 1.0
 RESTART_SECTIONS = ("spool", "admin", "log", "reload")
+
+
+def admin_token(settings: Settings, environ: Mapping[str, str]) -> SecretStr | None:
+    """The admin API's bearer token, if configured (masked in logs like every secret)."""
+    admin = settings.admin
+    token = read_secret("admin.token", admin.token_env, admin.token_file, environ)
+    if token is not None:
+        register_secret(token.get_secret_value())
+    return token
 
 
 class Supervisor:
@@ -104,9 +113,7 @@ class Supervisor:
             host=settings.admin.host,
             port=settings.admin.port,
             control=self,
-            token=read_secret(
-                "admin.token", settings.admin.token_env, settings.admin.token_file, self.environ
-            ),
+            token=admin_token(settings, self.environ),
             tls=admin_tls(settings),
         )
         self._fsync_task: asyncio.Task[None] | None = None
