@@ -234,6 +234,8 @@ class Supervisor:
             self._start_discovery()
         if self.discovery is None:
             await self.apply_instances(new.instances)
+        elif everything:
+            await self.discovery.refresh()  # bring the stopped runners back now
         return "applied"
 
     # ---- operator controls (admin API) --------------------------------------------------
