@@ -160,3 +160,39 @@ async def test_status_api_shows_no_token_and_guards_its_actions(tmp_path: Path) 
         ):
             assert (await client.get("/instances")).status_code == 200
             assert (await client.post("/instances/shop/pause")).status_code in (404, 405)
+
+
+async def test_reloaded_sink_takes_over_from_the_spool(tmp_path: Path) -> None:
+    """A reload that changes the sink swaps it with the spool in between: what was received
+    before lands in the old sink or the new one, nothing is lost, and later frames go to the
+    new sink; the instance's socket is reopened (the routing may have changed)."""
+    tokens = {"shop": "tok-swap-1234"}
+    first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
+
+    def both() -> list[str]:
+        return delivered(first, "shop") + delivered(second, "shop")
+
+    def config(events: Path) -> dict[str, Any]:
+        return {
+            "upstream": {"base_url": sim.base_url, "backoff_initial": 0.05, "backoff_max": 0.5},
+            "instances": {"shop": {"token": tokens["shop"]}},
+            "sink": {"kind": "file", "file": {"path": str(events)}, "gap_markers": False},
+            "spool": {"dir": str(tmp_path / "spool"), "fsync": "never"},
+            "admin": {"host": "127.0.0.1", "port": 0},
+            "reload": {"poll_seconds": 0.2},
+        }
+
+    async with Simulator(SimConfig(instances=tokens, rate=200)) as sim:
+        path = tmp_path / "bridge.yaml"
+        path.write_text(yaml.safe_dump(config(first)), encoding="utf-8")
+        async with running_bridge(load_settings(path), config_path=path) as bridge:
+            await eventually(lambda: len(delivered(first, "shop")) > 100)
+            path.write_text(yaml.safe_dump(config(second)), encoding="utf-8")
+            await eventually(lambda: len(delivered(second, "shop")) > 100, within=15)
+            sim.pause("shop")
+            both = lambda: delivered(first, "shop") + delivered(second, "shop")  # noqa: E731
+            await eventually(lambda: len(set(both())) == sim.stats("shop")["frames_sent"])
+            assert (
+                counter(bridge.metrics, "ryze_bridge_config_reloads_total", outcome="applied") == 1
+            )
+        assert set(both()) == set(sim.sent_ids("shop"))
