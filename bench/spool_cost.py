@@ -5,7 +5,9 @@
 The simulator runs as its own process in fast mode (frames as fast as the socket takes).
 Measured, one after the other, for ``--seconds`` each:
 
-- ``raw_ws``: a bare ``websockets`` client reading the same frames (the ceiling);
+- ``raw_ws``: a bare ``websockets`` client reading the same frames;
+- ``raw_producer`` (Kafka): a bare aiokafka producer with the bridge's producer settings
+  sending those frames; the lower of the two raw rates is the ceiling the ratios use;
 - the bridge (in this process) with an in-memory buffer (no spool) and with the disk spool
   under ``fsync`` = never / interval / always.
 
@@ -28,10 +30,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from websockets.asyncio.client import connect
 
 from bridge.metrics import create_metrics
-from bridge.settings import Settings
+from bridge.settings import KafkaSinkSettings, Settings
+from bridge.sinks.kafka import producer_options
 from bridge.spool import MemorySpool
 from bridge.supervisor import Supervisor
 
@@ -63,16 +68,46 @@ def write_sim_config() -> Path:
     return path
 
 
-async def raw_ws(base_url: str, seconds: float) -> float:
-    """Frames per second a bare websockets client reads from the simulator."""
+async def raw_ws(base_url: str, seconds: float, sample: list[bytes]) -> float:
+    """Frames per second a bare websockets client reads from the simulator (keeps a sample
+    of the frames for the producer baseline)."""
     url = base_url.replace("http://", "ws://") + "/ws/bench"
     count = 0
     async with connect(url, additional_headers={"token": TOKEN}, max_size=None) as ws:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
-            await ws.recv(decode=False)
+            frame = await ws.recv(decode=False)
+            if len(sample) < 2000:
+                sample.append(frame)
             count += 1
     return count / seconds
+
+
+async def raw_producer(bootstrap: str, seconds: float, sample: list[bytes]) -> float:
+    """Records per second a bare aiokafka producer with the bridge's producer settings
+    (acks=all, idempotent, zstd, same batching) gets acknowledged, sending the same frames."""
+    kafka = KafkaSinkSettings(bootstrap_servers=bootstrap)
+    topic = f"ryze.bench.raw.{int(time.time())}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, 3, 1)])
+    finally:
+        await admin.close()
+    producer = AIOKafkaProducer(**producer_options(kafka))
+    await producer.start()
+    acked = 0
+    try:
+        deadline = time.monotonic() + seconds
+        started = time.monotonic()
+        while time.monotonic() < deadline:
+            futures = [await producer.send(topic, frame, key=b"bench") for frame in sample[:1000]]
+            await asyncio.gather(*futures)
+            acked += len(futures)
+        elapsed = time.monotonic() - started
+    finally:
+        await producer.stop()
+    return acked / elapsed
 
 
 def settings(base_url: str, work: Path, sink: str, fsync: str, bootstrap: str | None) -> Settings:
@@ -140,17 +175,18 @@ async def main() -> None:
     if args.sink == "kafka" and bootstrap is None:
         raise SystemExit("start the services first: bash scripts/services.sh up")
     results: dict[str, float] = {}
+    sample: list[bytes] = []
     async with simulator() as base_url:
-        results["raw_ws"] = await raw_ws(base_url, args.seconds)
+        results["raw_ws"] = await raw_ws(base_url, args.seconds, sample)
+        if bootstrap is not None:
+            results["raw_producer"] = await raw_producer(bootstrap, args.seconds, sample)
         for variant in ("memory", "never", "interval", "always"):
             results[variant] = await bridge(base_url, args.seconds, variant, args.sink, bootstrap)
-    print(f"{'run':<22}{'frames/s':>12}{'÷ raw ws':>10}{'÷ no spool':>12}")
+    ceiling = min(results["raw_ws"], results.get("raw_producer", results["raw_ws"]))
+    print(f"{'run':<22}{'frames/s':>12}{'÷ min(raw)':>12}{'÷ no spool':>12}")
     for name, rate in results.items():
-        label = name if name in ("raw_ws", "memory") else f"spool fsync={name}"
-        print(
-            f"{label:<22}{rate:>12.0f}{rate / results['raw_ws']:>10.2f}"
-            f"{rate / results['memory']:>12.2f}"
-        )
+        label = name if name.startswith("raw") or name == "memory" else f"spool fsync={name}"
+        print(f"{label:<22}{rate:>12.0f}{rate / ceiling:>12.2f}{rate / results['memory']:>12.2f}")
     out = ROOT / "bench" / "results" / f"spool-{datetime.now(UTC):%Y%m%d-%H%M%S}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"sink": args.sink, "seconds": args.seconds, **results}, indent=2))
