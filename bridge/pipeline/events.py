@@ -20,7 +20,7 @@ INSTANCE_DATA_KEY = "instanceData"
 TOKEN_KEY = "token"  # noqa: S105 - the key name, not a secret
 
 _STRING = rb'"(?:[^"\\]|\\.)*"'
-_TOKEN_MEMBER = rb'"token"\s*:\s*' + _STRING
+_TOKEN_MEMBER = rb'"token"\s*:\s*(?P<value>' + _STRING + rb")"
 # Try the member with the comma before it, then with the comma after it, then alone.
 _CUTS = (
     re.compile(rb",\s*" + _TOKEN_MEMBER),
@@ -75,8 +75,28 @@ def without_token(document: dict[str, Any]) -> dict[str, Any] | None:
     return {k: (stripped if k == INSTANCE_DATA_KEY else v) for k, v in document.items()}
 
 
-def cut_token(raw: bytes, expected: dict[str, Any]) -> bytes | None:
+def cut_sole_token(raw: bytes, token: str) -> bytes | None:
+    """The cut without re-parsing the frame, when it cannot be wrong: the bytes ``"token"``
+    occur exactly once, the member cut holds exactly ``token``, and ``token`` is nowhere in
+    what is left. Otherwise None (the verified cut decides)."""
+    if raw.count(b'"token"') != 1:
+        return None
+    for pattern in _CUTS:
+        match = pattern.search(raw)
+        if match is None:
+            continue
+        candidate = raw[: match.start()] + raw[match.end() :]
+        if orjson.loads(match.group("value")) != token:
+            return None
+        return None if token.encode() in candidate else candidate
+    return None
+
+
+def cut_token(raw: bytes, expected: dict[str, Any], token: Any = None) -> bytes | None:
     """``raw`` with the token member cut out, verified to parse to ``expected``; else None."""
+    sole = cut_sole_token(raw, token) if isinstance(token, str) else None
+    if sole is not None:
+        return sole
     for pattern in _CUTS:
         for match in reversed(list(pattern.finditer(raw))):
             candidate = raw[: match.start()] + raw[match.end() :]
@@ -95,7 +115,7 @@ def decode(raw: bytes) -> Decoded:
     expected = without_token(document)
     if expected is None:
         return Decoded(event, document, raw, reserialized=False)
-    value = cut_token(raw, expected)
+    value = cut_token(raw, expected, document[INSTANCE_DATA_KEY][TOKEN_KEY])
     if value is None:
         return Decoded(event, expected, orjson.dumps(expected), reserialized=True)
     return Decoded(event, expected, value, reserialized=False)

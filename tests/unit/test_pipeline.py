@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from bridge.pipeline import Drop, Frame, Pipeline, Publish, Router
-from bridge.pipeline.events import cut_token, decode, without_token
+from bridge.pipeline.events import _CUTS, cut_sole_token, cut_token, decode, without_token
 from bridge.pipeline.filter import EventFilter
 from bridge.pipeline.records import rfc3339
 from bridge.pipeline.route import kafka_topic_name, record_id
@@ -166,3 +166,47 @@ def test_local_filter_drops_and_unknown_events_flow() -> None:
 def test_repr_never_shows_the_token() -> None:
     """The pipeline holds the token to redact it, but never shows it."""
     assert TOKEN not in repr(pipeline())
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        frame_bytes(),
+        frame_bytes(layout="spaced"),
+        b'{"instanceData":{"token":"' + TOKEN.encode() + b'","instance":"shop"},"event":"x"}',
+        b'{"event":"x","instanceData":{"token":"' + TOKEN.encode() + b'"}}',
+        b'{"event":"x","data":{"text":"say \\"token\\" twice"},"instanceData":{"token":"tk-9988"}}',
+    ],
+)
+def test_fast_cut_equals_the_verified_cut(raw: bytes) -> None:
+    """Where the token key occurs once, the unverified cut gives the same bytes that a cut
+    verified by re-parsing gives, and parses to the document minus the token."""
+    expected = without_token(orjson.loads(raw))
+    assert expected is not None
+    fast = cut_sole_token(raw, orjson.loads(raw)["instanceData"]["token"])
+    assert fast is not None
+    assert orjson.loads(fast) == expected
+    slow = next(
+        raw[: m.start()] + raw[m.end() :]
+        for pattern in _CUTS
+        for m in pattern.finditer(raw)
+        if orjson.loads(raw[: m.start()] + raw[m.end() :]) == expected
+    )
+    assert fast == slow
+
+
+def test_fast_cut_declines_when_token_appears_twice() -> None:
+    """A second "token" (a key in data, or a value) sends the cut to the verified path."""
+    raw = b'{"event":"x","data":{"token":"keep"},"instanceData":{"token":"t"}}'
+    assert cut_sole_token(raw, "t") is None
+    assert decode(raw).value == b'{"event":"x","data":{"token":"keep"},"instanceData":{}}'
+
+
+def test_fast_cut_refuses_an_escaped_key_elsewhere() -> None:
+    """If the real key is written with an escape and another "token" key holds the same
+    value, the fast cut refuses (the token would stay) and the verified cut removes the
+    right member."""
+    raw = b'{"event":"x","data":{"token":"s3cr3t"},"instanceData":{"tok\\u0065n":"s3cr3t"}}'
+    assert cut_sole_token(raw, "s3cr3t") is None
+    value = decode(raw).value
+    assert orjson.loads(value) == {"event": "x", "data": {"token": "s3cr3t"}, "instanceData": {}}
