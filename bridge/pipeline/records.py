@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 
 HEADER_EVENT = "ryze-event"
 HEADER_INSTANCE = "ryze-instance"
@@ -79,8 +80,14 @@ class Drop:
 
 def rfc3339(ns: int) -> str:
     """RFC 3339 UTC with microseconds, e.g. ``2026-04-28T10:30:00.123456Z`` (pure)."""
-    moment = datetime.fromtimestamp(ns // 1_000 / 1_000_000, tz=UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    seconds, nanos = divmod(ns, 1_000_000_000)
+    return f"{_second(seconds)}.{nanos // 1_000:06d}Z"
+
+
+@lru_cache(maxsize=8)
+def _second(seconds: int) -> str:
+    """The date-and-second part; frames of the same second share it (hot path)."""
+    return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 CE_SPECVERSION = "1.0"
