@@ -59,6 +59,8 @@ class Simulator:
         server: Any = site._server
         self.port = server.sockets[0].getsockname()[1]
         self.server.base_url = self.base_url
+        for factory in self.server.factories.values():  # made before start (set_mix)
+            factory.base_url = self.base_url
 
     async def close(self) -> None:
         for task in [*self._droppers, *self.server.generators.values()]:
@@ -99,10 +101,12 @@ class Simulator:
         }
 
     def sent_ids(self, instance: str) -> list[str]:
-        return list(self.server.stats[instance].ids)
+        stats = self.server.stats.get(instance)
+        return list(stats.ids) if stats else []
 
     def sent_frames(self, instance: str) -> list[bytes]:
-        return list(self.server.stats[instance].frames)
+        stats = self.server.stats.get(instance)
+        return list(stats.frames) if stats else []
 
     def requests_of(self, token: str) -> int:
         return self.server.token_requests[token]
@@ -193,6 +197,7 @@ class Simulator:
     async def remove_instance(self, name: str) -> None:
         await self.drop(name, code=1001)
         self.server.account.remove(name)
+        self.server.factories.pop(name, None)
 
     def set_config(self, instance: str, body: dict[str, Any]) -> None:
         """Change an instance's config behind the bridge's back (same rules as the POST)."""

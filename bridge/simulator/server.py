@@ -96,6 +96,7 @@ class SimulatorServer:
 
     # ---- instances ----------------------------------------------------------------------
     def add_instance(self, name: str, token: str) -> Instance:
+        self.factories.pop(name, None)  # a re-added instance frames with its new token
         config = WsConfig(True, [], False) if self.config.preconfigured else None
         instance = self.account.add(name, token, config)
         self.stats.setdefault(name, InstanceStats())
@@ -281,9 +282,11 @@ class SimulatorServer:
 
     async def _generate(self, name: str) -> None:
         """Send frames at the instance's rate while it has sockets (none are built before)."""
-        started, sent = time.monotonic(), 0
+        started, sent, pace = time.monotonic(), 0, self.rate_of(name)
         while self.sockets.get(name):
             rate = self.rate_of(name)
+            if rate != pace:  # a new rate applies from now on, with no catch-up burst
+                started, sent, pace = time.monotonic(), 0, rate
             if self.stalled(name) or name in self.paused or rate < 0:
                 started, sent = time.monotonic(), 0
                 await asyncio.sleep(0.02)
@@ -317,7 +320,8 @@ class SimulatorServer:
                 await socket.ws.send_str(text)
             except (ConnectionError, RuntimeError):
                 continue
-        self.stats[name].record(frame_id, frame if self.config.record_frames else None)
+        sent = text.encode("utf-8") if self.config.record_frames else None
+        self.stats[name].record(frame_id, sent)  # the bytes that went out
         return True
 
 

@@ -121,8 +121,8 @@ def token_from(headers: Any, query: Any) -> str | None:
     token = headers.get("token")
     if token:
         return str(token)
-    auth = headers.get("Authorization", "")
-    if auth.startswith("Bearer "):
-        return str(auth.removeprefix("Bearer ").strip())
+    scheme, _, credentials = headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():  # the scheme is case-insensitive
+        return str(credentials.strip())
     value = query.get("token")
     return str(value) if value else None
