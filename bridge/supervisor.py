@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import ssl
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -97,16 +96,8 @@ class Supervisor:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._stop = asyncio.Event()
         self._fatal: str | None = None
-        verify: ssl.SSLContext | bool = upstream_ssl(settings) or True
-        self.http = httpx.AsyncClient(
-            base_url=str(settings.upstream.base_url).rstrip("/"),
-            timeout=settings.upstream.request_timeout,
-            verify=verify,
-            headers={"User-Agent": f"ryze-bridge/{__version__}"},
-            trust_env=False,
-        )
         self.buckets = BucketRegistry(settings.upstream.rate_limit_per_minute)
-        self.ctx = self._context(settings)
+        self.ctx, self.http = self._upstream(settings)
         self.admin = AdminServer(
             self.metrics,
             self.check_ready,
@@ -119,18 +110,29 @@ class Supervisor:
         self._fsync_task: asyncio.Task[None] | None = None
         self._discovery_task: asyncio.Task[None] | None = None
 
-    def _context(self, settings: Settings) -> RunnerContext:
-        return RunnerContext(
+    def _upstream(self, settings: Settings) -> tuple[RunnerContext, httpx.AsyncClient]:
+        """What runners share to reach the upstream: one TLS context (the CA file read once)
+        for both the WebSocket upgrades and the REST client, which is built here too."""
+        context = upstream_ssl(settings)
+        http = httpx.AsyncClient(
+            base_url=str(settings.upstream.base_url).rstrip("/"),
+            timeout=settings.upstream.request_timeout,
+            verify=context or True,
+            headers={"User-Agent": f"ryze-bridge/{__version__}"},
+            trust_env=False,
+        )
+        runner_context = RunnerContext(
             upstream=settings.upstream,
             spool=self.spool,
             metrics=self.metrics,
             buckets=self.buckets,
             rest_factory=self._rest_client,
             environ=self.environ,
-            ssl=upstream_ssl(settings),
+            ssl=context,
             last_seen=self.last_seen,
             gap_markers=settings.sink.gap_markers,
         )
+        return runner_context, http
 
     def _rest_client(self, token: SecretStr, bucket: TokenBucket) -> RestClient:
         return RestClient(self.http, token, bucket)
@@ -225,9 +227,11 @@ class Supervisor:
         if new.sink != old.sink:
             await self.delivery.swap(new)
         if everything:
-            self.ctx = self._context(new)
             for name in list(self.runners):
                 await self.remove_instance(name)
+            old_http = self.http
+            self.ctx, self.http = self._upstream(new)  # a new base URL or CA reaches REST too
+            await old_http.aclose()
         if new.discovery != old.discovery or new.instances != old.instances:
             if self._discovery_task is not None:
                 self._discovery_task.cancel()
