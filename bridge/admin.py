@@ -58,6 +58,8 @@ class Control(Protocol):
 
     def instances_status(self) -> dict[str, dict[str, object]]: ...
 
+    def cluster_status(self) -> dict[str, object]: ...
+
     async def control(self, name: str, action: str) -> bool: ...
 
 
@@ -117,7 +119,11 @@ class AdminServer:
     async def handle_instances(self, _request: web.Request) -> web.Response:
         if self.control is None:
             raise web.HTTPNotFound
-        return web.json_response({"instances": self.control.instances_status()})
+        body = {
+            "instances": self.control.instances_status(),
+            "cluster": self.control.cluster_status(),
+        }
+        return web.json_response(body)
 
     async def handle_action(self, request: web.Request) -> web.Response:
         if self.control is None:

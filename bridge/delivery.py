@@ -17,6 +17,7 @@ from bridge.logs import get_logger
 from bridge.metrics import Metrics, init_sink
 from bridge.settings import Settings
 from bridge.sinks.base import Sink
+from bridge.sinks.redis import Fencing
 from bridge.sinks.worker import RetryPolicy, SinkWorker
 from bridge.spool import Spool
 from bridge.wiring import build_sink
@@ -34,12 +35,14 @@ class Delivery:
         sink: Sink | None = None,
         environ: Mapping[str, str],
         on_fatal: Callable[[str], None],
+        fencing: Fencing | None = None,
     ) -> None:
         self.settings = settings
         self.spool = spool
         self.metrics = metrics
         self.environ = environ
-        self.sink = sink or build_sink(settings, environ)
+        self.fencing = fencing
+        self.sink = sink or build_sink(settings, environ, fencing)
         self.on_fatal = on_fatal
         self.started = False
         self._task: asyncio.Task[None] | None = None
@@ -103,7 +106,7 @@ class Delivery:
         await self.close(10.0)
         self.spool.rewind()
         self.settings = settings
-        self.sink = build_sink(settings, self.environ)
+        self.sink = build_sink(settings, self.environ, self.fencing)
         self.started = False
         self.start()
         log.info("sink.restarted", sink=self.sink.kind)

@@ -95,3 +95,7 @@ class SinkConfigError(SinkError):
 
 class SpoolError(BridgeError):
     """The local spool cannot be used (another process holds it, the disk failed)."""
+
+
+class ClusterError(BridgeError):
+    """The shard coordination cannot work as configured (coordination topic, Redis ACL)."""

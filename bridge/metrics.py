@@ -79,6 +79,12 @@ class Metrics:
     discovery_runs: Counter
     discovery_eta: Gauge
     config_reloads: Counter
+    cluster_shards_owned: Gauge
+    cluster_rebalances: Counter
+    cluster_handover: Histogram
+
+
+HANDOVER_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120)
 
 
 def create_metrics(registry: CollectorRegistry | None = None) -> Metrics:
@@ -175,6 +181,18 @@ def create_metrics(registry: CollectorRegistry | None = None) -> Metrics:
             "Config reloads, by outcome (applied, unchanged, invalid).",
             ("outcome",),
         ),
+        cluster_shards_owned=gauge("cluster_shards_owned", "Shards this replica owns now."),
+        cluster_rebalances=counter(
+            "cluster_rebalances", "Changes of this replica's shards (assignments, leases)."
+        ),
+        cluster_handover=Histogram(
+            f"{PREFIX}_cluster_handover_seconds",
+            "Shard moves: 'release' = sockets closed and drained before letting a shard go; "
+            "'takeover' = from gaining a shard to all its instances connected.",
+            ("phase",),
+            buckets=HANDOVER_BUCKETS,
+            registry=reg,
+        ),
     )
 
 
@@ -188,6 +206,7 @@ DLQ_REASONS = (
     "invalid_topic",
     "not_authorized",
     "rejected_by_broker",
+    "fenced",
 )
 
 

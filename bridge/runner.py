@@ -78,8 +78,11 @@ class Runner:
         pipeline: Pipeline,
         ctx: RunnerContext,
         known_config: WsConfig | None = None,
+        *,
+        takeover: bool = False,
     ) -> None:
         self.name = name
+        self.takeover = takeover  # taken over from another replica: the first gap says so
         self.settings = settings
         self.pipeline = pipeline
         self.ctx = ctx
@@ -229,6 +232,8 @@ class Runner:
         """Write the ``bridge.gap`` marker for the hole this connection closes."""
         if self._connected_before:
             reason, last = "reconnect", self.ctx.last_seen.get(self.name)
+        elif self.takeover:
+            reason, last = "shard_takeover", self.ctx.last_seen.get(self.name)
         else:
             last = self.ctx.last_seen.previous(self.name)
             reason = "bridge_start" if last is None else "bridge_restart"

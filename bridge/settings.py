@@ -291,6 +291,33 @@ class LogSettings(Model):
     format: Literal["auto", "json", "console"] = "auto"
 
 
+class ClusterSettings(Model):
+    """How replicas share the instances: each instance belongs to one of ``shards`` shards
+    (stable hash of its name) and a replica runs the instances of the shards it owns."""
+
+    mode: Literal["none", "kafka", "redis", "static"] = "none"
+    shards: int = Field(default=64, ge=1, le=4096)
+    group: str = Field(default="ryze-bridge", min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
+    replica_id: str | None = Field(default=None, min_length=1)
+    topic: str = Field(default="ryze-bridge.cluster", pattern=r"^[A-Za-z0-9._-]{1,249}$")
+    session_timeout_ms: int = Field(default=10_000, ge=1000)
+    heartbeat_interval_ms: int = Field(default=2_000, ge=100)
+    lease_ttl_ms: int = Field(default=10_000, ge=1000)
+    index: int | None = Field(default=None, ge=0)
+    count: int | None = Field(default=None, ge=1)
+    ready_requires_shards: bool = False
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ClusterSettings:
+        if self.heartbeat_interval_ms * 3 > self.session_timeout_ms:
+            raise ValueError("heartbeat_interval_ms must be at most a third of session_timeout_ms")
+        if self.index is not None and self.count is not None and self.index >= self.count:
+            raise ValueError(f"index {self.index} must be below count {self.count}")
+        if self.mode == "static" and self.count is None:
+            raise ValueError("static mode needs count (index defaults to the pod ordinal)")
+        return self
+
+
 class Settings(BaseSettings):
     """The whole configuration. Build it with :func:`load_settings`."""
 
@@ -314,6 +341,16 @@ class Settings(BaseSettings):
     admin: AdminSettings = Field(default_factory=AdminSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     reload: ReloadSettings = Field(default_factory=ReloadSettings)
+    cluster: ClusterSettings = Field(default_factory=ClusterSettings)
+
+    @model_validator(mode="after")
+    def _cluster_rides_on_the_sink(self) -> Settings:
+        mode = self.cluster.mode
+        if mode in ("kafka", "redis") and self.sink.kind != mode:
+            raise ValueError(
+                f"cluster.mode {mode} coordinates through the {mode} sink; set sink.kind: {mode}"
+            )
+        return self
 
 
 class _MappingSource(PydanticBaseSettingsSource):

@@ -3,8 +3,13 @@ instance, and runs the named lifecycle.
 
 start sink worker → start admin → start runners (one at a time) → run → on SIGTERM/SIGINT
 stop intake (close every socket, keep what was read) → drain the spool to the sink within
-``shutdown_timeout`` → close. A second signal exits at once. Runners come and go while the
-process runs (:meth:`add_instance` / :meth:`remove_instance`); one failing never stops another.
+``shutdown_timeout`` → leave the cluster → close. A second signal exits at once. Runners come
+and go while the process runs (:meth:`add_instance` / :meth:`remove_instance`); one failing
+never stops another.
+
+In a cluster mode the supervisor is the membership's :class:`~bridge.cluster.ShardOwner`: of
+the instances it wants (config, discovery) it runs those whose shard it owns, starting them
+when a shard is taken and stopping and draining them before a shard is released.
 """
 
 from __future__ import annotations
@@ -21,8 +26,13 @@ from pydantic import SecretStr
 
 from bridge import __version__
 from bridge.admin import AdminServer, Liveness, Readiness, readiness
+from bridge.cluster import Membership, replica_name
+from bridge.cluster.balance import shard_of
+from bridge.cluster.build import build_membership
+from bridge.cluster.redis import RedisMembership
 from bridge.delivery import Delivery
 from bridge.discovery import Discovery
+from bridge.errors import ClusterError
 from bridge.lastseen import LastSeen
 from bridge.logs import get_logger, register_secret
 from bridge.metrics import Metrics, create_metrics, forget_instance
@@ -31,7 +41,7 @@ from bridge.runner import Runner, RunnerContext
 from bridge.settings import InstanceSettings, Settings, read_secret
 from bridge.signals import SignalHandlers
 from bridge.sinks.base import Sink
-from bridge.spool import Spool
+from bridge.spool import Spool, wait_settled
 from bridge.spool.disk import DiskSpool
 from bridge.upstream.ratelimit import BucketRegistry, TokenBucket
 from bridge.upstream.rest import RestClient, WsConfig
@@ -40,7 +50,8 @@ from bridge.wiring import admin_tls, build_pipeline, upstream_ssl
 log = get_logger(__name__)
 STOP_READ_TIMEOUT = 5.0
 LAST_SEEN_SAVE_SECONDS = 1.0
-RESTART_SECTIONS = ("spool", "admin", "log", "reload")
+RESTART_SECTIONS = ("spool", "admin", "log", "reload", "cluster")
+TAKEOVER_WATCH_SECONDS = 120.0
 
 
 def admin_token(settings: Settings, environ: Mapping[str, str]) -> SecretStr | None:
@@ -80,6 +91,16 @@ class Supervisor:
             settings.spool.fsync_interval_ms,
         )
         self.environ = environ if environ is not None else os.environ
+        self.wanted: dict[str, InstanceSettings] = {}
+        self.owned: frozenset[int] | None = None  # None: every shard (no cluster)
+        self.membership: Membership | None = build_membership(
+            settings, self, self.metrics, self.environ
+        )
+        if self.membership is not None:
+            self.owned = frozenset()
+        self._took_shards = False
+        self._takeovers: dict[int, float] = {}
+        self._membership_task: asyncio.Task[None] | None = None
         self.delivery = Delivery(
             settings,
             self.spool,
@@ -87,6 +108,7 @@ class Supervisor:
             sink=sink,
             environ=self.environ,
             on_fatal=self._fail,
+            fencing=self.membership if isinstance(self.membership, RedisMembership) else None,
         )
         self.last_seen = LastSeen(
             settings.spool.dir / "last-seen.json" if isinstance(self.spool, DiskSpool) else None
@@ -162,9 +184,9 @@ class Supervisor:
         self.delivery.start()
         await self.admin.start()
         log.info("admin.listening", host=self.settings.admin.host, port=self.admin.port)
-        for name, instance in self.settings.instances.items():
-            self.add_instance(name, instance)
+        await self.apply_instances(self.settings.instances)
         self._start_discovery()
+        self._start_membership()
         if self.config_path is not None:
             reload = self.settings.reload
             self.watcher = ConfigWatcher(
@@ -172,6 +194,86 @@ class Supervisor:
             )
             self._background.append(asyncio.create_task(self.watcher.run()))
         log.info("bridge.started", instances=len(self.runners), sink=self.delivery.sink.kind)
+
+    def _start_membership(self) -> None:
+        if self.membership is not None:
+            self._membership_task = asyncio.create_task(self._follow_membership())
+
+    async def _follow_membership(self) -> None:
+        """Run the membership; a coordination error that will not fix itself is fatal,
+        anything else is retried (the replica owns nothing meanwhile)."""
+        membership = self.membership
+        if membership is None:
+            return
+        watcher = asyncio.create_task(self._watch_takeovers())
+        delay = 1.0
+        try:
+            while True:
+                try:
+                    await membership.run()
+                    return
+                except ClusterError as exc:
+                    self._fail(str(exc))
+                    return
+                except Exception as exc:  # noqa: BLE001 - keep coordinating whatever broke
+                    log.warning("cluster.error", mode=membership.mode, error=repr(exc))
+                    await self.release(self.owned or frozenset(), lost=True)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 30.0)
+        finally:
+            watcher.cancel()
+
+    async def _watch_takeovers(self) -> None:
+        """Time each shard taken over until all of its instances are connected."""
+        while True:
+            await asyncio.sleep(0.25)
+            now = time.monotonic()
+            for shard, since in list(self._takeovers.items()):
+                runners = [r for n, r in self.runners.items() if self._shard(n) == shard]
+                if all(r.status.connected for r in runners):
+                    self.metrics.cluster_handover.labels("takeover").observe(now - since)
+                    del self._takeovers[shard]
+                elif now - since > TAKEOVER_WATCH_SECONDS:
+                    del self._takeovers[shard]
+
+    def _shard(self, name: str) -> int:
+        return shard_of(name, self.settings.cluster.shards)
+
+    def _mine(self, name: str) -> bool:
+        return self.owned is None or self._shard(name) in self.owned
+
+    async def take(self, shards: frozenset[int]) -> None:
+        """ShardOwner: start the wanted instances of ``shards``."""
+        async with self._apply_lock:
+            takeover = self._took_shards
+            self._took_shards = True
+            self.owned = (self.owned or frozenset()) | shards
+            now = time.monotonic()
+            for shard in shards:
+                self._takeovers[shard] = now
+            for name, instance in self.wanted.items():
+                if self._shard(name) in shards and name not in self.paused:
+                    self.add_instance(name, instance, takeover=takeover)
+        log.info("cluster.took", shards=len(shards), instances=len(self.runners))
+
+    async def release(self, shards: frozenset[int], *, lost: bool) -> None:
+        """ShardOwner: stop reading the instances of ``shards``; unless ``lost``, wait until
+        what they read is delivered (bounded by the membership's drain timeout)."""
+        async with self._apply_lock:
+            if self.owned is not None:
+                self.owned -= shards
+            for shard in shards:
+                self._takeovers.pop(shard, None)
+            names = [n for n in self.runners if self._shard(n) in shards]
+            await asyncio.gather(*(self.remove_instance(n) for n in names))
+        if lost or self.membership is None:
+            return
+        mark = self.spool.appended_total()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(
+                wait_settled(self.spool, mark), timeout=self.membership.drain_timeout()
+            )
+        log.info("cluster.drained", shards=len(shards), instances=len(names))
 
     def _start_discovery(self) -> None:
         settings = self.settings.discovery
@@ -197,6 +299,8 @@ class Supervisor:
         """Make the running set equal ``desired``: start new runners, stop (draining) gone
         ones, restart changed ones, leave the rest untouched. Returns how many changed."""
         async with self._apply_lock:
+            self.wanted = dict(desired)
+            desired = {n: s for n, s in desired.items() if self._mine(n)}
             changes = 0
             for name in [n for n in self.runners if n not in desired]:
                 await self.remove_instance(name)
@@ -247,7 +351,21 @@ class Supervisor:
         status = {name: runner.describe() for name, runner in self.runners.items()}
         for name in self.paused:
             status[name] = {"state": "paused"}
+        if self.membership is not None:
+            for name, entry in status.items():
+                entry["shard"] = self._shard(name)
         return status
+
+    def cluster_status(self) -> dict[str, object]:
+        cluster = self.settings.cluster
+        if self.membership is None:
+            return {"mode": cluster.mode}
+        return {
+            "mode": cluster.mode,
+            "replica": replica_name(cluster, self.environ),
+            "shards": cluster.shards,
+            "owned": sorted(self.owned or ()),
+        }
 
     async def control(self, name: str, action: str) -> bool:
         """reconnect, pause or resume one instance; False when it is not known."""
@@ -263,7 +381,7 @@ class Supervisor:
             wanted = self.settings.instances.get(name)
             if wanted is None and self.settings.discovery is not None:
                 wanted = self.settings.discovery.instance()
-            if wanted is not None:
+            if wanted is not None and self._mine(name):
                 self.add_instance(name, wanted)
             return True
         return False
@@ -309,12 +427,18 @@ class Supervisor:
         self._stop.set()
 
     def add_instance(
-        self, name: str, instance: InstanceSettings, known: WsConfig | None = None
+        self,
+        name: str,
+        instance: InstanceSettings,
+        known: WsConfig | None = None,
+        *,
+        takeover: bool = False,
     ) -> None:
         """Start the runner of one instance (no-op when it runs already)."""
         if name in self.runners:
             return
-        runner = Runner(name, instance, build_pipeline(self.settings, instance), self.ctx, known)
+        pipeline = build_pipeline(self.settings, instance)
+        runner = Runner(name, instance, pipeline, self.ctx, known, takeover=takeover)
         self.runners[name] = runner
         self._tasks[name] = asyncio.create_task(self._supervise(runner), name=f"runner:{name}")
         self.metrics.instances_configured.set(len(self.runners))
@@ -361,9 +485,12 @@ class Supervisor:
             for r in self.runners.values()
         ]
         admin = self.settings.admin
-        return readiness(
+        ready = readiness(
             sink_ok, instances, admin.ready_min_connected_ratio, admin.ready_max_silence_seconds
         )
+        if self.settings.cluster.ready_requires_shards and not self.owned:
+            return Readiness(False, (*ready.reasons, "this replica owns no shards"))
+        return ready
 
     async def shutdown(self) -> None:
         """Stop intake, drain within ``shutdown_timeout``, close everything."""
@@ -371,6 +498,7 @@ class Supervisor:
         log.info("bridge.stopping", instances=len(self.runners))
         await asyncio.gather(*(self.remove_instance(n) for n in list(self.runners)))
         drained = await self._drain(deadline)
+        await self._leave()
         await self.delivery.stop_worker()
         for task in (
             self._fsync_task,
@@ -390,6 +518,20 @@ class Supervisor:
         self.last_seen.save()
         self.spool.close()
         log.info("bridge.stopped", drained=drained, undelivered=left.events)
+
+    async def _leave(self) -> None:
+        """Hand the shards over: every socket is closed and drained by now."""
+        if self.membership is None:
+            return
+        try:
+            await asyncio.wait_for(self.membership.leave(), timeout=10)
+        except Exception as exc:  # noqa: BLE001 - the others take over after the timeout then
+            log.warning("cluster.leave_failed", error=repr(exc))
+        if self._membership_task is not None:
+            self._membership_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._membership_task
+        log.info("cluster.left", mode=self.membership.mode)
 
     async def _drain(self, deadline: float) -> bool:
         if self._fatal is not None or not self.delivery.running:

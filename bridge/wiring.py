@@ -14,12 +14,14 @@ from bridge.settings import InstanceSettings, Settings, read_secret
 from bridge.sinks.base import Sink
 from bridge.sinks.file import FileSink
 from bridge.sinks.kafka import KafkaSink
-from bridge.sinks.redis import RedisSink
+from bridge.sinks.redis import Fencing, RedisSink
 
 KAFKA_RECORD_OVERHEAD = 1024
 
 
-def build_sink(settings: Settings, environ: Mapping[str, str]) -> Sink:
+def build_sink(
+    settings: Settings, environ: Mapping[str, str], fencing: Fencing | None = None
+) -> Sink:
     """The configured sink, its password read now (ConfigError naming the key if missing)."""
     sink = settings.sink
     if sink.kind == "kafka":
@@ -35,7 +37,7 @@ def build_sink(settings: Settings, environ: Mapping[str, str]) -> Sink:
             "sink.redis.password", redis.password_env, redis.password_file, environ
         )
         _remember(password)
-        return RedisSink(redis, password=password)
+        return RedisSink(redis, password=password, fencing=fencing)
     return FileSink(sink.file.path, sink.dlq, fsync=settings.spool.fsync == "always")
 
 

@@ -61,6 +61,7 @@ class Simulator:
         self.server.base_url = self.base_url
         for factory in self.server.factories.values():  # made before start (set_mix)
             factory.base_url = self.base_url
+        self.server.start_emitting()
 
     async def close(self) -> None:
         for task in [*self._droppers, *self.server.generators.values()]:

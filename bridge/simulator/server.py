@@ -49,6 +49,9 @@ class SimConfig:
     rate_limit: int = 100
     rate_window: float = 60.0
     record_frames: bool = False
+    # events happen whether or not anybody listens, as upstream: those emitted while an
+    # instance has no socket are counted as unheard (lost upstream), e.g. during a handover
+    always_emit: bool = False
     seed: int | None = None
     host: str = "127.0.0.1"
     port: int = 0
@@ -275,6 +278,13 @@ class SimulatorServer:
                 await socket.ws.ping(b"sim")
 
     # ---- frame generation ---------------------------------------------------------------
+    def start_emitting(self) -> None:
+        """With ``always_emit``: every instance's events start now, listened to or not."""
+        if self.config.always_emit:
+            for name in self.account.instances:
+                self.stats.setdefault(name, InstanceStats())
+                self._ensure_generator(name)
+
     def _ensure_generator(self, name: str) -> None:
         task = self.generators.get(name)
         if task is None or task.done():
@@ -283,7 +293,7 @@ class SimulatorServer:
     async def _generate(self, name: str) -> None:
         """Send frames at the instance's rate while it has sockets (none are built before)."""
         started, sent, pace = time.monotonic(), 0, self.rate_of(name)
-        while self.sockets.get(name):
+        while self.sockets.get(name) or (self.config.always_emit and name in self.stats):
             rate = self.rate_of(name)
             if rate != pace:  # a new rate applies from now on, with no catch-up burst
                 started, sent, pace = time.monotonic(), 0, rate
@@ -293,7 +303,8 @@ class SimulatorServer:
                 continue
             due = 200 if rate == 0 else int((time.monotonic() - started) * rate) - sent
             for _ in range(max(0, due)):
-                await self.send_generated(name)
+                if not await self.send_generated(name) and not self.sockets.get(name):
+                    self.stats[name].unheard += 1
             sent += max(0, due)
             await asyncio.sleep(0 if rate == 0 else min(0.02, 1 / rate))
 

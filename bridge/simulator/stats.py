@@ -17,6 +17,7 @@ class InstanceStats:
     max_sockets: int = 0
     frames_sent: int = 0
     pong_timeouts: int = 0
+    unheard: int = 0  # events emitted while the instance had no socket (always_emit)
     config_posts: int = 0
     ids: list[str] = field(default_factory=list)
     frames: list[bytes] = field(default_factory=list)
@@ -36,5 +37,6 @@ class InstanceStats:
             "max_sockets": self.max_sockets,
             "frames_sent": self.frames_sent,
             "pong_timeouts": self.pong_timeouts,
+            "unheard": self.unheard,
             "config_posts": self.config_posts,
         }

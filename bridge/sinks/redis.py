@@ -1,15 +1,20 @@
 """The Redis sink: pipelined ``XADD … MAXLEN ~ n`` with redis.asyncio.
 
 Entry fields: ``event``, ``instance``, ``received_at``, ``id``, ``data`` (the JSON value), and
-on DLQ entries ``reason`` and ``error``. Connection loss and ``OOM`` are transient (retried);
-any other per-command error (``WRONGTYPE``, ``NOPERM``…) sends that record to the DLQ.
+on DLQ entries ``reason`` and ``error``. In cluster mode ``redis`` every event is written by a
+script that first checks the shard's fencing token: a replica that lost its lease (it froze
+past the TTL, say) has its writes refused (``FENCED``), and those records go to the DLQ with
+reason ``fenced`` instead of doubling what the shard's new owner writes.
+
+Connection loss and ``OOM`` are transient (retried); any other per-command error
+(``WRONGTYPE``, ``NOPERM``…) sends that record to the DLQ.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import SecretStr
 from redis import exceptions as redis_errors
@@ -20,6 +25,24 @@ from bridge.pipeline import Record
 from bridge.pipeline.records import cloudevents_headers
 from bridge.settings import RedisSinkSettings
 from bridge.sinks.base import DELIVERED, Failed, Outcome, Rejected
+
+FENCED_XADD = """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then
+  return redis.error_reply('FENCED shard owned by a newer lease holder')
+end
+if ARGV[2] ~= '' then
+  return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 3))
+end
+return redis.call('XADD', KEYS[1], '*', unpack(ARGV, 3))
+"""
+
+
+class Fencing(Protocol):
+    """Who tells the sink which fencing token guards an instance's writes."""
+
+    def fence(self, instance: str) -> tuple[str, str] | None:
+        """(key holding the shard's current token, the token this replica holds), or None
+        when the instance's shard was never held here (nothing to check)."""
 
 
 def entry_fields(record: Record, cloudevents: bool = False) -> dict[str, bytes]:
@@ -48,6 +71,8 @@ def classify(result: Any) -> Outcome:
         return Failed(SinkUnavailableError(f"redis: {type(result).__name__}: {text}"))
     if text.startswith(("OOM", "LOADING", "BUSY", "MASTERDOWN", "READONLY", "TRYAGAIN")):
         return Failed(SinkUnavailableError(f"redis: {text}"))
+    if text.startswith("FENCED"):
+        return Rejected("fenced", f"redis: {text}")
     reason = "not_authorized" if text.startswith("NOPERM") else "rejected_by_broker"
     return Rejected(reason, f"redis: {text}")
 
@@ -61,28 +86,15 @@ class RedisSink:
         *,
         password: SecretStr | None = None,
         client: Redis | None = None,
+        fencing: Fencing | None = None,
     ) -> None:
         self.settings = settings
         self._password = password
         self._client = client
+        self.fencing = fencing
 
     def _connect(self) -> Redis:
-        tls: dict[str, Any] = {}
-        if str(self.settings.url).startswith("rediss://"):
-            tls = {
-                "ssl_ca_certs": _path(self.settings.ssl_ca_file),
-                "ssl_certfile": _path(self.settings.ssl_certfile),
-                "ssl_keyfile": _path(self.settings.ssl_keyfile),
-            }
-        return Redis.from_url(
-            str(self.settings.url),
-            username=self.settings.username,
-            password=self._password.get_secret_value() if self._password else None,
-            socket_timeout=10,
-            socket_connect_timeout=5,
-            health_check_interval=15,
-            **tls,
-        )
+        return connect(self.settings, self._password)
 
     async def start(self) -> None:
         if self._client is None:
@@ -124,12 +136,7 @@ class RedisSink:
             if len(record.value) > self.settings.max_entry_bytes:
                 outcomes[index] = Rejected("too_large", f"{len(record.value)} bytes")
                 continue
-            pipe.xadd(
-                record.destination,
-                entry_fields(record, self.settings.cloudevents == "binary"),  # type: ignore[arg-type]
-                maxlen=self.settings.maxlen,
-                approximate=True,
-            )
+            self._queue(pipe, record)
             sent.append(index)
         try:
             results = await pipe.execute(raise_on_error=False) if sent else []
@@ -138,6 +145,20 @@ class RedisSink:
         for index, result in zip(sent, results, strict=True):
             outcomes[index] = classify(result)
         return [o if o is not None else DELIVERED for o in outcomes]
+
+    def _queue(self, pipe: Any, record: Record) -> None:
+        """One XADD on the pipeline; fenced through the script when the shard has a token."""
+        fields = entry_fields(record, self.settings.cloudevents == "binary")
+        fence = None
+        if self.fencing is not None and record.dlq_reason is None:
+            fence = self.fencing.fence(record.instance)
+        if fence is None:
+            pipe.xadd(record.destination, fields, maxlen=self.settings.maxlen, approximate=True)
+            return
+        key, token = fence
+        maxlen = "" if self.settings.maxlen is None else str(self.settings.maxlen)
+        flat = [part for pair in fields.items() for part in pair]
+        pipe.eval(FENCED_XADD, 2, record.destination, key, token, maxlen, *flat)
 
     async def reachable(self) -> bool:
         if self._client is None:
@@ -152,6 +173,26 @@ class RedisSink:
         if self._client is not None:
             await self._client.aclose()
         self._client = None
+
+
+def connect(settings: RedisSinkSettings, password: SecretStr | None) -> Redis:
+    """A client for the configured server (TLS files, ACL user and password applied)."""
+    tls: dict[str, Any] = {}
+    if str(settings.url).startswith("rediss://"):
+        tls = {
+            "ssl_ca_certs": _path(settings.ssl_ca_file),
+            "ssl_certfile": _path(settings.ssl_certfile),
+            "ssl_keyfile": _path(settings.ssl_keyfile),
+        }
+    return Redis.from_url(
+        str(settings.url),
+        username=settings.username,
+        password=password.get_secret_value() if password else None,
+        socket_timeout=10,
+        socket_connect_timeout=5,
+        health_check_interval=15,
+        **tls,
+    )
 
 
 def _path(value: Path | None) -> str | None:

@@ -47,6 +47,8 @@ class Spool(Protocol):
 
     def stats(self) -> SpoolStats: ...
 
+    def appended_total(self) -> int: ...
+
     async def wait_empty(self) -> None: ...
 
     def close(self) -> None: ...
@@ -63,6 +65,7 @@ class MemorySpool:
     _bytes: int = 0
     _readable: asyncio.Event = field(default_factory=asyncio.Event)
     _empty: asyncio.Event = field(default_factory=asyncio.Event)
+    _appended: int = 0
 
     def __post_init__(self) -> None:
         self._empty.set()
@@ -77,6 +80,7 @@ class MemorySpool:
             dropped.append(oldest)
         self._pending.append(record)
         self._bytes += record.size
+        self._appended += 1
         self._readable.set()
         self._empty.clear()
         return AppendResult(accepted=True, dropped=tuple(dropped))
@@ -110,8 +114,18 @@ class MemorySpool:
         events = len(self._pending) + len(self._in_flight)
         return SpoolStats(events=events, bytes=self._bytes, in_flight=len(self._in_flight))
 
+    def appended_total(self) -> int:
+        return self._appended
+
     async def wait_empty(self) -> None:
         await self._empty.wait()
 
     def close(self) -> None:
         """Nothing to release for memory; the disk spool closes its files and lock here."""
+
+
+async def wait_settled(spool: Spool, mark: int, poll: float = 0.02) -> None:
+    """Wait until every record appended up to ``mark`` (an earlier :meth:`appended_total`)
+    has left the spool, delivered or dropped; records appended since may still be there."""
+    while spool.appended_total() - spool.stats().events < mark:  # noqa: ASYNC110 - both spools
+        await asyncio.sleep(poll)

@@ -361,5 +361,9 @@ class DiskSpool:
     def stats(self) -> SpoolStats:
         return SpoolStats(events=self._events, bytes=self._bytes, in_flight=len(self._in_flight))
 
+    def appended_total(self) -> int:
+        """Sequence number of the last record appended (counts on across restarts)."""
+        return self._next_seq - 1
+
     async def wait_empty(self) -> None:
         await self._empty.wait()
