@@ -8,7 +8,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -160,3 +160,12 @@ async def owned(members: list[Replica]) -> dict[str, int]:
     """Shards each live replica says it owns."""
     values = await asyncio.gather(*(m.metric("ryze_bridge_cluster_shards_owned") for m in members))
     return {m.name: int(v) for m, v in zip(members, values, strict=True) if v is not None}
+
+
+async def sum_is(owned_now: Awaitable[dict[str, int]], total: int) -> bool:
+    return sum((await owned_now).values()) == total
+
+
+async def owns_at_least(member: Replica, count: int) -> bool:
+    value = await member.metric("ryze_bridge_cluster_shards_owned")
+    return value is not None and value >= count

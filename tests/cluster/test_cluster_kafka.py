@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +17,10 @@ from tests.cluster.harness import (
     every_instance_once,
     most_sockets,
     owned,
+    owns_at_least,
     reconnected,
     replicas,
+    sum_is,
     timed,
     unheard,
 )
@@ -73,7 +74,7 @@ async def test_kafka_group_shares_instances_fails_over_and_rebalances_cooperativ
         async with replicas(r1, r2, r3, r4):
             await asyncio.gather(r1.start(), r2.start(), r3.start())
             await timed(lambda: every_instance_once(sim, names), 60)
-            await eventually(lambda: _sum_is(owned([r1, r2, r3]), 64), 30)
+            await eventually(lambda: sum_is(owned([r1, r2, r3]), 64), 30)
             await asyncio.sleep(2)
             assert every_instance_once(sim, names)
             assert most_sockets(sim, names) == 1
@@ -82,8 +83,8 @@ async def test_kafka_group_shares_instances_fails_over_and_rebalances_cooperativ
             # a fourth replica joins: only the shards that must move, move
             lost_before_join = unheard(sim, names)
             await r4.start()
-            await eventually(lambda: _owns_at_least(r4, 14), 60)
-            await eventually(lambda: _sum_is(owned([r1, r2, r3, r4]), 64), 30)
+            await eventually(lambda: owns_at_least(r4, 14), 60)
+            await eventually(lambda: sum_is(owned([r1, r2, r3, r4]), 64), 30)
             await timed(lambda: every_instance_once(sim, names), 30)
             after = await owned([r1, r2, r3, r4])
             moved = sum(max(0, before[r] - after[r]) for r in before)
@@ -136,12 +137,3 @@ async def test_kafka_group_shares_instances_fails_over_and_rebalances_cooperativ
         f"frames lost upstream: join {join_loss}, kill {kill_loss}, term {term_loss}; "
         f"frames delivered {len(values)} of {total} sent"
     )
-
-
-async def _sum_is(owned_now: Awaitable[dict[str, int]], total: int) -> bool:
-    return sum((await owned_now).values()) == total
-
-
-async def _owns_at_least(member: Replica, count: int) -> bool:
-    value = await member.metric("ryze_bridge_cluster_shards_owned")
-    return value is not None and value >= count
