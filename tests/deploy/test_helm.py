@@ -116,7 +116,7 @@ def test_emptydir_scenario_has_no_claim() -> None:
         ({"instances": {"shop": {"events": []}}}, "missing property 'token'"),
         ({"instances": {"shop": {"tokn": "x"}}}, "additional properties 'tokn' not allowed"),
         ({"existingSecret": "s", "instances": {"shop": {"token": "x"}}}, "/instances/shop"),
-        ({"replicaCount": 2}, "replicaCount must be 1: instances cannot be shared"),
+        ({"replicaCount": 2}, "replicaCount above 1 needs config.cluster.mode"),
         ({"persistence": {"size": "lots"}}, "/persistence/size"),
     ],
     ids=[
@@ -133,8 +133,8 @@ def test_emptydir_scenario_has_no_claim() -> None:
 def test_bad_values_are_refused_readably(
     tmp_path: Path, values: dict[str, Any], message: str
 ) -> None:
-    """Typos, wrong choices, a missing token and more than one replica fail rendering with a
-    message that points at the value."""
+    """Typos, wrong choices, a missing token and more than one replica without a cluster mode
+    fail rendering with a message that points at the value."""
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(values), encoding="utf-8")
     result = helm(
@@ -246,3 +246,25 @@ def test_secure_scenario_wires_secrets_and_certificates() -> None:
     mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
     assert mounts["tls"] == "/etc/ryze-bridge/tls"
     assert any(v.get("secret", {}).get("secretName") == "ryze-bridge-tls" for v in pod["volumes"])
+
+
+def test_cluster_modes_lift_the_replica_guard_and_spread_the_pods() -> None:
+    """With a cluster mode, several replicas render: they start in parallel, know their pod
+    name, prefer different nodes and keep a PodDisruptionBudget of one; static mode gets its
+    replica count from replicaCount. Without one, a single replica starts in order."""
+    docs = render(CHART / "ci" / "cluster-kafka-values.yaml")
+    sts = by_kind(docs, "StatefulSet")
+    pod = sts["spec"]["template"]["spec"]
+    assert sts["spec"]["replicas"] == 3
+    assert sts["spec"]["podManagementPolicy"] == "Parallel"
+    env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    term = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term[0]["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert by_kind(docs, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
+    static = by_kind(render(CHART / "ci" / "cluster-static-values.yaml"), "ConfigMap")
+    cluster = yaml.safe_load(static["data"]["config.yaml"])["cluster"]
+    assert cluster == {"mode": "static", "count": 2}
+    single = by_kind(render(sets=("instances.shop.token=t-1",)), "StatefulSet")
+    assert single["spec"]["podManagementPolicy"] == "OrderedReady"
+    assert "affinity" not in single["spec"]["template"]["spec"]

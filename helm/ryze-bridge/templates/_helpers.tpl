@@ -86,5 +86,16 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- $_ := set $admin "port" .Values.service.port -}}
 {{- $_ := set $cfg "admin" $admin -}}
 {{- $_ := set $cfg "shutdown_timeout" .Values.shutdownTimeout -}}
+{{- if eq (include "ryze-bridge.clusterMode" .) "static" }}
+{{- $cluster := deepCopy $cfg.cluster -}}
+{{- if not (hasKey $cluster "count") }}{{- $_ := set $cluster "count" (int .Values.replicaCount) -}}{{- end }}
+{{- $_ := set $cfg "cluster" $cluster -}}
+{{- end }}
 {{- toYaml $cfg }}
+{{- end }}
+
+{{/* The cluster mode the config asks for ("none" when unset). */}}
+{{- define "ryze-bridge.clusterMode" -}}
+{{- $cluster := default dict .Values.config.cluster -}}
+{{- default "none" $cluster.mode -}}
 {{- end }}
