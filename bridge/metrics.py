@@ -231,6 +231,12 @@ def forget_instance(metrics: Metrics, instance: str) -> None:
             gauge.remove(instance)
 
 
+def init_cluster(metrics: Metrics) -> None:
+    """Create the hand-over series at zero (dashboards and alerts see them from the start)."""
+    for phase in ("release", "takeover"):
+        metrics.cluster_handover.labels(phase)
+
+
 def init_sink(metrics: Metrics, sink: str) -> None:
     """Create the sink's error and DLQ series at zero."""
     metrics.publish_errors.labels(sink, "SinkUnavailableError")

@@ -35,7 +35,7 @@ from bridge.discovery import Discovery
 from bridge.errors import ClusterError
 from bridge.lastseen import LastSeen
 from bridge.logs import get_logger, register_secret
-from bridge.metrics import Metrics, create_metrics, forget_instance
+from bridge.metrics import Metrics, create_metrics, forget_instance, init_cluster
 from bridge.reload import ConfigWatcher
 from bridge.runner import Runner, RunnerContext
 from bridge.settings import InstanceSettings, Settings, read_secret
@@ -178,6 +178,7 @@ class Supervisor:
 
     async def start(self) -> None:
         self.metrics.spool_max_bytes.set(self.settings.spool.max_bytes)
+        init_cluster(self.metrics)
         self.metrics.spool_events.set_function(lambda: self.spool.stats().events)
         self.metrics.spool_bytes.set_function(lambda: self.spool.stats().bytes)
         self._open_spool()
