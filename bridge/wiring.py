@@ -25,20 +25,30 @@ def build_sink(
     """The configured sink, its password read now (ConfigError naming the key if missing)."""
     sink = settings.sink
     if sink.kind == "kafka":
+        return KafkaSink(sink.kafka, sink.dlq, sink_password(settings, environ))
+    if sink.kind == "redis":
+        password = sink_password(settings, environ)
+        return RedisSink(sink.redis, password=password, fencing=fencing)
+    return FileSink(sink.file.path, sink.dlq, fsync=settings.spool.fsync == "always")
+
+
+def sink_password(settings: Settings, environ: Mapping[str, str]) -> SecretStr | None:
+    """The Kafka SASL or Redis ACL password of the configured sink (masked in logs from now
+    on); the cluster modes coordinate with the same credentials."""
+    sink = settings.sink
+    password = None
+    if sink.kind == "kafka":
         kafka = sink.kafka
         password = read_secret(
             "sink.kafka.sasl_password", kafka.sasl_password_env, kafka.sasl_password_file, environ
         )
-        _remember(password)
-        return KafkaSink(kafka, sink.dlq, password)
-    if sink.kind == "redis":
+    elif sink.kind == "redis":
         redis = sink.redis
         password = read_secret(
             "sink.redis.password", redis.password_env, redis.password_file, environ
         )
-        _remember(password)
-        return RedisSink(redis, password=password, fencing=fencing)
-    return FileSink(sink.file.path, sink.dlq, fsync=settings.spool.fsync == "always")
+    _remember(password)
+    return password
 
 
 def _remember(secret: SecretStr | None) -> None:
