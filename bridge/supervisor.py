@@ -450,9 +450,12 @@ class Supervisor:
         task = self._tasks.pop(name, None)
         if runner is None or task is None:
             return
+        # a runner with a socket finishes reading what arrived; one without (connecting,
+        # waiting for the budget, backing off) has read nothing and is simply cancelled
+        wait = STOP_READ_TIMEOUT if runner.status.connected else 0.0
         await runner.stop()
         try:
-            await asyncio.wait_for(asyncio.shield(task), timeout=STOP_READ_TIMEOUT)
+            await asyncio.wait_for(asyncio.shield(task), timeout=wait)
         except TimeoutError:  # stuck before a socket was open (ensure, budget): nothing read
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -100,6 +100,20 @@ def make_assignor(
     return CooperativeShardAssignor
 
 
+async def _partition_count(admin: AIOKafkaAdminClient, topic: str, tries: int = 40) -> int:
+    """Partitions of ``topic``; a topic another replica has just created may show none for
+    a moment while its metadata spreads, so ask again for a few seconds."""
+    partitions = 0
+    for _ in range(tries):
+        described = await admin.describe_topics([topic])
+        entry = described[0] if described else {}
+        partitions = len(entry.get("partitions") or [])
+        if partitions and not entry.get("error_code"):
+            return partitions
+        await asyncio.sleep(0.25)
+    return partitions
+
+
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, membership: KafkaMembership) -> None:
         self.membership = membership
@@ -193,13 +207,12 @@ class KafkaMembership:
                 log.info("cluster.topic_created", topic=topic, partitions=shards)
             except TopicAlreadyExistsError:
                 pass
-            described = await admin.describe_topics([topic])
+            partitions = await _partition_count(admin, topic)
         except KafkaError as exc:
             message = f"cluster: cannot create or describe topic {topic!r}: {exc}"
             raise ClusterError(message) from None
         finally:
             await admin.close()
-        partitions = len(described[0].get("partitions", [])) if described else 0
         if partitions != shards:
             raise ClusterError(
                 f"cluster.shards: {shards}, but coordination topic {topic!r} has {partitions} "
