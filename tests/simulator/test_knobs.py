@@ -207,6 +207,22 @@ async def test_set_rate_changes_the_frame_rate() -> None:
         assert stopped == []
 
 
+async def test_always_emit_counts_the_events_nobody_heard() -> None:
+    """With ``always_emit`` the instance's events happen whether or not a socket listens, as
+    upstream: those emitted with no socket open are counted as unheard (lost upstream) and
+    not recorded as sent; with a socket open they are sent as usual."""
+    async with Simulator(sim_config(rate=50, always_emit=True)) as sim:
+        await configure(sim)
+        await wait_until(lambda: sim.stats(SHOP)["unheard"] >= 10)
+        assert sim.stats(SHOP)["frames_sent"] == 0
+        async with await open_ws(sim) as ws:
+            frames = await frames_for(ws, 0.4)
+            heard_while_open = sim.stats(SHOP)["unheard"]
+        assert len(frames) >= 5
+        assert sim.stats(SHOP)["frames_sent"] >= len(frames)
+        await wait_until(lambda: sim.stats(SHOP)["unheard"] > heard_while_open)
+
+
 # ---- burst and raw frames -----------------------------------------------------------------
 async def test_burst_delivers_n_frames_at_once() -> None:
     """``burst(instance, n)`` sends n frames right away (returning n), of the given event
@@ -378,6 +394,7 @@ async def test_stats_counters() -> None:
             "max_sockets": 2,
             "frames_sent": 6,
             "pong_timeouts": 0,
+            "unheard": 0,
             "config_posts": 1,
         }
         assert sim.sent_ids(SHOP) == [f["data"]["id"] for f in first_frames]
