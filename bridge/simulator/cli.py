@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from bridge.simulator import SimConfig, Simulator
+from bridge.simulator.frames import DEFAULT_MIX
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rate-limit", type=int, default=100, help="requests per window")
     parser.add_argument("--rate-window", type=float, default=60.0, help="seconds")
     parser.add_argument("--record-frames", action="store_true")
+    parser.add_argument("--always-emit", action="store_true", help="events with no listener")
+    parser.add_argument("--prebuilt", type=int, default=0, help="frames built once, looped")
+    parser.add_argument("--media-bytes", type=int, default=0, help="inline media size")
     parser.add_argument("--seed", type=int)
     return parser
 
@@ -58,6 +62,10 @@ def config_from(args: argparse.Namespace) -> SimConfig:
         rate_limit=args.rate_limit,
         rate_window=args.rate_window,
         record_frames=args.record_frames,
+        always_emit=args.always_emit,
+        prebuilt=args.prebuilt,
+        media_bytes=args.media_bytes,
+        mix=dict(file.get("mix") or DEFAULT_MIX),
         seed=args.seed,
         host=args.host,
         port=args.port,

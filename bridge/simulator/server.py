@@ -52,6 +52,11 @@ class SimConfig:
     # events happen whether or not anybody listens, as upstream: those emitted while an
     # instance has no socket are counted as unheard (lost upstream), e.g. during a handover
     always_emit: bool = False
+    # benchmark source: build this many frames per instance once and send them in a loop
+    # (ids repeat after that), so the sender is not the bottleneck; 0 = a fresh frame each time
+    prebuilt: int = 0
+    # message.exchange frames carry inline base64 media of about this many bytes (0 = fixture)
+    media_bytes: int = 0
     seed: int | None = None
     host: str = "127.0.0.1"
     port: int = 0
@@ -84,6 +89,8 @@ class SimulatorServer:
         self.account = Account(account_tokens=set(config.account_tokens))
         self.limiter = FixedWindowLimiter(config.rate_limit, config.rate_window)
         self.stats: dict[str, InstanceStats] = {}
+        self.pools: dict[str, list[tuple[str, bytes]]] = {}
+        self.pool_positions: dict[str, int] = {}
         self.token_requests: Counter[str] = Counter()
         self.token_rejected: Counter[str] = Counter()
         self.config_posts = 0
@@ -314,11 +321,32 @@ class SimulatorServer:
         if instance is None or instance.config is None:
             return False
         factory = self.factory(name)
+        if self.config.prebuilt and event is None:
+            frame_id, frame = self._next_prebuilt(name, factory)
+            return await self.send_raw(name, frame, frame_id)
         event = event or factory.next_event()
         if not instance.config.wants(event):
             return False
-        frame_id, frame = factory.build(event, media_base64=instance.config.media_base64)
+        frame_id, frame = self._build(factory, event, instance.config.media_base64)
         return await self.send_raw(name, frame, frame_id)
+
+    def _build(self, factory: FrameFactory, event: str, media_base64: bool) -> tuple[str, bytes]:
+        if self.config.media_bytes and event == "message.exchange":
+            return factory.huge(self.config.media_bytes)
+        return factory.build(event, media_base64=media_base64)
+
+    def _next_prebuilt(self, name: str, factory: FrameFactory) -> tuple[str, bytes]:
+        """The next frame of the instance's pre-built pool (built at first use)."""
+        pool = self.pools.get(name)
+        if pool is None:
+            config = self.account.instances[name].config
+            events = [factory.next_event() for _ in range(self.config.prebuilt)]
+            media = config.media_base64 if config is not None else True
+            wanted = [e for e in events if config is None or config.wants(e)] or events
+            pool = self.pools[name] = [self._build(factory, e, media) for e in wanted]
+        index = self.pool_positions.get(name, 0)
+        self.pool_positions[name] = (index + 1) % len(pool)
+        return pool[index]
 
     async def send_raw(self, name: str, frame: bytes, frame_id: str | None = None) -> bool:
         """Send ``frame`` as a text frame to every socket of the instance."""
