@@ -1,0 +1,14 @@
+# Shortcuts for the scripts; each works on a fresh machine of the supported kind, as root.
+.PHONY: demo test bench bench-quick
+
+demo:  ## the bridge end to end on the built-in simulator and the file sink
+	bash scripts/demo.sh
+
+test:  ## every check and test, real Kafka and Redis included (what CI runs)
+	bash scripts/test.sh
+
+bench:  ## the benchmark: bench/results/<date>.json, plots and the table
+	bash scripts/bench.sh
+
+bench-quick:  ## the same with short windows and 200 instances (a smoke run)
+	bash scripts/bench.sh --quick

@@ -1,0 +1,256 @@
+"""What every benchmark part shares: the services, the simulator as a source process, the
+bridge (and peers) as processes, and counting what reached the broker.
+
+Every rate is measured on the broker's side (Kafka end offsets, Redis ``entries-added``, lines
+of the file) over a window after a warm-up, so the bridge, the raw clients and the peers are
+counted the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from redis.asyncio import Redis
+
+ROOT = Path(__file__).resolve().parents[1]
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+@dataclass(frozen=True)
+class Services:
+    kafka: str
+    redis: str
+
+
+def read_services() -> Services:
+    path = ROOT / ".services" / "services.json"
+    if not path.exists():
+        raise SystemExit("start the services first: bash scripts/services.sh up")
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return Services(data["kafka"]["bootstrap_servers"], data["redis"]["url"])
+
+
+# ---- processes ------------------------------------------------------------------------------
+@dataclass
+class Proc:
+    process: asyncio.subprocess.Process
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU seconds of the process so far (from /proc)."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+    def rss_bytes(self) -> int:
+        pages = int(Path(f"/proc/{self.pid}/statm").read_text().split()[1])
+        return pages * PAGE
+
+    async def stop(self) -> None:
+        """SIGKILL: a benchmark run is over once measured; a bridge would otherwise first
+        drain its backlog (its spool is thrown away with the run's directory)."""
+        if self.process.returncode is None:
+            self.process.kill()
+            try:
+                await asyncio.wait_for(self.process.wait(), 30)
+            except TimeoutError:
+                self.process.kill()
+                await self.process.wait()
+
+
+@contextlib.asynccontextmanager
+async def process(
+    args: list[str], log: Path, env: dict[str, str] | None = None
+) -> AsyncIterator[Proc]:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as out:
+        proc = await asyncio.create_subprocess_exec(
+            *args, stdout=out, stderr=asyncio.subprocess.STDOUT, env={**os.environ, **(env or {})}
+        )
+    handle = Proc(proc, log)
+    try:
+        yield handle
+    finally:
+        await handle.stop()
+
+
+@contextlib.asynccontextmanager
+async def simulator(
+    work: Path,
+    *,
+    instances: int,
+    rate: float,
+    prebuilt: int = 1000,
+    media_bytes: int = 0,
+    mix: dict[str, float] | None = None,
+    media_base64: bool = False,
+) -> AsyncIterator[str]:
+    """The simulator as its own process: instances ``inst-000…`` with tokens ``tok-000…``,
+    configs enabled, frames from a pre-built pool (the source outruns any client)."""
+    config = work / "sim.yaml"
+    config.write_text(yaml.safe_dump({"mix": mix or {"message.exchange": 1}}), encoding="utf-8")
+    args = [
+        sys.executable,
+        "-m",
+        "bridge.simulator",
+        "--port",
+        "0",
+        "--rate",
+        str(rate),
+        "--instances",
+        str(instances),
+        "--preconfigured",
+        "--prebuilt",
+        str(prebuilt),
+        "--media-bytes",
+        str(media_bytes),
+        "--config",
+        str(config),
+        "--rate-limit",
+        "100",
+        "--ping-interval",
+        "20",
+    ]
+    log = work / "sim.log"
+    async with process(args, log) as proc:
+        url = await _listening(log, proc)
+        if media_base64:
+            async with httpx.AsyncClient(base_url=url) as http:
+                for n in range(instances):
+                    await http.post(
+                        f"/api/events/websocket/inst-{n:03d}",
+                        json={"enabled": True, "mediaBase64": True},
+                        headers={"token": f"tok-{n:03d}"},
+                    )
+        yield url
+
+
+async def _listening(log: Path, proc: Proc) -> str:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        match = re.search(r"listening on (http://\S+)", log.read_text(errors="replace"))
+        if match:
+            return match.group(1)
+        if proc.process.returncode is not None:
+            raise RuntimeError(f"simulator exited: {log.read_text()[-2000:]}")
+        await asyncio.sleep(0.05)
+    raise RuntimeError("simulator did not start")
+
+
+async def sim_stats(url: str) -> dict[str, Any]:
+    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+        stats: dict[str, Any] = (await http.get("/_sim/stats")).json()
+        return stats
+
+
+def write_bridge_config(work: Path, config: dict[str, Any]) -> Path:
+    path = work / "bridge.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    path.chmod(0o600)
+    return path
+
+
+def bridge_args(config: Path) -> list[str]:
+    return [sys.executable, "-m", "bridge", "run", "--config", str(config)]
+
+
+def bridge_config(
+    url: str,
+    work: Path,
+    sink: dict[str, Any],
+    *,
+    instances: int,
+    fsync: str = "interval",
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A bridge config for the bench: instances inline (bench tokens), logs quiet."""
+    return {
+        "upstream": {"base_url": url},
+        "instances": {
+            f"inst-{n:03d}": {"token": f"tok-{n:03d}", "events": []} for n in range(instances)
+        },
+        "sink": sink,
+        "spool": {"dir": str(work / "spool"), "fsync": fsync},
+        "admin": {"host": "127.0.0.1", "port": 0},
+        "log": {"level": "warning", "format": "json"},
+        "reload": {"watch": False},
+        **(extra or {}),
+    }
+
+
+# ---- counting on the broker's side -----------------------------------------------------------
+async def create_topics(
+    bootstrap: str, topics: list[str], *, partitions: int = 3, configs: dict[str, str] | None = None
+) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [NewTopic(t, partitions, 1, topic_configs=configs or {}) for t in topics]
+        )
+    finally:
+        await admin.close()
+
+
+async def kafka_count(bootstrap: str, topics: list[str], partitions: int = 3) -> int:
+    """Records in ``topics`` (sum of end offsets; the bench makes every topic with
+    ``partitions`` partitions)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        wanted = [TopicPartition(t, p) for t in topics for p in range(partitions)]
+        ends = await consumer.end_offsets(wanted)
+        return sum(ends.values())
+    finally:
+        await consumer.stop()
+
+
+async def redis_count(url: str, streams: list[str]) -> int:
+    """Entries ever added to ``streams`` (XINFO entries-added, immune to MAXLEN trimming)."""
+    client = Redis.from_url(url)
+    try:
+        total = 0
+        for stream in streams:
+            with contextlib.suppress(Exception):
+                info = await client.xinfo_stream(stream)
+                total += int(info.get("entries-added", info.get("length", 0)))
+        return total
+    finally:
+        await client.aclose()
+
+
+def file_count(path: Path) -> int:
+    if not path.exists():
+        return 0
+    with path.open("rb") as handle:
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b""))
+
+
+async def rate_over(count: Callable[[], Awaitable[int]], warmup: float, seconds: float) -> float:
+    """Records per second added during ``seconds`` after ``warmup``."""
+    await asyncio.sleep(warmup)
+    first, started = await count(), time.monotonic()
+    await asyncio.sleep(seconds)
+    return (await count() - first) / (time.monotonic() - started)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}.{int(time.time() * 1000) % 10**10}"

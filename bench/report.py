@@ -1,0 +1,161 @@
+"""The benchmark's report: ratios and targets (pure), the table, the plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def rate_of(rows: list[dict[str, Any]], workload: str, run: str) -> float | None:
+    for row in rows:
+        if row["workload"] == workload and row["run"] == run:
+            value = row["rate"]
+            return None if value is None else float(value)
+    return None
+
+
+def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each bridge/peer row as a ratio to the lower of the raw reader and the raw writer of
+    its sink, measured in the same run on the same frames (pure)."""
+    out = []
+    writers = {"kafka": "raw aiokafka produce", "redis": "raw redis XADD"}
+    for row in rows:
+        run, workload = row["run"], row["workload"]
+        if run.startswith("raw") or row["rate"] is None:
+            continue
+        sink = "kafka" if ("kafka" in run or run.startswith("peer")) else run.split()[-1]
+        read = rate_of(rows, workload, "raw websockets read")
+        write = rate_of(rows, workload, writers[sink]) if sink in writers else None
+        ceiling = min(r for r in (read, write) if r is not None) if read else None
+        out.append(
+            {**row, "ceiling": ceiling, "ratio": None if not ceiling else row["rate"] / ceiling}
+        )
+    return out
+
+
+def targets(
+    rows: list[dict[str, Any]],
+    latency: list[dict[str, Any]],
+    isolation: dict[str, Any] | None,
+    scale: dict[str, Any] | None,
+) -> list[dict[str, Any]]:
+    """The issue's goals, each with its measured value and whether it holds (pure)."""
+    found: list[dict[str, Any]] = []
+    by_run = {(r["workload"], r["run"]): r for r in ratios(rows)}
+    main = by_run.get(("600B x1", "bridge → kafka"))
+    if main and main["ratio"] is not None:
+        found.append(
+            {
+                "goal": "WS→Kafka ≥ 0.6 × min(raw WS, raw producer)",
+                "value": round(main["ratio"], 2),
+                "met": main["ratio"] >= 0.6,
+            }
+        )
+    peer = rate_of(rows, "600B x1", "peer: benthos engine")
+    if main and peer:
+        ratio = main["rate"] / peer
+        found.append(
+            {
+                "goal": "WS→Kafka ≥ 1.0 × Benthos engine peer",
+                "value": round(ratio, 2),
+                "met": ratio >= 1.0,
+            }
+        )
+    for entry in latency:
+        if entry["rate"] == 5000 and "p99" in entry["ack_ms"]:
+            p99 = entry["ack_ms"]["p99"]
+            found.append(
+                {"goal": "p99 receipt→ack ≤ 25 ms at 5,000/s", "value": p99, "met": p99 <= 25}
+            )
+    if scale:
+        found.append(
+            {
+                "goal": "1,000 instances: RSS ≤ 250 MB",
+                "value": scale["rss_mb"],
+                "met": scale["rss_mb"] <= 250,
+            }
+        )
+        idle = scale["cpu_idle"] * 100
+        found.append(
+            {
+                "goal": "1,000 instances: idle CPU ≤ 5 % of a core",
+                "value": round(idle, 2),
+                "met": idle <= 5,
+            }
+        )
+    if isolation:
+        delay = isolation["p99_delay_ms"]
+        found.append(
+            {
+                "goal": "4 MB neighbour delays small frames ≤ 100 ms p99",
+                "value": round(delay, 1),
+                "met": delay <= 100,
+            }
+        )
+    return found
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        f"{'workload':<10} {'run':<28} {'records/s':>11} {'× ceiling':>10} {'CPU':>6} {'RSS MB':>7}"
+    ]
+    ratio_of = {(r["workload"], r["run"]): r["ratio"] for r in ratios(rows)}
+    for row in rows:
+        rate = "—" if row["rate"] is None else f"{row['rate']:,.0f}"
+        ratio = ratio_of.get((row["workload"], row["run"]))
+        shown = "" if ratio is None else f"{ratio:.2f}"
+        cpu = "" if "cpu" not in row else f"{row['cpu']:.2f}"
+        rss = "" if "rss_mb" not in row else f"{row['rss_mb']:.0f}"
+        lines.append(
+            f"{row['workload']:<10} {row['run']:<28} {rate:>11} {shown:>10} {cpu:>6} {rss:>7}"
+        )
+    return "\n".join(lines)
+
+
+def plots(result: dict[str, Any], stem: Path) -> list[Path]:
+    """PNG plots next to the JSON: throughput ratios, latency percentiles, scale timeline."""
+    import matplotlib  # noqa: PLC0415 - only the bench needs it
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    written = []
+    rows = ratios(result["throughput"])
+    if rows:
+        fig, ax = plt.subplots(figsize=(10, 0.35 * len(rows) + 1.5))
+        labels = [f"{r['workload']} · {r['run']}" for r in rows]
+        values = [r["ratio"] or 0 for r in rows]
+        ax.barh(labels, values, color=["#3b7dd8" if "bridge" in r["run"] else "#999" for r in rows])
+        ax.axvline(0.6, color="#c33", linestyle="--", label="goal 0.6")
+        ax.set_xlabel("rate ÷ min(raw reader, raw writer), same run")
+        ax.invert_yaxis()
+        ax.legend()
+        fig.tight_layout()
+        written.append(_save(fig, stem, "throughput"))
+    if result.get("latency"):
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for entry in result["latency"]:
+            points = [entry["ack_ms"].get(k, 0) for k in ("p50", "p99", "p999")]
+            ax.plot(["p50", "p99", "p99.9"], points, marker="o", label=f"{entry['rate']:,.0f}/s")
+        ax.axhline(25, color="#c33", linestyle="--", label="goal p99 25 ms")
+        ax.set_ylabel("receipt → broker ack (ms)")
+        ax.legend()
+        fig.tight_layout()
+        written.append(_save(fig, stem, "latency"))
+    scale = result.get("scale")
+    if scale and scale.get("timeline"):
+        fig, ax = plt.subplots(figsize=(7, 4))
+        xs, ys = zip(*scale["timeline"], strict=True)
+        ax.plot(xs, ys)
+        ax.set_xlabel("seconds since the bridge started")
+        ax.set_ylabel("instances connected")
+        ax.set_title(f"{scale['instances']} instances: RSS {scale['rss_mb']} MB")
+        fig.tight_layout()
+        written.append(_save(fig, stem, "scale"))
+    return written
+
+
+def _save(fig: Any, stem: Path, name: str) -> Path:
+    path = stem.with_name(f"{stem.name}-{name}.png")
+    fig.savefig(path, dpi=110)
+    return path

@@ -1,0 +1,90 @@
+"""The benchmark, one command: ``make bench`` (or ``bash scripts/bench.sh``).
+
+    python -m bench.run [--quick] [--only throughput,latency,isolation,scale]
+
+Needs the test services (scripts/services.sh up; scripts/bench.sh does it). Writes
+``bench/results/<date>.json`` and PNG plots beside it, and prints the table and the goals.
+Every figure is a ratio to raw baselines measured in the same run on the same machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+from datetime import UTC, datetime
+from typing import Any
+
+from bench import latency, report, scale, throughput
+from bench.common import ROOT, read_services
+
+PARTS = ("throughput", "latency", "isolation", "scale")
+
+
+def log(line: str) -> None:
+    print(line, flush=True)
+
+
+async def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="short windows, fewer instances")
+    parser.add_argument("--only", default=",".join(PARTS))
+    parser.add_argument(
+        "--workload", action="append", help="throughput workloads to run (e.g. '600B x1')"
+    )
+    args = parser.parse_args(argv)
+    parts = set(args.only.split(","))
+    services = read_services()
+    timing = throughput.Timing(2.0, 3.0) if args.quick else throughput.Timing()
+    window = 5.0 if args.quick else 15.0
+    result: dict[str, Any] = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "kernel": platform.release(),
+        },
+        "throughput": [],
+        "latency": [],
+        "isolation": None,
+        "scale": None,
+    }
+    if "throughput" in parts:
+        log("throughput (records/s on the broker's side):")
+        chosen = tuple(
+            w for w in throughput.WORKLOADS if not args.workload or w.name in args.workload
+        )
+        result["throughput"] = await throughput.run(services, timing, log, chosen)
+    if "latency" in parts:
+        for rate in (1000, 5000):
+            entry = await latency.at_rate(services, rate, window)
+            log(f"latency at {rate}/s: ack {entry['ack_ms']}")
+            result["latency"].append(entry)
+    if "isolation" in parts:
+        result["isolation"] = await latency.isolation(services, window)
+        log(f"isolation: {result['isolation']}")
+    if "scale" in parts:
+        result["scale"] = await scale.run(services, 200 if args.quick else 1000)
+        shown = {k: v for k, v in result["scale"].items() if k != "timeline"}
+        log(f"scale: {shown}")
+    result["targets"] = report.targets(
+        result["throughput"], result["latency"], result["isolation"], result["scale"]
+    )
+    stem = ROOT / "bench" / "results" / datetime.now(UTC).strftime("%Y-%m-%dT%H%M%S")
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+    written = report.plots(result, stem)
+    log("")
+    log(report.table(result["throughput"]))
+    log("")
+    for goal in result["targets"]:
+        log(f"{'met ' if goal['met'] else 'MISS'}  {goal['goal']}: {goal['value']}")
+    for path in [stem.with_suffix(".json"), *written]:
+        log(f"written: {path.relative_to(ROOT)}")
+    return result
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,379 @@
+"""Throughput: raw client limits, the bridge on every sink, fsync policies, and the peers.
+
+For each workload the simulator (its own process) serves pre-built frames as fast as a socket
+takes them. The raw baselines read (websockets) or write (aiokafka with the bridge's producer
+settings, pipelined XADD with redis.asyncio) the same frames as fast as they can; the bridge
+and the peers run as their own processes. Every rate is counted on the broker's side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from aiokafka import AIOKafkaProducer
+from redis.asyncio import Redis
+from websockets.asyncio.client import connect
+
+from bench.common import (
+    ROOT,
+    Services,
+    bridge_args,
+    bridge_config,
+    create_topics,
+    file_count,
+    kafka_count,
+    process,
+    rate_over,
+    redis_count,
+    simulator,
+    unique,
+    write_bridge_config,
+)
+from bridge.settings import EVENT_NAMES, KafkaSinkSettings
+from bridge.sinks.kafka import producer_options
+
+BIG_MESSAGES = {"max.message.bytes": str(16 * 1024 * 1024)}
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    media_bytes: int = 0
+    instances: int = 1
+
+    @property
+    def prebuilt(self) -> int:
+        """Distinct frames per instance: 1,000 small ones, or about 32 MB of big ones."""
+        return 1000 if not self.media_bytes else max(2, 32_000_000 // self.media_bytes)
+
+    @property
+    def max_request(self) -> int:
+        return 1024 * 1024 if not self.media_bytes else 8 * 1024 * 1024
+
+
+WORKLOADS = (
+    Workload("600B x1"),
+    Workload("600B x50", instances=50),
+    Workload("200KB x1", media_bytes=200_000),
+    Workload("4MB x1", media_bytes=4_000_000),
+)
+
+
+@dataclass
+class Timing:
+    warmup: float = 3.0
+    seconds: float = 6.0
+
+
+async def raw_ws(url: str, workload: Workload, timing: Timing) -> tuple[float, float, list[bytes]]:
+    """Frames/s and bytes/s bare websockets clients read (one per instance, one process);
+    keeps a sample of the frames for the writer baselines."""
+    sample: list[bytes] = []
+    counts = [0, 0]
+    measuring = asyncio.Event()
+
+    async def read(n: int) -> None:
+        ws_url = url.replace("http://", "ws://") + f"/ws/inst-{n:03d}"
+        async with connect(
+            ws_url, additional_headers={"token": f"tok-{n:03d}"}, max_size=None, max_queue=64
+        ) as ws:
+            while True:
+                frame = await ws.recv(decode=False)
+                if len(sample) < workload.prebuilt:
+                    sample.append(frame)
+                if measuring.is_set():
+                    counts[0] += 1
+                    counts[1] += len(frame)
+
+    tasks = [asyncio.create_task(read(n)) for n in range(workload.instances)]
+    await asyncio.sleep(timing.warmup)
+    measuring.set()
+    started = time.monotonic()
+    await asyncio.sleep(timing.seconds)
+    elapsed = time.monotonic() - started
+    frames, size = counts
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return frames / elapsed, size / elapsed, sample
+
+
+async def _background(
+    work: Callable[[], Coroutine[Any, Any, None]], measure: Callable[[], Awaitable[float]]
+) -> float:
+    task = asyncio.create_task(work())
+    try:
+        return await measure()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def raw_producer(
+    services: Services, sample: list[bytes], workload: Workload, timing: Timing
+) -> float:
+    """Records/s a bare aiokafka producer with the bridge's producer settings (acks=all,
+    idempotent, zstd, 5 ms linger) gets acknowledged, sending the sampled frames pipelined."""
+    topic = unique("bench.raw")
+    await create_topics(services.kafka, [topic], configs=BIG_MESSAGES)
+    settings = KafkaSinkSettings(
+        bootstrap_servers=services.kafka, max_request_bytes=workload.max_request
+    )
+    producer = AIOKafkaProducer(**producer_options(settings))
+    await producer.start()
+    window = max(1, min(1000, 16_000_000 // max(1, len(sample[0]))))
+
+    async def produce() -> None:
+        while True:
+            for start in range(0, len(sample), window):
+                chunk = sample[start : start + window]
+                futures = [await producer.send(topic, f, key=b"inst-000") for f in chunk]
+                await asyncio.gather(*futures)
+
+    try:
+        return await _background(
+            produce,
+            lambda: rate_over(
+                lambda: kafka_count(services.kafka, [topic]), timing.warmup, timing.seconds
+            ),
+        )
+    finally:
+        await producer.stop()
+
+
+async def raw_xadd(services: Services, sample: list[bytes], timing: Timing) -> float:
+    """Entries/s a bare redis.asyncio client adds with pipelined XADD (the bridge's fields)."""
+    stream = unique("bench:raw")
+    client = Redis.from_url(services.redis)
+    window = max(1, min(1000, 16_000_000 // max(1, len(sample[0]))))
+
+    async def add() -> None:
+        while True:
+            for start in range(0, len(sample), window):
+                pipe = client.pipeline(transaction=False)
+                for frame in sample[start : start + window]:
+                    pipe.xadd(
+                        stream,
+                        {
+                            "event": b"message.exchange",
+                            "instance": b"inst-000",
+                            "received_at": b"2026-01-01T00:00:00.000000Z",
+                            "id": b"0123456789abcdef",
+                            "data": frame,
+                        },
+                        maxlen=1000,
+                        approximate=True,
+                    )
+                await pipe.execute()
+
+    try:
+        return await _background(
+            add,
+            lambda: rate_over(
+                lambda: redis_count(services.redis, [stream]), timing.warmup, timing.seconds
+            ),
+        )
+    finally:
+        await client.delete(stream)
+        await client.aclose()
+
+
+def sink_section(
+    kind: str, services: Services, work: Path, prefix: str, workload: Workload
+) -> dict[str, Any]:
+    if kind == "kafka":
+        return {
+            "kind": "kafka",
+            "dlq": f"{prefix}.dlq",
+            "kafka": {
+                "bootstrap_servers": services.kafka,
+                "topic": prefix + ".{event}",
+                "max_request_bytes": workload.max_request,
+            },
+        }
+    if kind == "redis":
+        return {
+            "kind": "redis",
+            "dlq": f"{prefix}:dlq",
+            "redis": {"url": services.redis, "stream": prefix + ":{event}", "maxlen": 1000},
+        }
+    return {"kind": "file", "dlq": "dlq", "file": {"path": str(work / "events.jsonl")}}
+
+
+def counter_for(
+    kind: str, services: Services, work: Path, prefix: str
+) -> Callable[[], Awaitable[int]]:
+    if kind == "kafka":
+        topics = [f"{prefix}.{e}" for e in EVENT_NAMES]
+        return lambda: kafka_count(services.kafka, topics)
+    if kind == "redis":
+        streams = [f"{prefix}:{e}" for e in EVENT_NAMES]
+        return lambda: redis_count(services.redis, streams)
+
+    async def lines() -> int:
+        return file_count(work / "events.jsonl")
+
+    return lines
+
+
+async def bridge(
+    url: str,
+    services: Services,
+    workload: Workload,
+    kind: str,
+    timing: Timing,
+    *,
+    fsync: str = "interval",
+) -> dict[str, float]:
+    """Records/s the bridge (its own process) delivers, its CPU share and RSS."""
+    with tempfile.TemporaryDirectory(prefix="ryze-bench-") as tmp:
+        work = Path(tmp)
+        prefix = unique(f"bench.{kind}")
+        if kind == "kafka":
+            topics = [f"{prefix}.{e}" for e in EVENT_NAMES] + [f"{prefix}.dlq"]
+            await create_topics(services.kafka, topics, configs=BIG_MESSAGES)
+        config = bridge_config(
+            url,
+            work,
+            sink_section(kind, services, work, prefix, workload),
+            instances=workload.instances,
+            fsync=fsync,
+        )
+        path = write_bridge_config(work, config)
+        count = counter_for(kind, services, work, prefix)
+        async with process(bridge_args(path), work / "bridge.log") as proc:
+            await asyncio.sleep(timing.warmup)
+            cpu0, first, started = proc.cpu_seconds(), await count(), time.monotonic()
+            await asyncio.sleep(timing.seconds)
+            elapsed = time.monotonic() - started
+            rate = (await count() - first) / elapsed
+            cpu = (proc.cpu_seconds() - cpu0) / elapsed
+            rss = proc.rss_bytes()
+        return {"rate": rate, "cpu": cpu, "rss_mb": rss / 1e6}
+
+
+async def naive_relay(url: str, services: Services, timing: Timing) -> float:
+    topic = unique("bench.naive")
+    await create_topics(services.kafka, [topic])
+    ws_url = url.replace("http://", "ws://") + "/ws/inst-000"
+    args = [
+        sys.executable,
+        str(ROOT / "bench" / "naive_relay.py"),
+        ws_url,
+        "tok-000",
+        services.kafka,
+        topic,
+    ]
+    with tempfile.TemporaryDirectory(prefix="ryze-bench-") as tmp:
+        async with process(args, Path(tmp) / "naive.log"):
+            return await rate_over(
+                lambda: kafka_count(services.kafka, [topic]), timing.warmup, timing.seconds
+            )
+
+
+def benthos_binary() -> Path | None:
+    found = shutil.which("ryze-bench-benthos")
+    if found:
+        return Path(found)
+    cached = Path.home() / ".cache" / "ryze-bridge" / "bin" / "ryze-bench-benthos"
+    return cached if cached.exists() else None
+
+
+async def benthos(url: str, services: Services, timing: Timing) -> float | None:
+    """The Benthos engine (Redpanda Connect's core) websocket input → franz-go output."""
+    binary = benthos_binary()
+    if binary is None:
+        return None
+    topic = unique("bench.benthos")
+    await create_topics(services.kafka, [topic])
+    ws_url = url.replace("http://", "ws://") + "/ws/inst-000?token=tok-000"
+    config = {
+        "http": {"enabled": False},
+        "logger": {"level": "WARN"},
+        "input": {"websocket": {"url": ws_url}},
+        "output": {
+            "franz_peer": {
+                "seed_brokers": [services.kafka],
+                "topic": topic,
+                "key": "inst-000",
+                "max_in_flight": 64,
+                "batching": {"count": 1000, "period": "5ms"},
+            }
+        },
+    }
+    with tempfile.TemporaryDirectory(prefix="ryze-bench-") as tmp:
+        path = Path(tmp) / "benthos.yaml"
+        path.write_text(yaml.safe_dump(config), encoding="utf-8")
+        async with process([str(binary), "-c", str(path)], Path(tmp) / "benthos.log"):
+            return await rate_over(
+                lambda: kafka_count(services.kafka, [topic]), timing.warmup, timing.seconds
+            )
+
+
+async def run(
+    services: Services,
+    timing: Timing,
+    log: Callable[[str], None],
+    workloads: tuple[Workload, ...] = WORKLOADS,
+) -> list[dict[str, Any]]:
+    """Every workload: raw baselines, the bridge on each sink; for the first also the fsync
+    policies and the peers. One row per measurement."""
+    rows: list[dict[str, Any]] = []
+
+    last = [time.monotonic()]
+
+    def row(workload: Workload, run: str, rate: float | None, **extra: Any) -> None:
+        rows.append({"workload": workload.name, "run": run, "rate": rate, **extra})
+        shown = "—" if rate is None else f"{rate:,.0f}/s"
+        took = time.monotonic() - last[0]
+        last[0] = time.monotonic()
+        log(f"  {workload.name:<10} {run:<28} {shown:>12}   ({took:.0f} s)")
+
+    for workload in workloads:
+        with tempfile.TemporaryDirectory(prefix="ryze-bench-sim-") as tmp:
+            async with simulator(
+                Path(tmp),
+                instances=workload.instances,
+                rate=0,
+                prebuilt=workload.prebuilt,
+                media_bytes=workload.media_bytes,
+            ) as url:
+                frames, size, sample = await raw_ws(url, workload, timing)
+                row(
+                    workload,
+                    "raw websockets read",
+                    frames,
+                    bytes_per_s=size,
+                    frame_bytes=size / max(frames, 1),
+                )
+                row(
+                    workload,
+                    "raw aiokafka produce",
+                    await raw_producer(services, sample, workload, timing),
+                )
+                row(workload, "raw redis XADD", await raw_xadd(services, sample, timing))
+                for kind in ("kafka", "redis", "file"):
+                    result = await bridge(url, services, workload, kind, timing)
+                    row(workload, f"bridge → {kind}", result.pop("rate"), **result)
+                if workload is workloads[0]:
+                    for fsync in ("never", "always"):
+                        result = await bridge(url, services, workload, "kafka", timing, fsync=fsync)
+                        row(workload, f"bridge → kafka fsync={fsync}", result.pop("rate"), **result)
+                    row(
+                        workload,
+                        "peer: naive python relay",
+                        await naive_relay(url, services, timing),
+                    )
+                    row(workload, "peer: benthos engine", await benthos(url, services, timing))
+    return rows
