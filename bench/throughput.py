@@ -85,7 +85,11 @@ async def raw_ws(url: str, workload: Workload, timing: Timing) -> tuple[float, f
     async def read(n: int) -> None:
         ws_url = url.replace("http://", "ws://") + f"/ws/inst-{n:03d}"
         async with connect(
-            ws_url, additional_headers={"token": f"tok-{n:03d}"}, max_size=None, max_queue=64
+            ws_url,
+            additional_headers={"token": f"tok-{n:03d}"},
+            max_size=None,
+            max_queue=64,
+            compression=None,  # as the bridge: no permessage-deflate, CPU is the limit
         ) as ws:
             while True:
                 frame = await ws.recv(decode=False)
@@ -94,6 +98,8 @@ async def raw_ws(url: str, workload: Workload, timing: Timing) -> tuple[float, f
                 if measuring.is_set():
                     counts[0] += 1
                     counts[1] += len(frame)
+                if counts[0] % 64 == 0:
+                    await asyncio.sleep(0)  # a queue that never empties must not starve timers
 
     tasks = [asyncio.create_task(read(n)) for n in range(workload.instances)]
     await asyncio.sleep(timing.warmup)
@@ -140,6 +146,7 @@ async def raw_producer(
                 chunk = sample[start : start + window]
                 futures = [await producer.send(topic, f, key=b"inst-000") for f in chunk]
                 await asyncio.gather(*futures)
+                await asyncio.sleep(0)  # replies already there must not starve the timers
 
     try:
         return await _background(
@@ -176,6 +183,7 @@ async def raw_xadd(services: Services, sample: list[bytes], timing: Timing) -> f
                         approximate=True,
                     )
                 await pipe.execute()
+                await asyncio.sleep(0)  # replies already there must not starve the timers
 
     try:
         return await _background(
