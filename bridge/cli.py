@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from bridge import __version__
+from bridge import __version__, eventloop
 from bridge.demo import run_demo
 from bridge.errors import BridgeError, ConfigError
 from bridge.logs import configure_logging, get_logger
@@ -94,7 +94,7 @@ def run(path: Path | None) -> int:
         return report_invalid(path, exc)
     configure_logging(settings.log.level, settings.log.format)
     try:
-        return asyncio.run(Supervisor(settings, config_path=path).run())
+        return eventloop.run(Supervisor(settings, config_path=path).run(), settings.event_loop)
     except ConfigError as exc:
         return report_invalid(path, exc)
     except BridgeError as exc:

@@ -45,6 +45,7 @@ class Delivery:
         self.sink = sink or build_sink(settings, environ, fencing)
         self.on_fatal = on_fatal
         self.started = False
+        self.worker: SinkWorker | None = None
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -75,7 +76,7 @@ class Delivery:
         self.started = True
         self.metrics.sink_up.labels(self.sink.kind).set(1)
         log.info("sink.started", sink=self.sink.kind)
-        worker = SinkWorker(
+        worker = self.worker = SinkWorker(
             self.sink,
             self.spool,
             self.metrics,
@@ -84,6 +85,11 @@ class Delivery:
             retry=retry,
         )
         await worker.run()
+
+    @property
+    def delivering(self) -> bool:
+        """The sink is started and its last publish went through (not retrying)."""
+        return self.started and self.worker is not None and self.worker.healthy
 
     async def reachable(self) -> bool:
         return self.started and await self.sink.reachable()
@@ -108,5 +114,6 @@ class Delivery:
         self.settings = settings
         self.sink = build_sink(settings, self.environ, self.fencing)
         self.started = False
+        self.worker = None
         self.start()
         log.info("sink.restarted", sink=self.sink.kind)

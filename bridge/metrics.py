@@ -80,6 +80,7 @@ class Metrics:
     discovery_eta: Gauge
     config_reloads: Counter
     cluster_shards_owned: Gauge
+    reader_paused: Counter
     cluster_rebalances: Counter
     cluster_handover: Histogram
 
@@ -182,6 +183,10 @@ def create_metrics(registry: CollectorRegistry | None = None) -> Metrics:
             ("outcome",),
         ),
         cluster_shards_owned=gauge("cluster_shards_owned", "Shards this replica owns now."),
+        reader_paused=counter(
+            "reader_paused_seconds",
+            "Seconds the socket readers waited for the sink worker (delivering, far behind).",
+        ),
         cluster_rebalances=counter(
             "cluster_rebalances", "Changes of this replica's shards (assignments, leases)."
         ),

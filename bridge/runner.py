@@ -11,7 +11,7 @@ import asyncio
 import socket
 import ssl
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 from pydantic import SecretStr
@@ -54,6 +54,10 @@ class InstanceStatus:
         return self.state == "connected"
 
 
+async def _yield() -> None:
+    await asyncio.sleep(0)
+
+
 @dataclass(frozen=True)
 class RunnerContext:
     """What every runner of a process shares."""
@@ -68,6 +72,7 @@ class RunnerContext:
     last_seen: LastSeen = field(default_factory=LastSeen)
     gap_markers: bool = True
     replica: str = field(default_factory=socket.gethostname)
+    pace: Callable[[], Awaitable[None]] = field(default=_yield)
 
 
 class Runner:
@@ -139,7 +144,7 @@ class Runner:
             self.handle(frame)
             handled += 1
             if handled % YIELD_EVERY == 0:  # a flooded socket must not starve the sink worker
-                await asyncio.sleep(0)
+                await self.ctx.pace()
 
     async def _token(self) -> SecretStr | None:
         """Resolve the token; while it cannot be, the instance is failed and retried slowly."""

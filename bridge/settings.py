@@ -342,6 +342,7 @@ class Settings(BaseSettings):
     log: LogSettings = Field(default_factory=LogSettings)
     reload: ReloadSettings = Field(default_factory=ReloadSettings)
     cluster: ClusterSettings = Field(default_factory=ClusterSettings)
+    event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
 
     @model_validator(mode="after")
     def _cluster_rides_on_the_sink(self) -> Settings:

@@ -36,6 +36,7 @@ from bridge.errors import ClusterError
 from bridge.lastseen import LastSeen
 from bridge.logs import get_logger, register_secret
 from bridge.metrics import Metrics, create_metrics, forget_instance, init_cluster
+from bridge.pacing import Pacer
 from bridge.reload import ConfigWatcher
 from bridge.runner import Runner, RunnerContext
 from bridge.settings import InstanceSettings, Settings, read_secret
@@ -44,7 +45,7 @@ from bridge.sinks.base import Sink
 from bridge.spool import Spool, wait_settled
 from bridge.spool.disk import DiskSpool
 from bridge.upstream.ratelimit import BucketRegistry, TokenBucket
-from bridge.upstream.rest import RestClient, WsConfig
+from bridge.upstream.rest import REST_IN_FLIGHT, RestClient, WsConfig
 from bridge.wiring import admin_tls, build_pipeline, upstream_ssl
 
 log = get_logger(__name__)
@@ -113,12 +114,18 @@ class Supervisor:
         self.last_seen = LastSeen(
             settings.spool.dir / "last-seen.json" if isinstance(self.spool, DiskSpool) else None
         )
+        self.pacer = Pacer(
+            self.spool.stats,
+            lambda: self.delivery.delivering,
+            on_pause=self.metrics.reader_paused.inc,
+        )
         self.handle_signals = handle_signals
         self.runners: dict[str, Runner] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._stop = asyncio.Event()
         self._fatal: str | None = None
         self.buckets = BucketRegistry(settings.upstream.rate_limit_per_minute)
+        self.rest_slots = asyncio.Semaphore(REST_IN_FLIGHT)
         self.ctx, self.http = self._upstream(settings)
         self.admin = AdminServer(
             self.metrics,
@@ -142,6 +149,9 @@ class Supervisor:
             verify=context or True,
             headers={"User-Agent": f"ryze-bridge/{__version__}"},
             trust_env=False,
+            limits=httpx.Limits(
+                max_connections=REST_IN_FLIGHT, max_keepalive_connections=REST_IN_FLIGHT
+            ),
         )
         runner_context = RunnerContext(
             upstream=settings.upstream,
@@ -153,11 +163,12 @@ class Supervisor:
             ssl=context,
             last_seen=self.last_seen,
             gap_markers=settings.sink.gap_markers,
+            pace=self.pacer,
         )
         return runner_context, http
 
     def _rest_client(self, token: SecretStr, bucket: TokenBucket) -> RestClient:
-        return RestClient(self.http, token, bucket)
+        return RestClient(self.http, token, bucket, slots=self.rest_slots)
 
     async def run(self) -> int:
         """The whole life of the process; returns the exit code."""

@@ -13,10 +13,9 @@ from bridge.pipeline.filter import EventFilter
 from bridge.settings import InstanceSettings, Settings, read_secret
 from bridge.sinks.base import Sink
 from bridge.sinks.file import FileSink
+from bridge.sinks.kafka import RECORD_OVERHEAD as KAFKA_RECORD_OVERHEAD
 from bridge.sinks.kafka import KafkaSink
 from bridge.sinks.redis import Fencing, RedisSink
-
-KAFKA_RECORD_OVERHEAD = 1024
 
 
 def build_sink(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from bridge.pipeline.events import chat_id
@@ -12,6 +12,7 @@ from bridge.pipeline.events import chat_id
 KeyMode = Literal["instance", "chat", "none"]
 _KAFKA_ILLEGAL = re.compile(r"[^A-Za-z0-9._-]")
 KAFKA_TOPIC_MAX = 249
+NAMES_CACHED = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,10 +22,20 @@ class Router:
     template: str
     key_mode: KeyMode = "instance"
     kafka_names: bool = False
+    _names: dict[tuple[str, str], str] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def destination(self, instance: str, event: str) -> str:
-        name = self.template.format(instance=instance, event=event)
-        return kafka_topic_name(name) if self.kafka_names else name
+        """The filled template (remembered: the same few pairs come back every frame)."""
+        name = self._names.get((instance, event))
+        if name is None:
+            name = self.template.format(instance=instance, event=event)
+            if self.kafka_names:
+                name = kafka_topic_name(name)
+            if len(self._names) < NAMES_CACHED:
+                self._names[instance, event] = name
+        return name
 
     def key(self, instance: str, document: dict[str, Any] | None) -> bytes | None:
         if self.key_mode == "none":

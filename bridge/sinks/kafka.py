@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,6 +29,7 @@ from aiokafka.errors import (
     TopicAuthorizationFailedError,
 )
 from aiokafka.helpers import create_ssl_context
+from aiokafka.partitioner import DefaultPartitioner
 from pydantic import SecretStr
 
 from bridge.errors import SinkConfigError, SinkUnavailableError
@@ -99,6 +101,60 @@ def producer_options(settings: KafkaSinkSettings) -> dict[str, Any]:
     }
 
 
+RECORD_OVERHEAD = 1024  # headers and record framing, as in wiring.max_value_bytes
+PARTITIONS_TTL = 30.0
+KEYS_CACHED = 100_000
+
+
+class _Batches:
+    """The producer batches of one publish: one open batch per topic-partition."""
+
+    def __init__(self, producer: Any, cloudevents: bool) -> None:
+        self.producer = producer
+        self.cloudevents = cloudevents
+        self.open: dict[tuple[str, int], tuple[Any, list[int]]] = {}
+        self.queued: list[tuple[asyncio.Future[Any], list[int]]] = []
+        self.done: set[int] = set()
+
+    async def add(self, index: int, record: Record, partition: int) -> None:
+        headers = record.headers()
+        if self.cloudevents and record.dlq_reason is None:
+            headers += cloudevents_headers(record)
+        where = (record.destination, partition)
+        entry = self.open.get(where)
+        if entry is None:
+            entry = self.open[where] = (self.producer.create_batch(), [])
+        builder, members = entry
+        if builder.append(timestamp=None, key=record.key, value=record.value, headers=headers):
+            members.append(index)
+            return
+        await self._send(where)  # full: send it, start the next one with this record
+        builder, members = self.open[where] = (self.producer.create_batch(), [index])
+        builder.append(timestamp=None, key=record.key, value=record.value, headers=headers)
+
+    async def _send(self, where: tuple[str, int]) -> None:
+        builder, members = self.open.pop(where)
+        if not members:
+            return
+        future = await self.producer.send_batch(builder, where[0], partition=where[1])
+        self.queued.append((future, members))
+        self.done.update(members)
+
+    async def flush(self) -> None:
+        for where in list(self.open):
+            await self._send(where)
+
+    def unsent(self, total: int) -> list[int]:
+        return [i for i in range(total) if i not in self.done]
+
+    async def settle(self) -> list[tuple[int, Outcome]]:
+        settled: list[tuple[int, Outcome]] = []
+        for future, members in self.queued:
+            outcome = await _settle(future)
+            settled.extend((index, outcome) for index in members)
+        return settled
+
+
 class KafkaSink:
     kind = "kafka"
 
@@ -111,6 +167,10 @@ class KafkaSink:
         self._producer: Any = None
         self._admin: Any = None
         self._topics: set[str] = set()
+        self._partitioner = DefaultPartitioner()
+        self._partitions: dict[str, list[int]] = {}
+        self._partitions_until = 0.0
+        self._key_partitions: dict[tuple[str, bytes], int] = {}
 
     async def start(self) -> None:
         try:
@@ -170,32 +230,53 @@ class KafkaSink:
         self._topics |= topics
 
     async def publish(self, records: Sequence[Record]) -> list[Outcome]:
+        """Records grouped into one producer batch per topic-partition, in spool order (the
+        partition is the producer's own choice for the key, so keys land where ``send`` would
+        put them); each batch settles its records. A record the broker could never take is
+        refused alone, before batching."""
         if self._producer is None:
             raise SinkUnavailableError("kafka: not started")
         missing = await self._missing_topics({r.destination for r in records})
-        outcomes: list[Outcome | asyncio.Future[Any]] = []
-        for index, record in enumerate(records):
-            if record.destination in missing:
-                outcomes.append(Rejected("missing_topic", _missing_message(record.destination)))
-                continue
-            try:
-                outcomes.append(await self._send(record))
-            except KafkaError as exc:
-                outcome = classify(exc)
-                outcomes.append(outcome)
-                if isinstance(outcome, Failed):
-                    outcomes.extend([outcome] * (len(records) - index - 1))
-                    break
-        return [await _settle(o) for o in outcomes]
+        outcomes: list[Outcome | None] = [None] * len(records)
+        batches = _Batches(self._producer, self.settings.cloudevents == "binary")
+        limit = self.settings.max_request_bytes - RECORD_OVERHEAD
+        try:
+            for index, record in enumerate(records):
+                if record.destination in missing:
+                    outcomes[index] = Rejected(
+                        "missing_topic", _missing_message(record.destination)
+                    )
+                elif len(record.value) + len(record.key or b"") > limit:
+                    outcomes[index] = Rejected("too_large", f"{len(record.value)} bytes")
+                else:
+                    partition = await self._partition(record)
+                    await batches.add(index, record, partition)
+            await batches.flush()
+        except KafkaError as exc:  # could not even queue: the rest waits in the spool
+            failed = classify(exc)
+            for index in batches.unsent(len(records)):
+                if outcomes[index] is None:
+                    outcomes[index] = failed
+        for index, outcome in await batches.settle():
+            outcomes[index] = outcome
+        return [o if o is not None else DELIVERED for o in outcomes]
 
-    async def _send(self, record: Record) -> asyncio.Future[Any]:
-        headers = record.headers()
-        if self.settings.cloudevents == "binary" and record.dlq_reason is None:
-            headers += cloudevents_headers(record)
-        future: asyncio.Future[Any] = await self._producer.send(
-            record.destination, record.value, key=record.key, headers=headers
-        )
-        return future
+    async def _partition(self, record: Record) -> int:
+        """The partition the producer's default partitioner picks for the record's key."""
+        topic = record.destination
+        partitions = self._partitions.get(topic)
+        if partitions is None or time.monotonic() > self._partitions_until:
+            partitions = sorted(await self._producer.partitions_for(topic))
+            self._partitions[topic] = partitions
+            self._partitions_until = time.monotonic() + PARTITIONS_TTL
+        if record.key is None:
+            return int(self._partitioner(None, partitions, partitions))
+        cached = self._key_partitions.get((topic, record.key))
+        if cached is None or cached not in partitions:
+            cached = int(self._partitioner(record.key, partitions, partitions))
+            if len(self._key_partitions) < KEYS_CACHED:
+                self._key_partitions[topic, record.key] = cached
+        return cached
 
     async def reachable(self) -> bool:
         if self._admin is None:

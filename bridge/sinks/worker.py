@@ -72,6 +72,11 @@ class SinkWorker:
         self._published = Children(metrics.events_published)
         self._latency = metrics.publish_latency.labels(sink.kind)
 
+    @property
+    def healthy(self) -> bool:
+        """The last publish settled its whole batch (the worker is not retrying)."""
+        return self._attempt == 0
+
     async def run(self) -> None:
         """Publish forever; cancel to stop (the batch in flight stays in the spool)."""
         while True:
@@ -143,13 +148,18 @@ class SinkWorker:
     def _count(self, records: Sequence[Record], outcomes: Sequence[Outcome]) -> None:
         now_ns = time.time_ns()
         kind = self.sink.kind
+        per_destination: dict[str, int] = {}
+        observe = self._latency.observe
         for record, outcome in zip(records, outcomes, strict=True):
             if not isinstance(outcome, Delivered):
                 continue
             if record.dlq_reason is not None:
                 self.metrics.dlq_records.labels(record.dlq_reason).inc()
-            self._published(kind, record.destination).inc()
-            self._latency.observe(max(0.0, (now_ns - record.received_ns) / 1e9))
+            destination = record.destination
+            per_destination[destination] = per_destination.get(destination, 0) + 1
+            observe(max(0.0, (now_ns - record.received_ns) / 1e9))
+        for destination, count in per_destination.items():  # one increment per destination
+            self._published(kind, destination).inc(count)
 
     def _failed(self, error: SinkError, pending: int) -> None:
         self.metrics.publish_errors.labels(self.sink.kind, type(error).__name__).inc()

@@ -19,7 +19,7 @@ from bridge.pipeline import Record
 WhenFull = Literal["drop_newest", "drop_oldest"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # one per record: a plain __init__ is 3x cheaper than frozen
 class AppendResult:
     """What an append did: whether the new record was kept, and which records were dropped."""
 

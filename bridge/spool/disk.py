@@ -44,7 +44,7 @@ class Segment:
     size: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # one per record: a plain __init__ is 3x cheaper than frozen
 class InFlight:
     seq: int
     record: Record
@@ -92,6 +92,8 @@ class DiskSpool:
     recent_max_bytes: int = 64 * 1024 * 1024
     _last_sync: float = 0.0
     _dirty: bool = False
+    _flush_pending: bool = False
+    _write_error: str | None = None
     _readable: asyncio.Event = field(default_factory=asyncio.Event)
     _empty: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -208,9 +210,10 @@ class DiskSpool:
                 return AppendResult(accepted=False, dropped=(record, *dropped))
         if self._segments[-1].size >= self.segment_bytes:
             self._new_segment()
+        if self._write_error is not None:
+            raise SpoolError(f"spool: write failed: {self._write_error}")
         try:
             self._writer.write(entry)
-            self._writer.flush()
         except OSError as exc:
             raise SpoolError(f"spool: write failed: {exc.strerror}") from None
         segment = self._segments[-1]
@@ -221,10 +224,33 @@ class DiskSpool:
         self._next_seq += 1
         self._bytes += len(entry)
         self._events += 1
+        self._flush_soon()
         self._sync_if_due()
         self._readable.set()
         self._empty.clear()
         return AppendResult(accepted=True, dropped=tuple(dropped))
+
+    def _flush_soon(self) -> None:
+        """Hand what was appended to the kernel at the end of this event-loop turn: one write
+        for all the records of the turn instead of one per record. A crash of the process
+        loses nothing handed over; ``fsync`` decides about the machine crashing."""
+        if self._flush_pending:
+            return
+        self._flush_pending = True
+        try:
+            asyncio.get_running_loop().call_soon(self.flush)
+        except RuntimeError:  # no loop (tools, tests): at once
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the buffered entries to the segment file (not fsync)."""
+        self._flush_pending = False
+        if self._writer is None:
+            return
+        try:
+            self._writer.flush()
+        except OSError as exc:
+            self._write_error = exc.strerror or str(exc)
 
     def _sync_if_due(self) -> None:
         if self.fsync == "never":
@@ -238,6 +264,7 @@ class DiskSpool:
     def sync(self) -> None:
         """fsync the active segment now (the interval policy also calls this on a timer)."""
         if self._writer is not None and self._dirty:
+            self.flush()
             os.fsync(self._writer.fileno())
             self._dirty = False
             self._last_sync = time.monotonic()
@@ -310,6 +337,7 @@ class DiskSpool:
         return self._read_from_disk(max_records)
 
     def _read_from_disk(self, max_records: int) -> list[InFlight]:
+        self.flush()  # what is still buffered must be in the file to be read back
         batch: list[InFlight] = []
         ack_segment, ack_offset = self._ack_pos
         for segment in list(self._segments):

@@ -149,6 +149,9 @@ class RetryBudget:
         return random.uniform(0, min(self.maximum, self.initial * 2**attempt))  # noqa: S311
 
 
+REST_IN_FLIGHT = 16
+
+
 class RestClient:
     """REST calls for one token; ``client`` is injectable (httpx.MockTransport in tests)."""
 
@@ -160,12 +163,16 @@ class RestClient:
         *,
         retry: RetryBudget | None = None,
         on_wait: Callable[[float], None] | None = None,
+        slots: asyncio.Semaphore | None = None,
     ) -> None:
         self.client = client
         self._token = token
         self.bucket = bucket
         self.retry = retry or RetryBudget()
         self.on_wait = on_wait
+        # calls in flight across all instances: httpx's pool scans every waiting request for
+        # every connection, which costs a whole core once a thousand instances start at once
+        self.slots = slots or asyncio.Semaphore(REST_IN_FLIGHT)
 
     async def request(self, method: str, path: str, instance: str, **kw: Any) -> httpx.Response:
         """One call after one request of budget; the answer's rate headers feed the bucket."""
@@ -174,7 +181,8 @@ class RestClient:
             self.on_wait(waited)
         headers = {"token": self._token.get_secret_value()}
         try:
-            response = await self.client.request(method, path, headers=headers, **kw)
+            async with self.slots:
+                response = await self.client.request(method, path, headers=headers, **kw)
         except httpx.HTTPError as exc:
             raise UpstreamUnavailableError(f"{instance}: {type(exc).__name__}") from None
         self.bucket.observe(*parse_rate_headers(dict(response.headers)))

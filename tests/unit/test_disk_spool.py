@@ -139,3 +139,19 @@ async def test_drop_oldest_counts_exactly_and_keeps_newest(tmp_path: Path) -> No
     assert held[-1] == "id99"
     assert dropped[0] == "id0"
     spool.close()
+
+
+async def test_appends_of_one_loop_turn_reach_the_file_together(tmp_path: Path) -> None:
+    """Records appended during one event-loop turn are handed to the kernel at its end (one
+    write, not one per record): after the turn the segment file holds every one of them, so
+    a crash of the process from then on loses none; a read-back from disk sees them too."""
+    spool = opened(tmp_path, recent_max_bytes=1)  # nothing kept in memory: reads go to disk
+    segment = next(tmp_path.glob("seg-*.log"))
+    for n in range(50):
+        spool.append(record(n))
+    written = segment.stat().st_size
+    await asyncio.sleep(0)
+    assert segment.stat().st_size > written
+    assert segment.stat().st_size == spool.stats().bytes
+    assert await drain(spool) == [f"id{n}" for n in range(50)]
+    spool.close()
