@@ -9,7 +9,6 @@ and the peers run as their own processes. Every rate is counted on the broker's 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import shutil
 import sys
 import tempfile
@@ -115,15 +114,21 @@ async def raw_ws(url: str, workload: Workload, timing: Timing) -> tuple[float, f
 
 
 async def _background(
-    work: Callable[[], Coroutine[Any, Any, None]], measure: Callable[[], Awaitable[float]]
+    work: Callable[[asyncio.Event], Coroutine[Any, Any, None]],
+    measure: Callable[[], Awaitable[float]],
 ) -> float:
-    task = asyncio.create_task(work())
+    """Run ``work`` while ``measure`` runs; then ask it to stop (a flag, not a cancel: a
+    client library that swallows a cancellation would keep the loop going forever)."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(work(stop))
     try:
         return await measure()
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        stop.set()
+        try:
+            await asyncio.wait_for(task, 30)
+        except TimeoutError:
+            task.cancel()
 
 
 async def raw_producer(
@@ -140,8 +145,8 @@ async def raw_producer(
     await producer.start()
     window = max(1, min(1000, 16_000_000 // max(1, len(sample[0]))))
 
-    async def produce() -> None:
-        while True:
+    async def produce(stop: asyncio.Event) -> None:
+        while not stop.is_set():
             for start in range(0, len(sample), window):
                 chunk = sample[start : start + window]
                 futures = [await producer.send(topic, f, key=b"inst-000") for f in chunk]
@@ -165,8 +170,8 @@ async def raw_xadd(services: Services, sample: list[bytes], timing: Timing) -> f
     client = Redis.from_url(services.redis)
     window = max(1, min(1000, 16_000_000 // max(1, len(sample[0]))))
 
-    async def add() -> None:
-        while True:
+    async def add(stop: asyncio.Event) -> None:
+        while not stop.is_set():
             for start in range(0, len(sample), window):
                 pipe = client.pipeline(transaction=False)
                 for frame in sample[start : start + window]:
