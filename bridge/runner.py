@@ -30,6 +30,7 @@ from bridge.upstream.rest import RestClient, WsConfig, desired_config
 from bridge.upstream.ws import InstanceSource
 
 YIELD_EVERY = 64
+GAUGE_EVERY = 0.5
 
 
 def rfc3339_or_none(seconds: float | None) -> str | None:
@@ -103,6 +104,7 @@ class Runner:
         self._connected_before = False
         self._known_config = known_config
         self._last_disconnect: str | None = None
+        self._gauge_at = 0.0
 
     async def run(self) -> None:
         """Read until :meth:`stop`; every frame received is in the spool when this returns."""
@@ -283,7 +285,9 @@ class Runner:
 
     def activity(self, ping: bool) -> None:
         now = time.time()
+        if ping or now - self._gauge_at >= GAUGE_EVERY:
+            self._last_frame.set(now)  # a gauge scraped every few seconds: twice a second will do
+            self._gauge_at = now
         self.status.last_frame_at = now
-        self._last_frame.set(now)
         if ping:
             self.metrics.ws_pings.labels(self.name).inc()

@@ -81,6 +81,9 @@ def cut_sole_token(raw: bytes, token: str) -> bytes | None:
     what is left. Otherwise None (the verified cut decides)."""
     if raw.count(b'"token"') != 1:
         return None
+    compact = cut_compact_member(raw, token)
+    if compact is not None:
+        return compact
     for pattern in _CUTS:
         match = pattern.search(raw)
         if match is None:
@@ -90,6 +93,28 @@ def cut_sole_token(raw: bytes, token: str) -> bytes | None:
             return None
         return None if token.encode() in candidate else candidate
     return None
+
+
+def cut_compact_member(raw: bytes, token: str) -> bytes | None:
+    """The usual case in a few byte scans: the member written compactly, ``"token":"…"``
+    with the token as it is (no escapes), cut with the comma that joins it to a neighbour.
+    The caller has checked that ``"token"`` occurs once; None when anything else holds."""
+    value = token.encode()
+    if b"\\" in value or b'"' in value:
+        return None
+    member = b'"token":"' + value + b'"'
+    start = raw.find(member)
+    if start < 0:
+        return None
+    end = start + len(member)
+    if raw[start - 1 : start] == b",":
+        start -= 1
+    elif raw[end : end + 1] == b",":
+        end += 1
+    elif raw[start - 1 : start] != b"{" or raw[end : end + 1] != b"}":
+        return None
+    candidate = raw[:start] + raw[end:]
+    return None if value in candidate else candidate
 
 
 def cut_token(raw: bytes, expected: dict[str, Any], token: Any = None) -> bytes | None:

@@ -24,13 +24,8 @@ HEADER_SIZE = HEADER.size
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 _NONE = 0xFFFFFFFF
+_NONE_BYTES = _U32.pack(_NONE)
 MAX_PAYLOAD = 1 << 30
-
-
-def _field(value: bytes | None) -> bytes:
-    if value is None:
-        return _U32.pack(_NONE)
-    return _U32.pack(len(value)) + value
 
 
 def _text(value: str | None) -> bytes | None:
@@ -38,7 +33,9 @@ def _text(value: str | None) -> bytes | None:
 
 
 def encode_payload(record: Record) -> bytes:
-    fields = (
+    parts = [_U64.pack(record.received_ns)]
+    append = parts.append
+    for field in (
         record.destination.encode(),
         record.key,
         record.value,
@@ -47,8 +44,13 @@ def encode_payload(record: Record) -> bytes:
         record.id.encode(),
         _text(record.dlq_reason),
         _text(record.dlq_error),
-    )
-    return _U64.pack(record.received_ns) + b"".join(_field(f) for f in fields)
+    ):
+        if field is None:
+            append(_NONE_BYTES)
+        else:
+            append(_U32.pack(len(field)))
+            append(field)
+    return b"".join(parts)
 
 
 def decode_payload(payload: bytes) -> Record:

@@ -34,6 +34,7 @@ from bridge.spool.recovery import iter_segment_paths, rewrite, scan_file
 FsyncPolicy = Literal["always", "interval", "never"]
 ACK_FILE = "ack"
 LOCK_FILE = "lock"
+ACK_WRITE_SECONDS = 0.1
 
 
 @dataclass
@@ -93,6 +94,7 @@ class DiskSpool:
     _last_sync: float = 0.0
     _dirty: bool = False
     _flush_pending: bool = False
+    _ack_written_at: float = 0.0
     _write_error: str | None = None
     _readable: asyncio.Event = field(default_factory=asyncio.Event)
     _empty: asyncio.Event = field(default_factory=asyncio.Event)
@@ -361,7 +363,10 @@ class DiskSpool:
             self._events -= 1
         if done:
             self._forget_acked_segments()
-            self._write_ack()
+            now = time.monotonic()
+            if now - self._ack_written_at >= ACK_WRITE_SECONDS or self.fsync == "always":
+                self._write_ack()  # at most every 100 ms: a crash replays at most that much
+                self._ack_written_at = now
         self.rewind()
         if self._events == 0:
             self._empty.set()
