@@ -6,7 +6,14 @@ import orjson
 import pytest
 
 from bridge.pipeline import Drop, Frame, Pipeline, Publish, Router
-from bridge.pipeline.events import _CUTS, cut_sole_token, cut_token, decode, without_token
+from bridge.pipeline.events import (
+    _CUTS,
+    cut_compact_member,
+    cut_sole_token,
+    cut_token,
+    decode,
+    without_token,
+)
 from bridge.pipeline.filter import EventFilter
 from bridge.pipeline.records import rfc3339
 from bridge.pipeline.route import kafka_topic_name, record_id
@@ -210,3 +217,22 @@ def test_fast_cut_refuses_an_escaped_key_elsewhere() -> None:
     assert cut_sole_token(raw, "s3cr3t") is None
     value = decode(raw).value
     assert orjson.loads(value) == {"event": "x", "data": {"token": "s3cr3t"}, "instanceData": {}}
+
+
+@pytest.mark.parametrize(
+    ("raw", "cut"),
+    [
+        (b'{"a":1,"token":"tk","b":2}', b'{"a":1,"b":2}'),
+        (b'{"token":"tk","b":2}', b'{"b":2}'),
+        (b'{"a":1,"token":"tk"}', b'{"a":1}'),
+        (b'{"token":"tk"}', b"{}"),
+        (b'{"a":1, "token":"tk"}', None),
+        (b'{"a":"tk","token":"tk"}', None),
+        (b'{"token": "tk"}', None),
+    ],
+)
+def test_compact_member_cut(raw: bytes, cut: bytes | None) -> None:
+    """The compact cut takes the member with the comma that joins it to a neighbour, and
+    declines (None) when the token is still there afterwards or the member is not written
+    compactly between separators it understands (the verified cut takes over then)."""
+    assert cut_compact_member(raw, "tk") == cut
