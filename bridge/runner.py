@@ -29,7 +29,8 @@ from bridge.upstream.ratelimit import BucketRegistry, TokenBucket
 from bridge.upstream.rest import RestClient, WsConfig, desired_config
 from bridge.upstream.ws import InstanceSource
 
-YIELD_EVERY = 64
+YIELD_EVERY = 64  # frames, or
+YIELD_BYTES = 1 << 20  # bytes read, whichever comes first, between two turns of the pacer
 GAUGE_EVERY = 0.5
 
 
@@ -74,6 +75,7 @@ class RunnerContext:
     gap_markers: bool = True
     replica: str = field(default_factory=socket.gethostname)
     pace: Callable[[], Awaitable[None]] = field(default=_yield)
+    held: Callable[[], bool] = field(default=lambda: False)
 
 
 class Runner:
@@ -141,11 +143,13 @@ class Runner:
             observer=self,
             ssl=self.ctx.ssl,
         )
-        handled = 0
+        handled = read = 0
         async for frame in self._source:
             self.handle(frame)
             handled += 1
-            if handled % YIELD_EVERY == 0:  # a flooded socket must not starve the sink worker
+            read += len(frame.raw)
+            if handled == YIELD_EVERY or read >= YIELD_BYTES or self.ctx.held():
+                handled = read = 0  # a flooded socket must not starve the sink worker
                 await self.ctx.pace()
 
     async def _token(self) -> SecretStr | None:

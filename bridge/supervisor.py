@@ -164,6 +164,7 @@ class Supervisor:
             last_seen=self.last_seen,
             gap_markers=settings.sink.gap_markers,
             pace=self.pacer,
+            held=self.pacer.held,
         )
         return runner_context, http
 

@@ -25,7 +25,12 @@ from typing import Any, Protocol
 
 from pydantic import SecretStr
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.exceptions import (
+    ConnectionClosed,
+    ConnectionClosedOK,
+    InvalidHandshake,
+    InvalidStatus,
+)
 from websockets.frames import Frame as WsFrame
 from websockets.frames import Opcode
 
@@ -198,10 +203,12 @@ class InstanceSource:
         reensure = asyncio.create_task(self._reensure())
         reason = "closed"
         try:
-            async for message in connection:
-                raw = message.encode() if isinstance(message, str) else message
+            while True:  # bytes as received, text frames too: no decode and re-encode
+                raw = await connection.recv(decode=False)
                 self.observer.activity(ping=False)
                 yield Frame(self.instance, raw, time.time_ns())
+        except ConnectionClosedOK:
+            pass  # a normal close: reason stays "closed"
         except ConnectionClosed as exc:
             reason = _close_reason(exc)
         finally:

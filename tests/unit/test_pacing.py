@@ -65,3 +65,33 @@ async def test_no_wait_while_the_sink_is_down() -> None:
     started = time.monotonic()
     await pacer()
     assert time.monotonic() - started < 0.2
+
+
+async def test_the_gate_is_held_while_a_reader_waits() -> None:
+    """While the worker is behind the gate is held, so other readers stop at their next frame
+    rather than after their next few dozen; it opens when the worker has caught up."""
+    backlog = Backlog(1000)
+    pacer = Pacer(backlog.stats, lambda: True, high_records=100, max_pause=5.0)
+    assert not pacer.held()
+    waiting = asyncio.create_task(pacer())
+    await asyncio.sleep(0.02)
+    assert pacer.held()
+    backlog.events = 10
+    await asyncio.wait_for(waiting, 1.0)
+    assert not pacer.held()
+
+
+async def test_readers_keep_half_the_time_when_the_sink_cannot_keep_up() -> None:
+    """A worker that stays behind past ``max_pause`` opens the gate for another ``max_pause``:
+    readers pass without waiting meanwhile, then wait again."""
+    pacer = Pacer(Backlog(1000).stats, lambda: True, high_records=100, max_pause=0.1)
+    await pacer()  # waits up to 0.1 s, the worker does not catch up
+    assert not pacer.held()
+    started = time.monotonic()
+    for _ in range(50):
+        await pacer()
+    assert time.monotonic() - started < 0.05
+    await asyncio.sleep(0.1)
+    started = time.monotonic()
+    await pacer()
+    assert time.monotonic() - started >= 0.05

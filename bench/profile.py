@@ -1,0 +1,126 @@
+"""Where the bridge spends its time on one benchmark workload: py-spy attached to the bridge
+process while the simulator floods it, then the functions ranked by inclusive and own time.
+
+    python -m bench.profile [--workload "600B x1"] [--sink kafka] [--seconds 10] [--idle]
+
+Needs the services (scripts/services.sh up) and the bench group (uv sync --group bench).
+Writes the raw collapsed stacks to ``bench/results/profile-<workload>-<sink>.txt`` (feed it to
+any flame graph tool) and prints the two rankings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+from bench.common import (
+    ROOT,
+    bridge_args,
+    bridge_config,
+    create_topics,
+    process,
+    read_services,
+    simulator,
+    unique,
+    write_bridge_config,
+)
+from bench.throughput import BIG_MESSAGES, WORKLOADS, sink_section
+from bridge.settings import EVENT_NAMES
+
+
+def rank(collapsed: str, top: int = 25) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
+    """Inclusive and own shares of samples per function from py-spy's raw (collapsed) output:
+    lines of ``frame;frame;…;leaf count`` (pure). A function is counted once per stack even
+    when it recurses."""
+    inclusive: Counter[str] = Counter()
+    own: Counter[str] = Counter()
+    total = 0
+    for line in collapsed.splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = [_function(frame) for frame in stack.split(";")]
+        total += count
+        own[frames[-1]] += count
+        for name in set(frames):
+            inclusive[name] += count
+    if not total:
+        return [], []
+
+    def share(counter: Counter[str]) -> list[tuple[str, float]]:
+        return [(name, n / total) for name, n in counter.most_common(top)]
+
+    return share(inclusive), share(own)
+
+
+def _function(frame: str) -> str:
+    """``name (path/to/file.py:123)`` → ``name (file.py)``: one entry per function."""
+    name, _, where = frame.partition(" (")
+    path = where.rstrip(")").rpartition(":")[0]
+    parts = Path(path).parts
+    short = "/".join(parts[-2:]) if parts else path
+    return f"{name} ({short})"
+
+
+async def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--workload", default="600B x1", choices=[w.name for w in WORKLOADS])
+    parser.add_argument("--sink", default="kafka", choices=["kafka", "redis", "file"])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--idle", action="store_true", help="include samples of an idle loop")
+    args = parser.parse_args(argv)
+    beside = Path(sys.executable).parent / "py-spy"
+    spy = str(beside) if beside.exists() else shutil.which("py-spy")
+    if spy is None:
+        raise SystemExit("py-spy is missing: uv sync --group bench")
+    workload = next(w for w in WORKLOADS if w.name == args.workload)
+    services = read_services()
+    results = ROOT / "bench" / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    out = results / f"profile-{workload.name.replace(' ', '-')}-{args.sink}.txt"
+    with tempfile.TemporaryDirectory(prefix="ryze-bench-prof-") as tmp:
+        work = Path(tmp)
+        async with simulator(
+            work,
+            instances=workload.instances,
+            rate=0,
+            prebuilt=workload.prebuilt,
+            media_bytes=workload.media_bytes,
+        ) as url:
+            prefix = unique(f"prof.{args.sink}")
+            if args.sink == "kafka":
+                topics = [f"{prefix}.{e}" for e in EVENT_NAMES] + [f"{prefix}.dlq"]
+                await create_topics(services.kafka, topics, configs=BIG_MESSAGES)
+            sink = sink_section(args.sink, services, work, prefix, workload)
+            config = bridge_config(url, work, sink, instances=workload.instances)
+            path = write_bridge_config(work, config)
+            async with process(bridge_args(path), work / "bridge.log") as bridge:
+                await asyncio.sleep(args.warmup)
+                record = [spy, "record", "--pid", str(bridge.pid), "--format", "raw"]
+                record += ["--output", str(out), "--duration", str(int(args.seconds))]
+                record += ["--rate", "250", "--nonblocking"]
+                if args.idle:
+                    record.append("--idle")
+                spying = await asyncio.create_subprocess_exec(
+                    *record, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+                )
+                _, err = await spying.communicate()
+                if spying.returncode != 0:
+                    raise SystemExit(f"py-spy failed: {err.decode(errors='replace')[-500:]}")
+    inclusive, own = rank(out.read_text(encoding="utf-8"))
+    print(f"{workload.name} → {args.sink}: {out.name}")
+    for title, rows in (("inclusive", inclusive), ("own", own)):
+        print(f"\n{title}:")
+        for name, share in rows:
+            print(f"  {share * 100:5.1f} %  {name}")
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
