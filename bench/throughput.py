@@ -340,7 +340,7 @@ async def run(
     log: Callable[[str], None],
     workloads: tuple[Workload, ...] = WORKLOADS,
 ) -> list[dict[str, Any]]:
-    """Every workload: raw baselines, the bridge on each sink; for the first also the fsync
+    """Every workload: raw baselines, the bridge on each sink; for 600 B x1 also the fsync
     policies and the peers. One row per measurement."""
     rows: list[dict[str, Any]] = []
 
@@ -379,7 +379,7 @@ async def run(
                 for kind in ("kafka", "redis", "file"):
                     result = await bridge(url, services, workload, kind, timing)
                     row(workload, f"bridge → {kind}", result.pop("rate"), **result)
-                if workload is workloads[0]:
+                if workload is WORKLOADS[0]:  # fsync policies and peers: the main workload
                     for fsync in ("never", "always"):
                         result = await bridge(url, services, workload, "kafka", timing, fsync=fsync)
                         row(workload, f"bridge → kafka fsync={fsync}", result.pop("rate"), **result)

@@ -19,12 +19,15 @@ from bridge.pipeline import Record
 WhenFull = Literal["drop_newest", "drop_oldest"]
 
 
-@dataclass(slots=True)  # one per record: a plain __init__ is 3x cheaper than frozen
+@dataclass(frozen=True, slots=True)
 class AppendResult:
     """What an append did: whether the new record was kept, and which records were dropped."""
 
     accepted: bool
     dropped: tuple[Record, ...] = ()
+
+
+ACCEPTED = AppendResult(accepted=True)  # the usual answer, shared: no object per record
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +86,7 @@ class MemorySpool:
         self._appended += 1
         self._readable.set()
         self._empty.clear()
-        return AppendResult(accepted=True, dropped=tuple(dropped))
+        return AppendResult(accepted=True, dropped=tuple(dropped)) if dropped else ACCEPTED
 
     async def read(self, max_records: int) -> list[Record]:
         """Wait for pending records and move up to ``max_records`` of them in flight."""
