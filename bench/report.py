@@ -95,9 +95,18 @@ def targets(
     return found
 
 
+def spread(samples: list[float | None] | None) -> str:
+    """The rates of a row's rounds as ``low–high`` (pure); empty for a single round."""
+    rates = [r for r in samples or [] if r is not None]
+    if len(rates) < 2:
+        return ""
+    return f"{min(rates):,.0f}–{max(rates):,.0f}"
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        f"{'workload':<10} {'run':<28} {'records/s':>11} {'× ceiling':>10} {'CPU':>6} {'RSS MB':>7}"
+        f"{'workload':<10} {'run':<28} {'records/s':>11} {'× ceiling':>10} {'CPU':>6} "
+        f"{'RSS MB':>7}  rounds"
     ]
     ratio_of = {(r["workload"], r["run"]): r["ratio"] for r in ratios(rows)}
     for row in rows:
@@ -107,7 +116,8 @@ def table(rows: list[dict[str, Any]]) -> str:
         cpu = "" if "cpu" not in row else f"{row['cpu']:.2f}"
         rss = "" if "rss_mb" not in row else f"{row['rss_mb']:.0f}"
         lines.append(
-            f"{row['workload']:<10} {row['run']:<28} {rate:>11} {shown:>10} {cpu:>6} {rss:>7}"
+            f"{row['workload']:<10} {row['run']:<28} {rate:>11} {shown:>10} {cpu:>6} {rss:>7}  "
+            f"{spread(row.get('samples'))}".rstrip()
         )
     return "\n".join(lines)
 

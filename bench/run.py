@@ -1,6 +1,7 @@
 """The benchmark, one command: ``make bench`` (or ``bash scripts/bench.sh``).
 
     python -m bench.run [--quick] [--only throughput,latency,isolation,scale]
+                        [--workload "600B x1" …] [--repeats 3]
 
 Needs the test services (scripts/services.sh up; scripts/bench.sh does it). Writes
 ``bench/results/<date>.json`` and PNG plots beside it, and prints the table and the goals.
@@ -10,7 +11,6 @@ Every figure is a ratio to raw baselines measured in the same run on the same ma
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import platform
@@ -19,6 +19,7 @@ from typing import Any
 
 from bench import latency, report, scale, throughput
 from bench.common import ROOT, read_services
+from bridge import eventloop
 
 PARTS = ("throughput", "latency", "isolation", "scale")
 
@@ -33,6 +34,9 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--only", default=",".join(PARTS))
     parser.add_argument(
         "--workload", action="append", help="throughput workloads to run (e.g. '600B x1')"
+    )
+    parser.add_argument(
+        "--repeats", type=int, help="rounds per throughput workload, median kept (3; quick 1)"
     )
     args = parser.parse_args(argv)
     parts = set(args.only.split(","))
@@ -56,7 +60,8 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
         chosen = tuple(
             w for w in throughput.WORKLOADS if not args.workload or w.name in args.workload
         )
-        result["throughput"] = await throughput.run(services, timing, log, chosen)
+        repeats = args.repeats or (1 if args.quick else 3)
+        result["throughput"] = await throughput.run(services, timing, log, chosen, repeats)
     if "latency" in parts:
         for rate in (1000, 5000):
             entry = await latency.at_rate(services, rate, window)
@@ -87,4 +92,4 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    eventloop.run(main())  # the bridge's loop (uvloop) for the raw baselines too

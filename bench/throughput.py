@@ -334,59 +334,87 @@ async def benthos(url: str, services: Services, timing: Timing) -> float | None:
             )
 
 
+def median_rows(samples: dict[tuple[str, str], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One row per (workload, run): the sample with the median rate (its CPU and RSS with
+    it), and every sample's rate beside it (pure). A run that measured nothing keeps None."""
+    rows = []
+    for (workload, run), found in samples.items():
+        measured = sorted(
+            (s for s in found if s["rate"] is not None), key=lambda s: float(s["rate"])
+        )
+        middle = measured[(len(measured) - 1) // 2] if measured else {"rate": None}
+        rows.append(
+            {
+                **middle,
+                "workload": workload,
+                "run": run,
+                "samples": [s["rate"] for s in found],
+            }
+        )
+    return rows
+
+
 async def run(
     services: Services,
     timing: Timing,
     log: Callable[[str], None],
     workloads: tuple[Workload, ...] = WORKLOADS,
+    repeats: int = 1,
 ) -> list[dict[str, Any]]:
-    """Every workload: raw baselines, the bridge on each sink; for 600 B x1 also the fsync
-    policies and the peers. One row per measurement."""
-    rows: list[dict[str, Any]] = []
-
+    """Every workload ``repeats`` times over: raw baselines, the bridge on each sink; for
+    600 B x1 also the fsync policies and the peers. Measurements of one round follow each
+    other closely, so a machine that is slower for a while slows the baselines as well; each
+    row is the round with the median rate."""
+    samples: dict[tuple[str, str], list[dict[str, Any]]] = {}
     last = [time.monotonic()]
 
     def row(workload: Workload, run: str, rate: float | None, **extra: Any) -> None:
-        rows.append({"workload": workload.name, "run": run, "rate": rate, **extra})
+        samples.setdefault((workload.name, run), []).append({"rate": rate, **extra})
         shown = "—" if rate is None else f"{rate:,.0f}/s"
         took = time.monotonic() - last[0]
         last[0] = time.monotonic()
         log(f"  {workload.name:<10} {run:<28} {shown:>12}   ({took:.0f} s)")
 
     for workload in workloads:
-        with tempfile.TemporaryDirectory(prefix="ryze-bench-sim-") as tmp:
-            async with simulator(
-                Path(tmp),
-                instances=workload.instances,
-                rate=0,
-                prebuilt=workload.prebuilt,
-                media_bytes=workload.media_bytes,
-            ) as url:
-                frames, size, sample = await raw_ws(url, workload, timing)
-                row(
-                    workload,
-                    "raw websockets read",
-                    frames,
-                    bytes_per_s=size,
-                    frame_bytes=size / max(frames, 1),
-                )
-                row(
-                    workload,
-                    "raw aiokafka produce",
-                    await raw_producer(services, sample, workload, timing),
-                )
-                row(workload, "raw redis XADD", await raw_xadd(services, sample, timing))
-                for kind in ("kafka", "redis", "file"):
-                    result = await bridge(url, services, workload, kind, timing)
-                    row(workload, f"bridge → {kind}", result.pop("rate"), **result)
-                if workload is WORKLOADS[0]:  # fsync policies and peers: the main workload
-                    for fsync in ("never", "always"):
-                        result = await bridge(url, services, workload, "kafka", timing, fsync=fsync)
-                        row(workload, f"bridge → kafka fsync={fsync}", result.pop("rate"), **result)
-                    row(
-                        workload,
-                        "peer: naive python relay",
-                        await naive_relay(url, services, timing),
-                    )
-                    row(workload, "peer: benthos engine", await benthos(url, services, timing))
-    return rows
+        for _ in range(repeats):
+            await one_round(services, timing, workload, row)
+    return median_rows(samples)
+
+
+async def one_round(
+    services: Services,
+    timing: Timing,
+    workload: Workload,
+    row: Callable[..., None],
+) -> None:
+    with tempfile.TemporaryDirectory(prefix="ryze-bench-sim-") as tmp:
+        async with simulator(
+            Path(tmp),
+            instances=workload.instances,
+            rate=0,
+            prebuilt=workload.prebuilt,
+            media_bytes=workload.media_bytes,
+        ) as url:
+            frames, size, sample = await raw_ws(url, workload, timing)
+            row(
+                workload,
+                "raw websockets read",
+                frames,
+                bytes_per_s=size,
+                frame_bytes=size / max(frames, 1),
+            )
+            row(
+                workload,
+                "raw aiokafka produce",
+                await raw_producer(services, sample, workload, timing),
+            )
+            row(workload, "raw redis XADD", await raw_xadd(services, sample, timing))
+            for kind in ("kafka", "redis", "file"):
+                result = await bridge(url, services, workload, kind, timing)
+                row(workload, f"bridge → {kind}", result.pop("rate"), **result)
+            if workload is WORKLOADS[0]:  # fsync policies and peers: the main workload
+                for fsync in ("never", "always"):
+                    result = await bridge(url, services, workload, "kafka", timing, fsync=fsync)
+                    row(workload, f"bridge → kafka fsync={fsync}", result.pop("rate"), **result)
+                row(workload, "peer: naive python relay", await naive_relay(url, services, timing))
+                row(workload, "peer: benthos engine", await benthos(url, services, timing))

@@ -71,8 +71,8 @@ class Pacer:
                 return
             self._open.clear()
             self._watcher = asyncio.create_task(self._until_caught_up())
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._open.wait(), self.max_pause)
+        with contextlib.suppress(TimeoutError):  # the watcher opens it; this is a safety net
+            await asyncio.wait_for(self._open.wait(), 2 * self.max_pause)
 
     async def _until_caught_up(self) -> None:
         started = time.monotonic()

@@ -431,7 +431,7 @@ class Supervisor:
         while True:
             await asyncio.sleep(interval)
             if self.settings.spool.fsync == "interval":
-                spool.sync()
+                spool.sync_soon()
             tick += 1
             if tick % ticks_per_save == 0:
                 self.last_seen.save()

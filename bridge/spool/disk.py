@@ -95,6 +95,7 @@ class DiskSpool:
     _last_sync: float = 0.0
     _dirty: bool = False
     _flush_pending: bool = False
+    _syncing: bool = False
     _ack_written_at: float = 0.0
     _write_error: str | None = None
     _readable: asyncio.Event = field(default_factory=asyncio.Event)
@@ -193,8 +194,13 @@ class DiskSpool:
     def _new_segment(self) -> None:
         if self._writer is not None:
             self._writer.flush()
-            if self.fsync != "never":
+            if self.fsync == "always":
                 os.fsync(self._writer.fileno())
+            elif self.fsync == "interval":
+                try:
+                    self._fsync_beside(self._writer.fileno(), asyncio.get_running_loop())
+                except RuntimeError:  # no loop (tools, tests): at once
+                    os.fsync(self._writer.fileno())
             self._writer.close()
         segment = Segment(self.directory / segment_name(self._next_seq), self._next_seq)
         self._writer = segment.path.open("ab", buffering=WRITE_BUFFER)
@@ -259,18 +265,52 @@ class DiskSpool:
         if self.fsync == "never":
             return
         self._dirty = True
-        if self.fsync == "always" or (
-            time.monotonic() - self._last_sync >= self.fsync_interval_ms / 1000
-        ):
+        if self.fsync == "always":
             self.sync()
+        elif time.monotonic() - self._last_sync >= self.fsync_interval_ms / 1000:
+            self.sync_soon()
 
     def sync(self) -> None:
-        """fsync the active segment now (the interval policy also calls this on a timer)."""
+        """fsync the active segment now, in this thread."""
         if self._writer is not None and self._dirty:
             self.flush()
             os.fsync(self._writer.fileno())
             self._dirty = False
             self._last_sync = time.monotonic()
+
+    def sync_soon(self) -> None:
+        """The interval policy's fsync: what is appended so far is handed to the kernel now
+        and made durable by a worker thread, while the loop goes on reading and delivering
+        (one such fsync at a time; without a running loop, at once)."""
+        if self._writer is None or not self._dirty or self._syncing:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.sync()
+            return
+        self.flush()
+        self._dirty = False
+        self._last_sync = time.monotonic()
+        self._syncing = True
+        self._fsync_beside(self._writer.fileno(), loop).add_done_callback(self._synced)
+
+    def _fsync_beside(
+        self, descriptor: int, loop: asyncio.AbstractEventLoop
+    ) -> asyncio.Future[None]:
+        """fsync ``descriptor``'s file in a worker thread, on a duplicate that stays valid when
+        the segment is closed meanwhile; a failure is kept like a failed write."""
+        future = loop.run_in_executor(None, _fsync_and_close, os.dup(descriptor))
+        future.add_done_callback(self._fsync_failed)
+        return future
+
+    def _fsync_failed(self, done: asyncio.Future[None]) -> None:
+        error = None if done.cancelled() else done.exception()
+        if isinstance(error, OSError):
+            self._write_error = error.strerror or str(error)
+
+    def _synced(self, _: asyncio.Future[None]) -> None:
+        self._syncing = False
 
     def _drop_oldest_segment(self, dropped: list[Record]) -> bool:
         """Delete the oldest segment that holds nothing in flight (never the active one)."""
@@ -401,3 +441,10 @@ class DiskSpool:
 
     async def wait_empty(self) -> None:
         await self._empty.wait()
+
+
+def _fsync_and_close(descriptor: int) -> None:
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

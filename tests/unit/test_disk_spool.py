@@ -4,6 +4,8 @@ second process, and drops exactly what its policy says when full."""
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -155,3 +157,42 @@ async def test_appends_of_one_loop_turn_reach_the_file_together(tmp_path: Path) 
     assert segment.stat().st_size == spool.stats().bytes
     assert await drain(spool) == [f"id{n}" for n in range(50)]
     spool.close()
+
+
+async def test_interval_fsync_runs_beside_the_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With fsync=interval a blocked fsync does not hold the appends: it runs in a worker
+    thread on its own descriptor (segments rotated meanwhile do not disturb it), one interval
+    sync at a time, and once it returns the next one covers what came after."""
+    release = threading.Event()
+    synced: list[int] = []
+
+    def blocked_fsync(descriptor: int) -> None:
+        release.wait(5)
+        synced.append(os.fstat(descriptor).st_size)
+
+    monkeypatch.setattr("bridge.spool.disk.os.fsync", blocked_fsync)
+    spool = opened(tmp_path, fsync="interval", fsync_interval_ms=1, segment_bytes=2000)
+    for n in range(40):  # every append is past the interval; segments rotate
+        spool.append(record(n))
+        await asyncio.sleep(0.002)
+    assert synced == []  # every fsync is still blocked, the appends went on
+    assert spool.stats().events == 40
+    release.set()
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if synced:
+            break
+    assert synced
+    spool.append(record(40))
+    await asyncio.sleep(0.05)
+    spool.close()
+    assert list(range(41)) == [int(r.id[2:]) for r in await reopened_records(tmp_path)]
+
+
+async def reopened_records(directory: Path) -> list[Record]:
+    spool = opened(directory)
+    records = await asyncio.wait_for(spool.read(100), 2)
+    spool.close()
+    return records

@@ -1,0 +1,94 @@
+"""The benchmark's arithmetic: ratios to the same run's raw ceilings, medians of rounds, the
+goals, and the profile ranking. (The measurements themselves run on demand: make bench.)"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from bench.profile import rank
+from bench.report import ratios, targets
+from bench.throughput import median_rows
+
+
+def row(run: str, rate: float | None, workload: str = "600B x1") -> dict[str, object]:
+    return {"workload": workload, "run": run, "rate": rate}
+
+
+RAW = [
+    row("raw websockets read", 100_000),
+    row("raw aiokafka produce", 50_000),
+    row("raw redis XADD", 40_000),
+]
+
+
+def test_a_ratio_is_to_the_lower_of_the_raw_reader_and_the_raw_writer_of_its_sink() -> None:
+    """Kafka runs and peers divide by min(raw read, raw produce), Redis by min(raw read, raw
+    XADD), the file sink by the raw read alone."""
+    rows = [*RAW, row("bridge → kafka", 30_000), row("bridge → redis", 20_000),
+            row("bridge → file", 25_000), row("peer: benthos engine", 60_000)]  # fmt: skip
+    found = {r["run"]: r["ratio"] for r in ratios(rows)}
+    assert found == {
+        "bridge → kafka": pytest.approx(0.6),
+        "bridge → redis": pytest.approx(0.5),
+        "bridge → file": pytest.approx(0.25),
+        "peer: benthos engine": pytest.approx(1.2),
+    }
+
+
+def test_goals_are_judged_on_the_measured_values() -> None:
+    """Each goal carries its value and whether it holds; a missed one says so."""
+    rows = [*RAW, row("bridge → kafka", 29_000), row("peer: benthos engine", 20_000)]
+    latency = [{"rate": 5000, "ack_ms": {"p50": 9.0, "p99": 26.0}}]
+    scale = {"rss_mb": 120.0, "cpu_idle": 0.02}
+    isolation = {"p99_delay_ms": 30.0}
+    found = [(g["value"], g["met"]) for g in targets(rows, latency, isolation, scale)]
+    assert found == [
+        (0.58, False),  # WS→Kafka ratio to the raw ceiling
+        (1.45, True),  # ... to the Benthos peer
+        (26.0, False),  # p99 at 5,000/s
+        (120.0, True),  # RSS with 1,000 instances
+        (2.0, True),  # idle CPU, % of a core
+        (30.0, True),  # 4 MB neighbour delay
+    ]
+
+
+def test_median_row_keeps_the_middle_round_with_its_cpu_and_every_rate() -> None:
+    """Three rounds give the middle one (with the CPU measured in it) and all three rates; a
+    round that measured nothing is listed but not chosen."""
+    samples: dict[tuple[str, str], list[dict[str, Any]]] = {
+        ("600B x1", "bridge → kafka"): [
+            {"rate": 30.0, "cpu": 1.0},
+            {"rate": 10.0, "cpu": 2.0},
+            {"rate": 20.0, "cpu": 3.0},
+        ],
+        ("600B x1", "peer: benthos engine"): [{"rate": None}, {"rate": 5.0}],
+        ("600B x1", "peer: missing"): [{"rate": None}],
+    }
+    rows = {r["run"]: r for r in median_rows(samples)}
+    assert rows["bridge → kafka"]["rate"] == 20.0
+    assert rows["bridge → kafka"]["cpu"] == 3.0
+    assert rows["bridge → kafka"]["samples"] == [30.0, 10.0, 20.0]
+    assert rows["peer: benthos engine"]["rate"] == 5.0
+    assert rows["peer: missing"]["rate"] is None
+
+
+def test_profile_ranks_inclusive_time_once_per_stack_and_own_time_at_the_leaf() -> None:
+    """py-spy's collapsed stacks: a function counts once per stack even when it recurses, and
+    own time goes to the innermost frame."""
+    collapsed = "\n".join(
+        [
+            "main (a/b/cli.py:1);loop (a/b/run.py:5);loop (a/b/run.py:5);parse (x/ev.py:9) 3",
+            "main (a/b/cli.py:1);write (x/disk.py:2) 1",
+            "garbage line",
+        ]
+    )
+    inclusive, own = rank(collapsed)
+    assert dict(inclusive) == {
+        "main (b/cli.py)": 1.0,
+        "loop (b/run.py)": 0.75,
+        "parse (x/ev.py)": 0.75,
+        "write (x/disk.py)": 0.25,
+    }
+    assert dict(own) == {"parse (x/ev.py)": 0.75, "write (x/disk.py)": 0.25}
