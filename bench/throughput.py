@@ -115,20 +115,26 @@ async def raw_ws(url: str, workload: Workload, timing: Timing) -> tuple[float, f
 
 async def _background(
     work: Callable[[asyncio.Event], Coroutine[Any, Any, None]],
-    measure: Callable[[], Awaitable[float]],
+    count: Callable[[], Awaitable[int]],
+    timing: Timing,
 ) -> float:
-    """Run ``work`` while ``measure`` runs; then ask it to stop (a flag, not a cancel: a
-    client library that swallows a cancellation would keep the loop going forever)."""
+    """The rate ``count`` grows at while ``work`` runs; then ``work`` is asked to stop (a flag,
+    not a cancel: a client library that swallows a cancellation would keep the loop going)."""
     stop = asyncio.Event()
     task = asyncio.create_task(work(stop))
     try:
-        return await measure()
+        return await rate_over(count, timing.warmup, timing.seconds)
     finally:
         stop.set()
         try:
             await asyncio.wait_for(task, 30)
         except TimeoutError:
             task.cancel()
+
+
+def pipelined(sample: list[bytes]) -> int:
+    """How many sampled frames one pipelined round sends: up to 1,000, about 16 MB at most."""
+    return max(1, min(1000, 16_000_000 // max(1, len(sample[0]))))
 
 
 async def raw_producer(
@@ -143,7 +149,7 @@ async def raw_producer(
     )
     producer = AIOKafkaProducer(**producer_options(settings))
     await producer.start()
-    window = max(1, min(1000, 16_000_000 // max(1, len(sample[0]))))
+    window = pipelined(sample)
 
     async def produce(stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -154,12 +160,7 @@ async def raw_producer(
                 await asyncio.sleep(0)  # replies already there must not starve the timers
 
     try:
-        return await _background(
-            produce,
-            lambda: rate_over(
-                lambda: kafka_count(services.kafka, [topic]), timing.warmup, timing.seconds
-            ),
-        )
+        return await _background(produce, lambda: kafka_count(services.kafka, [topic]), timing)
     finally:
         await producer.stop()
 
@@ -168,7 +169,7 @@ async def raw_xadd(services: Services, sample: list[bytes], timing: Timing) -> f
     """Entries/s a bare redis.asyncio client adds with pipelined XADD (the bridge's fields)."""
     stream = unique("bench:raw")
     client = Redis.from_url(services.redis)
-    window = max(1, min(1000, 16_000_000 // max(1, len(sample[0]))))
+    window = pipelined(sample)
 
     async def add(stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -191,12 +192,7 @@ async def raw_xadd(services: Services, sample: list[bytes], timing: Timing) -> f
                 await asyncio.sleep(0)  # replies already there must not starve the timers
 
     try:
-        return await _background(
-            add,
-            lambda: rate_over(
-                lambda: redis_count(services.redis, [stream]), timing.warmup, timing.seconds
-            ),
-        )
+        return await _background(add, lambda: redis_count(services.redis, [stream]), timing)
     finally:
         await client.delete(stream)
         await client.aclose()
