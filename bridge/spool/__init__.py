@@ -84,8 +84,10 @@ class MemorySpool:
         self._pending.append(record)
         self._bytes += record.size
         self._appended += 1
-        self._readable.set()
-        self._empty.clear()
+        if not self._readable.is_set():  # set() and clear() cost more than the check
+            self._readable.set()
+        if self._empty.is_set():
+            self._empty.clear()
         return AppendResult(accepted=True, dropped=tuple(dropped)) if dropped else ACCEPTED
 
     async def read(self, max_records: int) -> list[Record]:

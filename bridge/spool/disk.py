@@ -235,8 +235,10 @@ class DiskSpool:
         self._events += 1
         self._flush_soon()
         self._sync_if_due()
-        self._readable.set()
-        self._empty.clear()
+        if not self._readable.is_set():  # set() and clear() cost more than the check
+            self._readable.set()
+        if self._empty.is_set():
+            self._empty.clear()
         return AppendResult(accepted=True, dropped=tuple(dropped)) if dropped else ACCEPTED
 
     def _flush_soon(self) -> None:
