@@ -136,6 +136,10 @@ def test_kafka_names_are_made_legal() -> None:
     ("raw", "reason"),
     [
         (b"not json at all " + TOKEN.encode(), "malformed_json"),
+        (
+            b'{"event":"message.exchange","text":"\xff\xfe","token":"' + TOKEN.encode() + b'"}',
+            "malformed_json",
+        ),  # text frames arrive as bytes: invalid UTF-8 is caught here
         (b'["a", "list"]', "unknown_shape"),
         (b'{"data": {}, "instanceData": {"token": "' + TOKEN.encode() + b'"}}', "unknown_shape"),
         (b'{"event": 7}', "unknown_shape"),
