@@ -30,6 +30,16 @@ class AppendResult:
 ACCEPTED = AppendResult(accepted=True)  # the usual answer, shared: no object per record
 
 
+def appended(dropped: list[Record], readable: asyncio.Event, empty: asyncio.Event) -> AppendResult:
+    """After an append: a waiting reader woken, the spool no longer empty, and the answer.
+    The events are touched only when they change (set() and clear() cost more than the check)."""
+    if not readable.is_set():
+        readable.set()
+    if empty.is_set():
+        empty.clear()
+    return AppendResult(accepted=True, dropped=tuple(dropped)) if dropped else ACCEPTED
+
+
 @dataclass(frozen=True, slots=True)
 class SpoolStats:
     events: int
@@ -84,11 +94,7 @@ class MemorySpool:
         self._pending.append(record)
         self._bytes += record.size
         self._appended += 1
-        if not self._readable.is_set():  # set() and clear() cost more than the check
-            self._readable.set()
-        if self._empty.is_set():
-            self._empty.clear()
-        return AppendResult(accepted=True, dropped=tuple(dropped)) if dropped else ACCEPTED
+        return appended(dropped, self._readable, self._empty)
 
     async def read(self, max_records: int) -> list[Record]:
         """Wait for pending records and move up to ``max_records`` of them in flight."""

@@ -27,7 +27,7 @@ from typing import IO, Literal
 
 from bridge.errors import SpoolError
 from bridge.pipeline import Record
-from bridge.spool import ACCEPTED, AppendResult, SpoolStats, WhenFull
+from bridge.spool import AppendResult, SpoolStats, WhenFull, appended
 from bridge.spool.codec import HEADER_SIZE, decode_header, decode_payload, encode_entry
 from bridge.spool.recovery import iter_segment_paths, rewrite, scan_file
 
@@ -197,10 +197,7 @@ class DiskSpool:
             if self.fsync == "always":
                 os.fsync(self._writer.fileno())
             elif self.fsync == "interval":
-                try:
-                    self._fsync_beside(self._writer.fileno(), asyncio.get_running_loop())
-                except RuntimeError:  # no loop (tools, tests): at once
-                    os.fsync(self._writer.fileno())
+                self._fsync_beside(self._writer.fileno())
             self._writer.close()
         segment = Segment(self.directory / segment_name(self._next_seq), self._next_seq)
         self._writer = segment.path.open("ab", buffering=WRITE_BUFFER)
@@ -235,11 +232,7 @@ class DiskSpool:
         self._events += 1
         self._flush_soon()
         self._sync_if_due()
-        if not self._readable.is_set():  # set() and clear() cost more than the check
-            self._readable.set()
-        if self._empty.is_set():
-            self._empty.clear()
-        return AppendResult(accepted=True, dropped=tuple(dropped)) if dropped else ACCEPTED
+        return appended(dropped, self._readable, self._empty)
 
     def _flush_soon(self) -> None:
         """Hand what was appended to the kernel at the end of this event-loop turn: one write
@@ -286,22 +279,23 @@ class DiskSpool:
         (one such fsync at a time; without a running loop, at once)."""
         if self._writer is None or not self._dirty or self._syncing:
             return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            self.sync()
-            return
         self.flush()
         self._dirty = False
         self._last_sync = time.monotonic()
-        self._syncing = True
-        self._fsync_beside(self._writer.fileno(), loop).add_done_callback(self._synced)
+        future = self._fsync_beside(self._writer.fileno())
+        if future is not None:
+            self._syncing = True
+            future.add_done_callback(self._synced)
 
-    def _fsync_beside(
-        self, descriptor: int, loop: asyncio.AbstractEventLoop
-    ) -> asyncio.Future[None]:
+    def _fsync_beside(self, descriptor: int) -> asyncio.Future[None] | None:
         """fsync ``descriptor``'s file in a worker thread, on a duplicate that stays valid when
-        the segment is closed meanwhile; a failure is kept like a failed write."""
+        the segment is closed meanwhile; a failure is kept like a failed write. Without a
+        running loop (tools, tests) at once, and None."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            os.fsync(descriptor)
+            return None
         future = loop.run_in_executor(None, _fsync_and_close, os.dup(descriptor))
         future.add_done_callback(self._fsync_failed)
         return future
