@@ -7,8 +7,10 @@ ids, chat ids or tokens. Tests pass a fresh ``CollectorRegistry``.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import platform
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +46,28 @@ class Children:
         if child is None:
             child = self._cache[labels] = self.metric.labels(*labels)
         return child
+
+
+def observe_all(histogram: Any, amounts: Iterable[float]) -> None:
+    """``histogram.observe(a)`` for every amount, with one increment per bucket touched and one
+    of the sum, instead of two locked increments per amount (a batch of a thousand latencies).
+    Relies on the client's bucket layout; any other layout observes one by one."""
+    bounds = getattr(histogram, "_upper_bounds", None)
+    buckets = getattr(histogram, "_buckets", None)
+    total = getattr(histogram, "_sum", None)
+    if bounds is None or buckets is None or total is None or len(bounds) != len(buckets):
+        for amount in amounts:
+            histogram.observe(amount)
+        return
+    counts: dict[int, int] = {}
+    summed = 0.0
+    for amount in amounts:
+        index = bisect.bisect_left(bounds, amount)  # the first bound >= amount, as observe()
+        counts[index] = counts.get(index, 0) + 1
+        summed += amount
+    total.inc(summed)
+    for index, count in counts.items():
+        buckets[index].inc(count)
 
 
 def event_label(event: str) -> str:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 
 from bridge.errors import SinkError
 from bridge.logs import get_logger
-from bridge.metrics import Children, Metrics
+from bridge.metrics import Children, Metrics, observe_all
 from bridge.pipeline import Record
 from bridge.sinks.base import Delivered, Failed, Outcome, Rejected, Sink, first_failure
 from bridge.spool import Spool
@@ -149,7 +149,7 @@ class SinkWorker:
         now_ns = time.time_ns()
         kind = self.sink.kind
         per_destination: dict[str, int] = {}
-        observe = self._latency.observe
+        latencies: list[float] = []
         for record, outcome in zip(records, outcomes, strict=True):
             if not isinstance(outcome, Delivered):
                 continue
@@ -157,9 +157,10 @@ class SinkWorker:
                 self.metrics.dlq_records.labels(record.dlq_reason).inc()
             destination = record.destination
             per_destination[destination] = per_destination.get(destination, 0) + 1
-            observe(max(0.0, (now_ns - record.received_ns) / 1e9))
+            latencies.append(max(0.0, (now_ns - record.received_ns) / 1e9))
         for destination, count in per_destination.items():  # one increment per destination
             self._published(kind, destination).inc(count)
+        observe_all(self._latency, latencies)
 
     def _failed(self, error: SinkError, pending: int) -> None:
         self.metrics.publish_errors.labels(self.sink.kind, type(error).__name__).inc()

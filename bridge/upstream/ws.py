@@ -1,6 +1,8 @@
 """One instance's WebSocket: an endless, reconnecting async iterator of frames.
 
-``async for frame in source`` yields every message read off the socket, stamped at receipt.
+``async for frames in source`` yields every message read off the socket, stamped at receipt,
+in batches: the message awaited plus the complete ones already buffered behind it (one await,
+one timestamp and one activity note per batch instead of per frame).
 Between sessions the source decides, from what went wrong, what to do before the next try:
 
 - 400 on upgrade (config missing or disabled) → run ensure again, then retry;
@@ -61,6 +63,10 @@ class SessionObserver(Protocol):
     def activity(self, ping: bool) -> None: ...
 
 
+BATCH_FRAMES = 64  # messages, or
+BATCH_BYTES = 1 << 20  # bytes, whichever comes first, in one batch
+
+
 class WatchedConnection(ClientConnection):
     """A client connection that notes when the server last sent anything (ping included)."""
 
@@ -73,6 +79,25 @@ class WatchedConnection(ClientConnection):
             self.last_activity = time.monotonic()
             if event.opcode is Opcode.PING and self.on_ping is not None:
                 self.on_ping()
+
+    def buffered(self, first: bytes) -> list[bytes]:
+        """``first`` and the whole messages already buffered behind it, taken without waiting
+        (up to ``BATCH_FRAMES`` messages or ``BATCH_BYTES``). A fragmented message is left to
+        :meth:`recv`, which reassembles it. Reading resumes as ``recv`` would resume it."""
+        batch = [first]
+        size = len(first)
+        assembler = self.recv_messages
+        queue = assembler.frames.queue
+        while queue and len(batch) < BATCH_FRAMES and size < BATCH_BYTES:
+            frame = queue[0]
+            if not frame.fin or frame.opcode is Opcode.CONT:
+                break
+            queue.popleft()
+            data = bytes(frame.data)  # the same object when it is bytes already
+            batch.append(data)
+            size += len(data)
+        assembler.maybe_resume()
+        return batch
 
 
 @dataclass
@@ -142,10 +167,10 @@ class InstanceSource:
         self._connection: WatchedConnection | None = None
         self._stopping = asyncio.Event()
 
-    def __aiter__(self) -> AsyncIterator[Frame]:
+    def __aiter__(self) -> AsyncIterator[list[Frame]]:
         return self.frames()
 
-    async def frames(self) -> AsyncIterator[Frame]:
+    async def frames(self) -> AsyncIterator[list[Frame]]:
         while not self._stopping.is_set():
             try:
                 connection = await self._open()
@@ -153,8 +178,8 @@ class InstanceSource:
                 await self._pause(error)
                 continue
             started = time.monotonic()
-            async for frame in self._session(connection):
-                yield frame
+            async for batch in self._session(connection):
+                yield batch
             if time.monotonic() - started >= self.settings.healthy_after:
                 self.backoff.reset()
             if not self._stopping.is_set():
@@ -192,8 +217,8 @@ class InstanceSource:
             self.bucket.observe(*parse_rate_headers(dict(connection.response.headers.raw_items())))
         return connection
 
-    async def _session(self, connection: WatchedConnection) -> AsyncIterator[Frame]:
-        """Yield the frames of one open connection; report why it ended."""
+    async def _session(self, connection: WatchedConnection) -> AsyncIterator[list[Frame]]:
+        """Yield the frames of one open connection, in batches; report why it ended."""
         connection.last_activity = time.monotonic()
         connection.on_ping = lambda: self.observer.activity(ping=True)
         self._connection = connection
@@ -203,10 +228,12 @@ class InstanceSource:
         reensure = asyncio.create_task(self._reensure())
         reason = "closed"
         try:
+            instance = self.instance
             while True:  # bytes as received, text frames too: no decode and re-encode
-                raw = await connection.recv(decode=False)
+                batch = connection.buffered(await connection.recv(decode=False))
+                received_ns = time.time_ns()
                 self.observer.activity(ping=False)
-                yield Frame(self.instance, raw, time.time_ns())
+                yield [Frame(instance, raw, received_ns) for raw in batch]
         except ConnectionClosedOK:
             pass  # a normal close: reason stays "closed"
         except ConnectionClosed as exc:

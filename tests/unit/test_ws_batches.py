@@ -1,0 +1,116 @@
+"""Frames are read in batches: the message awaited plus the whole ones already buffered, in
+order, bounded, with fragmented messages left to the reassembling ``recv``; the latency
+histogram observed a batch at a time holds what observing one by one would hold."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import pytest
+from prometheus_client import CollectorRegistry, Histogram
+from websockets.asyncio.client import connect
+from websockets.asyncio.server import ServerConnection, serve
+
+from bridge.metrics import observe_all
+from bridge.upstream.ws import BATCH_BYTES, BATCH_FRAMES, WatchedConnection
+
+Handler = Callable[[ServerConnection], Awaitable[None]]
+
+
+@asynccontextmanager
+async def client_of(handler: Handler) -> AsyncIterator[WatchedConnection]:
+    async with serve(handler, "127.0.0.1", 0, compression=None) as server:
+        port = server.sockets[0].getsockname()[1]
+        async with connect(
+            f"ws://127.0.0.1:{port}",
+            create_connection=WatchedConnection,
+            compression=None,
+            max_size=None,
+            max_queue=None,
+        ) as connection:
+            assert isinstance(connection, WatchedConnection)
+            yield connection
+
+
+async def drain(connection: WatchedConnection, expected: int) -> list[list[bytes]]:
+    """Batches until ``expected`` messages were read (after the server sent them all)."""
+    await asyncio.sleep(0.3)  # everything sent is buffered client side
+    batches: list[list[bytes]] = []
+    while sum(map(len, batches)) < expected:
+        batches.append(connection.buffered(await connection.recv(decode=False)))
+    return batches
+
+
+async def test_buffered_messages_come_in_order_in_bounded_batches() -> None:
+    """200 messages sent at once are read in batches of at most BATCH_FRAMES, in order, text
+    frames as bytes."""
+
+    async def handler(server: ServerConnection) -> None:
+        for i in range(200):
+            await server.send(f'{{"n":{i}}}')
+        await asyncio.sleep(2)
+
+    async with client_of(handler) as connection:
+        batches = await drain(connection, 200)
+    flat = [m for batch in batches for m in batch]
+    assert flat == [f'{{"n":{i}}}'.encode() for i in range(200)]
+    assert max(map(len, batches)) == BATCH_FRAMES
+    assert len(batches) < 10
+
+
+async def test_a_batch_stops_at_the_byte_bound() -> None:
+    """Large messages end a batch once BATCH_BYTES are in it."""
+    size = BATCH_BYTES // 3 + 1
+
+    async def handler(server: ServerConnection) -> None:
+        for i in range(6):
+            await server.send(bytes([i]) * size)
+        await asyncio.sleep(2)
+
+    async with client_of(handler) as connection:
+        batches = await drain(connection, 6)
+    assert [len(b) for b in batches] == [3, 3]
+    assert [m[0] for batch in batches for m in batch] == list(range(6))
+
+
+async def test_a_fragmented_message_is_left_to_recv_which_reassembles_it() -> None:
+    """A message in fragments ends the batch before it; recv returns it whole, and the
+    messages after it follow in order."""
+
+    async def handler(server: ServerConnection) -> None:
+        await server.send("a")
+        await server.send("b")
+        await server.send(iter(["frag-", "ment-", "ed"]))
+        await server.send("c")
+        await asyncio.sleep(2)
+
+    async with client_of(handler) as connection:
+        batches = await drain(connection, 4)
+    assert batches == [[b"a", b"b"], [b"frag-ment-ed", b"c"]]
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_observe_all_equals_observing_one_by_one(seed: int) -> None:
+    """Bucket counts, count and sum match per-value observe, bounds included."""
+    rng = random.Random(seed)
+    registry = CollectorRegistry()
+    one, many = Histogram("one", "x", registry=registry), Histogram("many", "x", registry=registry)
+    values = [rng.choice([0.0, 0.005, 0.01, 0.25, 10.0, 1e6, rng.random()]) for _ in range(5000)]
+    for value in values:
+        one.observe(value)
+    observe_all(many, values)
+
+    def samples(histogram: Histogram) -> dict[str, float]:
+        return {
+            f"{s.name.split('_', 1)[1]}{s.labels}": s.value
+            for s in next(iter(histogram.collect())).samples
+            if not s.name.endswith("_created")
+        }
+
+    got, want = samples(many), samples(one)
+    assert got.keys() == want.keys()
+    for key, value in want.items():
+        assert got[key] == pytest.approx(value)
