@@ -34,7 +34,7 @@ class Pipeline:
         if len(frame.raw) > self.max_value_bytes:
             return self.dead_letter(frame, "too_large", f"{len(frame.raw)} bytes")
         try:
-            decoded = decode(frame.raw)
+            decoded = decode(frame.raw, document=self.router.needs_document)
         except DecodeError as exc:
             return self.dead_letter(frame, exc.reason, str(exc))
         if not self.event_filter.keeps(decoded.event):

@@ -5,6 +5,10 @@ published value is the frame as received with only the ``"token": "…"`` member
 ``instanceData`` cut out of the bytes. The cut is verified by parsing the result and comparing
 it with the parsed frame minus the token; only when no verified cut exists (exotic formatting)
 is the value re-serialised.
+
+The usual frame is not built into Python objects at all: a typed decoder checks the whole
+frame as JSON and takes only ``event`` and ``instanceData.token``; anything it does not expect
+goes the general way, which names what is wrong.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import orjson
 
 EVENT_KEY = "event"
@@ -39,12 +44,27 @@ class DecodeError(ValueError):
 
 @dataclass(slots=True)  # one per frame: not frozen, a frozen __init__ is 3x dearer
 class Decoded:
-    """A parsed frame: its event name, its parsed document and its value without the token."""
+    """A parsed frame: its event name, its parsed document (None when it was not asked for)
+    and its value without the token."""
 
     event: str
-    document: dict[str, Any]
+    document: dict[str, Any] | None
     value: bytes
     reserialized: bool
+
+
+class _InstanceData(msgspec.Struct):
+    token: str | msgspec.UnsetType | None = msgspec.UNSET
+
+
+class _Head(msgspec.Struct):
+    """The two members the pipeline needs; every other value is checked and skipped."""
+
+    event: str
+    instanceData: _InstanceData | None = None  # noqa: N815 - the upstream's spelling
+
+
+_HEAD = msgspec.json.Decoder(_Head)
 
 
 def parse(raw: bytes) -> dict[str, Any]:
@@ -133,8 +153,43 @@ def cut_token(raw: bytes, expected: dict[str, Any], token: Any = None) -> bytes 
     return None
 
 
-def decode(raw: bytes) -> Decoded:
-    """Parse ``raw`` and remove its token, keeping every other byte as received."""
+def decode_head(raw: bytes) -> Decoded | None:
+    """The usual frame decoded without building its document: valid JSON (UTF-8 included), a
+    non-empty string ``event``, and either no token or a string one that the sole cut takes out.
+    None for anything else (the general way decides)."""
+    try:
+        head = _HEAD.decode(raw)
+    except msgspec.DecodeError:  # malformed, or a shape the general way must name
+        return None
+    if not head.event or not (raw.isascii() or _is_utf8(raw)):  # skipped strings unchecked
+        return None
+    token = msgspec.UNSET if head.instanceData is None else head.instanceData.token
+    if token is msgspec.UNSET:
+        return Decoded(head.event, None, raw, reserialized=False)
+    sole = cut_sole_token(raw, token) if isinstance(token, str) else None
+    return None if sole is None else Decoded(head.event, None, sole, reserialized=False)
+
+
+def _is_utf8(raw: bytes) -> bool:
+    try:
+        raw.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def decode(raw: bytes, *, document: bool = True) -> Decoded:
+    """Parse ``raw`` and remove its token, keeping every other byte as received. Without
+    ``document`` the parsed document is not kept (and the usual frame is never built)."""
+    if not document:
+        head = decode_head(raw)
+        if head is not None:
+            return head
+    return decode_document(raw)
+
+
+def decode_document(raw: bytes) -> Decoded:
+    """:func:`decode` the general way: the frame parsed into Python objects."""
     document = parse(raw)
     event = event_name(document)
     instance_data = document.get(INSTANCE_DATA_KEY)

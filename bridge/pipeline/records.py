@@ -78,6 +78,7 @@ class Drop:
     event: str
 
 
+@lru_cache(maxsize=64)  # the frames of one read share their receipt time
 def rfc3339(ns: int) -> str:
     """RFC 3339 UTC with microseconds, e.g. ``2026-04-28T10:30:00.123456Z`` (pure)."""
     seconds, nanos = divmod(ns, 1_000_000_000)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Literal
 
 from bridge.pipeline.events import chat_id
@@ -37,6 +38,11 @@ class Router:
                 self._names[instance, event] = name
         return name
 
+    @property
+    def needs_document(self) -> bool:
+        """Only the chat key reads the parsed frame."""
+        return self.key_mode == "chat"
+
     def key(self, instance: str, document: dict[str, Any] | None) -> bytes | None:
         if self.key_mode == "none":
             return None
@@ -52,8 +58,17 @@ def kafka_topic_name(name: str) -> str:
     return _KAFKA_ILLEGAL.sub("_", name)[:KAFKA_TOPIC_MAX]
 
 
+_ID_HASH = hashlib.blake2b(digest_size=16, person=b"ryze-id")  # copied: cheaper than a new one
+
+
 def record_id(instance: str, value: bytes) -> str:
     """A stable id of instance + token-free value: the same frame always gets the same id."""
-    digest = hashlib.blake2b(value, digest_size=16, person=b"ryze-id")
-    digest.update(b"\x00" + instance.encode())
+    digest = _ID_HASH.copy()
+    digest.update(value)
+    digest.update(_id_suffix(instance))
     return digest.hexdigest()
+
+
+@lru_cache(maxsize=4096)
+def _id_suffix(instance: str) -> bytes:
+    return b"\x00" + instance.encode()

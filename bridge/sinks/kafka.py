@@ -116,20 +116,31 @@ class _Batches:
         self.queued: list[tuple[asyncio.Future[Any], list[int]]] = []
         self.done: set[int] = set()
 
-    async def add(self, index: int, record: Record, partition: int) -> None:
+    def headers(self, record: Record) -> list[tuple[str, bytes]]:
         headers = record.headers()
         if self.cloudevents and record.dlq_reason is None:
             headers += cloudevents_headers(record)
+        return headers
+
+    def add(self, index: int, record: Record, partition: int) -> bool:
+        """Append to the open batch of the record's topic-partition; False when that batch
+        is full (nothing appended: :meth:`add_to_next` sends it and starts the next)."""
         where = (record.destination, partition)
         entry = self.open.get(where)
         if entry is None:
             entry = self.open[where] = (self.producer.create_batch(), [])
         builder, members = entry
+        headers = self.headers(record)
         if builder.append(timestamp=None, key=record.key, value=record.value, headers=headers):
             members.append(index)
-            return
-        await self._send(where)  # full: send it, start the next one with this record
-        builder, members = self.open[where] = (self.producer.create_batch(), [index])
+            return True
+        return False
+
+    async def add_to_next(self, index: int, record: Record, partition: int) -> None:
+        where = (record.destination, partition)
+        await self._send(where)
+        builder, _ = self.open[where] = (self.producer.create_batch(), [index])
+        headers = self.headers(record)
         builder.append(timestamp=None, key=record.key, value=record.value, headers=headers)
 
     async def _send(self, where: tuple[str, int]) -> None:
@@ -241,6 +252,7 @@ class KafkaSink:
         batches = _Batches(self._producer, self.settings.cloudevents == "binary")
         limit = self.settings.max_request_bytes - RECORD_OVERHEAD
         try:
+            await self._learn_partitions({r.destination for r in records} - missing)
             for index, record in enumerate(records):
                 if record.destination in missing:
                     outcomes[index] = Rejected(
@@ -249,8 +261,9 @@ class KafkaSink:
                 elif len(record.value) + len(record.key or b"") > limit:
                     outcomes[index] = Rejected("too_large", f"{len(record.value)} bytes")
                 else:
-                    partition = await self._partition(record)
-                    await batches.add(index, record, partition)
+                    partition = self._partition(record)
+                    if not batches.add(index, record, partition):
+                        await batches.add_to_next(index, record, partition)
             await batches.flush()
         except KafkaError as exc:  # could not even queue: the rest waits in the spool
             failed = classify(exc)
@@ -261,14 +274,19 @@ class KafkaSink:
             outcomes[index] = outcome
         return [o if o is not None else DELIVERED for o in outcomes]
 
-    async def _partition(self, record: Record) -> int:
+    async def _learn_partitions(self, topics: set[str]) -> None:
+        """The partitions of every topic of a publish, asked once per topic until they are
+        ``PARTITIONS_TTL`` old (a topic may grow)."""
+        if time.monotonic() > self._partitions_until:
+            self._partitions.clear()
+            self._partitions_until = time.monotonic() + PARTITIONS_TTL
+        for topic in topics - self._partitions.keys():
+            self._partitions[topic] = sorted(await self._producer.partitions_for(topic))
+
+    def _partition(self, record: Record) -> int:
         """The partition the producer's default partitioner picks for the record's key."""
         topic = record.destination
-        partitions = self._partitions.get(topic)
-        if partitions is None or time.monotonic() > self._partitions_until:
-            partitions = sorted(await self._producer.partitions_for(topic))
-            self._partitions[topic] = partitions
-            self._partitions_until = time.monotonic() + PARTITIONS_TTL
+        partitions = self._partitions[topic]
         if record.key is None:
             return int(self._partitioner(None, partitions, partitions))
         cached = self._key_partitions.get((topic, record.key))

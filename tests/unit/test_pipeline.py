@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import orjson
 import pytest
 
 from bridge.pipeline import Drop, Frame, Pipeline, Publish, Router
 from bridge.pipeline.events import (
     _CUTS,
+    DecodeError,
     cut_compact_member,
     cut_sole_token,
     cut_token,
     decode,
+    decode_document,
+    decode_head,
     without_token,
 )
 from bridge.pipeline.filter import EventFilter
 from bridge.pipeline.records import rfc3339
 from bridge.pipeline.route import kafka_topic_name, record_id
+from bridge.simulator import frames
 
 TOKEN = "00000000-0000-4000-8000-0000000000aa"
 NS = 1_777_000_000_123_456_789
@@ -240,3 +246,68 @@ def test_compact_member_cut(raw: bytes, cut: bytes | None) -> None:
     declines (None) when the token is still there afterwards or the member is not written
     compactly between separators it understands (the verified cut takes over then)."""
     assert cut_compact_member(raw, "tk") == cut
+
+
+FIXTURES = sorted((Path(frames.__file__).parent / "fixtures").glob("*.json"))
+HEAD_CASES = [
+    frame_bytes(),
+    frame_bytes(layout="spaced"),
+    frame_bytes(data={"text": "Jo\u00e3o", "n": 1e300}),
+    b'{"event":"x","instanceData":{"token":null}}',
+    b'{"event":"x","instanceData":{"instance":"shop"}}',
+    b'{"event":"x","instanceData":null}',
+    b'{"event":"x","instanceData":"not an object"}',
+    b'{"event":"x","data":{"token":"keep"},"instanceData":{"token":"t"}}',
+    b'{"event":"x","instanceData":{"token":7}}',
+    b'{"event":"","instanceData":{"token":"t"}}',
+    b'{"event":"x","text":"caf\xc3\xa9"}',
+]
+
+
+@pytest.mark.parametrize("raw", HEAD_CASES + [p.read_bytes() for p in FIXTURES])
+def test_the_head_decoder_agrees_with_the_document_decoder(raw: bytes) -> None:
+    """Where the typed head decoder answers, its event and value are those of the general
+    decoder; where it declines, the general way decides (and names what is wrong)."""
+    try:
+        general = decode_document(raw)
+    except DecodeError:
+        assert decode_head(raw) is None
+        return
+    head = decode_head(raw)
+    if head is not None:
+        assert (head.event, head.value, head.reserialized) == (
+            general.event,
+            general.value,
+            general.reserialized,
+        )
+        assert head.document is None
+    without = decode(raw, document=False)
+    assert (without.event, without.value) == (general.event, general.value)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"event":"x","text":"\xff"}',  # invalid UTF-8 in a value the head decoder skips
+        b'{"event":"x","a":[1,2,}',
+        b'{"event":"x"} trailing',
+        b'["event"]',
+        b'{"event":7}',
+        b'{"instanceData":{"token":"t"}}',
+    ],
+)
+def test_the_head_decoder_declines_what_the_general_way_must_name(raw: bytes) -> None:
+    """Malformed JSON, invalid UTF-8 anywhere, a non-object and a missing or non-string event
+    are left to the general decoder, which raises the DLQ reason."""
+    assert decode_head(raw) is None
+    with pytest.raises(DecodeError):
+        decode(raw, document=False)
+
+
+def test_fixture_frames_take_the_head_path() -> None:
+    """The upstream's sample frames are all decoded without building their document."""
+    assert FIXTURES
+    for path in FIXTURES:
+        raw = path.read_bytes()
+        if b'"event"' in raw:
+            assert decode_head(raw) is not None, path.name
