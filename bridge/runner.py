@@ -171,7 +171,7 @@ class Runner:
         """Run a batch of frames through the pipeline into the spool, in order, counting what
         happens (one increment per label in the batch); returns the bytes read."""
         process = self.pipeline.process
-        append = self.ctx.spool.append
+        records: list[Record] = []
         received: dict[str, int] = {}
         read = 0
         for frame in frames:
@@ -182,10 +182,10 @@ class Runner:
                 self._dropped(self.name, result.reason).inc()
             else:
                 label = self.received_label(result)
-                appended = append(result.record)
-                if appended.dropped:
-                    self.count_spool_full(appended.dropped)
+                records.append(result.record)
             received[label] = received.get(label, 0) + 1
+        if records:
+            self.count_spool_full(self.ctx.spool.append_all(records).dropped)
         for label, count in received.items():
             self._received(self.name, label).inc(count)
         self.status.frames += len(frames)

@@ -1,9 +1,10 @@
 """The spool: the buffer between the socket readers and the sink worker.
 
-Readers ``append`` without ever waiting (the upstream drops a socket that misses a pong for
-60 s); one worker ``read``s batches in order, and a batch leaves the buffer only when it is
-``ack``ed. A failed batch is ``rewind``ed and read again, so per-key order holds. The buffer is
-bounded in bytes; when full, ``when_full`` decides which record is dropped, and every drop is
+Readers ``append`` (or ``append_all`` what one read brought) without ever waiting (the
+upstream drops a socket that misses a pong for 60 s); one worker ``read``s batches in order,
+and a batch leaves the buffer only when it is ``ack``ed. A failed batch is ``rewind``ed and
+read again, so per-key order holds. The buffer is bounded in bytes; when full, ``when_full``
+decides which record is dropped, and every drop is
 reported to the caller, who counts it.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -40,6 +42,14 @@ def appended(dropped: list[Record], readable: asyncio.Event, empty: asyncio.Even
     return AppendResult(accepted=True, dropped=tuple(dropped)) if dropped else ACCEPTED
 
 
+def merged(results: Sequence[AppendResult]) -> AppendResult:
+    """One answer for several appends: accepted when all were, every drop listed."""
+    if all(r is ACCEPTED for r in results):
+        return ACCEPTED
+    dropped = tuple(d for r in results for d in r.dropped)
+    return AppendResult(accepted=all(r.accepted for r in results), dropped=dropped)
+
+
 @dataclass(frozen=True, slots=True)
 class SpoolStats:
     events: int
@@ -51,6 +61,8 @@ class Spool(Protocol):
     """What the supervisor, runners and the sink worker need from a spool."""
 
     def append(self, record: Record) -> AppendResult: ...
+
+    def append_all(self, records: Sequence[Record]) -> AppendResult: ...
 
     async def read(self, max_records: int) -> list[Record]: ...
 
@@ -95,6 +107,9 @@ class MemorySpool:
         self._bytes += record.size
         self._appended += 1
         return appended(dropped, self._readable, self._empty)
+
+    def append_all(self, records: Sequence[Record]) -> AppendResult:
+        return merged([self.append(record) for record in records])
 
     async def read(self, max_records: int) -> list[Record]:
         """Wait for pending records and move up to ``max_records`` of them in flight."""

@@ -21,6 +21,7 @@ import fcntl
 import os
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Literal
@@ -207,19 +208,41 @@ class DiskSpool:
 
     # ---- writing ------------------------------------------------------------------------
     def append(self, record: Record) -> AppendResult:
-        if self._writer is None:
+        return self.append_all((record,))
+
+    def append_all(self, records: Sequence[Record]) -> AppendResult:
+        """Append in order, then one flush request and one fsync decision for the lot (with
+        fsync ``always``: one fsync per read off a socket, before the next read)."""
+        dropped: list[Record] = []
+        written = 0
+        for record in records:
+            written += self._write(record, dropped)
+        refused = written < len(records)
+        if not written:
+            return AppendResult(accepted=not refused, dropped=tuple(dropped))
+        self._flush_soon()
+        self._sync_if_due()
+        result = appended(dropped, self._readable, self._empty)
+        return AppendResult(accepted=False, dropped=result.dropped) if refused else result
+
+    def _write(self, record: Record, dropped: list[Record]) -> bool:
+        """Buffer one entry; False when the full spool refuses it (then it is in ``dropped``
+        with whatever the policy dropped to make room)."""
+        writer = self._writer
+        if writer is None:
             raise SpoolError("spool: not open")
         entry = encode_entry(self._next_seq, record)
-        dropped: list[Record] = []
         while self._bytes + len(entry) > self.max_bytes:
             if self.when_full == "drop_newest" or not self._drop_oldest_segment(dropped):
-                return AppendResult(accepted=False, dropped=(record, *dropped))
+                dropped.append(record)
+                return False
         if self._segments[-1].size >= self.segment_bytes:
             self._new_segment()
+            writer = self._writer
         if self._write_error is not None:
             raise SpoolError(f"spool: write failed: {self._write_error}")
         try:
-            self._writer.write(entry)
+            writer.write(entry)  # type: ignore[union-attr]  # _new_segment opened it
         except OSError as exc:
             raise SpoolError(f"spool: write failed: {exc.strerror}") from None
         segment = self._segments[-1]
@@ -230,9 +253,7 @@ class DiskSpool:
         self._next_seq += 1
         self._bytes += len(entry)
         self._events += 1
-        self._flush_soon()
-        self._sync_if_due()
-        return appended(dropped, self._readable, self._empty)
+        return True
 
     def _flush_soon(self) -> None:
         """Hand what was appended to the kernel at the end of this event-loop turn: one write

@@ -196,3 +196,46 @@ async def reopened_records(directory: Path) -> list[Record]:
     records = await asyncio.wait_for(spool.read(100), 2)
     spool.close()
     return records
+
+
+@pytest.mark.parametrize("when_full", ["drop_newest", "drop_oldest"])
+async def test_append_all_keeps_order_and_counts_like_single_appends(
+    tmp_path: Path, when_full: str
+) -> None:
+    """Appending in batches keeps the order and drops exactly what single appends would:
+    held + dropped = appended, a batch with a refused record is not accepted."""
+    batched = opened(tmp_path / "batched", max_bytes=5_000, when_full=when_full)
+    single = opened(tmp_path / "single", max_bytes=5_000, when_full=when_full)
+    answers = [batched.append_all([record(n) for n in range(i, i + 10)]) for i in range(0, 100, 10)]
+    dropped = [d.id for answer in answers for d in answer.dropped]
+    one_by_one = [d.id for n in range(100) for d in single.append(record(n)).dropped]
+    assert sorted(dropped) == sorted(one_by_one)
+    held = await drain(batched, batch=100)
+    assert held == await drain(single, batch=100)
+    assert sorted(held + dropped, key=lambda i: int(i[2:])) == [f"id{n}" for n in range(100)]
+    if when_full == "drop_newest":
+        assert not answers[-1].accepted
+    assert answers[0].accepted
+    assert batched.append_all([]).accepted
+    batched.close()
+    single.close()
+
+
+def test_append_all_with_fsync_always_syncs_once_per_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fsync=always makes a whole batch durable before append_all returns, with one fsync."""
+    spool = opened(tmp_path, fsync="always")
+    synced: list[int] = []
+    real = os.fsync
+
+    def counted(descriptor: int) -> None:
+        synced.append(descriptor)
+        real(descriptor)
+
+    monkeypatch.setattr(os, "fsync", counted)
+    spool.append_all([record(n) for n in range(50)])
+    assert len(synced) == 1
+    size = sum(p.stat().st_size for p in tmp_path.glob("seg-*"))
+    assert size >= 50 * 100
+    spool.close()
