@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from bridge.pipeline.events import DecodeError, decode, token_free_bytes
+from bridge.pipeline.events import DecodeError, decode, mask_token, token_free_bytes
 from bridge.pipeline.filter import EventFilter, is_known_event
 from bridge.pipeline.gap import GAP_EVENT
 from bridge.pipeline.records import Drop, Frame, Publish, Record
@@ -39,16 +39,19 @@ class Pipeline:
             return self.dead_letter(frame, exc.reason, str(exc))
         if not self.event_filter.keeps(decoded.event):
             return Drop("filtered", decoded.event)
-        if len(decoded.value) > self.max_value_bytes:
-            return self.dead_letter(frame, "too_large", f"{len(decoded.value)} bytes")
+        value = decoded.value
+        if decoded.free_of != self.token:  # not checked for this token yet
+            value = mask_token(value, self.token)
+        if len(value) > self.max_value_bytes:
+            return self.dead_letter(frame, "too_large", f"{len(value)} bytes")
         record = Record(
             destination=self.router.destination(frame.instance, decoded.event),
             key=self.router.key(frame.instance, decoded.document),
-            value=decoded.value,
+            value=value,
             event=decoded.event,
             instance=frame.instance,
             received_ns=frame.received_ns,
-            id=record_id(frame.instance, decoded.value),
+            id=record_id(frame.instance, value),
         )
         return Publish(record, is_known_event(decoded.event), decoded.reserialized)
 

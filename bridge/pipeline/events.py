@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import msgspec
@@ -23,6 +24,7 @@ import orjson
 EVENT_KEY = "event"
 INSTANCE_DATA_KEY = "instanceData"
 TOKEN_KEY = "token"  # noqa: S105 - the key name, not a secret
+MASK = b"***"
 
 _STRING = rb'"(?:[^"\\]|\\.)*"'
 _TOKEN_MEMBER = rb'"token"\s*:\s*(?P<value>' + _STRING + rb")"
@@ -51,6 +53,7 @@ class Decoded:
     document: dict[str, Any] | None
     value: bytes
     reserialized: bool
+    free_of: bytes | None = None  # a token the value was checked free of, when one was
 
 
 class _InstanceData(msgspec.Struct):
@@ -119,14 +122,13 @@ def cut_compact_member(raw: bytes, token: str) -> bytes | None:
     """The usual case in a few byte scans: the member written compactly, ``"token":"…"``
     with the token as it is (no escapes), cut with the comma that joins it to a neighbour.
     The caller has checked that ``"token"`` occurs once; None when anything else holds."""
-    value = token.encode()
-    if b"\\" in value or b'"' in value:
+    member = _compact_member(token)
+    if member is None:
         return None
-    member = b'"token":"' + value + b'"'
-    start = raw.find(member)
+    start = raw.find(member[0])
     if start < 0:
         return None
-    end = start + len(member)
+    end = start + len(member[0])
     if raw[start - 1 : start] == b",":
         start -= 1
     elif raw[end : end + 1] == b",":
@@ -134,7 +136,25 @@ def cut_compact_member(raw: bytes, token: str) -> bytes | None:
     elif raw[start - 1 : start] != b"{" or raw[end : end + 1] != b"}":
         return None
     candidate = raw[:start] + raw[end:]
-    return None if value in candidate else candidate
+    return None if member[1] in candidate else candidate
+
+
+@lru_cache(maxsize=4096)  # one token per instance
+def _compact_member(token: str) -> tuple[bytes, bytes] | None:
+    """``"token":"<token>"`` and the token's bytes, or None when the token would be written
+    with escapes."""
+    value = token.encode()
+    if b"\\" in value or b'"' in value or any(c < 0x20 for c in value):
+        return None
+    return b'"token":"' + value + b'"', value
+
+
+def mask_token(value: bytes, token: bytes | None) -> bytes:
+    """``value`` with every other occurrence of the instance's ``token`` (in a text, a URL)
+    replaced by ``***``: a secret never leaves in a published value (pure)."""
+    if token and token in value:
+        return value.replace(token, MASK)
+    return value
 
 
 def cut_token(raw: bytes, expected: dict[str, Any], token: Any = None) -> bytes | None:
@@ -166,8 +186,12 @@ def decode_head(raw: bytes) -> Decoded | None:
     token = msgspec.UNSET if head.instanceData is None else head.instanceData.token
     if token is msgspec.UNSET:
         return Decoded(head.event, None, raw, reserialized=False)
-    sole = cut_sole_token(raw, token) if isinstance(token, str) else None
-    return None if sole is None else Decoded(head.event, None, sole, reserialized=False)
+    if not isinstance(token, str):  # null: the general way cuts the member
+        return None
+    sole = cut_sole_token(raw, token)
+    if sole is None:
+        return None
+    return Decoded(head.event, None, sole, reserialized=False, free_of=token.encode())
 
 
 def _is_utf8(raw: bytes) -> bool:
@@ -216,7 +240,7 @@ def token_free_bytes(raw: bytes, token: bytes | None) -> bytes:
         expected = None
     if expected is not None:
         raw = cut_token(raw, expected) or orjson.dumps(expected)
-    return raw.replace(token, b"***") if token else raw
+    return mask_token(raw, token)
 
 
 def chat_id(document: dict[str, Any]) -> str | None:

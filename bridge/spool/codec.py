@@ -28,29 +28,38 @@ _NONE_BYTES = _U32.pack(_NONE)
 MAX_PAYLOAD = 1 << 30
 
 
-def _text(value: str | None) -> bytes | None:
-    return None if value is None else value.encode()
+def _field(value: bytes | None) -> bytes:
+    """A length-prefixed field (``0xFFFFFFFF`` and nothing for None)."""
+    return _NONE_BYTES if value is None else _U32.pack(len(value)) + value
 
 
 def encode_payload(record: Record) -> bytes:
-    parts = [_U64.pack(record.received_ns)]
-    append = parts.append
-    for field in (
-        record.destination.encode(),
-        record.key,
-        record.value,
-        record.event.encode(),
-        record.instance.encode(),
-        record.id.encode(),
-        _text(record.dlq_reason),
-        _text(record.dlq_error),
-    ):
-        if field is None:
-            append(_NONE_BYTES)
-        else:
-            append(_U32.pack(len(field)))
-            append(field)
-    return b"".join(parts)
+    # Written out rather than looped: this runs once per record on the hot path.
+    destination = record.destination.encode()
+    value = record.value
+    event = record.event.encode()
+    instance = record.instance.encode()
+    ident = record.id.encode()
+    pack = _U32.pack
+    reason, error = record.dlq_reason, record.dlq_error
+    return b"".join(
+        (
+            _U64.pack(record.received_ns),
+            pack(len(destination)),
+            destination,
+            _field(record.key),
+            pack(len(value)),
+            value,
+            pack(len(event)),
+            event,
+            pack(len(instance)),
+            instance,
+            pack(len(ident)),
+            ident,
+            _NONE_BYTES if reason is None else _field(reason.encode()),
+            _NONE_BYTES if error is None else _field(error.encode()),
+        )
+    )
 
 
 def decode_payload(payload: bytes) -> Record:

@@ -65,17 +65,19 @@ class SessionObserver(Protocol):
 
 BATCH_FRAMES = 64  # messages, or
 BATCH_BYTES = 1 << 20  # bytes, whichever comes first, in one batch
+_DATA = frozenset({Opcode.TEXT, Opcode.BINARY, Opcode.CONT})
 
 
 class WatchedConnection(ClientConnection):
-    """A client connection that notes when the server last sent anything (ping included)."""
+    """A client connection that notes when the server last sent anything (ping included):
+    control frames as they arrive, messages as they are read (once per batch)."""
 
     last_activity: float = 0.0
     on_ping: Callable[[], None] | None = None
 
     def process_event(self, event: Any) -> None:
         super().process_event(event)
-        if isinstance(event, WsFrame):
+        if isinstance(event, WsFrame) and event.opcode not in _DATA:
             self.last_activity = time.monotonic()
             if event.opcode is Opcode.PING and self.on_ping is not None:
                 self.on_ping()
@@ -97,6 +99,7 @@ class WatchedConnection(ClientConnection):
             batch.append(data)
             size += len(data)
         assembler.maybe_resume()
+        self.last_activity = time.monotonic()
         return batch
 
 

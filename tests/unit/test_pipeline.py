@@ -311,3 +311,19 @@ def test_fixture_frames_take_the_head_path() -> None:
         raw = path.read_bytes()
         if b'"event"' in raw:
             assert decode_head(raw) is not None, path.name
+
+
+@pytest.mark.parametrize("layout", ["go", "spaced"])
+def test_the_token_anywhere_else_in_a_frame_is_masked(layout: str) -> None:
+    """A token that also appears outside instanceData (pasted in a text, in a URL) never
+    leaves: every occurrence is replaced by ***, the value stays JSON."""
+    raw = frame_bytes(data={"text": f"my token is {TOKEN}", "url": f"https://h/m?t={TOKEN}"})
+    if layout == "spaced":
+        raw = raw.replace(b",", b", ")
+    record = publish(pipeline().process(Frame("shop", raw, NS))).record
+    assert TOKEN.encode() not in record.value
+    document = orjson.loads(record.value)
+    assert document["data"]["text"] == "my token is ***"
+    assert document["data"]["url"] == "https://h/m?t=***"
+    assert "token" not in document["instanceData"]
+    assert record.id == record_id("shop", record.value)
