@@ -82,6 +82,7 @@ class Delivery:
             self.metrics,
             dlq=sink_settings.dlq,
             batch_max_records=sink_settings.batch_max_records,
+            batch_max_bytes=sink_settings.batch_max_bytes,
             retry=retry,
         )
         await worker.run()

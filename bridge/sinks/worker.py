@@ -19,7 +19,7 @@ from bridge.logs import get_logger
 from bridge.metrics import Children, Metrics, observe_all
 from bridge.pipeline import Record
 from bridge.sinks.base import Delivered, Failed, Outcome, Rejected, Sink, first_failure
-from bridge.spool import Spool
+from bridge.spool import READ_MAX_BYTES, Spool
 
 log = get_logger(__name__)
 TOO_LARGE_KEEP = 64 * 1024
@@ -59,7 +59,8 @@ class SinkWorker:
         metrics: Metrics,
         *,
         dlq: str,
-        batch_max_records: int = 1000,
+        batch_max_records: int = 5000,
+        batch_max_bytes: int = READ_MAX_BYTES,
         retry: RetryPolicy | None = None,
     ) -> None:
         self.sink = sink
@@ -67,6 +68,7 @@ class SinkWorker:
         self.metrics = metrics
         self.dlq = dlq
         self.batch_max_records = batch_max_records
+        self.batch_max_bytes = batch_max_bytes
         self.retry = retry or RetryPolicy()
         self._attempt = 0
         self._published = Children(metrics.events_published)
@@ -80,7 +82,7 @@ class SinkWorker:
     async def run(self) -> None:
         """Publish forever; cancel to stop (the batch in flight stays in the spool)."""
         while True:
-            batch = await self.spool.read(self.batch_max_records)
+            batch = await self.spool.read(self.batch_max_records, self.batch_max_bytes)
             settled = await self.publish_once(batch)
             self.spool.ack(settled)
             if settled < len(batch):

@@ -29,6 +29,7 @@ class AppendResult:
     dropped: tuple[Record, ...] = ()
 
 
+READ_MAX_BYTES = 16 * 1024 * 1024  # what one read puts in flight at most (one record at least)
 ACCEPTED = AppendResult(accepted=True)  # the usual answer, shared: no object per record
 
 
@@ -64,7 +65,7 @@ class Spool(Protocol):
 
     def append_all(self, records: Sequence[Record]) -> AppendResult: ...
 
-    async def read(self, max_records: int) -> list[Record]: ...
+    async def read(self, max_records: int, max_bytes: int = READ_MAX_BYTES) -> list[Record]: ...
 
     def ack(self, count: int) -> None: ...
 
@@ -111,13 +112,18 @@ class MemorySpool:
     def append_all(self, records: Sequence[Record]) -> AppendResult:
         return merged([self.append(record) for record in records])
 
-    async def read(self, max_records: int) -> list[Record]:
-        """Wait for pending records and move up to ``max_records`` of them in flight."""
+    async def read(self, max_records: int, max_bytes: int = READ_MAX_BYTES) -> list[Record]:
+        """Wait for pending records and move up to ``max_records`` of them (``max_bytes``,
+        one at least) in flight."""
         self.rewind()
         while not self._pending:
             self._readable.clear()
             await self._readable.wait()
+        size = 0
         while self._pending and len(self._in_flight) < max_records:
+            size += self._pending[0].size
+            if self._in_flight and size > max_bytes:
+                break
             self._in_flight.append(self._pending.popleft())
         return list(self._in_flight)
 

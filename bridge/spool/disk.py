@@ -21,14 +21,15 @@ import fcntl
 import os
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import IO, Literal
 
 from bridge.errors import SpoolError
 from bridge.pipeline import Record
-from bridge.spool import AppendResult, SpoolStats, WhenFull, appended
+from bridge.spool import READ_MAX_BYTES, AppendResult, SpoolStats, WhenFull, appended
 from bridge.spool.codec import HEADER_SIZE, decode_header, decode_payload, encode_entry
 from bridge.spool.recovery import iter_segment_paths, rewrite, scan_file
 
@@ -370,11 +371,12 @@ class DiskSpool:
                 out.append((header.seq, decode_payload(payload), HEADER_SIZE + header.length))
         return out
 
-    async def read(self, max_records: int) -> list[Record]:
-        """Wait for unacknowledged entries; put up to ``max_records`` in flight, oldest first."""
+    async def read(self, max_records: int, max_bytes: int = READ_MAX_BYTES) -> list[Record]:
+        """Wait for unacknowledged entries; put up to ``max_records`` of them (``max_bytes``,
+        one at least) in flight, oldest first."""
         self.rewind()
         while not self._in_flight:
-            self._in_flight = self._read_from_ack(max_records)
+            self._in_flight = self._read_from_ack(max_records, max_bytes)
             if not self._in_flight:
                 self._readable.clear()
                 await self._readable.wait()
@@ -390,23 +392,27 @@ class DiskSpool:
         while self._recent and self._recent[0].seq <= up_to_seq:
             self._recent_bytes -= self._recent.popleft().size
 
-    def _read_from_ack(self, max_records: int) -> list[InFlight]:
+    def _read_from_ack(self, max_records: int, max_bytes: int) -> list[InFlight]:
         self._forget_recent(self._acked_seq)
         if self._recent and self._recent[0].seq == self._acked_seq + 1:
-            return [self._recent[i] for i in range(min(max_records, len(self._recent)))]
-        return self._read_from_disk(max_records)
+            return bounded(islice(self._recent, max_records), max_bytes)
+        return self._read_from_disk(max_records, max_bytes)
 
-    def _read_from_disk(self, max_records: int) -> list[InFlight]:
+    def _read_from_disk(self, max_records: int, max_bytes: int) -> list[InFlight]:
         self.flush()  # what is still buffered must be in the file to be read back
         batch: list[InFlight] = []
+        size = 0
         ack_segment, ack_offset = self._ack_pos
         for segment in list(self._segments):
             if segment.first_seq < ack_segment:
                 continue
             offset = ack_offset if segment.first_seq == ack_segment else 0
-            for seq, record, size in self._entries(segment, offset, max_records - len(batch)):
-                offset += size
-                batch.append(InFlight(seq, record, size, segment.first_seq, offset))
+            for seq, record, entry_size in self._entries(segment, offset, max_records - len(batch)):
+                size += entry_size
+                if batch and size > max_bytes:
+                    return batch
+                offset += entry_size
+                batch.append(InFlight(seq, record, entry_size, segment.first_seq, offset))
             if len(batch) >= max_records:
                 break
         return batch
@@ -458,6 +464,18 @@ class DiskSpool:
 
     async def wait_empty(self) -> None:
         await self._empty.wait()
+
+
+def bounded(items: Iterable[InFlight], max_bytes: int) -> list[InFlight]:
+    """The leading ``items`` that fit in ``max_bytes`` (the first one in any case)."""
+    batch: list[InFlight] = []
+    size = 0
+    for item in items:
+        size += item.size
+        if batch and size > max_bytes:
+            break
+        batch.append(item)
+    return batch
 
 
 def _fsync_and_close(descriptor: int) -> None:

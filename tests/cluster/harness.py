@@ -19,6 +19,8 @@ from aiohttp import ClientError, ClientSession
 
 from bridge.simulator import Simulator
 
+SETTLE_SECONDS = 20  # how long a counter may keep moving before settled_metric gives up
+
 
 def free_port() -> int:
     """A loopback port nobody listens on right now."""
@@ -92,6 +94,19 @@ class Replica:
         except (ClientError, OSError):
             return None
         return metric_value(text, name, labels)
+
+    async def settled_metric(self, name: str, **labels: str) -> float | None:
+        """A counter once it has stopped moving: the same value a second apart with the
+        spool empty (what was read before is delivered or dead-lettered by then)."""
+        deadline = time.monotonic() + SETTLE_SECONDS
+        last = await self.metric(name, **labels)
+        while time.monotonic() < deadline:
+            await asyncio.sleep(1)
+            value = await self.metric(name, **labels)
+            if value == last and await self.metric("ryze_bridge_spool_events") == 0:
+                return value
+            last = value
+        return last
 
     async def instances(self) -> set[str]:
         url = f"http://127.0.0.1:{self.admin_port}/instances"

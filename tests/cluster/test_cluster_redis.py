@@ -91,8 +91,7 @@ async def test_redis_leases_fail_over_and_fence_a_replica_that_froze(
             await eventually(lambda: "cluster.leases_lost" in r2.log_text(), 15)
             await timed(lambda: every_instance_once(sim, names), 30)
             await eventually(lambda: sum_is(owned([r2, r3]), 64), 30)
-            fenced = await r2.metric("ryze_bridge_dlq_records_total", reason="fenced")
-            await asyncio.sleep(1)
+            fenced = await r2.settled_metric("ryze_bridge_dlq_records_total", reason="fenced")
             for member in (r2, r3):
                 member.send(signal.SIGTERM)
             assert [await r2.wait(30), await r3.wait(30)] == [0, 0]

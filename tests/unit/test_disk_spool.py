@@ -12,6 +12,7 @@ import pytest
 
 from bridge.errors import SpoolError
 from bridge.pipeline import Record
+from bridge.spool import MemorySpool
 from bridge.spool.disk import DiskSpool
 
 
@@ -239,3 +240,34 @@ def test_append_all_with_fsync_always_syncs_once_per_batch(
     size = sum(p.stat().st_size for p in tmp_path.glob("seg-*"))
     assert size >= 50 * 100
     spool.close()
+
+
+async def test_a_read_is_bounded_in_bytes_and_takes_one_record_at_least(tmp_path: Path) -> None:
+    """A read puts no more than max_bytes in flight (from memory and from disk alike), yet
+    always one record, however large; the rest follows in order."""
+    spool = opened(tmp_path, recent_max_bytes=3_000)  # the oldest are read back from disk
+    for n in range(40):
+        spool.append(record(n, size=200 if n != 5 else 5_000))
+    ids: list[str] = []
+    sizes: list[int] = []
+    while spool.stats().events:
+        batch = await asyncio.wait_for(spool.read(100, max_bytes=1_000), 2)
+        sizes.append(len(batch))
+        ids.extend(r.id for r in batch)
+        spool.ack(len(batch))
+    assert ids == [f"id{n}" for n in range(40)]
+    assert max(sizes) <= 1_000 // 200
+    assert 1 in sizes  # the 5,000-byte record, alone
+    spool.close()
+
+
+async def test_the_memory_spool_bounds_a_read_in_bytes_too() -> None:
+    """The memory spool keeps the same bound: max_bytes per read, one record at least."""
+    spool = MemorySpool(max_bytes=10_000_000)
+    for n in range(10):
+        spool.append(record(n, size=300))
+    first = await spool.read(100, max_bytes=1_000)
+    assert 1 <= len(first) < 10
+    spool.ack(len(first))
+    rest = await spool.read(100, max_bytes=1)
+    assert len(rest) == 1
