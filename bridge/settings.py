@@ -221,7 +221,7 @@ class SinkSettings(Model):
     file: FileSinkSettings = Field(default_factory=FileSinkSettings)
     dlq: str = Field(default="ryze.dlq", min_length=1)
     gap_markers: bool = True
-    batch_max_records: int = Field(default=5000, gt=0)
+    batch_max_records: int = Field(default=1000, gt=0)
     batch_max_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
     retry_initial: PositiveSeconds = 0.2
     retry_max: PositiveSeconds = 10.0

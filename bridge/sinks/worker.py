@@ -59,7 +59,7 @@ class SinkWorker:
         metrics: Metrics,
         *,
         dlq: str,
-        batch_max_records: int = 5000,
+        batch_max_records: int = 1000,
         batch_max_bytes: int = READ_MAX_BYTES,
         retry: RetryPolicy | None = None,
     ) -> None:
