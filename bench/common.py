@@ -197,6 +197,9 @@ def bridge_config(
 
 
 # ---- counting on the broker's side -----------------------------------------------------------
+CREATED_TOPICS: set[str] = set()  # what this run made, deleted at its end
+
+
 async def create_topics(
     bootstrap: str, topics: list[str], *, partitions: int = 3, configs: dict[str, str] | None = None
 ) -> None:
@@ -206,6 +209,20 @@ async def create_topics(
         await admin.create_topics(
             [NewTopic(t, partitions, 1, topic_configs=configs or {}) for t in topics]
         )
+        CREATED_TOPICS.update(topics)
+    finally:
+        await admin.close()
+
+
+async def delete_created_topics(bootstrap: str) -> None:
+    """Delete the topics this run created (the records measured are of no further use)."""
+    if not CREATED_TOPICS:
+        return
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics(sorted(CREATED_TOPICS))
+        CREATED_TOPICS.clear()
     finally:
         await admin.close()
 

@@ -23,6 +23,7 @@ from bench.common import (
     bridge_args,
     bridge_config,
     create_topics,
+    delete_created_topics,
     process,
     read_services,
     simulator,
@@ -122,5 +123,12 @@ async def main(argv: list[str] | None = None) -> None:
             print(f"  {share * 100:5.1f} %  {name}")
 
 
+async def profile_and_clean_up() -> None:
+    try:
+        await main()
+    finally:  # the broker keeps no bench topics
+        await delete_created_topics(read_services().kafka)
+
+
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    sys.exit(asyncio.run(profile_and_clean_up()))

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bench import latency, report, scale, throughput
-from bench.common import ROOT, read_services
+from bench.common import ROOT, delete_created_topics, read_services
 from bridge import eventloop
 
 PARTS = ("throughput", "latency", "isolation", "scale")
@@ -55,25 +55,28 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
         "isolation": None,
         "scale": None,
     }
-    if "throughput" in parts:
-        log("throughput (records/s on the broker's side):")
-        chosen = tuple(
-            w for w in throughput.WORKLOADS if not args.workload or w.name in args.workload
-        )
-        repeats = args.repeats or (1 if args.quick else 3)
-        result["throughput"] = await throughput.run(services, timing, log, chosen, repeats)
-    if "latency" in parts:
-        for rate in (1000, 5000):
-            entry = await latency.at_rate(services, rate, window)
-            log(f"latency at {rate}/s: ack {entry['ack_ms']}")
-            result["latency"].append(entry)
-    if "isolation" in parts:
-        result["isolation"] = await latency.isolation(services, window)
-        log(f"isolation: {result['isolation']}")
-    if "scale" in parts:
-        result["scale"] = await scale.run(services, 200 if args.quick else 1000)
-        shown = {k: v for k, v in result["scale"].items() if k != "timeline"}
-        log(f"scale: {shown}")
+    try:
+        if "throughput" in parts:
+            log("throughput (records/s on the broker's side):")
+            chosen = tuple(
+                w for w in throughput.WORKLOADS if not args.workload or w.name in args.workload
+            )
+            repeats = args.repeats or (1 if args.quick else 3)
+            result["throughput"] = await throughput.run(services, timing, log, chosen, repeats)
+        if "latency" in parts:
+            for rate in (1000, 5000):
+                entry = await latency.at_rate(services, rate, window)
+                log(f"latency at {rate}/s: ack {entry['ack_ms']}")
+                result["latency"].append(entry)
+        if "isolation" in parts:
+            result["isolation"] = await latency.isolation(services, window)
+            log(f"isolation: {result['isolation']}")
+        if "scale" in parts:
+            result["scale"] = await scale.run(services, 200 if args.quick else 1000)
+            shown = {k: v for k, v in result["scale"].items() if k != "timeline"}
+            log(f"scale: {shown}")
+    finally:  # the broker keeps no bench topics: thousands of them slow its restarts
+        await delete_created_topics(services.kafka)
     result["targets"] = report.targets(
         result["throughput"], result["latency"], result["isolation"], result["scale"]
     )

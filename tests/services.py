@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from redis.asyncio import Redis
 
@@ -141,6 +141,53 @@ async def consume(
                     records.extend(batch)
     except TimeoutError:
         pass
+    finally:
+        await consumer.stop()
+    return records
+
+
+async def topic_partitions(bootstrap: str, topics: list[str]) -> list[TopicPartition]:
+    """The partitions of ``topics`` that exist, as the broker describes them now."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics(topics)
+    finally:
+        await admin.close()
+    return [
+        TopicPartition(topic["topic"], partition["partition"])
+        for topic in described
+        if topic["error_code"] == 0
+        for partition in topic["partitions"]
+    ]
+
+
+async def consume_all(bootstrap: str, topics: Iterable[str], within: float = 30.0) -> list[Any]:
+    """Every record in ``topics`` at the time of the call, duplicates included: read from the
+    beginning up to the end offsets taken first (no waiting for records that will not come)."""
+    async with asyncio.timeout(within):
+        wanted = await topic_partitions(bootstrap, list(topics))
+    if not wanted:
+        return []
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+    )
+    await consumer.start()
+    records: list[Any] = []
+    try:
+        async with asyncio.timeout(within):
+            consumer.assign(wanted)
+            await consumer.seek_to_beginning(*wanted)
+            ends = await consumer.end_offsets(wanted)
+            pending = {tp for tp, end in ends.items() if end > 0}
+            while pending:
+                batches = await consumer.getmany(*pending, timeout_ms=500, max_records=10_000)
+                for batch in batches.values():
+                    records.extend(batch)
+                pending = {tp for tp in pending if await consumer.position(tp) < ends[tp]}
     finally:
         await consumer.stop()
     return records

@@ -24,7 +24,7 @@ from bridge.settings import EVENT_NAMES
 from bridge.simulator import SimConfig, Simulator
 from bridge.spool.disk import DiskSpool
 from tests.integration.harness import counter, eventually, kafka_sink, running_bridge, settings_for
-from tests.services import Services, consume, create_topics, read_stream, unique
+from tests.services import Services, consume_all, create_topics, read_stream, unique
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -57,6 +57,7 @@ async def redis_ids(url: str, prefix: str) -> list[str]:
     return ids_of(values)
 
 
+@pytest.mark.timeout(300)  # a real broker stopped and started again: slow on a loaded machine
 async def test_kafka_outage_of_20_s_loses_nothing(services: Services, tmp_path: Path) -> None:
     """Kafka is stopped for 20 s while ~1,000 events/s stream in: the socket keeps reading
     and answering pings (no drop), the spool holds the frames, and afterwards every frame
@@ -91,7 +92,7 @@ async def test_kafka_outage_of_20_s_loses_nothing(services: Services, tmp_path: 
                 within=120,
             )
         stats = {n: sim.stats(n) for n in tokens}
-    records = await consume(services.kafka_bootstrap, topics, len(sent) + 10_000, 30)
+    records = await consume_all(services.kafka_bootstrap, topics)
     counts = report("kafka-outage-20s", sent, ids_of([r.value for r in records]))
     assert set(counts) == set(sent)
     assert held > 5000
@@ -201,7 +202,7 @@ async def test_sigkill_then_restart_delivers_what_was_received(
         after_restart = set(sent) - {i for ids in before_kill.values() for i in ids}
         records: list[Any] = []
         for _ in range(60):
-            records = await consume(kafka_bootstrap, topics, len(sent) + 5_000, 5)
+            records = await consume_all(kafka_bootstrap, topics)
             if after_restart <= set(ids_of([r.value for r in records])):
                 break
         logs = await stop(second)

@@ -19,7 +19,7 @@ from tests.integration.harness import (
     scrape,
     settings_for,
 )
-from tests.services import consume, create_topics, unique
+from tests.services import consume, consume_all, create_topics, unique
 
 pytestmark = pytest.mark.integration
 
@@ -64,7 +64,7 @@ async def test_every_frame_arrives_exactly_with_key_headers_and_value(
                 lambda: counter(bridge.metrics, "ryze_bridge_events_published_total") >= total
             )
             metrics_text = await scrape(bridge.admin.port)
-    records = await consume(kafka_bootstrap, topics_for(prefix, list(TOKENS)), total + 1, 15)
+    records = await consume_all(kafka_bootstrap, topics_for(prefix, list(TOKENS)))
     assert len(records) == total
 
     by_value = {r.value: r for r in records}

@@ -13,7 +13,7 @@ import yaml
 from bridge.settings import EVENT_NAMES
 from bridge.simulator import SimConfig, Simulator
 from tests.integration.harness import eventually, expected_value
-from tests.services import consume, create_topics, unique
+from tests.services import consume_all, create_topics, unique
 
 pytestmark = pytest.mark.integration
 
@@ -64,8 +64,7 @@ async def test_sigterm_delivers_everything_received_and_exits_0(
         assert code == 0, logs[-3000:]
         await eventually(lambda: all(sim.stats(n)["open_sockets"] == 0 for n in tokens), 5)
         sent = {name: sim.sent_frames(name) for name in tokens}
-    total = sum(len(f) for f in sent.values())
-    records = await consume(kafka_bootstrap, topics, total + 1, 15)
+    records = await consume_all(kafka_bootstrap, topics)
     values = sorted(r.value for r in records)
     expected = sorted(expected_value(f, tokens[n]) for n, frames in sent.items() for f in frames)
     assert values == expected
