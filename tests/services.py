@@ -120,10 +120,8 @@ async def create_topics(bootstrap: str, names: Iterable[str], partitions: int = 
         await admin.close()
 
 
-async def consume(
-    bootstrap: str, topics: Iterable[str], count: int, within: float = 30.0
-) -> list[Any]:
-    """Read exactly ``count`` records from the beginning of ``topics`` (bounded wait)."""
+async def from_the_start(bootstrap: str, *topics: str) -> AIOKafkaConsumer:
+    """A started consumer outside any group, reading from the earliest offset."""
     consumer = AIOKafkaConsumer(
         *topics,
         bootstrap_servers=bootstrap,
@@ -132,6 +130,14 @@ async def consume(
         group_id=None,
     )
     await consumer.start()
+    return consumer
+
+
+async def consume(
+    bootstrap: str, topics: Iterable[str], count: int, within: float = 30.0
+) -> list[Any]:
+    """Read exactly ``count`` records from the beginning of ``topics`` (bounded wait)."""
+    consumer = await from_the_start(bootstrap, *topics)
     records: list[Any] = []
     try:
         async with asyncio.timeout(within):
@@ -169,13 +175,7 @@ async def consume_all(bootstrap: str, topics: Iterable[str], within: float = 30.
         wanted = await topic_partitions(bootstrap, list(topics))
     if not wanted:
         return []
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        group_id=None,
-    )
-    await consumer.start()
+    consumer = await from_the_start(bootstrap)
     records: list[Any] = []
     try:
         async with asyncio.timeout(within):
