@@ -28,10 +28,11 @@ from bridge.settings import InstanceSettings, KafkaSinkSettings, Settings
 from bridge.simulator.frames import FrameFactory
 from bridge.sinks.kafka import _Batches
 from bridge.spool.disk import DiskSpool
+from bridge.upstream.ws import BATCH_FRAMES
 from bridge.wiring import build_pipeline
 
 TOKEN = "tok-micro-0000"  # noqa: S105 - not a secret
-READ_BATCH = 64
+READ_BATCH = BATCH_FRAMES
 
 
 def frames(count: int) -> list[Frame]:

@@ -27,10 +27,8 @@ from bridge.settings import InstanceSettings, UpstreamSettings, resolve_token
 from bridge.spool import Spool
 from bridge.upstream.ratelimit import BucketRegistry, TokenBucket
 from bridge.upstream.rest import RestClient, WsConfig, desired_config
-from bridge.upstream.ws import InstanceSource
+from bridge.upstream.ws import BATCH_BYTES, BATCH_FRAMES, InstanceSource
 
-YIELD_EVERY = 64  # frames, or
-YIELD_BYTES = 1 << 20  # bytes read, whichever comes first, between two turns of the pacer
 GAUGE_EVERY = 0.5
 
 
@@ -147,7 +145,7 @@ class Runner:
         async for frames in self._source:
             read += self.handle_all(frames)
             handled += len(frames)
-            if handled >= YIELD_EVERY or read >= YIELD_BYTES or self.ctx.held():
+            if handled >= BATCH_FRAMES or read >= BATCH_BYTES or self.ctx.held():
                 handled = read = 0  # a flooded socket must not starve the sink worker
                 await self.ctx.pace()
 

@@ -137,11 +137,8 @@ class _Batches:
         return False
 
     async def add_to_next(self, index: int, record: Record, partition: int) -> None:
-        where = (record.destination, partition)
-        await self._send(where)
-        builder, _ = self.open[where] = (self.producer.create_batch(), [index])
-        headers = self.headers(record)
-        builder.append(timestamp=None, key=record.key, value=record.value, headers=headers)
+        await self._send((record.destination, partition))
+        self.add(index, record, partition)  # a new batch takes its first record, however large
 
     async def _send(self, where: tuple[str, int]) -> None:
         builder, members = self.open.pop(where)

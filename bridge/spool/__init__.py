@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from itertools import islice
+from typing import Literal, Protocol, TypeVar
 
 from bridge.pipeline import Record
 
@@ -41,6 +42,27 @@ def appended(dropped: list[Record], readable: asyncio.Event, empty: asyncio.Even
     if empty.is_set():
         empty.clear()
     return AppendResult(accepted=True, dropped=tuple(dropped)) if dropped else ACCEPTED
+
+
+class Sized(Protocol):
+    @property
+    def size(self) -> int: ...
+
+
+S = TypeVar("S", bound=Sized)
+
+
+def bounded(items: Iterable[S], max_bytes: int) -> list[S]:
+    """The leading ``items`` that fit in ``max_bytes`` (the first one in any case); an
+    iterator is not read further than one item past the bound."""
+    batch: list[S] = []
+    size = 0
+    for item in items:
+        size += item.size
+        if batch and size > max_bytes:
+            break
+        batch.append(item)
+    return batch
 
 
 def merged(results: Sequence[AppendResult]) -> AppendResult:
@@ -119,11 +141,7 @@ class MemorySpool:
         while not self._pending:
             self._readable.clear()
             await self._readable.wait()
-        size = 0
-        while self._pending and len(self._in_flight) < max_records:
-            size += self._pending[0].size
-            if self._in_flight and size > max_bytes:
-                break
+        for _ in bounded(islice(self._pending, max_records), max_bytes):
             self._in_flight.append(self._pending.popleft())
         return list(self._in_flight)
 

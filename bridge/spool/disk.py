@@ -21,7 +21,7 @@ import fcntl
 import os
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -29,7 +29,14 @@ from typing import IO, Literal
 
 from bridge.errors import SpoolError
 from bridge.pipeline import Record
-from bridge.spool import READ_MAX_BYTES, AppendResult, SpoolStats, WhenFull, appended
+from bridge.spool import (
+    READ_MAX_BYTES,
+    AppendResult,
+    SpoolStats,
+    WhenFull,
+    appended,
+    bounded,
+)
 from bridge.spool.codec import HEADER_SIZE, decode_header, decode_payload, encode_entry
 from bridge.spool.recovery import iter_segment_paths, rewrite, scan_file
 
@@ -352,24 +359,21 @@ class DiskSpool:
         return True
 
     # ---- reading ------------------------------------------------------------------------
-    def _entries(
-        self, segment: Segment, start: int, limit: int | None = None
-    ) -> list[tuple[int, Record, int]]:
-        """Entries of ``segment`` from offset ``start``: (seq, record, size on disk)."""
+    def _entries(self, segment: Segment, start: int) -> Iterator[tuple[int, Record, int]]:
+        """Entries of ``segment`` from offset ``start``, read as they are taken: (seq, record,
+        size on disk)."""
         if self._writer is not None and segment is self._segments[-1]:
             self._writer.flush()
-        out: list[tuple[int, Record, int]] = []
         with segment.path.open("rb") as handle:
             handle.seek(start)
-            while limit is None or len(out) < limit:
+            while True:
                 header = decode_header(handle.read(HEADER_SIZE))
                 if header is None:
-                    break
+                    return
                 payload = handle.read(header.length)
                 if len(payload) < header.length:
-                    break
-                out.append((header.seq, decode_payload(payload), HEADER_SIZE + header.length))
-        return out
+                    return
+                yield header.seq, decode_payload(payload), HEADER_SIZE + header.length
 
     async def read(self, max_records: int, max_bytes: int = READ_MAX_BYTES) -> list[Record]:
         """Wait for unacknowledged entries; put up to ``max_records`` of them (``max_bytes``,
@@ -395,27 +399,22 @@ class DiskSpool:
     def _read_from_ack(self, max_records: int, max_bytes: int) -> list[InFlight]:
         self._forget_recent(self._acked_seq)
         if self._recent and self._recent[0].seq == self._acked_seq + 1:
-            return bounded(islice(self._recent, max_records), max_bytes)
-        return self._read_from_disk(max_records, max_bytes)
+            unacked: Iterator[InFlight] = iter(self._recent)
+        else:
+            unacked = self._unacked_on_disk()
+        return bounded(islice(unacked, max_records), max_bytes)
 
-    def _read_from_disk(self, max_records: int, max_bytes: int) -> list[InFlight]:
+    def _unacked_on_disk(self) -> Iterator[InFlight]:
+        """The unacknowledged entries, oldest first, read back from the segments lazily."""
         self.flush()  # what is still buffered must be in the file to be read back
-        batch: list[InFlight] = []
-        size = 0
         ack_segment, ack_offset = self._ack_pos
         for segment in list(self._segments):
             if segment.first_seq < ack_segment:
                 continue
             offset = ack_offset if segment.first_seq == ack_segment else 0
-            for seq, record, entry_size in self._entries(segment, offset, max_records - len(batch)):
-                size += entry_size
-                if batch and size > max_bytes:
-                    return batch
-                offset += entry_size
-                batch.append(InFlight(seq, record, entry_size, segment.first_seq, offset))
-            if len(batch) >= max_records:
-                break
-        return batch
+            for seq, record, size in self._entries(segment, offset):
+                offset += size
+                yield InFlight(seq, record, size, segment.first_seq, offset)
 
     def ack(self, count: int) -> None:
         """The first ``count`` records in flight are delivered: move the acked position."""
@@ -464,18 +463,6 @@ class DiskSpool:
 
     async def wait_empty(self) -> None:
         await self._empty.wait()
-
-
-def bounded(items: Iterable[InFlight], max_bytes: int) -> list[InFlight]:
-    """The leading ``items`` that fit in ``max_bytes`` (the first one in any case)."""
-    batch: list[InFlight] = []
-    size = 0
-    for item in items:
-        size += item.size
-        if batch and size > max_bytes:
-            break
-        batch.append(item)
-    return batch
 
 
 def _fsync_and_close(descriptor: int) -> None:

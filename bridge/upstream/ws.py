@@ -64,7 +64,7 @@ class SessionObserver(Protocol):
 
 
 BATCH_FRAMES = 64  # messages, or
-BATCH_BYTES = 1 << 20  # bytes, whichever comes first, in one batch
+BATCH_BYTES = 1 << 20  # bytes, whichever comes first, in one batch (and a reader's turn)
 _DATA = frozenset({Opcode.TEXT, Opcode.BINARY, Opcode.CONT})
 
 
