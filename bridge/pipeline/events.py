@@ -14,7 +14,7 @@ goes the general way, which names what is wrong.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -53,7 +53,7 @@ class Decoded:
     document: dict[str, Any] | None
     value: bytes
     reserialized: bool
-    free_of: bytes | None = None  # a token the value was checked free of, when one was
+    free_of: bytes | None = field(default=None, repr=False)  # a token the value is free of
 
 
 class _InstanceData(msgspec.Struct):

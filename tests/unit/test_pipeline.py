@@ -327,3 +327,10 @@ def test_the_token_anywhere_else_in_a_frame_is_masked(layout: str) -> None:
     assert document["data"]["url"] == "https://h/m?t=***"
     assert "token" not in document["instanceData"]
     assert record.id == record_id("shop", record.value)
+
+
+def test_a_decoded_frame_never_shows_the_token() -> None:
+    """The token a value was checked free of is kept for the pipeline, never shown."""
+    decoded = decode(frame_bytes(), document=False)
+    assert decoded.free_of == TOKEN.encode()
+    assert TOKEN not in repr(decoded)
