@@ -56,12 +56,21 @@ class Proc:
         return self.process.pid
 
     def cpu_seconds(self) -> float:
-        """User + system CPU seconds of the process so far (from /proc)."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rpartition(")")[2].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+        """User + system CPU seconds so far of the process and the processes it started (the
+        bridge's shipper), from /proc."""
+        ticks = 0
+        for pid in family(self.pid):
+            with contextlib.suppress(OSError):
+                fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+                ticks += int(fields[11]) + int(fields[12])
+        return ticks / CLK_TCK
 
     def rss_bytes(self) -> int:
-        pages = int(Path(f"/proc/{self.pid}/statm").read_text().split()[1])
+        """Resident memory of the process and the processes it started."""
+        pages = 0
+        for pid in family(self.pid):
+            with contextlib.suppress(OSError):
+                pages += int(Path(f"/proc/{pid}/statm").read_text().split()[1])
         return pages * PAGE
 
     async def stop(self) -> None:
@@ -74,6 +83,20 @@ class Proc:
             except TimeoutError:
                 self.process.kill()
                 await self.process.wait()
+
+
+def family(pid: int) -> list[int]:
+    """``pid`` and its descendants, from the parent ids in /proc."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                stat = (entry / "stat").read_text().rpartition(")")[2].split()
+                parents[int(entry.name)] = int(stat[1])
+    found = [pid]
+    for member in found:
+        found.extend(child for child, parent in parents.items() if parent == member)
+    return found
 
 
 @contextlib.asynccontextmanager

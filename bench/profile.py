@@ -24,6 +24,7 @@ from bench.common import (
     bridge_config,
     create_topics,
     delete_created_topics,
+    family,
     process,
     read_services,
     simulator,
@@ -76,6 +77,9 @@ async def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--idle", action="store_true", help="include samples of an idle loop")
+    parser.add_argument(
+        "--shipper", action="store_true", help="profile the shipper process instead"
+    )
     args = parser.parse_args(argv)
     beside = Path(sys.executable).parent / "py-spy"
     spy = str(beside) if beside.exists() else shutil.which("py-spy")
@@ -85,7 +89,8 @@ async def main(argv: list[str] | None = None) -> None:
     services = read_services()
     results = ROOT / "bench" / "results"
     results.mkdir(parents=True, exist_ok=True)
-    out = results / f"profile-{workload.name.replace(' ', '-')}-{args.sink}.txt"
+    side = "-shipper" if args.shipper else ""
+    out = results / f"profile-{workload.name.replace(' ', '-')}-{args.sink}{side}.txt"
     with tempfile.TemporaryDirectory(prefix="ryze-bench-prof-") as tmp:
         work = Path(tmp)
         async with simulator(
@@ -104,7 +109,8 @@ async def main(argv: list[str] | None = None) -> None:
             path = write_bridge_config(work, config)
             async with process(bridge_args(path), work / "bridge.log") as bridge:
                 await asyncio.sleep(args.warmup)
-                record = [spy, "record", "--pid", str(bridge.pid), "--format", "raw"]
+                pid = family(bridge.pid)[-1] if args.shipper else bridge.pid
+                record = [spy, "record", "--pid", str(pid), "--format", "raw"]
                 record += ["--output", str(out), "--duration", str(int(args.seconds))]
                 record += ["--rate", "250", "--nonblocking"]
                 if args.idle:

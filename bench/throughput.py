@@ -244,18 +244,23 @@ async def bridge(
     timing: Timing,
     *,
     fsync: str = "interval",
+    one_process: bool = False,
 ) -> dict[str, float]:
-    """Records/s the bridge (its own process) delivers, its CPU share and RSS."""
+    """Records/s the bridge (its own process, and its shipper) delivers, their CPU share and
+    RSS; ``one_process``: the sink worker in the main process (no shipper)."""
     with tempfile.TemporaryDirectory(prefix="ryze-bench-") as tmp:
         work = Path(tmp)
         prefix = unique(f"bench.{kind}")
         if kind == "kafka":
             topics = [f"{prefix}.{e}" for e in EVENT_NAMES] + [f"{prefix}.dlq"]
             await create_topics(services.kafka, topics, configs=BIG_MESSAGES)
+        sink = sink_section(kind, services, work, prefix, workload)
+        if one_process:
+            sink["separate_process"] = False
         config = bridge_config(
             url,
             work,
-            sink_section(kind, services, work, prefix, workload),
+            sink,
             instances=workload.instances,
             fsync=fsync,
         )
@@ -412,5 +417,7 @@ async def one_round(
                 for fsync in ("never", "always"):
                     result = await bridge(url, services, workload, "kafka", timing, fsync=fsync)
                     row(workload, f"bridge → kafka fsync={fsync}", result.pop("rate"), **result)
+                result = await bridge(url, services, workload, "kafka", timing, one_process=True)
+                row(workload, "bridge → kafka, one process", result.pop("rate"), **result)
                 row(workload, "peer: naive python relay", await naive_relay(url, services, timing))
                 row(workload, "peer: benthos engine", await benthos(url, services, timing))

@@ -3,7 +3,8 @@
 Starting retries while the broker is unreachable (frames wait in the spool meanwhile); a
 sink that cannot work as configured is fatal and reported to the supervisor. A swap (config
 reload) cancels the worker, leaves the batch in flight in the spool, closes the old sink and
-starts the new one, which drains the spool from where the old one stopped.
+starts the new one, which drains the spool from where the old one stopped. The same worker
+runs in the shipper process when the sink has a process of its own (:mod:`bridge.shipper`).
 """
 
 from __future__ import annotations
@@ -19,17 +20,19 @@ from bridge.settings import Settings
 from bridge.sinks.base import Sink
 from bridge.sinks.redis import Fencing
 from bridge.sinks.worker import RetryPolicy, SinkWorker
-from bridge.spool import Spool
+from bridge.spool import SpoolReader
 from bridge.wiring import build_sink
 
 log = get_logger(__name__)
 
 
 class Delivery:
+    in_process = True  # the worker shares this process's event loop with the readers
+
     def __init__(
         self,
         settings: Settings,
-        spool: Spool,
+        spool: SpoolReader,
         metrics: Metrics,
         *,
         sink: Sink | None = None,
@@ -47,6 +50,10 @@ class Delivery:
         self.started = False
         self.worker: SinkWorker | None = None
         self._task: asyncio.Task[None] | None = None
+
+    @property
+    def kind(self) -> str:
+        return self.sink.kind
 
     @property
     def running(self) -> bool:
@@ -107,14 +114,3 @@ class Delivery:
         await self.stop_worker()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.sink.close(), timeout=max(1.0, within))
-
-    async def swap(self, settings: Settings) -> None:
-        """Replace the sink by the one ``settings`` describe, the spool in between."""
-        await self.close(10.0)
-        self.spool.rewind()
-        self.settings = settings
-        self.sink = build_sink(settings, self.environ, self.fencing)
-        self.started = False
-        self.worker = None
-        self.start()
-        log.info("sink.restarted", sink=self.sink.kind)

@@ -81,6 +81,11 @@ class SinkUnavailableError(SinkError):
     """The broker cannot be reached right now; retried with backoff."""
 
 
+class ProducerStateError(SinkUnavailableError):
+    """The producer's session cannot go on (after an outage the broker no longer follows its
+    sequence numbers); a new producer is started before the next attempt."""
+
+
 class RecordRejectedError(SinkError):
     """The broker refused one record for good; it goes to the DLQ with ``reason``."""
 

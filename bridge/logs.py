@@ -20,6 +20,8 @@ MASK = "***"
 _MIN_SECRET_LENGTH = 4
 _secrets: set[str] = set()
 _secrets_lock = threading.Lock()
+LogFormat = Literal["auto", "json", "console"]
+_configured: tuple[str, LogFormat] = ("info", "auto")
 
 
 def register_secret(value: str) -> None:
@@ -72,10 +74,12 @@ def _shared_processors() -> list[Any]:
 
 def configure_logging(
     level: str = "info",
-    fmt: Literal["auto", "json", "console"] = "auto",
+    fmt: LogFormat = "auto",
     stream: Any = None,
 ) -> None:
     """Configure structlog and the stdlib root logger; safe to call more than once."""
+    global _configured  # noqa: PLW0603 - one configuration per process, read by a child
+    _configured = (level, fmt)
     stream = stream if stream is not None else sys.stderr
     use_json = fmt == "json" or (fmt == "auto" and not stream.isatty())
     renderer: Any = (
@@ -113,6 +117,11 @@ def configure_logging(
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=False,
     )
+
+
+def logging_configured() -> tuple[str, LogFormat]:
+    """The level and format this process logs with (a child process logs alike)."""
+    return _configured
 
 
 def get_logger(name: str, **bound: Any) -> structlog.stdlib.BoundLogger:

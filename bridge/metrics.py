@@ -272,3 +272,91 @@ def init_sink(metrics: Metrics, sink: str) -> None:
     metrics.sink_up.labels(sink).set(0)
     for reason in DLQ_REASONS:
         metrics.dlq_records.labels(reason)
+
+
+# ---- the sink side, counted in the shipper process, carried over to this one ------------
+SINK_SIDE = (
+    "events_published",
+    "publish_latency",
+    "publish_errors",
+    "sink_up",
+    "dlq_records",
+    "events_dropped",
+)
+SampleKey = tuple[str, str, tuple[tuple[str, str], ...]]  # metric attribute, sample, labels
+Change = tuple[str, str, list[tuple[str, str]], float]
+
+
+def sink_side_values(metrics: Metrics) -> dict[SampleKey, float]:
+    """Every sample of the metrics the sink worker moves, by (metric, sample, labels)."""
+    values: dict[SampleKey, float] = {}
+    for attr in SINK_SIDE:
+        for family in getattr(metrics, attr).collect():
+            for sample in family.samples:
+                values[(attr, sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return values
+
+
+def sink_side_changes(
+    before: dict[SampleKey, float], after: dict[SampleKey, float]
+) -> list[Change]:
+    """What moved between two readings (pure): gauges as their new value, counters and
+    histogram samples as the increase."""
+    changes: list[Change] = []
+    for key, value in after.items():
+        old = before.get(key)
+        if old == value or (old is None and value == 0):
+            continue
+        attr, sample, labels = key
+        amount = value if attr == "sink_up" else value - (old or 0.0)
+        changes.append((attr, sample, list(labels), amount))
+    return changes
+
+
+def apply_sink_side(metrics: Metrics, changes: Iterable[Change]) -> None:
+    """Add what the shipper counted to this process's metrics (see :func:`sink_side_changes`).
+    Histogram buckets arrive cumulative (``le``) and are added bucket by bucket, with the sum,
+    through the client's bucket layout as :func:`observe_all` does."""
+    histograms: dict[tuple[str, tuple[tuple[str, str], ...]], dict[str, float]] = {}
+    for attr, sample, pairs, amount in changes:
+        labels = dict(pairs)
+        metric = getattr(metrics, attr)
+        if isinstance(metric, Histogram):
+            if sample.endswith("_bucket"):
+                le = labels.pop("le")
+                key = (attr, tuple(sorted(labels.items())))
+                histograms.setdefault(key, {})[le] = amount
+            elif sample.endswith("_sum"):
+                key = (attr, tuple(sorted(labels.items())))
+                histograms.setdefault(key, {})["sum"] = amount
+        elif isinstance(metric, Gauge):
+            metric.labels(**labels).set(amount)
+        else:
+            metric.labels(**labels).inc(amount)
+    for (attr, label_pairs), amounts in histograms.items():
+        _add_to_histogram(getattr(metrics, attr).labels(**dict(label_pairs)), amounts)
+
+
+def _add_to_histogram(child: Any, amounts: dict[str, float]) -> None:
+    bounds = getattr(child, "_upper_bounds", None)
+    buckets = getattr(child, "_buckets", None)
+    total = getattr(child, "_sum", None)
+    if bounds is None or buckets is None or total is None:
+        return
+    below = 0.0
+    for index, bound in enumerate(bounds):
+        cumulative = amounts.get(_le(bound))
+        if cumulative is None:
+            continue
+        if cumulative - below:
+            buckets[index].inc(cumulative - below)
+        below = cumulative
+    if amounts.get("sum"):
+        total.inc(amounts["sum"])
+
+
+def _le(bound: float) -> str:
+    """A bucket's ``le`` label as the client writes it."""
+    from prometheus_client.utils import floatToGoString  # noqa: PLC0415 - helper, used rarely
+
+    return str(floatToGoString(bound))  # type: ignore[no-untyped-call]

@@ -40,6 +40,7 @@ from bridge.pacing import Pacer
 from bridge.reload import ConfigWatcher
 from bridge.runner import Runner, RunnerContext
 from bridge.settings import InstanceSettings, Settings, read_secret
+from bridge.shipper.parent import ShipperDelivery
 from bridge.signals import SignalHandlers
 from bridge.sinks.base import Sink
 from bridge.spool import Spool, wait_settled
@@ -102,21 +103,13 @@ class Supervisor:
         self._took_shards = False
         self._takeovers: dict[int, float] = {}
         self._membership_task: asyncio.Task[None] | None = None
-        self.delivery = Delivery(
-            settings,
-            self.spool,
-            self.metrics,
-            sink=sink,
-            environ=self.environ,
-            on_fatal=self._fail,
-            fencing=self.membership if isinstance(self.membership, RedisMembership) else None,
-        )
+        self.delivery = self._delivery(settings, sink)
         self.last_seen = LastSeen(
             settings.spool.dir / "last-seen.json" if isinstance(self.spool, DiskSpool) else None
         )
         self.pacer = Pacer(
             self.spool.stats,
-            lambda: self.delivery.delivering,
+            lambda: self.delivery.in_process and self.delivery.delivering,
             on_pause=self.metrics.reader_paused.inc,
         )
         self.handle_signals = handle_signals
@@ -138,6 +131,41 @@ class Supervisor:
         )
         self._fsync_task: asyncio.Task[None] | None = None
         self._discovery_task: asyncio.Task[None] | None = None
+
+    def _delivery(self, settings: Settings, sink: Sink | None = None) -> Delivery | ShipperDelivery:
+        """The sink worker in a process of its own (``sink.separate_process``, a disk spool,
+        no fencing to share) or in this one."""
+        fencing = self.membership if isinstance(self.membership, RedisMembership) else None
+        if (
+            settings.sink.separate_process
+            and sink is None
+            and fencing is None
+            and isinstance(self.spool, DiskSpool)
+        ):
+            return ShipperDelivery(
+                settings, self.spool, self.metrics, environ=self.environ, on_fatal=self._fail
+            )
+        return Delivery(
+            settings,
+            self.spool,
+            self.metrics,
+            sink=sink,
+            environ=self.environ,
+            on_fatal=self._fail,
+            fencing=fencing,
+        )
+
+    async def _swap_delivery(self, settings: Settings) -> None:
+        """Replace the sink by the one ``settings`` describe, the spool in between: the old
+        worker stops (its batch in flight stays in the spool), the new one drains the spool
+        from where the old one stopped."""
+        await self.delivery.close(10.0)
+        self.spool.rewind()
+        if isinstance(self.spool, DiskSpool):
+            self.spool.read_here()
+        self.delivery = self._delivery(settings)
+        self.delivery.start()
+        log.info("sink.restarted", sink=self.delivery.kind)
 
     def _upstream(self, settings: Settings) -> tuple[RunnerContext, httpx.AsyncClient]:
         """What runners share to reach the upstream: one TLS context (the CA file read once)
@@ -206,7 +234,7 @@ class Supervisor:
                 self.config_path, self.apply, self.metrics, reload.poll_seconds, watch=reload.watch
             )
             self._background.append(asyncio.create_task(self.watcher.run()))
-        log.info("bridge.started", instances=len(self.runners), sink=self.delivery.sink.kind)
+        log.info("bridge.started", instances=len(self.runners), sink=self.delivery.kind)
 
     def _start_membership(self) -> None:
         if self.membership is not None:
@@ -342,7 +370,7 @@ class Supervisor:
         everything = (new.upstream, new.filter, new.sink) != (old.upstream, old.filter, old.sink)
         self.settings = new
         if new.sink != old.sink:
-            await self.delivery.swap(new)
+            await self._swap_delivery(new)
         if everything:
             for name in list(self.runners):
                 await self.remove_instance(name)

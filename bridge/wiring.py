@@ -22,11 +22,17 @@ def build_sink(
     settings: Settings, environ: Mapping[str, str], fencing: Fencing | None = None
 ) -> Sink:
     """The configured sink, its password read now (ConfigError naming the key if missing)."""
+    return sink_with(settings, sink_password(settings, environ), fencing)
+
+
+def sink_with(
+    settings: Settings, password: SecretStr | None, fencing: Fencing | None = None
+) -> Sink:
+    """The configured sink with its password already read."""
     sink = settings.sink
     if sink.kind == "kafka":
-        return KafkaSink(sink.kafka, sink.dlq, sink_password(settings, environ))
+        return KafkaSink(sink.kafka, sink.dlq, password)
     if sink.kind == "redis":
-        password = sink_password(settings, environ)
         return RedisSink(sink.redis, password=password, fencing=fencing)
     return FileSink(sink.file.path, sink.dlq, fsync=settings.spool.fsync == "always")
 

@@ -10,6 +10,7 @@ unless ``sink.kafka.create_topics`` is on. The DLQ topic itself must exist at st
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 import time
 from collections.abc import Sequence
@@ -22,9 +23,13 @@ from aiokafka.errors import (
     InvalidTopicError,
     KafkaConnectionError,
     KafkaError,
+    KafkaTimeoutError,
     MessageSizeTooLargeError,
+    OutOfOrderSequenceNumber,
+    ProducerClosed,
     RecordListTooLargeError,
     RecordTooLargeError,
+    RequestTimedOutError,
     TopicAlreadyExistsError,
     TopicAuthorizationFailedError,
 )
@@ -32,11 +37,14 @@ from aiokafka.helpers import create_ssl_context
 from aiokafka.partitioner import DefaultPartitioner
 from pydantic import SecretStr
 
-from bridge.errors import SinkConfigError, SinkUnavailableError
+from bridge.errors import ProducerStateError, SinkConfigError, SinkUnavailableError
+from bridge.logs import get_logger
 from bridge.pipeline import Record
 from bridge.pipeline.records import cloudevents_headers
 from bridge.settings import KafkaSinkSettings
 from bridge.sinks.base import DELIVERED, Failed, Outcome, Rejected
+
+log = get_logger(__name__)
 
 PERMANENT: dict[type[KafkaError], str] = {
     MessageSizeTooLargeError: "too_large",
@@ -52,18 +60,15 @@ def classify(error: BaseException) -> Outcome:
     for kind, reason in PERMANENT.items():
         if isinstance(error, kind):
             return Rejected(reason, f"{type(error).__name__}: {error}")
-    if isinstance(error, KafkaError) and not error.retriable and not _transient(error):
+    if isinstance(error, OutOfOrderSequenceNumber):  # the producer's sender stops on it
+        return Failed(ProducerStateError(f"kafka: {type(error).__name__}: {error}"))
+    if isinstance(error, KafkaError) and not error.retriable and not isinstance(error, TRANSIENT):
         return Rejected("rejected_by_broker", f"{type(error).__name__}: {error}")
     return Failed(SinkUnavailableError(f"kafka: {type(error).__name__}: {error}"))
 
 
-def _transient(error: KafkaError) -> bool:
-    return isinstance(error, KafkaConnectionError) or type(error).__name__ in {
-        "KafkaTimeoutError",
-        "RequestTimedOutError",
-        "OutOfOrderSequenceNumberError",
-        "ProducerClosed",
-    }
+# Not marked retriable by the client, yet gone once the broker is back.
+TRANSIENT = (KafkaConnectionError, KafkaTimeoutError, RequestTimedOutError, ProducerClosed)
 
 
 def security_options(settings: KafkaSinkSettings, password: SecretStr | None) -> dict[str, Any]:
@@ -179,6 +184,7 @@ class KafkaSink:
         self._partitions: dict[str, list[int]] = {}
         self._partitions_until = 0.0
         self._key_partitions: dict[tuple[str, bytes], int] = {}
+        self._stale = False  # the producer's session broke: a new one before the next publish
 
     async def start(self) -> None:
         try:
@@ -244,6 +250,8 @@ class KafkaSink:
         refused alone, before batching."""
         if self._producer is None:
             raise SinkUnavailableError("kafka: not started")
+        if self._stale:
+            await self._renew_producer()
         missing = await self._missing_topics({r.destination for r in records})
         outcomes: list[Outcome | None] = [None] * len(records)
         batches = _Batches(self._producer, self.settings.cloudevents == "binary")
@@ -269,7 +277,29 @@ class KafkaSink:
                     outcomes[index] = failed
         for index, outcome in await batches.settle():
             outcomes[index] = outcome
+            if isinstance(outcome, Failed) and isinstance(outcome.error, ProducerStateError):
+                self._stale = True
         return [o if o is not None else DELIVERED for o in outcomes]
+
+    async def _renew_producer(self) -> None:
+        """A new producer (a new idempotent session) in place of one whose session broke;
+        SinkUnavailableError while the broker cannot be reached (tried again next publish)."""
+        old, self._producer = self._producer, None
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(old.stop(), timeout=5)
+        producer = AIOKafkaProducer(
+            **producer_options(self.settings), **security_options(self.settings, self._password)
+        )
+        try:
+            await producer.start()
+        except KafkaError as exc:
+            with contextlib.suppress(Exception):
+                await producer.stop()
+            self._producer = old  # stopped: sends fail fast until renewed
+            raise SinkUnavailableError(f"kafka: cannot start a new producer: {exc}") from None
+        self._producer = producer
+        self._stale = False
+        log.warning("sink.producer_renewed", sink=self.kind)
 
     async def _learn_partitions(self, topics: set[str]) -> None:
         """The partitions of every topic of a publish, asked once per topic until they are

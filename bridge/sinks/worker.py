@@ -19,7 +19,7 @@ from bridge.logs import get_logger
 from bridge.metrics import Children, Metrics, observe_all
 from bridge.pipeline import Record
 from bridge.sinks.base import Delivered, Failed, Outcome, Rejected, Sink, first_failure
-from bridge.spool import READ_MAX_BYTES, Spool
+from bridge.spool import READ_MAX_BYTES, SpoolReader
 
 log = get_logger(__name__)
 TOO_LARGE_KEEP = 64 * 1024
@@ -55,7 +55,7 @@ class SinkWorker:
     def __init__(
         self,
         sink: Sink,
-        spool: Spool,
+        spool: SpoolReader,
         metrics: Metrics,
         *,
         dlq: str,

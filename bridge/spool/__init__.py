@@ -80,6 +80,16 @@ class SpoolStats:
     in_flight: int
 
 
+class SpoolReader(Protocol):
+    """The reading half, all the sink worker needs (in another process: a spool's tail)."""
+
+    async def read(self, max_records: int, max_bytes: int = READ_MAX_BYTES) -> list[Record]: ...
+
+    def ack(self, count: int) -> None: ...
+
+    def rewind(self) -> None: ...
+
+
 class Spool(Protocol):
     """What the supervisor, runners and the sink worker need from a spool."""
 

@@ -11,6 +11,10 @@
   segment (entries in flight there are kept in memory and still delivered). Every dropped
   entry is reported to the caller, with its instance, to be counted.
 - A lock file refuses a second process on the same directory.
+- The reader may be another process (the shipper, :mod:`bridge.shipper`): then
+  :meth:`DiskSpool.read_elsewhere` is called once, every flush is announced to it, and its
+  acknowledgements arrive through :meth:`DiskSpool.acked_elsewhere`; this process still owns
+  the files (segments, ack position) and the accounting.
 """
 
 from __future__ import annotations
@@ -21,11 +25,11 @@ import fcntl
 import os
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, TYPE_CHECKING, Literal
 
 from bridge.errors import SpoolError
 from bridge.pipeline import Record
@@ -37,8 +41,11 @@ from bridge.spool import (
     appended,
     bounded,
 )
-from bridge.spool.codec import HEADER_SIZE, decode_header, decode_payload, encode_entry
+from bridge.spool.codec import encode_entry, read_entry
 from bridge.spool.recovery import iter_segment_paths, rewrite, scan_file
+
+if TYPE_CHECKING:
+    from bridge.spool.tail import Acked
 
 FsyncPolicy = Literal["always", "interval", "never"]
 ACK_FILE = "ack"
@@ -109,6 +116,10 @@ class DiskSpool:
     _write_error: str | None = None
     _readable: asyncio.Event = field(default_factory=asyncio.Event)
     _empty: asyncio.Event = field(default_factory=asyncio.Event)
+    # Read by another process: told of every flush (segment, offset), the furthest segment
+    # it has started reading (drop_oldest keeps it and everything before it).
+    _on_flush: Callable[[int, int], None] | None = None
+    _remote_reading: int = 0
 
     def __post_init__(self) -> None:
         if self.segment_bytes <= 0:
@@ -254,8 +265,9 @@ class DiskSpool:
         except OSError as exc:
             raise SpoolError(f"spool: write failed: {exc.strerror}") from None
         segment = self._segments[-1]
-        self._remember(InFlight(self._next_seq, record, len(entry), segment.first_seq,
-                                segment.size + len(entry)))  # fmt: skip
+        if self._on_flush is None:  # a reader here takes the newest entries from memory
+            self._remember(InFlight(self._next_seq, record, len(entry), segment.first_seq,
+                                    segment.size + len(entry)))  # fmt: skip
         segment.size += len(entry)
         segment.count += 1
         self._next_seq += 1
@@ -276,7 +288,8 @@ class DiskSpool:
             self.flush()
 
     def flush(self) -> None:
-        """Write the buffered entries to the segment file (not fsync)."""
+        """Write the buffered entries to the segment file (not fsync); a reader in another
+        process is told how far the file now goes."""
         self._flush_pending = False
         if self._writer is None:
             return
@@ -284,6 +297,10 @@ class DiskSpool:
             self._writer.flush()
         except OSError as exc:
             self._write_error = exc.strerror or str(exc)
+            return
+        if self._on_flush is not None:
+            active = self._segments[-1]
+            self._on_flush(active.first_seq, active.size)
 
     def _sync_if_due(self) -> None:
         if self.fsync == "never":
@@ -340,7 +357,11 @@ class DiskSpool:
     def _drop_oldest_segment(self, dropped: list[Record]) -> bool:
         """Delete the oldest segment that holds nothing in flight (never the active one)."""
         busy = {f.segment for f in self._in_flight}
-        candidates = [s for s in list(self._segments)[:-1] if s.first_seq not in busy]
+        candidates = [
+            s
+            for s in list(self._segments)[:-1]
+            if s.first_seq not in busy and s.first_seq > self._remote_reading
+        ]
         if not candidates:
             return False
         segment = candidates[0]
@@ -366,14 +387,8 @@ class DiskSpool:
             self._writer.flush()
         with segment.path.open("rb") as handle:
             handle.seek(start)
-            while True:
-                header = decode_header(handle.read(HEADER_SIZE))
-                if header is None:
-                    return
-                payload = handle.read(header.length)
-                if len(payload) < header.length:
-                    return
-                yield header.seq, decode_payload(payload), HEADER_SIZE + header.length
+            while (entry := read_entry(handle)) is not None:
+                yield entry
 
     async def read(self, max_records: int, max_bytes: int = READ_MAX_BYTES) -> list[Record]:
         """Wait for unacknowledged entries; put up to ``max_records`` of them (``max_bytes``,
@@ -424,15 +439,61 @@ class DiskSpool:
             self._acked_seq = item.seq
             self._bytes -= item.size
             self._events -= 1
-        if done:
+        self._after_ack(bool(done))
+        self.rewind()
+
+    def _after_ack(self, moved: bool) -> None:
+        if moved:
             self._forget_acked_segments()
             now = time.monotonic()
             if now - self._ack_written_at >= ACK_WRITE_SECONDS or self.fsync == "always":
                 self._write_ack()  # at most every 100 ms: a crash replays at most that much
                 self._ack_written_at = now
-        self.rewind()
         if self._events == 0:
             self._empty.set()
+
+    # ---- a reader in another process --------------------------------------------------
+    def read_elsewhere(self, on_flush: Callable[[int, int], None]) -> tuple[int, int]:
+        """From now on another process reads (see :mod:`bridge.spool.tail`): every flush is
+        announced to ``on_flush`` (segment, offset), entries are no longer kept in memory
+        for a reader here. Returns where that reader starts: the acknowledged position."""
+        self._on_flush = on_flush
+        self._recent.clear()
+        self._recent_bytes = 0
+        self._in_flight = []
+        self._remote_reading = self._ack_pos[0]
+        return self._ack_pos
+
+    def read_here(self) -> None:
+        """The reader is in this process again (after :meth:`read_elsewhere`)."""
+        self._on_flush = None
+        self._remote_reading = 0
+        self.rewind()
+
+    def flushed_to(self) -> tuple[int, int]:
+        """How far the files go once what is buffered is flushed (segment, offset)."""
+        self.flush()
+        active = self._segments[-1]
+        return active.first_seq, active.size
+
+    def reading(self, segment: int) -> None:
+        """The other process started reading ``segment``: drop_oldest keeps it from now on."""
+        self._remote_reading = max(self._remote_reading, segment)
+
+    def acked_elsewhere(self, stretches: Sequence[Acked]) -> None:
+        """The other process's acknowledgements, oldest first. A stretch in a segment
+        dropped meanwhile (full, drop_oldest) was already taken off the books: skipped."""
+        live = {segment.first_seq for segment in self._segments}
+        moved = False
+        for stretch in stretches:
+            if stretch.segment not in live or stretch.last_seq <= self._acked_seq:
+                continue
+            self._ack_pos = (stretch.segment, stretch.end)
+            self._acked_seq = stretch.last_seq
+            self._bytes -= stretch.size
+            self._events -= stretch.events
+            moved = True
+        self._after_ack(moved)
 
     def _forget_acked_segments(self) -> None:
         while len(self._segments) > 1:

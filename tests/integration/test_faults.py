@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 
 from bridge.pipeline import Record
 from bridge.settings import EVENT_NAMES
+from bridge.shipper.parent import ShipperDelivery
 from bridge.simulator import SimConfig, Simulator
 from bridge.spool.disk import DiskSpool
 from tests.integration.harness import counter, eventually, kafka_sink, running_bridge, settings_for
@@ -172,6 +173,47 @@ async def stop(process: asyncio.subprocess.Process, sig: int = signal.SIGTERM) -
             process.kill()
             await process.wait()
     return (await process.stderr.read()).decode() if process.stderr else ""
+
+
+async def test_a_killed_shipper_is_started_again_and_loses_nothing(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """The shipper process (the sink worker beside the bridge) is SIGKILLed mid-stream: the
+    bridge goes on reading, starts a new shipper from the spool's acknowledged position, and
+    every frame sent is in Kafka (what the dead one had in flight possibly twice)."""
+    prefix = unique("shipper")
+    tokens = {"shop-a": "tok-shipper-a-3"}
+    topics = [f"{prefix}.{i}.{e}" for i in tokens for e in EVENT_NAMES]
+    await create_topics(kafka_bootstrap, [*topics, f"{prefix}.dlq"])
+    async with Simulator(SimConfig(instances=tokens, rate=500)) as sim:
+        settings = settings_for(
+            sim.base_url,
+            tmp_path,
+            instances={n: {"token": t} for n, t in tokens.items()},
+            sink=kafka_sink(kafka_bootstrap, prefix + ".{instance}.{event}", f"{prefix}.dlq"),
+        )
+        async with running_bridge(settings) as bridge:
+            delivery = bridge.delivery
+            assert isinstance(delivery, ShipperDelivery)
+            await eventually(
+                lambda: counter(bridge.metrics, "ryze_bridge_events_published_total") > 500
+            )
+            killed = delivery.pid
+            assert killed is not None
+            os.kill(killed, signal.SIGKILL)
+            await eventually(lambda: delivery.pid not in (None, killed), within=30)
+            await eventually(lambda: all(sim.stats(n)["frames_sent"] > 2500 for n in tokens))
+            for name in tokens:
+                sim.pause(name)
+            sent = [i for n in tokens for i in sim.sent_ids(n)]
+            await eventually(
+                lambda: counter(bridge.metrics, "ryze_bridge_spool_events") == 0, within=60
+            )
+            upgrades = {n: sim.stats(n)["upgrades"] for n in tokens}
+    records = await consume_all(kafka_bootstrap, topics)
+    counts = report("shipper-sigkill", sent, ids_of([r.value for r in records]))
+    assert set(counts) == set(sent)
+    assert all(u == 1 for u in upgrades.values()), "the sockets were not touched"
 
 
 async def test_sigkill_then_restart_delivers_what_was_received(

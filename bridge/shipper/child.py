@@ -1,0 +1,156 @@
+"""The shipper process: the spool's tail, the sink and the sink worker, reporting back.
+
+Started by the main process as ``python -m bridge.shipper <fd>`` with one end of a socket pair
+as ``fd``; everything it needs arrives in the ``init`` message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+import time
+from typing import Any
+
+from pydantic import SecretStr
+
+from bridge.delivery import Delivery
+from bridge.logs import configure_logging, get_logger, register_secret
+from bridge.metrics import Metrics, create_metrics, sink_side_changes, sink_side_values
+from bridge.settings import Settings
+from bridge.shipper.link import receive, send
+from bridge.spool.tail import Acked, Position, SpoolTail
+from bridge.wiring import sink_with
+
+log = get_logger(__name__)
+METRICS_SECONDS = 1.0  # counts that move outside of acknowledgements (sink start, retries)
+STOP_SECONDS = 10.0
+
+
+class Reporter:
+    """Sends acknowledgements and the metrics that moved since the last report."""
+
+    def __init__(self, writer: asyncio.StreamWriter, metrics: Metrics) -> None:
+        self.writer = writer
+        self.metrics = metrics
+        self._last = sink_side_values(metrics)
+
+    def changes(self) -> list[Any]:
+        now = sink_side_values(self.metrics)
+        moved = sink_side_changes(self._last, now)
+        self._last = now
+        return moved
+
+    def acked(self, stretches: list[Acked]) -> None:
+        rows = [[s.segment, s.last_seq, s.end, s.events, s.size] for s in stretches]
+        send(self.writer, ["ack", rows, self.changes()])
+
+    def reading(self, segment: int) -> None:
+        send(self.writer, ["reading", segment])
+
+    def metrics_now(self) -> None:
+        moved = self.changes()
+        if moved:
+            send(self.writer, ["metrics", moved])
+
+    def fatal(self, error: str) -> None:
+        send(self.writer, ["fatal", error])
+
+
+async def serve(descriptor: int) -> int:
+    """Run the shipper on the socket ``descriptor`` until told to stop or left alone."""
+    reader, writer = await asyncio.open_connection(sock=socket.socket(fileno=descriptor))
+    init = await receive(reader)
+    if not isinstance(init, dict):
+        return 1
+    settings = Settings.model_validate(init["settings"])
+    level, fmt = init["log"]
+    configure_logging(level, fmt)
+    password = SecretStr(init["password"]) if init.get("password") is not None else None
+    if password is not None:
+        register_secret(password.get_secret_value())
+    metrics = create_metrics()
+    reporter = Reporter(writer, metrics)
+    tail = SpoolTail(
+        settings.spool.dir,
+        Position(*init["start"]),
+        on_ack=reporter.acked,
+        on_segment=reporter.reading,
+    )
+    tail.mark(*init["mark"])
+    failed = asyncio.Event()
+
+    def on_fatal(error: str) -> None:
+        reporter.fatal(error)
+        failed.set()
+
+    delivery = Delivery(
+        settings,
+        tail,
+        metrics,
+        sink=sink_with(settings, password),
+        environ={},
+        on_fatal=on_fatal,
+    )
+    delivery.start()
+    log.info("shipper.started", sink=settings.sink.kind, start=init["start"])
+    ticker = asyncio.create_task(_report_metrics(reporter))
+    listener = asyncio.create_task(_listen(reader, writer, tail, delivery))
+    try:
+        await asyncio.wait(
+            (listener, asyncio.create_task(failed.wait())), return_when=asyncio.FIRST_COMPLETED
+        )
+    finally:
+        ticker.cancel()
+        listener.cancel()
+        await delivery.close(STOP_SECONDS)
+        tail.close()
+        reporter.metrics_now()
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+        writer.close()
+    return 1 if failed.is_set() else 0
+
+
+async def _listen(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    tail: SpoolTail,
+    delivery: Delivery,
+) -> None:
+    """Follow the main process's messages until ``stop`` or until it is gone."""
+    answering: set[asyncio.Task[None]] = set()
+
+    async def answer(question: int) -> None:
+        send(writer, ["reachable", question, await delivery.reachable()])
+
+    while True:
+        message = await receive(reader)
+        if message is None or message[0] == "stop":
+            return
+        if message[0] == "mark":
+            tail.mark(message[1], message[2])
+        elif message[0] == "reachable":  # answered aside: marks keep flowing meanwhile
+            task = asyncio.create_task(answer(message[1]))
+            answering.add(task)
+            task.add_done_callback(answering.discard)
+
+
+async def _report_metrics(reporter: Reporter) -> None:
+    while True:
+        await asyncio.sleep(METRICS_SECONDS)
+        reporter.metrics_now()
+
+
+def main(argv: list[str]) -> int:
+    """``python -m bridge.shipper <fd>``: the main process's signals are its own to handle
+    (it stops the shipper after draining); this one only follows the socket."""
+    from bridge import eventloop  # noqa: PLC0415 - the entry point's own import
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
+    started = time.monotonic()
+    code = eventloop.run(serve(int(argv[0])))
+    log.info("shipper.stopped", code=code, seconds=round(time.monotonic() - started, 1))
+    return code

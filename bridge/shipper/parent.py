@@ -1,0 +1,224 @@
+"""The main process's side of the shipper: starts it, keeps it running, hears it out.
+
+It offers what the supervisor needs of a delivery (start, reachable, stop, close, swap), so
+the supervisor does not care where the sink worker runs. A shipper that dies is started
+again after a backoff from the spool's acknowledged position (what it had in flight is
+published again: at least once); one that reports a fatal error (a sink that cannot work as
+configured) stops the bridge, as the in-process worker does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import sys
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from pydantic import SecretStr
+
+from bridge.logs import get_logger, logging_configured
+from bridge.metrics import Metrics, apply_sink_side, init_sink
+from bridge.settings import Settings
+from bridge.shipper.link import frame, receive, send
+from bridge.sinks.worker import RetryPolicy
+from bridge.spool.disk import DiskSpool
+from bridge.spool.tail import Acked
+from bridge.wiring import sink_password
+
+log = get_logger(__name__)
+REACHABLE_TIMEOUT = 5.0
+# What the shipper's Python needs of the environment; nothing else (tokens) is passed on.
+KEPT_ENVIRONMENT = ("PATH", "HOME", "LANG", "TZ", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV",
+                    "SSL_CERT_FILE", "SSL_CERT_DIR")  # fmt: skip
+
+
+def shipper_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The shipper's environment: Python's own variables and the locale, nothing else (pure)."""
+    return {
+        k: v for k, v in environ.items() if k in KEPT_ENVIRONMENT or k.startswith(("LC_", "PYTHON"))
+    }
+
+
+def init_message(settings: Settings, password: SecretStr | None, start: tuple[int, int],
+                 mark: tuple[int, int]) -> dict[str, Any]:  # fmt: skip
+    """What a new shipper is told (pure): the sections it works with, never the instances."""
+    sections = settings.model_dump(mode="json", include={"sink", "spool", "event_loop"})
+    level, fmt = logging_configured()
+    return {
+        "settings": sections,
+        "log": [level, fmt],
+        "password": None if password is None else password.get_secret_value(),
+        "start": list(start),
+        "mark": list(mark),
+    }
+
+
+class ShipperDelivery:
+    in_process = False
+
+    def __init__(
+        self,
+        settings: Settings,
+        spool: DiskSpool,
+        metrics: Metrics,
+        *,
+        environ: Mapping[str, str],
+        on_fatal: Callable[[str], None],
+    ) -> None:
+        self.settings = settings
+        self.spool = spool
+        self.metrics = metrics
+        self.environ = environ
+        self.on_fatal = on_fatal
+        self.password = sink_password(settings, environ)  # a missing one fails here, named
+        self._task: asyncio.Task[None] | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._process: asyncio.subprocess.Process | None = None
+        self._questions: dict[int, asyncio.Future[bool]] = {}
+        self._asked = 0
+        self._stopping = False
+
+    @property
+    def kind(self) -> str:
+        return self.settings.sink.kind
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None
+
+    @property
+    def pid(self) -> int | None:
+        """The running shipper's process id."""
+        process = self._process
+        return process.pid if process is not None and process.returncode is None else None
+
+    @property
+    def delivering(self) -> bool:
+        """A shipper is running and connected."""
+        return self._writer is not None
+
+    def start(self) -> None:
+        init_sink(self.metrics, self.kind)
+        self._stopping = False
+        self._task = asyncio.create_task(self._keep_running(), name="shipper")
+
+    async def _keep_running(self) -> None:
+        retry = RetryPolicy(self.settings.sink.retry_initial, self.settings.sink.retry_max)
+        attempt = 0
+        while not self._stopping:
+            code = await self._run_once()
+            if self._stopping or code is None:
+                return
+            attempt += 1
+            self.metrics.sink_up.labels(self.kind).set(0)
+            log.error("shipper.exited", code=code, attempt=attempt)
+            await asyncio.sleep(retry.delay(attempt))
+
+    async def _run_once(self) -> int | None:
+        """One shipper's life; its exit code, or None after a fatal report."""
+        ours, theirs = socket.socketpair()
+        try:
+            process = self._process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "bridge.shipper", str(theirs.fileno()),
+                pass_fds=(theirs.fileno(),),
+                env=shipper_environment(self.environ),
+                start_new_session=True,
+            )  # fmt: skip
+        finally:
+            theirs.close()
+        writer: asyncio.StreamWriter | None = None
+        try:
+            reader, writer = await asyncio.open_connection(sock=ours)
+            start = self.spool.read_elsewhere(self._mark)
+            mark = self.spool.flushed_to()
+            writer.write(frame(init_message(self.settings, self.password, start, mark)))
+            self._writer = writer
+            log.info("shipper.started", pid=process.pid, sink=self.kind)
+            fatal = await self._hear(reader)
+            if fatal is not None:
+                self.on_fatal(fatal)
+                return None
+            return await process.wait()
+        finally:
+            self._writer = None
+            for question in self._questions.values():
+                if not question.done():
+                    question.set_result(False)
+            self._questions.clear()
+            if process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                await process.wait()
+            if writer is not None:
+                writer.close()
+                with contextlib.suppress(ConnectionError):
+                    await writer.wait_closed()
+            ours.close()
+
+    async def _hear(self, reader: asyncio.StreamReader) -> str | None:
+        """Apply the shipper's messages until it is gone; its fatal error, if it said one."""
+        while True:
+            message = await receive(reader)
+            if message is None:
+                return None
+            kind = message[0]
+            if kind == "ack":
+                self.spool.acked_elsewhere([Acked(*row) for row in message[1]])
+                apply_sink_side(self.metrics, message[2])
+            elif kind == "metrics":
+                apply_sink_side(self.metrics, message[1])
+            elif kind == "reading":
+                self.spool.reading(message[1])
+            elif kind == "reachable":
+                answer = self._questions.pop(message[1], None)
+                if answer is not None and not answer.done():
+                    answer.set_result(bool(message[2]))
+            elif kind == "fatal":
+                return str(message[1])
+
+    def _mark(self, segment: int, offset: int) -> None:
+        if self._writer is not None:
+            send(self._writer, ["mark", segment, offset])
+
+    async def reachable(self) -> bool:
+        """Ask the shipper whether its sink answers (False without a shipper)."""
+        if self._writer is None:
+            return False
+        self._asked += 1
+        question = self._asked
+        answer = self._questions[question] = asyncio.get_running_loop().create_future()
+        send(self._writer, ["reachable", question])
+        try:
+            return await asyncio.wait_for(answer, REACHABLE_TIMEOUT)
+        except TimeoutError:
+            return False
+        finally:
+            self._questions.pop(question, None)
+
+    async def stop_worker(self, within: float = 10.0) -> None:
+        """Tell the shipper to stop (what it has in flight stays in the spool) and wait for it
+        to close its sink and exit; killed after ``within`` seconds."""
+        self._stopping = True
+        if self._writer is not None:
+            send(self._writer, ["stop"])
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout=max(1.0, within))
+            except TimeoutError:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+            self._task = None
+
+    async def close(self, within: float) -> None:
+        await self.stop_worker(within)
+
+    async def swap(self, settings: Settings) -> None:
+        """Stop this shipper and start one with ``settings``' sink."""
+        await self.close(10.0)
+        self.settings = settings
+        self.password = sink_password(settings, self.environ)
+        self.start()
+        log.info("sink.restarted", sink=self.kind)

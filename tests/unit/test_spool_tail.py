@@ -1,0 +1,181 @@
+"""The spool read from another process: the tail reads only what the writer flushed, in
+order across segments, and its acknowledgements move the writer's books exactly as an
+in-process reader's would; entries written by an older bridge (format version 1) replay."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+import zlib
+from pathlib import Path
+
+from bridge.pipeline import Record
+from bridge.spool.codec import HEADER, MAGIC, decode_payload, encode_payload
+from bridge.spool.disk import DiskSpool, InFlight
+from bridge.spool.tail import Acked, Position, SpoolTail, acked_stretches
+
+
+def record(n: int, size: int = 100) -> Record:
+    value = (b'{"n":%d,"pad":"' % n) + b"x" * size + b'"}'
+    return Record("ryze.shop.message.exchange", b"shop", value, "message.exchange", "shop",
+                  1_700_000_000_000_000_000 + n, f"id{n}", None, None)  # fmt: skip
+
+
+class Pair:
+    """A writer and a tail on one directory, wired as the main process and the shipper are
+    (the messages between them delivered at once)."""
+
+    def __init__(self, directory: Path, **options: object) -> None:
+        settings: dict[str, object] = {"max_bytes": 10_000_000, "fsync": "never"}
+        settings.update(options)
+        self.writer = DiskSpool(directory, **settings)  # type: ignore[arg-type]
+        self.writer.open()
+        self.marks: list[tuple[int, int]] = []
+        start = self.writer.read_elsewhere(self._mark)
+        self.tail = SpoolTail(
+            directory,
+            Position(*start),
+            on_ack=self.writer.acked_elsewhere,
+            on_segment=self.writer.reading,
+        )
+        self.tail.mark(*self.writer.flushed_to())
+
+    def _mark(self, segment: int, offset: int) -> None:
+        self.marks.append((segment, offset))
+        self.tail.mark(segment, offset)
+
+    async def drain(self, batch: int = 7) -> list[str]:
+        ids: list[str] = []
+        while self.writer.stats().events:
+            records = await asyncio.wait_for(self.tail.read(batch), 2)
+            ids.extend(r.id for r in records)
+            self.tail.ack(len(records))
+        return ids
+
+    def close(self) -> None:
+        self.tail.close()
+        self.writer.close()
+
+
+async def test_the_tail_reads_only_what_the_writer_flushed(tmp_path: Path) -> None:
+    """An entry still in the writer's buffer is not read; once flushed (end of the loop
+    turn) it is, with every field as appended."""
+    pair = Pair(tmp_path)
+    pair.writer.append(record(1))  # flushed at the end of this loop turn, not yet
+    reading = asyncio.create_task(pair.tail.read(10))
+    await asyncio.sleep(0)
+    assert not reading.done() or reading.result() == [record(1)]
+    assert await asyncio.wait_for(reading, 2) == [record(1)]
+    assert pair.marks, "the flush was announced"
+    pair.close()
+
+
+async def test_acknowledgements_move_the_writers_books(tmp_path: Path) -> None:
+    """Acknowledged stretches leave the writer's events and bytes, delete wholly acknowledged
+    segments, persist the position (a restart replays only the rest) and empty the spool."""
+    pair = Pair(tmp_path, segment_bytes=600)
+    for n in range(30):
+        pair.writer.append(record(n))
+    pair.writer.flush()
+    assert len(list(tmp_path.glob("seg-*.log"))) > 3
+    first = await pair.tail.read(10)
+    pair.tail.ack(len(first))
+    assert pair.writer.stats().events == 20
+    pair.tail.close()
+    pair.writer.close()  # persists the acknowledged position
+    again = Pair(tmp_path, segment_bytes=600)
+    assert again.writer.report.replay == 20
+    assert await again.drain() == [f"id{n}" for n in range(10, 30)]
+    assert again.writer.stats().bytes == 0
+    await asyncio.wait_for(again.writer.wait_empty(), 1)
+    assert len(list(tmp_path.glob("seg-*.log"))) == 1
+    again.close()
+
+
+async def test_a_failed_batch_is_read_again_in_order(tmp_path: Path) -> None:
+    """A partly acknowledged batch is rewound: the next read starts after the last
+    acknowledged entry, across segment boundaries."""
+    pair = Pair(tmp_path, segment_bytes=500)
+    for n in range(12):
+        pair.writer.append(record(n))
+    pair.writer.flush()
+    batch = await pair.tail.read(8)
+    pair.tail.ack(3)
+    pair.tail.rewind()
+    again = await pair.tail.read(8)
+    assert [r.id for r in batch[3:]] == [r.id for r in again[:5]]
+    assert [r.id for r in again] == [f"id{n}" for n in range(3, 11)]
+    pair.close()
+
+
+async def test_a_segment_dropped_while_full_is_skipped(tmp_path: Path) -> None:
+    """drop_oldest never deletes the segment the tail reads; a later one it deletes is
+    skipped by the tail, and what it held is reported dropped, not delivered."""
+    pair = Pair(tmp_path, segment_bytes=700, max_bytes=2500, when_full="drop_oldest")
+    dropped: list[str] = []
+    for n in range(4):
+        dropped += [r.id for r in pair.writer.append(record(n)).dropped]
+    pair.writer.flush()
+    reading = await pair.tail.read(1)  # the tail is in the first segment now
+    for n in range(4, 12):
+        dropped += [r.id for r in pair.writer.append(record(n)).dropped]
+    pair.writer.flush()
+    assert dropped, "the spool was full"
+    assert reading[0].id not in dropped
+    pair.tail.ack(1)
+    delivered = [reading[0].id, *await pair.drain()]
+    assert sorted(delivered + dropped, key=lambda i: int(i[2:])) == [f"id{n}" for n in range(12)]
+    assert pair.writer.stats().events == 0
+    pair.close()
+
+
+def test_acknowledged_entries_are_summed_per_segment() -> None:
+    """One stretch per segment, with its last entry's seq and end, count and bytes (pure)."""
+    r = record(0)
+    items = [InFlight(1, r, 10, 1, 10), InFlight(2, r, 20, 1, 30), InFlight(3, r, 5, 3, 5)]
+    assert acked_stretches(items) == [Acked(1, 2, 30, 2, 30), Acked(3, 3, 5, 1, 5)]
+    assert acked_stretches([]) == []
+
+
+def v1_entry(seq: int, rec: Record) -> bytes:
+    """An entry as bridges before format version 2 wrote it."""
+
+    def field(value: bytes | None) -> bytes:
+        return (
+            struct.pack("<I", 0xFFFFFFFF)
+            if value is None
+            else struct.pack("<I", len(value)) + value
+        )
+
+    payload = struct.pack("<Q", rec.received_ns) + b"".join(
+        field(v)
+        for v in (
+            rec.destination.encode(), rec.key, rec.value, rec.event.encode(),
+            rec.instance.encode(), rec.id.encode(),
+            None if rec.dlq_reason is None else rec.dlq_reason.encode(),
+            None if rec.dlq_error is None else rec.dlq_error.encode(),
+        )
+    )  # fmt: skip
+    crc = zlib.crc32(payload, zlib.crc32(struct.pack("<Q", seq)))
+    return HEADER.pack(MAGIC, 1, len(payload), crc, seq) + payload
+
+
+async def test_a_spool_written_in_format_version_1_replays(tmp_path: Path) -> None:
+    """Entries left by an older bridge are recovered and read with every field; new entries
+    follow them in the current format."""
+    old = [record(1), Record("ryze.dlq", None, b"\x00raw", "unknown", "shop", 5, "x",
+                             "malformed_json", "not JSON")]  # fmt: skip
+    (tmp_path / "seg-00000000000000000001.log").write_bytes(
+        v1_entry(1, old[0]) + v1_entry(2, old[1])
+    )
+    spool = DiskSpool(tmp_path, max_bytes=10_000_000, fsync="never")
+    assert spool.open().replay == 2
+    spool.append(record(3))
+    assert await spool.read(10) == [*old, record(3)]
+    spool.close()
+
+
+def test_the_current_payload_roundtrips_every_field() -> None:
+    """Version 2 payloads decode to the record encoded, None fields included."""
+    rec = Record("d", None, b"v", "e", "i", 7, "id", "too_large", "big")
+    assert decode_payload(encode_payload(rec)) == rec
