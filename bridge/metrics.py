@@ -107,6 +107,7 @@ class Metrics:
     reader_paused: Counter
     cluster_rebalances: Counter
     cluster_handover: Histogram
+    shipper_restarts: Counter
 
 
 HANDOVER_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120)
@@ -221,6 +222,11 @@ def create_metrics(registry: CollectorRegistry | None = None) -> Metrics:
             ("phase",),
             buckets=HANDOVER_BUCKETS,
             registry=reg,
+        ),
+        shipper_restarts=counter(
+            "shipper_restarts",
+            "Times the shipper process (the sink worker beside the bridge) ended unexpectedly "
+            "and was started again.",
         ),
     )
 

@@ -112,6 +112,7 @@ class ShipperDelivery:
             if self._stopping or code is None:
                 return
             attempt += 1
+            self.metrics.shipper_restarts.inc()
             self.metrics.sink_up.labels(self.kind).set(0)
             log.error("shipper.exited", code=code, attempt=attempt)
             await asyncio.sleep(retry.delay(attempt))

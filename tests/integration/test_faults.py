@@ -202,6 +202,7 @@ async def test_a_killed_shipper_is_started_again_and_loses_nothing(
             assert killed is not None
             os.kill(killed, signal.SIGKILL)
             await eventually(lambda: delivery.pid not in (None, killed), within=30)
+            assert counter(bridge.metrics, "ryze_bridge_shipper_restarts_total") == 1
             await eventually(lambda: all(sim.stats(n)["frames_sent"] > 2500 for n in tokens))
             for name in tokens:
                 sim.pause(name)
