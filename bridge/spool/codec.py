@@ -58,45 +58,33 @@ def decode_payload(payload: bytes, version: int = VERSION) -> Record:
 
 
 def decode_payload_v1(payload: bytes) -> Record:
-    """A version 1 payload (written out rather than looped: a replay reads every record);
-    only ``key`` and the two DLQ fields may be None."""
-    u32 = _U32.unpack_from
+    """A version 1 payload (only read when a spool left by an older bridge replays)."""
     (received_ns,) = _U64.unpack_from(payload, 0)
-    (n,) = u32(payload, 8)
-    o = 12 + n
-    destination = payload[12:o]
-    (n,) = u32(payload, o)
-    o += 4
-    key = None if n == _NONE else payload[o : o + n]
-    o += 0 if key is None else n
-    (n,) = u32(payload, o)
-    value = payload[o + 4 : o + 4 + n]
-    o += 4 + n
-    (n,) = u32(payload, o)
-    event = payload[o + 4 : o + 4 + n]
-    o += 4 + n
-    (n,) = u32(payload, o)
-    instance = payload[o + 4 : o + 4 + n]
-    o += 4 + n
-    (n,) = u32(payload, o)
-    ident = payload[o + 4 : o + 4 + n]
-    o += 4 + n
-    (n,) = u32(payload, o)
-    reason = None if n == _NONE else payload[o + 4 : o + 4 + n]
-    o += 4 if reason is None else 4 + n
-    (n,) = u32(payload, o)
-    error = None if n == _NONE else payload[o + 4 : o + 4 + n]
-    o += 4 if error is None else 4 + n
-    if o != len(payload):
+    offset = _U64.size
+    values: list[bytes | None] = []
+    for _ in range(8):
+        (length,) = _U32.unpack_from(payload, offset)
+        offset += _U32.size
+        if length == _NONE:
+            values.append(None)
+            continue
+        values.append(payload[offset : offset + length])
+        offset += length
+    if offset != len(payload):
         raise ValueError("payload length does not match its fields")
+    destination, key, value, event, instance, ident, reason, error = values
+
+    def text(v: bytes | None) -> str:
+        return (v or b"").decode()
+
     return Record(
-        destination=destination.decode(),
+        destination=text(destination),
         key=key,
-        value=value,
-        event=event.decode(),
-        instance=instance.decode(),
+        value=value or b"",
+        event=text(event),
+        instance=text(instance),
         received_ns=received_ns,
-        id=ident.decode(),
+        id=text(ident),
         dlq_reason=None if reason is None else reason.decode(),
         dlq_error=None if error is None else error.decode(),
     )
