@@ -3,10 +3,12 @@ the rate limit and lose nothing sent while connected, drift is repaired."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import orjson
 
+from bridge.shipper.parent import ShipperDelivery
 from bridge.simulator import SimConfig, Simulator
 from tests.integration.harness import counter, eventually, running_bridge, settings_for
 
@@ -172,3 +174,29 @@ async def test_silent_socket_is_reopened_by_the_watchdog(tmp_path: Path) -> None
             await eventually(
                 lambda: len(delivered_ids(tmp_path, "shop")) == sim.stats("shop")["frames_sent"]
             )
+
+
+async def test_the_shipper_process_never_holds_an_instance_token(tmp_path: Path) -> None:
+    """With the token given by an environment variable, the shipper process (which publishes)
+    has neither the variable nor the token in its environment or command line, and the
+    events it wrote do not carry it."""
+    token = TOKENS["good-1"]
+    async with Simulator(SimConfig(instances={"good-1": token}, rate=100)) as sim:
+        settings = settings_for(
+            sim.base_url,
+            tmp_path,
+            instances={"good-1": {"token_env": "SHOP_TOKEN"}},
+            sink=file_sink(tmp_path),
+        )
+        environ = {"SHOP_TOKEN": token, "PATH": os.environ.get("PATH", "/usr/bin")}
+        async with running_bridge(settings, environ=environ) as bridge:
+            await eventually(lambda: len(delivered_ids(tmp_path, "good-1")) >= 50)
+            delivery = bridge.delivery
+            assert isinstance(delivery, ShipperDelivery)
+            pid = delivery.pid
+            assert pid is not None
+            seen = Path(f"/proc/{pid}/environ").read_bytes()
+            seen += Path(f"/proc/{pid}/cmdline").read_bytes()
+    assert token.encode() not in seen
+    assert b"SHOP_TOKEN" not in seen
+    assert token.encode() not in (tmp_path / "events.jsonl").read_bytes()
