@@ -24,6 +24,7 @@ from bridge.spool import SpoolReader
 from bridge.wiring import build_sink
 
 log = get_logger(__name__)
+STOP_WORKER_SECONDS = 10.0
 
 
 class Delivery:
@@ -103,11 +104,16 @@ class Delivery:
         return self.started and await self.sink.reachable()
 
     async def stop_worker(self) -> None:
-        """Cancel the worker; the batch in flight stays in the spool."""
+        """Cancel the worker; the batch in flight stays in the spool. Bounded: a client
+        library that holds on to the cancellation does not hold the shutdown with it."""
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            done, _ = await asyncio.wait({self._task}, timeout=STOP_WORKER_SECONDS)
+            if not done:
+                log.warning("sink.worker_stuck", sink=self.sink.kind)
+            for task in done:
+                with contextlib.suppress(asyncio.CancelledError):
+                    task.result()
             self._task = None
 
     async def close(self, within: float) -> None:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import socket
+import threading
 import time
 from typing import Any
 
@@ -97,20 +99,31 @@ async def serve(descriptor: int) -> int:
     log.info("shipper.started", sink=settings.sink.kind, start=init["start"])
     ticker = asyncio.create_task(_report_metrics(reporter))
     listener = asyncio.create_task(_listen(reader, writer, tail, delivery))
+    fatal = asyncio.create_task(failed.wait())
     try:
-        await asyncio.wait(
-            (listener, asyncio.create_task(failed.wait())), return_when=asyncio.FIRST_COMPLETED
-        )
+        await asyncio.wait((listener, fatal), return_when=asyncio.FIRST_COMPLETED)
     finally:
-        ticker.cancel()
-        listener.cancel()
+        code = 1 if failed.is_set() else 0
+        exit_after(STOP_SECONDS + 5, code)  # whatever a library does with the cancellations
+        for task in (ticker, listener, fatal):
+            task.cancel()
         await delivery.close(STOP_SECONDS)
         tail.close()
         reporter.metrics_now()
-        with contextlib.suppress(ConnectionError):
-            await writer.drain()
+        if not writer.is_closing():
+            with contextlib.suppress(ConnectionError, TimeoutError):
+                await asyncio.wait_for(writer.drain(), 2)
         writer.close()
-    return 1 if failed.is_set() else 0
+    return code
+
+
+def exit_after(seconds: float, code: int) -> None:
+    """End the process in ``seconds`` even if the loop cannot finish (a task that swallows
+    its cancellation would keep the loop's shutdown waiting forever): a shipper whose main
+    process is gone must not outlive it."""
+    timer = threading.Timer(seconds, os._exit, args=(code,))
+    timer.daemon = True
+    timer.start()
 
 
 async def _listen(

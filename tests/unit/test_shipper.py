@@ -4,6 +4,9 @@ metrics unchanged, and nothing it is given or inherits carries an instance token
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+import time
 
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -93,3 +96,17 @@ async def test_messages_survive_the_framing() -> None:
     assert await receive(reader) == ["ack", [[1, 2, 3, 4, 5]], []]
     assert await receive(reader) == ["stop"]
     assert await receive(reader) is None
+
+
+def test_a_shipper_that_cannot_finish_still_exits() -> None:
+    """Once its main process is gone, the shipper ends within the bound even when something
+    keeps its event loop from finishing (here: a sleep that ignores everything)."""
+    code = (
+        "from bridge.shipper.child import exit_after; import time\n"
+        "exit_after(0.2, 3)\n"
+        "time.sleep(30)"
+    )
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", code], check=False, timeout=20)
+    assert done.returncode == 3
+    assert time.monotonic() - started < 10
