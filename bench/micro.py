@@ -4,7 +4,8 @@
 
 - ``pipeline``: decode, cut the token, route, id (``Pipeline.process``);
 - ``spool``: append to the disk spool (fsync never) 64 at a time, as one read off a socket
-  brings them, and read back + ack in batches;
+  brings them, and read back + ack in batches: from memory in the same process, and from the
+  files as the shipper does;
 - ``kafka batch``: append to aiokafka batch builders as the Kafka sink does, headers and
   zstd compression of each full batch included (no network).
 
@@ -28,6 +29,7 @@ from bridge.settings import InstanceSettings, KafkaSinkSettings, Settings
 from bridge.simulator.frames import FrameFactory
 from bridge.sinks.kafka import _Batches
 from bridge.spool.disk import DiskSpool
+from bridge.spool.tail import Position, SpoolTail
 from bridge.upstream.ws import BATCH_FRAMES
 from bridge.wiring import build_pipeline
 
@@ -78,11 +80,36 @@ async def main() -> None:
             spool.ack(len(got))
         read_us = per_frame(time.perf_counter() - started, len(records))
         spool.close()
+    tail_us = per_frame(await tail_reads(records), len(records))
     batch_us = per_frame(kafka_batches(records, settings), len(records))
     print(f"pipeline.process      {process_us:6.2f} µs/frame")
     print(f"spool append          {append_us:6.2f} µs/frame")
-    print(f"spool read + ack      {read_us:6.2f} µs/frame")
+    print(f"spool read + ack      {read_us:6.2f} µs/frame  (in the same process)")
+    print(f"spool tail read + ack {tail_us:6.2f} µs/frame  (the shipper: from the files)")
     print(f"kafka batch           {batch_us:6.2f} µs/frame")
+
+
+async def tail_reads(records: list[Record]) -> float:
+    """Seconds for the shipper's side to read ``records`` back from the segment files and
+    report their acknowledgements, in batches of 1000 (the appends are not timed)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        spool = DiskSpool(Path(tmp), 1 << 32, "drop_newest", "never", 50)
+        spool.open()
+        tail = SpoolTail(
+            Path(tmp), Position(*spool.read_elsewhere(lambda s, o: None)),
+            on_ack=spool.acked_elsewhere,
+        )  # fmt: skip
+        for start in range(0, len(records), READ_BATCH):
+            spool.append_all(records[start : start + READ_BATCH])
+        tail.mark(*spool.flushed_to())
+        started = time.perf_counter()
+        while spool.stats().events:
+            got = await tail.read(1000)
+            tail.ack(len(got))
+        seconds = time.perf_counter() - started
+        tail.close()
+        spool.close()
+    return seconds
 
 
 class BatchesOnly:
