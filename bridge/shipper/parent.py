@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import socket
 import sys
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -29,6 +30,7 @@ from bridge.wiring import sink_password
 
 log = get_logger(__name__)
 REACHABLE_TIMEOUT = 5.0
+HEALTHY_SECONDS = 60.0  # a shipper that ran this long restarts without the backoff it had
 # What the shipper's Python needs of the environment; nothing else (tokens) is passed on.
 KEPT_ENVIRONMENT = ("PATH", "HOME", "LANG", "TZ", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV",
                     "SSL_CERT_FILE", "SSL_CERT_DIR")  # fmt: skip
@@ -108,10 +110,15 @@ class ShipperDelivery:
         retry = RetryPolicy(self.settings.sink.retry_initial, self.settings.sink.retry_max)
         attempt = 0
         while not self._stopping:
-            code = await self._run_once()
+            started = time.monotonic()
+            try:
+                code = await self._run_once()
+            except OSError as exc:  # could not even start it (no memory, no process slot)
+                log.error("shipper.start_failed", error=str(exc))
+                code = -1
             if self._stopping or code is None:
                 return
-            attempt += 1
+            attempt = 1 if time.monotonic() - started > HEALTHY_SECONDS else attempt + 1
             self.metrics.shipper_restarts.inc()
             self.metrics.sink_up.labels(self.kind).set(0)
             log.error("shipper.exited", code=code, attempt=attempt)
@@ -127,6 +134,9 @@ class ShipperDelivery:
                 env=shipper_environment(self.environ),
                 start_new_session=True,
             )  # fmt: skip
+        except OSError:
+            ours.close()
+            raise
         finally:
             theirs.close()
         writer: asyncio.StreamWriter | None = None
@@ -136,6 +146,8 @@ class ShipperDelivery:
             mark = self.spool.flushed_to()
             writer.write(frame(init_message(self.settings, self.password, start, mark)))
             self._writer = writer
+            if self._stopping:  # asked to stop while it was starting
+                send(writer, ["stop"])
             log.info("shipper.started", pid=process.pid, sink=self.kind)
             fatal = await self._hear(reader)
             if fatal is not None:
