@@ -13,7 +13,7 @@ from bridge.pipeline.events import DecodeError, decode, mask_token, token_free_b
 from bridge.pipeline.filter import EventFilter, is_known_event
 from bridge.pipeline.gap import GAP_EVENT
 from bridge.pipeline.records import Drop, Frame, Publish, Record
-from bridge.pipeline.route import Router, record_id
+from bridge.pipeline.route import Router
 
 __all__ = ["Drop", "Frame", "Pipeline", "Publish", "Record", "Router"]
 
@@ -51,8 +51,7 @@ class Pipeline:
             event=decoded.event,
             instance=frame.instance,
             received_ns=frame.received_ns,
-            id=record_id(frame.instance, value),
-        )
+        )  # its id is worked out where it is published
         return Publish(record, is_known_event(decoded.event), decoded.reserialized)
 
     def gap_record(self, instance: str, value: bytes, at_ns: int) -> Record:
@@ -64,7 +63,6 @@ class Pipeline:
             event=GAP_EVENT,
             instance=instance,
             received_ns=at_ns,
-            id=record_id(instance, value),
         )
 
     def dead_letter(self, frame: Frame, reason: str, error: str) -> Publish:
@@ -80,7 +78,6 @@ class Pipeline:
             event=UNKNOWN_EVENT,
             instance=frame.instance,
             received_ns=frame.received_ns,
-            id=record_id(frame.instance, value),
             dlq_reason=reason,
             dlq_error=error[:500],
         )

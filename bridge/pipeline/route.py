@@ -1,11 +1,9 @@
-"""Routing: destination from a template, the record key, the stable ``ryze-id`` (pure)."""
+"""Routing: destination from a template, the record key (pure)."""
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any, Literal
 
 from bridge.pipeline.events import chat_id
@@ -56,19 +54,3 @@ class Router:
 def kafka_topic_name(name: str) -> str:
     """``name`` with characters Kafka refuses replaced by ``_``, cut to Kafka's 249 (pure)."""
     return _KAFKA_ILLEGAL.sub("_", name)[:KAFKA_TOPIC_MAX]
-
-
-_ID_HASH = hashlib.blake2b(digest_size=16, person=b"ryze-id")  # copied: cheaper than a new one
-
-
-def record_id(instance: str, value: bytes) -> str:
-    """A stable id of instance + token-free value: the same frame always gets the same id."""
-    digest = _ID_HASH.copy()
-    digest.update(value)
-    digest.update(_id_suffix(instance))
-    return digest.hexdigest()
-
-
-@lru_cache(maxsize=4096)
-def _id_suffix(instance: str) -> bytes:
-    return b"\x00" + instance.encode()

@@ -46,7 +46,8 @@ def as_dead_letter(record: Record, reason: str, error: str, dlq: str) -> Record:
     if reason == "too_large" and len(value) > TOO_LARGE_KEEP:
         value = value[:TOO_LARGE_KEEP]
         error += f"; value truncated from {len(record.value)} to {TOO_LARGE_KEEP} bytes"
-    return replace(record, destination=dlq, value=value, dlq_reason=reason, dlq_error=error[:500])
+    return replace(record, destination=dlq, value=value, ident=record.id,  # the original's id
+                   dlq_reason=reason, dlq_error=error[:500])  # fmt: skip
 
 
 class SinkWorker:

@@ -4,9 +4,10 @@ Each entry is a 20-byte header and a payload::
 
     magic "RZ" (2) | version (1) | reserved (1) | payload length u32 | crc32 u32 | seq u64
     version 2 payload: a msgpack array of the record's fields in order: destination, key,
-        value, event, instance, received_ns, id, dlq_reason, dlq_error (written since 0.9:
-        encoded and decoded in C, 4-5x cheaper than version 1 — a replay, and the shipper,
-        decode every record)
+        value, event, instance, received_ns, id (empty when not worked out yet: the reader
+        derives it from the instance and the value), dlq_reason, dlq_error. Encoded and
+        decoded in C, 4-5x cheaper than version 1 (a replay, and the shipper, decode every
+        record)
     version 1 payload: received_ns u64, then 8 length-prefixed fields (u32 length,
         0xFFFFFFFF = None): destination, key, value, event, instance, id, dlq_reason,
         dlq_error (still read: a spool left by an older bridge replays)
@@ -44,7 +45,7 @@ def encode_payload(record: Record) -> bytes:
     """A version 2 payload."""
     r = record
     return _encode_fields((r.destination, r.key, r.value, r.event, r.instance, r.received_ns,
-                           r.id, r.dlq_reason, r.dlq_error))  # fmt: skip
+                           r.ident, r.dlq_reason, r.dlq_error))  # fmt: skip
 
 
 def decode_payload(payload: bytes, version: int = VERSION) -> Record:
@@ -84,7 +85,7 @@ def decode_payload_v1(payload: bytes) -> Record:
         event=text(event),
         instance=text(instance),
         received_ns=received_ns,
-        id=text(ident),
+        ident=text(ident),
         dlq_reason=None if reason is None else reason.decode(),
         dlq_error=None if error is None else error.decode(),
     )

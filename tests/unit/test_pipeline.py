@@ -20,8 +20,8 @@ from bridge.pipeline.events import (
     without_token,
 )
 from bridge.pipeline.filter import EventFilter
-from bridge.pipeline.records import rfc3339
-from bridge.pipeline.route import kafka_topic_name, record_id
+from bridge.pipeline.records import record_id, rfc3339
+from bridge.pipeline.route import kafka_topic_name
 from bridge.simulator import frames
 
 TOKEN = "00000000-0000-4000-8000-0000000000aa"

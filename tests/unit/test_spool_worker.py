@@ -10,8 +10,9 @@ import pytest
 from bridge.errors import SinkUnavailableError
 from bridge.metrics import create_metrics
 from bridge.pipeline import Record
+from bridge.pipeline.records import record_id
 from bridge.sinks.base import DELIVERED, Failed, Outcome, Rejected
-from bridge.sinks.worker import RetryPolicy, SinkWorker
+from bridge.sinks.worker import RetryPolicy, SinkWorker, as_dead_letter
 from bridge.spool import MemorySpool
 
 
@@ -132,3 +133,21 @@ def test_retry_delay_is_bounded(attempt: int) -> None:
     """Worker backoff grows exponentially but never past its maximum."""
     policy = RetryPolicy(0.2, 10.0)
     assert 0 < policy.delay(attempt) <= 10.0
+
+
+def test_a_dead_letter_copy_keeps_the_original_id() -> None:
+    """A record refused as too large goes to the DLQ cut to 64 KiB, under the ``ryze-id`` of
+    the whole record (worked out from the full value), not one of the cut value."""
+    original = Record("t", b"k", b"x" * 100_000, "message.exchange", "shop", 1)
+    letter = as_dead_letter(original, "too_large", "too big", "ryze.dlq")
+    assert len(letter.value) == 64 * 1024
+    assert letter.id == record_id("shop", b"x" * 100_000)
+    assert Record("t", b"k", letter.value, "message.exchange", "shop", 1).id != letter.id
+
+
+def test_the_id_is_worked_out_once_and_kept() -> None:
+    """A record without an id gets the stable one on first read; one given stays as given."""
+    record = Record("t", None, b"{}", "e", "shop", 1)
+    assert record.ident == ""
+    assert record.id == record_id("shop", b"{}") == record.ident
+    assert Record("t", None, b"{}", "e", "shop", 1, "given").id == "given"
