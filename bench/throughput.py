@@ -29,6 +29,7 @@ from bench.common import (
     bridge_args,
     bridge_config,
     create_topics,
+    delete_streams,
     file_count,
     kafka_count,
     process,
@@ -274,6 +275,8 @@ async def bridge(
             cpu = (proc.cpu_seconds() - cpu0) / (time.monotonic() - started)
             rate = (await count() - first) / (time.monotonic() - started)
             rss = proc.rss_bytes()
+        if kind == "redis":
+            await delete_streams(services.redis, prefix)
         return {"rate": rate, "cpu": cpu, "rss_mb": rss / 1e6}
 
 
