@@ -85,6 +85,11 @@ def segment_name(first_seq: int) -> str:
     return f"seg-{first_seq:020d}.log"
 
 
+def segment_first_seq(path: Path) -> int:
+    """The first sequence number a segment file's name carries (ValueError if none)."""
+    return int(path.stem.removeprefix("seg-"))
+
+
 @dataclass
 class DiskSpool:
     directory: Path
@@ -193,7 +198,7 @@ class DiskSpool:
             if not live:
                 path.unlink()
                 continue
-            first_seq = int(path.stem.removeprefix("seg-"))
+            first_seq = segment_first_seq(path)
             segment = Segment(path, first_seq, count=len(result.entries))
             segment.size = sum(e.end - e.start for e in result.entries)
             self._segments.append(segment)

@@ -25,7 +25,7 @@ from bridge.errors import SpoolError
 from bridge.pipeline import Record
 from bridge.spool import READ_MAX_BYTES, bounded
 from bridge.spool.codec import read_entry
-from bridge.spool.disk import InFlight, segment_name
+from bridge.spool.disk import InFlight, segment_first_seq, segment_name
 from bridge.spool.recovery import iter_segment_paths
 
 READ_BUFFER = 1 << 20
@@ -170,7 +170,7 @@ class SpoolTail:
         """The start of the first segment after ``after`` (None: none exists yet)."""
         for path in iter_segment_paths(self.directory):
             with contextlib.suppress(ValueError):
-                first = int(path.stem.removeprefix("seg-"))
+                first = segment_first_seq(path)
                 if first > after:
                     return Position(first, 0)
         return None
