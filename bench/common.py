@@ -35,6 +35,8 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 class Services:
     kafka: str
     redis: str
+    kafka_pid: int = 0
+    redis_pid: int = 0
 
 
 def read_services() -> Services:
@@ -42,7 +44,76 @@ def read_services() -> Services:
     if not path.exists():
         raise SystemExit("start the services first: bash scripts/services.sh up")
     data = json.loads(path.read_text(encoding="utf-8"))
-    return Services(data["kafka"]["bootstrap_servers"], data["redis"]["url"])
+    kafka, redis = data["kafka"], data["redis"]
+    return Services(
+        kafka["bootstrap_servers"], redis["url"], kafka.get("pid", 0), redis.get("pid", 0)
+    )
+
+
+@dataclass(frozen=True)
+class Source:
+    """The simulator serving a run: its base URL and its process id."""
+
+    url: str
+    pid: int
+
+
+# ---- CPU ------------------------------------------------------------------------------------
+def process_ticks(pids: list[int]) -> int:
+    """User + system clock ticks so far of ``pids`` (a process gone counts nothing)."""
+    ticks = 0
+    for pid in pids:
+        with contextlib.suppress(OSError, ValueError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks
+
+
+def machine_ticks() -> tuple[int, int]:
+    """Busy and total clock ticks so far of all the machine's CPUs, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    total = sum(fields[:8])  # user nice system idle iowait irq softirq steal (guest is in user)
+    return total - fields[3] - fields[4], total
+
+
+@dataclass(frozen=True)
+class CpuSample:
+    groups: dict[str, int]
+    busy: int
+    total: int
+
+
+def cores_used(before: CpuSample, after: CpuSample, cpus: int) -> dict[str, float]:
+    """Cores each group used between two samples, and ``box``: the whole machine's busy cores
+    (pure). Time is the machine's own tick count, so the figures add up."""
+    elapsed = (after.total - before.total) / max(1, cpus)
+    if elapsed <= 0:
+        return {}
+    used = {name: (after.groups[name] - before.groups[name]) / elapsed for name in after.groups}
+    used["box"] = (after.busy - before.busy) / elapsed
+    return {name: round(value, 3) for name, value in used.items()}
+
+
+class CpuMeter:
+    """CPU over a measurement window: named groups of processes (their ids looked up at each
+    sample, so a restarted child is found) and the whole machine."""
+
+    def __init__(self, groups: dict[str, Callable[[], list[int]]]) -> None:
+        self.groups = groups
+        self.before: CpuSample | None = None
+        self.used: dict[str, float] = {}
+
+    def sample(self) -> CpuSample:
+        busy, total = machine_ticks()
+        return CpuSample({n: process_ticks(pids()) for n, pids in self.groups.items()}, busy, total)
+
+    def start(self) -> None:
+        self.before = self.sample()
+
+    def stop(self) -> dict[str, float]:
+        if self.before is not None:
+            self.used = cores_used(self.before, self.sample(), os.cpu_count() or 1)
+        return self.used
 
 
 # ---- processes ------------------------------------------------------------------------------
@@ -58,12 +129,7 @@ class Proc:
     def cpu_seconds(self) -> float:
         """User + system CPU seconds so far of the process and the processes it started (the
         bridge's shipper), from /proc."""
-        ticks = 0
-        for pid in family(self.pid):
-            with contextlib.suppress(OSError):
-                fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-                ticks += int(fields[11]) + int(fields[12])
-        return ticks / CLK_TCK
+        return process_ticks(family(self.pid)) / CLK_TCK
 
     def rss_bytes(self) -> int:
         """Resident memory of the process and the processes it started."""
@@ -125,9 +191,10 @@ async def simulator(
     media_bytes: int = 0,
     mix: dict[str, float] | None = None,
     media_base64: bool = False,
-) -> AsyncIterator[str]:
+) -> AsyncIterator[Source]:
     """The simulator as its own process: instances ``inst-000…`` with tokens ``tok-000…``,
-    configs enabled, frames from a pre-built pool (the source outruns any client)."""
+    configs enabled, frames from a pre-built pool (the source outruns any client). Yields its
+    URL and process id (to measure its CPU)."""
     config = work / "sim.yaml"
     config.write_text(yaml.safe_dump({"mix": mix or {"message.exchange": 1}}), encoding="utf-8")
     args = [
@@ -163,7 +230,7 @@ async def simulator(
                         json={"enabled": True, "mediaBase64": True},
                         headers={"token": f"tok-{n:03d}"},
                     )
-        yield url
+        yield Source(url, proc.pid)
 
 
 async def _listening(log: Path, proc: Proc) -> str:
@@ -296,12 +363,24 @@ def file_count(path: Path) -> int:
         return sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b""))
 
 
-async def rate_over(count: Callable[[], Awaitable[int]], warmup: float, seconds: float) -> float:
-    """Records per second added during ``seconds`` after ``warmup``."""
+async def rate_over(
+    count: Callable[[], Awaitable[int]],
+    warmup: float,
+    seconds: float,
+    meter: CpuMeter | None = None,
+) -> float:
+    """Records per second added during ``seconds`` after ``warmup``; ``meter`` measures the
+    CPU over the same window (asking the broker for its count stays outside it)."""
     await asyncio.sleep(warmup)
-    first, started = await count(), time.monotonic()
+    first = await count()
+    started = time.monotonic()
+    if meter is not None:
+        meter.start()
     await asyncio.sleep(seconds)
-    return (await count() - first) / (time.monotonic() - started)
+    if meter is not None:
+        meter.stop()
+    elapsed = time.monotonic() - started
+    return (await count() - first) / elapsed
 
 
 def unique(prefix: str) -> str:

@@ -103,7 +103,8 @@ async def at_rate(services: Services, rate: float, seconds: float) -> dict[str, 
         prefix = unique("bench.lat")
         topics = [f"{prefix}.{e}" for e in (*EVENT_NAMES, "bridge.gap")]
         await create_topics(services.kafka, [*topics, f"{prefix}.dlq"], configs=LOG_APPEND)
-        async with simulator(work, instances=1, rate=rate, prebuilt=1000) as url:
+        async with simulator(work, instances=1, rate=rate, prebuilt=1000) as source:
+            url = source.url
             sink = {
                 "kind": "kafka",
                 "dlq": f"{prefix}.dlq",
@@ -138,9 +139,10 @@ async def isolation(services: Services, seconds: float) -> dict[str, Any]:
                 prebuilt=0,
                 media_bytes=4_000_000,
                 mix={"message.exchange": 1},
-            ) as url,
-            httpx.AsyncClient(base_url=url) as http,
+            ) as source,
+            httpx.AsyncClient(base_url=source.url) as http,
         ):
+            url = source.url
 
             async def knob(name: str, body: dict[str, Any]) -> None:
                 (await http.post(f"/_sim/{name}", json=body)).raise_for_status()

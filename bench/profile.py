@@ -99,7 +99,8 @@ async def main(argv: list[str] | None = None) -> None:
             rate=0,
             prebuilt=workload.prebuilt,
             media_bytes=workload.media_bytes,
-        ) as url:
+        ) as source:
+            url = source.url
             prefix = unique(f"prof.{args.sink}")
             if args.sink == "kafka":
                 topics = [f"{prefix}.{e}" for e in EVENT_NAMES] + [f"{prefix}.dlq"]

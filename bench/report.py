@@ -103,21 +103,35 @@ def spread(samples: list[float | None] | None) -> str:
     return f"{min(rates):,.0f}–{max(rates):,.0f}"
 
 
+def cpu_per_record(row: dict[str, Any]) -> float | None:
+    """Microseconds of CPU the measured client spent per record delivered (pure): the cost
+    that does not swing with the machine's speed the way rates do."""
+    cpu, rate = row.get("cpu"), row.get("rate")
+    if cpu is None or not rate:
+        return None
+    return float(cpu) * 1e6 / float(rate)
+
+
 def table(rows: list[dict[str, Any]]) -> str:
+    """One line per row: rate, ratio to the ceiling, the client's cores and µs of CPU per
+    record, the whole machine's busy cores in the same window, RSS and the rounds' spread."""
     lines = [
-        f"{'workload':<10} {'run':<28} {'records/s':>11} {'× ceiling':>10} {'CPU':>6} "
-        f"{'RSS MB':>7}  rounds"
+        f"{'workload':<10} {'run':<28} {'records/s':>11} {'× ceiling':>10} {'CPU':>5} "
+        f"{'µs/rec':>7} {'box':>5} {'RSS MB':>7}  rounds"
     ]
     ratio_of = {(r["workload"], r["run"]): r["ratio"] for r in ratios(rows)}
     for row in rows:
         rate = "—" if row["rate"] is None else f"{row['rate']:,.0f}"
         ratio = ratio_of.get((row["workload"], row["run"]))
         shown = "" if ratio is None else f"{ratio:.2f}"
-        cpu = "" if "cpu" not in row else f"{row['cpu']:.2f}"
+        cpu = "" if row.get("cpu") is None else f"{row['cpu']:.2f}"
+        cost = cpu_per_record(row)
+        per = "" if cost is None else f"{cost:.1f}"
+        box = "" if row.get("box_cpu") is None else f"{row['box_cpu']:.2f}"
         rss = "" if "rss_mb" not in row else f"{row['rss_mb']:.0f}"
         lines.append(
-            f"{row['workload']:<10} {row['run']:<28} {rate:>11} {shown:>10} {cpu:>6} {rss:>7}  "
-            f"{spread(row.get('samples'))}".rstrip()
+            f"{row['workload']:<10} {row['run']:<28} {rate:>11} {shown:>10} {cpu:>5} {per:>7} "
+            f"{box:>5} {rss:>7}  {spread(row.get('samples'))}".rstrip()
         )
     return "\n".join(lines)
 

@@ -41,7 +41,8 @@ async def run(services: Services, instances: int = 1000, window: float = 20.0) -
         prefix = unique("bench.scale")
         topics = [f"{prefix}.{e}" for e in (*EVENT_NAMES, "bridge.gap")]
         await create_topics(services.kafka, [*topics, f"{prefix}.dlq"])
-        async with simulator(work, instances=instances, rate=0.2, prebuilt=20, mix=None) as url:
+        async with simulator(work, instances=instances, rate=0.2, prebuilt=20, mix=None) as source:
+            url = source.url
             sink = {
                 "kind": "kafka",
                 "dlq": f"{prefix}.dlq",

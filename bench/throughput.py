@@ -9,6 +9,7 @@ and the peers run as their own processes. Every rate is counted on the broker's 
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import sys
 import tempfile
@@ -25,11 +26,14 @@ from websockets.asyncio.client import connect
 
 from bench.common import (
     ROOT,
+    CpuMeter,
     Services,
+    Source,
     bridge_args,
     bridge_config,
     create_topics,
     delete_streams,
+    family,
     file_count,
     kafka_count,
     process,
@@ -75,7 +79,39 @@ class Timing:
     seconds: float = 6.0
 
 
-async def raw_ws(url: str, workload: Workload, timing: Timing) -> tuple[float, float, list[bytes]]:
+@dataclass(frozen=True)
+class Box:
+    """What else runs during a measurement, measured with it: the source (the simulator) and
+    the broker of the sink (Kafka or Redis, started by scripts/services.sh)."""
+
+    source: Source
+    services: Services
+
+    def meter(self, client: Callable[[], list[int]], sink: str) -> CpuMeter:
+        """A meter of ``client``'s processes, the source, the ``sink``'s broker and the box."""
+        broker = {"kafka": self.services.kafka_pid, "redis": self.services.redis_pid}.get(sink, 0)
+        return CpuMeter(
+            {
+                "client": client,
+                "source": lambda: [self.source.pid],
+                "broker": lambda: [broker] if broker else [],
+            }
+        )
+
+    def here(self, sink: str) -> CpuMeter:
+        """A meter of a client running in the benchmark's own process (the raw baselines)."""
+        return self.meter(lambda: [os.getpid()], sink)
+
+
+def cpu_fields(used: dict[str, float]) -> dict[str, float]:
+    """A meter's figures as a row's fields: ``cpu`` for the measured client (pure)."""
+    names = {"client": "cpu", "source": "source_cpu", "broker": "broker_cpu", "box": "box_cpu"}
+    return {names[k]: v for k, v in used.items() if k in names}
+
+
+async def raw_ws(
+    url: str, workload: Workload, timing: Timing, meter: CpuMeter
+) -> tuple[float, float, list[bytes]]:
     """Frames/s and bytes/s bare websockets clients read (one per instance, one process);
     keeps a sample of the frames for the writer baselines."""
     sample: list[bytes] = []
@@ -104,9 +140,11 @@ async def raw_ws(url: str, workload: Workload, timing: Timing) -> tuple[float, f
     tasks = [asyncio.create_task(read(n)) for n in range(workload.instances)]
     await asyncio.sleep(timing.warmup)
     measuring.set()
+    meter.start()
     started = time.monotonic()
     await asyncio.sleep(timing.seconds)
     elapsed = time.monotonic() - started
+    meter.stop()
     frames, size = counts
     for task in tasks:
         task.cancel()
@@ -118,13 +156,14 @@ async def _background(
     work: Callable[[asyncio.Event], Coroutine[Any, Any, None]],
     count: Callable[[], Awaitable[int]],
     timing: Timing,
+    meter: CpuMeter,
 ) -> float:
     """The rate ``count`` grows at while ``work`` runs; then ``work`` is asked to stop (a flag,
     not a cancel: a client library that swallows a cancellation would keep the loop going)."""
     stop = asyncio.Event()
     task = asyncio.create_task(work(stop))
     try:
-        return await rate_over(count, timing.warmup, timing.seconds)
+        return await rate_over(count, timing.warmup, timing.seconds, meter)
     finally:
         stop.set()
         try:
@@ -139,7 +178,7 @@ def pipelined(sample: list[bytes]) -> int:
 
 
 async def raw_producer(
-    services: Services, sample: list[bytes], workload: Workload, timing: Timing
+    services: Services, sample: list[bytes], workload: Workload, timing: Timing, meter: CpuMeter
 ) -> float:
     """Records/s a bare aiokafka producer with the bridge's producer settings (acks=all,
     idempotent, zstd, 5 ms linger) gets acknowledged, sending the sampled frames pipelined."""
@@ -161,12 +200,15 @@ async def raw_producer(
                 await asyncio.sleep(0)  # replies already there must not starve the timers
 
     try:
-        return await _background(produce, lambda: kafka_count(services.kafka, [topic]), timing)
+        count = lambda: kafka_count(services.kafka, [topic])  # noqa: E731
+        return await _background(produce, count, timing, meter)
     finally:
         await producer.stop()
 
 
-async def raw_xadd(services: Services, sample: list[bytes], timing: Timing) -> float:
+async def raw_xadd(
+    services: Services, sample: list[bytes], timing: Timing, meter: CpuMeter
+) -> float:
     """Entries/s a bare redis.asyncio client adds with pipelined XADD (the bridge's fields)."""
     stream = unique("bench:raw")
     client = Redis.from_url(services.redis)
@@ -193,7 +235,8 @@ async def raw_xadd(services: Services, sample: list[bytes], timing: Timing) -> f
                 await asyncio.sleep(0)  # replies already there must not starve the timers
 
     try:
-        return await _background(add, lambda: redis_count(services.redis, [stream]), timing)
+        count = lambda: redis_count(services.redis, [stream])  # noqa: E731
+        return await _background(add, count, timing, meter)
     finally:
         await client.delete(stream)
         await client.aclose()
@@ -238,8 +281,7 @@ def counter_for(
 
 
 async def bridge(
-    url: str,
-    services: Services,
+    box: Box,
     workload: Workload,
     kind: str,
     timing: Timing,
@@ -247,8 +289,10 @@ async def bridge(
     fsync: str = "interval",
     one_process: bool = False,
 ) -> dict[str, float]:
-    """Records/s the bridge (its own process, and its shipper) delivers, their CPU share and
-    RSS; ``one_process``: the sink worker in the main process (no shipper)."""
+    """Records/s the bridge (its own process, and its shipper) delivers, their CPU (with the
+    source's, the broker's and the box's) and RSS; ``one_process``: the sink worker in the
+    main process (no shipper)."""
+    services = box.services
     with tempfile.TemporaryDirectory(prefix="ryze-bench-") as tmp:
         work = Path(tmp)
         prefix = unique(f"bench.{kind}")
@@ -259,7 +303,7 @@ async def bridge(
         if one_process:
             sink["separate_process"] = False
         config = bridge_config(
-            url,
+            box.source.url,
             work,
             sink,
             instances=workload.instances,
@@ -268,19 +312,16 @@ async def bridge(
         path = write_bridge_config(work, config)
         count = counter_for(kind, services, work, prefix)
         async with process(bridge_args(path), work / "bridge.log") as proc:
-            await asyncio.sleep(timing.warmup)
-            first = await count()  # (asking the broker takes a while: not in the CPU window)
-            cpu0, started = proc.cpu_seconds(), time.monotonic()
-            await asyncio.sleep(timing.seconds)
-            cpu = (proc.cpu_seconds() - cpu0) / (time.monotonic() - started)
-            rate = (await count() - first) / (time.monotonic() - started)
+            meter = box.meter(lambda: family(proc.pid), kind)
+            rate = await rate_over(count, timing.warmup, timing.seconds, meter)
             rss = proc.rss_bytes()
         if kind == "redis":
             await delete_streams(services.redis, prefix)
-        return {"rate": rate, "cpu": cpu, "rss_mb": rss / 1e6}
+        return {"rate": rate, **cpu_fields(meter.used), "rss_mb": rss / 1e6}
 
 
-async def naive_relay(url: str, services: Services, timing: Timing) -> float:
+async def naive_relay(box: Box, timing: Timing) -> dict[str, Any]:
+    services, url = box.services, box.source.url
     topic = unique("bench.naive")
     await create_topics(services.kafka, [topic])
     ws_url = url.replace("http://", "ws://") + "/ws/inst-000"
@@ -293,10 +334,11 @@ async def naive_relay(url: str, services: Services, timing: Timing) -> float:
         topic,
     ]
     with tempfile.TemporaryDirectory(prefix="ryze-bench-") as tmp:
-        async with process(args, Path(tmp) / "naive.log"):
-            return await rate_over(
-                lambda: kafka_count(services.kafka, [topic]), timing.warmup, timing.seconds
-            )
+        async with process(args, Path(tmp) / "naive.log") as proc:
+            meter = box.meter(lambda: [proc.pid], "kafka")
+            count = lambda: kafka_count(services.kafka, [topic])  # noqa: E731
+            rate = await rate_over(count, timing.warmup, timing.seconds, meter)
+    return {"rate": rate, **cpu_fields(meter.used)}
 
 
 def benthos_binary() -> Path | None:
@@ -307,11 +349,12 @@ def benthos_binary() -> Path | None:
     return cached if cached.exists() else None
 
 
-async def benthos(url: str, services: Services, timing: Timing) -> float | None:
+async def benthos(box: Box, timing: Timing) -> dict[str, Any]:
     """The Benthos engine (Redpanda Connect's core) websocket input → franz-go output."""
+    services, url = box.services, box.source.url
     binary = benthos_binary()
     if binary is None:
-        return None
+        return {"rate": None}
     topic = unique("bench.benthos")
     await create_topics(services.kafka, [topic])
     ws_url = url.replace("http://", "ws://") + "/ws/inst-000?token=tok-000"
@@ -332,10 +375,11 @@ async def benthos(url: str, services: Services, timing: Timing) -> float | None:
     with tempfile.TemporaryDirectory(prefix="ryze-bench-") as tmp:
         path = Path(tmp) / "benthos.yaml"
         path.write_text(yaml.safe_dump(config), encoding="utf-8")
-        async with process([str(binary), "-c", str(path)], Path(tmp) / "benthos.log"):
-            return await rate_over(
-                lambda: kafka_count(services.kafka, [topic]), timing.warmup, timing.seconds
-            )
+        async with process([str(binary), "-c", str(path)], Path(tmp) / "benthos.log") as proc:
+            meter = box.meter(lambda: [proc.pid], "kafka")
+            count = lambda: kafka_count(services.kafka, [topic])  # noqa: E731
+            rate = await rate_over(count, timing.warmup, timing.seconds, meter)
+    return {"rate": rate, **cpu_fields(meter.used)}
 
 
 def median_rows(samples: dict[tuple[str, str], list[dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -398,30 +442,37 @@ async def one_round(
             rate=0,
             prebuilt=workload.prebuilt,
             media_bytes=workload.media_bytes,
-        ) as url:
-            frames, size, sample = await raw_ws(url, workload, timing)
-            row(
-                workload,
+        ) as source:
+            box = Box(source, services)
+
+            def measured(run: str, result: dict[str, Any]) -> None:
+                row(workload, run, result.pop("rate"), **result)
+
+            meter = box.here("none")
+            frames, size, sample = await raw_ws(source.url, workload, timing, meter)
+            measured(
                 "raw websockets read",
-                frames,
-                bytes_per_s=size,
-                frame_bytes=size / max(frames, 1),
+                {
+                    "rate": frames,
+                    "bytes_per_s": size,
+                    "frame_bytes": size / max(frames, 1),
+                    **cpu_fields(meter.used),
+                },
             )
-            row(
-                workload,
-                "raw aiokafka produce",
-                await raw_producer(services, sample, workload, timing),
-            )
-            row(workload, "raw redis XADD", await raw_xadd(services, sample, timing))
+            meter = box.here("kafka")
+            rate = await raw_producer(services, sample, workload, timing, meter)
+            measured("raw aiokafka produce", {"rate": rate, **cpu_fields(meter.used)})
+            meter = box.here("redis")
+            rate = await raw_xadd(services, sample, timing, meter)
+            measured("raw redis XADD", {"rate": rate, **cpu_fields(meter.used)})
             for kind in ("kafka", "redis", "file"):
-                result = await bridge(url, services, workload, kind, timing)
-                row(workload, f"bridge → {kind}", result.pop("rate"), **result)
+                measured(f"bridge → {kind}", await bridge(box, workload, kind, timing))
                 if kind == "kafka" and workload is WORKLOADS[0]:  # right beside it: fair
-                    result = await bridge(url, services, workload, kind, timing, one_process=True)
-                    row(workload, "bridge → kafka, one process", result.pop("rate"), **result)
+                    result = await bridge(box, workload, kind, timing, one_process=True)
+                    measured("bridge → kafka, one process", result)
             if workload is WORKLOADS[0]:  # fsync policies and peers: the main workload
                 for fsync in ("never", "always"):
-                    result = await bridge(url, services, workload, "kafka", timing, fsync=fsync)
-                    row(workload, f"bridge → kafka fsync={fsync}", result.pop("rate"), **result)
-                row(workload, "peer: naive python relay", await naive_relay(url, services, timing))
-                row(workload, "peer: benthos engine", await benthos(url, services, timing))
+                    result = await bridge(box, workload, "kafka", timing, fsync=fsync)
+                    measured(f"bridge → kafka fsync={fsync}", result)
+                measured("peer: naive python relay", await naive_relay(box, timing))
+                measured("peer: benthos engine", await benthos(box, timing))

@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
+from bench.common import CpuSample, cores_used
 from bench.profile import rank
-from bench.report import ratios, targets
+from bench.report import cpu_per_record, ratios, table, targets
 from bench.throughput import median_rows
 
 
@@ -92,3 +93,22 @@ def test_profile_ranks_inclusive_time_once_per_stack_and_own_time_at_the_leaf() 
         "write (x/disk.py)": 0.25,
     }
     assert dict(own) == {"parse (x/ev.py)": 0.75, "write (x/disk.py)": 0.25}
+
+
+def test_cores_are_ticks_over_the_machine_s_own_elapsed_ticks() -> None:
+    """On a 2-CPU machine, 400 total ticks are 200 ticks of wall time: a group that ran 150
+    ticks used 0.75 cores, and 300 busy ticks are 1.5 busy cores for the whole box."""
+    before = CpuSample({"client": 1_000, "source": 50}, busy=10_000, total=40_000)
+    after = CpuSample({"client": 1_150, "source": 90}, busy=10_300, total=40_400)
+    assert cores_used(before, after, cpus=2) == {"client": 0.75, "source": 0.2, "box": 1.5}
+    assert cores_used(after, after, cpus=2) == {}  # no time passed: nothing to say
+
+
+def test_cpu_per_record_is_the_client_s_cores_over_its_rate() -> None:
+    """1.5 cores at 50,000 records/s is 30 µs a record; without a CPU or a rate, no figure."""
+    assert cpu_per_record({"cpu": 1.5, "rate": 50_000}) == pytest.approx(30.0)
+    assert cpu_per_record({"rate": 50_000}) is None
+    assert cpu_per_record({"cpu": 1.0, "rate": None}) is None
+    line = table([{"workload": "600B x1", "run": "bridge → file", "rate": 50_000.0,
+                   "cpu": 1.5, "box_cpu": 1.98, "rss_mb": 140.0}])  # fmt: skip
+    assert line.splitlines()[1].split()[-4:] == ["1.50", "30.0", "1.98", "140"]
