@@ -25,6 +25,7 @@ EVENT_KEY = "event"
 INSTANCE_DATA_KEY = "instanceData"
 TOKEN_KEY = "token"  # noqa: S105 - the key name, not a secret
 MASK = b"***"
+BIG_FRAME = 1 << 16  # bytes: past this, copies cost more than the calls that avoid them
 
 _STRING = rb'"(?:[^"\\]|\\.)*"'
 _TOKEN_MEMBER = rb'"token"\s*:\s*(?P<value>' + _STRING + rb")"
@@ -121,11 +122,14 @@ def cut_sole_token(raw: bytes, token: str) -> bytes | None:
 def cut_compact_member(raw: bytes, token: str) -> bytes | None:
     """The usual case in a few byte scans: the member written compactly, ``"token":"…"``
     with the token as it is (no escapes), cut with the comma that joins it to a neighbour.
-    The caller has checked that ``"token"`` occurs once; None when anything else holds."""
+    The caller has checked that ``"token"`` occurs once; None when anything else holds.
+
+    Found from the end (``instanceData`` comes last in the upstream's frames); a big frame
+    (inline media) is joined in one copy instead of three."""
     member = _compact_member(token)
     if member is None:
         return None
-    start = raw.find(member[0])
+    start = raw.rfind(member[0])  # the only one: "token" occurs once
     if start < 0:
         return None
     end = start + len(member[0])
@@ -135,7 +139,11 @@ def cut_compact_member(raw: bytes, token: str) -> bytes | None:
         end += 1
     elif raw[start - 1 : start] != b"{" or raw[end : end + 1] != b"}":
         return None
-    candidate = raw[:start] + raw[end:]
+    if len(raw) < BIG_FRAME:
+        candidate = raw[:start] + raw[end:]
+    else:
+        view = memoryview(raw)
+        candidate = b"".join((view[:start], view[end:]))
     return None if member[1] in candidate else candidate
 
 

@@ -41,7 +41,7 @@ from bridge.spool import (
     appended,
     bounded,
 )
-from bridge.spool.codec import encode_entry, read_entry
+from bridge.spool.codec import encode_entry_parts, read_entry
 from bridge.spool.recovery import iter_segment_paths, rewrite, scan_file
 
 if TYPE_CHECKING:
@@ -255,8 +255,9 @@ class DiskSpool:
         writer = self._writer
         if writer is None:
             raise SpoolError("spool: not open")
-        entry = encode_entry(self._next_seq, record)
-        while self._bytes + len(entry) > self.max_bytes:
+        header, payload = encode_entry_parts(self._next_seq, record)
+        size = len(header) + len(payload)
+        while self._bytes + size > self.max_bytes:
             if self.when_full == "drop_newest" or not self._drop_oldest_segment(dropped):
                 dropped.append(record)
                 return False
@@ -266,17 +267,18 @@ class DiskSpool:
         if self._write_error is not None:
             raise SpoolError(f"spool: write failed: {self._write_error}")
         try:
-            writer.write(entry)  # type: ignore[union-attr]  # _new_segment opened it
+            writer.write(header)  # type: ignore[union-attr]  # _new_segment opened it
+            writer.write(payload)  # type: ignore[union-attr]
         except OSError as exc:
             raise SpoolError(f"spool: write failed: {exc.strerror}") from None
         segment = self._segments[-1]
         if self._on_flush is None:  # a reader here takes the newest entries from memory
-            self._remember(InFlight(self._next_seq, record, len(entry), segment.first_seq,
-                                    segment.size + len(entry)))  # fmt: skip
-        segment.size += len(entry)
+            self._remember(InFlight(self._next_seq, record, size, segment.first_seq,
+                                    segment.size + size))  # fmt: skip
+        segment.size += size
         segment.count += 1
         self._next_seq += 1
-        self._bytes += len(entry)
+        self._bytes += size
         self._events += 1
         return True
 

@@ -334,3 +334,22 @@ def test_a_decoded_frame_never_shows_the_token() -> None:
     decoded = decode(frame_bytes(), document=False)
     assert decoded.free_of == TOKEN.encode()
     assert TOKEN not in repr(decoded)
+
+
+def test_compact_cut_refuses_a_token_formed_where_the_two_sides_meet() -> None:
+    """The bytes left on either side of the cut member can spell the token once joined
+    (token ``1}``: ``{"a":1`` and ``}`` meet as ``{"a":1}``): the cut declines then, so no
+    published value holds the token; the same frame with another token is cut."""
+    assert cut_compact_member(b'{"a":1,"token":"1}"}', "1}") is None
+    assert cut_compact_member(b'{"a":1,"token":"2}"}', "2}") == b'{"a":1}'
+    assert cut_compact_member(b'{"a":"1}","token":"1}"}', "1}") is None  # left of the cut
+    assert cut_compact_member(b'{"token":"1}","a":"1}"}', "1}") is None  # right of it
+
+
+def test_the_ryze_id_of_a_frame_is_the_same_in_every_release() -> None:
+    """Consumers de-duplicate on the ``ryze-id`` across bridge upgrades: the id of a given
+    instance and value is pinned here (SHA-256 of them, 128 bits, in hex)."""
+    value = b'{"event":"message.exchange"}'
+    assert record_id("shop", value) == "8c1792ce80fa9ab7a5847cffc1a7ebb5"
+    assert record_id("shop2", value) != record_id("shop", value)
+    assert record_id("shop", value + b" ") != record_id("shop", value)

@@ -10,7 +10,8 @@ import zlib
 from pathlib import Path
 
 from bridge.pipeline import Record
-from bridge.spool.codec import HEADER, MAGIC, decode_payload, encode_payload
+from bridge.pipeline.records import legacy_record_id, record_id
+from bridge.spool.codec import HEADER, MAGIC, checksum, decode_payload, encode_payload
 from bridge.spool.disk import DiskSpool, InFlight
 from bridge.spool.tail import Acked, Position, SpoolTail, acked_stretches
 
@@ -175,7 +176,30 @@ async def test_a_spool_written_in_format_version_1_replays(tmp_path: Path) -> No
     spool.close()
 
 
+async def test_records_spooled_in_format_2_without_their_id_keep_the_id_of_that_bridge(
+    tmp_path: Path,
+) -> None:
+    """A bridge before format 3 left the id of a spooled record for the reader to work out
+    (BLAKE2b): after an upgrade the record replays with that id, the one a consumer may
+    already have seen it under, and not with the id this bridge gives new records."""
+    old = Record("ryze.shop.message.exchange", b"shop", b'{"n":1}', "message.exchange", "shop",
+                 1_700_000_000_000_000_001)  # fmt: skip
+    payload = encode_payload(old)  # format 2 and 3 lay the fields out alike
+    entry = HEADER.pack(MAGIC, 2, len(payload), checksum(1, payload), 1) + payload
+    (tmp_path / "seg-00000000000000000001.log").write_bytes(entry)
+    spool = DiskSpool(tmp_path, max_bytes=10_000_000, fsync="never")
+    assert spool.open().replay == 1
+    spool.append(record(2, size=10))
+    replayed, new = await spool.read(10)
+    assert replayed.id == legacy_record_id("shop", b'{"n":1}') != record_id("shop", b'{"n":1}')
+    assert new.ident == "id2"
+    fresh = decode_payload(encode_payload(old))  # format 3: the id is this bridge's
+    assert fresh.ident == ""
+    assert fresh.id == record_id("shop", b'{"n":1}')
+    spool.close()
+
+
 def test_the_current_payload_roundtrips_every_field() -> None:
-    """Version 2 payloads decode to the record encoded, None fields included."""
+    """Version 3 payloads decode to the record encoded, None fields included."""
     rec = Record("d", None, b"v", "e", "i", 7, "id", "too_large", "big")
     assert decode_payload(encode_payload(rec)) == rec
