@@ -62,6 +62,18 @@ def received_ns(headers: Any) -> int | None:
     return None
 
 
+def record_latencies(
+    received: int | None, append_ms: int, seen_ns: int, since_ns: int
+) -> tuple[float, float] | None:
+    """(receipt → broker append, receipt → seen by the consumer) in ms of one record, or None
+    for a record without a receipt time or received before the window opened: that one waited
+    in the consumer's prefetch buffer while it was being assigned, which says nothing about
+    the bridge (pure)."""
+    if received is None or received < since_ns:
+        return None
+    return (append_ms * 1e6 - received) / 1e6, (seen_ns - received) / 1e6
+
+
 async def sample_latency(
     bootstrap: str, topics: list[str], seconds: float
 ) -> tuple[list[float], list[float]]:
@@ -80,17 +92,19 @@ async def sample_latency(
     seen: list[float] = []
     try:
         await asyncio.sleep(1.0)  # assignment to the end offsets
+        since = time.time_ns()
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             batches = await consumer.getmany(timeout_ms=100)
             now = time.time_ns()
             for records in batches.values():
                 for record in records:
-                    received = received_ns(record.headers)
-                    if received is None:
-                        continue
-                    ack.append((record.timestamp * 1e6 - received) / 1e6)
-                    seen.append((now - received) / 1e6)
+                    found = record_latencies(
+                        received_ns(record.headers), record.timestamp, now, since
+                    )
+                    if found is not None:
+                        ack.append(found[0])
+                        seen.append(found[1])
     finally:
         await consumer.stop()
     return ack, seen

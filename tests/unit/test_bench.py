@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from bench.common import CpuSample, cores_used
+from bench.latency import record_latencies
 from bench.profile import rank
 from bench.report import cpu_per_record, ratios, table, targets
 from bench.throughput import median_rows
@@ -112,3 +113,13 @@ def test_cpu_per_record_is_the_client_s_cores_over_its_rate() -> None:
     line = table([{"workload": "600B x1", "run": "bridge → file", "rate": 50_000.0,
                    "cpu": 1.5, "box_cpu": 1.98, "rss_mb": 140.0}])  # fmt: skip
     assert line.splitlines()[1].split()[-4:] == ["1.50", "30.0", "1.98", "140"]
+
+
+def test_latencies_count_only_records_received_once_the_window_opened() -> None:
+    """A record received at 1,000 ms, appended at 1,012 ms and seen at 1,015 ms took 12 ms to
+    the ack and 15 ms to the consumer; one received before the window opened waited in the
+    consumer's prefetch buffer and is not counted, nor one without a receipt time."""
+    ms = 1_000_000
+    assert record_latencies(1_000 * ms, 1_012, 1_015 * ms, since_ns=999 * ms) == (12.0, 15.0)
+    assert record_latencies(998 * ms, 1_012, 2_015 * ms, since_ns=999 * ms) is None
+    assert record_latencies(None, 1_012, 1_015 * ms, since_ns=0) is None
