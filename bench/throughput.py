@@ -200,8 +200,9 @@ async def raw_producer(
                 await asyncio.sleep(0)  # replies already there must not starve the timers
 
     try:
-        count = lambda: kafka_count(services.kafka, [topic])  # noqa: E731
-        return await _background(produce, count, timing, meter)
+        return await _background(
+            produce, lambda: kafka_count(services.kafka, [topic]), timing, meter
+        )
     finally:
         await producer.stop()
 
@@ -235,8 +236,7 @@ async def raw_xadd(
                 await asyncio.sleep(0)  # replies already there must not starve the timers
 
     try:
-        count = lambda: redis_count(services.redis, [stream])  # noqa: E731
-        return await _background(add, count, timing, meter)
+        return await _background(add, lambda: redis_count(services.redis, [stream]), timing, meter)
     finally:
         await client.delete(stream)
         await client.aclose()
@@ -334,10 +334,19 @@ async def naive_relay(box: Box, timing: Timing) -> dict[str, Any]:
         topic,
     ]
     with tempfile.TemporaryDirectory(prefix="ryze-bench-") as tmp:
-        async with process(args, Path(tmp) / "naive.log") as proc:
-            meter = box.meter(lambda: [proc.pid], "kafka")
-            count = lambda: kafka_count(services.kafka, [topic])  # noqa: E731
-            rate = await rate_over(count, timing.warmup, timing.seconds, meter)
+        return await peer_rate(box, args, Path(tmp) / "naive.log", topic, timing)
+
+
+async def peer_rate(
+    box: Box, args: list[str], log: Path, topic: str, timing: Timing
+) -> dict[str, Any]:
+    """Records/s a peer (its own process, started with ``args``) gets into ``topic``, and its
+    CPU with the source's, the broker's and the box's."""
+    async with process(args, log) as proc:
+        meter = box.meter(lambda: [proc.pid], "kafka")
+        rate = await rate_over(
+            lambda: kafka_count(box.services.kafka, [topic]), timing.warmup, timing.seconds, meter
+        )
     return {"rate": rate, **cpu_fields(meter.used)}
 
 
@@ -375,11 +384,8 @@ async def benthos(box: Box, timing: Timing) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="ryze-bench-") as tmp:
         path = Path(tmp) / "benthos.yaml"
         path.write_text(yaml.safe_dump(config), encoding="utf-8")
-        async with process([str(binary), "-c", str(path)], Path(tmp) / "benthos.log") as proc:
-            meter = box.meter(lambda: [proc.pid], "kafka")
-            count = lambda: kafka_count(services.kafka, [topic])  # noqa: E731
-            rate = await rate_over(count, timing.warmup, timing.seconds, meter)
-    return {"rate": rate, **cpu_fields(meter.used)}
+        args = [str(binary), "-c", str(path)]
+        return await peer_rate(box, args, Path(tmp) / "benthos.log", topic, timing)
 
 
 def median_rows(samples: dict[tuple[str, str], list[dict[str, Any]]]) -> list[dict[str, Any]]:

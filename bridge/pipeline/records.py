@@ -6,6 +6,7 @@ import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
+from typing import Any
 
 HEADER_EVENT = "ryze-event"
 HEADER_INSTANCE = "ryze-instance"
@@ -98,19 +99,20 @@ _LEGACY_ID_HASH = hashlib.blake2b(digest_size=16, person=b"ryze-id")
 def record_id(instance: str, value: bytes) -> str:
     """A stable id of instance + token-free value: the same frame always gets the same id
     (32 hex characters)."""
-    digest = _ID_HASH.copy()
-    digest.update(value)
-    digest.update(_id_suffix(instance))
-    return digest.hexdigest()[:32]
+    return _hex_digest(_ID_HASH, instance, value)[:32]
 
 
 def legacy_record_id(instance: str, value: bytes) -> str:
     """The id bridges before spool format 3 gave the same record (BLAKE2b): a record they
     spooled without its id replays with the id they would have published."""
-    digest = _LEGACY_ID_HASH.copy()
+    return _hex_digest(_LEGACY_ID_HASH, instance, value)
+
+
+def _hex_digest(prefilled: Any, instance: str, value: bytes) -> str:
+    digest = prefilled.copy()
     digest.update(value)
     digest.update(_id_suffix(instance))
-    return digest.hexdigest()
+    return str(digest.hexdigest())
 
 
 @lru_cache(maxsize=4096)

@@ -103,10 +103,6 @@ def checksum(seq: int, payload: bytes) -> int:
     return zlib.crc32(payload, zlib.crc32(_U64.pack(seq)))
 
 
-def encode_entry(seq: int, record: Record) -> bytes:
-    return b"".join(encode_entry_parts(seq, record))
-
-
 def encode_entry_parts(seq: int, record: Record) -> tuple[bytes, bytes]:
     """An entry as its header and its payload, to be written one after the other (a big
     payload is not copied once more to be joined to its 20-byte header)."""
