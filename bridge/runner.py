@@ -281,6 +281,12 @@ class Runner:
         if reason != "stopping":
             self.status.reconnects += 1
             self.metrics.ws_reconnects.labels(self.name, reason).inc()
+        if reason == "frame_too_large":  # read in part, never handed over: received, dropped
+            self._received(self.name, "other").inc()
+            self._dropped(self.name, "frame_too_large").inc()
+            self.log.warning(
+                "ws.frame_too_large", limit=self.ctx.upstream.max_frame_bytes, action="reconnect"
+            )
         self.log.info("ws.disconnected", reason=reason)
 
     def failed(self, error: UpstreamError) -> None:

@@ -106,6 +106,17 @@ class BucketRegistry:
         return bucket
 
 
+RESET_MAX_SECONDS = 120.0  # the limit is per minute: a reset further out than this is not believed
+
+
+def usable_reset(reset_at: float | None, now: float) -> float | None:
+    """``reset_at`` when it is a usable wait from ``now`` (in the future, at most
+    ``RESET_MAX_SECONDS`` away); None otherwise — missing, past, or absurd (pure)."""
+    if reset_at is None or not now < reset_at <= now + RESET_MAX_SECONDS:
+        return None
+    return reset_at
+
+
 def parse_rate_headers(headers: dict[str, str]) -> tuple[int | None, float | None]:
     """``X-RateLimit-Remaining`` and ``-Reset`` from response headers, when well formed."""
     lowered = {k.lower(): v for k, v in headers.items()}

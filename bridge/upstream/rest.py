@@ -27,7 +27,7 @@ from bridge.errors import (
     UpstreamUnavailableError,
 )
 from bridge.settings import EVENT_NAMES
-from bridge.upstream.ratelimit import TokenBucket, parse_rate_headers
+from bridge.upstream.ratelimit import TokenBucket, parse_rate_headers, usable_reset
 
 EnsureOutcome = Literal["unchanged", "created", "updated", "drift"]
 NOT_CONFIGURED = "not configured"
@@ -188,8 +188,10 @@ class RestClient:
         self.bucket.observe(*parse_rate_headers(dict(response.headers)))
         if response.status_code == 429:
             error = translate(response, instance)
-            if isinstance(error, RateLimitedError) and error.reset_at:
-                self.bucket.block_until(error.reset_at)
+            limited = error.reset_at if isinstance(error, RateLimitedError) else None
+            reset_at = usable_reset(limited, time.time())
+            if reset_at is not None:  # otherwise with_retries' backoff is the wait
+                self.bucket.block_until(reset_at)
             raise error
         return response
 

@@ -7,7 +7,9 @@ Between sessions the source decides, from what went wrong, what to do before the
 
 - 400 on upgrade (config missing or disabled) → run ensure again, then retry;
 - 401 / 403 / 404 → the instance is *failed*: reported, retried slowly (a token may be fixed);
-- 429 → wait until ``X-RateLimit-Reset``;
+- 429 → wait until ``X-RateLimit-Reset`` (without a usable one: the backoff, like any failure);
+- a message over ``max_frame_bytes`` → the library closes the socket (1009) without handing the
+  message over: reported as ``frame_too_large`` (the runner counts the drop), then a reconnect;
 - anything else → exponential backoff with full jitter, reset after a healthy session.
 
 Every upgrade spends one request of the token's bucket. The token goes in the ``token``
@@ -33,8 +35,8 @@ from websockets.exceptions import (
     InvalidHandshake,
     InvalidStatus,
 )
+from websockets.frames import CloseCode, Opcode
 from websockets.frames import Frame as WsFrame
-from websockets.frames import Opcode
 
 from bridge.errors import (
     InstanceNotFoundError,
@@ -46,7 +48,7 @@ from bridge.errors import (
 )
 from bridge.pipeline import Frame
 from bridge.settings import UpstreamSettings
-from bridge.upstream.ratelimit import TokenBucket, parse_rate_headers
+from bridge.upstream.ratelimit import TokenBucket, parse_rate_headers, usable_reset
 
 
 class SessionObserver(Protocol):
@@ -281,9 +283,13 @@ class InstanceSource:
             delay = self.settings.failed_retry_seconds
             await self._wait("failed", random.uniform(delay * 0.8, delay))  # noqa: S311
         elif isinstance(error, RateLimitedError):
-            if error.reset_at:
-                self.bucket.block_until(error.reset_at)
-            await self._wait("rate_limited", max(0.0, (error.reset_at or 0) - time.time()))
+            now = time.time()
+            reset_at = usable_reset(error.reset_at, now)
+            if reset_at is None:  # no usable X-RateLimit-Reset: back off like any failure
+                await self._wait("rate_limited", self.backoff.next_delay())
+                return
+            self.bucket.block_until(reset_at)
+            await self._wait("rate_limited", reset_at - now)
         else:
             await self._wait(_reason_of(error), self.backoff.next_delay())
 
@@ -307,6 +313,8 @@ class InstanceSource:
 
 
 def _close_reason(exc: ConnectionClosed) -> str:
+    if exc.sent is not None and exc.sent.code == CloseCode.MESSAGE_TOO_BIG:
+        return "frame_too_large"  # we closed it: a message over max_frame_bytes
     if exc.rcvd is None:
         return "abnormal"
     return "server_close" if exc.rcvd.code in (1000, 1001) else f"close_{exc.rcvd.code}"

@@ -24,7 +24,11 @@ def delivered_ids(tmp_path: Path, instance: str) -> list[str]:
     if not path.exists():
         return []
     lines = [orjson.loads(line) for line in path.read_bytes().splitlines()]
-    return [line["data"]["data"]["id"] for line in lines if line["instance"] == instance]
+    return [
+        line["data"]["data"]["id"]
+        for line in lines
+        if line["instance"] == instance and line["event"] != "bridge.gap"
+    ]
 
 
 async def test_wrong_token_fails_that_instance_only(tmp_path: Path) -> None:
@@ -200,3 +204,55 @@ async def test_the_shipper_process_never_holds_an_instance_token(tmp_path: Path)
     assert token.encode() not in seen
     assert b"SHOP_TOKEN" not in seen
     assert token.encode() not in (tmp_path / "events.jsonl").read_bytes()
+
+
+def gap_details(tmp_path: Path, instance: str) -> list[str | None]:
+    path = tmp_path / "events.jsonl"
+    lines = [orjson.loads(line) for line in path.read_bytes().splitlines()]
+    return [
+        line["data"]["data"].get("detail")
+        for line in lines
+        if line["instance"] == instance and line["event"] == "bridge.gap"
+    ]
+
+
+async def test_a_frame_over_the_limit_is_a_counted_drop_and_a_gap_marker(tmp_path: Path) -> None:
+    """A message larger than ``upstream.max_frame_bytes`` (which the WebSocket library closes
+    the socket on without handing it over) is counted as received and dropped with reason
+    ``frame_too_large``; the reconnect's gap marker names it, and frames sent after the
+    reconnect are delivered."""
+    tokens = {"shop-a": "tok-huge-a-3333"}
+    async with Simulator(SimConfig(instances=tokens, rate=50, record_frames=True)) as sim:
+        settings = settings_for(
+            sim.base_url,
+            tmp_path,
+            instances={"shop-a": {"token": tokens["shop-a"]}},
+            sink={**file_sink(tmp_path), "gap_markers": True},
+            upstream={"max_frame_bytes": 100_000},
+        )
+        async with running_bridge(settings) as bridge:
+            await eventually(lambda: sim.stats("shop-a")["frames_sent"] >= 20)
+            sim.pause("shop-a")  # nothing else in flight on the socket the huge frame closes
+            assert await sim.send_huge("shop-a", 300_000) is not None
+            await eventually(lambda: sim.stats("shop-a")["upgrades"] >= 2, 15)
+            sim.resume("shop-a")
+            sent_after = sim.stats("shop-a")["frames_sent"]
+            await eventually(lambda: sim.stats("shop-a")["frames_sent"] >= sent_after + 20)
+            sim.pause("shop-a")
+            dropped = counter(
+                bridge.metrics,
+                "ryze_bridge_events_dropped_total",
+                instance="shop-a",
+                reason="frame_too_large",
+            )
+            assert dropped == 1
+            reconnects = counter(
+                bridge.metrics, "ryze_bridge_ws_reconnects_total", reason="frame_too_large"
+            )
+            assert reconnects == 1
+            sent = sim.stats("shop-a")["frames_sent"]
+            await eventually(lambda: len(delivered_ids(tmp_path, "shop-a")) == sent - 1)
+        assert "frame_too_large" in gap_details(tmp_path, "shop-a")
+        delivered = set(delivered_ids(tmp_path, "shop-a"))
+        sent = sim.sent_ids("shop-a")
+        assert len(set(sent) - delivered) == 1  # the huge one, and nothing else

@@ -8,14 +8,20 @@ import httpx
 import pytest
 from pydantic import SecretStr
 from websockets.datastructures import Headers
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosedError, InvalidStatus
+from websockets.frames import Close, CloseCode
 from websockets.http11 import Response
 
 from bridge.errors import InstanceNotFoundError, RateLimitedError, UpstreamAuthError
 from bridge.settings import EVENT_NAMES
-from bridge.upstream.ratelimit import TokenBucket, parse_rate_headers
+from bridge.upstream.ratelimit import (
+    RESET_MAX_SECONDS,
+    TokenBucket,
+    parse_rate_headers,
+    usable_reset,
+)
 from bridge.upstream.rest import RestClient, RetryBudget, WsConfig, desired_config, same_config
-from bridge.upstream.ws import upgrade_error, ws_url
+from bridge.upstream.ws import _close_reason, upgrade_error, ws_url
 
 TOKEN = SecretStr("tok-secret-123456")
 
@@ -205,3 +211,27 @@ def test_ws_url_and_upgrade_errors() -> None:
     )
     assert isinstance(limited, RateLimitedError)
     assert limited.reset_at == 99.0
+
+
+def test_usable_reset_accepts_only_a_near_future_time() -> None:
+    """X-RateLimit-Reset is honoured when it lies ahead by at most two minutes; missing,
+    past or absurd values are not (the caller backs off instead)."""
+    now = 1_000_000.0
+    assert usable_reset(now + 30, now) == now + 30
+    assert usable_reset(now + RESET_MAX_SECONDS, now) == now + RESET_MAX_SECONDS
+    assert usable_reset(None, now) is None
+    assert usable_reset(now, now) is None
+    assert usable_reset(now - 5, now) is None
+    assert usable_reset(now + RESET_MAX_SECONDS + 1, now) is None
+
+
+def test_a_socket_we_closed_for_a_too_large_message_says_so() -> None:
+    """Closed by us with 1009 (a message over max_frame_bytes): ``frame_too_large``, whatever
+    the server answered; other closes keep their reasons."""
+    too_big = Close(CloseCode.MESSAGE_TOO_BIG, "frame with 300000 bytes exceeds limit")
+    assert _close_reason(ConnectionClosedError(None, too_big)) == "frame_too_large"
+    assert _close_reason(ConnectionClosedError(too_big, too_big, False)) == "frame_too_large"
+    assert _close_reason(ConnectionClosedError(None, None)) == "abnormal"
+    going_away = Close(CloseCode.GOING_AWAY, "")
+    assert _close_reason(ConnectionClosedError(going_away, None)) == "server_close"
+    assert _close_reason(ConnectionClosedError(Close(4000, "x"), None)) == "close_4000"
