@@ -9,8 +9,8 @@ CACHE="${RYZE_CACHE_DIR:-$HOME/.cache/ryze-bridge}"
 BIN="$CACHE/bin"
 mkdir -p "$BIN"
 
-bash scripts/bootstrap.sh
-python3 -m uv sync --locked --group bench >&2
+source scripts/bootstrap.sh
+"${UV[@]}" sync --locked --group bench >&2
 
 PEER="$BIN/ryze-bench-benthos"
 SUM="$(sha256sum bench/peers/benthos/go.sum bench/peers/benthos/main.go | sha256sum | cut -c1-16)"
@@ -30,4 +30,4 @@ fi
 stop() { if [[ $started_here == 1 ]]; then bash scripts/services.sh down >&2; fi; }
 trap stop EXIT
 
-PATH="$BIN:$PATH" python3 -m uv run --locked --group bench python -m bench.run "$@"
+PATH="$BIN:$PATH" "${UV[@]}" run --locked --group bench python -m bench.run "$@"
