@@ -1,17 +1,18 @@
 """Each sink settles every record on its own destination's fate, against real brokers with
 real faults: a Kafka ACL revoked at runtime, a topic deleted and recreated with fewer
-partitions, a Redis ACL on one stream, Redis out of memory, Redis turned read-only, and a
-connection reset in the middle of a pipeline's replies."""
+partitions, a Redis ACL on one stream, Redis out of memory, Redis turned read-only, a
+connection reset in the middle of a pipeline's replies, a really full filesystem."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
 import struct
 import subprocess
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from bridge.errors import SinkUnavailableError
 from bridge.pipeline import Record
 from bridge.settings import KafkaSinkSettings, RedisSinkSettings
 from bridge.sinks.base import Delivered, Failed, Outcome, Rejected
+from bridge.sinks.file import FileSink
 from bridge.sinks.kafka import KafkaSink
 from bridge.sinks.redis import RedisSink
 from tests.services import (
@@ -401,3 +403,71 @@ async def test_redis_connection_reset_mid_pipeline(redis_url: str) -> None:
         print(f"\nreset after {len(delivered)} of {len(batch)} replies")  # noqa: T201
         ids = [fields[b"id"] for _, fields in await read_stream(admin, stream)]
         assert set(ids) == {r.id.encode() for r in batch}
+
+
+# ---- file ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    """A real 256 KiB tmpfs, unmounted afterwards (mounting needs root)."""
+    where = tmp_path / "fs"
+    where.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(where)],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False, timeout=30)
+
+
+def fill(where: Path) -> Path:
+    """Write a file until the filesystem is really full (ENOSPC); return it."""
+    filler = where / "filler"
+    with filler.open("wb", buffering=0) as handle, contextlib.suppress(OSError):
+        while True:
+            handle.write(b"\0" * 4096)
+    return filler
+
+
+async def test_file_sink_full_disk_fails_then_delivers(small_fs: Path) -> None:
+    """On a really full filesystem (ENOSPC) publish returns Failed for every record instead of
+    raising, leaves no partial line behind, and delivers the same records once space frees;
+    each line is then a whole JSON object, each record exactly once."""
+    sink = FileSink(small_fs / "events.jsonl", "dead.jsonl")
+    await sink.start()
+    try:
+        batch = [large("ryze:shop:message.exchange", n) for n in range(8)]
+        filler = fill(small_fs)
+        outcomes = await sink.publish(batch)
+        assert {type(o) for o in outcomes} == {Failed}, outcomes
+        assert all("write failed" in str(o.error) for o in outcomes if isinstance(o, Failed))
+        assert (small_fs / "events.jsonl").stat().st_size == 0
+        filler.unlink()
+        assert {type(o) for o in await sink.publish(batch)} == {Delivered}
+    finally:
+        await sink.close()
+    lines = (small_fs / "events.jsonl").read_bytes().splitlines()
+    assert sorted(json.loads(line)["data"]["n"] for line in lines) == list(range(8))
+
+
+async def test_file_sink_concurrent_calls_never_interleave(tmp_path: Path) -> None:
+    """Eight publish calls in flight at once, each with large lines for its own destination:
+    every line in the file is one whole record and each call's lines are contiguous."""
+    sink = FileSink(tmp_path / "events.jsonl", "dead.jsonl")
+    await sink.start()
+    try:
+        calls = [[large(f"dest-{c}", n) for n in range(30)] for c in range(8)]
+        results = await asyncio.gather(*(sink.publish(batch) for batch in calls))
+    finally:
+        await sink.close()
+    assert all(isinstance(o, Delivered) for outcomes in results for o in outcomes)
+    lines = [json.loads(line) for line in (tmp_path / "events.jsonl").read_bytes().splitlines()]
+    order = [line["destination"] for line in lines]
+    assert len(order) == 8 * 30
+    runs = [d for i, d in enumerate(order) if i == 0 or order[i - 1] != d]
+    assert sorted(runs) == sorted(f"dest-{c}" for c in range(8))
