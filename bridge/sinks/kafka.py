@@ -179,7 +179,7 @@ class KafkaSink:
         self._producer: Any = None
         self._admin: Any = None
         self._topics: set[str] = set()  # known to exist now
-        self._seen: set[str] = set()  # existed once while this sink ran
+        self._seen: set[str] = set()  # listed once while this sink ran
         self._partitioner = DefaultPartitioner()
         self._routes: dict[str, _Route] = {}
         self._keys_cached = 0
@@ -232,7 +232,7 @@ class KafkaSink:
             failed = Failed(SinkUnavailableError(f"kafka: cannot list topics: {exc}"))
             return dict.fromkeys(unknown, failed)
         self._topics |= listed
-        self._seen |= unknown & listed
+        self._seen |= listed
         unknown -= listed
         if not unknown:
             return {}

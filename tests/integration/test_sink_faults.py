@@ -202,6 +202,67 @@ async def test_kafka_topic_recreated_with_fewer_partitions(kafka_bootstrap: str)
     assert longest < 10
 
 
+async def delete_topic(bootstrap: str, topic: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics([topic])
+    finally:
+        await admin.close()
+
+
+async def test_kafka_deleted_topic_is_transient_and_holds_no_other_call(
+    kafka_bootstrap: str,
+) -> None:
+    """With create_topics off, a topic the sink has written to is deleted: publish calls for
+    it, running beside calls for another topic, come back Failed (transient, never the DLQ's
+    missing_topic) within seconds, while the other topic's calls keep being Delivered
+    promptly; once the topic is created again its records are Delivered."""
+    prefix = unique("del")
+    gone, steady, dlq = f"{prefix}.gone", f"{prefix}.steady", f"{prefix}.dlq"
+    await create_topics(kafka_bootstrap, [gone, steady, dlq], partitions=3)
+    settings = KafkaSinkSettings(bootstrap_servers=kafka_bootstrap, linger_ms=1)
+    async with started(KafkaSink(settings, dlq)) as sink:
+        warm = records_for([gone, steady], 10)
+        assert {type(o) for o in await sink.publish(warm)} == {Delivered}
+        await delete_topic(kafka_bootstrap, gone)
+        steady_calls: list[float] = []
+
+        async def steady_traffic() -> None:
+            for n in range(10):
+                batch = records_for([steady], 10, start=1000 + 10 * n)
+                began = time.monotonic()
+                assert {type(o) for o in await sink.publish(batch)} == {Delivered}
+                steady_calls.append(time.monotonic() - began)
+                await asyncio.sleep(0.2)
+
+        async def gone_traffic() -> list[set[type]]:
+            seen = []
+            for n in range(3):
+                batch = records_for([gone], 10, start=2000 + 10 * n)
+                began = time.monotonic()
+                outcomes = await sink.publish(batch)
+                seen.append({type(o) for o in outcomes})
+                assert time.monotonic() - began < 10
+            return seen
+
+        _, gone_seen = await asyncio.gather(steady_traffic(), gone_traffic())
+        assert gone_seen[-1] == {Failed}, gone_seen
+        assert all(kinds <= {Failed, Delivered} for kinds in gone_seen), gone_seen
+        print(  # noqa: T201 - the measured isolation, under pytest -s
+            f"\ndeleted topic's calls: {gone_seen}; other topic's longest call "
+            f"{max(steady_calls):.2f} s"
+        )
+        assert max(steady_calls) < 3, steady_calls
+        await create_topics(kafka_bootstrap, [gone], partitions=3)
+        last: set[type] = set()
+        deadline = time.monotonic() + 60
+        while last != {Delivered} and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+            last = {type(o) for o in await sink.publish(records_for([gone], 10, start=3000))}
+        assert last == {Delivered}
+
+
 # ---- Redis --------------------------------------------------------------------------------
 
 
