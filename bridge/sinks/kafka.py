@@ -1,10 +1,13 @@
 """The Kafka sink: aiokafka's idempotent producer, ``acks=all`` by default.
 
 Per-key order: records of a batch are handed to the producer in spool order and the producer
-is idempotent (retries cannot reorder or duplicate within a session); the first record that
-cannot even be queued stops the batch, so nothing behind it overtakes it. Topics are never
-created behind the operator's back: a missing topic is a DLQ record with a message naming it,
-unless ``sink.kafka.create_topics`` is on. The DLQ topic itself must exist at start.
+is idempotent (retries cannot reorder or duplicate within a session); in each topic-partition
+the first batch that cannot even be queued settles itself and every batch behind it, so
+nothing of that partition overtakes it, while the other topic-partitions go on. Topics are
+never created behind the operator's back: a missing topic is a DLQ record with a message
+naming it, unless ``sink.kafka.create_topics`` is on; a topic this sink has seen that
+disappears at runtime is transient instead (its records are retried until it exists again).
+The DLQ topic itself must exist at start.
 """
 
 from __future__ import annotations
