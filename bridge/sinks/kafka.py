@@ -162,6 +162,7 @@ class _Batches:
 
 
 Settled = list[tuple[list[int], Outcome]]
+Queued = tuple[Where, list[int], "asyncio.Future[Any]"]
 
 
 class KafkaSink:
@@ -304,10 +305,11 @@ class KafkaSink:
         chains = await asyncio.gather(
             *(self._send_chain(producer, where, chain) for where, chain in batches.chains.items())
         )
-        for settled in chains:
-            for members, outcome in settled:
-                for index in members:
-                    outcomes[index] = outcome
+        refused = [pair for settled, _ in chains for pair in settled]
+        queued = [entry for _, waiting in chains for entry in waiting]
+        for members, outcome in refused + await _answers(producer, queued):
+            for index in members:
+                outcomes[index] = outcome
         self._after(producer, records, outcomes)
         return [o if o is not None else DELIVERED for o in outcomes]
 
@@ -333,45 +335,18 @@ class KafkaSink:
         if route is not None:
             self._keys_cached -= len(route.keys)
 
-    async def _send_chain(self, producer: Any, where: Where, chain: list[Any]) -> Settled:
-        """Queue one topic-partition's batches in order and wait for the broker's answers;
-        the first batch that cannot be queued settles itself and every batch behind it."""
-        queued: list[tuple[list[int], asyncio.Future[Any]]] = []
-        settled: Settled = []
+    async def _send_chain(
+        self, producer: Any, where: Where, chain: list[Any]
+    ) -> tuple[Settled, list[Queued]]:
+        """Queue one topic-partition's batches in order: the batches queued, and the first
+        that could not be, settled with every batch behind it."""
+        queued: list[Queued] = []
         for position, (builder, members) in enumerate(chain):
             future = await self._queue(producer, where, builder)
             if not isinstance(future, asyncio.Future):
-                settled.extend((later, future) for _, later in chain[position:])
-                break
-            queued.append((members, future))
-        answers = await self._answers(producer, where, [future for _, future in queued])
-        settled.extend(
-            (members, answer) for (members, _), answer in zip(queued, answers, strict=True)
-        )
-        return settled
-
-    async def _answers(
-        self, producer: Any, where: Where, futures: list[asyncio.Future[Any]]
-    ) -> list[Outcome]:
-        """The broker's answers for one topic-partition's queued batches. aiokafka keeps a
-        batch whose partition vanished (topic deleted, or recreated with fewer partitions)
-        until its delivery timeout; once the producer's metadata no longer has the partition,
-        its batches are Failed at once (they may still be written: at least once)."""
-        pending = set(futures)
-        while pending:
-            _, pending = await asyncio.wait(pending, timeout=PARTITION_WATCH)
-            known = producer.client.cluster.partitions_for_topic(where[0])
-            if pending and (known is None or where[1] not in known):
-                break
-        gone = Failed(SinkUnavailableError(f"kafka: partition {where[1]} of {where[0]!r} vanished"))
-        answers: list[Outcome] = []
-        for future in futures:
-            if future in pending:
-                future.add_done_callback(_retrieve)  # answered later, by nobody
-                answers.append(gone)
-            else:
-                answers.append(await _settle(future))
-        return answers
+                return [(later, future) for _, later in chain[position:]], queued
+            queued.append((where, members, future))
+        return [], queued
 
     async def _queue(
         self, producer: Any, where: Where, builder: Any
@@ -393,7 +368,9 @@ class KafkaSink:
         partition is in the producer's metadata: a topic recreated with fewer partitions
         must fail its records (transient; retried on fresh partitions), not raise."""
         topic, partition = where
-        known = await self._partitions_of(producer, topic)
+        known: set[int] | Outcome | None = producer.client.cluster.partitions_for_topic(topic)
+        if known is None:
+            known = await self._partitions_of(producer, topic)
         if not isinstance(known, set):
             return known
         if partition not in known:
@@ -534,10 +511,35 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
-async def _settle(future: asyncio.Future[Any]) -> Outcome:
-    """The broker's answer for one queued batch."""
-    try:
-        await future
-    except KafkaError as exc:
-        return classify(exc)
-    return DELIVERED
+async def _answers(producer: Any, queued: list[Queued]) -> Settled:
+    """The broker's answers for the queued batches of one publish. aiokafka keeps a batch
+    whose partition vanished (topic deleted, or recreated with fewer partitions) until its
+    delivery timeout; once the producer's metadata no longer has the partition, its batches
+    are Failed at once (they may still be written: at least once)."""
+    where_of = {future: where for where, _, future in queued}
+    pending = set(where_of)
+    while pending:
+        _, pending = await asyncio.wait(pending, timeout=PARTITION_WATCH)
+        pending = {f for f in pending if _partition_known(producer, where_of[f])}
+    return [(members, _answer(where, future)) for where, members, future in queued]
+
+
+def _answer(where: Where, future: asyncio.Future[Any]) -> Outcome:
+    """One batch's outcome from its delivery future, done or given up on."""
+    if not future.done():
+        future.add_done_callback(_retrieve)  # answered later, by nobody
+        message = f"kafka: partition {where[1]} of {where[0]!r} vanished"
+        return Failed(SinkUnavailableError(message))
+    if future.cancelled():
+        return Failed(SinkUnavailableError("kafka: batch cancelled"))
+    error = future.exception()
+    if error is None:
+        return DELIVERED
+    if isinstance(error, KafkaError):
+        return classify(error)
+    raise error  # not a broker's answer: a bug of ours, never a silent outcome
+
+
+def _partition_known(producer: Any, where: Where) -> bool:
+    known = producer.client.cluster.partitions_for_topic(where[0])
+    return known is not None and where[1] in known
