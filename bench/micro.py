@@ -131,14 +131,11 @@ def kafka_batches(records: list[Record], settings: Settings) -> float:
     batches = _Batches(producer, cloudevents=False)
     started = time.perf_counter()
     for index, record in enumerate(records):
-        if not batches.add(index, record, 0):
-            builder, _ = batches.open.pop((record.destination, 0))
+        batches.add(index, record, 0)
+    for chain in batches.chains.values():
+        for builder, _ in chain:
             builder.close()
             builder._build()
-            batches.add(index, record, 0)
-    for builder, _ in batches.open.values():
-        builder.close()
-        builder._build()
     return time.perf_counter() - started
 
 

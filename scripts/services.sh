@@ -8,6 +8,13 @@
 #   scripts/services.sh stop NAME     stop kafka or redis, keeping its port and data
 #   scripts/services.sh start NAME    start it again on the same port with the same data
 #   scripts/services.sh env           print export lines (KAFKA_BOOTSTRAP, REDIS_URL)
+#   scripts/services.sh kafka-acls ARGS  Kafka's AclCommand against the PLAINTEXT listener
+#                                     (e.g. --add --deny-principal User:bridge --operation Write
+#                                     --topic T); fault tests revoke writes with it at runtime
+#
+# Kafka runs the StandardAuthorizer: a resource without ACLs is open to everyone, the
+# PLAINTEXT and CONTROLLER principal (User:ANONYMOUS) is a super user, so only the SASL_SSL
+# users (bridge, bridge256) are subject to the ACLs a test adds.
 #
 # Where they listen is written to $RYZE_SERVICES_DIR/services.json (default .services/).
 # Kafka's jars come from Maven Central through Maven, cached in $RYZE_CACHE_DIR.
@@ -109,6 +116,9 @@ advertised.listeners=PLAINTEXT://127.0.0.1:$port,SASL_SSL://127.0.0.1:$sasl
 controller.listener.names=CONTROLLER
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT
 sasl.enabled.mechanisms=SCRAM-SHA-512,SCRAM-SHA-256
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+allow.everyone.if.no.acl.found=true
+super.users=User:ANONYMOUS
 listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 ssl.keystore.type=PEM
@@ -314,12 +324,20 @@ case "$cmd" in
             fi
         done
         ;;
+    kafka-acls)
+        alive "$KAFKA_DIR/pid" || die "kafka is not running"
+        shift
+        timeout 60 java -Xmx128m -XX:TieredStopAtLevel=1 \
+            -Dlog4j2.configurationFile="$KAFKA_DIR/log4j2.properties" -cp "$KAFKA_LIBS/*" \
+            org.apache.kafka.tools.AclCommand \
+            --bootstrap-server "127.0.0.1:$(cat "$KAFKA_DIR/port")" "$@"
+        ;;
     env)
         [[ -f "$JSON" ]] || die "services are not up"
         echo "export KAFKA_BOOTSTRAP=127.0.0.1:$(cat "$KAFKA_DIR/port")"
         echo "export REDIS_URL=redis://127.0.0.1:$(cat "$REDIS_DIR/port")/0"
         ;;
     *)
-        die "usage: $0 up|down|status|start NAME|stop NAME|env"
+        die "usage: $0 up|down|status|start NAME|stop NAME|env|kafka-acls ARGS"
         ;;
 esac

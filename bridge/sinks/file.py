@@ -4,14 +4,21 @@ Each line is ``{"destination", "key", "event", "instance", "received_at", "id", 
 where ``data`` is the record's value embedded verbatim (it is JSON already). Dead-letter
 records go to the DLQ file (``sink.dlq``, relative to the events file's folder) with their
 raw value as text (``data_text``) or base64 (``data_base64``) and the reason. A batch is
-flushed (and fsynced when asked) before it counts as delivered.
+written (and fsynced when asked) before it counts as delivered.
+
+Concurrent ``publish`` calls take turns (a lock held by the writing thread, so even a
+cancelled call cannot overlap the next one): their lines never interleave. A write that fails
+(``ENOSPC``, ``EIO``) cuts the file back to where it ended, so no partial line stays, and the
+records of that file are Failed (retried), not an exception.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
@@ -20,7 +27,7 @@ import orjson
 
 from bridge.errors import SinkUnavailableError
 from bridge.pipeline import Record
-from bridge.sinks.base import DELIVERED, Outcome
+from bridge.sinks.base import DELIVERED, Failed, Outcome
 
 
 def event_line(record: Record) -> bytes:
@@ -69,12 +76,13 @@ class FileSink:
         self.fsync = fsync
         self._events: IO[bytes] | None = None
         self._dead: IO[bytes] | None = None
+        self._lock = threading.Lock()
 
     async def start(self) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._events = self.path.open("ab")
-            self._dead = self.dlq_path.open("ab")
+            self._events = self.path.open("ab", buffering=0)
+            self._dead = self.dlq_path.open("ab", buffering=0)
         except OSError as exc:
             msg = f"file sink: cannot open {exc.filename}: {exc.strerror}"
             raise SinkUnavailableError(msg) from None
@@ -84,25 +92,48 @@ class FileSink:
             raise SinkUnavailableError("file sink: not started")
         events = b"".join(event_line(r) for r in records if r.dlq_reason is None)
         dead = b"".join(dead_letter_line(r) for r in records if r.dlq_reason is not None)
-        try:
-            await asyncio.to_thread(self._write, events, dead)
-        except OSError as exc:
-            raise SinkUnavailableError(f"file sink: write failed: {exc.strerror}") from None
-        return [DELIVERED] * len(records)
+        events_error, dead_error = await asyncio.to_thread(self._write, events, dead)
+        outcomes: list[Outcome] = []
+        for record in records:
+            error = events_error if record.dlq_reason is None else dead_error
+            outcomes.append(DELIVERED if error is None else Failed(error))
+        return outcomes
 
-    def _write(self, events: bytes, dead: bytes) -> None:
-        for handle, data in ((self._events, events), (self._dead, dead)):
-            if data and handle is not None:
-                handle.write(data)
-                handle.flush()
-                if self.fsync:
-                    os.fsync(handle.fileno())
+    def _write(
+        self, events: bytes, dead: bytes
+    ) -> tuple[SinkUnavailableError | None, SinkUnavailableError | None]:
+        with self._lock:
+            return self._append(self._events, events), self._append(self._dead, dead)
+
+    def _append(self, handle: IO[bytes] | None, data: bytes) -> SinkUnavailableError | None:
+        """Append ``data`` whole, or leave the file as it was and say why."""
+        if not data:
+            return None
+        if handle is None or handle.closed:
+            return SinkUnavailableError("file sink: closed")
+        fd = handle.fileno()
+        end = os.fstat(fd).st_size
+        try:
+            written = 0
+            while written < len(data):
+                written += os.write(fd, memoryview(data)[written:])
+            if self.fsync:
+                os.fsync(fd)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, end)
+            return SinkUnavailableError(f"file sink: write failed: {exc.strerror or exc}")
+        return None
 
     async def reachable(self) -> bool:
         return self._events is not None and not self._events.closed
 
     async def close(self) -> None:
-        for handle in (self._events, self._dead):
-            if handle is not None:
-                handle.close()
-        self._events = self._dead = None
+        await asyncio.to_thread(self._close)
+
+    def _close(self) -> None:
+        with self._lock:  # after a write in flight, never under it
+            for handle in (self._events, self._dead):
+                if handle is not None:
+                    handle.close()
+            self._events = self._dead = None

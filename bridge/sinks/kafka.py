@@ -1,10 +1,13 @@
 """The Kafka sink: aiokafka's idempotent producer, ``acks=all`` by default.
 
 Per-key order: records of a batch are handed to the producer in spool order and the producer
-is idempotent (retries cannot reorder or duplicate within a session); the first record that
-cannot even be queued stops the batch, so nothing behind it overtakes it. Topics are never
-created behind the operator's back: a missing topic is a DLQ record with a message naming it,
-unless ``sink.kafka.create_topics`` is on. The DLQ topic itself must exist at start.
+is idempotent (retries cannot reorder or duplicate within a session); in each topic-partition
+the first batch that cannot even be queued settles itself and every batch behind it, so
+nothing of that partition overtakes it, while the other topic-partitions go on. Topics are
+never created behind the operator's back: a missing topic is a DLQ record with a message
+naming it, unless ``sink.kafka.create_topics`` is on; a topic this sink has seen that
+disappears at runtime is transient instead (its records are retried until it exists again).
+The DLQ topic itself must exist at start.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import contextlib
 import ssl
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -30,8 +34,9 @@ from aiokafka.errors import (
     RecordListTooLargeError,
     RecordTooLargeError,
     RequestTimedOutError,
-    TopicAlreadyExistsError,
     TopicAuthorizationFailedError,
+    UnknownTopicOrPartitionError,
+    for_code,
 )
 from aiokafka.helpers import create_ssl_context
 from aiokafka.partitioner import DefaultPartitioner
@@ -109,17 +114,31 @@ def producer_options(settings: KafkaSinkSettings) -> dict[str, Any]:
 RECORD_OVERHEAD = 1024  # headers and record framing, as in wiring.max_value_bytes
 PARTITIONS_TTL = 30.0
 KEYS_CACHED = 100_000
+METADATA_WAIT = 5.0  # seconds a publish waits for a topic's partitions before failing it
+PARTITION_WATCH = 1.0  # seconds between checks that a pending batch's partition exists
+TOPIC_ALREADY_EXISTS = 36
+
+Where = tuple[str, int]  # a topic-partition
+
+
+@dataclass(slots=True)
+class _Route:
+    """What the sink knows of one topic: its partitions (until ``until``) and the partition
+    the default partitioner picked for each key seen."""
+
+    partitions: list[int]
+    until: float
+    keys: dict[bytes, int] = field(default_factory=dict)
 
 
 class _Batches:
-    """The producer batches of one publish: one open batch per topic-partition."""
+    """The producer batches of one publish: a chain of batches per topic-partition, each
+    chain in spool order."""
 
     def __init__(self, producer: Any, cloudevents: bool) -> None:
         self.producer = producer
         self.cloudevents = cloudevents
-        self.open: dict[tuple[str, int], tuple[Any, list[int]]] = {}
-        self.queued: list[tuple[asyncio.Future[Any], list[int]]] = []
-        self.done: set[int] = set()
+        self.chains: dict[Where, list[tuple[Any, list[int]]]] = {}
 
     def headers(self, record: Record) -> list[tuple[str, bytes]]:
         headers = record.headers()
@@ -127,48 +146,32 @@ class _Batches:
             headers += cloudevents_headers(record)
         return headers
 
-    def add(self, index: int, record: Record, partition: int) -> bool:
-        """Append to the open batch of the record's topic-partition; False when that batch
-        is full (nothing appended: :meth:`add_to_next` sends it and starts the next)."""
-        where = (record.destination, partition)
-        entry = self.open.get(where)
-        if entry is None:
-            entry = self.open[where] = (self.producer.create_batch(), [])
-        builder, members = entry
+    def add(self, index: int, record: Record, partition: int) -> None:
+        """Append to the last batch of the record's topic-partition, or start the next one
+        when it is full (a new batch takes its first record, however large)."""
+        chain = self.chains.setdefault((record.destination, partition), [])
         headers = self.headers(record)
-        if builder.append(timestamp=None, key=record.key, value=record.value, headers=headers):
-            members.append(index)
-            return True
-        return False
-
-    async def add_to_next(self, index: int, record: Record, partition: int) -> None:
-        await self._send((record.destination, partition))
-        self.add(index, record, partition)  # a new batch takes its first record, however large
-
-    async def _send(self, where: tuple[str, int]) -> None:
-        builder, members = self.open.pop(where)
-        if not members:
+        if chain and chain[-1][0].append(
+            timestamp=None, key=record.key, value=record.value, headers=headers
+        ):
+            chain[-1][1].append(index)
             return
-        future = await self.producer.send_batch(builder, where[0], partition=where[1])
-        self.queued.append((future, members))
-        self.done.update(members)
+        builder = self.producer.create_batch()
+        builder.append(timestamp=None, key=record.key, value=record.value, headers=headers)
+        chain.append((builder, [index]))
 
-    async def flush(self) -> None:
-        for where in list(self.open):
-            await self._send(where)
 
-    def unsent(self, total: int) -> list[int]:
-        return [i for i in range(total) if i not in self.done]
-
-    async def settle(self) -> list[tuple[int, Outcome]]:
-        settled: list[tuple[int, Outcome]] = []
-        for future, members in self.queued:
-            outcome = await _settle(future)
-            settled.extend((index, outcome) for index in members)
-        return settled
+Settled = list[tuple[list[int], Outcome]]
+Queued = tuple[Where, list[int], "asyncio.Future[Any]"]
 
 
 class KafkaSink:
+    """Every outcome is per topic-partition: an error learning one topic's partitions or
+    queuing one topic-partition's batch settles only the records of that batch (and the ones
+    behind them in the same topic-partition, which must not overtake them); a batch the
+    broker acknowledged is Delivered whatever happened to the others. ``publish`` may run
+    concurrently with disjoint topic sets."""
+
     kind = "kafka"
 
     def __init__(
@@ -179,12 +182,13 @@ class KafkaSink:
         self._password = password
         self._producer: Any = None
         self._admin: Any = None
-        self._topics: set[str] = set()
+        self._topics: set[str] = set()  # known to exist now
+        self._seen: set[str] = set()  # listed once while this sink ran
         self._partitioner = DefaultPartitioner()
-        self._partitions: dict[str, list[int]] = {}
-        self._partitions_until = 0.0
-        self._key_partitions: dict[tuple[str, bytes], int] = {}
-        self._stale = False  # the producer's session broke: a new one before the next publish
+        self._routes: dict[str, _Route] = {}
+        self._keys_cached = 0
+        self._broken: Any = None  # the producer whose session broke: renewed before next use
+        self._renewing = asyncio.Lock()
 
     async def start(self) -> None:
         try:
@@ -207,86 +211,232 @@ class KafkaSink:
             cause = await diagnose(self.settings.bootstrap_servers, security) or exc
             raise start_error(self.settings.bootstrap_servers, cause) from None
         self._producer, self._admin = producer, admin
-        missing = await self._missing_topics({self.dlq})
-        if missing:
+        blocked = await self._unusable_topics({self.dlq})
+        if blocked:
             await self.close()
+            failure = blocked[self.dlq]
+            if isinstance(failure, Failed):
+                raise failure.error
             raise SinkConfigError(
                 f"kafka: the DLQ topic {self.dlq!r} does not exist; create it "
                 "or set sink.kafka.create_topics: true"
             )
 
-    async def _missing_topics(self, wanted: set[str]) -> set[str]:
-        """The topics of ``wanted`` that do not exist (creating them when allowed)."""
+    async def _unusable_topics(self, wanted: set[str]) -> dict[str, Outcome]:
+        """The topics of ``wanted`` that cannot be written now, each with the outcome of its
+        records: never seen (``missing_topic``, unless created), gone since it was seen
+        (transient: it is being recreated, or the operator must recreate it), or not listed
+        because the broker did not answer (transient)."""
         unknown = wanted - self._topics
         if not unknown:
-            return set()
+            return {}
         try:
-            self._topics = set(await self._admin.list_topics())
+            listed = set(await self._admin.list_topics())
         except KafkaError as exc:
-            raise SinkUnavailableError(f"kafka: cannot list topics: {exc}") from None
-        unknown -= self._topics
-        if unknown and self.settings.create_topics:
-            await self._create(unknown)
-            return set()
-        return unknown
+            failed = Failed(SinkUnavailableError(f"kafka: cannot list topics: {exc}"))
+            return dict.fromkeys(unknown, failed)
+        self._topics |= listed
+        self._seen |= listed
+        unknown -= listed
+        if not unknown:
+            return {}
+        if self.settings.create_topics:
+            return await self._create(unknown)
+        return {topic: self._absent(topic) for topic in unknown}
 
-    async def _create(self, topics: set[str]) -> None:
+    def _absent(self, topic: str) -> Outcome:
+        if topic in self._seen:
+            return Failed(SinkUnavailableError(f"kafka: {_vanished_message(topic)}"))
+        return Rejected("missing_topic", _missing_message(topic))
+
+    async def _create(self, topics: set[str]) -> dict[str, Outcome]:
+        """Create ``topics``; the outcome for the records of each one that could not be."""
         new = [
             NewTopic(t, self.settings.topic_partitions, self.settings.topic_replication)
             for t in sorted(topics)
         ]
         try:
-            await self._admin.create_topics(new)
-        except TopicAlreadyExistsError:
-            pass
+            response = await self._admin.create_topics(new)
         except KafkaError as exc:
-            raise SinkUnavailableError(f"kafka: cannot create topics: {exc}") from None
-        self._topics |= topics
+            failed = Failed(SinkUnavailableError(f"kafka: cannot create topics: {exc}"))
+            return dict.fromkeys(topics, failed)
+        refused: dict[str, Outcome] = {}
+        for topic, code, *_ in response.topic_errors:
+            if code not in (0, TOPIC_ALREADY_EXISTS):
+                refused[topic] = classify(for_code(code)(f"cannot create topic {topic!r}"))
+        created = topics - refused.keys()
+        self._topics |= created
+        self._seen |= created
+        return refused
 
     async def publish(self, records: Sequence[Record]) -> list[Outcome]:
-        """Records grouped into one producer batch per topic-partition, in spool order (the
+        """Records grouped into producer batches per topic-partition, in spool order (the
         partition is the producer's own choice for the key, so keys land where ``send`` would
-        put them); each batch settles its records. A record the broker could never take is
-        refused alone, before batching."""
+        put them); the topic-partitions are sent and settled side by side. A record the
+        broker could never take is refused alone, before batching."""
         if self._producer is None:
             raise SinkUnavailableError("kafka: not started")
-        if self._stale:
-            await self._renew_producer()
-        missing = await self._missing_topics({r.destination for r in records})
-        outcomes: list[Outcome | None] = [None] * len(records)
-        batches = _Batches(self._producer, self.settings.cloudevents == "binary")
-        limit = self.settings.max_request_bytes - RECORD_OVERHEAD
         try:
-            await self._learn_partitions({r.destination for r in records} - missing)
-            for index, record in enumerate(records):
-                if record.destination in missing:
-                    outcomes[index] = Rejected(
-                        "missing_topic", _missing_message(record.destination)
-                    )
-                elif len(record.value) + len(record.key or b"") > limit:
-                    outcomes[index] = Rejected("too_large", f"{len(record.value)} bytes")
-                else:
-                    partition = self._partition(record)
-                    if not batches.add(index, record, partition):
-                        await batches.add_to_next(index, record, partition)
-            await batches.flush()
-        except KafkaError as exc:  # could not even queue: the rest waits in the spool
-            failed = classify(exc)
-            for index in batches.unsent(len(records)):
-                if outcomes[index] is None:
-                    outcomes[index] = failed
-        for index, outcome in await batches.settle():
-            outcomes[index] = outcome
-            if isinstance(outcome, Failed) and isinstance(outcome.error, ProducerStateError):
-                self._stale = True
+            producer = await self._current_producer()
+        except SinkUnavailableError as exc:
+            return [Failed(exc)] * len(records)
+        topics = {r.destination for r in records}
+        blocked = await self._unusable_topics(topics)
+        usable = sorted(topics - blocked.keys())
+        found = await asyncio.gather(*(self._route(producer, t) for t in usable))
+        routes: dict[str, _Route] = {}
+        for topic, route in zip(usable, found, strict=True):
+            if isinstance(route, _Route):
+                routes[topic] = route
+            else:
+                blocked[topic] = route
+        outcomes: list[Outcome | None] = [None] * len(records)
+        batches = _Batches(producer, self.settings.cloudevents == "binary")
+        limit = self.settings.max_request_bytes - RECORD_OVERHEAD
+        for index, record in enumerate(records):
+            failure = blocked.get(record.destination)
+            if failure is not None:
+                outcomes[index] = failure
+            elif len(record.value) + len(record.key or b"") > limit:
+                outcomes[index] = Rejected("too_large", f"{len(record.value)} bytes")
+            else:
+                route = routes[record.destination]
+                batches.add(index, record, self._partition(route, record.key))
+        chains = await asyncio.gather(
+            *(self._send_chain(producer, where, chain) for where, chain in batches.chains.items())
+        )
+        refused = [pair for settled, _ in chains for pair in settled]
+        queued = [entry for _, waiting in chains for entry in waiting]
+        for members, outcome in refused + await _answers(producer, queued):
+            for index in members:
+                outcomes[index] = outcome
+        self._after(producer, records, outcomes)
         return [o if o is not None else DELIVERED for o in outcomes]
+
+    def _after(
+        self, producer: Any, records: Sequence[Record], outcomes: Sequence[Outcome | None]
+    ) -> None:
+        """Learn from failures: a broken session renews the producer; a topic whose records
+        failed loses its cached partitions and key routes, and the producer's metadata is
+        refreshed, so the retry goes to partitions that exist."""
+        failed: set[str] = set()
+        for record, outcome in zip(records, outcomes, strict=True):
+            if isinstance(outcome, Failed):
+                failed.add(record.destination)
+                if isinstance(outcome.error, ProducerStateError):
+                    self._broken = producer
+        for topic in failed:
+            self._forget(topic)
+        if failed and producer is self._producer:
+            producer.client.force_metadata_update()
+
+    def _forget(self, topic: str) -> None:
+        route = self._routes.pop(topic, None)
+        if route is not None:
+            self._keys_cached -= len(route.keys)
+
+    async def _send_chain(
+        self, producer: Any, where: Where, chain: list[Any]
+    ) -> tuple[Settled, list[Queued]]:
+        """Queue one topic-partition's batches in order: the batches queued, and the first
+        that could not be, settled with every batch behind it."""
+        queued: list[Queued] = []
+        for position, (builder, members) in enumerate(chain):
+            future = await self._queue(producer, where, builder)
+            if not isinstance(future, asyncio.Future):
+                return [(later, future) for _, later in chain[position:]], queued
+            queued.append((where, members, future))
+        return [], queued
+
+    async def _queue(
+        self, producer: Any, where: Where, builder: Any
+    ) -> asyncio.Future[Any] | Outcome:
+        """Hand one batch to the producer: its delivery future, or why it could not be."""
+        try:
+            refused = await self._check_partition(producer, where)
+            if refused is not None:
+                return refused
+            future: asyncio.Future[Any] = await producer.send_batch(
+                builder, where[0], partition=where[1]
+            )
+        except KafkaError as exc:
+            return classify(exc)
+        return future
+
+    async def _check_partition(self, producer: Any, where: Where) -> Outcome | None:
+        """Why ``where`` cannot be sent to right now, or None. ``send_batch`` asserts that the
+        partition is in the producer's metadata: a topic recreated with fewer partitions
+        must fail its records (transient; retried on fresh partitions), not raise."""
+        topic, partition = where
+        known: set[int] | Outcome | None = producer.client.cluster.partitions_for_topic(topic)
+        if known is None:
+            known = await self._partitions_of(producer, topic)
+        if not isinstance(known, set):
+            return known
+        if partition not in known:
+            message = f"kafka: partition {partition} of topic {topic!r} no longer exists"
+            return Failed(SinkUnavailableError(message))
+        return None
+
+    async def _partitions_of(self, producer: Any, topic: str) -> set[int] | Outcome:
+        """The producer's partitions of ``topic``, waiting at most ``METADATA_WAIT`` (aiokafka
+        itself waits a whole request timeout for a topic that vanished)."""
+        try:
+            found = await asyncio.wait_for(producer.partitions_for(topic), METADATA_WAIT)
+        except TimeoutError:
+            self._topics.discard(topic)  # listed again by the next publish
+            return Failed(SinkUnavailableError(f"kafka: no metadata for topic {topic!r}"))
+        except KafkaError as exc:
+            if isinstance(exc, UnknownTopicOrPartitionError):
+                self._topics.discard(topic)
+            return classify(exc)
+        return set(found)
+
+    async def _route(self, producer: Any, topic: str) -> _Route | Outcome:
+        """The partitions of ``topic``, asked again once ``PARTITIONS_TTL`` old (a topic may
+        grow) or after its records failed."""
+        now = time.monotonic()
+        route = self._routes.get(topic)
+        if route is not None and route.until > now:
+            return route
+        known = await self._partitions_of(producer, topic)
+        if not isinstance(known, set):
+            return known
+        partitions = sorted(known)
+        route = self._routes.get(topic)  # another publish may have learned it meanwhile
+        if route is not None and route.partitions == partitions:
+            route.until = now + PARTITIONS_TTL
+            return route
+        self._forget(topic)
+        route = self._routes[topic] = _Route(partitions, now + PARTITIONS_TTL)
+        return route
+
+    def _partition(self, route: _Route, key: bytes | None) -> int:
+        """The partition the producer's default partitioner picks for ``key``."""
+        partitions = route.partitions
+        if key is None:
+            return int(self._partitioner(None, partitions, partitions))
+        cached = route.keys.get(key)
+        if cached is None:
+            cached = int(self._partitioner(key, partitions, partitions))
+            if self._keys_cached < KEYS_CACHED:
+                route.keys[key] = cached
+                self._keys_cached += 1
+        return cached
+
+    async def _current_producer(self) -> Any:
+        """The producer to publish with; a new one first if this one's session broke (once,
+        however many publish calls found it broken)."""
+        if self._broken is not None and self._broken is self._producer:
+            async with self._renewing:
+                if self._broken is self._producer:
+                    await self._renew_producer()
+        return self._producer
 
     async def _renew_producer(self) -> None:
         """A new producer (a new idempotent session) in place of one whose session broke;
-        SinkUnavailableError while the broker cannot be reached (tried again next publish)."""
-        old, self._producer = self._producer, None
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(old.stop(), timeout=5)
+        SinkUnavailableError while the broker cannot be reached (tried again next publish).
+        The old one serves concurrent calls until the new one has started."""
         producer = AIOKafkaProducer(
             **producer_options(self.settings), **security_options(self.settings, self._password)
         )
@@ -295,33 +445,12 @@ class KafkaSink:
         except KafkaError as exc:
             with contextlib.suppress(Exception):
                 await producer.stop()
-            self._producer = old  # stopped: sends fail fast until renewed
             raise SinkUnavailableError(f"kafka: cannot start a new producer: {exc}") from None
-        self._producer = producer
-        self._stale = False
+        old, self._producer = self._producer, producer
+        self._broken = None
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(old.stop(), timeout=5)
         log.warning("sink.producer_renewed", sink=self.kind)
-
-    async def _learn_partitions(self, topics: set[str]) -> None:
-        """The partitions of every topic of a publish, asked once per topic until they are
-        ``PARTITIONS_TTL`` old (a topic may grow)."""
-        if time.monotonic() > self._partitions_until:
-            self._partitions.clear()
-            self._partitions_until = time.monotonic() + PARTITIONS_TTL
-        for topic in topics - self._partitions.keys():
-            self._partitions[topic] = sorted(await self._producer.partitions_for(topic))
-
-    def _partition(self, record: Record) -> int:
-        """The partition the producer's default partitioner picks for the record's key."""
-        topic = record.destination
-        partitions = self._partitions[topic]
-        if record.key is None:
-            return int(self._partitioner(None, partitions, partitions))
-        cached = self._key_partitions.get((topic, record.key))
-        if cached is None or cached not in partitions:
-            cached = int(self._partitioner(record.key, partitions, partitions))
-            if len(self._key_partitions) < KEYS_CACHED:
-                self._key_partitions[topic, record.key] = cached
-        return cached
 
     async def reachable(self) -> bool:
         if self._admin is None:
@@ -372,11 +501,45 @@ def _missing_message(topic: str) -> str:
     return f"topic {topic!r} does not exist; create it or set sink.kafka.create_topics: true"
 
 
-async def _settle(outcome: Outcome | asyncio.Future[Any]) -> Outcome:
-    if not isinstance(outcome, asyncio.Future):
-        return outcome
-    try:
-        await outcome
-    except KafkaError as exc:
-        return classify(exc)
-    return DELIVERED
+def _vanished_message(topic: str) -> str:
+    return f"topic {topic!r} no longer exists; its records wait until it is recreated"
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Take a late answer nobody waits for (so asyncio does not log it as unretrieved)."""
+    if not future.cancelled():
+        future.exception()
+
+
+async def _answers(producer: Any, queued: list[Queued]) -> Settled:
+    """The broker's answers for the queued batches of one publish. aiokafka keeps a batch
+    whose partition vanished (topic deleted, or recreated with fewer partitions) until its
+    delivery timeout; once the producer's metadata no longer has the partition, its batches
+    are Failed at once (they may still be written: at least once)."""
+    where_of = {future: where for where, _, future in queued}
+    pending = set(where_of)
+    while pending:
+        _, pending = await asyncio.wait(pending, timeout=PARTITION_WATCH)
+        pending = {f for f in pending if _partition_known(producer, where_of[f])}
+    return [(members, _answer(where, future)) for where, members, future in queued]
+
+
+def _answer(where: Where, future: asyncio.Future[Any]) -> Outcome:
+    """One batch's outcome from its delivery future, done or given up on."""
+    if not future.done():
+        future.add_done_callback(_retrieve)  # answered later, by nobody
+        message = f"kafka: partition {where[1]} of {where[0]!r} vanished"
+        return Failed(SinkUnavailableError(message))
+    if future.cancelled():
+        return Failed(SinkUnavailableError("kafka: batch cancelled"))
+    error = future.exception()
+    if error is None:
+        return DELIVERED
+    if isinstance(error, KafkaError):
+        return classify(error)
+    raise error  # not a broker's answer: a bug of ours, never a silent outcome
+
+
+def _partition_known(producer: Any, where: Where) -> bool:
+    known = producer.client.cluster.partitions_for_topic(where[0])
+    return known is not None and where[1] in known

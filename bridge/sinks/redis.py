@@ -6,8 +6,16 @@ script that first checks the shard's fencing token: a replica that lost its leas
 past the TTL, say) has its writes refused (``FENCED``), and those records go to the DLQ with
 reason ``fenced`` instead of doubling what the shard's new owner writes.
 
-Connection loss and ``OOM`` are transient (retried); any other per-command error
-(``WRONGTYPE``, ``NOPERM``…) sends that record to the DLQ.
+Every record gets its own outcome. A pipeline goes on after a command that fails (checked
+against Redis 7: an ``XADD`` refused by an ACL, by ``OOM`` or by ``READONLY`` answers an error
+for that command only, the commands around it are applied), so the replies are read one by
+one: ``OOM``, ``READONLY``, ``LOADING``, ``BUSY``, ``MASTERDOWN``, ``TRYAGAIN`` fail only the
+records they answer (transient, retried); ``NOPERM`` rejects its record (``not_authorized``,
+DLQ); any other error (``WRONGTYPE``…) rejects it as ``rejected_by_broker``. A connection lost
+while replies are read fails the records whose reply was not read (they may have been
+applied: at least once), drops that connection, and the next call connects again; redis-py's
+own retry, which would send the whole pipeline again, is not used. Concurrent ``publish``
+calls each take their own connection from the pool.
 """
 
 from __future__ import annotations
@@ -62,14 +70,29 @@ def entry_fields(record: Record, cloudevents: bool = False) -> dict[str, bytes]:
     return fields
 
 
+TRANSIENT_CODES = ("OOM", "LOADING", "BUSY", "MASTERDOWN", "READONLY", "TRYAGAIN")
+
+
+def error_text(error: BaseException) -> str:
+    """The server's error line: redis-py strips a known code (``OOM``, ``NOPERM``…) off the
+    message and keeps it in ``status_code``; put it back (pure)."""
+    text = str(error)
+    code = getattr(error, "status_code", None)
+    if isinstance(code, str) and code and not text.startswith(code):
+        return f"{code} {text}"
+    return text
+
+
 def classify(result: Any) -> Outcome:
     """One pipelined XADD reply as an outcome (pure)."""
+    if isinstance(result, Failed):
+        return result
     if not isinstance(result, BaseException):
         return DELIVERED
-    text = str(result)
+    text = error_text(result)
     if isinstance(result, redis_errors.ConnectionError | redis_errors.TimeoutError):
         return Failed(SinkUnavailableError(f"redis: {type(result).__name__}: {text}"))
-    if text.startswith(("OOM", "LOADING", "BUSY", "MASTERDOWN", "READONLY", "TRYAGAIN")):
+    if text.startswith(TRANSIENT_CODES):
         return Failed(SinkUnavailableError(f"redis: {text}"))
     if text.startswith("FENCED"):
         return Rejected("fenced", f"redis: {text}")
@@ -127,38 +150,36 @@ class RedisSink:
             await self._client.xadd(self.probe_key(), {"probe": "1"}, nomkstream=True)
 
     async def publish(self, records: Sequence[Record]) -> list[Outcome]:
+        """One pipeline of XADDs; one outcome per record, never an exception once started."""
         if self._client is None:
             raise SinkUnavailableError("redis: not started")
         outcomes: list[Outcome | None] = [None] * len(records)
-        pipe = self._client.pipeline(transaction=False)
+        commands: list[tuple[Any, ...]] = []
         sent: list[int] = []
         for index, record in enumerate(records):
             if len(record.value) > self.settings.max_entry_bytes:
                 outcomes[index] = Rejected("too_large", f"{len(record.value)} bytes")
                 continue
-            self._queue(pipe, record)
+            commands.append(self._command(record))
             sent.append(index)
-        try:
-            results = await pipe.execute(raise_on_error=False) if sent else []
-        except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
-            raise SinkUnavailableError(f"redis: {type(exc).__name__}: {exc}") from None
-        for index, result in zip(sent, results, strict=True):
-            outcomes[index] = classify(result)
+        replies = await exchange(self._client, commands) if commands else []
+        for index, reply in zip(sent, replies, strict=True):
+            outcomes[index] = classify(reply)
         return [o if o is not None else DELIVERED for o in outcomes]
 
-    def _queue(self, pipe: Any, record: Record) -> None:
-        """One XADD on the pipeline; fenced through the script when the shard has a token."""
+    def _command(self, record: Record) -> tuple[Any, ...]:
+        """The XADD of ``record``; fenced through the script when the shard has a token."""
         fields = entry_fields(record, self.settings.cloudevents == "binary")
+        flat = [part for pair in fields.items() for part in pair]
         fence = None
         if self.fencing is not None and record.dlq_reason is None:
             fence = self.fencing.fence(record.instance)
         if fence is None:
-            pipe.xadd(record.destination, fields, maxlen=self.settings.maxlen, approximate=True)
-            return
+            trim = () if self.settings.maxlen is None else ("MAXLEN", "~", self.settings.maxlen)
+            return ("XADD", record.destination, *trim, "*", *flat)
         key, token = fence
         maxlen = "" if self.settings.maxlen is None else str(self.settings.maxlen)
-        flat = [part for pair in fields.items() for part in pair]
-        pipe.eval(FENCED_XADD, 2, record.destination, key, token, maxlen, *flat)
+        return ("EVAL", FENCED_XADD, 2, record.destination, key, token, maxlen, *flat)
 
     async def reachable(self) -> bool:
         if self._client is None:
@@ -173,6 +194,42 @@ class RedisSink:
         if self._client is not None:
             await self._client.aclose()
         self._client = None
+
+
+async def exchange(client: Redis, commands: list[tuple[Any, ...]]) -> list[Any]:
+    """Send ``commands`` in one write and read their replies one by one: a reply, the
+    server's error for that command, or Failed for each reply a lost connection took."""
+    pool: Any = client.connection_pool
+    try:
+        connection = await pool.get_connection()
+    except (redis_errors.RedisError, OSError) as exc:
+        return [Failed(SinkUnavailableError(f"redis: {type(exc).__name__}: {exc}"))] * len(commands)
+    replies: list[Any] = []
+    try:
+        await connection.send_packed_command(connection.pack_commands(commands))
+        for _ in commands:
+            replies.append(await _reply(connection))  # noqa: PERF401 - kept when one fails
+    except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
+        await connection.disconnect()
+        lost = len(commands) - len(replies)
+        error = f"redis: {type(exc).__name__}: {exc} ({lost} replies not read)"
+        replies += [Failed(SinkUnavailableError(error))] * lost
+    except BaseException:  # cancelled mid-exchange: the connection's replies are unread
+        await connection.disconnect()
+        raise
+    finally:
+        await pool.release(connection)
+    return replies
+
+
+async def _reply(connection: Any) -> Any:
+    """The next reply on ``connection``; an error reply is returned, not raised (the next
+    replies are still on the wire). LOADING comes as a ConnectionError subclass: it ends the
+    exchange like a lost connection, which is also transient."""
+    try:
+        return await connection.read_response()
+    except redis_errors.ResponseError as exc:
+        return exc
 
 
 def connect(settings: RedisSinkSettings, password: SecretStr | None) -> Redis:
