@@ -144,19 +144,23 @@ async def test_drop_oldest_counts_exactly_and_keeps_newest(tmp_path: Path) -> No
     spool.close()
 
 
-async def test_appends_of_one_loop_turn_reach_the_file_together(tmp_path: Path) -> None:
-    """Records appended during one event-loop turn are handed to the kernel at its end (one
-    write, not one per record): after the turn the segment file holds every one of them, so
-    a crash of the process from then on loses none; a read-back from disk sees them too."""
+async def test_an_append_is_in_the_file_when_it_returns(tmp_path: Path) -> None:
+    """An append is handed to the kernel before it returns (one write per append_all, no
+    buffer in the process): a crash of the process right after loses none of it; a read-back
+    from disk sees it; a reader in another process is told of it once per loop turn."""
     spool = opened(tmp_path, recent_max_bytes=1)  # nothing kept in memory: reads go to disk
     segment = next(tmp_path.glob("seg-*.log"))
     for n in range(50):
         spool.append(record(n))
-    written = segment.stat().st_size
-    await asyncio.sleep(0)
-    assert segment.stat().st_size > written
-    assert segment.stat().st_size == spool.stats().bytes
+        assert segment.stat().st_size == spool.stats().bytes
     assert await drain(spool) == [f"id{n}" for n in range(50)]
+    marks: list[tuple[int, int]] = []
+    spool.read_elsewhere(lambda segment, offset: marks.append((segment, offset)))
+    spool.append_all([record(n) for n in range(50, 60)])
+    spool.append(record(60))
+    assert marks == []
+    await asyncio.sleep(0)
+    assert marks == [(1, segment.stat().st_size)]
     spool.close()
 
 

@@ -1,0 +1,76 @@
+"""The disk spool's troubles with its disk: full, failing writes, failing fsyncs, an
+acknowledged position that cannot be saved.
+
+None of them stops the spool (design §2: a full or failing disk is a full spool). Each
+failure is counted (``on_error(op)``, the ``spool_errors_total{op}`` metric); each episode
+(the first failure of an operation until its next success) is logged twice, when it starts,
+with the error, and when it ends, with how long it lasted and how many records it cost; while
+one lasts, :attr:`Troubles.problem` says it, for readiness.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from bridge.logs import get_logger
+from bridge.spool.files import describe
+
+log = get_logger(__name__)
+
+WHAT = {
+    "write": "spool: {}",
+    "fsync": "spool: fsync failed: {}",
+    "ack": "spool: acknowledged position not saved: {}",
+}
+OPS = tuple(WHAT)
+
+
+@dataclass
+class Episode:
+    problem: str
+    started: float
+    failures: int = 1
+    dropped: int = 0
+
+
+@dataclass
+class Troubles:
+    on_error: Callable[[str], None] | None = None
+    _now: dict[str, Episode] = field(default_factory=dict)
+
+    @property
+    def problem(self) -> str | None:
+        """What is wrong with the disk now, oldest first (None: nothing)."""
+        if not self._now:
+            return None
+        return "; ".join(episode.problem for episode in self._now.values())
+
+    def failed(self, op: str, error: OSError, dropped: int = 0) -> None:
+        """``op`` (write, fsync, ack) failed with ``error``, costing ``dropped`` records."""
+        if self.on_error is not None:
+            self.on_error(op)
+        episode = self._now.get(op)
+        if episode is None:
+            problem = WHAT[op].format(describe(error))
+            episode = self._now[op] = Episode(problem, time.monotonic())
+            log.error("spool.disk_failed", op=op, problem=problem, dropped=dropped)
+        else:
+            episode.failures += 1
+        episode.dropped += dropped
+
+    def succeeded(self, op: str) -> None:
+        """``op`` worked: the episode it was in, if any, is over."""
+        if not self._now:  # the usual case, on every append: one check
+            return
+        episode = self._now.pop(op, None)
+        if episode is not None:
+            log.warning(
+                "spool.disk_recovered",
+                op=op,
+                problem=episode.problem,
+                failures=episode.failures,
+                dropped=episode.dropped,
+                seconds=round(time.monotonic() - episode.started, 3),
+            )
