@@ -51,7 +51,13 @@ from bridge.spool import (
     bounded,
 )
 from bridge.spool.codec import encode_entry_parts, read_entry
-from bridge.spool.files import drop_reason, fsync_directory, pwrite_all, replace_file
+from bridge.spool.files import (
+    DISK_FULL_ERRNOS,
+    drop_reason,
+    fsync_directory,
+    pwrite_all,
+    replace_file,
+)
 from bridge.spool.recovery import iter_segment_paths, rewrite, scan_file
 from bridge.spool.trouble import Troubles
 
@@ -62,7 +68,7 @@ FsyncPolicy = Literal["always", "interval", "never"]
 ACK_FILE = "ack"
 LOCK_FILE = "lock"
 ACK_WRITE_SECONDS = 0.1
-ACK_RETRY_SECONDS = 1.0  # after a failed save of the ack position (disk full)
+ACK_RETRY_SECONDS = 1.1  # after a failed save of the ack position (disk full)
 OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC
 
 
@@ -322,6 +328,19 @@ class DiskSpool:
         self.troubles.succeeded("write")
         return AppendResult(accepted=False, dropped=result.dropped) if refused else result
 
+    def _reclaim(self) -> bool:
+        """The disk is full: when all the active segment holds is acknowledged, start a new
+        one and delete it, so its space is free again (a spool that filled its own disk
+        recovers once the sink has drained it). Whether it did."""
+        active = self._segments[-1] if self._segments else None
+        if active is None or not active.size or self._ack_pos != (active.first_seq, active.size):
+            return False
+        if self._new_segment() is not None:
+            return False
+        self._forget_acked_segments()
+        self._save_ack()  # the space freed takes what a full disk refused it
+        return True
+
     def _make_room(self, size: int, dropped: list[Record]) -> bool:
         """Whether ``size`` more bytes fit, after the policy dropped what it drops for them
         (listed in ``dropped``)."""
@@ -350,6 +369,8 @@ class DiskSpool:
             pwrite_all(fd, run.parts, segment.size, run.size)
         except OSError as exc:
             self._cut_back(fd, segment.size)
+            if exc.errno in DISK_FULL_ERRNOS and self._reclaim():
+                return self._commit(run)  # once: the new segment is empty, not reclaimed
             return exc
         end = segment.size
         remember = self._on_flush is None  # a reader here takes the newest from memory

@@ -3,9 +3,11 @@ acknowledged position that cannot be saved.
 
 None of them stops the spool (design §2: a full or failing disk is a full spool). Each
 failure is counted (``on_error(op)``, the ``spool_errors_total{op}`` metric); each episode
-(the first failure of an operation until its next success) is logged twice, when it starts,
-with the error, and when it ends, with how long it lasted and how many records it cost; while
-one lasts, :attr:`Troubles.problem` says it, for readiness.
+(the first failure of an operation until a success at least ``QUIET_SECONDS`` after its last
+failure: a nearly full disk that takes a small write now and then is one episode, not many)
+is logged twice, when it starts, with the error, and when it ends, with how long it lasted
+and how many records it cost; while one lasts, :attr:`Troubles.problem` says it, for
+readiness.
 """
 
 from __future__ import annotations
@@ -25,12 +27,14 @@ WHAT = {
     "ack": "spool: acknowledged position not saved: {}",
 }
 OPS = tuple(WHAT)
+QUIET_SECONDS = 1.0
 
 
 @dataclass
 class Episode:
     problem: str
     started: float
+    last_failure: float
     failures: int = 1
     dropped: int = 0
 
@@ -51,21 +55,25 @@ class Troubles:
         """``op`` (write, fsync, ack) failed with ``error``, costing ``dropped`` records."""
         if self.on_error is not None:
             self.on_error(op)
+        now = time.monotonic()
         episode = self._now.get(op)
         if episode is None:
             problem = WHAT[op].format(describe(error))
-            episode = self._now[op] = Episode(problem, time.monotonic())
+            episode = self._now[op] = Episode(problem, now, now)
             log.error("spool.disk_failed", op=op, problem=problem, dropped=dropped)
         else:
             episode.failures += 1
+            episode.last_failure = now
         episode.dropped += dropped
 
     def succeeded(self, op: str) -> None:
-        """``op`` worked: the episode it was in, if any, is over."""
+        """``op`` worked: the episode it was in, if any, is over when its last failure is
+        ``QUIET_SECONDS`` old."""
         if not self._now:  # the usual case, on every append: one check
             return
-        episode = self._now.pop(op, None)
-        if episode is not None:
+        episode = self._now.get(op)
+        if episode is not None and time.monotonic() - episode.last_failure >= QUIET_SECONDS:
+            del self._now[op]
             log.warning(
                 "spool.disk_recovered",
                 op=op,

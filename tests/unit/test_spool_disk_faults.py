@@ -15,6 +15,7 @@ import pytest
 from bridge.pipeline import Record
 from bridge.spool.disk import DiskSpool
 from bridge.spool.recovery import iter_segment_paths, scan_file
+from bridge.spool.trouble import QUIET_SECONDS
 from tests.diskfull import fill, small_tmpfs
 from tests.unit.test_disk_spool import drain, record
 
@@ -74,8 +75,9 @@ async def test_a_full_disk_refuses_appends_and_recovers_by_itself(small_fs: Path
     assert "acknowledged position not saved" in (spool.problem or "")
     assert set(errors) == {"write", "ack"}
     filler.unlink()
-    assert spool.append_all([record(n) for n in range(1000, 1010)]).accepted
-    await asyncio.wait_for(asyncio.sleep(1.2), 3)  # the ack file's retry (1 s)
+    assert spool.append_all([record(n) for n in range(1000, 1005)]).accepted
+    await asyncio.sleep(QUIET_SECONDS + 0.2)  # the ack file's retry; the episode's end
+    assert spool.append_all([record(n) for n in range(1005, 1010)]).accepted
     assert spool.problem is None
     assert (spool.directory / "ack").read_text() == "5"
     rest = await drain(spool)
@@ -86,7 +88,8 @@ async def test_a_full_disk_refuses_appends_and_recovers_by_itself(small_fs: Path
 async def test_a_new_segment_that_cannot_be_created_is_a_refusal(tmp_path: Path) -> None:
     """Out of file descriptors (EMFILE, a real limit), the segment a full one hands over to
     cannot be opened: the append is refused with reason disk_error and the active segment
-    is untouched; with descriptors back, the next append starts the segment."""
+    is untouched; with descriptors back, the next append starts the segment, and the
+    episode is over once appends succeed a second after the last failure."""
     spool = DiskSpool(tmp_path, max_bytes=1 << 20, fsync="never", segment_bytes=4096)
     spool.open()
     for n in range(30):
@@ -107,8 +110,39 @@ async def test_a_new_segment_that_cannot_be_created_is_a_refusal(tmp_path: Path)
     assert len(list(iter_segment_paths(tmp_path))) == before
     kept = [f"id{n}" for n in range(30)]
     kept += [f"id{n}" for n, res in zip(range(30, 60), results, strict=True) if res.accepted]
+    assert spool.append(record(98)).accepted
+    assert spool.problem is not None  # one success is not yet the end of an episode
+    await asyncio.sleep(QUIET_SECONDS)
     assert spool.append(record(99)).accepted
     assert spool.problem is None
     assert len(list(iter_segment_paths(tmp_path))) == before + 1
-    assert await drain(spool) == [*kept, "id99"]
+    assert await drain(spool) == [*kept, "id98", "id99"]
+    spool.close()
+
+
+async def test_a_spool_that_filled_its_disk_frees_it_once_drained(small_fs: Path) -> None:
+    """The spool fills its 1 MiB filesystem by itself (one big segment, disk_full refusals);
+    once the reader has acknowledged everything, the next append starts a new segment and
+    deletes the drained one, so it is accepted at once (no refusal first), and the ack file,
+    which could not be written either, is saved."""
+    spool = DiskSpool(small_fs / "spool", max_bytes=64 << 20, fsync="never", segment_bytes=8 << 20)
+    spool.open()
+    accepted: list[str] = []
+    refusals = 0
+    for n in range(0, 2000, 10):
+        batch = [record(m, size=500) for m in range(n, n + 10)]
+        result = spool.append_all(batch)
+        if result.accepted:
+            accepted += ids(batch)
+        else:
+            refusals += 1
+            assert result.reason == "disk_full"
+    assert refusals > 0
+    assert await drain(spool, batch=100) == accepted
+    assert spool.append_all([record(n, size=500) for n in range(5000, 5010)]).accepted  # > a page
+    assert (spool.directory / "ack").read_text() == str(len(accepted))
+    assert [p.name for p in iter_segment_paths(spool.directory)] == [
+        f"seg-{spool.appended_total() - 9:020d}.log"
+    ]
+    assert await drain(spool) == [f"id{n}" for n in range(5000, 5010)]
     spool.close()
