@@ -108,11 +108,12 @@ class Run:
     sizes: list[int] = field(default_factory=list)
     size: int = 0
 
-    def add(self, header: bytes, payload: bytes, record: Record) -> None:
-        self.parts += (header, payload)
-        self.records.append(record)
-        self.sizes.append(len(header) + len(payload))
-        self.size += self.sizes[-1]
+    def clear(self) -> None:
+        """Written: empty again (the same lists, which the appender holds)."""
+        self.parts.clear()
+        self.records.clear()
+        self.sizes.clear()
+        self.size = 0
 
 
 def segment_name(first_seq: int) -> str:
@@ -297,22 +298,32 @@ class DiskSpool:
             raise SpoolError("spool: not open")
         full: list[Record] = []
         run = Run()
+        add_part, add_record, add_size = run.parts.append, run.records.append, run.sizes.append
         start = self._next_seq
+        room, left = self.max_bytes - self._bytes, self._segment_left()
         refused = False
         error: OSError | None = None
         lost: Sequence[Record] = ()
         for index, record in enumerate(records):
             header, payload = encode_entry_parts(self._next_seq + len(run.records), record)
-            if not self._make_room(run.size + len(header) + len(payload), full):
-                full.append(record)
-                refused = True
-                continue
-            if self._roll_due(run):
+            size = len(header) + len(payload)
+            if run.size + size > room:  # the checks inline, their work only when due
+                if not self._make_room(run.size + size, full):
+                    full.append(record)
+                    refused = True
+                    continue
+                room = self.max_bytes - self._bytes
+            if run.size >= left and self._roll_due(run):
                 error = self._commit(run) or self._new_segment()
                 if error is not None:
                     lost = [*run.records, *records[index:]]
                     break
-            run.add(header, payload, record)
+                room, left = self.max_bytes - self._bytes, self._segment_left()
+            add_part(header)
+            add_part(payload)
+            add_record(record)
+            add_size(size)
+            run.size += size
         else:
             error = self._commit(run)
             lost = run.records
@@ -349,6 +360,12 @@ class DiskSpool:
                 return False
         return True
 
+    def _segment_left(self) -> int:
+        """Bytes the active segment takes before it is due to end (0: at once)."""
+        if self._fd is None or self._roll_next:
+            return 0
+        return self.segment_bytes - self._segments[-1].size
+
     def _roll_due(self, run: Run) -> bool:
         """Whether the next entry goes to a new segment (never to replace an empty one)."""
         if self._fd is None:
@@ -383,7 +400,7 @@ class DiskSpool:
         segment.count += len(run.records)
         self._bytes += run.size
         self._events += len(run.records)
-        run.records = []
+        run.clear()
         return None
 
     def _cut_back(self, fd: int, size: int) -> None:
