@@ -185,7 +185,7 @@ def create_metrics(registry: CollectorRegistry | None = None) -> Metrics:
         ),
         spool_errors=counter(
             "spool_errors",
-            "Failed spool disk operations (write, fsync, ack), e.g. disk full; the records "
+            "Failed spool disk operations (write, fsync, ack, delete), e.g. disk full; the records "
             "a failed write cost are counted in events_dropped (disk_full, disk_error).",
             ("op",),
         ),

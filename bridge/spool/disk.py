@@ -29,7 +29,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fcntl
 import os
 import time
@@ -540,11 +539,22 @@ class DiskSpool:
             self._events -= 1
             dropped.append(record)
         self._segments.remove(segment)
-        with contextlib.suppress(FileNotFoundError):
-            segment.path.unlink()
+        self._delete(segment.path)
         if self._ack_pos[0] == segment.first_seq:
             self._ack_pos = (self._segments[0].first_seq, 0)
         return True
+
+    def _delete(self, path: Path) -> None:
+        """Delete a segment taken off the books; a disk that refuses (read-only, I/O error)
+        is counted and logged, never raised (an acknowledgement must not fail over it)."""
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            self.troubles.failed("delete", exc)
+        else:
+            self.troubles.succeeded("delete")
 
     # ---- the acknowledged position on disk ----------------------------------------------
     def _persist_ack(self) -> None:
@@ -674,8 +684,11 @@ class DiskSpool:
         self.rewind()
 
     def flushed_to(self) -> tuple[int, int]:
-        """How far the files go once what is buffered is flushed (segment, offset)."""
+        """How far the files go (segment, offset); the acknowledged position while no
+        segment could be created yet (disk full at start)."""
         self.flush()
+        if not self._segments:
+            return self._ack_pos
         active = self._segments[-1]
         return active.first_seq, active.size
 
@@ -707,8 +720,7 @@ class DiskSpool:
             if not wholly_acked:
                 return
             self._segments.popleft()
-            with contextlib.suppress(FileNotFoundError):
-                first.path.unlink()
+            self._delete(first.path)
             if self._ack_pos[0] == first.first_seq:
                 self._ack_pos = (self._segments[0].first_seq, 0)
 

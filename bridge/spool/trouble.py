@@ -2,7 +2,8 @@
 acknowledged position that cannot be saved.
 
 None of them stops the spool (design §2: a full or failing disk is a full spool). Each
-failure is counted (``on_error(op)``, the ``spool_errors_total{op}`` metric); each episode
+failure is counted (``on_error(op)``, the ``spool_errors_total{op}`` metric, op = write,
+fsync, ack or delete); each episode
 (the first failure of an operation until a success at least ``QUIET_SECONDS`` after its last
 failure: a nearly full disk that takes a small write now and then is one episode, not many)
 is logged twice, when it starts, with the error, and when it ends, with how long it lasted
@@ -25,6 +26,7 @@ WHAT = {
     "write": "spool: {}",
     "fsync": "spool: fsync failed: {}",
     "ack": "spool: acknowledged position not saved: {}",
+    "delete": "spool: acknowledged segment not deleted: {}",
 }
 OPS = tuple(WHAT)
 QUIET_SECONDS = 1.0
