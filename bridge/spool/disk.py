@@ -238,7 +238,7 @@ class DiskSpool:
                     raise SpoolError(f"spool: cannot repair {path.name}: {exc.strerror}") from None
             live = [e for e in result.entries if e.seq > self._acked_seq]
             if not live:
-                path.unlink()
+                self._delete(path)
                 continue
             first_seq = segment_first_seq(path)
             segment = Segment(path, first_seq, count=len(result.entries), size=result.size)
