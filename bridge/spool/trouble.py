@@ -4,8 +4,8 @@ acknowledged position that cannot be saved.
 None of them stops the spool (design §2: a full or failing disk is a full spool). Each
 failure is counted (``on_error(op)``, the ``spool_errors_total{op}`` metric, op = write,
 fsync, ack or delete); each episode
-(the first failure of an operation until a success at least ``QUIET_SECONDS`` after its last
-failure: a nearly full disk that takes a small write now and then is one episode, not many)
+(from the first failure of an operation until ``QUIET_SECONDS`` after its last one, once it
+has worked since: a nearly full disk that takes a small write now and then is one episode)
 is logged twice, when it starts, with the error, and when it ends, with how long it lasted
 and how many records it cost; while one lasts, :attr:`Troubles.problem` says it, for
 readiness.
@@ -39,6 +39,7 @@ class Episode:
     last_failure: float
     failures: int = 1
     dropped: int = 0
+    worked: bool = False  # a success since the last failure
 
 
 @dataclass
@@ -49,6 +50,10 @@ class Troubles:
     @property
     def problem(self) -> str | None:
         """What is wrong with the disk now, oldest first (None: nothing)."""
+        if not self._now:
+            return None
+        for op in [op for op, episode in self._now.items() if episode.worked]:
+            self._settle(op)
         if not self._now:
             return None
         return "; ".join(episode.problem for episode in self._now.values())
@@ -66,15 +71,23 @@ class Troubles:
         else:
             episode.failures += 1
             episode.last_failure = now
+            episode.worked = False
         episode.dropped += dropped
 
     def succeeded(self, op: str) -> None:
-        """``op`` worked: the episode it was in, if any, is over when its last failure is
-        ``QUIET_SECONDS`` old."""
+        """``op`` worked: the episode it was in, if any, is over once its last failure is
+        ``QUIET_SECONDS`` old (now, or when ``problem`` is asked later)."""
         if not self._now:  # the usual case, on every append: one check
             return
         episode = self._now.get(op)
-        if episode is not None and time.monotonic() - episode.last_failure >= QUIET_SECONDS:
+        if episode is not None:
+            episode.worked = True
+            self._settle(op)
+
+    def _settle(self, op: str) -> None:
+        """End ``op``'s episode if it worked since its last failure, long enough ago."""
+        episode = self._now[op]
+        if time.monotonic() - episode.last_failure >= QUIET_SECONDS:
             del self._now[op]
             log.warning(
                 "spool.disk_recovered",
