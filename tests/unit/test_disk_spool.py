@@ -15,6 +15,7 @@ from bridge.errors import SpoolError
 from bridge.pipeline import Record
 from bridge.spool import MemorySpool
 from bridge.spool.disk import DiskSpool
+from bridge.spool.files import IOV_MAX
 from bridge.spool.recovery import scan_file
 
 
@@ -335,3 +336,15 @@ async def test_recovery_reads_from_the_rewritten_segment(
     again.append(record(20))
     assert await drain(again) == [*live, "id20"]
     again.close()
+
+
+async def test_one_append_of_more_entries_than_one_write_takes(tmp_path: Path) -> None:
+    """An append_all of 1,500 records (3,000 header and payload parts, over the kernel's 1,024
+    per write) is written whole and in order, across a segment change on the way."""
+    spool = opened(tmp_path, segment_bytes=200_000, recent_max_bytes=1)  # read back from disk
+    assert IOV_MAX <= 1024
+    assert spool.append_all([record(n) for n in range(1500)]).accepted
+    assert len(list(tmp_path.glob("seg-*.log"))) == 2
+    assert sum(p.stat().st_size for p in tmp_path.glob("seg-*.log")) == spool.stats().bytes
+    assert await drain(spool, batch=500) == [f"id{n}" for n in range(1500)]
+    spool.close()
