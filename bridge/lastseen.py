@@ -1,17 +1,22 @@
 """When each instance last delivered a frame, kept across restarts (in the spool directory).
 
 A gap marker after a restart needs the time of the last frame the previous process read; the
-supervisor saves this small map every few seconds and at shutdown (write, rename).
+supervisor saves this small map every few seconds and at shutdown (write, rename). A save
+that fails (disk full) is logged once, keeps the map to save, and is tried again next time.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
+
+from bridge.logs import get_logger
+from bridge.spool.files import replace_file
+
+log = get_logger(__name__)
 
 
 @dataclass
@@ -20,6 +25,7 @@ class LastSeen:
     _seen: dict[str, int] = field(default_factory=dict)
     _previous: dict[str, int] = field(default_factory=dict)
     _dirty: bool = False
+    _failing: bool = False
 
     def load(self) -> None:
         """Read what the previous process saved (a missing or broken file is an empty map)."""
@@ -44,7 +50,14 @@ class LastSeen:
     def save(self) -> None:
         if self.path is None or not self._dirty:
             return
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_bytes(orjson.dumps(self._seen))
-        os.replace(tmp, self.path)
+        try:
+            replace_file(self.path, orjson.dumps(self._seen), fsync=False)
+        except OSError as exc:
+            if not self._failing:
+                log.warning("lastseen.save_failed", error=exc.strerror or str(exc))
+            self._failing = True
+            return
+        if self._failing:
+            log.info("lastseen.saved_again")
+        self._failing = False
         self._dirty = False

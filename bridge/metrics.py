@@ -95,6 +95,7 @@ class Metrics:
     spool_events: Gauge
     spool_max_bytes: Gauge
     spool_recovered: Counter
+    spool_errors: Counter
     ensure: Counter
     rate_limited: Counter
     rate_limit_wait: Counter
@@ -155,7 +156,7 @@ def create_metrics(registry: CollectorRegistry | None = None) -> Metrics:
         ),
         events_dropped=counter(
             "events_dropped",
-            "Frames not published, by reason (filtered, spool_full, …).",
+            "Frames not published, by reason (filtered, spool_full, disk_full, …).",
             ("instance", "reason"),
         ),
         events_published=counter(
@@ -181,6 +182,12 @@ def create_metrics(registry: CollectorRegistry | None = None) -> Metrics:
             "spool_recovered_records",
             "Entries found at start-up: replayed, or damaged/torn and skipped.",
             ("outcome",),
+        ),
+        spool_errors=counter(
+            "spool_errors",
+            "Failed spool disk operations (write, fsync, ack, delete), e.g. disk full; the records "
+            "a failed write cost are counted in events_dropped (disk_full, disk_error).",
+            ("op",),
         ),
         ensure=counter(
             "ensure", "Upstream WebSocket config checks, by outcome.", ("instance", "outcome")

@@ -24,7 +24,7 @@ from bridge.pipeline import Drop, Frame, Pipeline, Publish, Record
 from bridge.pipeline.gap import gap_value
 from bridge.pipeline.records import rfc3339
 from bridge.settings import InstanceSettings, UpstreamSettings, resolve_token
-from bridge.spool import Spool
+from bridge.spool import AppendResult, Spool
 from bridge.upstream.ratelimit import BucketRegistry, TokenBucket
 from bridge.upstream.rest import RestClient, WsConfig, desired_config
 from bridge.upstream.ws import BATCH_BYTES, BATCH_FRAMES, InstanceSource
@@ -183,7 +183,7 @@ class Runner:
                 records.append(result.record)
             received[label] = received.get(label, 0) + 1
         if records:
-            self.count_spool_full(self.ctx.spool.append_all(records).dropped)
+            self.count_spool_drops(self.ctx.spool.append_all(records))
         for label, count in received.items():
             self._received(self.name, label).inc(count)
         self.status.frames += len(frames)
@@ -191,12 +191,16 @@ class Runner:
         return read
 
     def spool(self, record: Record) -> None:
-        """Append to the spool; whatever the full-spool policy drops is counted."""
-        self.count_spool_full(self.ctx.spool.append(record).dropped)
+        """Append to the spool; whatever it drops (full, or its disk failing) is counted."""
+        self.count_spool_drops(self.ctx.spool.append(record))
 
-    def count_spool_full(self, dropped: tuple[Record, ...]) -> None:
-        for record in dropped:
-            self._dropped(record.instance, "spool_full").inc()
+    def count_spool_drops(self, result: AppendResult) -> None:
+        """Count what the spool dropped, each with its reason (spool_full, disk_full,
+        disk_error)."""
+        if result.accepted and not result.dropped:
+            return
+        for record, reason in result.drops():
+            self._dropped(record.instance, reason).inc()
 
     def received_label(self, result: Publish) -> str:
         """The event label a published frame is counted under; a dead letter and an unknown

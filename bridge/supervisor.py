@@ -45,6 +45,7 @@ from bridge.signals import SignalHandlers
 from bridge.sinks.base import Sink
 from bridge.spool import Spool, wait_settled
 from bridge.spool.disk import DiskSpool
+from bridge.spool.trouble import OPS as SPOOL_OPS
 from bridge.upstream.ratelimit import BucketRegistry, TokenBucket
 from bridge.upstream.rest import REST_IN_FLIGHT, RestClient, WsConfig
 from bridge.wiring import admin_tls, build_pipeline, upstream_ssl
@@ -431,6 +432,9 @@ class Supervisor:
         """Open (lock, recover) a disk spool; report what start-up found in it."""
         if not isinstance(self.spool, DiskSpool):
             return
+        for op in SPOOL_OPS:
+            self.metrics.spool_errors.labels(op)
+        self.spool.troubles.on_error = lambda op: self.metrics.spool_errors.labels(op).inc()
         report = self.spool.open()
         self.last_seen.load()
         for outcome, count in (
@@ -532,6 +536,8 @@ class Supervisor:
         ready = readiness(
             sink_ok, instances, admin.ready_min_connected_ratio, admin.ready_max_silence_seconds
         )
+        if (problem := self.spool.problem) is not None:
+            ready = Readiness(False, (*ready.reasons, problem))
         if self.settings.cluster.ready_requires_shards and not self.owned:
             return Readiness(False, (*ready.reasons, "this replica owns no shards"))
         return ready

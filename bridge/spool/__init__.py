@@ -5,14 +5,15 @@ upstream drops a socket that misses a pong for 60 s); one worker ``read``s batch
 and a batch leaves the buffer only when it is ``ack``ed. A failed batch is ``rewind``ed and
 read again, so per-key order holds. The buffer is bounded in bytes; when full, ``when_full``
 decides which record is dropped, and every drop is
-reported to the caller, who counts it.
+reported to the caller, with its reason, who counts it. ``problem`` says what is wrong with the
+spool's storage while it lasts (readiness shows it).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Literal, Protocol, TypeVar
@@ -24,10 +25,22 @@ WhenFull = Literal["drop_newest", "drop_oldest"]
 
 @dataclass(frozen=True, slots=True)
 class AppendResult:
-    """What an append did: whether the new record was kept, and which records were dropped."""
+    """What an append did: whether the new records were all kept, which records were dropped
+    and why: ``reason`` is the drop reason of ``dropped`` (``spool_full``: the full-spool
+    policy; ``disk_full`` / ``disk_error``: the disk refused the write); ``full`` lists what
+    the full-spool policy dropped on the way when ``reason`` is another."""
 
     accepted: bool
     dropped: tuple[Record, ...] = ()
+    reason: str = "spool_full"
+    full: tuple[Record, ...] = ()
+
+    def drops(self) -> Iterator[tuple[Record, str]]:
+        """Every dropped record with its reason."""
+        for record in self.full:
+            yield record, "spool_full"
+        for record in self.dropped:
+            yield record, self.reason
 
 
 READ_MAX_BYTES = 16 * 1024 * 1024  # what one read puts in flight at most (one record at least)
@@ -107,6 +120,9 @@ class Spool(Protocol):
 
     def appended_total(self) -> int: ...
 
+    @property
+    def problem(self) -> str | None: ...
+
     async def wait_empty(self) -> None: ...
 
     def close(self) -> None: ...
@@ -176,6 +192,11 @@ class MemorySpool:
 
     def appended_total(self) -> int:
         return self._appended
+
+    @property
+    def problem(self) -> str | None:
+        """Memory has no disk to fail: never a problem to report."""
+        return None
 
     async def wait_empty(self) -> None:
         await self._empty.wait()

@@ -1,12 +1,21 @@
 """The disk spool: an append-only, segmented, checksummed log in ``spool.dir``.
 
-- ``append`` writes the entry to the active segment and hands it to the OS (a ``write``)
-  before returning, so a killed process loses nothing it appended; ``fsync`` decides when
-  the OS must put it on disk (``always``: every append; ``interval``: at most every
+- ``append_all`` writes what one read off a socket brought to the active segment in one
+  ``pwritev`` (unbuffered: a killed process loses nothing it appended); ``fsync`` decides
+  when the OS must put it on disk (``always``: every append; ``interval``: at most every
   ``fsync_interval_ms``; ``never``: when the OS likes — a power cut can lose that window).
+  A new segment and the ack file's rename are followed by an fsync of the directory
+  (``always`` and ``interval``), so a power cut loses neither.
+- A full or failing disk is a full spool (design §2): a write that fails (ENOSPC, EDQUOT,
+  EIO…) is cut back off the file (no torn entry), and every record of that append is
+  refused and reported with the reason ``disk_full`` or ``disk_error``; nothing raises, the
+  next append tries again, and the spool recovers by itself when space frees. fsync and ack
+  file failures are counted and logged the same way (:mod:`bridge.spool.trouble`);
+  :attr:`DiskSpool.problem` says what is wrong while it lasts.
 - One reader reads entries in order from the oldest unacknowledged one; ``ack`` moves the
-  acknowledged position (persisted in ``ack`` by write + rename) and deletes segments that
-  are wholly acknowledged; ``rewind`` re-reads from the acknowledged position.
+  acknowledged position (persisted in ``ack`` by write + rename, at most every 100 ms and
+  at the latest 100 ms after the last acknowledgement) and deletes segments that are wholly
+  acknowledged; ``rewind`` re-reads from the acknowledged position.
 - When full, ``drop_newest`` refuses the new entry; ``drop_oldest`` deletes the oldest
   segment (entries in flight there are kept in memory and still delivered). Every dropped
   entry is reported to the caller, with its instance, to be counted.
@@ -20,7 +29,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fcntl
 import os
 import time
@@ -42,7 +50,15 @@ from bridge.spool import (
     bounded,
 )
 from bridge.spool.codec import encode_entry_parts, read_entry
+from bridge.spool.files import (
+    DISK_FULL_ERRNOS,
+    drop_reason,
+    fsync_directory,
+    pwrite_all,
+    replace_file,
+)
 from bridge.spool.recovery import iter_segment_paths, rewrite, scan_file
+from bridge.spool.trouble import Troubles
 
 if TYPE_CHECKING:
     from bridge.spool.tail import Acked
@@ -51,7 +67,8 @@ FsyncPolicy = Literal["always", "interval", "never"]
 ACK_FILE = "ack"
 LOCK_FILE = "lock"
 ACK_WRITE_SECONDS = 0.1
-WRITE_BUFFER = 1 << 20  # appends reach the kernel once per loop turn (flush), not every 8 KiB
+ACK_RETRY_SECONDS = 1.1  # after a failed save of the ack position (disk full)
+OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC
 
 
 @dataclass
@@ -81,6 +98,23 @@ class RecoveryReport:
     torn_bytes: int = 0
 
 
+@dataclass(slots=True)
+class Run:
+    """Entries of one append headed for the active segment, encoded, not yet written."""
+
+    parts: list[bytes] = field(default_factory=list)
+    records: list[Record] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)
+    size: int = 0
+
+    def clear(self) -> None:
+        """Written: empty again (the same lists, which the appender holds)."""
+        self.parts.clear()
+        self.records.clear()
+        self.sizes.clear()
+        self.size = 0
+
+
 def segment_name(first_seq: int) -> str:
     return f"seg-{first_seq:020d}.log"
 
@@ -99,11 +133,15 @@ class DiskSpool:
     fsync_interval_ms: int = 50
     segment_bytes: int = 0
     report: RecoveryReport = field(default_factory=RecoveryReport)
+    troubles: Troubles = field(default_factory=Troubles)
     _segments: deque[Segment] = field(default_factory=deque)
-    _writer: IO[bytes] | None = None
+    _fd: int | None = None  # the active segment, written at its size (pwritev)
+    _roll_next: bool = False  # the active segment could not be cut back: start a new one
     _lock: IO[bytes] | None = None
     _next_seq: int = 1
     _acked_seq: int = 0
+    _ack_saved: int = 0  # the acknowledged position the ack file holds
+    _ack_timer: asyncio.TimerHandle | None = None
     _bytes: int = 0
     _events: int = 0
     _ack_pos: tuple[int, int] = (0, 0)  # (segment first_seq, offset) of the first unacked
@@ -118,7 +156,6 @@ class DiskSpool:
     _flush_pending: bool = False
     _syncing: bool = False
     _ack_written_at: float = 0.0
-    _write_error: str | None = None
     _readable: asyncio.Event = field(default_factory=asyncio.Event)
     _empty: asyncio.Event = field(default_factory=asyncio.Event)
     # Read by another process: told of every flush (segment, offset), the furthest segment
@@ -130,9 +167,16 @@ class DiskSpool:
         if self.segment_bytes <= 0:
             self.segment_bytes = max(4096, min(64 << 20, self.max_bytes // 8))
 
+    @property
+    def problem(self) -> str | None:
+        """What is wrong with the spool's disk now, for readiness (None: nothing), e.g.
+        ``spool: disk full (No space left on device)``."""
+        return self.troubles.problem
+
     # ---- life cycle -------------------------------------------------------------------
     def open(self) -> RecoveryReport:
-        """Lock the directory, recover the segments, position the reader; returns the report."""
+        """Lock the directory, recover the segments, position the reader; returns the report.
+        A segment that cannot be created now (disk full) is created by a later append."""
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             self._lock = (self.directory / LOCK_FILE).open("a+b")
@@ -147,7 +191,7 @@ class DiskSpool:
                 f"spool: {self.directory} is in use by another ryze-bridge process "
                 "(one spool directory per process)"
             ) from None
-        self._acked_seq = self._read_ack()
+        self._acked_seq = self._ack_saved = self._read_ack()
         self._recover()
         self._open_writer()
         if self._events:
@@ -157,15 +201,18 @@ class DiskSpool:
         return self.report
 
     def close(self) -> None:
-        """Flush, fsync, persist the acknowledged position, release the lock (if held)."""
+        """fsync, persist the acknowledged position, release the lock (if held); a failing
+        disk is counted and logged, never raised."""
         if self._lock is None:
             return
-        if self._writer is not None:
-            self._writer.flush()
-            os.fsync(self._writer.fileno())
-            self._writer.close()
-            self._writer = None
-        self._write_ack()
+        if self._fd is not None:
+            self._fsync_now(self._fd)
+            os.close(self._fd)
+            self._fd = None
+        self._save_ack()
+        if self._ack_timer is not None:  # set by a failed save: nobody is left to retry
+            self._ack_timer.cancel()
+            self._ack_timer = None
         if self._lock is not None:
             fcntl.flock(self._lock.fileno(), fcntl.LOCK_UN)
             self._lock.close()
@@ -177,14 +224,6 @@ class DiskSpool:
         except (OSError, ValueError):
             return 0
 
-    def _write_ack(self) -> None:
-        tmp = self.directory / f"{ACK_FILE}.tmp"
-        tmp.write_text(str(self._acked_seq))
-        if self.fsync == "always":
-            with tmp.open("rb") as handle:
-                os.fsync(handle.fileno())
-        tmp.replace(self.directory / ACK_FILE)
-
     def _recover(self) -> None:
         for path in iter_segment_paths(self.directory):
             result = scan_file(path)
@@ -193,14 +232,16 @@ class DiskSpool:
                 self.report.torn += 1
                 self.report.torn_bytes += result.torn_bytes
             if not result.clean:
-                rewrite(path, result)
+                try:  # the positions below are those of the file as it is now
+                    result = rewrite(path, result)
+                except OSError as exc:
+                    raise SpoolError(f"spool: cannot repair {path.name}: {exc.strerror}") from None
             live = [e for e in result.entries if e.seq > self._acked_seq]
             if not live:
-                path.unlink()
+                self._delete(path)
                 continue
             first_seq = segment_first_seq(path)
-            segment = Segment(path, first_seq, count=len(result.entries))
-            segment.size = sum(e.end - e.start for e in result.entries)
+            segment = Segment(path, first_seq, count=len(result.entries), size=result.size)
             self._segments.append(segment)
             self._bytes += sum(e.end - e.start for e in live)
             self.report.replay += len(live)
@@ -212,80 +253,174 @@ class DiskSpool:
 
     def _open_writer(self) -> None:
         if not self._segments or self._segments[-1].size >= self.segment_bytes:
-            self._new_segment()
-        else:
-            self._writer = self._segments[-1].path.open("ab", buffering=WRITE_BUFFER)
+            error = self._new_segment()
+            if error is not None:
+                self.troubles.failed("write", error)
+            return
+        try:
+            self._fd = os.open(self._segments[-1].path, OPEN_FLAGS)
+        except OSError as exc:
+            self.troubles.failed("write", exc)
 
-    def _new_segment(self) -> None:
-        if self._writer is not None:
-            self._writer.flush()
-            if self.fsync == "always":
-                os.fsync(self._writer.fileno())
-            elif self.fsync == "interval":
-                self._fsync_beside(self._writer.fileno())
-            self._writer.close()
+    def _new_segment(self) -> OSError | None:
+        """Start the next segment (the previous one is fsynced as the policy says); the
+        error when it cannot be created, and then the active segment stays as it was."""
         segment = Segment(self.directory / segment_name(self._next_seq), self._next_seq)
-        self._writer = segment.path.open("ab", buffering=WRITE_BUFFER)
+        try:
+            fd = os.open(segment.path, OPEN_FLAGS | os.O_TRUNC, 0o644)
+        except OSError as exc:
+            return exc
+        if self._fd is not None:
+            if self.fsync == "always":
+                self._fsync_now(self._fd)
+            elif self.fsync == "interval":
+                self._fsync_beside(self._fd)
+            os.close(self._fd)
+        self._fd = fd
+        self._roll_next = False
+        self._sync_directory()
         if not self._segments:
             self._ack_pos = (segment.first_seq, 0)
         self._segments.append(segment)
+        return None
 
     # ---- writing ------------------------------------------------------------------------
     def append(self, record: Record) -> AppendResult:
         return self.append_all((record,))
 
     def append_all(self, records: Sequence[Record]) -> AppendResult:
-        """Append in order, then one flush request and one fsync decision for the lot (with
-        fsync ``always``: one fsync per read off a socket, before the next read)."""
-        dropped: list[Record] = []
-        written = 0
-        for record in records:
-            written += self._write(record, dropped)
-        refused = written < len(records)
-        if not written:
-            return AppendResult(accepted=not refused, dropped=tuple(dropped))
+        """Append in order with one write (two when a segment ends on the way), then one
+        flush request and one fsync decision for the lot (with fsync ``always``: one fsync
+        per read off a socket, before the next read). What the disk refuses is cut back off
+        the file and reported with its reason; nothing raises but a spool not open."""
+        if self._lock is None:
+            raise SpoolError("spool: not open")
+        full: list[Record] = []
+        run = Run()
+        add_part, add_record, add_size = run.parts.append, run.records.append, run.sizes.append
+        start = self._next_seq
+        room, left = self.max_bytes - self._bytes, self._segment_left()
+        refused = False
+        error: OSError | None = None
+        lost: Sequence[Record] = ()
+        for index, record in enumerate(records):
+            header, payload = encode_entry_parts(self._next_seq + len(run.records), record)
+            size = len(header) + len(payload)
+            if run.size + size > room:  # the checks inline, their work only when due
+                if not self._make_room(run.size + size, full):
+                    full.append(record)
+                    refused = True
+                    continue
+                room = self.max_bytes - self._bytes
+            if run.size >= left and self._roll_due(run):
+                error = self._commit(run) or self._new_segment()
+                if error is not None:
+                    lost = [*run.records, *records[index:]]
+                    break
+                room, left = self.max_bytes - self._bytes, self._segment_left()
+            add_part(header)
+            add_part(payload)
+            add_record(record)
+            add_size(size)
+            run.size += size
+        else:
+            error = self._commit(run)
+            lost = run.records
+        if self._next_seq == start:  # nothing written
+            if error is not None:
+                return self._failed(error, lost, full)
+            return AppendResult(accepted=not refused, dropped=tuple(full))
         self._flush_soon()
         self._sync_if_due()
-        result = appended(dropped, self._readable, self._empty)
+        result = appended(full, self._readable, self._empty)
+        if error is not None:  # a part was written before the disk failed
+            return self._failed(error, lost, full)
+        self.troubles.succeeded("write")
         return AppendResult(accepted=False, dropped=result.dropped) if refused else result
 
-    def _write(self, record: Record, dropped: list[Record]) -> bool:
-        """Buffer one entry; False when the full spool refuses it (then it is in ``dropped``
-        with whatever the policy dropped to make room)."""
-        writer = self._writer
-        if writer is None:
-            raise SpoolError("spool: not open")
-        header, payload = encode_entry_parts(self._next_seq, record)
-        size = len(header) + len(payload)
-        while self._bytes + size > self.max_bytes:
-            if self.when_full == "drop_newest" or not self._drop_oldest_segment(dropped):
-                dropped.append(record)
-                return False
-        if self._segments[-1].size >= self.segment_bytes:
-            self._new_segment()
-            writer = self._writer
-        if self._write_error is not None:
-            raise SpoolError(f"spool: write failed: {self._write_error}")
-        try:
-            writer.write(header)  # type: ignore[union-attr]  # _new_segment opened it
-            writer.write(payload)  # type: ignore[union-attr]
-        except OSError as exc:
-            raise SpoolError(f"spool: write failed: {exc.strerror}") from None
-        segment = self._segments[-1]
-        if self._on_flush is None:  # a reader here takes the newest entries from memory
-            self._remember(InFlight(self._next_seq, record, size, segment.first_seq,
-                                    segment.size + size))  # fmt: skip
-        segment.size += size
-        segment.count += 1
-        self._next_seq += 1
-        self._bytes += size
-        self._events += 1
+    def _reclaim(self) -> bool:
+        """The disk is full: when all the active segment holds is acknowledged, start a new
+        one and delete it, so its space is free again (a spool that filled its own disk
+        recovers once the sink has drained it). Whether it did."""
+        active = self._segments[-1] if self._segments else None
+        if active is None or not active.size or self._ack_pos != (active.first_seq, active.size):
+            return False
+        if self._new_segment() is not None:
+            return False
+        self._forget_acked_segments()
+        self._save_ack()  # the space freed takes what a full disk refused it
         return True
 
+    def _make_room(self, size: int, dropped: list[Record]) -> bool:
+        """Whether ``size`` more bytes fit, after the policy dropped what it drops for them
+        (listed in ``dropped``)."""
+        while self._bytes + size > self.max_bytes:
+            if self.when_full == "drop_newest" or not self._drop_oldest_segment(dropped):
+                return False
+        return True
+
+    def _segment_left(self) -> int:
+        """Bytes the active segment takes before it is due to end (0: at once)."""
+        if self._fd is None or self._roll_next:
+            return 0
+        return self.segment_bytes - self._segments[-1].size
+
+    def _roll_due(self, run: Run) -> bool:
+        """Whether the next entry goes to a new segment (never to replace an empty one)."""
+        if self._fd is None:
+            return True
+        active = self._segments[-1]
+        ends = self._roll_next or active.size + run.size >= self.segment_bytes
+        return ends and active.count + len(run.records) > 0
+
+    def _commit(self, run: Run) -> OSError | None:
+        """Write ``run`` at the end of the active segment and take it on the books (then the
+        run is emptied); on failure the file is cut back to where it ended."""
+        if not run.records:
+            return None
+        segment, fd = self._segments[-1], self._fd
+        if fd is None:
+            return OSError(0, "no segment open")
+        try:
+            pwrite_all(fd, run.parts, segment.size, run.size)
+        except OSError as exc:
+            self._cut_back(fd, segment.size)
+            if exc.errno in DISK_FULL_ERRNOS and self._reclaim():
+                return self._commit(run)  # once: the new segment is empty, not reclaimed
+            return exc
+        end = segment.size
+        remember = self._on_flush is None  # a reader here takes the newest from memory
+        for record, size in zip(run.records, run.sizes, strict=True):
+            end += size
+            if remember:
+                self._remember(InFlight(self._next_seq, record, size, segment.first_seq, end))
+            self._next_seq += 1
+        segment.size = end
+        segment.count += len(run.records)
+        self._bytes += run.size
+        self._events += len(run.records)
+        run.clear()
+        return None
+
+    def _cut_back(self, fd: int, size: int) -> None:
+        """Remove what a failed write left past ``size``; when even that fails, the next
+        append starts a new segment (the tail of this one is never announced nor read)."""
+        try:
+            os.ftruncate(fd, size)
+        except OSError:
+            self._roll_next = True
+
+    def _failed(self, error: OSError, lost: Sequence[Record], full: list[Record]) -> AppendResult:
+        """The answer when the disk refused ``lost`` (what the full-spool policy dropped on
+        the way, ``full``, is reported beside them)."""
+        self.troubles.failed("write", error, dropped=len(lost))
+        return AppendResult(
+            accepted=False, dropped=tuple(lost), reason=drop_reason(error), full=tuple(full)
+        )
+
     def _flush_soon(self) -> None:
-        """Hand what was appended to the kernel at the end of this event-loop turn: one write
-        for all the records of the turn instead of one per record. A crash of the process
-        loses nothing handed over; ``fsync`` decides about the machine crashing."""
+        """Announce how far the files go at the end of this event-loop turn: one mark for
+        all the appends of the turn instead of one per append."""
         if self._flush_pending:
             return
         self._flush_pending = True
@@ -295,17 +430,10 @@ class DiskSpool:
             self.flush()
 
     def flush(self) -> None:
-        """Write the buffered entries to the segment file (not fsync); a reader in another
-        process is told how far the file now goes."""
+        """Tell a reader in another process how far the files go (entries are in the file
+        from their append on; only what was really written is ever announced)."""
         self._flush_pending = False
-        if self._writer is None:
-            return
-        try:
-            self._writer.flush()
-        except OSError as exc:
-            self._write_error = exc.strerror or str(exc)
-            return
-        if self._on_flush is not None:
+        if self._on_flush is not None and self._segments:
             active = self._segments[-1]
             self._on_flush(active.first_seq, active.size)
 
@@ -320,43 +448,74 @@ class DiskSpool:
 
     def sync(self) -> None:
         """fsync the active segment now, in this thread."""
-        if self._writer is not None and self._dirty:
-            self.flush()
-            os.fsync(self._writer.fileno())
+        if self._fd is not None and self._dirty:
+            self._fsync_now(self._fd)
             self._dirty = False
             self._last_sync = time.monotonic()
 
     def sync_soon(self) -> None:
-        """The interval policy's fsync: what is appended so far is handed to the kernel now
-        and made durable by a worker thread, while the loop goes on reading and delivering
-        (one such fsync at a time; without a running loop, at once)."""
-        if self._writer is None or not self._dirty or self._syncing:
+        """The interval policy's fsync: what is appended so far is made durable by a worker
+        thread, while the loop goes on reading and delivering (one such fsync at a time;
+        without a running loop, at once)."""
+        if self._fd is None or not self._dirty or self._syncing:
             return
-        self.flush()
         self._dirty = False
         self._last_sync = time.monotonic()
-        future = self._fsync_beside(self._writer.fileno())
+        future = self._fsync_beside(self._fd)
         if future is not None:
             self._syncing = True
             future.add_done_callback(self._synced)
 
+    def _fsync_now(self, descriptor: int) -> None:
+        try:
+            os.fsync(descriptor)
+        except OSError as exc:
+            self.troubles.failed("fsync", exc)
+        else:
+            self.troubles.succeeded("fsync")
+
     def _fsync_beside(self, descriptor: int) -> asyncio.Future[None] | None:
         """fsync ``descriptor``'s file in a worker thread, on a duplicate that stays valid when
-        the segment is closed meanwhile; a failure is kept like a failed write. Without a
-        running loop (tools, tests) at once, and None."""
+        the segment is closed meanwhile; a failure is counted and logged. Without a running
+        loop (tools, tests) at once, and None."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            os.fsync(descriptor)
+            self._fsync_now(descriptor)
             return None
-        future = loop.run_in_executor(None, _fsync_and_close, os.dup(descriptor))
-        future.add_done_callback(self._fsync_failed)
+        try:
+            duplicate = os.dup(descriptor)
+        except OSError as exc:  # out of descriptors
+            self.troubles.failed("fsync", exc)
+            return None
+        future = loop.run_in_executor(None, _fsync_and_close, duplicate)
+        future.add_done_callback(self._fsynced)
         return future
 
-    def _fsync_failed(self, done: asyncio.Future[None]) -> None:
+    def _sync_directory(self) -> None:
+        """fsync the spool's directory (a segment created, the ack file renamed), so a power
+        cut keeps the name: inline with fsync ``always``, in a worker thread with
+        ``interval``, never with ``never``."""
+        if self.fsync == "never":
+            return
+        try:
+            loop = asyncio.get_running_loop() if self.fsync == "interval" else None
+        except RuntimeError:
+            loop = None
+        if loop is None:
+            try:
+                fsync_directory(self.directory)
+            except OSError as exc:
+                self.troubles.failed("fsync", exc)
+            return
+        loop.run_in_executor(None, fsync_directory, self.directory).add_done_callback(self._fsynced)
+
+    def _fsynced(self, done: asyncio.Future[None]) -> None:
         error = None if done.cancelled() else done.exception()
         if isinstance(error, OSError):
-            self._write_error = error.strerror or str(error)
+            self.troubles.failed("fsync", error)
+        elif error is None:
+            self.troubles.succeeded("fsync")
 
     def _synced(self, _: asyncio.Future[None]) -> None:
         self._syncing = False
@@ -380,18 +539,68 @@ class DiskSpool:
             self._events -= 1
             dropped.append(record)
         self._segments.remove(segment)
-        with contextlib.suppress(FileNotFoundError):
-            segment.path.unlink()
+        self._delete(segment.path)
         if self._ack_pos[0] == segment.first_seq:
             self._ack_pos = (self._segments[0].first_seq, 0)
         return True
+
+    def _delete(self, path: Path) -> None:
+        """Delete a segment taken off the books; a disk that refuses (read-only, I/O error)
+        is counted and logged, never raised (an acknowledgement must not fail over it)."""
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            self.troubles.failed("delete", exc)
+        else:
+            self.troubles.succeeded("delete")
+
+    # ---- the acknowledged position on disk ----------------------------------------------
+    def _persist_ack(self) -> None:
+        """Save the acknowledged position now if the last save is 100 ms old (or fsync is
+        ``always``), else once that is so: a crash replays at most ~100 ms of acks."""
+        wait = self._ack_written_at + ACK_WRITE_SECONDS - time.monotonic()
+        if wait <= 0 or self.fsync == "always":
+            self._save_ack()
+        else:
+            self._save_ack_in(wait)
+
+    def _save_ack_in(self, delay: float) -> None:
+        if self._ack_timer is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (tools, tests): the next ack or close saves it
+            return
+        self._ack_timer = loop.call_later(delay, self._deferred_ack)
+
+    def _deferred_ack(self) -> None:
+        self._ack_timer = None
+        self._save_ack()
+
+    def _save_ack(self) -> None:
+        """Write the acknowledged position (write, rename, fsync the directory); a failure
+        (disk full) is counted and logged, and retried a second later or at the next ack."""
+        self._ack_written_at = time.monotonic()
+        if self._ack_saved == self._acked_seq:
+            return
+        try:
+            replace_file(
+                self.directory / ACK_FILE, b"%d" % self._acked_seq, fsync=self.fsync == "always"
+            )
+        except OSError as exc:
+            self.troubles.failed("ack", exc)
+            self._save_ack_in(ACK_RETRY_SECONDS)
+            return
+        self._ack_saved = self._acked_seq
+        self.troubles.succeeded("ack")
+        self._sync_directory()
 
     # ---- reading ------------------------------------------------------------------------
     def _entries(self, segment: Segment, start: int) -> Iterator[tuple[int, Record, int]]:
         """Entries of ``segment`` from offset ``start``, read as they are taken: (seq, record,
         size on disk)."""
-        if self._writer is not None and segment is self._segments[-1]:
-            self._writer.flush()
         with segment.path.open("rb") as handle:
             handle.seek(start)
             while (entry := read_entry(handle)) is not None:
@@ -452,10 +661,7 @@ class DiskSpool:
     def _after_ack(self, moved: bool) -> None:
         if moved:
             self._forget_acked_segments()
-            now = time.monotonic()
-            if now - self._ack_written_at >= ACK_WRITE_SECONDS or self.fsync == "always":
-                self._write_ack()  # at most every 100 ms: a crash replays at most that much
-                self._ack_written_at = now
+            self._persist_ack()
         if self._events == 0:
             self._empty.set()
 
@@ -478,8 +684,11 @@ class DiskSpool:
         self.rewind()
 
     def flushed_to(self) -> tuple[int, int]:
-        """How far the files go once what is buffered is flushed (segment, offset)."""
+        """How far the files go (segment, offset); the acknowledged position while no
+        segment could be created yet (disk full at start)."""
         self.flush()
+        if not self._segments:
+            return self._ack_pos
         active = self._segments[-1]
         return active.first_seq, active.size
 
@@ -511,8 +720,7 @@ class DiskSpool:
             if not wholly_acked:
                 return
             self._segments.popleft()
-            with contextlib.suppress(FileNotFoundError):
-                first.path.unlink()
+            self._delete(first.path)
             if self._ack_pos[0] == first.first_seq:
                 self._ack_pos = (self._segments[0].first_seq, 0)
 

@@ -97,16 +97,42 @@ def scan_file(path: Path) -> SegmentScan:
         return scan(mm)
 
 
-def rewrite(path: Path, scan_result: SegmentScan) -> None:
-    """Replace ``path`` by its intact entries only (atomic: write, fsync, rename)."""
+def compacted(entries: list[Entry]) -> list[Entry]:
+    """The same entries, where they are once written one after the other from offset 0
+    (pure): the positions in a rewritten segment."""
+    moved: list[Entry] = []
+    offset = 0
+    for entry in entries:
+        end = offset + entry.end - entry.start
+        moved.append(Entry(entry.seq, offset, end))
+        offset = end
+    return moved
+
+
+def rewrite(path: Path, scan_result: SegmentScan) -> SegmentScan:
+    """Keep only ``path``'s intact entries; returns the scan of the file as it is now, with
+    the entries' positions in it. A torn tail alone is cut in place (no space needed, on a
+    full disk too); damage inside is rewritten atomically (write, fsync, rename)."""
+    entries = scan_result.entries
+    intact = sum(entry.end - entry.start for entry in entries)
+    if scan_result.damaged == 0 and (not entries or entries[-1].end == intact):
+        with path.open("r+b") as handle:
+            handle.truncate(intact)
+            os.fsync(handle.fileno())
+        return SegmentScan(entries=list(entries), size=intact)
     tmp = path.with_suffix(".rewrite")
-    with path.open("rb") as source, tmp.open("wb") as target:
-        for entry in scan_result.entries:
-            source.seek(entry.start)
-            target.write(source.read(entry.end - entry.start))
-        target.flush()
-        os.fsync(target.fileno())
-    tmp.replace(path)
+    try:
+        with path.open("rb") as source, tmp.open("wb") as target:
+            for entry in entries:
+                source.seek(entry.start)
+                target.write(source.read(entry.end - entry.start))
+            target.flush()
+            os.fsync(target.fileno())
+        tmp.replace(path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+    return SegmentScan(entries=compacted(entries), size=intact)
 
 
 def iter_segment_paths(directory: Path) -> Iterator[Path]:
