@@ -8,6 +8,8 @@
 #   scripts/services.sh stop NAME     stop kafka or redis, keeping its port and data
 #   scripts/services.sh start NAME    start it again on the same port with the same data
 #   scripts/services.sh env           print export lines (KAFKA_BOOTSTRAP, REDIS_URL)
+#   scripts/services.sh fetch         only fetch Kafka's jars and install redis-server; print the
+#                                     jars' folder (the soak, scripts/soak.sh, runs its own cluster)
 #
 # Where they listen is written to $RYZE_SERVICES_DIR/services.json (default .services/).
 # Kafka's jars come from Maven Central through Maven, cached in $RYZE_CACHE_DIR.
@@ -314,12 +316,17 @@ case "$cmd" in
             fi
         done
         ;;
+    fetch)
+        install_redis
+        fetch_kafka
+        echo "$KAFKA_LIBS"
+        ;;
     env)
         [[ -f "$JSON" ]] || die "services are not up"
         echo "export KAFKA_BOOTSTRAP=127.0.0.1:$(cat "$KAFKA_DIR/port")"
         echo "export REDIS_URL=redis://127.0.0.1:$(cat "$REDIS_DIR/port")/0"
         ;;
     *)
-        die "usage: $0 up|down|status|start NAME|stop NAME|env"
+        die "usage: $0 up|down|status|start NAME|stop NAME|env|fetch"
         ;;
 esac
