@@ -105,6 +105,11 @@ class Simulator:
         stats = self.server.stats.get(instance)
         return list(stats.ids) if stats else []
 
+    def sent_ids_with_times(self, instance: str) -> list[tuple[str, float]]:
+        """(id, Unix time it went out) of every frame sent, in send order."""
+        stats = self.server.stats.get(instance)
+        return list(zip(stats.ids, stats.sent_at, strict=True)) if stats else []
+
     def sent_frames(self, instance: str) -> list[bytes]:
         stats = self.server.stats.get(instance)
         return list(stats.frames) if stats else []
