@@ -31,7 +31,8 @@ from soak.redis import BRIDGE_USER, RedisServer
 from soak.schedule import Fault, build_schedule
 from soak.table import render
 
-RECOVERY_WAIT = 90.0  # how long the driver waits for recovery (the invariant says 60 s)
+RECOVERY_WAIT = 75.0  # how long the driver waits for recovery (the invariant says 60 s)
+DRAIN_WAIT = 45.0  # at the end, how long the spools may take to empty
 SCRAPE_EVERY = 1.0
 
 
@@ -339,7 +340,7 @@ class Soak:
         """Stop generating, let the bridges empty their spools (bounded), scrape last."""
         await self.knob("set_rate", rate=-1)
         await asyncio.sleep(3)
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + DRAIN_WAIT
         while time.monotonic() < deadline:
             empty = True
             for bridge in self.bridges.values():
@@ -413,7 +414,7 @@ class Soak:
         await asyncio.sleep(15)
         planned = []
         for fault in schedule:
-            if time.monotonic() - began + fault.duration + 20 > o.duration:
+            if time.monotonic() - began + fault.duration > o.duration:
                 break
             planned.append(fault)
             await self.run_fault(fault)

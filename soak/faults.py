@@ -188,14 +188,16 @@ async def bridge_kill(soak: Soak, fault: Fault) -> str:
         killed_at = time.time()
         await bridge.proc.wait(10)
         soak.kill_window(fault.bridge, killed_at)
+    # as systemd (KillMode=control-group) or a container runtime would: the dead bridge's
+    # shipper goes with it, before the new bridge starts
+    orphans = await reap(shippers, within=0.5)
     await asyncio.sleep(fault.duration)
-    orphans = await reap(shippers)
     bridge.start()
     soak.kill_window(fault.bridge, None)
     return f"bridge SIGKILLed, restarted after {fault.duration} s; orphaned shippers: {orphans}"
 
 
-async def reap(pids: list[int], within: float = 10.0) -> int:
+async def reap(pids: list[int], within: float) -> int:
     """Wait for ``pids`` to end; SIGKILL those still there; how many had to be killed."""
     deadline = time.monotonic() + within
     while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:

@@ -197,18 +197,24 @@ def unique_sent(sent: Iterable[Sent]) -> list[Sent]:
     return list(first.values())
 
 
-def duplicates(data: Collected) -> tuple[dict[str, int], list[str]]:
-    """Extra copies per frame id beyond the times it was sent; ids whose copies carry
-    different ``ryze-id`` values (not identifiable)."""
+def duplicates(data: Collected) -> tuple[list[tuple[str, float]], list[str]]:
+    """Each copy of a frame beyond the times it was sent, as (frame id, broker time of that
+    copy: the later copies are the extra ones); ids whose copies carry different ``ryze-id``
+    values (not identifiable)."""
     sent_times = Counter(s.frame_id for s in data.sent)
-    occurrences: Counter[str] = Counter()
+    copies: dict[str, list[float]] = defaultdict(list)
     ryze_ids: dict[str, set[str]] = defaultdict(set)
     for s in data.seen:
         if s.frame_id is not None:
-            occurrences[s.frame_id] += 1
+            copies[s.frame_id].append(s.acked_at)
             ryze_ids[s.frame_id].add(s.ryze_id)
-    extra = {f: n - sent_times[f] for f, n in occurrences.items() if n > sent_times[f] > 0}
-    unidentifiable = sorted(f for f in extra if len(ryze_ids[f]) > 1)
+    extra = [
+        (frame_id, at)
+        for frame_id, times in copies.items()
+        if len(times) > sent_times[frame_id] > 0
+        for at in sorted(times)[sent_times[frame_id] :]
+    ]
+    unidentifiable = sorted({f for f, _ in extra if len(ryze_ids[f]) > 1})
     return extra, unidentifiable
 
 
@@ -264,27 +270,29 @@ def isolation(data: Collected) -> list[dict[str, Any]]:
     return out
 
 
-def accounting(data: Collected, extra: dict[str, int], why: dict[str, str]) -> dict[str, Any]:
-    """Per instance: received - filtered against published (less duplicates) + DLQ + counted
-    drops; the difference may be as large as the instance's kill tail."""
+def accounting(
+    data: Collected, extra: list[tuple[str, float]], why: dict[str, str]
+) -> dict[str, Any]:
+    """Per instance: received - filtered against published + DLQ + counted drops. The
+    published counter counts a re-publish again, and misses what a SIGKILLed process
+    published after its last scrape: the difference may be as large as the instance's
+    duplicates plus its kill tail."""
     dlq = Counter(s.instance for s in data.seen if s.dlq_reason is not None)
-    dup: Counter[str] = Counter()
-    for frame_id, n in extra.items():
-        dup[frame_id.rsplit("-", 1)[0]] += n
+    dup = Counter(frame_id.rsplit("-", 1)[0] for frame_id, _ in extra)
     tails = Counter(f.rsplit("-", 1)[0] for f, w in why.items() if w == "tail_at_bridge_kill")
     out = {}
     for instance, c in sorted(data.counts.items()):
         left = c.received - c.filtered
-        right = c.published - dup[instance] + dlq[instance] + sum(c.drops.values())
-        diff = left - right
+        right = c.published + dlq[instance] + sum(c.drops.values())
+        allowed = dup[instance] + tails[instance]
         out[instance] = {
             "received_minus_filtered": left,
-            "published_minus_duplicates": c.published - dup[instance],
+            "published": c.published,
             "dlq": dlq[instance],
             "drops": dict(c.drops),
-            "difference": diff,
-            "allowed": tails[instance],
-            "ok": abs(diff) <= tails[instance],
+            "difference": left - right,
+            "allowed": allowed,
+            "ok": abs(left - right) <= allowed,
         }
     return out
 
@@ -297,10 +305,9 @@ def verdict(data: Collected) -> Verdict:
     unexplained = [x for x in losses if x["why"] == "unexplained"]
     dup_bound = data.batch_max_records
     per_fault_dups: Counter[int] = Counter()
-    sent_at = {s.frame_id: s.at for s in data.sent}
-    for frame_id, n in extra.items():
-        fault = fault_at(sent_at.get(frame_id, 0.0), data.faults)
-        per_fault_dups[fault.index if fault else -1] += n
+    for _, at in extra:
+        fault = fault_at(at, data.faults)
+        per_fault_dups[fault.index if fault else -1] += 1
     over = {k: v for k, v in per_fault_dups.items() if v > dup_bound}
     violations = order_violations(data.seen)
     iso = isolation(data)
@@ -316,7 +323,7 @@ def verdict(data: Collected) -> Verdict:
         Check(
             "duplicates_bounded",
             not over and not unidentifiable,
-            f"{sum(extra.values())} duplicates; bound {dup_bound} per fault; "
+            f"{len(extra)} duplicates; bound {dup_bound} per fault; "
             f"{len(over)} faults over it; {len(unidentifiable)} ids with differing ryze-id",
             {"per_fault": dict(per_fault_dups), "over": over},
         ),
@@ -363,7 +370,7 @@ def recovered(fault: FaultRun) -> bool:
     return fault.recovered_at - fault.ended <= LIVENESS_SECONDS
 
 
-def table_rows(data: Collected, why: dict[str, str], extra: dict[str, int]) -> list[Row]:
+def table_rows(data: Collected, why: dict[str, str], extra: list[tuple[str, float]]) -> list[Row]:
     """One row per fault kind (and one for frames sent before the first fault)."""
     rows: dict[str, Row] = {}
     for fault in data.faults:
@@ -388,5 +395,8 @@ def table_rows(data: Collected, why: dict[str, str], extra: dict[str, int]) -> l
         else:
             reason = why.get(sent.frame_id, "unexplained")
             row.lost[reason] = row.lost.get(reason, 0) + 1
-        row.duplicated += extra.get(sent.frame_id, 0)
+    for _, at in extra:  # a duplicate belongs to the fault under which it was published
+        under = fault_at(at, data.faults)
+        kind = under.kind if under else NO_FAULT
+        rows.setdefault(kind, Row(kind)).duplicated += 1
     return sorted(rows.values(), key=lambda r: (r.kind != NO_FAULT, r.kind))

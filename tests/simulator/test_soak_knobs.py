@@ -3,8 +3,11 @@ binary, invalid UTF-8, byte-identical copies) and 429 answers to upgrades."""
 
 from __future__ import annotations
 
+import time
+
 import orjson
 import pytest
+from aiohttp import ClientSession
 from websockets.exceptions import InvalidStatus
 
 from bridge.simulator import Simulator
@@ -72,3 +75,26 @@ async def test_reject_upgrades_answers_429_then_lets_upgrades_through(with_reset
         async with await open_ws(sim):
             await wait_until(lambda: sim.stats(SHOP)["open_sockets"] == 1)
         assert sim.stats(SHOP)["rejected"] == {"429": 2}
+
+
+async def test_ids_come_with_their_send_times_over_control() -> None:
+    """``GET /_sim/ids/{instance}?times=1`` answers ``[id, Unix time]`` pairs in send order,
+    the times within the test's own clock readings; without ``times`` it answers ids."""
+    async with Simulator(sim_config()) as sim:
+        await configure(sim)
+        sim.pause(SHOP)
+        async with await open_ws(sim) as ws:
+            await wait_until(lambda: sim.stats(SHOP)["open_sockets"] == 1)
+            before = time.time()
+            await sim.burst(SHOP, 3, "message.status")
+            after = time.time()
+            await recv_raw(ws, 3)
+        async with ClientSession() as http:
+            async with http.get(f"{sim.base_url}/_sim/ids/{SHOP}?times=1") as answer:
+                pairs = await answer.json()
+            async with http.get(f"{sim.base_url}/_sim/ids/{SHOP}") as answer:
+                ids = await answer.json()
+        assert [p[0] for p in pairs] == ids == sim.sent_ids(SHOP)
+        assert len(ids) == 3
+        assert all(before <= p[1] <= after for p in pairs)
+        assert [p[1] for p in pairs] == sorted(p[1] for p in pairs)
