@@ -285,7 +285,7 @@ class Soak:
         )
         started = time.time()
         try:
-            note = await FAULTS[fault.kind](self, fault)
+            note = await asyncio.wait_for(FAULTS[fault.kind](self, fault), fault.duration + 120)
         except Exception as exc:  # noqa: BLE001 - reported, the soak goes on
             note = f"the fault could not be done as planned: {type(exc).__name__}: {exc}"
             self.say(note)
@@ -367,7 +367,9 @@ class Soak:
     async def collect(self) -> Collected:
         sent = await self.sent()
         topics = [t for i in self.bridges["kafka"].instances for t in topics_of(i)] + ["ryze.dlq"]
-        kafka_seen, kafka_raw = await read_kafka(self.kafka.bootstrap, topics, self.generations)
+        kafka_seen, kafka_raw = await read_kafka(
+            self.kafka.bootstrap, topics, self.generations, within=300
+        )
         async with self.redis.client() as client:
             redis_seen, redis_raw = await read_redis(client)
         tokens = list(self.tokens.values())
@@ -462,9 +464,15 @@ class Soak:
         (o.out / "table.txt").write_text(table)
         logs = o.out / "logs"
         logs.mkdir(exist_ok=True)
-        for path in o.work.rglob("*.log"):
-            if path.stat().st_size < 200 * 1024 * 1024:
-                shutil.copy(path, logs / f"{path.parent.name}-{path.name}")
+        wanted = [
+            *o.work.glob("*.log"),
+            *o.work.glob("kafka/node*/*.log"),
+            o.work / "redis/redis.log",
+        ]
+        for path in wanted:
+            if path.is_file() and path.stat().st_size < 200 * 1024 * 1024:
+                name = path.name if path.parent == o.work else f"{path.parent.name}-{path.name}"
+                shutil.copy(path, logs / name)
 
     async def tear_down(self) -> None:
         """Stop everything this soak started, unmount its tmpfs mounts (also on errors)."""

@@ -313,6 +313,12 @@ def verdict(data: Collected) -> Verdict:
     iso = isolation(data)
     late = [f for f in data.faults if not recovered(f)]
     books = accounting(data, extra, why)
+    dlq_rejected = {
+        i: int(c.drops.get("dlq_rejected", 0))
+        for i, c in data.counts.items()
+        if c.drops.get("dlq_rejected", 0)
+    }
+    rejected = sum(dlq_rejected.values())
     checks = [
         Check(
             "no_loss",
@@ -352,6 +358,13 @@ def verdict(data: Collected) -> Verdict:
             all(v["ok"] for v in books.values()),
             f"{sum(not v['ok'] for v in books.values())} instances whose counters do not add up",
             {"instances": books},
+        ),
+        Check(
+            "dlq_writes_kept",
+            not rejected,
+            f"{rejected} records dropped because the DLQ refused them (the contract keeps "
+            "them in the spool)",
+            {"by_instance": dlq_rejected},
         ),
         Check(
             "no_token_leak",

@@ -162,3 +162,15 @@ def test_accounting_adds_up_received_against_published_dlq_and_drops() -> None:
 def test_a_token_found_anywhere_fails() -> None:
     """Any place reported holding a token fails no_token_leak."""
     assert not check(collected([], [], leaks=["kafka: token of length 32"]), "no_token_leak")
+
+
+def test_a_record_the_dlq_refused_and_dropped_fails() -> None:
+    """A counted drop explains a loss, but a drop because the DLQ refused the record breaks
+    the contract (a failed DLQ write keeps the record in the spool): dlq_writes_kept fails."""
+    sends = [sent(A, 1, 1), sent(A, 2, 2)]
+    counts = {A: Counts(received=2, published=1, drops={"dlq_rejected": 1})}
+    data = collected(sends, [seen(A, 1, 1)], counts=counts)
+    assert check(data, "no_loss")
+    assert not check(data, "dlq_writes_kept")
+    ok = {A: Counts(received=2, published=1, drops={"spool_full": 1})}
+    assert check(collected(sends, [seen(A, 1, 1)], counts=ok), "dlq_writes_kept")
