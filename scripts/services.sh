@@ -8,6 +8,8 @@
 #   scripts/services.sh stop NAME     stop kafka or redis, keeping its port and data
 #   scripts/services.sh start NAME    start it again on the same port with the same data
 #   scripts/services.sh env           print export lines (KAFKA_BOOTSTRAP, REDIS_URL)
+#   scripts/services.sh fetch         only fetch Kafka's jars and install redis-server; print the
+#                                     jars' folder (the soak, scripts/soak.sh, runs its own cluster)
 #   scripts/services.sh kafka-acls ARGS  Kafka's AclCommand against the PLAINTEXT listener
 #                                     (e.g. --add --deny-principal User:bridge --operation Write
 #                                     --topic T); fault tests revoke writes with it at runtime
@@ -89,12 +91,20 @@ fetch_kafka() {
     if [[ -f "$KAFKA_LIBS/.complete" ]]; then return; fi
     command -v mvn >/dev/null || die "mvn not found (Java 17 and Maven are needed for Kafka)"
     command -v java >/dev/null || die "java not found"
-    say "fetching Apache Kafka $KAFKA_VERSION from Maven Central"
-    rm -rf "$KAFKA_LIBS"
-    mkdir -p "$KAFKA_LIBS"
-    mvn -q -B -f "$ROOT/scripts/kafka/pom.xml" dependency:copy-dependencies \
-        -DincludeScope=runtime -DoutputDirectory="$KAFKA_LIBS" >&2
-    touch "$KAFKA_LIBS/.complete"
+    mkdir -p "$CACHE"
+    # one fetch at a time: two scripts started together (a test run beside a soak) would
+    # otherwise delete and copy the same folder at once
+    exec 9>"$CACHE/.kafka-$KAFKA_VERSION.lock"
+    flock -w 900 9 || die "another fetch of Kafka holds $CACHE/.kafka-$KAFKA_VERSION.lock"
+    if [[ ! -f "$KAFKA_LIBS/.complete" ]]; then
+        say "fetching Apache Kafka $KAFKA_VERSION from Maven Central"
+        rm -rf "$KAFKA_LIBS"
+        mkdir -p "$KAFKA_LIBS"
+        mvn -q -B -f "$ROOT/scripts/kafka/pom.xml" dependency:copy-dependencies \
+            -DincludeScope=runtime -DoutputDirectory="$KAFKA_LIBS" >&2
+        touch "$KAFKA_LIBS/.complete"
+    fi
+    exec 9>&-
 }
 
 kafka_java() { java -Xms128m -Xmx768m -XX:+UseG1GC -Dlog4j2.configurationFile="$KAFKA_DIR/log4j2.properties" -cp "$KAFKA_LIBS/*" "$@"; }
@@ -332,12 +342,17 @@ case "$cmd" in
             org.apache.kafka.tools.AclCommand \
             --bootstrap-server "127.0.0.1:$(cat "$KAFKA_DIR/port")" "$@"
         ;;
+    fetch)
+        install_redis
+        fetch_kafka
+        echo "$KAFKA_LIBS"
+        ;;
     env)
         [[ -f "$JSON" ]] || die "services are not up"
         echo "export KAFKA_BOOTSTRAP=127.0.0.1:$(cat "$KAFKA_DIR/port")"
         echo "export REDIS_URL=redis://127.0.0.1:$(cat "$REDIS_DIR/port")/0"
         ;;
     *)
-        die "usage: $0 up|down|status|start NAME|stop NAME|env|kafka-acls ARGS"
+        die "usage: $0 up|down|status|start NAME|stop NAME|env|fetch|kafka-acls ARGS"
         ;;
 esac

@@ -105,6 +105,11 @@ class Simulator:
         stats = self.server.stats.get(instance)
         return list(stats.ids) if stats else []
 
+    def sent_ids_with_times(self, instance: str) -> list[tuple[str, float]]:
+        """(id, Unix time it went out) of every frame sent, in send order."""
+        stats = self.server.stats.get(instance)
+        return list(zip(stats.ids, stats.sent_at, strict=True)) if stats else []
+
     def sent_frames(self, instance: str) -> list[bytes]:
         stats = self.server.stats.get(instance)
         return list(stats.frames) if stats else []
@@ -187,6 +192,37 @@ class Simulator:
 
     async def send_without_event(self, instance: str) -> bool:
         return await self.send_raw(instance, b'{"data": {"id": "no-event"}, "instanceData": {}}')
+
+    async def send_malformed_id(self, instance: str) -> str | None:
+        """Truncated JSON that holds a frame id (counted as sent) and the token; its id."""
+        frame_id, frame = self.server.factory(instance).build("message.exchange")
+        cut = frame[: frame.index(b'"instanceData"')] + b'"token":"'
+        cut += self.server.account.instances[instance].token.encode() + b'"'
+        return frame_id if await self.server.send_raw(instance, cut, frame_id) else None
+
+    async def send_binary(self, instance: str) -> str | None:
+        """A well-formed frame in a binary WebSocket message; its id."""
+        frame_id, frame = self.server.factory(instance).build("message.status")
+        sent = await self.server.send_raw(instance, frame, frame_id, opcode="binary")
+        return frame_id if sent else None
+
+    async def send_invalid_utf8(self, instance: str) -> str | None:
+        """A text message whose bytes are not UTF-8 (a 0xff inside a string); its id."""
+        frame_id, frame = self.server.factory(instance).build("label.update")
+        bad = frame.replace(b'"id":"', b'"bad":"\xff\xfe","id":"', 1)
+        sent = await self.server.send_raw(instance, bad, frame_id, opcode="raw_text")
+        return frame_id if sent else None
+
+    async def send_duplicate(self, instance: str, copies: int = 2) -> str | None:
+        """The same frame, byte for byte, ``copies`` times (each counted as sent); its id."""
+        frame_id, frame = self.server.factory(instance).build("message.status")
+        sent = [await self.server.send_raw(instance, frame, frame_id) for _ in range(copies)]
+        return frame_id if all(sent) else None
+
+    def reject_upgrades(self, instance: str, count: int, with_reset: bool = True) -> None:
+        """Answer the instance's next ``count`` upgrades 429 (``with_reset``: carrying
+        ``X-RateLimit-Reset`` one second ahead; else with no Reset header)."""
+        self.server.refuse_upgrades[instance] = (count, with_reset)
 
     async def send_huge(self, instance: str, size: int) -> str | None:
         frame_id, frame = self.server.factory(instance).huge(size)

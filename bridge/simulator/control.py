@@ -1,10 +1,12 @@
 """Control endpoints for tests that run the simulator as a separate process (no token).
 
-``GET /_sim/stats`` — all counters; ``GET /_sim/ids/{instance}`` — ids of frames sent;
+``GET /_sim/stats`` — all counters; ``GET /_sim/ids/{instance}`` — ids of frames sent
+(``?times=1``: ``[id, Unix time sent]`` pairs);
 ``GET /_sim/frames/{instance}`` — the frames sent (when recording);
 ``POST /_sim/{knob}`` with a JSON object of the knob's arguments, one of:
 drop, drop_every, stop_dropping, stall, resume, pause, set_rate, set_mix, burst,
-send_malformed, send_without_event, send_huge, add_instance, remove_instance, set_config,
+send_malformed, send_without_event, send_huge, send_malformed_id, send_binary,
+send_invalid_utf8, send_duplicate, reject_upgrades, add_instance, remove_instance, set_config,
 reset_counters.
 """
 
@@ -34,6 +36,11 @@ KNOBS = frozenset(
         "send_malformed",
         "send_without_event",
         "send_huge",
+        "send_malformed_id",
+        "send_binary",
+        "send_invalid_utf8",
+        "send_duplicate",
+        "reject_upgrades",
         "add_instance",
         "remove_instance",
         "set_config",
@@ -47,7 +54,10 @@ def add_control_routes(app: web.Application, sim: Simulator) -> None:
         return web.json_response(sim.all_stats())
 
     async def ids(request: web.Request) -> web.Response:
-        return web.json_response(sim.sent_ids(request.match_info["instance"]))
+        name = request.match_info["instance"]
+        if request.query.get("times"):
+            return web.json_response(sim.sent_ids_with_times(name))
+        return web.json_response(sim.sent_ids(name))
 
     async def frames(request: web.Request) -> web.Response:
         sent = sim.sent_frames(request.match_info["instance"])

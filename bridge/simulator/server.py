@@ -9,6 +9,7 @@ ownership and existence (403/404) → the endpoint's own rules.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -100,6 +101,7 @@ class SimulatorServer:
         self.rates: dict[str, float] = {}
         self.stalled_until: dict[str, float] = {}
         self.paused: set[str] = set()
+        self.refuse_upgrades: dict[str, tuple[int, bool]] = {}  # name -> (left, with Reset)
         self.base_url = ""
         for name, token in config.instances.items():
             self.add_instance(name, token)
@@ -232,6 +234,10 @@ class SimulatorServer:
     async def upgrade(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["instance"]
         stats = self.stats.setdefault(name, InstanceStats())
+        refused = self.upgrade_refused(name)
+        if refused is not None:
+            stats.rejected[refused.status] += 1
+            return refused
         try:
             instance, verdict = self.admit(request, name)
             if instance.config is None or not instance.config.enabled:
@@ -348,20 +354,38 @@ class SimulatorServer:
         self.pool_positions[name] = (index + 1) % len(pool)
         return pool[index]
 
-    async def send_raw(self, name: str, frame: bytes, frame_id: str | None = None) -> bool:
-        """Send ``frame`` as a text frame to every socket of the instance."""
+    async def send_raw(
+        self, name: str, frame: bytes, frame_id: str | None = None, opcode: str = "text"
+    ) -> bool:
+        """Send ``frame`` to every socket of the instance: as a text frame (``text``, decoded
+        and re-encoded, so invalid UTF-8 is replaced), as a binary frame (``binary``), or as
+        a text frame carrying the bytes unchanged (``raw_text``: invalid UTF-8 stays so)."""
         sockets = [s for s in self.sockets.get(name, []) if not s.ws.closed]
         if not sockets:
             return False
-        text = frame.decode("utf-8", "replace")
+        payload = frame.decode("utf-8", "replace").encode("utf-8") if opcode == "text" else frame
+        kind = WSMsgType.BINARY if opcode == "binary" else WSMsgType.TEXT
         for socket in sockets:
             try:
-                await socket.ws.send_str(text)
+                await socket.ws.send_frame(payload, kind)
             except (ConnectionError, RuntimeError):
                 continue
-        sent = text.encode("utf-8") if self.config.record_frames else None
-        self.stats[name].record(frame_id, sent)  # the bytes that went out
+        self.stats[name].record(frame_id, payload if self.config.record_frames else None)
         return True
+
+    def upgrade_refused(self, name: str) -> web.Response | None:
+        """A 429 for this upgrade when the ``reject_upgrades`` knob still has some to refuse
+        (with or without ``X-RateLimit-Reset``), else None."""
+        left, with_reset = self.refuse_upgrades.get(name, (0, True))
+        if left <= 0:
+            return None
+        self.refuse_upgrades[name] = (left - 1, with_reset)
+        reset = math.ceil(time.time()) + 1
+        headers = Verdict(False, self.config.rate_limit, 0, reset).headers()
+        if not with_reset:
+            del headers["X-RateLimit-Reset"]
+        body = {"success": False, "error": {"message": MSG_RATE_LIMITED}}
+        return web.json_response(body, status=429, headers=headers)
 
 
 class _RefusalError(Exception):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,12 +21,14 @@ class InstanceStats:
     unheard: int = 0  # events emitted while the instance had no socket (always_emit)
     config_posts: int = 0
     ids: list[str] = field(default_factory=list)
+    sent_at: list[float] = field(default_factory=list)  # Unix time each id went out
     frames: list[bytes] = field(default_factory=list)
 
     def record(self, frame_id: str | None, frame: bytes | None) -> None:
         self.frames_sent += 1
         if frame_id is not None and len(self.ids) < MAX_IDS:
             self.ids.append(frame_id)
+            self.sent_at.append(time.time())
         if frame is not None:
             self.frames.append(frame)
 
