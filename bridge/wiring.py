@@ -71,13 +71,15 @@ def build_router(settings: Settings) -> Router:
 
 
 def max_value_bytes(settings: Settings) -> int:
-    """The largest value the configured sink takes (bigger frames go to the DLQ)."""
+    """The largest value published: what the configured sink takes and at most
+    ``upstream.max_frame_bytes`` (bigger frames go to the DLQ, cut to fit)."""
     sink = settings.sink
+    accepted = settings.upstream.max_frame_bytes
     if sink.kind == "kafka":
-        return sink.kafka.max_request_bytes - KAFKA_RECORD_OVERHEAD
+        return min(accepted, sink.kafka.max_request_bytes - KAFKA_RECORD_OVERHEAD)
     if sink.kind == "redis":
-        return sink.redis.max_entry_bytes
-    return settings.upstream.max_frame_bytes
+        return min(accepted, sink.redis.max_entry_bytes)
+    return accepted
 
 
 def upstream_ssl(settings: Settings) -> ssl.SSLContext | None:

@@ -8,8 +8,10 @@ Between sessions the source decides, from what went wrong, what to do before the
 - 400 on upgrade (config missing or disabled) → run ensure again, then retry;
 - 401 / 403 / 404 → the instance is *failed*: reported, retried slowly (a token may be fixed);
 - 429 → wait until ``X-RateLimit-Reset`` (without a usable one: the backoff, like any failure);
-- a message over ``max_frame_bytes`` → the library closes the socket (1009) without handing the
-  message over: reported as ``frame_too_large`` (the runner counts the drop), then a reconnect;
+- a message over ``max_frame_bytes`` is still read, up to twice that (the pipeline dead-letters
+  it with its first bytes, the socket stays open); over twice that the library closes the
+  socket (1009) without handing the message over: reported as ``frame_too_large`` (the runner
+  counts the drop), then a reconnect;
 - anything else → exponential backoff with full jitter, reset after a healthy session.
 
 Every upgrade spends one request of the token's bucket. The token goes in the ``token``
@@ -137,6 +139,13 @@ def upgrade_error(exc: InvalidStatus, instance: str) -> UpstreamError:
     return UpstreamUnavailableError(text, status=status)
 
 
+def socket_limit(max_frame_bytes: int) -> int:
+    """The largest message read off a socket (pure): twice the accepted size, so a message
+    somewhat over it reaches the DLQ with its first bytes instead of closing the socket (which
+    would lose what follows it on the wire); the library closes on anything larger."""
+    return 2 * max_frame_bytes
+
+
 def ws_url(base_url: str, instance: str) -> str:
     """``wss://host/ws/{instance}`` from the REST base URL (pure)."""
     base = base_url.rstrip("/")
@@ -201,7 +210,7 @@ class InstanceSource:
                 additional_headers={"token": self._token.get_secret_value()},
                 create_connection=WatchedConnection,
                 open_timeout=self.settings.open_timeout,
-                max_size=self.settings.max_frame_bytes,
+                max_size=socket_limit(self.settings.max_frame_bytes),
                 max_queue=64,
                 ping_interval=20,
                 ping_timeout=20,

@@ -217,9 +217,9 @@ def gap_details(tmp_path: Path, instance: str) -> list[str | None]:
 
 
 async def test_a_frame_over_the_limit_is_a_counted_drop_and_a_gap_marker(tmp_path: Path) -> None:
-    """A message larger than ``upstream.max_frame_bytes`` (which the WebSocket library closes
-    the socket on without handing it over) is counted as received and dropped with reason
-    ``frame_too_large``; the reconnect's gap marker names it, and frames sent after the
+    """A message larger than twice ``upstream.max_frame_bytes`` (which the WebSocket library
+    closes the socket on without handing it over) is counted as received and dropped with
+    reason ``frame_too_large``; the reconnect's gap marker names it, and frames sent after the
     reconnect are delivered."""
     tokens = {"shop-a": "tok-huge-a-3333"}
     async with Simulator(SimConfig(instances=tokens, rate=50, record_frames=True)) as sim:
@@ -233,7 +233,7 @@ async def test_a_frame_over_the_limit_is_a_counted_drop_and_a_gap_marker(tmp_pat
         async with running_bridge(settings) as bridge:
             await eventually(lambda: sim.stats("shop-a")["frames_sent"] >= 20)
             sim.pause("shop-a")  # nothing else in flight on the socket the huge frame closes
-            assert await sim.send_huge("shop-a", 300_000) is not None
+            assert await sim.send_huge("shop-a", 250_000) is not None
             await eventually(lambda: sim.stats("shop-a")["upgrades"] >= 2, 15)
             sim.resume("shop-a")
             sent_after = sim.stats("shop-a")["frames_sent"]
@@ -256,3 +256,37 @@ async def test_a_frame_over_the_limit_is_a_counted_drop_and_a_gap_marker(tmp_pat
         delivered = set(delivered_ids(tmp_path, "shop-a"))
         sent = sim.sent_ids("shop-a")
         assert len(set(sent) - delivered) == 1  # the huge one, and nothing else
+
+
+async def test_a_frame_somewhat_over_the_limit_goes_to_the_dlq_and_keeps_the_socket(
+    tmp_path: Path,
+) -> None:
+    """A message over ``upstream.max_frame_bytes`` but within twice that is read whole and
+    dead-lettered as ``too_large`` with its first bytes (the frame's id among them, the token
+    cut); the socket stays open and the frames around it are delivered."""
+    tokens = {"shop-a": "tok-huge-b-4444"}
+    async with Simulator(SimConfig(instances=tokens, rate=50, record_frames=True)) as sim:
+        settings = settings_for(
+            sim.base_url,
+            tmp_path,
+            instances={"shop-a": {"token": tokens["shop-a"]}},
+            sink={**file_sink(tmp_path), "dlq": str(tmp_path / "dlq.jsonl")},
+            upstream={"max_frame_bytes": 100_000},
+        )
+        async with running_bridge(settings) as bridge:
+            await eventually(lambda: sim.stats("shop-a")["frames_sent"] >= 20)
+            huge_id = await sim.send_huge("shop-a", 150_000)
+            assert huge_id is not None
+            after = sim.stats("shop-a")["frames_sent"]
+            await eventually(lambda: sim.stats("shop-a")["frames_sent"] >= after + 20)
+            sim.pause("shop-a")
+            sent = sim.sent_ids("shop-a")
+            await eventually(lambda: len(delivered_ids(tmp_path, "shop-a")) == len(sent) - 1)
+            assert bridge.runners["shop-a"].status.reconnects == 0
+        assert set(sent) - set(delivered_ids(tmp_path, "shop-a")) == {huge_id}
+        lines = (tmp_path / "dlq.jsonl").read_bytes().splitlines()
+        letters = [orjson.loads(line) for line in lines]
+        assert [letter["reason"] for letter in letters] == ["too_large"]
+        assert huge_id in letters[0]["data_text"]  # the first bytes, cut to fit
+        assert len(letters[0]["data_text"]) < 100_000
+        assert tokens["shop-a"] not in str(letters[0])
