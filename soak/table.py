@@ -39,7 +39,8 @@ def cells(row: Row) -> tuple[str, ...]:
 
 
 def render(rows: Sequence[Row], checks: Sequence[Check]) -> str:
-    """The table, a total line, then one line per invariant (PASS/FAIL and its detail)."""
+    """The table, a total line, one line per invariant (PASS/FAIL and its detail), and a
+    closing line counting the invariants that held and failed."""
     body = [HEADER, *(cells(r) for r in rows)]
     total = Row("total")
     for r in rows:
@@ -59,4 +60,6 @@ def render(rows: Sequence[Row], checks: Sequence[Check]) -> str:
     lines.insert(len(lines) - 1, "  ".join("-" * w for w in widths))
     lines.append("")
     lines.extend(f"{'PASS' if c.ok else 'FAIL'}  {c.name}: {c.detail}" for c in checks)
+    passed = sum(1 for c in checks if c.ok)
+    lines.append(f"soak: {passed} passed, {len(checks) - passed} failed")  # the closing line
     return "\n".join(lines) + "\n"
