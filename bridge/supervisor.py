@@ -142,16 +142,13 @@ class Supervisor:
             and fencing is None
             and isinstance(self.spool, DiskSpool)
         ):
-            return ShipperDelivery(
-                settings, self.spool, self.metrics, environ=self.environ, on_fatal=self._fail
-            )
+            return ShipperDelivery(settings, self.spool, self.metrics, environ=self.environ)
         return Delivery(
             settings,
             self.spool,
             self.metrics,
             sink=sink,
             environ=self.environ,
-            on_fatal=self._fail,
             fencing=fencing,
         )
 
@@ -517,7 +514,9 @@ class Supervisor:
                 return
 
     def _fail(self, error: str) -> None:
-        """The sink cannot work as configured: stop the process (exit 1)."""
+        """Something that will not fix itself (the cluster's coordination): stop the process
+        (exit 1). A sink that cannot start is not such a thing: it is retried, readiness
+        false meanwhile."""
         self._fatal = error
         self._stop.set()
 
@@ -532,6 +531,9 @@ class Supervisor:
         ready = readiness(
             sink_ok, instances, admin.ready_min_connected_ratio, admin.ready_max_silence_seconds
         )
+        problem = self.delivery.problem
+        if problem is not None:
+            ready = Readiness(False, (*ready.reasons, f"sink: {problem}"))
         if self.settings.cluster.ready_requires_shards and not self.owned:
             return Readiness(False, (*ready.reasons, "this replica owns no shards"))
         return ready
