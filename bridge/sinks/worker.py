@@ -5,13 +5,14 @@ The worker reads ahead into a bounded *window* of records handed out by the spoo
 by ``max_in_flight_bytes``; when full it reads nothing more). Each record waits in the
 *lane* of its destination (a Kafka topic, a Redis stream, the file, the DLQ): a lane has at
 most one publish in flight, so its records go out in order, and several publish calls run
-at once on disjoint sets of lanes (``max_calls``), so a slow destination does not stall the
-others. A record settles when the broker accepted it, or when it was refused for good and
-its DLQ copy was accepted; the window's leading settled records are acknowledged to the
-spool. A transient failure puts back only the records that failed, at the head of their
-lane, and backs that lane off (exponential, full jitter); a record the broker accepted is
-never published again by this worker. A DLQ copy that is refused or fails stays unsettled
-and is retried the same way: nothing is dropped here.
+at once on disjoint sets of lanes (``max_calls``; a call slow for 2 s gives its place up),
+so a slow destination does not stall the others; a lane that failed or was slow lately goes
+in a call of its own. A record settles when the broker accepted it, or when it was refused
+for good and its DLQ copy was accepted; the window's leading settled records are
+acknowledged to the spool. A transient failure puts back only the records that failed, at
+the head of their lane, and backs that lane off (exponential, full jitter); a record the
+broker accepted is never published again by this worker. A DLQ copy that is refused or
+fails stays unsettled and is retried the same way: nothing is dropped here.
 
 After a crash the spool hands out everything unacknowledged again, so at most one window is
 published twice, whatever the length of an outage. Nothing here ever blocks a socket reader.
@@ -38,7 +39,9 @@ from bridge.spool import READ_MAX_BYTES, SpoolReader
 log = get_logger(__name__)
 TOO_LARGE_KEEP = 64 * 1024
 MAX_IN_FLIGHT_BYTES = 64 * 1024 * 1024
-MAX_CALLS = 4  # publish calls in flight at once, on disjoint destinations
+MAX_CALLS = 16  # publish calls in flight at once (not counting slow ones), disjoint lanes
+MAX_CALLS_WITH_SLOW = 64  # ... and with the slow ones
+SLOW_CALL_SECONDS = 2.0  # a call this old is slow: it no longer holds a place
 STOP_CALLS_SECONDS = 5.0
 
 
@@ -97,6 +100,7 @@ class Lane:
     busy: bool = False
     queued: bool = False  # in the worker's ready list
     attempt: int = 0
+    solo: bool = False  # failed or slow lately: goes in a call of its own
     ready_at: float = 0.0
     error: str = ""
 
@@ -125,6 +129,7 @@ class SinkWorker:
         retry: RetryPolicy | None = None,
         max_in_flight_bytes: int = MAX_IN_FLIGHT_BYTES,
         max_calls: int = MAX_CALLS,
+        slow_call_seconds: float = SLOW_CALL_SECONDS,
     ) -> None:
         self.sink = sink
         self.spool = spool
@@ -135,6 +140,7 @@ class SinkWorker:
         self.retry = retry or RetryPolicy()
         self.max_in_flight_bytes = max_in_flight_bytes
         self.max_calls = max_calls
+        self.slow_call_seconds = slow_call_seconds
         self._window: deque[Slot] = deque()
         self._window_bytes = 0
         self._lanes: dict[str, Lane] = {}
@@ -256,24 +262,38 @@ class SinkWorker:
                     self._ready.append(lane)
 
     def _next_wake(self) -> float | None:
-        if not self._backing_off:
+        """Seconds until a backoff ends or, with lanes waiting for a place, until a call in
+        flight turns slow (and gives its place up); None: nothing to wait for but events."""
+        moments = [lane.ready_at for lane in self._backing_off.values()]
+        if self._ready:
+            moments.extend(call.started + self.slow_call_seconds for call in self._calls.values())
+        if not moments:
             return None
-        first = min(lane.ready_at for lane in self._backing_off.values())
-        return max(0.0, first - time.monotonic())
+        return max(0.0, min(moments) - time.monotonic())
+
+    def _free_calls(self, now: float) -> int:
+        """How many more calls may start: ``max_calls`` minus those in flight that are not
+        slow yet, and never more than ``MAX_CALLS_WITH_SLOW`` in all."""
+        slow_since = now - self.slow_call_seconds
+        active = sum(1 for call in self._calls.values() if call.started > slow_since)
+        return min(self.max_calls - active, MAX_CALLS_WITH_SLOW - len(self._calls))
 
     def _dispatch(self) -> None:
-        """Start publish calls for the ready lanes, while fewer than ``max_calls`` run: a lane
-        retrying after a failure goes alone (it may be slow again), the others share the free
-        calls."""
-        while self._ready and len(self._calls) < self.max_calls:
-            free = self.max_calls - len(self._calls)
+        """Start publish calls for the ready lanes while there is a free place: the ready
+        lanes share the free places evenly (one lane per call while there are fewer lanes
+        than places); a lane that failed or was slow lately goes in a call of its own, so a
+        slow destination holds up no other. A call that turns slow gives its place up (its
+        lanes stay busy until it returns)."""
+        now = time.monotonic()
+        free = self._free_calls(now) if self._ready else 0
+        while self._ready and free > 0:
             per_call = -(-len(self._ready) // free)  # lanes per call, rounded up
             lanes: list[Lane] = []
             slots: list[Slot] = []
             size = 0
             while self._ready and len(lanes) < per_call and len(slots) < self.batch_max_records:
                 lane = self._ready[0]
-                if lane.attempt and lanes:  # a retrying lane goes in a call of its own
+                if lane.solo and lanes:
                     break
                 self._ready.popleft()
                 lane.queued = False
@@ -282,12 +302,12 @@ class SinkWorker:
                 lane.busy = True
                 lanes.append(lane)
                 size = self._fill(lane, slots, size)
-                if lane.attempt:
+                if lane.solo:
                     break
             if lanes:
-                call = Call(slots, lanes, time.monotonic())
+                free -= 1
                 task = asyncio.create_task(self._publish([slot.out for slot in slots]))
-                self._calls[task] = call
+                self._calls[task] = Call(slots, lanes, now)
 
     def _fill(self, lane: Lane, slots: list[Slot], size: int) -> int:
         """Move ``lane``'s queued records into ``slots`` while the call has room (one at
@@ -331,9 +351,11 @@ class SinkWorker:
         for letter in letters:
             self.metrics.dlq_records.labels(letter.dlq_reason or "unknown").inc()
         now = time.monotonic()
+        slow = now - call.started > self.slow_call_seconds
         for lane in call.lanes:
             lane.busy = False
             retry = failed.get(lane.name)
+            lane.solo = slow or retry is not None
             if retry is not None:
                 lane.queue.extendleft(reversed(retry))
                 self._back_off(lane, errors.get(lane.name, ("SinkError", "")), now)
@@ -394,6 +416,8 @@ class SinkWorker:
         lane.ready_at = now + delay
         self._backing_off[lane.name] = lane
         self._failing.add(lane.name)
+        if lane.attempt & (lane.attempt - 1):  # logged at attempts 1, 2, 4, 8…; all counted
+            return
         log.warning(
             "sink.publish_failed",
             sink=self.sink.kind,

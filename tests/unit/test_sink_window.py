@@ -164,6 +164,31 @@ async def test_a_slow_destination_does_not_stall_the_others() -> None:
     assert sink.overlaps == 0
 
 
+async def test_a_slow_call_gives_its_place_up() -> None:
+    """With one place for calls, a call hanging past ``slow_call_seconds`` stops holding it:
+    the other destination is delivered meanwhile; the slow lane then goes alone."""
+    spool = MemorySpool(max_bytes=10_000_000)
+    sink = LaneSink()
+    sink.held["s"] = asyncio.Event()
+    worker = SinkWorker(
+        sink, spool, create_metrics(), dlq="dlq", retry=FAST, max_calls=1, slow_call_seconds=0.1
+    )
+    task = asyncio.create_task(worker.run())
+    try:
+        spool.append(record(0, "s"))
+        await until(lambda: sink.in_flight["s"] == 1)
+        for n in range(1, 21):
+            spool.append(record(n, "b"))
+        await until(lambda: len(sink.ids("b")) == 20, within=2)
+        assert sink.ids("s") == []
+        sink.held["s"].set()
+        await asyncio.wait_for(spool.wait_empty(), 5)
+    finally:
+        await stopped(task)
+    assert sink.ids("s") == ["s-0"]
+    assert sink.overlaps == 0
+
+
 async def test_a_refused_dlq_copy_is_retried_never_dropped() -> None:
     """A record refused for good whose DLQ copy is refused too stays in the spool, retried
     with backoff, the problem shown; once the DLQ takes it, it lands there exactly once."""
