@@ -33,7 +33,7 @@ from bridge.errors import SinkError
 from bridge.logs import get_logger
 from bridge.metrics import Children, Metrics, observe_all
 from bridge.pipeline import Record
-from bridge.sinks.base import Delivered, Failed, Outcome, Rejected, Sink
+from bridge.sinks.base import DELIVERED, Delivered, Failed, Outcome, Rejected, Sink
 from bridge.spool import READ_MAX_BYTES, SpoolReader
 
 log = get_logger(__name__)
@@ -83,20 +83,11 @@ def truncated_letter(letter: Record) -> Record | None:
 
 
 @dataclass(slots=True)
-class Slot:
-    """One record of the window: what goes out for it (its DLQ copy once refused), settled."""
-
-    record: Record
-    out: Record
-    settled: bool = False
-
-
-@dataclass(slots=True)
 class Lane:
     """The records of one destination waiting to go out, in order; at most one call."""
 
     name: str
-    queue: deque[Slot] = field(default_factory=deque)
+    queue: deque[Record] = field(default_factory=deque)
     busy: bool = False
     queued: bool = False  # in the worker's ready list
     attempt: int = 0
@@ -107,9 +98,10 @@ class Lane:
 
 @dataclass(slots=True)
 class Call:
-    """One publish call in flight: its slots, in the order given to the sink, and lanes."""
+    """One publish call in flight: the window's records it is for (what goes out is their DLQ
+    copy for those refused), in the order given to the sink, and its lanes."""
 
-    slots: list[Slot]
+    records: list[Record]
     lanes: list[Lane]
     started: float
 
@@ -141,14 +133,22 @@ class SinkWorker:
         self.max_in_flight_bytes = max_in_flight_bytes
         self.max_calls = max_calls
         self.slow_call_seconds = slow_call_seconds
-        self._window: deque[Slot] = deque()
+        # The window: records handed out by the spool, oldest first, with their sizes; those
+        # settled (by identity: a record object is in the window once), and the DLQ copies
+        # that go out instead of refused records. No object per record.
+        self._window: deque[Record] = deque()
+        self._sizes: deque[int] = deque()
         self._window_bytes = 0
+        self._settled: set[int] = set()
+        self._letters: dict[int, Record] = {}
         self._lanes: dict[str, Lane] = {}
         self._ready: deque[Lane] = deque()
         self._backing_off: dict[str, Lane] = {}
         self._failing: set[str] = set()  # lanes whose last call failed
         self._calls: dict[asyncio.Task[list[Outcome]], Call] = {}
         self._reading: asyncio.Task[list[Record]] | None = None
+        self._finished: deque[asyncio.Task[Any]] = deque()
+        self._wake = asyncio.Event()
         self._published = Children(metrics.events_published)
         self._latency = metrics.publish_latency.labels(sink.kind)
 
@@ -180,24 +180,35 @@ class SinkWorker:
                 self._start_reading()
                 self._wake_lanes(time.monotonic())
                 self._dispatch()
-                waiting: set[asyncio.Task[Any]] = set(self._calls)
-                if self._reading is not None:
-                    waiting.add(self._reading)
-                if not waiting:  # the window is full, every lane in it backing off
-                    await asyncio.sleep(self._next_wake() or 0.0)
-                    continue
-                done, _ = await asyncio.wait(
-                    waiting, timeout=self._next_wake(), return_when=asyncio.FIRST_COMPLETED
-                )
-                for task in done:
+                if not self._finished:
+                    await self._sleep(self._next_wake())
+                while self._finished:
+                    task = self._finished.popleft()
                     if task is self._reading:
                         self._reading = None
                         self._take(task.result())
                     else:
-                        self._settle(self._calls.pop(task), task.result())
+                        call = self._calls.pop(task, None)
+                        if call is not None:
+                            self._settle(call, task.result())
                 self._ack()
         finally:
             await self._stop_tasks()
+
+    async def _sleep(self, seconds: float | None) -> None:
+        """Until a read or a call finishes, or ``seconds`` (a backoff's end) pass."""
+        self._wake.clear()
+        if seconds is None:
+            await self._wake.wait()
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
+
+    def _finish(self, task: asyncio.Task[Any]) -> None:
+        """A read or a call is over (done callback): the loop takes it in order."""
+        self._finished.append(task)
+        self._wake.set()
 
     def _start_reading(self) -> None:
         if self._reading is None and self._window_bytes < self.max_in_flight_bytes:
@@ -205,6 +216,7 @@ class SinkWorker:
             self._reading = asyncio.create_task(
                 self.spool.read(self.batch_max_records, min(room, self.batch_max_bytes))
             )
+            self._reading.add_done_callback(self._finish)
 
     async def _stop_tasks(self) -> None:
         tasks: list[asyncio.Task[Any]] = [*self._calls]
@@ -212,6 +224,7 @@ class SinkWorker:
             tasks.append(self._reading)
         self._calls.clear()
         self._reading = None
+        self._finished.clear()
         for task in tasks:
             task.cancel()
         if tasks:
@@ -223,29 +236,34 @@ class SinkWorker:
     # ---- reading into the window ----------------------------------------------------------
     def _take(self, records: list[Record]) -> None:
         """New records join the window and the lanes of their destinations."""
-        window = self._window
         lanes = self._lanes
-        size = 0
+        backing_off = self._backing_off
+        window = self._window.append
+        sizes = self._sizes.append
+        total = 0
         for record in records:
-            slot = Slot(record, record)
-            window.append(slot)
-            size += record.size
+            window(record)
+            size = record.size
+            sizes(size)
+            total += size
             lane = lanes.get(record.destination)
             if lane is None:
                 lane = lanes[record.destination] = Lane(record.destination)
-            lane.queue.append(slot)
-            if not (lane.queued or lane.busy) and lane.name not in self._backing_off:
+            lane.queue.append(record)
+            if not (lane.queued or lane.busy) and lane.name not in backing_off:
                 lane.queued = True
                 self._ready.append(lane)
-        self._window_bytes += size
+        self._window_bytes += total
 
     def _ack(self) -> None:
         """The window's leading settled records are acknowledged to the spool."""
         window = self._window
+        settled = self._settled
         count = 0
         size = 0
-        while window and window[0].settled:
-            size += window.popleft().record.size
+        while window and id(window[0]) in settled:
+            settled.discard(id(window.popleft()))
+            size += self._sizes.popleft()
             count += 1
         if count:
             self._window_bytes -= size
@@ -289,9 +307,9 @@ class SinkWorker:
         while self._ready and free > 0:
             per_call = -(-len(self._ready) // free)  # lanes per call, rounded up
             lanes: list[Lane] = []
-            slots: list[Slot] = []
+            records: list[Record] = []
             size = 0
-            while self._ready and len(lanes) < per_call and len(slots) < self.batch_max_records:
+            while self._ready and len(lanes) < per_call and len(records) < self.batch_max_records:
                 lane = self._ready[0]
                 if lane.solo and lanes:
                     break
@@ -301,24 +319,37 @@ class SinkWorker:
                     continue
                 lane.busy = True
                 lanes.append(lane)
-                size = self._fill(lane, slots, size)
+                size = self._fill(lane, records, size)
                 if lane.solo:
                     break
             if lanes:
                 free -= 1
-                task = asyncio.create_task(self._publish([slot.out for slot in slots]))
-                self._calls[task] = Call(slots, lanes, now)
+                task = asyncio.create_task(self._publish(self._outgoing(records)))
+                task.add_done_callback(self._finish)
+                self._calls[task] = Call(records, lanes, now)
 
-    def _fill(self, lane: Lane, slots: list[Slot], size: int) -> int:
-        """Move ``lane``'s queued records into ``slots`` while the call has room (one at
+    def _outgoing(self, records: list[Record]) -> list[Record]:
+        """What goes out for ``records``: each, or its DLQ copy once it was refused."""
+        letters = self._letters
+        if not letters:
+            return records
+        return [letters.get(id(record), record) for record in records]
+
+    def _fill(self, lane: Lane, records: list[Record], size: int) -> int:
+        """Move ``lane``'s queued records into ``records`` while the call has room (one at
         least); the new size of the call."""
         queue = lane.queue
-        while queue and len(slots) < self.batch_max_records:
-            out_size = queue[0].out.size
-            if slots and size + out_size > self.batch_max_bytes:
+        take = queue.popleft
+        add = records.append
+        room = self.batch_max_records - len(records)
+        limit = self.batch_max_bytes
+        while queue and room:
+            record_size = queue[0].size
+            if size + record_size > limit and records:
                 break
-            slots.append(queue.popleft())
-            size += out_size
+            add(take())
+            size += record_size
+            room -= 1
         return size
 
     async def _publish(self, records: Sequence[Record]) -> list[Outcome]:
@@ -331,25 +362,40 @@ class SinkWorker:
     def _settle(self, call: Call, outcomes: list[Outcome]) -> None:
         """Apply one call's outcomes: delivered records settle, refused ones get their DLQ
         copy queued, failed ones go back to the head of their lane, which backs off."""
-        failed: dict[str, list[Slot]] = {}
+        records = call.records
+        if not self._letters and outcomes.count(DELIVERED) == len(outcomes):  # the usual
+            self._settled.update(map(id, records))
+            self._count(records)
+            self._lanes_done(call, {}, {})
+            return
+        failed: dict[str, list[Record]] = {}
         errors: dict[str, tuple[str, str]] = {}  # destination: (error class, text)
         delivered: list[Record] = []
-        letters: list[Record] = []
-        for slot, outcome in zip(call.slots, outcomes, strict=True):
+        for record, outcome in zip(records, outcomes, strict=True):
+            out = self._letters.get(id(record), record)
             if isinstance(outcome, Delivered):
-                slot.settled = True
-                (delivered if slot.out is slot.record else letters).append(slot.out)
+                self._settled.add(id(record))
+                if out is record:
+                    delivered.append(record)
+                else:
+                    del self._letters[id(record)]
+                    self.metrics.dlq_records.labels(out.dlq_reason or "unknown").inc()
             elif isinstance(outcome, Failed):
-                failed.setdefault(slot.out.destination, []).append(slot)
-                errors[slot.out.destination] = (type(outcome.error).__name__, str(outcome.error))
-            elif self._rejected(slot, outcome, failed):
-                errors[slot.out.destination] = (
+                failed.setdefault(out.destination, []).append(record)
+                errors[out.destination] = (type(outcome.error).__name__, str(outcome.error))
+            elif self._rejected(record, out, outcome, failed):
+                errors[out.destination] = (
                     "DeadLetterRefused",
                     f"{outcome.reason}: {outcome.error}",
                 )
         self._count(delivered)
-        for letter in letters:
-            self.metrics.dlq_records.labels(letter.dlq_reason or "unknown").inc()
+        self._lanes_done(call, failed, errors)
+
+    def _lanes_done(
+        self, call: Call, failed: dict[str, list[Record]], errors: dict[str, tuple[str, str]]
+    ) -> None:
+        """The lanes of a call that returned: free again; those with failed records take
+        them back at their head and back off; a slow call's lanes go alone next."""
         now = time.monotonic()
         slow = now - call.started > self.slow_call_seconds
         for lane in call.lanes:
@@ -369,10 +415,12 @@ class SinkWorker:
                 self._requeue(lane)
         self.metrics.sink_up.labels(self.sink.kind).set(0 if self._failing else 1)
 
-    def _rejected(self, slot: Slot, outcome: Rejected, failed: dict[str, list[Slot]]) -> bool:
-        """A record refused for good: its DLQ copy joins the DLQ's lane. A DLQ copy refused
-        itself stays unsettled (retried, in ``failed``; True) unless it can be cut shorter."""
-        out = slot.out
+    def _rejected(
+        self, record: Record, out: Record, outcome: Rejected, failed: dict[str, list[Record]]
+    ) -> bool:
+        """``out`` (``record`` or its DLQ copy) was refused for good: a DLQ copy of it joins
+        the DLQ's lane. A DLQ copy refused itself stays unsettled (retried, in ``failed``;
+        True) unless it can be cut shorter."""
         log.error(
             "sink.record_rejected",
             instance=out.instance,
@@ -381,25 +429,24 @@ class SinkWorker:
             error=outcome.error,
             ryze_id=out.id,
         )
+        letter = None
         if out.dlq_reason is None:
-            slot.out = as_dead_letter(out, outcome.reason, outcome.error, self.dlq)
-            self._queue(slot)
-            return False
-        shorter = truncated_letter(out) if outcome.reason == "too_large" else None
-        if shorter is not None:
-            slot.out = shorter
-            self._queue(slot)
-            return False
-        failed.setdefault(out.destination, []).append(slot)
-        return True
+            letter = as_dead_letter(out, outcome.reason, outcome.error, self.dlq)
+        elif outcome.reason == "too_large":
+            letter = truncated_letter(out)
+        if letter is None:
+            failed.setdefault(out.destination, []).append(record)
+            return True
+        self._letters[id(record)] = letter
+        self._queue(record, letter.destination)
+        return False
 
-    def _queue(self, slot: Slot) -> None:
-        """``slot`` joins the tail of its destination's lane."""
-        name = slot.out.destination
-        lane = self._lanes.get(name)
+    def _queue(self, record: Record, destination: str) -> None:
+        """``record`` joins the tail of ``destination``'s lane."""
+        lane = self._lanes.get(destination)
         if lane is None:
-            lane = self._lanes[name] = Lane(name)
-        lane.queue.append(slot)
+            lane = self._lanes[destination] = Lane(destination)
+        lane.queue.append(record)
         self._requeue(lane)
 
     def _requeue(self, lane: Lane) -> None:
