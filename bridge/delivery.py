@@ -163,6 +163,7 @@ class Delivery:
                 self._sink_down(f"the sink cannot start: {exc}")
                 await asyncio.sleep(retry.maximum)
                 if self.sink_factory is not None:
+                    await self._close_sink()
                     self.sink = self._new_sink()
                 continue
             except SinkUnavailableError as exc:
