@@ -122,6 +122,7 @@ class Delivery:
                     batch_max_bytes=sink_settings.batch_max_bytes,
                     retry=retry,
                     max_in_flight_bytes=sink_settings.max_in_flight_bytes,
+                    one_lane=self.sink.kind == "file",  # one file: its readers rely on its order
                 )
                 await worker.run()
             except Exception as exc:  # noqa: BLE001 - supervised: any death is a restart

@@ -42,6 +42,7 @@ MAX_IN_FLIGHT_BYTES = 64 * 1024 * 1024
 MAX_CALLS = 16  # publish calls in flight at once (not counting slow ones), disjoint lanes
 MAX_CALLS_WITH_SLOW = 64  # ... and with the slow ones
 SLOW_CALL_SECONDS = 2.0  # a call this old is slow: it no longer holds a place
+ONE_LANE = ""  # the lane of every record but the DLQ's, with ``one_lane``
 STOP_CALLS_SECONDS = 5.0
 
 
@@ -122,6 +123,7 @@ class SinkWorker:
         max_in_flight_bytes: int = MAX_IN_FLIGHT_BYTES,
         max_calls: int = MAX_CALLS,
         slow_call_seconds: float = SLOW_CALL_SECONDS,
+        one_lane: bool = False,
     ) -> None:
         self.sink = sink
         self.spool = spool
@@ -133,6 +135,9 @@ class SinkWorker:
         self.max_in_flight_bytes = max_in_flight_bytes
         self.max_calls = max_calls
         self.slow_call_seconds = slow_call_seconds
+        # The sink writes every destination into one place, whose order readers rely on (the
+        # file): one lane for all records, one for the DLQ.
+        self.one_lane = one_lane
         # The window: records handed out by the spool, oldest first, with their sizes; those
         # settled (by identity: a record object is in the window once), and the DLQ copies
         # that go out instead of refused records. No object per record.
@@ -246,14 +251,21 @@ class SinkWorker:
             size = record.size
             sizes(size)
             total += size
-            lane = lanes.get(record.destination)
+            name = self._lane_of(record) if self.one_lane else record.destination
+            lane = lanes.get(name)
             if lane is None:
-                lane = lanes[record.destination] = Lane(record.destination)
+                lane = lanes[name] = Lane(name)
             lane.queue.append(record)
             if not (lane.queued or lane.busy) and lane.name not in backing_off:
                 lane.queued = True
                 self._ready.append(lane)
         self._window_bytes += total
+
+    def _lane_of(self, record: Record) -> str:
+        """The lane of ``record`` (see ``one_lane``)."""
+        if not self.one_lane or record.destination == self.dlq:
+            return record.destination
+        return ONE_LANE
 
     def _ack(self) -> None:
         """The window's leading settled records are acknowledged to the spool."""
@@ -381,10 +393,11 @@ class SinkWorker:
                     del self._letters[id(record)]
                     self.metrics.dlq_records.labels(out.dlq_reason or "unknown").inc()
             elif isinstance(outcome, Failed):
-                failed.setdefault(out.destination, []).append(record)
-                errors[out.destination] = (type(outcome.error).__name__, str(outcome.error))
+                lane = self._lane_of(out)
+                failed.setdefault(lane, []).append(record)
+                errors[lane] = (type(outcome.error).__name__, str(outcome.error))
             elif self._rejected(record, out, outcome, failed):
-                errors[out.destination] = (
+                errors[self._lane_of(out)] = (
                     "DeadLetterRefused",
                     f"{outcome.reason}: {outcome.error}",
                 )
@@ -435,17 +448,17 @@ class SinkWorker:
         elif outcome.reason == "too_large":
             letter = truncated_letter(out)
         if letter is None:
-            failed.setdefault(out.destination, []).append(record)
+            failed.setdefault(self._lane_of(out), []).append(record)
             return True
         self._letters[id(record)] = letter
-        self._queue(record, letter.destination)
+        self._queue(record, self._lane_of(letter))
         return False
 
-    def _queue(self, record: Record, destination: str) -> None:
-        """``record`` joins the tail of ``destination``'s lane."""
-        lane = self._lanes.get(destination)
+    def _queue(self, record: Record, name: str) -> None:
+        """``record`` joins the tail of lane ``name``."""
+        lane = self._lanes.get(name)
         if lane is None:
-            lane = self._lanes[destination] = Lane(destination)
+            lane = self._lanes[name] = Lane(name)
         lane.queue.append(record)
         self._requeue(lane)
 

@@ -36,6 +36,7 @@ class LaneSink:
         self.refused: set[str] = set()
         self.held: dict[str, asyncio.Event] = {}
         self.fail_after: dict[str, int] = {}  # destination: accept this many, fail the rest, once
+        self.fail_calls = 0  # calls that fail whole (as the file sink's do)
         self.accepted: list[Record] = []
         self.in_flight: Counter[str] = Counter()
         self.overlaps = 0  # calls that found their destination in flight already
@@ -58,11 +59,17 @@ class LaneSink:
             self.in_flight.subtract(destinations)
 
     def _outcomes(self, records: Sequence[Record]) -> list[Outcome]:
+        if self.fail_calls:
+            self.fail_calls -= 1
+            return [Failed(SinkUnavailableError("all down"))] * len(records)
         outcomes: list[Outcome] = []
+        spent: set[str] = set()
         for r in records:
             budget = self.fail_after.get(r.destination)
             if r.destination in self.down or budget == 0:
                 outcomes.append(Failed(SinkUnavailableError(f"{r.destination} down")))
+                if budget == 0:
+                    spent.add(r.destination)
             elif r.destination in self.refused:
                 outcomes.append(Rejected("not_authorized", f"{r.destination} refused"))
             else:
@@ -70,9 +77,8 @@ class LaneSink:
                     self.fail_after[r.destination] = budget - 1
                 self.accepted.append(r)
                 outcomes.append(DELIVERED)
-        for destination, budget in list(self.fail_after.items()):
-            if budget == 0:
-                del self.fail_after[destination]  # failed once: accepts from now on
+        for destination in spent:
+            del self.fail_after[destination]  # failed once: accepts from now on
         return outcomes
 
     def ids(self, destination: str) -> list[str]:
@@ -264,6 +270,25 @@ async def test_the_window_is_bounded() -> None:
     finally:
         await stopped(task)
     assert len(sink.accepted) == 100
+
+
+async def test_one_lane_keeps_the_spool_order_across_destinations() -> None:
+    """With ``one_lane`` (the file sink: every destination in one file) records reach the
+    sink in the spool's order whatever their destination, even across failed calls."""
+    spool = MemorySpool(max_bytes=10_000_000)
+    sink = LaneSink()
+    sink.fail_calls = 3
+    worker = SinkWorker(
+        sink, spool, create_metrics(), dlq="dlq", retry=FAST, batch_max_records=4, one_lane=True
+    )
+    for n in range(40):
+        spool.append(record(n, "abc"[n % 3]))
+    task = asyncio.create_task(worker.run())
+    try:
+        await asyncio.wait_for(spool.wait_empty(), 5)
+    finally:
+        await stopped(task)
+    assert [r.id for r in sink.accepted] == [f"{'abc'[n % 3]}-{n}" for n in range(40)]
 
 
 def test_backoff_is_full_jitter() -> None:
