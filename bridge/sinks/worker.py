@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import random
 import time
 from collections import deque
@@ -149,6 +150,8 @@ class SinkWorker:
         self._lanes: dict[str, Lane] = {}
         self._ready: deque[Lane] = deque()
         self._backing_off: dict[str, Lane] = {}
+        self._wakeups: list[tuple[float, int, Lane]] = []  # heap: (backoff end, tie, lane)
+        self._wakeup_tie = 0
         self._failing: set[str] = set()  # lanes whose last call failed
         self._calls: dict[asyncio.Task[list[Outcome]], Call] = {}
         self._reading: asyncio.Task[list[Record]] | None = None
@@ -284,17 +287,18 @@ class SinkWorker:
     # ---- publishing ---------------------------------------------------------------------
     def _wake_lanes(self, now: float) -> None:
         """Lanes whose backoff is over are ready again."""
-        for name, lane in list(self._backing_off.items()):
-            if lane.ready_at <= now:
-                del self._backing_off[name]
-                if lane.queue and not lane.busy and not lane.queued:
-                    lane.queued = True
-                    self._ready.append(lane)
+        wakeups = self._wakeups
+        while wakeups and wakeups[0][0] <= now:
+            lane = heapq.heappop(wakeups)[2]
+            del self._backing_off[lane.name]
+            if lane.queue and not lane.busy and not lane.queued:
+                lane.queued = True
+                self._ready.append(lane)
 
     def _next_wake(self) -> float | None:
         """Seconds until a backoff ends or, with lanes waiting for a place, until a call in
         flight turns slow (and gives its place up); None: nothing to wait for but events."""
-        moments = [lane.ready_at for lane in self._backing_off.values()]
+        moments = [self._wakeups[0][0]] if self._wakeups else []
         if self._ready:
             moments.extend(call.started + self.slow_call_seconds for call in self._calls.values())
         if not moments:
@@ -475,6 +479,8 @@ class SinkWorker:
         delay = self.retry.delay(lane.attempt)
         lane.ready_at = now + delay
         self._backing_off[lane.name] = lane
+        self._wakeup_tie += 1
+        heapq.heappush(self._wakeups, (lane.ready_at, self._wakeup_tie, lane))
         self._failing.add(lane.name)
         if lane.attempt & (lane.attempt - 1):  # logged at attempts 1, 2, 4, 8…; all counted
             return
