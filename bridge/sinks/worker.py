@@ -43,6 +43,7 @@ MAX_IN_FLIGHT_BYTES = 64 * 1024 * 1024
 MAX_CALLS = 16  # publish calls in flight at once (not counting slow ones), disjoint lanes
 MAX_CALLS_WITH_SLOW = 64  # ... and with the slow ones
 SLOW_CALL_SECONDS = 2.0  # a call this old is slow: it no longer holds a place
+LOG_EVERY_SECONDS = 1.0  # publish failures and recoveries: one log line a second at most
 ONE_LANE = ""  # the lane of every record but the DLQ's, with ``one_lane``
 STOP_CALLS_SECONDS = 5.0
 
@@ -152,6 +153,7 @@ class SinkWorker:
         self._backing_off: dict[str, Lane] = {}
         self._wakeups: list[tuple[float, int, Lane]] = []  # heap: (backoff end, tie, lane)
         self._wakeup_tie = 0
+        self._logged_at = -LOG_EVERY_SECONDS
         self._failing: set[str] = set()  # lanes whose last call failed
         self._calls: dict[asyncio.Task[list[Outcome]], Call] = {}
         self._reading: asyncio.Task[list[Record]] | None = None
@@ -424,11 +426,7 @@ class SinkWorker:
                 self._back_off(lane, errors.get(lane.name, ("SinkError", "")), now)
             else:
                 if lane.attempt:
-                    log.info("sink.destination_recovered", sink=self.sink.kind,
-                             destination=lane.name, attempts=lane.attempt)  # fmt: skip
-                lane.attempt = 0
-                lane.error = ""
-                self._failing.discard(lane.name)
+                    self._recovered(lane, now)
                 self._requeue(lane)
         self.metrics.sink_up.labels(self.sink.kind).set(0 if self._failing else 1)
 
@@ -471,6 +469,23 @@ class SinkWorker:
             lane.queued = True
             self._ready.append(lane)
 
+    def _may_log(self, now: float) -> bool:
+        """One publish failure or recovery line a second at most (thousands of destinations
+        may fail together); every failure is counted in the metrics all the same."""
+        if now - self._logged_at < LOG_EVERY_SECONDS:
+            return False
+        self._logged_at = now
+        return True
+
+    def _recovered(self, lane: Lane, now: float) -> None:
+        attempts, lane.attempt, lane.error = lane.attempt, 0, ""
+        self._failing.discard(lane.name)
+        if not self._failing:
+            log.info("sink.publish_recovered", sink=self.sink.kind, destination=lane.name)
+        elif self._may_log(now):
+            log.info("sink.destination_recovered", sink=self.sink.kind, destination=lane.name,
+                     attempts=attempts, failing=len(self._failing))  # fmt: skip
+
     def _back_off(self, lane: Lane, error: tuple[str, str], now: float) -> None:
         """``lane`` failed (``error``: its class and text): it waits, alone, for its retry."""
         self.metrics.publish_errors.labels(self.sink.kind, error[0]).inc()
@@ -482,7 +497,7 @@ class SinkWorker:
         self._wakeup_tie += 1
         heapq.heappush(self._wakeups, (lane.ready_at, self._wakeup_tie, lane))
         self._failing.add(lane.name)
-        if lane.attempt & (lane.attempt - 1):  # logged at attempts 1, 2, 4, 8…; all counted
+        if not self._may_log(now):
             return
         log.warning(
             "sink.publish_failed",
@@ -492,6 +507,7 @@ class SinkWorker:
             pending=len(lane.queue),
             attempt=lane.attempt,
             retry_in=round(delay, 3),
+            failing=len(self._failing),
         )
 
     def _count(self, records: Sequence[Record]) -> None:
