@@ -91,6 +91,7 @@ class Lane:
 
     name: str
     queue: deque[Record] = field(default_factory=deque)
+    sizes: deque[int] = field(default_factory=deque)  # of the queued records, beside them
     busy: bool = False
     queued: bool = False  # in the worker's ready list
     attempt: int = 0
@@ -261,6 +262,7 @@ class SinkWorker:
             if lane is None:
                 lane = lanes[name] = Lane(name)
             lane.queue.append(record)
+            lane.sizes.append(size)
             if not (lane.queued or lane.busy) and lane.name not in backing_off:
                 lane.queued = True
                 self._ready.append(lane)
@@ -276,6 +278,13 @@ class SinkWorker:
         """The window's leading settled records are acknowledged to the spool."""
         window = self._window
         settled = self._settled
+        if window and len(settled) == len(window):  # all settled: usual between bursts
+            self.spool.ack(len(window))
+            window.clear()
+            settled.clear()
+            self._sizes.clear()
+            self._window_bytes = 0
+            return
         count = 0
         size = 0
         while window and id(window[0]) in settled:
@@ -346,6 +355,9 @@ class SinkWorker:
                 task.add_done_callback(self._finish)
                 self._calls[task] = Call(records, lanes, now)
 
+    def _outgoing_size(self, record: Record) -> int:
+        return self._letters.get(id(record), record).size
+
     def _outgoing(self, records: list[Record]) -> list[Record]:
         """What goes out for ``records``: each, or its DLQ copy once it was refused."""
         letters = self._letters
@@ -357,15 +369,18 @@ class SinkWorker:
         """Move ``lane``'s queued records into ``records`` while the call has room (one at
         least); the new size of the call."""
         queue = lane.queue
+        sizes = lane.sizes
         take = queue.popleft
+        take_size = sizes.popleft
         add = records.append
         room = self.batch_max_records - len(records)
         limit = self.batch_max_bytes
         while queue and room:
-            record_size = queue[0].size
+            record_size = sizes[0]
             if size + record_size > limit and records:
                 break
             add(take())
+            take_size()
             size += record_size
             room -= 1
         return size
@@ -423,6 +438,7 @@ class SinkWorker:
             lane.solo = slow or retry is not None
             if retry is not None:
                 lane.queue.extendleft(reversed(retry))
+                lane.sizes.extendleft(reversed([self._outgoing_size(r) for r in retry]))
                 self._back_off(lane, errors.get(lane.name, ("SinkError", "")), now)
             else:
                 if lane.attempt:
@@ -462,6 +478,7 @@ class SinkWorker:
         if lane is None:
             lane = self._lanes[name] = Lane(name)
         lane.queue.append(record)
+        lane.sizes.append(self._outgoing_size(record))
         self._requeue(lane)
 
     def _requeue(self, lane: Lane) -> None:
