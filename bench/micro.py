@@ -7,7 +7,10 @@
   brings them, and read back + ack in batches: from memory in the same process, and from the
   files as the shipper does;
 - ``kafka batch``: append to aiokafka batch builders as the Kafka sink does, headers and
-  zstd compression of each full batch included (no network).
+  zstd compression of each full batch included (no network);
+- ``sink worker``: the worker's own bookkeeping (window, lanes, acknowledgements, counts)
+  from a memory spool into a sink that accepts everything at once, the records on one
+  destination and spread over six (as ``ryze.{event}`` spreads them).
 
 Frames come from the simulator's frame factory (the fixtures), ~600 B text messages. Used to
 say what each optimisation bought, beside the end-to-end benchmark.
@@ -19,15 +22,21 @@ import argparse
 import asyncio
 import tempfile
 import time
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.record.default_records import DefaultRecordBatch
 
+from bridge.metrics import create_metrics
 from bridge.pipeline import Frame, Publish, Record
 from bridge.settings import InstanceSettings, KafkaSinkSettings, Settings
 from bridge.simulator.frames import FrameFactory
+from bridge.sinks.base import DELIVERED, Outcome
 from bridge.sinks.kafka import _Batches
+from bridge.sinks.worker import SinkWorker
+from bridge.spool import MemorySpool
 from bridge.spool.disk import DiskSpool
 from bridge.spool.tail import Position, SpoolTail
 from bridge.upstream.ws import BATCH_FRAMES
@@ -82,11 +91,49 @@ async def main() -> None:
         spool.close()
     tail_us = per_frame(await tail_reads(records), len(records))
     batch_us = per_frame(kafka_batches(records, settings), len(records))
+    worker_us = per_frame(await worker_drains(records, 1), len(records))
+    worker6_us = per_frame(await worker_drains(records, 6), len(records))
     print(f"pipeline.process      {process_us:6.2f} µs/frame")
     print(f"spool append          {append_us:6.2f} µs/frame")
     print(f"spool read + ack      {read_us:6.2f} µs/frame  (in the same process)")
     print(f"spool tail read + ack {tail_us:6.2f} µs/frame  (the shipper: from the files)")
     print(f"kafka batch           {batch_us:6.2f} µs/frame")
+    print(f"sink worker           {worker_us:6.2f} µs/frame  (one destination)")
+    print(f"sink worker           {worker6_us:6.2f} µs/frame  (six destinations)")
+
+
+class AcceptingSink:
+    """Accepts every record at once: what is left to time is the worker's own work."""
+
+    kind = "bench"
+
+    async def start(self) -> None:
+        return None
+
+    async def publish(self, records: Sequence[Record]) -> list[Outcome]:
+        return [DELIVERED] * len(records)
+
+    async def reachable(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        return None
+
+
+async def worker_drains(records: list[Record], destinations: int) -> float:
+    """Seconds for a sink worker to move ``records`` (spread over ``destinations``) from a
+    memory spool into :class:`AcceptingSink` (the appends are not timed)."""
+    spool = MemorySpool(max_bytes=1 << 40)
+    for index, record in enumerate(records):
+        spool.append(replace(record, destination=f"ryze.bench.{index % destinations}"))
+    worker = SinkWorker(AcceptingSink(), spool, create_metrics(), dlq="ryze.dlq")
+    started = time.perf_counter()
+    task = asyncio.create_task(worker.run())
+    await spool.wait_empty()
+    seconds = time.perf_counter() - started
+    task.cancel()
+    await asyncio.wait({task})
+    return seconds
 
 
 async def tail_reads(records: list[Record]) -> float:

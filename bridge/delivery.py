@@ -1,19 +1,25 @@
-"""The delivery side of a process: one sink, its worker, started, swapped and stopped.
+"""The delivery side of a process: one sink, its worker, started, supervised, swapped, stopped.
 
-Starting retries while the broker is unreachable (frames wait in the spool meanwhile); a
-sink that cannot work as configured is fatal and reported to the supervisor. A swap (config
-reload) cancels the worker, leaves the batch in flight in the spool, closes the old sink and
-starts the new one, which drains the spool from where the old one stopped. The same worker
-runs in the shipper process when the sink has a process of its own (:mod:`bridge.shipper`).
+Starting retries while the broker is unreachable, and — slowly, every ``retry_max`` — while
+the sink cannot work as configured (a rotated password, a missing DLQ topic): frames wait in
+the spool meanwhile, and :attr:`Delivery.problem` says why nothing is delivered (readiness
+shows it). The worker is supervised: any error that ends it is logged
+(``sink.worker_crashed``), counted (``sink_worker_restarts_total``), the spool's window is
+rewound, and after a backoff a new worker starts on a renewed sink (closed and started again,
+unless the spool was to blame). A swap (config reload) cancels the worker, leaves what it
+held in the spool, closes the old sink and starts the new one, which drains the spool from
+where the old one stopped. The same class runs in the shipper process when the sink has a
+process of its own (:mod:`bridge.shipper`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable, Mapping
 
-from bridge.errors import SinkConfigError, SinkUnavailableError
+from bridge.errors import SinkConfigError, SinkUnavailableError, SpoolError
 from bridge.logs import get_logger
 from bridge.metrics import Metrics, init_sink
 from bridge.settings import Settings
@@ -25,6 +31,14 @@ from bridge.wiring import build_sink
 
 log = get_logger(__name__)
 STOP_WORKER_SECONDS = 10.0
+CLOSE_SINK_SECONDS = 10.0
+HEALTHY_SECONDS = 60.0  # a worker that ran this long restarts without the backoff it had
+PROBLEM_CHARS = 300
+
+
+def crash_problem(error: BaseException) -> str:
+    """What readiness says while a crashed worker waits for its restart (pure)."""
+    return f"the sink worker crashed ({error!r}); restarting"[:PROBLEM_CHARS]
 
 
 class Delivery:
@@ -37,8 +51,8 @@ class Delivery:
         metrics: Metrics,
         *,
         sink: Sink | None = None,
+        sink_factory: Callable[[], Sink] | None = None,
         environ: Mapping[str, str],
-        on_fatal: Callable[[str], None],
         fencing: Fencing | None = None,
     ) -> None:
         self.settings = settings
@@ -46,11 +60,21 @@ class Delivery:
         self.metrics = metrics
         self.environ = environ
         self.fencing = fencing
-        self.sink = sink or build_sink(settings, environ, fencing)
-        self.on_fatal = on_fatal
+        if sink_factory is None and sink is None:
+            sink_factory = self._build_sink
+        self.sink_factory = sink_factory
+        self.sink = sink if sink is not None else self._new_sink()
         self.started = False
         self.worker: SinkWorker | None = None
+        self._problem: str | None = None
         self._task: asyncio.Task[None] | None = None
+
+    def _build_sink(self) -> Sink:
+        return build_sink(self.settings, self.environ, self.fencing)
+
+    def _new_sink(self) -> Sink:
+        assert self.sink_factory is not None  # noqa: S101 - set whenever no sink was given
+        return self.sink_factory()
 
     @property
     def kind(self) -> str:
@@ -60,52 +84,118 @@ class Delivery:
     def running(self) -> bool:
         return self._task is not None
 
+    @property
+    def problem(self) -> str | None:
+        """Why records are not being delivered right now (None: they are, or can be)."""
+        if self._problem is not None:
+            return self._problem
+        worker = self.worker
+        return worker.problem if worker is not None else None
+
+    @property
+    def delivering(self) -> bool:
+        """The sink is started, its worker runs and no destination is retrying."""
+        return self.started and self.worker is not None and self.worker.healthy
+
     def start(self) -> None:
         init_sink(self.metrics, self.sink.kind)
+        self.metrics.sink_worker_restarts.inc(0)
         self._task = asyncio.create_task(self._deliver(), name="sink-worker")
 
+    # ---- the supervised life ------------------------------------------------------------
     async def _deliver(self) -> None:
-        """Start the sink (retrying while it is unreachable), then run the worker."""
+        """Start the sink, run a worker; whatever ends it, start again after a backoff."""
         sink_settings = self.settings.sink
         retry = RetryPolicy(sink_settings.retry_initial, sink_settings.retry_max)
         attempt = 0
         while True:
+            started = time.monotonic()
+            try:
+                await self._start_sink(retry)
+                self.spool.rewind()  # a new worker: everything unacknowledged goes out again
+                worker = self.worker = SinkWorker(
+                    self.sink,
+                    self.spool,
+                    self.metrics,
+                    dlq=sink_settings.dlq,
+                    batch_max_records=sink_settings.batch_max_records,
+                    batch_max_bytes=sink_settings.batch_max_bytes,
+                    retry=retry,
+                    max_in_flight_bytes=sink_settings.max_in_flight_bytes,
+                    one_lane=self.sink.kind == "file",  # one file: its readers rely on its order
+                )
+                await worker.run()
+            except Exception as exc:  # noqa: BLE001 - supervised: any death is a restart
+                attempt = 1 if time.monotonic() - started > HEALTHY_SECONDS else attempt + 1
+                await self._crashed(
+                    exc, retry.delay(attempt), renew=not isinstance(exc, SpoolError)
+                )
+
+    async def _crashed(self, error: Exception, delay: float, *, renew: bool) -> None:
+        """A worker died: logged, counted, shown; the sink renewed after ``delay``."""
+        self.worker = None
+        self.started = False
+        self._problem = crash_problem(error)
+        self.metrics.sink_worker_restarts.inc()
+        self.metrics.sink_up.labels(self.sink.kind).set(0)
+        log.error("sink.worker_crashed", sink=self.sink.kind, error=repr(error)[:1000],
+                  retry_in=round(delay, 3), renew_sink=renew)  # fmt: skip
+        await asyncio.sleep(delay)
+        if renew:
+            await self._close_sink()
+            if self.sink_factory is not None:
+                self.sink = self._new_sink()
+
+    async def _start_sink(self, retry: RetryPolicy) -> None:
+        """Start the sink: retried with backoff while unreachable, every ``retry_max`` while
+        it cannot work as configured (rebuilt each time: a password file may have changed).
+        One log line per episode of the latter, one when it is over."""
+        if self.started:
+            return
+        attempt = 0
+        refused: str | None = None
+        while True:
             try:
                 await self.sink.start()
-                break
             except SinkConfigError as exc:
-                self.on_fatal(str(exc))
-                return
+                if refused is None:
+                    log.error("sink.cannot_start", sink=self.sink.kind, error=str(exc))
+                refused = str(exc)
+                self._sink_down(f"the sink cannot start: {exc}")
+                await asyncio.sleep(retry.maximum)
+                if self.sink_factory is not None:
+                    await self._close_sink()
+                    self.sink = self._new_sink()
+                continue
             except SinkUnavailableError as exc:
                 attempt += 1
-                self.metrics.sink_up.labels(self.sink.kind).set(0)
+                self._sink_down(f"the sink is unreachable: {exc}")
                 log.warning("sink.unavailable", sink=self.sink.kind, error=str(exc))
                 await asyncio.sleep(retry.delay(attempt))
+                continue
+            break
+        if refused is not None:
+            log.info("sink.can_start", sink=self.sink.kind, after=refused[:PROBLEM_CHARS])
         self.started = True
+        self._problem = None
         self.metrics.sink_up.labels(self.sink.kind).set(1)
         log.info("sink.started", sink=self.sink.kind)
-        worker = self.worker = SinkWorker(
-            self.sink,
-            self.spool,
-            self.metrics,
-            dlq=sink_settings.dlq,
-            batch_max_records=sink_settings.batch_max_records,
-            batch_max_bytes=sink_settings.batch_max_bytes,
-            retry=retry,
-        )
-        await worker.run()
 
-    @property
-    def delivering(self) -> bool:
-        """The sink is started and its last publish went through (not retrying)."""
-        return self.started and self.worker is not None and self.worker.healthy
+    def _sink_down(self, problem: str) -> None:
+        self._problem = problem[:PROBLEM_CHARS]
+        self.metrics.sink_up.labels(self.sink.kind).set(0)
 
+    async def _close_sink(self) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.sink.close(), timeout=CLOSE_SINK_SECONDS)
+
+    # ---- readiness and the end ------------------------------------------------------------
     async def reachable(self) -> bool:
         return self.started and await self.sink.reachable()
 
     async def stop_worker(self) -> None:
-        """Cancel the worker; the batch in flight stays in the spool. Bounded: a client
-        library that holds on to the cancellation does not hold the shutdown with it."""
+        """Cancel the worker; what it held stays in the spool. Bounded: a client library
+        that holds on to the cancellation does not hold the shutdown with it."""
         if self._task is not None:
             self._task.cancel()
             done, _ = await asyncio.wait({self._task}, timeout=STOP_WORKER_SECONDS)

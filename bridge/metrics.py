@@ -109,6 +109,7 @@ class Metrics:
     cluster_rebalances: Counter
     cluster_handover: Histogram
     shipper_restarts: Counter
+    sink_worker_restarts: Counter
 
 
 HANDOVER_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120)
@@ -235,6 +236,11 @@ def create_metrics(registry: CollectorRegistry | None = None) -> Metrics:
             "Times the shipper process (the sink worker beside the bridge) ended unexpectedly "
             "and was started again.",
         ),
+        sink_worker_restarts=counter(
+            "sink_worker_restarts",
+            "Times the sink worker (the publisher, in either process) died of an unexpected "
+            "error and was started again.",
+        ),
     )
 
 
@@ -295,6 +301,7 @@ SINK_SIDE = (
     "sink_up",
     "dlq_records",
     "events_dropped",
+    "sink_worker_restarts",
 )
 SampleKey = tuple[str, str, tuple[tuple[str, str], ...]]  # metric attribute, sample, labels
 Change = tuple[str, str, list[tuple[str, str]], float]

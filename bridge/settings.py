@@ -223,6 +223,7 @@ class SinkSettings(Model):
     gap_markers: bool = True
     batch_max_records: int = Field(default=1000, gt=0)
     batch_max_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
+    max_in_flight_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
     separate_process: bool = True
     retry_initial: PositiveSeconds = 0.2
     retry_max: PositiveSeconds = 10.0

@@ -66,6 +66,11 @@ def admin_token(settings: Settings, environ: Mapping[str, str]) -> SecretStr | N
     return token
 
 
+def sink_problem(problem: str | None) -> str | None:
+    """A delivery problem as readiness names it (pure)."""
+    return None if problem is None else f"sink: {problem}"
+
+
 class Supervisor:
     def __init__(
         self,
@@ -143,16 +148,13 @@ class Supervisor:
             and fencing is None
             and isinstance(self.spool, DiskSpool)
         ):
-            return ShipperDelivery(
-                settings, self.spool, self.metrics, environ=self.environ, on_fatal=self._fail
-            )
+            return ShipperDelivery(settings, self.spool, self.metrics, environ=self.environ)
         return Delivery(
             settings,
             self.spool,
             self.metrics,
             sink=sink,
             environ=self.environ,
-            on_fatal=self._fail,
             fencing=fencing,
         )
 
@@ -521,7 +523,9 @@ class Supervisor:
                 return
 
     def _fail(self, error: str) -> None:
-        """The sink cannot work as configured: stop the process (exit 1)."""
+        """Something that will not fix itself (the cluster's coordination): stop the process
+        (exit 1). A sink that cannot start is not such a thing: it is retried, readiness
+        false meanwhile."""
         self._fatal = error
         self._stop.set()
 
@@ -536,8 +540,9 @@ class Supervisor:
         ready = readiness(
             sink_ok, instances, admin.ready_min_connected_ratio, admin.ready_max_silence_seconds
         )
-        if (problem := self.spool.problem) is not None:
-            ready = Readiness(False, (*ready.reasons, problem))
+        problems = (self.spool.problem, sink_problem(self.delivery.problem))
+        if any(problems):
+            ready = Readiness(False, (*ready.reasons, *(p for p in problems if p)))
         if self.settings.cluster.ready_requires_shards and not self.owned:
             return Readiness(False, (*ready.reasons, "this replica owns no shards"))
         return ready

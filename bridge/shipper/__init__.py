@@ -13,7 +13,8 @@ The two talk over a socket pair, length-prefixed msgpack messages (:mod:`bridge.
 - main → shipper: ``init`` (sink settings, the sink's password, where to start), ``mark``
   (the spool's files are flushed up to here), ``reachable`` (a readiness question), ``stop``.
 - shipper → main: ``ack`` (acknowledged stretches and the metrics that moved), ``reading``
-  (the segment it started reading), ``metrics``, ``reachable`` (the answer), ``fatal``.
+  (the segment it started reading), ``metrics``, ``reachable`` (the answer), ``problem``
+  (why it is not delivering — a sink that cannot start, a crashed worker — or None).
 
 The shipper never sees an instance token: its environment is reduced to what Python needs
 and the init message carries the sink section only. It ignores SIGINT and SIGTERM (the main

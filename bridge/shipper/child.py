@@ -56,8 +56,9 @@ class Reporter:
         if moved:
             send(self.writer, ["metrics", moved])
 
-    def fatal(self, error: str) -> None:
-        send(self.writer, ["fatal", error])
+    def problem(self, text: str | None) -> None:
+        """Why nothing is delivered (None: that is over); sent when it changes."""
+        send(self.writer, ["problem", text])
 
 
 async def serve(descriptor: int) -> int:
@@ -81,31 +82,23 @@ async def serve(descriptor: int) -> int:
         on_segment=reporter.reading,
     )
     tail.mark(*init["mark"])
-    failed = asyncio.Event()
-
-    def on_fatal(error: str) -> None:
-        reporter.fatal(error)
-        failed.set()
-
     delivery = Delivery(
         settings,
         tail,
         metrics,
-        sink=sink_with(settings, password),
+        sink_factory=lambda: sink_with(settings, password),
         environ={},
-        on_fatal=on_fatal,
     )
     delivery.start()
     log.info("shipper.started", sink=settings.sink.kind, start=init["start"])
-    ticker = asyncio.create_task(_report_metrics(reporter))
+    ticker = asyncio.create_task(_report(reporter, delivery))
     listener = asyncio.create_task(_listen(reader, writer, tail, delivery))
-    fatal = asyncio.create_task(failed.wait())
+    code = 0
     try:
-        await asyncio.wait((listener, fatal), return_when=asyncio.FIRST_COMPLETED)
+        await listener
     finally:
-        code = 1 if failed.is_set() else 0
         exit_after(STOP_SECONDS + 5, code)  # whatever a library does with the cancellations
-        for task in (ticker, listener, fatal):
+        for task in (ticker, listener):
             task.cancel()
         await delivery.close(STOP_SECONDS)
         tail.close()
@@ -150,10 +143,16 @@ async def _listen(
             task.add_done_callback(answering.discard)
 
 
-async def _report_metrics(reporter: Reporter) -> None:
+async def _report(reporter: Reporter, delivery: Delivery) -> None:
+    """Every second: the metrics that moved, and the delivery's problem when it changed."""
+    said: str | None = None
     while True:
         await asyncio.sleep(METRICS_SECONDS)
         reporter.metrics_now()
+        problem = delivery.problem
+        if problem != said:
+            reporter.problem(problem)
+            said = problem
 
 
 def main(argv: list[str]) -> int:

@@ -3,8 +3,9 @@
 It offers what the supervisor needs of a delivery (start, reachable, stop, close, swap), so
 the supervisor does not care where the sink worker runs. A shipper that dies is started
 again after a backoff from the spool's acknowledged position (what it had in flight is
-published again: at least once); one that reports a fatal error (a sink that cannot work as
-configured) stops the bridge, as the in-process worker does.
+published again: at least once). The shipper supervises its own worker as the in-process
+delivery does and reports why it is not delivering (``problem``); that, or no shipper
+running, is :attr:`ShipperDelivery.problem`, which readiness shows.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import contextlib
 import socket
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import SecretStr
@@ -67,13 +68,12 @@ class ShipperDelivery:
         metrics: Metrics,
         *,
         environ: Mapping[str, str],
-        on_fatal: Callable[[str], None],
     ) -> None:
         self.settings = settings
         self.spool = spool
         self.metrics = metrics
         self.environ = environ
-        self.on_fatal = on_fatal
+        self._problem: str | None = "the shipper is starting"
         self.password = sink_password(settings, environ)  # a missing one fails here, named
         self._task: asyncio.Task[None] | None = None
         self._writer: asyncio.StreamWriter | None = None
@@ -98,8 +98,13 @@ class ShipperDelivery:
 
     @property
     def delivering(self) -> bool:
-        """A shipper is running and connected."""
-        return self._writer is not None
+        """A shipper is running, connected, and reports no problem."""
+        return self._writer is not None and self._problem is None
+
+    @property
+    def problem(self) -> str | None:
+        """Why nothing is delivered: the shipper's own report, or no shipper running."""
+        return self._problem
 
     def start(self) -> None:
         init_sink(self.metrics, self.kind)
@@ -116,16 +121,17 @@ class ShipperDelivery:
             except OSError as exc:  # could not even start it (no memory, no process slot)
                 log.error("shipper.start_failed", error=str(exc))
                 code = -1
-            if self._stopping or code is None:
+            if self._stopping:
                 return
             attempt = 1 if time.monotonic() - started > HEALTHY_SECONDS else attempt + 1
             self.metrics.shipper_restarts.inc()
             self.metrics.sink_up.labels(self.kind).set(0)
+            self._problem = f"the shipper exited (code {code}); restarting"
             log.error("shipper.exited", code=code, attempt=attempt)
             await asyncio.sleep(retry.delay(attempt))
 
-    async def _run_once(self) -> int | None:
-        """One shipper's life; its exit code, or None after a fatal report."""
+    async def _run_once(self) -> int:
+        """One shipper's life; its exit code."""
         ours, theirs = socket.socketpair()
         try:
             process = self._process = await asyncio.create_subprocess_exec(
@@ -149,10 +155,7 @@ class ShipperDelivery:
             if self._stopping:  # asked to stop while it was starting
                 send(writer, ["stop"])
             log.info("shipper.started", pid=process.pid, sink=self.kind)
-            fatal = await self._hear(reader)
-            if fatal is not None:
-                self.on_fatal(fatal)
-                return None
+            await self._hear(reader)
             return await process.wait()
         finally:
             self._writer = None
@@ -170,12 +173,13 @@ class ShipperDelivery:
                     await writer.wait_closed()
             ours.close()
 
-    async def _hear(self, reader: asyncio.StreamReader) -> str | None:
-        """Apply the shipper's messages until it is gone; its fatal error, if it said one."""
+    async def _hear(self, reader: asyncio.StreamReader) -> None:
+        """Apply the shipper's messages until it is gone."""
+        self._problem = None  # until it says otherwise
         while True:
             message = await receive(reader)
             if message is None:
-                return None
+                return
             kind = message[0]
             if kind == "ack":
                 self.spool.acked_elsewhere([Acked(*row) for row in message[1]])
@@ -188,8 +192,8 @@ class ShipperDelivery:
                 answer = self._questions.pop(message[1], None)
                 if answer is not None and not answer.done():
                     answer.set_result(bool(message[2]))
-            elif kind == "fatal":
-                return str(message[1])
+            elif kind == "problem":
+                self._problem = None if message[1] is None else str(message[1])
 
     def _mark(self, segment: int, offset: int) -> None:
         if self._writer is not None:

@@ -1,12 +1,13 @@
 """The spool: the buffer between the socket readers and the sink worker.
 
 Readers ``append`` (or ``append_all`` what one read brought) without ever waiting (the
-upstream drops a socket that misses a pong for 60 s); one worker ``read``s batches in order,
-and a batch leaves the buffer only when it is ``ack``ed. A failed batch is ``rewind``ed and
-read again, so per-key order holds. The buffer is bounded in bytes; when full, ``when_full``
-decides which record is dropped, and every drop is
-reported to the caller, with its reason, who counts it. ``problem`` says what is wrong with the
-spool's storage while it lasts (readiness shows it).
+upstream drops a socket that misses a pong for 60 s); one worker ``read``s the records after
+those it already holds (its in-flight window), in order, and ``ack``s the oldest it holds as
+they settle: a record leaves the buffer only when it is acknowledged. Only ``rewind`` (a new
+worker) hands the unacknowledged records out again. The buffer is bounded in bytes; when
+full, ``when_full`` decides which record is dropped, and every drop is reported to the
+caller, with its reason, who counts it. ``problem`` says what is wrong with the spool's
+storage while it lasts (readiness shows it).
 """
 
 from __future__ import annotations
@@ -94,7 +95,14 @@ class SpoolStats:
 
 
 class SpoolReader(Protocol):
-    """The reading half, all the sink worker needs (in another process: a spool's tail)."""
+    """The reading half, all the sink worker needs (in another process: a spool's tail).
+
+    - ``read``: the next records after those already handed out (never an implicit rewind),
+      oldest first; waits until there is one at least.
+    - ``ack(count)``: the oldest ``count`` records handed out are settled and leave the spool.
+    - ``rewind``: every record handed out and not acknowledged is handed out again by the
+      next reads (a new worker starts from the acknowledged position).
+    """
 
     async def read(self, max_records: int, max_bytes: int = READ_MAX_BYTES) -> list[Record]: ...
 
@@ -161,22 +169,21 @@ class MemorySpool:
         return merged([self.append(record) for record in records])
 
     async def read(self, max_records: int, max_bytes: int = READ_MAX_BYTES) -> list[Record]:
-        """Wait for pending records and move up to ``max_records`` of them (``max_bytes``,
-        one at least) in flight."""
-        self.rewind()
+        """Wait for records not handed out yet and hand out up to ``max_records`` of them
+        (``max_bytes``, one at least): they join those in flight."""
         while not self._pending:
             self._readable.clear()
             await self._readable.wait()
-        for _ in bounded(islice(self._pending, max_records), max_bytes):
+        batch = bounded(islice(self._pending, max_records), max_bytes)
+        for _ in batch:
             self._in_flight.append(self._pending.popleft())
-        return list(self._in_flight)
+        return batch
 
     def ack(self, count: int) -> None:
-        """The first ``count`` records in flight are acknowledged and leave the spool."""
+        """The oldest ``count`` records in flight are acknowledged and leave the spool."""
         for _ in range(min(count, len(self._in_flight))):
             self._bytes -= self._in_flight.popleft().size
-        self.rewind()
-        if not self._pending:
+        if not self._pending and not self._in_flight:
             self._empty.set()
 
     def rewind(self) -> None:

@@ -12,10 +12,11 @@
   next append tries again, and the spool recovers by itself when space frees. fsync and ack
   file failures are counted and logged the same way (:mod:`bridge.spool.trouble`);
   :attr:`DiskSpool.problem` says what is wrong while it lasts.
-- One reader reads entries in order from the oldest unacknowledged one; ``ack`` moves the
-  acknowledged position (persisted in ``ack`` by write + rename, at most every 100 ms and
-  at the latest 100 ms after the last acknowledgement) and deletes segments that are wholly
-  acknowledged; ``rewind`` re-reads from the acknowledged position.
+- One reader reads entries in order, each read after the entries already handed out;
+  ``ack`` acknowledges the oldest handed out, moves the acknowledged position (persisted in
+  ``ack`` by write + rename, at most every 100 ms and at the latest 100 ms after the last
+  acknowledgement) and deletes segments that are wholly acknowledged; ``rewind`` hands out
+  again from the acknowledged position.
 - When full, ``drop_newest`` refuses the new entry; ``drop_oldest`` deletes the oldest
   segment (entries in flight there are kept in memory and still delivered). Every dropped
   entry is reported to the caller, with its instance, to be counted.
@@ -145,7 +146,7 @@ class DiskSpool:
     _bytes: int = 0
     _events: int = 0
     _ack_pos: tuple[int, int] = (0, 0)  # (segment first_seq, offset) of the first unacked
-    _in_flight: list[InFlight] = field(default_factory=list)
+    _in_flight: deque[InFlight] = field(default_factory=deque)  # handed out, oldest first
     # The newest entries, also kept in memory (bounded): in steady state the reader takes
     # them from here instead of reading back what was just written. Contiguous by seq.
     _recent: deque[InFlight] = field(default_factory=deque)
@@ -607,15 +608,14 @@ class DiskSpool:
                 yield entry
 
     async def read(self, max_records: int, max_bytes: int = READ_MAX_BYTES) -> list[Record]:
-        """Wait for unacknowledged entries; put up to ``max_records`` of them (``max_bytes``,
-        one at least) in flight, oldest first."""
-        self.rewind()
-        while not self._in_flight:
-            self._in_flight = self._read_from_ack(max_records, max_bytes)
-            if not self._in_flight:
-                self._readable.clear()
-                await self._readable.wait()
-        return [f.record for f in self._in_flight]
+        """Wait for entries after those already handed out; hand out up to ``max_records``
+        of them (``max_bytes``, one at least), oldest first. They stay in flight until
+        acknowledged; only :meth:`rewind` hands them out again."""
+        while not (batch := self._read_next(max_records, max_bytes)):
+            self._readable.clear()
+            await self._readable.wait()
+        self._in_flight.extend(batch)
+        return [f.record for f in batch]
 
     def _remember(self, item: InFlight) -> None:
         self._recent.append(item)
@@ -627,36 +627,45 @@ class DiskSpool:
         while self._recent and self._recent[0].seq <= up_to_seq:
             self._recent_bytes -= self._recent.popleft().size
 
-    def _read_from_ack(self, max_records: int, max_bytes: int) -> list[InFlight]:
-        self._forget_recent(self._acked_seq)
-        if self._recent and self._recent[0].seq == self._acked_seq + 1:
-            unacked: Iterator[InFlight] = iter(self._recent)
+    def _read_next(self, max_records: int, max_bytes: int) -> list[InFlight]:
+        """The entries after the last one handed out (after the acknowledged position when
+        none is): from memory when the newest entries follow it, else from the files."""
+        if self._in_flight:
+            last = self._in_flight[-1]
+            after_seq, position = last.seq, (last.segment, last.end)
         else:
-            unacked = self._unacked_on_disk()
-        return bounded(islice(unacked, max_records), max_bytes)
+            after_seq, position = self._acked_seq, self._ack_pos
+        self._forget_recent(after_seq)
+        if self._recent and self._recent[0].seq == after_seq + 1:
+            unread: Iterator[InFlight] = iter(self._recent)
+        else:
+            unread = self._unread_on_disk(position)
+        return bounded(islice(unread, max_records), max_bytes)
 
-    def _unacked_on_disk(self) -> Iterator[InFlight]:
-        """The unacknowledged entries, oldest first, read back from the segments lazily."""
+    def _unread_on_disk(self, position: tuple[int, int]) -> Iterator[InFlight]:
+        """The entries from ``position`` (segment, offset) on, oldest first, read back from
+        the segments lazily."""
         self.flush()  # what is still buffered must be in the file to be read back
-        ack_segment, ack_offset = self._ack_pos
+        start_segment, start_offset = position
         for segment in list(self._segments):
-            if segment.first_seq < ack_segment:
+            if segment.first_seq < start_segment:
                 continue
-            offset = ack_offset if segment.first_seq == ack_segment else 0
+            offset = start_offset if segment.first_seq == start_segment else 0
             for seq, record, size in self._entries(segment, offset):
                 offset += size
                 yield InFlight(seq, record, size, segment.first_seq, offset)
 
     def ack(self, count: int) -> None:
-        """The first ``count`` records in flight are delivered: move the acked position."""
-        done, self._in_flight = self._in_flight[:count], self._in_flight[count:]
-        for item in done:
+        """The oldest ``count`` records in flight are delivered: move the acked position."""
+        in_flight = self._in_flight
+        done = min(count, len(in_flight))
+        for _ in range(done):
+            item = in_flight.popleft()
             self._ack_pos = (item.segment, item.end)
             self._acked_seq = item.seq
             self._bytes -= item.size
             self._events -= 1
-        self._after_ack(bool(done))
-        self.rewind()
+        self._after_ack(done > 0)
 
     def _after_ack(self, moved: bool) -> None:
         if moved:
@@ -673,7 +682,7 @@ class DiskSpool:
         self._on_flush = on_flush
         self._recent.clear()
         self._recent_bytes = 0
-        self._in_flight = []
+        self._in_flight.clear()
         self._remote_reading = self._ack_pos[0]
         return self._ack_pos
 
@@ -726,7 +735,7 @@ class DiskSpool:
 
     def rewind(self) -> None:
         """Records in flight go back: the next read starts at the acknowledged position."""
-        self._in_flight = []
+        self._in_flight.clear()
         if self._events:
             self._readable.set()
 

@@ -4,7 +4,9 @@ The writer (:class:`~bridge.spool.disk.DiskSpool` in the main process) appends e
 each time it hands them to the kernel, tells where its last flushed entry ends (a *mark*:
 segment, offset). The tail reads entries in order from the acknowledged position and never
 past the mark, so it never meets an entry that is still half in the writer's buffer; a
-segment older than the mark's is complete and read to its end. ``ack`` reports each
+segment older than the mark's is complete and read to its end. Each read goes on after the
+entries already handed out (the worker's window); ``rewind`` starts again from the
+acknowledged position. ``ack`` reports each
 acknowledged stretch, per segment, to the writer, which moves its own acknowledged position,
 deletes wholly acknowledged segments and persists the position. A segment the writer
 deleted meanwhile (``drop_oldest`` while full) is skipped. It offers the reading half of the
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import islice
@@ -79,7 +82,7 @@ class SpoolTail:
         self._on_ack = on_ack
         self._on_segment = on_segment
         self._reading = start.segment
-        self._in_flight: list[InFlight] = []
+        self._in_flight: deque[InFlight] = deque()  # handed out, oldest first
         self._handle: IO[bytes] | None = None
         self._handle_segment = -1
         self._readable = asyncio.Event()
@@ -94,19 +97,19 @@ class SpoolTail:
 
     # ---- the Spool protocol's reading half --------------------------------------------
     async def read(self, max_records: int, max_bytes: int = READ_MAX_BYTES) -> list[Record]:
-        """Wait for marked, unacknowledged entries; put up to ``max_records`` of them
-        (``max_bytes``, one at least) in flight, oldest first."""
-        self.rewind()
+        """Wait for marked entries after those already handed out; hand out up to
+        ``max_records`` of them (``max_bytes``, one at least), oldest first."""
         while True:
-            self._in_flight = bounded(islice(self._unacked(), max_records), max_bytes)
-            if self._in_flight:
-                return [item.record for item in self._in_flight]
+            batch = bounded(islice(self._unread(), max_records), max_bytes)
+            if batch:
+                self._in_flight.extend(batch)
+                return [item.record for item in batch]
             self._readable.clear()
             await self._readable.wait()
 
     def ack(self, count: int) -> None:
-        """The first ``count`` records in flight are delivered: report them to the writer."""
-        done, self._in_flight = self._in_flight[:count], self._in_flight[count:]
+        """The oldest ``count`` records in flight are delivered: report them to the writer."""
+        done = [self._in_flight.popleft() for _ in range(min(count, len(self._in_flight)))]
         if done:
             last = done[-1]
             self._acked = Position(last.segment, last.end)
@@ -114,7 +117,7 @@ class SpoolTail:
 
     def rewind(self) -> None:
         """Records in flight go back: the next read starts at the acknowledged position."""
-        self._in_flight = []
+        self._in_flight.clear()
 
     def close(self) -> None:
         if self._handle is not None:
@@ -122,9 +125,13 @@ class SpoolTail:
             self._handle = None
 
     # ---- reading the segments ---------------------------------------------------------
-    def _unacked(self) -> Iterator[InFlight]:
-        """Marked entries from the acknowledged position on, read as they are taken."""
-        position: Position | None = self._acked
+    def _unread(self) -> Iterator[InFlight]:
+        """Marked entries after the last one handed out (from the acknowledged position when
+        none is), read as they are taken."""
+        last = self._in_flight[-1] if self._in_flight else None
+        position: Position | None = (
+            self._acked if last is None else Position(last.segment, last.end)
+        )
         while position is not None and position.segment <= self._mark.segment:
             handle = self._open(position.segment)
             if handle is None:  # deleted by the writer (dropped while full): the next one

@@ -74,21 +74,6 @@ def test_drop_oldest_evicts_the_oldest() -> None:
     assert spool.stats().events == 3
 
 
-async def test_rewind_keeps_order_and_ack_removes() -> None:
-    """A rewound batch is read again first, in order; acked records leave for good."""
-    spool = MemorySpool(max_bytes=10_000)
-    for i in range(5):
-        spool.append(record(i))
-    batch = await spool.read(3)
-    assert [r.id for r in batch] == ["id0", "id1", "id2"]
-    spool.ack(1)
-    again = await spool.read(10)
-    assert [r.id for r in again] == ["id1", "id2", "id3", "id4"]
-    spool.ack(4)
-    await asyncio.wait_for(spool.wait_empty(), 1)
-    assert spool.stats().bytes == 0
-
-
 async def test_worker_retries_until_sink_is_back_in_order() -> None:
     """While the sink fails, nothing is lost; when it is back, everything arrives in order."""
     metrics = create_metrics()

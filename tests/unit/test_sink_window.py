@@ -1,0 +1,301 @@
+"""The sink worker's window: one destination failing or slow never holds the others, only
+what failed is retried (never what the broker accepted), a refused DLQ copy is retried and
+never dropped, and the window is bounded. The sink is a scripted in-memory one given to the
+worker's constructor; the real-broker versions are in tests/integration/test_worker_faults.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Sequence
+
+from bridge.errors import SinkUnavailableError
+from bridge.metrics import create_metrics
+from bridge.pipeline import Record
+from bridge.sinks.base import DELIVERED, Failed, Outcome, Rejected
+from bridge.sinks.worker import RetryPolicy, SinkWorker
+from bridge.spool import MemorySpool
+
+FAST = RetryPolicy(0.005, 0.02)
+
+
+def record(n: int, dest: str, value: bytes = b"x" * 10) -> Record:
+    return Record(dest, dest.encode(), value, "message.exchange", dest, 1, f"{dest}-{n}")
+
+
+class LaneSink:
+    """A sink scripted per destination: ``down`` ones fail, ``refused`` ones are refused for
+    good, ``held`` ones wait for their event; it records what it accepted and what calls
+    were in flight together."""
+
+    kind = "scripted"
+
+    def __init__(self) -> None:
+        self.down: set[str] = set()
+        self.refused: set[str] = set()
+        self.held: dict[str, asyncio.Event] = {}
+        self.fail_after: dict[str, int] = {}  # destination: accept this many, fail the rest, once
+        self.fail_calls = 0  # calls that fail whole (as the file sink's do)
+        self.accepted: list[Record] = []
+        self.in_flight: Counter[str] = Counter()
+        self.overlaps = 0  # calls that found their destination in flight already
+        self.calls = 0
+
+    async def start(self) -> None:
+        return None
+
+    async def publish(self, records: Sequence[Record]) -> list[Outcome]:
+        self.calls += 1
+        destinations = {r.destination for r in records}
+        self.overlaps += sum(1 for d in destinations if self.in_flight[d])
+        self.in_flight.update(destinations)
+        try:
+            for destination in destinations:
+                if destination in self.held:
+                    await self.held[destination].wait()
+            return self._outcomes(records)
+        finally:
+            self.in_flight.subtract(destinations)
+
+    def _outcomes(self, records: Sequence[Record]) -> list[Outcome]:
+        if self.fail_calls:
+            self.fail_calls -= 1
+            return [Failed(SinkUnavailableError("all down"))] * len(records)
+        outcomes: list[Outcome] = []
+        spent: set[str] = set()
+        for r in records:
+            budget = self.fail_after.get(r.destination)
+            if r.destination in self.down or budget == 0:
+                outcomes.append(Failed(SinkUnavailableError(f"{r.destination} down")))
+                if budget == 0:
+                    spent.add(r.destination)
+            elif r.destination in self.refused:
+                outcomes.append(Rejected("not_authorized", f"{r.destination} refused"))
+            else:
+                if budget is not None:
+                    self.fail_after[r.destination] = budget - 1
+                self.accepted.append(r)
+                outcomes.append(DELIVERED)
+        for destination in spent:
+            del self.fail_after[destination]  # failed once: accepts from now on
+        return outcomes
+
+    def ids(self, destination: str) -> list[str]:
+        return [r.id for r in self.accepted if r.destination == destination]
+
+    async def reachable(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        return None
+
+
+async def until(predicate: object, within: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within
+    while not predicate():  # type: ignore[operator]
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"not within {within} s")
+        await asyncio.sleep(0.005)
+
+
+async def stopped(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.wait({task}, timeout=5)
+
+
+async def test_a_failing_destination_does_not_hold_the_others() -> None:
+    """While destination a fails, every record of b is delivered; a's records wait, then
+    arrive in order once a is back; nothing is published twice."""
+    spool = MemorySpool(max_bytes=10_000_000)
+    sink = LaneSink()
+    sink.down.add("a")
+    worker = SinkWorker(sink, spool, create_metrics(), dlq="dlq", retry=FAST)
+    for n in range(200):
+        spool.append(record(n, "a" if n % 2 else "b"))
+    task = asyncio.create_task(worker.run())
+    try:
+        await until(lambda: len(sink.ids("b")) == 100 and not worker.healthy)
+        await asyncio.sleep(0.05)  # several retries of a
+        assert sink.ids("a") == []
+        assert spool.stats().events == 199  # b-0 acknowledged; the other b behind a-1
+        sink.down.clear()
+        await asyncio.wait_for(spool.wait_empty(), 5)
+    finally:
+        await stopped(task)
+    assert sink.ids("a") == [f"a-{n}" for n in range(1, 200, 2)]
+    assert sink.ids("b") == [f"b-{n}" for n in range(0, 200, 2)]
+    assert worker.healthy
+
+
+async def test_what_the_broker_accepted_is_never_published_again() -> None:
+    """A call whose first records were accepted and the rest failed retries only the rest:
+    every record is accepted exactly once, in order."""
+    spool = MemorySpool(max_bytes=10_000_000)
+    sink = LaneSink()
+    sink.fail_after["a"] = 30
+    worker = SinkWorker(sink, spool, create_metrics(), dlq="dlq", retry=FAST)
+    for n in range(100):
+        spool.append(record(n, "a"))
+    task = asyncio.create_task(worker.run())
+    try:
+        await asyncio.wait_for(spool.wait_empty(), 5)
+    finally:
+        await stopped(task)
+    assert sink.ids("a") == [f"a-{n}" for n in range(100)]
+
+
+async def test_a_slow_destination_does_not_stall_the_others() -> None:
+    """While a call to destination s hangs, the other destinations' calls keep going; no
+    two calls are ever in flight for the same destination."""
+    spool = MemorySpool(max_bytes=10_000_000)
+    sink = LaneSink()
+    sink.held["s"] = asyncio.Event()
+    worker = SinkWorker(sink, spool, create_metrics(), dlq="dlq", retry=FAST, batch_max_records=5)
+    task = asyncio.create_task(worker.run())
+    try:
+        spool.append(record(0, "s"))
+        await until(lambda: sink.in_flight["s"] == 1)
+        for n in range(1, 300):
+            spool.append(record(n, ("s", "b", "c", "d", "e")[n % 5]))
+            if n % 20 == 0:
+                await asyncio.sleep(0)
+        await until(lambda: all(len(sink.ids(d)) == 60 for d in "bcde"))
+        assert sink.ids("s") == []
+        sink.held["s"].set()
+        await asyncio.wait_for(spool.wait_empty(), 5)
+    finally:
+        await stopped(task)
+    assert sink.ids("s") == [f"s-{n}" for n in range(0, 300, 5)]
+    assert sink.overlaps == 0
+
+
+async def test_a_slow_call_gives_its_place_up() -> None:
+    """With one place for calls, a call hanging past ``slow_call_seconds`` stops holding it:
+    the other destination is delivered meanwhile; the slow lane then goes alone."""
+    spool = MemorySpool(max_bytes=10_000_000)
+    sink = LaneSink()
+    sink.held["s"] = asyncio.Event()
+    worker = SinkWorker(
+        sink, spool, create_metrics(), dlq="dlq", retry=FAST, max_calls=1, slow_call_seconds=0.1
+    )
+    task = asyncio.create_task(worker.run())
+    try:
+        spool.append(record(0, "s"))
+        await until(lambda: sink.in_flight["s"] == 1)
+        for n in range(1, 21):
+            spool.append(record(n, "b"))
+        await until(lambda: len(sink.ids("b")) == 20, within=2)
+        assert sink.ids("s") == []
+        sink.held["s"].set()
+        await asyncio.wait_for(spool.wait_empty(), 5)
+    finally:
+        await stopped(task)
+    assert sink.ids("s") == ["s-0"]
+    assert sink.overlaps == 0
+
+
+async def test_a_refused_dlq_copy_is_retried_never_dropped() -> None:
+    """A record refused for good whose DLQ copy is refused too stays in the spool, retried
+    with backoff, the problem shown; once the DLQ takes it, it lands there exactly once."""
+    metrics = create_metrics()
+    spool = MemorySpool(max_bytes=10_000_000)
+    sink = LaneSink()
+    sink.refused |= {"a", "dlq"}
+    worker = SinkWorker(sink, spool, metrics, dlq="dlq", retry=FAST)
+    spool.append(record(0, "a"))
+    spool.append(record(1, "b"))
+    task = asyncio.create_task(worker.run())
+    try:
+        await until(lambda: sink.ids("b") == ["b-1"])
+        await asyncio.sleep(0.1)  # several retries of the DLQ copy
+        assert spool.stats().events == 2
+        assert worker.problem is not None
+        assert "'dlq'" in worker.problem
+        sink.refused.discard("dlq")
+        await asyncio.wait_for(spool.wait_empty(), 5)
+    finally:
+        await stopped(task)
+    letters = [r for r in sink.accepted if r.destination == "dlq"]
+    assert [(r.id, r.dlq_reason) for r in letters] == [("a-0", "not_authorized")]
+    assert worker.problem is None
+    assert metrics.registry.get_sample_value(
+        "ryze_bridge_events_dropped_total", {"ryze_instance": "a", "reason": "dlq_rejected"}
+    ) in (None, 0.0)
+
+
+async def test_a_failing_dlq_keeps_the_record_until_it_is_back() -> None:
+    """A DLQ that fails for a while (transiently) keeps the refused record unsettled; it is
+    written once the DLQ is back."""
+    spool = MemorySpool(max_bytes=10_000_000)
+    sink = LaneSink()
+    sink.refused.add("a")
+    sink.down.add("dlq")
+    worker = SinkWorker(sink, spool, create_metrics(), dlq="dlq", retry=FAST)
+    spool.append(record(0, "a"))
+    task = asyncio.create_task(worker.run())
+    try:
+        await until(lambda: worker.problem is not None)
+        assert spool.stats().events == 1
+        sink.down.clear()
+        await asyncio.wait_for(spool.wait_empty(), 5)
+    finally:
+        await stopped(task)
+    assert [r.id for r in sink.accepted] == ["a-0"]
+
+
+async def test_the_window_is_bounded() -> None:
+    """With a destination failing, the worker stops reading once its window holds
+    ``max_in_flight_bytes`` (one record over at most): the rest waits in the spool."""
+    spool = MemorySpool(max_bytes=10_000_000)
+    sink = LaneSink()
+    sink.down.add("a")
+    size = record(0, "a").size
+    worker = SinkWorker(
+        sink, spool, create_metrics(), dlq="dlq", retry=FAST, max_in_flight_bytes=10 * size
+    )
+    for n in range(100):
+        spool.append(record(n, "a" if n == 0 else "b"))
+    task = asyncio.create_task(worker.run())
+    try:
+        await until(lambda: len(sink.ids("b")) >= 9)
+        await asyncio.sleep(0.1)
+        records, held = worker.window
+        assert records <= 11
+        assert held <= 11 * size
+        assert spool.stats().in_flight == records
+        assert len(sink.ids("b")) == records - 1
+        sink.down.clear()
+        await asyncio.wait_for(spool.wait_empty(), 5)
+    finally:
+        await stopped(task)
+    assert len(sink.accepted) == 100
+
+
+async def test_one_lane_keeps_the_spool_order_across_destinations() -> None:
+    """With ``one_lane`` (the file sink: every destination in one file) records reach the
+    sink in the spool's order whatever their destination, even across failed calls."""
+    spool = MemorySpool(max_bytes=10_000_000)
+    sink = LaneSink()
+    sink.fail_calls = 3
+    worker = SinkWorker(
+        sink, spool, create_metrics(), dlq="dlq", retry=FAST, batch_max_records=4, one_lane=True
+    )
+    for n in range(40):
+        spool.append(record(n, "abc"[n % 3]))
+    task = asyncio.create_task(worker.run())
+    try:
+        await asyncio.wait_for(spool.wait_empty(), 5)
+    finally:
+        await stopped(task)
+    assert [r.id for r in sink.accepted] == [f"{'abc'[n % 3]}-{n}" for n in range(40)]
+
+
+def test_backoff_is_full_jitter() -> None:
+    """A retry waits uniformly between 0 and the exponential ceiling (not half of it up)."""
+    policy = RetryPolicy(1.0, 8.0)
+    delays = [policy.delay(3) for _ in range(400)]
+    assert all(0.0 <= d <= 4.0 for d in delays)
+    assert min(delays) < 1.0
+    assert max(delays) > 3.0
+    assert policy.ceiling(10) == 8.0
