@@ -433,13 +433,17 @@ class KafkaSink:
 
     async def _route(self, producer: Any, topic: str) -> _Route | Outcome:
         """The partitions of ``topic``, asked again once ``PARTITIONS_TTL`` old (a topic may
-        grow) or after its records failed."""
+        grow) or after its records failed; a topic without metadata that is no longer listed
+        gets the outcome of a missing topic in the same call (``missing_topic`` unless it
+        was delivered to less than the grace period ago)."""
         now = time.monotonic()
         route = self._routes.get(topic)
         if route is not None and route.until > now:
             return route
         known = await self._partitions_of(producer, topic)
         if not isinstance(known, set):
+            if topic not in self._topics:  # no metadata for it: listed again at once
+                return (await self._unusable_topics({topic})).get(topic, known)
             return known
         partitions = sorted(known)
         route = self._routes.get(topic)  # another publish may have learned it meanwhile
