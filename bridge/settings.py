@@ -164,6 +164,10 @@ class KafkaSinkSettings(Model):
     max_request_bytes: int = Field(default=1024 * 1024, gt=0)
     client_id: str = "ryze-bridge"
     create_topics: bool = False
+    # A topic the bridge delivered to that is deleted at runtime: its records are retried for
+    # this long (it may be being recreated), then dead-lettered as missing_topic. Kept short:
+    # the retried records fill the sink worker's in-flight window meanwhile.
+    vanished_topic_grace_seconds: float = Field(default=60.0, ge=0, le=3600)
     cloudevents: Literal["none", "binary"] = "none"
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"

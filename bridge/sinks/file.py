@@ -8,8 +8,8 @@ written (and fsynced when asked) before it counts as delivered.
 
 Concurrent ``publish`` calls take turns (a lock held by the writing thread, so even a
 cancelled call cannot overlap the next one): their lines never interleave. A write that fails
-(``ENOSPC``, ``EIO``) cuts the file back to where it ended, so no partial line stays, and the
-records of that file are Failed (retried), not an exception.
+(``ENOSPC``, ``EIO``, a descriptor gone bad) cuts the file back to where it ended, so no
+partial line stays, and the records of that file are Failed (retried), never an exception.
 """
 
 from __future__ import annotations
@@ -26,8 +26,11 @@ from typing import IO
 import orjson
 
 from bridge.errors import SinkUnavailableError
+from bridge.logs import get_logger
 from bridge.pipeline import Record
 from bridge.sinks.base import DELIVERED, Failed, Outcome
+
+log = get_logger(__name__)
 
 
 def event_line(record: Record) -> bytes:
@@ -90,9 +93,14 @@ class FileSink:
     async def publish(self, records: Sequence[Record]) -> list[Outcome]:
         if self._events is None or self._dead is None:
             raise SinkUnavailableError("file sink: not started")
-        events = b"".join(event_line(r) for r in records if r.dlq_reason is None)
-        dead = b"".join(dead_letter_line(r) for r in records if r.dlq_reason is not None)
-        events_error, dead_error = await asyncio.to_thread(self._write, events, dead)
+        try:
+            events = b"".join(event_line(r) for r in records if r.dlq_reason is None)
+            dead = b"".join(dead_letter_line(r) for r in records if r.dlq_reason is not None)
+            events_error, dead_error = await asyncio.to_thread(self._write, events, dead)
+        except Exception as exc:  # every record's outcome, never an exception
+            log.exception("sink.publish_crashed", sink=self.kind, error=type(exc).__name__)
+            crash = SinkUnavailableError(f"file sink: unexpected {type(exc).__name__}: {exc}")
+            return [Failed(crash)] * len(records)
         outcomes: list[Outcome] = []
         for record in records:
             error = events_error if record.dlq_reason is None else dead_error
@@ -111,18 +119,21 @@ class FileSink:
             return None
         if handle is None or handle.closed:
             return SinkUnavailableError("file sink: closed")
-        fd = handle.fileno()
-        end = os.fstat(fd).st_size
+        end: int | None = None
         try:
+            fd = handle.fileno()
+            end = os.fstat(fd).st_size
             written = 0
             while written < len(data):
                 written += os.write(fd, memoryview(data)[written:])
             if self.fsync:
                 os.fsync(fd)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, end)
-            return SinkUnavailableError(f"file sink: write failed: {exc.strerror or exc}")
+        except (OSError, ValueError) as exc:  # ValueError: the handle was closed meanwhile
+            if end is not None:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, end)
+            reason = getattr(exc, "strerror", None) or exc
+            return SinkUnavailableError(f"file sink: write failed: {reason}")
         return None
 
     async def reachable(self) -> bool:
@@ -135,5 +146,6 @@ class FileSink:
         with self._lock:  # after a write in flight, never under it
             for handle in (self._events, self._dead):
                 if handle is not None:
-                    handle.close()
+                    with contextlib.suppress(OSError):  # its descriptor already failing
+                        handle.close()
             self._events = self._dead = None

@@ -5,15 +5,21 @@ is idempotent (retries cannot reorder or duplicate within a session); in each to
 the first batch that cannot even be queued settles itself and every batch behind it, so
 nothing of that partition overtakes it, while the other topic-partitions go on. Topics are
 never created behind the operator's back: a missing topic is a DLQ record with a message
-naming it, unless ``sink.kafka.create_topics`` is on; a topic this sink has seen that
-disappears at runtime is transient instead (its records are retried until it exists again).
-The DLQ topic itself must exist at start.
+naming it, unless ``sink.kafka.create_topics`` is on; a topic this sink has delivered a
+record to that disappears at runtime is transient instead, for
+``sink.kafka.vanished_topic_grace_seconds`` (its records are retried in case it is being
+recreated), then ``missing_topic`` like any unknown topic. The DLQ topic itself must exist at
+start. aiokafka's metadata requests ask the broker to create the topics they name, and it
+offers no option against it: brokers must run with ``auto.create.topics.enable=false`` or a
+deleted topic comes back with the broker's default partitions.
+
+``publish`` never raises once started: whatever goes wrong with a record (TLS files unreadable
+while the producer is renewed, an error of ours) becomes its outcome, Failed by default.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ssl
 import time
 from collections.abc import Sequence
@@ -47,7 +53,7 @@ from bridge.logs import get_logger
 from bridge.pipeline import Record
 from bridge.pipeline.records import cloudevents_headers
 from bridge.settings import KafkaSinkSettings
-from bridge.sinks.base import DELIVERED, Failed, Outcome, Rejected
+from bridge.sinks.base import DELIVERED, Delivered, Failed, Outcome, Rejected
 
 log = get_logger(__name__)
 
@@ -115,8 +121,10 @@ RECORD_OVERHEAD = 1024  # headers and record framing, as in wiring.max_value_byt
 PARTITIONS_TTL = 30.0
 KEYS_CACHED = 100_000
 METADATA_WAIT = 5.0  # seconds a publish waits for a topic's partitions before failing it
+PRODUCER_STOP = 5.0  # seconds an old producer gets to stop before it is logged as leaked
 PARTITION_WATCH = 1.0  # seconds between checks that a pending batch's partition exists
 TOPIC_ALREADY_EXISTS = 36
+UNSETTLED = Failed(SinkUnavailableError("kafka: record left without an outcome"))
 
 Where = tuple[str, int]  # a topic-partition
 
@@ -146,19 +154,21 @@ class _Batches:
             headers += cloudevents_headers(record)
         return headers
 
-    def add(self, index: int, record: Record, partition: int) -> None:
+    def add(self, index: int, record: Record, partition: int) -> bool:
         """Append to the last batch of the record's topic-partition, or start the next one
-        when it is full (a new batch takes its first record, however large)."""
+        when it is full; False (nothing queued) when not even an empty batch takes it."""
         chain = self.chains.setdefault((record.destination, partition), [])
         headers = self.headers(record)
         if chain and chain[-1][0].append(
             timestamp=None, key=record.key, value=record.value, headers=headers
         ):
             chain[-1][1].append(index)
-            return
+            return True
         builder = self.producer.create_batch()
-        builder.append(timestamp=None, key=record.key, value=record.value, headers=headers)
-        chain.append((builder, [index]))
+        if builder.append(timestamp=None, key=record.key, value=record.value, headers=headers):
+            chain.append((builder, [index]))
+            return True
+        return False
 
 
 Settled = list[tuple[list[int], Outcome]]
@@ -183,7 +193,8 @@ class KafkaSink:
         self._producer: Any = None
         self._admin: Any = None
         self._topics: set[str] = set()  # known to exist now
-        self._seen: set[str] = set()  # listed once while this sink ran
+        self._delivered: set[str] = set()  # a record was delivered to it while this sink ran
+        self._vanished: dict[str, float] = {}  # delivered-to topic -> when first found gone
         self._partitioner = DefaultPartitioner()
         self._routes: dict[str, _Route] = {}
         self._keys_cached = 0
@@ -236,7 +247,8 @@ class KafkaSink:
             failed = Failed(SinkUnavailableError(f"kafka: cannot list topics: {exc}"))
             return dict.fromkeys(unknown, failed)
         self._topics |= listed
-        self._seen |= listed
+        for topic in listed & self._vanished.keys():
+            del self._vanished[topic]
         unknown -= listed
         if not unknown:
             return {}
@@ -245,9 +257,13 @@ class KafkaSink:
         return {topic: self._absent(topic) for topic in unknown}
 
     def _absent(self, topic: str) -> Outcome:
-        if topic in self._seen:
-            return Failed(SinkUnavailableError(f"kafka: {_vanished_message(topic)}"))
-        return Rejected("missing_topic", _missing_message(topic))
+        """A missing topic's outcome: transient while a topic this sink delivered to has been
+        gone for less than the grace period (it may be being recreated), else ``missing_topic``."""
+        if topic not in self._delivered:
+            return Rejected("missing_topic", _missing_message(topic))
+        now = time.monotonic()
+        gone = now - self._vanished.setdefault(topic, now)
+        return absent_outcome(topic, gone, self.settings.vanished_topic_grace_seconds)
 
     async def _create(self, topics: set[str]) -> dict[str, Outcome]:
         """Create ``topics``; the outcome for the records of each one that could not be."""
@@ -264,18 +280,26 @@ class KafkaSink:
         for topic, code, *_ in response.topic_errors:
             if code not in (0, TOPIC_ALREADY_EXISTS):
                 refused[topic] = classify(for_code(code)(f"cannot create topic {topic!r}"))
-        created = topics - refused.keys()
-        self._topics |= created
-        self._seen |= created
+        self._topics |= topics - refused.keys()
         return refused
 
     async def publish(self, records: Sequence[Record]) -> list[Outcome]:
+        """One outcome per record; never an exception once started (an unexpected error fails
+        every record of the call, logged, rather than ending the worker)."""
+        if self._producer is None:
+            raise SinkUnavailableError("kafka: not started")
+        try:
+            return await self._publish(records)
+        except Exception as exc:  # turned into outcomes, logged with its trace
+            log.exception("sink.publish_crashed", sink=self.kind, error=type(exc).__name__)
+            error = SinkUnavailableError(f"kafka: unexpected {type(exc).__name__}: {exc}")
+            return [Failed(error)] * len(records)
+
+    async def _publish(self, records: Sequence[Record]) -> list[Outcome]:
         """Records grouped into producer batches per topic-partition, in spool order (the
         partition is the producer's own choice for the key, so keys land where ``send`` would
         put them); the topic-partitions are sent and settled side by side. A record the
         broker could never take is refused alone, before batching."""
-        if self._producer is None:
-            raise SinkUnavailableError("kafka: not started")
         try:
             producer = await self._current_producer()
         except SinkUnavailableError as exc:
@@ -300,8 +324,9 @@ class KafkaSink:
             elif len(record.value) + len(record.key or b"") > limit:
                 outcomes[index] = Rejected("too_large", f"{len(record.value)} bytes")
             else:
-                route = routes[record.destination]
-                batches.add(index, record, self._partition(route, record.key))
+                partition = self._partition(routes[record.destination], record.key)
+                if not batches.add(index, record, partition):
+                    outcomes[index] = Rejected("too_large", f"{len(record.value)} bytes: no batch")
         chains = await asyncio.gather(
             *(self._send_chain(producer, where, chain) for where, chain in batches.chains.items())
         )
@@ -311,7 +336,21 @@ class KafkaSink:
             for index in members:
                 outcomes[index] = outcome
         self._after(producer, records, outcomes)
-        return [o if o is not None else DELIVERED for o in outcomes]
+        return self._settle(records, outcomes)
+
+    def _settle(
+        self, records: Sequence[Record], outcomes: Sequence[Outcome | None]
+    ) -> list[Outcome]:
+        """The outcomes, a record left without one Failed (and logged: a bug of ours); the
+        topics delivered to are remembered (a deleted one is transient for a while)."""
+        settled: list[Outcome] = []
+        for record, outcome in zip(records, outcomes, strict=True):
+            if outcome is None:
+                log.error("sink.outcome_missing", sink=self.kind)
+            elif isinstance(outcome, Delivered):
+                self._delivered.add(record.destination)
+            settled.append(UNSETTLED if outcome is None else outcome)
+        return settled
 
     def _after(
         self, producer: Any, records: Sequence[Record], outcomes: Sequence[Outcome | None]
@@ -394,13 +433,17 @@ class KafkaSink:
 
     async def _route(self, producer: Any, topic: str) -> _Route | Outcome:
         """The partitions of ``topic``, asked again once ``PARTITIONS_TTL`` old (a topic may
-        grow) or after its records failed."""
+        grow) or after its records failed; a topic without metadata that is no longer listed
+        gets the outcome of a missing topic in the same call (``missing_topic`` unless it
+        was delivered to less than the grace period ago)."""
         now = time.monotonic()
         route = self._routes.get(topic)
         if route is not None and route.until > now:
             return route
         known = await self._partitions_of(producer, topic)
         if not isinstance(known, set):
+            if topic not in self._topics:  # no metadata for it: listed again at once
+                return (await self._unusable_topics({topic})).get(topic, known)
             return known
         partitions = sorted(known)
         route = self._routes.get(topic)  # another publish may have learned it meanwhile
@@ -437,19 +480,22 @@ class KafkaSink:
         """A new producer (a new idempotent session) in place of one whose session broke;
         SinkUnavailableError while the broker cannot be reached (tried again next publish).
         The old one serves concurrent calls until the new one has started."""
-        producer = AIOKafkaProducer(
-            **producer_options(self.settings), **security_options(self.settings, self._password)
-        )
+        try:
+            security = security_options(self.settings, self._password)
+        except (OSError, ssl.SSLError) as exc:
+            raise SinkUnavailableError(f"kafka: TLS files unusable: {exc}") from None
+        producer = AIOKafkaProducer(**producer_options(self.settings), **security)
         try:
             await producer.start()
-        except KafkaError as exc:
-            with contextlib.suppress(Exception):
-                await producer.stop()
+        except (KafkaError, OSError, ssl.SSLError) as exc:
+            await _stop(producer)
             raise SinkUnavailableError(f"kafka: cannot start a new producer: {exc}") from None
+        except BaseException:  # cancelled while starting: the new producer is not leaked
+            await asyncio.shield(_stop(producer))
+            raise
         old, self._producer = self._producer, producer
         self._broken = None
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(old.stop(), timeout=5)
+        await _stop(old)
         log.warning("sink.producer_renewed", sink=self.kind)
 
     async def reachable(self) -> bool:
@@ -501,8 +547,28 @@ def _missing_message(topic: str) -> str:
     return f"topic {topic!r} does not exist; create it or set sink.kafka.create_topics: true"
 
 
-def _vanished_message(topic: str) -> str:
-    return f"topic {topic!r} no longer exists; its records wait until it is recreated"
+def absent_outcome(topic: str, gone: float, grace: float) -> Outcome:
+    """The outcome of a record for a topic this sink delivered to, ``gone`` seconds after it
+    was first found missing: retried within ``grace``, dead-lettered after it (pure)."""
+    if gone < grace:
+        return Failed(
+            SinkUnavailableError(
+                f"kafka: topic {topic!r} no longer exists; its records are retried for "
+                f"{grace:g} s in case it is recreated"
+            )
+        )
+    return Rejected(
+        "missing_topic", f"{_missing_message(topic)} (deleted at runtime {gone:.0f} s ago)"
+    )
+
+
+async def _stop(producer: Any) -> None:
+    """Stop ``producer`` within ``PRODUCER_STOP`` seconds; one that does not (its sender task or
+    connections may be left alive) is logged as ``sink.producer_leaked``, never silently."""
+    try:
+        await asyncio.wait_for(asyncio.shield(producer.stop()), PRODUCER_STOP)
+    except Exception as exc:  # a producer we give up on, logged
+        log.exception("sink.producer_leaked", sink="kafka", error=type(exc).__name__)
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:
@@ -535,9 +601,9 @@ def _answer(where: Where, future: asyncio.Future[Any]) -> Outcome:
     error = future.exception()
     if error is None:
         return DELIVERED
-    if isinstance(error, KafkaError):
-        return classify(error)
-    raise error  # not a broker's answer: a bug of ours, never a silent outcome
+    if not isinstance(error, KafkaError):  # not a broker's answer: a bug of ours, logged
+        log.error("sink.unexpected_answer", sink="kafka", error=f"{type(error).__name__}: {error}")
+    return classify(error)
 
 
 def _partition_known(producer: Any, where: Where) -> bool:

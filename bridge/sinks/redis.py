@@ -13,7 +13,8 @@ one: ``OOM``, ``READONLY``, ``LOADING``, ``BUSY``, ``MASTERDOWN``, ``TRYAGAIN`` 
 records they answer (transient, retried); ``NOPERM`` rejects its record (``not_authorized``,
 DLQ); any other error (``WRONGTYPE``…) rejects it as ``rejected_by_broker``. A connection lost
 while replies are read fails the records whose reply was not read (they may have been
-applied: at least once), drops that connection, and the next call connects again; redis-py's
+applied: at least once), drops that connection, and the next call connects again (so does a
+reply that cannot be parsed, ``InvalidResponse``: the connection is out of step); redis-py's
 own retry, which would send the whole pipeline again, is not used. Concurrent ``publish``
 calls each take their own connection from the pool.
 """
@@ -29,10 +30,13 @@ from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
 from bridge.errors import SinkConfigError, SinkUnavailableError
+from bridge.logs import get_logger
 from bridge.pipeline import Record
 from bridge.pipeline.records import cloudevents_headers
 from bridge.settings import RedisSinkSettings
 from bridge.sinks.base import DELIVERED, Failed, Outcome, Rejected
+
+log = get_logger(__name__)
 
 FENCED_XADD = """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then
@@ -153,19 +157,21 @@ class RedisSink:
         """One pipeline of XADDs; one outcome per record, never an exception once started."""
         if self._client is None:
             raise SinkUnavailableError("redis: not started")
-        outcomes: list[Outcome | None] = [None] * len(records)
-        commands: list[tuple[Any, ...]] = []
-        sent: list[int] = []
-        for index, record in enumerate(records):
-            if len(record.value) > self.settings.max_entry_bytes:
-                outcomes[index] = Rejected("too_large", f"{len(record.value)} bytes")
-                continue
-            commands.append(self._command(record))
-            sent.append(index)
-        replies = await exchange(self._client, commands) if commands else []
-        for index, reply in zip(sent, replies, strict=True):
-            outcomes[index] = classify(reply)
-        return [o if o is not None else DELIVERED for o in outcomes]
+        limit = self.settings.max_entry_bytes
+        try:
+            commands = [self._command(r) for r in records if len(r.value) <= limit]
+            replies = iter(await exchange(self._client, commands) if commands else [])
+        except Exception as exc:  # turned into outcomes, logged with its trace
+            log.exception("sink.publish_crashed", sink=self.kind, error=type(exc).__name__)
+            error = SinkUnavailableError(f"redis: unexpected {type(exc).__name__}: {exc}")
+            return [Failed(error)] * len(records)
+        # one reply per command sent (exchange's contract), so every record has its outcome
+        return [
+            classify(next(replies))
+            if len(r.value) <= limit
+            else Rejected("too_large", f"{len(r.value)} bytes")
+            for r in records
+        ]
 
     def _command(self, record: Record) -> tuple[Any, ...]:
         """The XADD of ``record``; fenced through the script when the shard has a token."""
@@ -198,7 +204,9 @@ class RedisSink:
 
 async def exchange(client: Redis, commands: list[tuple[Any, ...]]) -> list[Any]:
     """Send ``commands`` in one write and read their replies one by one: a reply, the
-    server's error for that command, or Failed for each reply a lost connection took."""
+    server's error for that command, or Failed for each reply a lost connection took (or an
+    unreadable reply, after which the connection is out of step: dropped). Exactly one entry
+    per command."""
     pool: Any = client.connection_pool
     try:
         connection = await pool.get_connection()
@@ -209,7 +217,7 @@ async def exchange(client: Redis, commands: list[tuple[Any, ...]]) -> list[Any]:
         await connection.send_packed_command(connection.pack_commands(commands))
         for _ in commands:
             replies.append(await _reply(connection))  # noqa: PERF401 - kept when one fails
-    except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
+    except (redis_errors.RedisError, OSError) as exc:  # lost, or out of step (InvalidResponse)
         await connection.disconnect()
         lost = len(commands) - len(replies)
         error = f"redis: {type(exc).__name__}: {exc} ({lost} replies not read)"

@@ -8,9 +8,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import socket
 import struct
 import subprocess
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
@@ -263,7 +265,127 @@ async def test_kafka_deleted_topic_is_transient_and_holds_no_other_call(
         assert last == {Delivered}
 
 
+async def test_kafka_topic_listed_but_never_written_is_missing_topic(kafka_bootstrap: str) -> None:
+    """A topic that existed when the sink started (so the sink listed it) but that the sink
+    never delivered to is deleted: its records are Rejected(missing_topic) in the first call,
+    the same as after a restart, never retried as a vanished topic."""
+    prefix = unique("never")
+    idle, dlq = f"{prefix}.idle", f"{prefix}.dlq"
+    await create_topics(kafka_bootstrap, [idle, dlq])
+    settings = KafkaSinkSettings(bootstrap_servers=kafka_bootstrap, linger_ms=1)
+    async with started(KafkaSink(settings, dlq)) as sink:
+        await delete_topic(kafka_bootstrap, idle)
+        outcomes = await sink.publish(records_for([idle], 5))
+    assert {type(o) for o in outcomes} == {Rejected}, outcomes
+    assert {o.reason for o in outcomes if isinstance(o, Rejected)} == {"missing_topic"}
+
+
+async def test_kafka_deleted_topic_dead_lettered_after_grace(kafka_bootstrap: str) -> None:
+    """A topic the sink delivered to is deleted (grace 3 s): its records are Failed while it
+    has been gone less than the grace, then Rejected(missing_topic) naming the deletion; the
+    other topic's records in the same calls are Delivered throughout; once the topic is
+    created again its records are Delivered (the grace starts afresh)."""
+    prefix = unique("grace")
+    gone, steady, dlq = f"{prefix}.gone", f"{prefix}.steady", f"{prefix}.dlq"
+    await create_topics(kafka_bootstrap, [gone, steady, dlq])
+    settings = KafkaSinkSettings(
+        bootstrap_servers=kafka_bootstrap, linger_ms=1, vanished_topic_grace_seconds=3
+    )
+    history: list[tuple[float, str]] = []
+    async with started(KafkaSink(settings, dlq)) as sink:
+        warm = records_for([gone, steady], 5)
+        assert {type(o) for o in await sink.publish(warm)} == {Delivered}
+        await delete_topic(kafka_bootstrap, gone)
+        began = time.monotonic()
+        deadline = began + 30
+        while time.monotonic() < deadline:
+            batch = records_for([gone, steady], 5, start=100 * (len(history) + 1))
+            outcomes = await sink.publish(batch)
+            assert kinds(outcomes, batch, steady) == {"Delivered"}
+            seen = kinds(outcomes, batch, gone)
+            history.append((time.monotonic() - began, "/".join(sorted(seen))))
+            if seen == {"Rejected"}:
+                break
+            assert seen == {"Failed"}, history
+            await asyncio.sleep(0.3)
+        print(f"\ndeleted topic's outcomes over time: {history}")  # noqa: T201
+        assert history[0][1] == "Failed", history
+        assert history[-1][1] == "Rejected", history
+        assert 3 <= history[-1][0] < 15, history
+        rejected = [o for o in of(outcomes, batch, gone) if isinstance(o, Rejected)]
+        assert {o.reason for o in rejected} == {"missing_topic"}
+        assert "deleted at runtime" in rejected[0].error
+        await create_topics(kafka_bootstrap, [gone])
+        last: set[type] = set()
+        deadline = time.monotonic() + 30
+        while last != {Delivered} and time.monotonic() < deadline:
+            last = {type(o) for o in await sink.publish(records_for([gone], 5, start=9000))}
+            await asyncio.sleep(0.3)
+        assert last == {Delivered}
+
+
+async def test_kafka_renewal_with_tls_files_gone_fails_records(
+    secure: dict[str, Any], tmp_path: Path
+) -> None:
+    """Over SASL_SSL, the producer must be renewed (as after a broken idempotent session: the
+    one internal step taken here) while its CA file has really been deleted: publish returns
+    Failed naming the TLS files for every record instead of raising; once the file is back
+    the renewal succeeds and the same records are Delivered."""
+    cafile = tmp_path / "ca.pem"
+    cafile.write_bytes(Path(secure["tls"]["ca_file"]).read_bytes())
+    prefix = unique("tls")
+    topic, dlq = f"{prefix}.t", f"{prefix}.dlq"
+    await create_topics(secure["kafka"]["bootstrap_servers"], [topic, dlq])
+    settings = KafkaSinkSettings(
+        bootstrap_servers=secure["kafka_sasl_ssl"]["bootstrap_servers"],
+        security_protocol="SASL_SSL",
+        sasl_username=secure["kafka_sasl_ssl"]["username"],
+        sasl_password_file=Path(secure["kafka_sasl_ssl"]["password_file"]),
+        ssl_cafile=cafile,
+        linger_ms=1,
+    )
+    secret = Path(secure["kafka_sasl_ssl"]["password_file"]).read_text(encoding="utf-8").strip()
+    batch = records_for([topic], 5)
+    async with started(KafkaSink(settings, dlq, password=SecretStr(secret))) as sink:
+        cafile.unlink()
+        sink._broken = sink._producer  # what a broken idempotent session sets
+        outcomes = await sink.publish(batch)
+        assert {type(o) for o in outcomes} == {Failed}, outcomes
+        assert all("TLS files unusable" in str(o.error) for o in outcomes if isinstance(o, Failed))
+        cafile.write_bytes(Path(secure["tls"]["ca_file"]).read_bytes())
+        assert {type(o) for o in await sink.publish(batch)} == {Delivered}
+
+
 # ---- Redis --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[str]:
+    """A throwaway redis-server on a free port, for tests that change the server's config
+    (read-only, maxmemory): the shared test Redis is never touched, even if a timeout kills
+    the test before it could undo the change."""
+    port = dead_port()
+    process = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+                break
+            assert process.poll() is None, "redis-server exited at start"
+            assert time.monotonic() < deadline, "redis-server did not listen within 10 s"
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
 
 
 def redis_settings(url: str, prefix: str) -> RedisSinkSettings:
@@ -310,26 +432,22 @@ async def test_redis_acl_on_one_stream_rejects_only_its_records(redis_url: str) 
         assert not await admin.exists(denied)
 
 
-async def test_redis_out_of_memory_fails_then_delivers(redis_url: str) -> None:
-    """With maxmemory just above what Redis uses (noeviction), every XADD is refused with OOM:
-    the records are Failed (transient, never the DLQ); once the limit is lifted the same
-    records are Delivered."""
+async def test_redis_out_of_memory_fails_then_delivers(own_redis: str) -> None:
+    """With maxmemory just above what Redis uses (noeviction; a Redis of the test's own), XADDs
+    are refused with OOM: those records are Failed (transient, never the DLQ); once the limit
+    is lifted the same records are Delivered."""
     prefix = f"ryze:{unique('oom')}"
     stream = f"{prefix}:s"
     async with (
-        admin_client(redis_url) as admin,
-        started(RedisSink(redis_settings(redis_url, prefix))) as sink,
+        admin_client(own_redis) as admin,
+        started(RedisSink(redis_settings(own_redis, prefix))) as sink,
     ):
-        policy = str((await admin.config_get("maxmemory-policy"))["maxmemory-policy"])
         batch = [large(stream, n) for n in range(20)]
-        try:
-            await admin.config_set("maxmemory-policy", "noeviction")
-            used = int((await admin.info("memory"))["used_memory"])
-            await admin.config_set("maxmemory", used + 50_000)
-            outcomes = await sink.publish(batch)
-        finally:
-            await admin.config_set("maxmemory", 0)
-            await admin.config_set("maxmemory-policy", policy)
+        await admin.config_set("maxmemory-policy", "noeviction")
+        used = int((await admin.info("memory"))["used_memory"])
+        await admin.config_set("maxmemory", used + 50_000)
+        outcomes = await sink.publish(batch)
+        await admin.config_set("maxmemory", 0)
         failed = [o for o in outcomes if isinstance(o, Failed)]
         assert failed, outcomes
         assert not [o for o in outcomes if isinstance(o, Rejected)]
@@ -351,22 +469,20 @@ def dead_port() -> int:
         return int(probe.getsockname()[1])
 
 
-async def test_redis_read_only_fails_then_delivers(redis_url: str) -> None:
-    """Redis turned into a replica of a dead primary (REPLICAOF a closed port) refuses writes
-    with READONLY: the records are Failed (transient), and Delivered once it is a primary
-    again (REPLICAOF NO ONE)."""
+async def test_redis_read_only_fails_then_delivers(own_redis: str) -> None:
+    """Redis (the test's own) turned into a replica of a dead primary (REPLICAOF a closed
+    port) refuses writes with READONLY: the records are Failed (transient), and Delivered once
+    it is a primary again (REPLICAOF NO ONE)."""
     prefix = f"ryze:{unique('ro')}"
     stream = f"{prefix}:s"
     batch = records_for([stream], 10)
     async with (
-        admin_client(redis_url) as admin,
-        started(RedisSink(redis_settings(redis_url, prefix))) as sink,
+        admin_client(own_redis) as admin,
+        started(RedisSink(redis_settings(own_redis, prefix))) as sink,
     ):
-        try:
-            await admin.replicaof("127.0.0.1", dead_port())
-            outcomes = await sink.publish(batch)
-        finally:
-            await admin.replicaof("NO", "ONE")
+        await admin.replicaof("127.0.0.1", dead_port())
+        outcomes = await sink.publish(batch)
+        await admin.replicaof("NO", "ONE")
         assert {type(o) for o in outcomes} == {Failed}, outcomes
         first = outcomes[0]
         assert isinstance(first, Failed)
@@ -386,6 +502,7 @@ class ResettingProxy:
         self.resets = 0
         self.server: asyncio.Server | None = None
         self.port = 0
+        self.handlers: set[asyncio.Task[None]] = set()
 
     async def __aenter__(self) -> ResettingProxy:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -395,10 +512,16 @@ class ResettingProxy:
     async def __aexit__(self, *exc: object) -> None:
         assert self.server is not None
         self.server.close()
+        for handler in self.handlers:  # connections still open: closed with their sockets
+            handler.cancel()
+        await asyncio.wait_for(asyncio.gather(*self.handlers, return_exceptions=True), 5)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.server.wait_closed(), 5)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        handler = asyncio.current_task()
+        assert handler is not None
+        self.handlers.add(handler)
         up_reader, up_writer = await asyncio.open_connection(*self.target)
         upstream = asyncio.create_task(self._pipe(reader, up_writer))
         try:
@@ -455,15 +578,54 @@ async def test_redis_connection_reset_mid_pipeline(redis_url: str) -> None:
             assert proxy.resets == 1
             failed = [i for i, o in enumerate(outcomes) if isinstance(o, Failed)]
             delivered = [i for i, o in enumerate(outcomes) if isinstance(o, Delivered)]
-            assert failed, outcomes
-            assert delivered, "the proxy forwarded some replies before the reset"
-            assert delivered == list(range(len(delivered)))  # replies are read in order
-            assert all(isinstance(outcomes[i], Failed) for i in failed)
+            assert 0 < len(delivered) < len(batch), "some replies forwarded before the reset"
+            # replies are read in order: a prefix Delivered, every record after it Failed
+            assert delivered == list(range(len(delivered)))
+            assert failed == list(range(len(delivered), len(batch)))
             again = [batch[i] for i in failed]
             assert {type(o) for o in await sink.publish(again)} == {Delivered}
         print(f"\nreset after {len(delivered)} of {len(batch)} replies")  # noqa: T201
         ids = [fields[b"id"] for _, fields in await read_stream(admin, stream)]
         assert set(ids) == {r.id.encode() for r in batch}
+
+
+class CorruptingProxy(ResettingProxy):
+    """A TCP proxy to Redis that, once armed, turns the first byte of the server's next
+    reply into one RESP does not know (``?``): the client reads a reply it cannot parse."""
+
+    async def _replies(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            while data := await reader.read(65536):
+                if self.armed:
+                    self.armed = False
+                    self.resets += 1
+                    data = b"?" + data[1:]
+                writer.write(data)
+                await writer.drain()
+
+
+async def test_redis_unparsable_reply_fails_records(redis_url: str) -> None:
+    """A reply that is not RESP (InvalidResponse, not a connection error) in the middle of a
+    pipeline: publish raises nothing, the records whose reply was not read are Failed naming
+    the error, and the next call, on a fresh connection, delivers them."""
+    prefix = f"ryze:{unique('bad')}"
+    stream = f"{prefix}:s"
+    host, port = redis_url.removeprefix("redis://").split("/")[0].split(":")
+    batch = records_for([stream], 20)
+    async with CorruptingProxy(host, int(port), keep=0) as proxy, admin_client(redis_url) as admin:
+        url = f"redis://127.0.0.1:{proxy.port}/0"
+        async with started(RedisSink(redis_settings(url, prefix))) as sink:
+            proxy.armed = True
+            outcomes = await sink.publish(batch)
+            assert proxy.resets == 1
+            assert {type(o) for o in outcomes} == {Failed}, outcomes
+            first = outcomes[0]
+            assert isinstance(first, Failed)
+            assert "InvalidResponse" in str(first.error) or "Protocol" in str(first.error)
+            assert {type(o) for o in await sink.publish(batch)} == {Delivered}
+        ids = [fields[b"id"] for _, fields in await read_stream(admin, stream)]
+        # the first pipeline was applied though its replies were unreadable: at least once
+        assert sorted(ids) == sorted([r.id.encode() for r in batch] * 2)
 
 
 # ---- file ---------------------------------------------------------------------------------
@@ -516,19 +678,60 @@ async def test_file_sink_full_disk_fails_then_delivers(small_fs: Path) -> None:
     assert sorted(json.loads(line)["data"]["n"] for line in lines) == list(range(8))
 
 
+def drain_fifo(path: Path) -> tuple[threading.Thread, bytearray]:
+    """Read the FIFO at ``path`` in a thread, a little at a time, from when a writer opens
+    it (the open of each side waits for the other) until every writer has closed it."""
+    received = bytearray()
+
+    def read() -> None:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            while chunk := os.read(fd, 4096):
+                received.extend(chunk)
+        finally:
+            os.close(fd)
+
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+    return thread, received
+
+
 async def test_file_sink_concurrent_calls_never_interleave(tmp_path: Path) -> None:
-    """Eight publish calls in flight at once, each with large lines for its own destination:
-    every line in the file is one whole record and each call's lines are contiguous."""
-    sink = FileSink(tmp_path / "events.jsonl", "dead.jsonl")
+    """Eight publish calls in flight at once, each with 600 KB of lines for its own
+    destination, into a named pipe (where the kernel splits a write larger than the pipe's
+    buffer, so two unlocked writers do interleave): every line read from the pipe is one
+    whole record and each call's lines are contiguous."""
+    path = tmp_path / "events.jsonl"
+    os.mkfifo(path)
+    reader, received = drain_fifo(path)
+    sink = FileSink(path, "dead.jsonl")
     await sink.start()
     try:
         calls = [[large(f"dest-{c}", n) for n in range(30)] for c in range(8)]
         results = await asyncio.gather(*(sink.publish(batch) for batch in calls))
     finally:
         await sink.close()
+    reader.join(timeout=30)
+    assert not reader.is_alive(), "the pipe was not closed within 30 s"
     assert all(isinstance(o, Delivered) for outcomes in results for o in outcomes)
-    lines = [json.loads(line) for line in (tmp_path / "events.jsonl").read_bytes().splitlines()]
+    lines = [json.loads(line) for line in bytes(received).splitlines()]
     order = [line["destination"] for line in lines]
     assert len(order) == 8 * 30
     runs = [d for i, d in enumerate(order) if i == 0 or order[i - 1] != d]
     assert sorted(runs) == sorted(f"dest-{c}" for c in range(8))
+
+
+async def test_file_sink_bad_descriptor_fails_records(tmp_path: Path) -> None:
+    """The events file's descriptor is really closed behind the sink (EBADF on fstat and
+    write): publish returns Failed naming the error for every event record instead of
+    raising, and close() still succeeds."""
+    sink = FileSink(tmp_path / "events.jsonl", "dead.jsonl")
+    await sink.start()
+    assert sink._events is not None  # opened by start
+    os.close(sink._events.fileno())
+    try:
+        outcomes = await sink.publish(records_for(["ryze:shop:message.exchange"], 5))
+    finally:
+        await sink.close()
+    assert {type(o) for o in outcomes} == {Failed}, outcomes
+    assert all("write failed" in str(o.error) for o in outcomes if isinstance(o, Failed))
