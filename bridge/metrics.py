@@ -245,7 +245,7 @@ def create_metrics(registry: CollectorRegistry | None = None) -> Metrics:
 
 
 ENSURE_OUTCOMES = ("unchanged", "created", "updated", "drift", "error")
-DROP_REASONS = ("filtered", "spool_full", "dlq_rejected")
+DROP_REASONS = ("filtered", "spool_full", "disk_full")  # present from the start, at zero
 DLQ_REASONS = (
     "malformed_json",
     "unknown_shape",
