@@ -46,6 +46,10 @@ SLOW_CALL_SECONDS = 2.0  # a call this old is slow: it no longer holds a place
 LOG_EVERY_SECONDS = 1.0  # publish failures and recoveries: one log line a second at most
 ONE_LANE = ""  # the lane of every record but the DLQ's, with ``one_lane``
 STOP_CALLS_SECONDS = 5.0
+# Nothing settled for this long while records wait: delivery has stopped (a client that
+# retries on its own, e.g. an idempotent Kafka producer while partitions lack replicas, may
+# hold a call for ever without a failure to report), readiness says so.
+STALL_SECONDS = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +64,14 @@ class RetryPolicy:
 
     def ceiling(self, attempt: int) -> float:
         return float(min(self.maximum, self.initial * 2 ** max(0, min(attempt, 64) - 1)))
+
+
+def stall_message(stalled: float, waiting: int, calls: int, oldest: float) -> str:
+    """What readiness says of a stalled delivery (pure)."""
+    return (
+        f"nothing delivered for {stalled:.0f} s with {waiting} records waiting "
+        f"({calls} publish calls pending, the oldest for {oldest:.0f} s)"
+    )
 
 
 def as_dead_letter(record: Record, reason: str, error: str, dlq: str) -> Record:
@@ -127,6 +139,7 @@ class SinkWorker:
         max_calls: int = MAX_CALLS,
         slow_call_seconds: float = SLOW_CALL_SECONDS,
         one_lane: bool = False,
+        stall_seconds: float = STALL_SECONDS,
     ) -> None:
         self.sink = sink
         self.spool = spool
@@ -138,6 +151,9 @@ class SinkWorker:
         self.max_in_flight_bytes = max_in_flight_bytes
         self.max_calls = max_calls
         self.slow_call_seconds = slow_call_seconds
+        self.stall_seconds = stall_seconds
+        self._progress_at = time.monotonic()  # the last settle, or when waiting records began
+        self._stalled = False
         # The sink writes every destination into one place, whose order readers rely on (the
         # file): one lane for all records, one for the DLQ.
         self.one_lane = one_lane
@@ -166,16 +182,27 @@ class SinkWorker:
     # ---- what others see ----------------------------------------------------------------
     @property
     def healthy(self) -> bool:
-        """No destination is failing (backing off, or retrying what failed)."""
-        return not self._failing
+        """No destination is failing (backing off, or retrying what failed) and delivery has
+        not stalled."""
+        return not self._failing and self.stalled_for(time.monotonic()) < self.stall_seconds
 
     @property
     def problem(self) -> str | None:
-        """Why the worker cannot settle records for now (the DLQ cannot be written), or None."""
+        """Why the worker cannot settle records for now (the DLQ cannot be written, or nothing
+        settled for ``stall_seconds`` while records wait), or None."""
         lane = self._lanes.get(self.dlq)
-        if lane is None or not lane.attempt:
+        if lane is not None and lane.attempt:
+            return f"the DLQ {self.dlq!r} cannot be written: {lane.error}"
+        now = time.monotonic()
+        stalled = self.stalled_for(now)
+        if stalled < self.stall_seconds:
             return None
-        return f"the DLQ {self.dlq!r} cannot be written: {lane.error}"
+        oldest = max((now - call.started for call in self._calls.values()), default=0.0)
+        return stall_message(stalled, len(self._window), len(self._calls), oldest)
+
+    def stalled_for(self, now: float) -> float:
+        """Seconds without a record settled while records wait in the window (0: none wait)."""
+        return now - self._progress_at if self._window else 0.0
 
     @property
     def window(self) -> tuple[int, int]:
@@ -189,7 +216,9 @@ class SinkWorker:
         try:
             while True:
                 self._start_reading()
-                self._wake_lanes(time.monotonic())
+                now = time.monotonic()
+                self._wake_lanes(now)
+                self._watch_stall(now)
                 self._dispatch()
                 if not self._finished:
                     await self._sleep(self._next_wake())
@@ -247,6 +276,8 @@ class SinkWorker:
     # ---- reading into the window ----------------------------------------------------------
     def _take(self, records: list[Record]) -> None:
         """New records join the window and the lanes of their destinations."""
+        if not self._window:  # waiting starts now (idle time is no stall)
+            self._progress_at = time.monotonic()
         lanes = self._lanes
         backing_off = self._backing_off
         window = self._window.append
@@ -296,6 +327,22 @@ class SinkWorker:
             self.spool.ack(count)
 
     # ---- publishing ---------------------------------------------------------------------
+    def _watch_stall(self, now: float) -> None:
+        """A stall begins: logged once, counted as a publish error, the sink shown down."""
+        if self._stalled or self.stalled_for(now) < self.stall_seconds:
+            return
+        self._stalled = True
+        self.metrics.publish_errors.labels(self.sink.kind, "Stalled").inc()
+        self.metrics.sink_up.labels(self.sink.kind).set(0)
+        log.error("sink.stalled", sink=self.sink.kind, problem=self.problem)
+
+    def _progress(self) -> None:
+        """A record settled: delivery moves (a stall, if any, is over)."""
+        self._progress_at = time.monotonic()
+        if self._stalled:
+            self._stalled = False
+            log.info("sink.unstalled", sink=self.sink.kind)
+
     def _wake_lanes(self, now: float) -> None:
         """Lanes whose backoff is over are ready again."""
         wakeups = self._wakeups
@@ -307,9 +354,12 @@ class SinkWorker:
                 self._ready.append(lane)
 
     def _next_wake(self) -> float | None:
-        """Seconds until a backoff ends or, with lanes waiting for a place, until a call in
-        flight turns slow (and gives its place up); None: nothing to wait for but events."""
+        """Seconds until a backoff ends, until delivery counts as stalled, or, with lanes
+        waiting for a place, until a call in flight turns slow (and gives its place up);
+        None: nothing to wait for but events."""
         moments = [self._wakeups[0][0]] if self._wakeups else []
+        if self._window and not self._stalled:
+            moments.append(self._progress_at + self.stall_seconds)
         if self._ready:
             moments.extend(call.started + self.slow_call_seconds for call in self._calls.values())
         if not moments:
@@ -396,6 +446,8 @@ class SinkWorker:
         """Apply one call's outcomes: delivered records settle, refused ones get their DLQ
         copy queued, failed ones go back to the head of their lane, which backs off."""
         records = call.records
+        if any(not isinstance(outcome, Failed) for outcome in outcomes):
+            self._progress()
         if not self._letters and outcomes.count(DELIVERED) == len(outcomes):  # the usual
             self._settled.update(map(id, records))
             self._count(records)

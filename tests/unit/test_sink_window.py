@@ -299,3 +299,37 @@ def test_backoff_is_full_jitter() -> None:
     assert min(delays) < 1.0
     assert max(delays) > 3.0
     assert policy.ceiling(10) == 8.0
+
+
+async def test_a_delivery_that_settles_nothing_is_a_stall_readiness_sees() -> None:
+    """Calls that never return (a client retrying on its own) leave no failure to report:
+    after ``stall_seconds`` without a record settled while records wait, the worker is not
+    healthy, its problem says so, a publish error ``Stalled`` is counted once and the sink is
+    shown down; the first settle ends the stall. Idle time (no record waiting) is no stall."""
+    spool = MemorySpool(max_bytes=10_000_000)
+    sink = LaneSink()
+    metrics = create_metrics()
+    worker = SinkWorker(sink, spool, metrics, dlq="dlq", retry=FAST, stall_seconds=0.3)
+    task = asyncio.create_task(worker.run())
+    try:
+        await asyncio.sleep(0.5)  # idle, nothing waiting
+        assert worker.healthy
+        assert worker.problem is None
+        sink.held["a"] = asyncio.Event()
+        for n in range(5):
+            spool.append(record(n, "a"))
+        await until(lambda: worker.problem is not None, within=3)
+        assert not worker.healthy
+        assert "nothing delivered for" in (worker.problem or "")
+        assert "5 records waiting" in (worker.problem or "")
+        sample = metrics.registry.get_sample_value
+        errors = sample("ryze_bridge_publish_errors_total", {"sink": "scripted", "error": "Stalled"})
+        assert errors == 1
+        assert sample("ryze_bridge_sink_up", {"sink": "scripted"}) == 0
+        sink.held["a"].set()
+        await asyncio.wait_for(spool.wait_empty(), 5)
+        assert worker.healthy
+        assert worker.problem is None
+    finally:
+        await stopped(task)
+    assert sink.ids("a") == [f"a-{n}" for n in range(5)]
