@@ -414,7 +414,7 @@ async def test_hung_calls_and_waiting_lanes_do_not_spin_the_loop() -> None:
         for n in range(64):  # 64 hung calls of one lane each (the most with slow ones)
             sink.held[f"h{n}"] = asyncio.Event()
             spool.append(record(n, f"h{n}"))
-            await until(lambda n=n: sink.in_flight[f"h{n}"] == 1)  # type: ignore[misc]
+            await until(lambda n=n: sink.in_flight[f"h{n}"] == 1)
         for n in range(5):  # lanes that wait for a place
             spool.append(record(n, f"o{n}"))
         await asyncio.sleep(0.1)
