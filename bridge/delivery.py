@@ -19,7 +19,7 @@ import contextlib
 import time
 from collections.abc import Callable, Mapping
 
-from bridge.errors import SinkConfigError, SinkUnavailableError, SpoolError
+from bridge.errors import ConfigError, SinkConfigError, SinkUnavailableError, SpoolError
 from bridge.logs import get_logger
 from bridge.metrics import Metrics, init_sink
 from bridge.settings import Settings
@@ -68,6 +68,8 @@ class Delivery:
         self.worker: SinkWorker | None = None
         self._problem: str | None = None
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._renew = False  # the sink is to be closed and built again before it starts
 
     def _build_sink(self) -> Sink:
         return build_sink(self.settings, self.environ, self.fencing)
@@ -100,11 +102,33 @@ class Delivery:
     def start(self) -> None:
         init_sink(self.metrics, self.sink.kind)
         self.metrics.sink_worker_restarts.inc(0)
-        self._task = asyncio.create_task(self._deliver(), name="sink-worker")
+        self._stopping = False
+        self._spawn()
+
+    def _spawn(self) -> None:
+        task = self._task = asyncio.create_task(self._deliver(), name="sink-worker")
+        task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        """The supervising task ended (done callback): only ``stop_worker`` may end it; any
+        other end (an error escaping the supervision, a cancellation nobody asked for) is
+        logged, counted and delivery starts again."""
+        if self._stopping or task is not self._task:
+            return
+        error = "cancelled" if task.cancelled() else repr(task.exception())
+        self.worker = None
+        self.started = False
+        self._renew = True
+        self._problem = crash_problem(RuntimeError(f"delivery ended: {error}"))
+        self.metrics.sink_worker_restarts.inc()
+        self.metrics.sink_up.labels(self.sink.kind).set(0)
+        log.error("sink.delivery_ended", sink=self.sink.kind, error=error[:1000])
+        self._spawn()
 
     # ---- the supervised life ------------------------------------------------------------
     async def _deliver(self) -> None:
-        """Start the sink, run a worker; whatever ends it, start again after a backoff."""
+        """Start the sink, run a worker; whatever ends it, start again after a backoff. A
+        cancellation is the end only when asked for (``stop_worker``); any other is a crash."""
         sink_settings = self.settings.sink
         retry = RetryPolicy(sink_settings.retry_initial, sink_settings.retry_max)
         attempt = 0
@@ -125,53 +149,67 @@ class Delivery:
                     one_lane=self.sink.kind == "file",  # one file: its readers rely on its order
                 )
                 await worker.run()
+                error: BaseException = RuntimeError("the sink worker returned")
+            except asyncio.CancelledError as exc:
+                if self._stopping or _cancel_requested():
+                    raise
+                error = exc  # a publish call's or a library's own, not ours
             except Exception as exc:  # noqa: BLE001 - supervised: any death is a restart
-                attempt = 1 if time.monotonic() - started > HEALTHY_SECONDS else attempt + 1
-                await self._crashed(
-                    exc, retry.delay(attempt), renew=not isinstance(exc, SpoolError)
-                )
+                error = exc
+            attempt = 1 if time.monotonic() - started > HEALTHY_SECONDS else attempt + 1
+            renew = not isinstance(error, SpoolError)
+            await self._crashed(error, retry.delay(attempt), renew=renew)
 
-    async def _crashed(self, error: Exception, delay: float, *, renew: bool) -> None:
-        """A worker died: logged, counted, shown; the sink renewed after ``delay``."""
+    async def _crashed(self, error: BaseException, delay: float, *, renew: bool) -> None:
+        """A worker died: logged, counted, shown; after ``delay`` the next one starts, on a
+        renewed sink (closed, built again, started) unless the spool was to blame (the
+        started sink is kept: never started twice without a close between)."""
         self.worker = None
-        self.started = False
         self._problem = crash_problem(error)
         self.metrics.sink_worker_restarts.inc()
         self.metrics.sink_up.labels(self.sink.kind).set(0)
         log.error("sink.worker_crashed", sink=self.sink.kind, error=repr(error)[:1000],
                   retry_in=round(delay, 3), renew_sink=renew)  # fmt: skip
+        if renew or not self.started:
+            self.started = False
+            self._renew = True
         await asyncio.sleep(delay)
-        if renew:
-            await self._close_sink()
-            if self.sink_factory is not None:
-                self.sink = self._new_sink()
+
+    async def _renewed(self) -> None:
+        """The sink closed and, with a factory, built again (its password read again); a
+        factory that fails raises (ConfigError), the old sink kept closed for the next try."""
+        await self._close_sink()
+        if self.sink_factory is not None:
+            self.sink = self._new_sink()
+        self._renew = False
 
     async def _start_sink(self, retry: RetryPolicy) -> None:
         """Start the sink: retried with backoff while unreachable, every ``retry_max`` while
-        it cannot work as configured (rebuilt each time: a password file may have changed).
-        One log line per episode of the latter, one when it is over."""
+        it cannot work as configured or cannot be built (rebuilt each time: a password file
+        may have changed). One log line per episode of the latter, one when it is over."""
         if self.started:
             return
         attempt = 0
         refused: str | None = None
         while True:
             try:
+                if self._renew:
+                    await self._renewed()
                 await self.sink.start()
-            except SinkConfigError as exc:
+            except (SinkConfigError, ConfigError) as exc:
                 if refused is None:
                     log.error("sink.cannot_start", sink=self.sink.kind, error=str(exc))
                 refused = str(exc)
                 self._sink_down(f"the sink cannot start: {exc}")
                 await asyncio.sleep(retry.maximum)
-                if self.sink_factory is not None:
-                    await self._close_sink()
-                    self.sink = self._new_sink()
+                self._renew = True
                 continue
             except SinkUnavailableError as exc:
                 attempt += 1
                 self._sink_down(f"the sink is unreachable: {exc}")
                 log.warning("sink.unavailable", sink=self.sink.kind, error=str(exc))
                 await asyncio.sleep(retry.delay(attempt))
+                self._renew = True  # what a failed start left open is closed first
                 continue
             break
         if refused is not None:
@@ -196,6 +234,7 @@ class Delivery:
     async def stop_worker(self) -> None:
         """Cancel the worker; what it held stays in the spool. Bounded: a client library
         that holds on to the cancellation does not hold the shutdown with it."""
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
             done, _ = await asyncio.wait({self._task}, timeout=STOP_WORKER_SECONDS)
@@ -210,3 +249,9 @@ class Delivery:
         await self.stop_worker()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.sink.close(), timeout=max(1.0, within))
+
+
+def _cancel_requested() -> bool:
+    """The running task was asked to stop (not merely handed a CancelledError from below)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0

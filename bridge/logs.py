@@ -39,6 +39,14 @@ def mask_text(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
+def mask_registered(text: str) -> str:
+    """``text`` with every registered secret masked, as in the logs (for text that leaves the
+    process by another way, such as readiness's reasons)."""
+    with _secrets_lock:
+        secrets = frozenset(_secrets)
+    return mask_text(text, secrets) if secrets else text
+
+
 def _mask_value(value: Any, secrets: frozenset[str]) -> Any:
     if isinstance(value, str):
         return mask_text(value, secrets)

@@ -34,7 +34,7 @@ from bridge.delivery import Delivery
 from bridge.discovery import Discovery
 from bridge.errors import ClusterError
 from bridge.lastseen import LastSeen
-from bridge.logs import get_logger, register_secret
+from bridge.logs import get_logger, mask_registered, register_secret
 from bridge.metrics import Metrics, create_metrics, forget_instance, init_cluster
 from bridge.pacing import Pacer
 from bridge.reload import ConfigWatcher
@@ -541,8 +541,9 @@ class Supervisor:
             sink_ok, instances, admin.ready_min_connected_ratio, admin.ready_max_silence_seconds
         )
         problems = (self.spool.problem, sink_problem(self.delivery.problem))
-        if any(problems):
-            ready = Readiness(False, (*ready.reasons, *(p for p in problems if p)))
+        if any(problems):  # masked: /readyz answers anyone
+            masked = (mask_registered(p) for p in problems if p)
+            ready = Readiness(False, (*ready.reasons, *masked))
         if self.settings.cluster.ready_requires_shards and not self.owned:
             return Readiness(False, (*ready.reasons, "this replica owns no shards"))
         return ready

@@ -23,7 +23,7 @@ from bridge.metrics import Metrics, create_metrics, sink_side_changes, sink_side
 from bridge.settings import Settings
 from bridge.shipper.link import receive, send
 from bridge.spool.tail import Acked, Position, SpoolTail
-from bridge.wiring import sink_with
+from bridge.wiring import sink_password, sink_with
 
 log = get_logger(__name__)
 METRICS_SECONDS = 1.0  # counts that move outside of acknowledgements (sink start, retries)
@@ -86,7 +86,7 @@ async def serve(descriptor: int) -> int:
         settings,
         tail,
         metrics,
-        sink_factory=lambda: sink_with(settings, password),
+        sink_factory=lambda: sink_with(settings, current_password(settings, password)),
         environ={},
     )
     delivery.start()
@@ -143,16 +143,45 @@ async def _listen(
             task.add_done_callback(answering.discard)
 
 
+def password_env(settings: Settings) -> str | None:
+    """The environment variable the sink's password comes from, if any (pure)."""
+    sink = settings.sink
+    if sink.kind == "kafka":
+        return sink.kafka.sasl_password_env
+    if sink.kind == "redis":
+        return sink.redis.password_env
+    return None
+
+
+def current_password(settings: Settings, given: SecretStr | None) -> SecretStr | None:
+    """The sink's password for a sink built now: its file read again (a rotated password is
+    picked up when the sink is rebuilt; an empty or unreadable file is a ConfigError, retried
+    by the delivery); one from the environment is the one the main process sent (``given``)."""
+    env = password_env(settings)
+    if env is not None:
+        return given
+    return sink_password(settings, {})
+
+
+def delivery_state(delivery: Delivery) -> str | None:
+    """What the shipper reports: the delivery's problem, or that the sink is not started yet."""
+    problem = delivery.problem
+    if problem is None and not delivery.started:
+        return "the sink is starting"
+    return problem
+
+
 async def _report(reporter: Reporter, delivery: Delivery) -> None:
-    """Every second: the metrics that moved, and the delivery's problem when it changed."""
-    said: str | None = None
+    """At once, then every second: the metrics that moved, and the delivery's state when it
+    changed (the first report is always sent: the main process waits for it)."""
+    said: str | None = "(nothing said yet)"
     while True:
-        await asyncio.sleep(METRICS_SECONDS)
         reporter.metrics_now()
-        problem = delivery.problem
+        problem = delivery_state(delivery)
         if problem != said:
             reporter.problem(problem)
             said = problem
+        await asyncio.sleep(METRICS_SECONDS)
 
 
 def main(argv: list[str]) -> int:

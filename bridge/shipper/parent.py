@@ -20,6 +20,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from bridge.errors import ConfigError
 from bridge.logs import get_logger, logging_configured
 from bridge.metrics import Metrics, apply_sink_side, init_sink
 from bridge.settings import Settings
@@ -117,7 +118,13 @@ class ShipperDelivery:
         while not self._stopping:
             started = time.monotonic()
             try:
+                self.password = sink_password(self.settings, self.environ)  # read again each time
                 code = await self._run_once()
+            except ConfigError as exc:  # the password file is missing or empty for now
+                log.error("shipper.cannot_start", error=str(exc))
+                self._problem = f"the sink cannot start: {exc}"
+                await asyncio.sleep(retry.maximum)
+                continue
             except OSError as exc:  # could not even start it (no memory, no process slot)
                 log.error("shipper.start_failed", error=str(exc))
                 code = -1
@@ -175,7 +182,9 @@ class ShipperDelivery:
 
     async def _hear(self, reader: asyncio.StreamReader) -> None:
         """Apply the shipper's messages until it is gone."""
-        self._problem = None  # until it says otherwise
+        # The last problem stands until the shipper's first report (sent as it connects).
+        if self._problem is None:
+            self._problem = "the shipper is starting"
         while True:
             message = await receive(reader)
             if message is None:

@@ -25,12 +25,12 @@ import contextlib
 import heapq
 import random
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from bridge.errors import SinkError
+from bridge.errors import SinkError, SinkUnavailableError
 from bridge.logs import get_logger
 from bridge.metrics import Children, Metrics, observe_all
 from bridge.pipeline import Record
@@ -46,6 +46,17 @@ SLOW_CALL_SECONDS = 2.0  # a call this old is slow: it no longer holds a place
 LOG_EVERY_SECONDS = 1.0  # publish failures and recoveries: one log line a second at most
 ONE_LANE = ""  # the lane of every record but the DLQ's, with ``one_lane``
 STOP_CALLS_SECONDS = 5.0
+# Nothing settled for this long while records wait: delivery has stopped (a client that
+# retries on its own, e.g. an idempotent Kafka producer while partitions lack replicas, may
+# hold a call for ever without a failure to report), readiness says so.
+STALL_SECONDS = 30.0
+# A call holding several lanes this old is cancelled, its records counted as failed (their
+# lanes back off and go alone next): a destination whose produce never returns (an idempotent
+# Kafka producer retries for the whole outage) must not hold the lanes grouped with it. A call
+# of one lane is never cancelled (a stall reports it). At most that call's records may have
+# reached the broker before the cancellation: published twice, and no more.
+GROUP_CALL_SECONDS = 5.0
+PRUNE_SECONDS = 10.0  # idle, empty lanes are forgotten this often (destinations are upstream data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +71,14 @@ class RetryPolicy:
 
     def ceiling(self, attempt: int) -> float:
         return float(min(self.maximum, self.initial * 2 ** max(0, min(attempt, 64) - 1)))
+
+
+def stall_message(stalled: float, waiting: int, calls: int, oldest: float) -> str:
+    """What readiness says of a stalled delivery (pure)."""
+    return (
+        f"nothing delivered for {stalled:.0f} s with {waiting} records waiting "
+        f"({calls} publish calls pending, the oldest for {oldest:.0f} s)"
+    )
 
 
 def as_dead_letter(record: Record, reason: str, error: str, dlq: str) -> Record:
@@ -108,6 +127,17 @@ class Call:
     records: list[Record]
     lanes: list[Lane]
     started: float
+    cancelled: bool = False  # by the worker: it held several lanes for too long
+
+
+def padded_outcomes(outcomes: list[Outcome], count: int) -> list[Outcome]:
+    """``outcomes`` cut or padded to ``count`` (pure): a record the sink gave no outcome for
+    failed, so it is retried, never acknowledged unseen."""
+    if len(outcomes) >= count:
+        return outcomes[:count]
+    text = f"the sink returned {len(outcomes)} outcomes for {count} records"
+    missing = SinkUnavailableError(text)
+    return [*outcomes, *[Failed(missing)] * (count - len(outcomes))]
 
 
 class SinkWorker:
@@ -127,6 +157,8 @@ class SinkWorker:
         max_calls: int = MAX_CALLS,
         slow_call_seconds: float = SLOW_CALL_SECONDS,
         one_lane: bool = False,
+        stall_seconds: float = STALL_SECONDS,
+        group_call_seconds: float = GROUP_CALL_SECONDS,
     ) -> None:
         self.sink = sink
         self.spool = spool
@@ -138,6 +170,10 @@ class SinkWorker:
         self.max_in_flight_bytes = max_in_flight_bytes
         self.max_calls = max_calls
         self.slow_call_seconds = slow_call_seconds
+        self.stall_seconds = stall_seconds
+        self.group_call_seconds = group_call_seconds
+        self._progress_at = time.monotonic()  # the last settle, or when waiting records began
+        self._stalled = False
         # The sink writes every destination into one place, whose order readers rely on (the
         # file): one lane for all records, one for the DLQ.
         self.one_lane = one_lane
@@ -155,6 +191,9 @@ class SinkWorker:
         self._wakeups: list[tuple[float, int, Lane]] = []  # heap: (backoff end, tie, lane)
         self._wakeup_tie = 0
         self._logged_at = -LOG_EVERY_SECONDS
+        self._rejected_logged_at = -LOG_EVERY_SECONDS
+        self._rejections: Counter[tuple[str, str]] = Counter()  # not logged yet
+        self._pruned_at = time.monotonic()
         self._failing: set[str] = set()  # lanes whose last call failed
         self._calls: dict[asyncio.Task[list[Outcome]], Call] = {}
         self._reading: asyncio.Task[list[Record]] | None = None
@@ -166,16 +205,27 @@ class SinkWorker:
     # ---- what others see ----------------------------------------------------------------
     @property
     def healthy(self) -> bool:
-        """No destination is failing (backing off, or retrying what failed)."""
-        return not self._failing
+        """No destination is failing (backing off, or retrying what failed) and delivery has
+        not stalled."""
+        return not self._failing and not self._stalled
 
     @property
     def problem(self) -> str | None:
-        """Why the worker cannot settle records for now (the DLQ cannot be written), or None."""
+        """Why the worker cannot settle records for now (the DLQ cannot be written, or nothing
+        settled for ``stall_seconds`` while records wait), or None."""
         lane = self._lanes.get(self.dlq)
-        if lane is None or not lane.attempt:
+        if lane is not None and lane.attempt:
+            return f"the DLQ {self.dlq!r} cannot be written: {lane.error}"
+        if not self._stalled:  # set by the loop, with the metric and the log line
             return None
-        return f"the DLQ {self.dlq!r} cannot be written: {lane.error}"
+        now = time.monotonic()
+        stalled = self.stalled_for(now)
+        oldest = max((now - call.started for call in self._calls.values()), default=0.0)
+        return stall_message(stalled, len(self._window), len(self._calls), oldest)
+
+    def stalled_for(self, now: float) -> float:
+        """Seconds without a record settled while records wait in the window (0: none wait)."""
+        return now - self._progress_at if self._window else 0.0
 
     @property
     def window(self) -> tuple[int, int]:
@@ -189,7 +239,10 @@ class SinkWorker:
         try:
             while True:
                 self._start_reading()
-                self._wake_lanes(time.monotonic())
+                now = time.monotonic()
+                self._wake_lanes(now)
+                self._watch_stall(now)
+                self._cancel_groups(now)
                 self._dispatch()
                 if not self._finished:
                     await self._sleep(self._next_wake())
@@ -201,8 +254,9 @@ class SinkWorker:
                     else:
                         call = self._calls.pop(task, None)
                         if call is not None:
-                            self._settle(call, task.result())
+                            self._settle(call, self._outcomes_of(task, call))
                 self._ack()
+                self._housekeeping(time.monotonic())
         finally:
             await self._stop_tasks()
 
@@ -220,6 +274,53 @@ class SinkWorker:
         """A read or a call is over (done callback): the loop takes it in order."""
         self._finished.append(task)
         self._wake.set()
+
+    def _outcomes_of(self, task: asyncio.Task[list[Outcome]], call: Call) -> list[Outcome]:
+        """A call's outcomes; all failed if the worker cancelled it. A cancellation the worker
+        did not ask for is an error (the worker's supervisor restarts it), never an end."""
+        if task.cancelled():
+            if not call.cancelled:
+                raise SinkError("a publish call was cancelled by something other than the worker")
+            error = SinkUnavailableError(
+                f"a publish call for {len(call.lanes)} destinations took over "
+                f"{self.group_call_seconds:g} s; cancelled, its destinations go alone next"
+            )
+            return [Failed(error)] * len(call.records)
+        outcomes = task.result()
+        if len(outcomes) != len(call.records):
+            log.error("sink.outcomes_mismatch", sink=self.sink.kind, records=len(call.records),
+                      outcomes=len(outcomes))  # fmt: skip
+        return padded_outcomes(outcomes, len(call.records))
+
+    def _cancel_groups(self, now: float) -> None:
+        """Calls holding several lanes for over ``group_call_seconds`` are cancelled."""
+        if not self._calls:
+            return
+        oldest = now - self.group_call_seconds
+        for task, call in self._calls.items():
+            if call.started <= oldest and len(call.lanes) > 1 and not call.cancelled:
+                call.cancelled = True
+                task.cancel()
+
+    def _housekeeping(self, now: float) -> None:
+        """Pending rejection counts logged (one line a second at most); idle lanes pruned."""
+        if self._rejections and now - self._rejected_logged_at >= LOG_EVERY_SECONDS:
+            self._log_rejections(now, None)
+        if now - self._pruned_at >= PRUNE_SECONDS:
+            self._pruned_at = now
+            self._prune()
+
+    def _prune(self) -> None:
+        """Forget the lanes with nothing queued, in flight, or to retry."""
+        lanes = self._lanes
+        idle = [
+            name
+            for name, lane in lanes.items()
+            if not (lane.queue or lane.busy or lane.queued or lane.attempt)
+            and name not in self._backing_off
+        ]
+        for name in idle:
+            del lanes[name]
 
     def _start_reading(self) -> None:
         if self._reading is None and self._window_bytes < self.max_in_flight_bytes:
@@ -247,6 +348,8 @@ class SinkWorker:
     # ---- reading into the window ----------------------------------------------------------
     def _take(self, records: list[Record]) -> None:
         """New records join the window and the lanes of their destinations."""
+        if not self._window:  # waiting starts now (idle time is no stall)
+            self._progress_at = time.monotonic()
         lanes = self._lanes
         backing_off = self._backing_off
         window = self._window.append
@@ -296,6 +399,22 @@ class SinkWorker:
             self.spool.ack(count)
 
     # ---- publishing ---------------------------------------------------------------------
+    def _watch_stall(self, now: float) -> None:
+        """A stall begins: logged once, counted as a publish error, the sink shown down."""
+        if self._stalled or self.stalled_for(now) < self.stall_seconds:
+            return
+        self._stalled = True
+        self.metrics.publish_errors.labels(self.sink.kind, "Stalled").inc()
+        self.metrics.sink_up.labels(self.sink.kind).set(0)
+        log.error("sink.stalled", sink=self.sink.kind, problem=self.problem)
+
+    def _progress(self) -> None:
+        """A record settled: delivery moves (a stall, if any, is over)."""
+        self._progress_at = time.monotonic()
+        if self._stalled:
+            self._stalled = False
+            log.info("sink.unstalled", sink=self.sink.kind)
+
     def _wake_lanes(self, now: float) -> None:
         """Lanes whose backoff is over are ready again."""
         wakeups = self._wakeups
@@ -307,14 +426,26 @@ class SinkWorker:
                 self._ready.append(lane)
 
     def _next_wake(self) -> float | None:
-        """Seconds until a backoff ends or, with lanes waiting for a place, until a call in
-        flight turns slow (and gives its place up); None: nothing to wait for but events."""
+        """Seconds until a backoff ends, until delivery counts as stalled, until a call of
+        several lanes is to be cancelled, or, with lanes waiting for a place, until a call in
+        flight turns slow (and gives its place up): only those still to come, since a call
+        that is slow already frees no place but by ending (an event). None: nothing to wait
+        for but events."""
+        now = time.monotonic()
         moments = [self._wakeups[0][0]] if self._wakeups else []
-        if self._ready:
-            moments.extend(call.started + self.slow_call_seconds for call in self._calls.values())
+        if self._window and not self._stalled:
+            moments.append(self._progress_at + self.stall_seconds)
+        if self._rejections:
+            moments.append(self._rejected_logged_at + LOG_EVERY_SECONDS)
+        ready = bool(self._ready)
+        for call in self._calls.values():
+            if len(call.lanes) > 1 and not call.cancelled:
+                moments.append(call.started + self.group_call_seconds)
+            if ready and call.started + self.slow_call_seconds > now:
+                moments.append(call.started + self.slow_call_seconds)
         if not moments:
             return None
-        return max(0.0, min(moments) - time.monotonic())
+        return max(0.0, min(moments) - now)
 
     def _free_calls(self, now: float) -> int:
         """How many more calls may start: ``max_calls`` minus those in flight that are not
@@ -396,7 +527,13 @@ class SinkWorker:
         """Apply one call's outcomes: delivered records settle, refused ones get their DLQ
         copy queued, failed ones go back to the head of their lane, which backs off."""
         records = call.records
-        if not self._letters and outcomes.count(DELIVERED) == len(outcomes):  # the usual
+        if any(not isinstance(outcome, Failed) for outcome in outcomes):
+            self._progress()
+        if (
+            not self._letters
+            and len(outcomes) == len(records)
+            and outcomes.count(DELIVERED) == len(outcomes)
+        ):  # the usual
             self._settled.update(map(id, records))
             self._count(records)
             self._lanes_done(call, {}, {})
@@ -452,14 +589,10 @@ class SinkWorker:
         """``out`` (``record`` or its DLQ copy) was refused for good: a DLQ copy of it joins
         the DLQ's lane. A DLQ copy refused itself stays unsettled (retried, in ``failed``;
         True) unless it can be cut shorter."""
-        log.error(
-            "sink.record_rejected",
-            instance=out.instance,
-            destination=out.destination,
-            reason=outcome.reason,
-            error=outcome.error,
-            ryze_id=out.id,
-        )
+        self._rejections[(out.destination, outcome.reason)] += 1
+        now = time.monotonic()
+        if now - self._rejected_logged_at >= LOG_EVERY_SECONDS:
+            self._log_rejections(now, (out, outcome))
         letter = None
         if out.dlq_reason is None:
             letter = as_dead_letter(out, outcome.reason, outcome.error, self.dlq)
@@ -471,6 +604,20 @@ class SinkWorker:
         self._letters[id(record)] = letter
         self._queue(record, self._lane_of(letter))
         return False
+
+    def _log_rejections(self, now: float, example: tuple[Record, Rejected] | None) -> None:
+        """One line for the records refused since the last one (one a second at most, however
+        often a refused DLQ copy is retried): counts per destination and reason, and the
+        details of the latest."""
+        counts = {f"{d} {reason}": n for (d, reason), n in self._rejections.most_common(20)}
+        fields: dict[str, object] = {"rejected": counts, "destinations": len(self._rejections)}
+        if example is not None:
+            out, outcome = example
+            fields.update(instance=out.instance, destination=out.destination,
+                          reason=outcome.reason, error=outcome.error, ryze_id=out.id)  # fmt: skip
+        log.error("sink.record_rejected", **fields)
+        self._rejections.clear()
+        self._rejected_logged_at = now
 
     def _queue(self, record: Record, name: str) -> None:
         """``record`` joins the tail of lane ``name``."""

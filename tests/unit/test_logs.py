@@ -6,7 +6,7 @@ import io
 import json
 import logging
 
-from bridge.logs import configure_logging, get_logger, mask_text, register_secret
+from bridge.logs import configure_logging, get_logger, mask_registered, mask_text, register_secret
 
 SECRET = "tok-0f9e8d7c6b5a-secret"
 
@@ -37,3 +37,11 @@ def test_json_lines_mask_registered_secrets_everywhere() -> None:
     assert lines[0]["instance"] == "shop"
     assert lines[0]["nested"] == {"t": ["***"]}
     assert any(line.get("logger") == "websockets.client" for line in lines)
+
+
+def test_text_leaving_the_process_otherwise_is_masked_like_the_logs() -> None:
+    """mask_registered (what /readyz's reasons go through) masks every registered secret,
+    and leaves other text alone."""
+    register_secret("readyz-secret-42")
+    assert mask_registered("auth failed for readyz-secret-42!") == "auth failed for ***!"
+    assert mask_registered("nothing secret") == "nothing secret"

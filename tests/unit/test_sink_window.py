@@ -7,10 +7,13 @@ worker's constructor; the real-broker versions are in tests/integration/test_wor
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 from collections import Counter
 from collections.abc import Sequence
 
-from bridge.errors import SinkUnavailableError
+from bridge.errors import SinkError, SinkUnavailableError
+from bridge.logs import configure_logging
 from bridge.metrics import create_metrics
 from bridge.pipeline import Record
 from bridge.sinks.base import DELIVERED, Failed, Outcome, Rejected
@@ -303,3 +306,211 @@ def test_backoff_is_full_jitter() -> None:
     assert min(delays) < 1.0
     assert max(delays) > 3.0
     assert policy.ceiling(10) == 8.0
+
+
+async def test_a_delivery_that_settles_nothing_is_a_stall_readiness_sees() -> None:
+    """Calls that never return (a client retrying on its own) leave no failure to report:
+    after ``stall_seconds`` without a record settled while records wait, the worker is not
+    healthy, its problem says so, a publish error ``Stalled`` is counted once and the sink is
+    shown down; the first settle ends the stall. Idle time (no record waiting) is no stall."""
+    spool = MemorySpool(max_bytes=10_000_000)
+    sink = LaneSink()
+    metrics = create_metrics()
+    worker = SinkWorker(sink, spool, metrics, dlq="dlq", retry=FAST, stall_seconds=0.3)
+    task = asyncio.create_task(worker.run())
+    try:
+        await asyncio.sleep(0.5)  # idle, nothing waiting
+        assert worker.healthy
+        assert worker.problem is None
+        sink.held["a"] = asyncio.Event()
+        for n in range(5):
+            spool.append(record(n, "a"))
+        await until(lambda: worker.problem is not None, within=3)
+        assert not worker.healthy
+        assert "nothing delivered for" in (worker.problem or "")
+        assert "5 records waiting" in (worker.problem or "")
+        sample = metrics.registry.get_sample_value
+        errors = sample(
+            "ryze_bridge_publish_errors_total", {"sink": "scripted", "error": "Stalled"}
+        )
+        assert errors == 1
+        assert sample("ryze_bridge_sink_up", {"sink": "scripted"}) == 0
+        sink.held["a"].set()
+        await asyncio.wait_for(spool.wait_empty(), 5)
+        assert worker.healthy
+        assert worker.problem is None
+    finally:
+        await stopped(task)
+    assert sink.ids("a") == [f"a-{n}" for n in range(5)]
+
+
+async def test_a_hung_lane_grouped_with_others_is_cut_loose() -> None:
+    """With more ready lanes than places, lanes share calls; a call that holds several lanes
+    and hangs (one destination never answers) is really cancelled after
+    ``group_call_seconds``: every other destination is delivered, the hung one goes alone
+    (its solo call is never cancelled) and arrives once it answers, nothing is lost, and the
+    window drains (before the fix, the lanes grouped with it were never delivered)."""
+    spool = MemorySpool(max_bytes=10_000_000)
+    sink = LaneSink()
+    sink.held["t0"] = asyncio.Event()
+    metrics = create_metrics()
+    worker = SinkWorker(sink, spool, metrics, dlq="dlq", retry=FAST, max_calls=4,
+                        slow_call_seconds=0.05, group_call_seconds=0.3)  # fmt: skip
+    for n in range(400):
+        spool.append(record(n, f"t{n % 40}"))
+    task = asyncio.create_task(worker.run())
+    try:
+        await until(lambda: all(len(sink.ids(f"t{d}")) == 10 for d in range(1, 40)), within=5)
+        await asyncio.sleep(0.5)  # the hung lane's solo call is not cancelled
+        assert sink.ids("t0") == []
+        assert sink.in_flight["t0"] == 1
+        sink.held["t0"].set()
+        await asyncio.wait_for(spool.wait_empty(), 5)
+    finally:
+        await stopped(task)
+    assert sink.ids("t0") == [f"t0-{n}" for n in range(0, 400, 40)]
+    errors = metrics.registry.get_sample_value(
+        "ryze_bridge_publish_errors_total", {"sink": "scripted", "error": "SinkUnavailableError"}
+    )
+    assert errors is not None
+    assert errors >= 1
+    assert sink.overlaps == 0
+
+
+async def test_a_call_cancelled_by_someone_else_ends_the_worker_with_an_error() -> None:
+    """A publish call cancelled from outside (not by the worker) is no silent end: the worker
+    raises a SinkError its supervisor counts as a crash."""
+    spool = MemorySpool(max_bytes=10_000_000)
+    sink = LaneSink()
+    sink.held["a"] = asyncio.Event()
+    worker = SinkWorker(sink, spool, create_metrics(), dlq="dlq", retry=FAST)
+    spool.append(record(0, "a"))
+    task = asyncio.create_task(worker.run())
+    try:
+        await until(lambda: len(worker._calls) == 1)
+        next(iter(worker._calls)).cancel()
+        done, _ = await asyncio.wait({task}, timeout=5)
+        assert done
+        assert isinstance(task.exception(), SinkError)
+    finally:
+        await stopped(task)
+
+
+async def test_hung_calls_and_waiting_lanes_do_not_spin_the_loop() -> None:
+    """With every place taken by calls that are slow already and lanes waiting, the loop
+    waits for a call to end instead of turning (before the fix: thousands of turns a
+    second)."""
+    spool = MemorySpool(max_bytes=10_000_000)
+    sink = LaneSink()
+    worker = SinkWorker(sink, spool, create_metrics(), dlq="dlq", retry=FAST,
+                        slow_call_seconds=0.02)  # fmt: skip
+    turns = 0
+    dispatch = worker._dispatch
+
+    def counted() -> None:
+        nonlocal turns
+        turns += 1
+        dispatch()
+
+    worker._dispatch = counted  # type: ignore[method-assign]
+    task = asyncio.create_task(worker.run())
+    try:
+        for n in range(64):  # 64 hung calls of one lane each (the most with slow ones)
+            sink.held[f"h{n}"] = asyncio.Event()
+            spool.append(record(n, f"h{n}"))
+            await until(lambda n=n: sink.in_flight[f"h{n}"] == 1)
+        for n in range(5):  # lanes that wait for a place
+            spool.append(record(n, f"o{n}"))
+        await asyncio.sleep(0.1)
+        assert len(worker._calls) == 64
+        turns = 0
+        await asyncio.sleep(1.0)
+        assert turns < 20
+        for event in sink.held.values():
+            event.set()
+        await asyncio.wait_for(spool.wait_empty(), 5)
+    finally:
+        await stopped(task)
+    assert len(sink.accepted) == 69
+
+
+async def test_rejections_are_logged_once_a_second_with_counts() -> None:
+    """While the DLQ refuses the copies of refused records, they are retried without a log
+    line per record and retry: at most one sink.record_rejected line a second, carrying
+    counts per destination and reason."""
+    stream = io.StringIO()
+    configure_logging("info", "json", stream=stream)
+    spool = MemorySpool(max_bytes=10_000_000)
+    sink = LaneSink()
+    sink.refused.update({"a", "dlq"})
+    worker = SinkWorker(sink, spool, create_metrics(), dlq="dlq", retry=RetryPolicy(0.01, 0.02))
+    for n in range(200):
+        spool.append(record(n, "a"))
+    task = asyncio.create_task(worker.run())
+    try:
+        await asyncio.sleep(1.5)
+        assert sink.calls > 20  # retried many times meanwhile
+    finally:
+        await stopped(task)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines() if line[:1] == "{"]
+    rejected = [line for line in lines if line.get("event") == "sink.record_rejected"]
+    assert 1 <= len(rejected) <= 3  # 1.5 s: the first at once, then one a second
+    counted = Counter[str]()
+    for line in rejected:
+        counted.update(line["rejected"])
+    assert counted["a not_authorized"] == 200  # each refused record counted once
+    assert counted["dlq not_authorized"] > 1000  # its refused DLQ copies, retried
+
+
+class ShortSink(LaneSink):
+    """Returns one outcome fewer than it was given records (a sink bug)."""
+
+    short = True
+
+    async def publish(self, records: Sequence[Record]) -> list[Outcome]:
+        outcomes = await super().publish(records)
+        if self.short and len(records) > 1:
+            self.short = False
+            for r in records[-1:]:
+                self.accepted.remove(r)
+            return outcomes[:-1]
+        return outcomes
+
+
+async def test_a_record_without_an_outcome_is_retried_not_acknowledged() -> None:
+    """A sink returning fewer outcomes than records does not get its whole call
+    acknowledged: the record without an outcome counts as failed and is published again."""
+    spool = MemorySpool(max_bytes=10_000_000)
+    sink = ShortSink()
+    worker = SinkWorker(sink, spool, create_metrics(), dlq="dlq", retry=FAST)
+    for n in range(10):
+        spool.append(record(n, "a"))
+    task = asyncio.create_task(worker.run())
+    try:
+        await asyncio.wait_for(spool.wait_empty(), 5)
+    finally:
+        await stopped(task)
+    assert sink.ids("a") == [f"a-{n}" for n in range(10)]
+
+
+async def test_idle_empty_lanes_are_pruned() -> None:
+    """A destination seen once does not keep a lane for ever: idle, empty lanes are pruned;
+    a failing one (something to retry) is kept."""
+    spool = MemorySpool(max_bytes=10_000_000)
+    sink = LaneSink()
+    sink.down.add("bad")
+    worker = SinkWorker(sink, spool, create_metrics(), dlq="dlq", retry=FAST)
+    for n in range(100):
+        spool.append(record(n, f"once{n}"))
+    spool.append(record(0, "bad"))
+    task = asyncio.create_task(worker.run())
+    try:
+        await until(lambda: len(sink.accepted) == 100)
+        assert len(worker._lanes) == 101
+        worker._pruned_at -= 60  # the next turn prunes
+        spool.append(record(1, "once1"))
+        await until(lambda: len(sink.accepted) == 101)
+        await until(lambda: len(worker._lanes) <= 2)
+        assert "bad" in worker._lanes
+    finally:
+        await stopped(task)
