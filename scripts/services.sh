@@ -171,7 +171,7 @@ EOF
     cluster="$(kafka_java kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n1)"
     local password
     password="$(cat "$TLS_DIR/kafka-password")"
-    kafka_java kafka.tools.StorageTool format --standalone -t "$cluster" \
+    kafka_java kafka.tools.StorageTool format --standalone --cluster-id="$cluster" \
         -c "$KAFKA_DIR/server.properties" \
         --add-scram "SCRAM-SHA-512=[name=bridge,password=$password]" \
         --add-scram "SCRAM-SHA-256=[name=bridge256,password=$password]" \

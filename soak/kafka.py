@@ -97,7 +97,12 @@ class KafkaCluster:
             (folder / "log4j2.properties").write_text(LOG4J.format(log=folder / "broker.log"))
             subprocess.run(
                 self.java(
-                    n, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)
+                    n,
+                    "kafka.tools.StorageTool",
+                    "format",
+                    f"--cluster-id={cluster_id}",
+                    "-c",
+                    str(props),
                 ),
                 check=True,
                 capture_output=True,
