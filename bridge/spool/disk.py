@@ -214,6 +214,7 @@ class DiskSpool:
                 f"spool: {self.directory} is in use by another ryze-bridge process "
                 "(one spool directory per process)"
             ) from None
+        self._fsyncs = FsyncQueue(self._fsynced)
         self._acked_seq = self._ack_saved = self._read_ack()
         self._recover()
         self._open_writer()

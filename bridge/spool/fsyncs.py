@@ -53,6 +53,7 @@ class FsyncQueue:
         self._executor: ThreadPoolExecutor | None = None
         self._next = Job()
         self._running_since: float | None = None
+        self._closed = False
 
     @property
     def stuck_for(self) -> float:
@@ -67,7 +68,9 @@ class FsyncQueue:
 
     def file(self, descriptor: int, done: Callable[[], None] | None = None) -> None:
         """fsync ``descriptor``'s file (a duplicate of it is taken; raises OSError when even
-        that fails); ``done`` is called in the loop once it is."""
+        that fails); ``done`` is called in the loop once it is (nothing once closed)."""
+        if self._closed:
+            return
         self._next.descriptors.append(os.dup(descriptor))
         if done is not None:
             self._next.done.append(done)
@@ -78,7 +81,7 @@ class FsyncQueue:
         self._kick()
 
     def _kick(self) -> None:
-        if self._running_since is not None:
+        if self._running_since is not None or self._closed:
             return  # gathered into the next job, started when this one ends
         job, self._next = self._next, Job()
         if not job.descriptors and job.directory is None:
@@ -101,6 +104,7 @@ class FsyncQueue:
     def close(self) -> None:
         """Stop the thread once its job is done (never waits for a hung one); descriptors
         still gathered are closed without an fsync (the caller fsyncs at close)."""
+        self._closed = True
         for descriptor in self._next.descriptors:
             os.close(descriptor)
         self._next = Job()

@@ -35,7 +35,7 @@ from bridge.errors import SpoolError
 from bridge.logs import get_logger
 from bridge.pipeline import Record
 from bridge.spool import READ_MAX_BYTES, bounded
-from bridge.spool.codec import HEADER_SIZE, decode_header, decode_payload
+from bridge.spool.codec import HEADER, HEADER_SIZE, MAGIC, MAX_PAYLOAD, VERSIONS, decode_payload
 from bridge.spool.disk import InFlight, segment_first_seq, segment_name
 from bridge.spool.recovery import iter_segment_paths, next_entry
 
@@ -86,6 +86,7 @@ class SegmentReader:
         self.segment = segment
         self._buf = b""
         self._at = 0  # the file offset of _buf[0]
+        self.end = 0
 
     def linked(self) -> bool:
         """Whether the file is still in the directory (not deleted by the writer)."""
@@ -94,30 +95,36 @@ class SegmentReader:
     def size(self) -> int:
         return os.fstat(self.fd).st_size
 
-    def take(self, offset: int, count: int, limit: int) -> bytes | None:
-        """``count`` bytes at ``offset``, all below ``limit`` (None when they are not)."""
-        end = offset + count
-        if end > limit:
-            return None
-        if offset < self._at or end > self._at + len(self._buf):
-            want = min(max(count, READ_CHUNK), limit - offset)
-            self._buf = os.pread(self.fd, want, offset)
-            self._at = offset
-            if len(self._buf) < count:
-                return None
-        start = offset - self._at
-        return self._buf[start : start + count]
+    def _fill(self, offset: int, count: int, limit: int) -> bytes:
+        """Read a chunk at ``offset`` (``count`` bytes at least where ``limit`` allows)."""
+        want = min(max(count, READ_CHUNK), limit - offset)
+        self._buf = os.pread(self.fd, want, offset) if want > 0 else b""
+        self._at = offset
+        return self._buf
 
-    def entry(self, offset: int, limit: int) -> tuple[int, Record, int] | None:
-        """The entry at ``offset`` if it is whole below ``limit``: (seq, record, size)."""
-        data = self.take(offset, HEADER_SIZE, limit)
-        header = None if data is None else decode_header(data)
-        if header is None:
-            return None
-        payload = self.take(offset + HEADER_SIZE, header.length, limit)
-        if payload is None:
-            return None
-        return header.seq, decode_payload(payload, header.version), HEADER_SIZE + header.length
+    def entries(self, offset: int, limit: int) -> Iterator[tuple[int, Record, int]]:
+        """The whole entries from ``offset`` on, below ``limit``: (seq, record, size); once
+        it ends, :attr:`end` is where it stopped (below ``limit``: not a whole entry there).
+        ValueError when a payload does not decode."""
+        unpack, buf, at = HEADER.unpack_from, self._buf, self._at
+        while offset < limit:
+            pos = offset - at
+            if pos < 0 or pos + HEADER_SIZE > len(buf):
+                buf, at, pos = self._fill(offset, HEADER_SIZE, limit), offset, 0
+                if len(buf) < HEADER_SIZE:
+                    break
+            magic, version, length, _, seq = unpack(buf, pos)
+            if magic != MAGIC or version not in VERSIONS or length > MAX_PAYLOAD:
+                break
+            size = HEADER_SIZE + length
+            if pos + size > len(buf):
+                buf, at, pos = self._fill(offset, size, limit), offset, 0
+                if len(buf) < size:
+                    break
+            record = decode_payload(buf[pos + HEADER_SIZE : pos + size], version)
+            offset += size
+            yield seq, record, size
+        self.end = offset
 
     def resync(self, offset: int, limit: int) -> int | None:
         """The offset of the next intact entry after damage at ``offset`` (None: none)."""
@@ -208,16 +215,14 @@ class SpoolTail:
 
     def _active(self, reader: SegmentReader, offset: int, limit: int) -> Iterator[InFlight]:
         """The entries of the writer's active segment from ``offset`` up to its mark."""
-        while offset < limit:
-            entry = reader.entry(offset, limit)
-            if entry is None:
-                raise SpoolError(
-                    f"spool: {segment_name(reader.segment)} ends before the writer's "
-                    f"mark at {limit}"
-                )
-            seq, record, size = entry
+        segment = reader.segment
+        for seq, record, size in reader.entries(offset, limit):
             offset += size
-            yield InFlight(seq, record, size, reader.segment, offset)
+            yield InFlight(seq, record, size, segment, offset)
+        if offset < limit:
+            raise SpoolError(
+                f"spool: {segment_name(segment)} ends before the writer's mark at {limit}"
+            )
 
     def _sealed(self, reader: SegmentReader, offset: int) -> Iterator[InFlight]:
         """The entries of a segment the writer has left, from ``offset`` to its end — that is,
@@ -227,28 +232,25 @@ class SpoolTail:
         stop_seq = following.segment if following is not None else None
         limit = reader.size()
         while offset < limit:
-            try:
-                entry = reader.entry(offset, limit)
-            except ValueError:  # a payload that does not decode: damaged
-                entry = None
-            if entry is None:
-                found = reader.resync(offset, limit)
-                self.skipped_damaged += 1
-                log.error(
-                    "spool.tail_damage_skipped",
-                    segment=segment_name(reader.segment),
-                    offset=offset,
-                    resumed_at=found,
-                )
-                if found is None:
-                    return
-                offset = found
-                continue
-            seq, record, size = entry
-            if stop_seq is not None and seq >= stop_seq:
-                return  # a failed write's leftovers: the writer went on in the next segment
-            offset += size
-            yield InFlight(seq, record, size, reader.segment, offset)
+            with contextlib.suppress(ValueError):  # a payload that does not decode: damage
+                for seq, record, size in reader.entries(offset, limit):
+                    if stop_seq is not None and seq >= stop_seq:
+                        return  # a failed write's leftovers: the writer went on elsewhere
+                    offset += size
+                    yield InFlight(seq, record, size, reader.segment, offset)
+            if offset >= limit:
+                return
+            found = reader.resync(offset, limit)
+            self.skipped_damaged += 1
+            log.error(
+                "spool.tail_damage_skipped",
+                segment=segment_name(reader.segment),
+                offset=offset,
+                resumed_at=found,
+            )
+            if found is None:
+                return
+            offset = found
 
     def _open(self, segment: int) -> SegmentReader | None:
         """The segment's reader; None when its file is gone (deleted by the writer, though

@@ -331,11 +331,14 @@ async def test_a_hung_fsync_keeps_to_its_own_thread_and_shows_in_readiness(
             spool.ack(len(await spool.read(100)))
             await asyncio.sleep(0.02)
         assert len(calls) == 1, "one job at a time, the rest gathered"
-        await asyncio.wait_for(asyncio.to_thread(lambda: None), 1)
+        await asyncio.wait_for(asyncio.to_thread(lambda: None), 3)  # the hang lasts 10 s
         assert "fsync not done" in (spool.problem or "")
     finally:
         gate.set()
-    await asyncio.sleep(0.2)
+    for _ in range(500):  # bounded: 5 s
+        if len(calls) == 2 and spool.problem is None:
+            break
+        await asyncio.sleep(0.01)
     assert len(calls) == 2, "what was gathered ran as one more job"
     assert spool.problem is None
     spool.close()
