@@ -74,7 +74,7 @@ ACK_WRITE_SECONDS = 0.1
 ACK_RETRY_SECONDS = 1.1  # after a failed save of the ack position (disk full)
 OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC
 FSYNC_STUCK_SECONDS = 5.0  # an fsync outstanding this long is a problem readiness shows
-ASIDE = ".dropped"  # a dropped segment that could not be deleted is renamed so
+ASIDE = ".dropped"  # suffix of a dropped segment that could not be deleted
 log = get_logger(__name__)
 
 

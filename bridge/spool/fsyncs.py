@@ -102,12 +102,12 @@ class FsyncQueue:
         self._kick()
 
     def close(self) -> None:
-        """Stop the thread once its job is done (never waits for a hung one); descriptors
-        still gathered are closed without an fsync (the caller fsyncs at close)."""
+        """Stop the thread once its job is done (never waits for a hung one); what is still
+        gathered is fsynced here, now (errors reported like the thread's)."""
         self._closed = True
-        for descriptor in self._next.descriptors:
-            os.close(descriptor)
-        self._next = Job()
+        job, self._next = self._next, Job()
+        if job.descriptors or job.directory is not None:
+            self._on_result(run_job(job))
         if self._executor is not None:
             self._executor.shutdown(wait=False)
             self._executor = None

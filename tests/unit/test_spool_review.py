@@ -58,6 +58,10 @@ def make_append_only(path: Path, files: list[Path]) -> None:
     files.append(path)
 
 
+def make_ordinary(path: Path) -> None:
+    subprocess.run(["chattr", "-a", str(path)], check=True, timeout=10)
+
+
 def fill_but_one_page(fs: Path) -> Path:
     """Fill ``fs`` leaving one page free: a write of several pages is then really short."""
     spare = fs / "spare"
@@ -278,6 +282,30 @@ async def test_the_tail_never_reads_a_segment_dropped_under_it(tmp_path: Path) -
     assert ids(first) + ids(later) == sorted(set(ids(first) + ids(later)), key=lambda i: int(i[2:]))
     tail.close()
     writer.close()
+
+
+# ---- 7. a segment the disk would not delete -------------------------------------------------
+async def test_a_drained_segment_the_disk_refused_to_delete_is_deleted_later(
+    small_fs: Path, append_only: list[Path]
+) -> None:
+    """A wholly acknowledged segment whose deletion really fails (append-only: EPERM) is
+    counted (op=delete) and stays; once the disk lets it, the next save of the acknowledged
+    position deletes it (it does not stay on disk uncounted for ever)."""
+    spool = DiskSpool(small_fs / "spool", max_bytes=10_000_000, fsync="always", segment_bytes=600)
+    spool.open()
+    errors: list[str] = []
+    spool.troubles.on_error = errors.append
+    assert spool.append_all(numbered(0, 10, 100)).accepted
+    first = next(iter_segment_paths(spool.directory))
+    make_append_only(first, append_only)
+    assert await drain(spool) == ids(numbered(0, 10, 100))
+    assert "delete" in errors
+    assert first.exists()
+    make_ordinary(first)
+    assert spool.append_all(numbered(10, 1, 100)).accepted
+    assert await drain(spool) == ["id10"]
+    assert not first.exists()
+    spool.close()
 
 
 # ---- 6. nothing escapes append_all -----------------------------------------------------------
