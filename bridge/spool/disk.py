@@ -860,7 +860,7 @@ class DiskSpool:
             last_seq=stretch.last_seq,
             next_seq=self._next_seq,
         )
-        self.troubles.failed("ack", OSError(0, "acknowledgement past what was written"))
+        self.troubles.count("ack_refused")
 
     def _forget_acked_segments(self) -> bool:
         """Delete the segments wholly acknowledged (never the active one); whether any."""

@@ -30,6 +30,7 @@ WHAT = {
     "truncate": "spool: a failed write could not be cut back: {}",
     "recover": "spool: a damaged segment could not be repaired: {}",
     "read": "spool: a segment could not be read: {}",
+    "ack_refused": "spool: an acknowledgement past what was written was ignored{}",
 }
 OPS = tuple(WHAT)
 QUIET_SECONDS = 1.0
@@ -60,6 +61,11 @@ class Troubles:
         if not self._now:
             return None
         return "; ".join(episode.problem for episode in self._now.values())
+
+    def count(self, op: str) -> None:
+        """Count ``op`` without an episode (not the disk's fault: nothing for readiness)."""
+        if self.on_error is not None:
+            self.on_error(op)
 
     def failed(self, op: str, error: OSError, dropped: int = 0) -> None:
         """``op`` (write, fsync, ack, …) failed with ``error``, costing ``dropped`` records."""
