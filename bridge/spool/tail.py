@@ -35,7 +35,15 @@ from bridge.errors import SpoolError
 from bridge.logs import get_logger
 from bridge.pipeline import Record
 from bridge.spool import READ_MAX_BYTES, bounded
-from bridge.spool.codec import HEADER, HEADER_SIZE, MAGIC, MAX_PAYLOAD, VERSIONS, decode_payload
+from bridge.spool.codec import (
+    HEADER,
+    HEADER_SIZE,
+    MAGIC,
+    MAX_PAYLOAD,
+    VERSIONS,
+    checksum,
+    decode_payload,
+)
 from bridge.spool.disk import InFlight, segment_first_seq, segment_name
 from bridge.spool.recovery import iter_segment_paths, next_entry
 
@@ -102,10 +110,12 @@ class SegmentReader:
         self._at = offset
         return self._buf
 
-    def entries(self, offset: int, limit: int) -> Iterator[tuple[int, Record, int]]:
+    def entries(
+        self, offset: int, limit: int, *, verify: bool = False
+    ) -> Iterator[tuple[int, Record, int]]:
         """The whole entries from ``offset`` on, below ``limit``: (seq, record, size); once
-        it ends, :attr:`end` is where it stopped (below ``limit``: not a whole entry there).
-        ValueError when a payload does not decode."""
+        it ends, :attr:`end` is where it stopped (below ``limit``: not a whole entry there,
+        or with ``verify`` one whose CRC fails). ValueError when a payload does not decode."""
         unpack, buf, at = HEADER.unpack_from, self._buf, self._at
         while offset < limit:
             pos = offset - at
@@ -113,7 +123,7 @@ class SegmentReader:
                 buf, at, pos = self._fill(offset, HEADER_SIZE, limit), offset, 0
                 if len(buf) < HEADER_SIZE:
                     break
-            magic, version, length, _, seq = unpack(buf, pos)
+            magic, version, length, crc, seq = unpack(buf, pos)
             if magic != MAGIC or version not in VERSIONS or length > MAX_PAYLOAD:
                 break
             size = HEADER_SIZE + length
@@ -121,7 +131,10 @@ class SegmentReader:
                 buf, at, pos = self._fill(offset, size, limit), offset, 0
                 if len(buf) < size:
                     break
-            record = decode_payload(buf[pos + HEADER_SIZE : pos + size], version)
+            payload = buf[pos + HEADER_SIZE : pos + size]
+            if verify and checksum(seq, payload) != crc:
+                break
+            record = decode_payload(payload, version)
             offset += size
             yield seq, record, size
         self.end = offset
@@ -227,13 +240,13 @@ class SpoolTail:
     def _sealed(self, reader: SegmentReader, offset: int) -> Iterator[InFlight]:
         """The entries of a segment the writer has left, from ``offset`` to its end — that is,
         before the next segment's first seq (bytes beyond are what a failed write left) —
-        past damage the writer could not repair (counted, logged)."""
+        past damage the writer could not repair (CRC checked here: counted, logged)."""
         following = self._next_segment(reader.segment)
         stop_seq = following.segment if following is not None else None
         limit = reader.size()
         while offset < limit:
             with contextlib.suppress(ValueError):  # a payload that does not decode: damage
-                for seq, record, size in reader.entries(offset, limit):
+                for seq, record, size in reader.entries(offset, limit, verify=True):
                     if stop_seq is not None and seq >= stop_seq:
                         return  # a failed write's leftovers: the writer went on elsewhere
                     offset += size

@@ -232,6 +232,26 @@ def test_a_damaged_segment_on_a_full_disk_is_read_through_its_scan(small_fs: Pat
     again.close()
 
 
+async def test_the_tail_reads_an_unrepaired_damaged_segment_past_its_damage(
+    small_fs: Path,
+) -> None:
+    """The default delivery path over a damaged segment start-up could not repair (full
+    disk): the tail skips the damaged entry (CRC checked on a segment the writer left) and
+    hands out every other one, once, in order; its acknowledgements empty the books."""
+    spool = DiskSpool(small_fs / "spool", max_bytes=64 << 20, fsync="never")
+    spool.open()
+    assert spool.append_all(numbered(0, 200)).accepted
+    spool.close()
+    damage(next(iter_segment_paths(small_fs / "spool")), 100)
+    fill(small_fs / "filler")
+    pair = Pair(small_fs / "spool", max_bytes=64 << 20)
+    assert pair.writer.report.replay == 199
+    assert await pair.drain(batch=50) == [f"id{n}" for n in range(200) if n != 100]
+    assert pair.tail.skipped_damaged == 1
+    assert pair.writer.stats().events == 0
+    pair.close()
+
+
 def test_a_segment_that_cannot_be_read_at_start_is_left_out(tmp_path: Path) -> None:
     """A segment name that cannot be read (here a directory: open fails with EISDIR) is
     counted (op=read) and left out; the start does not fail and the rest replays."""
