@@ -30,6 +30,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import os
 import time
@@ -41,6 +42,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Literal
 
 from bridge.errors import SpoolError
+from bridge.logs import get_logger
 from bridge.pipeline import Record
 from bridge.spool import (
     READ_MAX_BYTES,
@@ -58,7 +60,8 @@ from bridge.spool.files import (
     pwrite_all,
     replace_file,
 )
-from bridge.spool.recovery import iter_segment_paths, rewrite, scan_file
+from bridge.spool.fsyncs import FsyncQueue
+from bridge.spool.recovery import Entry, SegmentScan, iter_segment_paths, rewrite, scan_file
 from bridge.spool.trouble import Troubles
 
 if TYPE_CHECKING:
@@ -70,14 +73,22 @@ LOCK_FILE = "lock"
 ACK_WRITE_SECONDS = 0.1
 ACK_RETRY_SECONDS = 1.1  # after a failed save of the ack position (disk full)
 OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC
+FSYNC_STUCK_SECONDS = 5.0  # an fsync outstanding this long is a problem readiness shows
+ASIDE = ".dropped"  # suffix of a dropped segment that could not be deleted
+log = get_logger(__name__)
 
 
 @dataclass
 class Segment:
+    """A segment file: entries from ``first_seq`` on, ``size`` bytes of them (what a failed
+    write left beyond, if it could not be cut back, is never read). ``entries``: the
+    positions of its intact entries when start-up could not repair it (read through them)."""
+
     path: Path
     first_seq: int
     count: int = 0
     size: int = 0
+    entries: list[Entry] | None = None
 
 
 @dataclass(slots=True)  # one per record: a plain __init__ is 3x cheaper than frozen
@@ -163,16 +174,27 @@ class DiskSpool:
     # it has started reading (drop_oldest keeps it and everything before it).
     _on_flush: Callable[[int, int], None] | None = None
     _remote_reading: int = 0
+    _fsyncs: FsyncQueue = field(init=False)
+    # Disk chores retried at each save of the ack position: segments to delete (taken off
+    # the books, the disk refused), files to cut back to a size (a failed write's leftovers).
+    _undeleted: list[Path] = field(default_factory=list)
+    _uncut: dict[Path, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.segment_bytes <= 0:
             self.segment_bytes = max(4096, min(64 << 20, self.max_bytes // 8))
+        self._fsyncs = FsyncQueue(self._fsynced)
 
     @property
     def problem(self) -> str | None:
         """What is wrong with the spool's disk now, for readiness (None: nothing), e.g.
-        ``spool: disk full (No space left on device)``."""
-        return self.troubles.problem
+        ``spool: disk full (No space left on device)``; an fsync outstanding for more than
+        ``FSYNC_STUCK_SECONDS`` (a hung disk) too."""
+        problems = [self.troubles.problem]
+        stuck = self._fsyncs.stuck_for
+        if stuck > FSYNC_STUCK_SECONDS:
+            problems.append(f"spool: fsync not done after {stuck:.0f} s (disk hung?)")
+        return "; ".join(p for p in problems if p) or None
 
     # ---- life cycle -------------------------------------------------------------------
     def open(self) -> RecoveryReport:
@@ -192,6 +214,7 @@ class DiskSpool:
                 f"spool: {self.directory} is in use by another ryze-bridge process "
                 "(one spool directory per process)"
             ) from None
+        self._fsyncs = FsyncQueue(self._fsynced)
         self._acked_seq = self._ack_saved = self._read_ack()
         self._recover()
         self._open_writer()
@@ -206,18 +229,29 @@ class DiskSpool:
         disk is counted and logged, never raised."""
         if self._lock is None:
             return
-        if self._fd is not None:
-            self._fsync_now(self._fd)
-            os.close(self._fd)
-            self._fd = None
-        self._save_ack()
-        if self._ack_timer is not None:  # set by a failed save: nobody is left to retry
-            self._ack_timer.cancel()
-            self._ack_timer = None
-        if self._lock is not None:
-            fcntl.flock(self._lock.fileno(), fcntl.LOCK_UN)
-            self._lock.close()
-            self._lock = None
+        try:
+            if self._fd is not None:
+                self._fsync_now(self._fd)
+                self._close_fd(self._fd)
+                self._fd = None
+            self._save_ack()
+        finally:
+            if self._ack_timer is not None:  # set by a failed save: nobody is left to retry
+                self._ack_timer.cancel()
+                self._ack_timer = None
+            self._fsyncs.close()
+            if self._lock is not None:
+                with contextlib.suppress(OSError):
+                    fcntl.flock(self._lock.fileno(), fcntl.LOCK_UN)
+                self._lock.close()
+                self._lock = None
+
+    def _close_fd(self, descriptor: int) -> None:
+        """Close a segment's descriptor; an error (EIO reported at close) is counted."""
+        try:
+            os.close(descriptor)
+        except OSError as exc:
+            self.troubles.failed("write", exc)
 
     def _read_ack(self) -> int:
         try:
@@ -226,23 +260,24 @@ class DiskSpool:
             return 0
 
     def _recover(self) -> None:
-        for path in iter_segment_paths(self.directory):
-            result = scan_file(path)
-            self.report.damaged += result.damaged
-            if result.torn_bytes:
-                self.report.torn += 1
-                self.report.torn_bytes += result.torn_bytes
-            if not result.clean:
-                try:  # the positions below are those of the file as it is now
-                    result = rewrite(path, result)
-                except OSError as exc:
-                    raise SpoolError(f"spool: cannot repair {path.name}: {exc.strerror}") from None
+        """Take every segment found on the books, each read through the positions of its
+        intact entries; never fails the start over a disk that cannot hold a repair."""
+        for path in self.directory.glob(f"seg-*.log{ASIDE}"):  # dropped, undeletable then
+            self._delete(path)
+        paths = list(iter_segment_paths(self.directory))
+        for index, path in enumerate(paths):
+            result = self._scan(path, _first_seq_of(paths[index + 1 : index + 2]))
+            if result is None:
+                continue
             live = [e for e in result.entries if e.seq > self._acked_seq]
             if not live:
                 self._delete(path)
                 continue
             first_seq = segment_first_seq(path)
             segment = Segment(path, first_seq, count=len(result.entries), size=result.size)
+            if not result.clean:  # not repaired: read through the scan's positions
+                segment.entries = result.entries
+                segment.size = result.entries[-1].end
             self._segments.append(segment)
             self._bytes += sum(e.end - e.start for e in live)
             self.report.replay += len(live)
@@ -252,8 +287,38 @@ class DiskSpool:
         self._next_seq = max(self._next_seq, self._acked_seq + 1)
         self._events = self.report.replay
 
+    def _scan(self, path: Path, next_first: int | None) -> SegmentScan | None:
+        """``path``'s intact entries, repaired on disk where it can be (the positions are
+        then those of the file as it is now); entries from ``next_first`` on (the next
+        segment's first seq) are what a failed write left: cut like a torn tail. A file that
+        cannot be read at all is counted, logged and left out (None)."""
+        try:
+            result = scan_file(path)
+        except (OSError, ValueError) as exc:
+            self._failed_op("read", exc, path)
+            return None
+        result = without_leftovers(result, next_first)
+        self.report.damaged += result.damaged
+        if result.torn_bytes:
+            self.report.torn += 1
+            self.report.torn_bytes += result.torn_bytes
+        if result.clean:
+            return result
+        try:
+            return rewrite(path, result)
+        except OSError as exc:
+            self._failed_op("recover", exc, path)
+            return result
+
+    def _failed_op(self, op: str, error: BaseException, path: Path) -> None:
+        if not isinstance(error, OSError):
+            error = OSError(0, str(error))
+        log.error(f"spool.{op}_failed", segment=path.name, error=error.strerror or str(error))
+        self.troubles.failed(op, error)
+
     def _open_writer(self) -> None:
-        if not self._segments or self._segments[-1].size >= self.segment_bytes:
+        last = self._segments[-1] if self._segments else None
+        if last is None or last.size >= self.segment_bytes or last.entries is not None:
             error = self._new_segment()
             if error is not None:
                 self.troubles.failed("write", error)
@@ -267,6 +332,12 @@ class DiskSpool:
         """Start the next segment (the previous one is fsynced as the policy says); the
         error when it cannot be created, and then the active segment stays as it was."""
         segment = Segment(self.directory / segment_name(self._next_seq), self._next_seq)
+        replaced = self._segments[-1] if self._segments else None
+        if replaced is not None and replaced.first_seq != segment.first_seq:
+            replaced = None
+        if replaced is not None:  # an empty segment a failed write touched: a new file
+            with contextlib.suppress(OSError):
+                segment.path.unlink()
         try:
             fd = os.open(segment.path, OPEN_FLAGS | os.O_TRUNC, 0o644)
         except OSError as exc:
@@ -276,10 +347,13 @@ class DiskSpool:
                 self._fsync_now(self._fd)
             elif self.fsync == "interval":
                 self._fsync_beside(self._fd)
-            os.close(self._fd)
+            self._close_fd(self._fd)
         self._fd = fd
         self._roll_next = False
         self._sync_directory()
+        if replaced is not None:
+            self._uncut.pop(replaced.path, None)
+            self._segments.pop()
         if not self._segments:
             self._ack_pos = (segment.first_seq, 0)
         self._segments.append(segment)
@@ -308,7 +382,11 @@ class DiskSpool:
             header, payload = encode_entry_parts(self._next_seq + len(run.records), record)
             size = len(header) + len(payload)
             if run.size + size > room:  # the checks inline, their work only when due
-                if not self._make_room(run.size + size, full):
+                made = self._room_or_error(run.size + size, full)
+                if isinstance(made, OSError):
+                    error, lost = made, [*run.records, *records[index:]]
+                    break
+                if not made:
                     full.append(record)
                     refused = True
                     continue
@@ -360,6 +438,16 @@ class DiskSpool:
                 return False
         return True
 
+    def _room_or_error(self, size: int, dropped: list[Record]) -> bool | OSError:
+        """:meth:`_make_room`, with a segment that cannot be read back to be dropped (disk
+        error, damage) as the error that refuses the append (counted, never raised)."""
+        try:
+            return self._make_room(size, dropped)
+        except (OSError, ValueError) as exc:
+            error = exc if isinstance(exc, OSError) else OSError(0, f"damaged segment: {exc}")
+            log.error("spool.drop_oldest_failed", error=error.strerror or str(error))
+            return error
+
     def _segment_left(self) -> int:
         """Bytes the active segment takes before it is due to end (0: at once)."""
         if self._fd is None or self._roll_next:
@@ -367,11 +455,13 @@ class DiskSpool:
         return self.segment_bytes - self._segments[-1].size
 
     def _roll_due(self, run: Run) -> bool:
-        """Whether the next entry goes to a new segment (never to replace an empty one)."""
-        if self._fd is None:
+        """Whether the next entry goes to a new segment: the active one is full (never to
+        replace an empty one), or a write failed on it (an empty one too: nothing is ever
+        written again at an offset a reader may have seen)."""
+        if self._fd is None or self._roll_next:
             return True
         active = self._segments[-1]
-        ends = self._roll_next or active.size + run.size >= self.segment_bytes
+        ends = active.size + run.size >= self.segment_bytes
         return ends and active.count + len(run.records) > 0
 
     def _commit(self, run: Run) -> OSError | None:
@@ -385,8 +475,10 @@ class DiskSpool:
         try:
             pwrite_all(fd, run.parts, segment.size, run.size)
         except OSError as exc:
-            self._cut_back(fd, segment.size)
+            self._cut_back(fd, segment)
+            self._roll_next = True  # the next append starts a new segment
             if exc.errno in DISK_FULL_ERRNOS and self._reclaim():
+                log.warning("spool.disk_full_reclaimed", error=exc.strerror, freed_segment=True)
                 return self._commit(run)  # once: the new segment is empty, not reclaimed
             return exc
         end = segment.size
@@ -403,13 +495,15 @@ class DiskSpool:
         run.clear()
         return None
 
-    def _cut_back(self, fd: int, size: int) -> None:
-        """Remove what a failed write left past ``size``; when even that fails, the next
-        append starts a new segment (the tail of this one is never announced nor read)."""
+    def _cut_back(self, fd: int, segment: Segment) -> None:
+        """Remove what a failed write left past the segment's size; when even that fails it
+        is counted, logged and retried later (readers never read past the size here, nor
+        past the next segment's first seq elsewhere or at start-up)."""
         try:
-            os.ftruncate(fd, size)
-        except OSError:
-            self._roll_next = True
+            os.ftruncate(fd, segment.size)
+        except OSError as exc:
+            self._uncut[segment.path] = segment.size
+            self._failed_op("truncate", exc, segment.path)
 
     def _failed(self, error: OSError, lost: Sequence[Record], full: list[Record]) -> AppendResult:
         """The answer when the disk refused ``lost`` (what the full-spool policy dropped on
@@ -455,17 +549,15 @@ class DiskSpool:
             self._last_sync = time.monotonic()
 
     def sync_soon(self) -> None:
-        """The interval policy's fsync: what is appended so far is made durable by a worker
-        thread, while the loop goes on reading and delivering (one such fsync at a time;
-        without a running loop, at once)."""
+        """The interval policy's fsync: what is appended so far is made durable by the
+        spool's fsync thread, while the loop goes on reading and delivering (one such fsync
+        at a time; without a running loop, at once)."""
         if self._fd is None or not self._dirty or self._syncing:
             return
         self._dirty = False
         self._last_sync = time.monotonic()
-        future = self._fsync_beside(self._fd)
-        if future is not None:
+        if self._fsync_beside(self._fd, self._synced):
             self._syncing = True
-            future.add_done_callback(self._synced)
 
     def _fsync_now(self, descriptor: int) -> None:
         try:
@@ -475,50 +567,42 @@ class DiskSpool:
         else:
             self.troubles.succeeded("fsync")
 
-    def _fsync_beside(self, descriptor: int) -> asyncio.Future[None] | None:
-        """fsync ``descriptor``'s file in a worker thread, on a duplicate that stays valid when
-        the segment is closed meanwhile; a failure is counted and logged. Without a running
-        loop (tools, tests) at once, and None."""
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
+    def _fsync_beside(self, descriptor: int, done: Callable[[], None] | None = None) -> bool:
+        """fsync ``descriptor``'s file on the spool's fsync thread (a duplicate that stays
+        valid when the segment is closed meanwhile; coalesced with what is queued); a failure
+        is counted and logged. Without a running loop (tools, tests) at once. Whether it
+        was queued (then ``done`` is called when it is over)."""
+        if not _loop_running():
             self._fsync_now(descriptor)
-            return None
+            return False
         try:
-            duplicate = os.dup(descriptor)
+            self._fsyncs.file(descriptor, done)
         except OSError as exc:  # out of descriptors
             self.troubles.failed("fsync", exc)
-            return None
-        future = loop.run_in_executor(None, _fsync_and_close, duplicate)
-        future.add_done_callback(self._fsynced)
-        return future
+            return False
+        return True
 
     def _sync_directory(self) -> None:
         """fsync the spool's directory (a segment created, the ack file renamed), so a power
-        cut keeps the name: inline with fsync ``always``, in a worker thread with
-        ``interval``, never with ``never``."""
+        cut keeps the name: inline with fsync ``always``, on the fsync thread with
+        ``interval`` (one pending request at most), never with ``never``."""
         if self.fsync == "never":
             return
-        try:
-            loop = asyncio.get_running_loop() if self.fsync == "interval" else None
-        except RuntimeError:
-            loop = None
-        if loop is None:
-            try:
-                fsync_directory(self.directory)
-            except OSError as exc:
-                self.troubles.failed("fsync", exc)
+        if self.fsync == "interval" and _loop_running():
+            self._fsyncs.directory(self.directory)
             return
-        loop.run_in_executor(None, fsync_directory, self.directory).add_done_callback(self._fsynced)
+        try:
+            fsync_directory(self.directory)
+        except OSError as exc:
+            self.troubles.failed("fsync", exc)
 
-    def _fsynced(self, done: asyncio.Future[None]) -> None:
-        error = None if done.cancelled() else done.exception()
-        if isinstance(error, OSError):
+    def _fsynced(self, error: OSError | None) -> None:
+        if error is not None:
             self.troubles.failed("fsync", error)
-        elif error is None:
+        else:
             self.troubles.succeeded("fsync")
 
-    def _synced(self, _: asyncio.Future[None]) -> None:
+    def _synced(self) -> None:
         self._syncing = False
 
     def _drop_oldest_segment(self, dropped: list[Record]) -> bool:
@@ -532,30 +616,58 @@ class DiskSpool:
         if not candidates:
             return False
         segment = candidates[0]
+        start = self._ack_pos[1] if segment is self._segments[0] else 0
+        entries = list(self._entries(segment, start))  # OSError, ValueError: the caller's
         self._recent.clear()
         self._recent_bytes = 0
-        start = self._ack_pos[1] if segment is self._segments[0] else 0
-        for _, record, size in self._entries(segment, start):
+        for _, record, size, _ in entries:
             self._bytes -= size
             self._events -= 1
             dropped.append(record)
         self._segments.remove(segment)
-        self._delete(segment.path)
+        self._delete(segment.path, aside=True)
         if self._ack_pos[0] == segment.first_seq:
             self._ack_pos = (self._segments[0].first_seq, 0)
         return True
 
-    def _delete(self, path: Path) -> None:
+    def _delete(self, path: Path, *, aside: bool = False) -> None:
         """Delete a segment taken off the books; a disk that refuses (read-only, I/O error)
-        is counted and logged, never raised (an acknowledgement must not fail over it)."""
+        is counted and logged, never raised (an acknowledgement must not fail over it), and
+        the deletion retried at the next saves of the ack position. A dropped segment
+        (``aside``) that cannot be deleted is emptied and renamed out of the readers' sight
+        where the disk lets it (neither needs space)."""
         try:
             path.unlink()
         except FileNotFoundError:
-            pass
+            self._forget_undeleted(path)
         except OSError as exc:
             self.troubles.failed("delete", exc)
+            log.error("spool.delete_failed", segment=path.name, error=exc.strerror)
+            if aside:
+                path = _put_aside(path)
+            if path not in self._undeleted:
+                self._undeleted.append(path)
         else:
+            self._forget_undeleted(path)
             self.troubles.succeeded("delete")
+
+    def _forget_undeleted(self, path: Path) -> None:
+        if path in self._undeleted:
+            self._undeleted.remove(path)
+
+    def _retry_chores(self) -> None:
+        """Retry what the disk refused before: deleting segments, cutting leftovers back."""
+        for path in list(self._undeleted):
+            self._delete(path)
+        for path, size in list(self._uncut.items()):
+            try:
+                os.truncate(path, size)
+            except FileNotFoundError:
+                del self._uncut[path]
+            except OSError as exc:
+                self.troubles.failed("truncate", exc)
+            else:
+                del self._uncut[path]
 
     # ---- the acknowledged position on disk ----------------------------------------------
     def _persist_ack(self) -> None:
@@ -584,6 +696,8 @@ class DiskSpool:
         """Write the acknowledged position (write, rename, fsync the directory); a failure
         (disk full) is counted and logged, and retried a second later or at the next ack."""
         self._ack_written_at = time.monotonic()
+        if self._undeleted or self._uncut:
+            self._retry_chores()
         if self._ack_saved == self._acked_seq:
             return
         try:
@@ -599,13 +713,23 @@ class DiskSpool:
         self._sync_directory()
 
     # ---- reading ------------------------------------------------------------------------
-    def _entries(self, segment: Segment, start: int) -> Iterator[tuple[int, Record, int]]:
-        """Entries of ``segment`` from offset ``start``, read as they are taken: (seq, record,
-        size on disk)."""
+    def _entries(self, segment: Segment, start: int) -> Iterator[tuple[int, Record, int, int]]:
+        """Entries of ``segment`` from offset ``start`` up to its size (never what a failed
+        write left beyond), read as they are taken: (seq, record, size on disk, end); through
+        the positions start-up found when the file could not be repaired."""
         with segment.path.open("rb") as handle:
+            if segment.entries is not None:
+                for entry in segment.entries:
+                    if entry.start >= start:
+                        handle.seek(entry.start)
+                        if (found := read_entry(handle)) is not None:
+                            yield (*found, entry.end)
+                return
             handle.seek(start)
-            while (entry := read_entry(handle)) is not None:
-                yield entry
+            offset = start
+            while offset < segment.size and (read := read_entry(handle)) is not None:
+                offset += read[2]
+                yield (*read, offset)
 
     async def read(self, max_records: int, max_bytes: int = READ_MAX_BYTES) -> list[Record]:
         """Wait for entries after those already handed out; hand out up to ``max_records``
@@ -651,9 +775,8 @@ class DiskSpool:
             if segment.first_seq < start_segment:
                 continue
             offset = start_offset if segment.first_seq == start_segment else 0
-            for seq, record, size in self._entries(segment, offset):
-                offset += size
-                yield InFlight(seq, record, size, segment.first_seq, offset)
+            for seq, record, size, end in self._entries(segment, offset):
+                yield InFlight(seq, record, size, segment.first_seq, end)
 
     def ack(self, count: int) -> None:
         """The oldest ``count`` records in flight are delivered: move the acked position."""
@@ -669,7 +792,9 @@ class DiskSpool:
 
     def _after_ack(self, moved: bool) -> None:
         if moved:
-            self._forget_acked_segments()
+            freed = self._forget_acked_segments()
+            if freed and self._ack_timer is not None:  # a save failed: try in the space freed
+                self._save_ack()
             self._persist_ack()
         if self._events == 0:
             self._empty.set()
@@ -708,10 +833,14 @@ class DiskSpool:
     def acked_elsewhere(self, stretches: Sequence[Acked]) -> None:
         """The other process's acknowledgements, oldest first. A stretch in a segment
         dropped meanwhile (full, drop_oldest) was already taken off the books: skipped."""
-        live = {segment.first_seq for segment in self._segments}
+        live = {segment.first_seq: segment for segment in self._segments}
         moved = False
         for stretch in stretches:
-            if stretch.segment not in live or stretch.last_seq <= self._acked_seq:
+            segment = live.get(stretch.segment)
+            if segment is None or stretch.last_seq <= self._acked_seq:
+                continue
+            if stretch.end > segment.size or stretch.last_seq >= self._next_seq:
+                self._refuse_ack(stretch, segment)
                 continue
             self._ack_pos = (stretch.segment, stretch.end)
             self._acked_seq = stretch.last_seq
@@ -720,18 +849,35 @@ class DiskSpool:
             moved = True
         self._after_ack(moved)
 
-    def _forget_acked_segments(self) -> None:
+    def _refuse_ack(self, stretch: Acked, segment: Segment) -> None:
+        """An acknowledgement of what was never written (past the segment's size, or a seq
+        never given out): ignored, counted and logged, never taken on the books."""
+        log.error(
+            "spool.ack_refused",
+            segment=segment.path.name,
+            end=stretch.end,
+            size=segment.size,
+            last_seq=stretch.last_seq,
+            next_seq=self._next_seq,
+        )
+        self.troubles.count("ack_refused")
+
+    def _forget_acked_segments(self) -> bool:
+        """Delete the segments wholly acknowledged (never the active one); whether any."""
+        freed = False
         while len(self._segments) > 1:
             first = self._segments[0]
             wholly_acked = first.first_seq < self._ack_pos[0] or (
                 first.first_seq == self._ack_pos[0] and self._ack_pos[1] >= first.size
             )
             if not wholly_acked:
-                return
+                return freed
+            freed = True
             self._segments.popleft()
             self._delete(first.path)
             if self._ack_pos[0] == first.first_seq:
                 self._ack_pos = (self._segments[0].first_seq, 0)
+        return freed
 
     def rewind(self) -> None:
         """Records in flight go back: the next read starts at the acknowledged position."""
@@ -750,8 +896,40 @@ class DiskSpool:
         await self._empty.wait()
 
 
-def _fsync_and_close(descriptor: int) -> None:
+def without_leftovers(result: SegmentScan, next_first: int | None) -> SegmentScan:
+    """The scan without entries from ``next_first`` on (a failed write's leftovers, which the
+    next segment took the seqs of): those bytes count as a torn tail (pure)."""
+    if next_first is None or not result.entries or result.entries[-1].seq < next_first:
+        return result
+    kept = [entry for entry in result.entries if entry.seq < next_first]
+    end = kept[-1].end if kept else 0
+    return SegmentScan(kept, result.damaged, result.size - end, result.size)
+
+
+def _first_seq_of(paths: list[Path]) -> int | None:
+    """The first seq the first of ``paths`` names (None: no path, or not a segment name)."""
     try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
+        return segment_first_seq(paths[0]) if paths else None
+    except ValueError:
+        return None
+
+
+def _put_aside(path: Path) -> Path:
+    """Empty a segment file and rename it so no reader finds it (each as far as the disk
+    lets it); the path it has now."""
+    with contextlib.suppress(OSError):
+        os.truncate(path, 0)
+    aside = path.with_name(path.name + ASIDE)
+    try:
+        path.rename(aside)
+    except OSError:
+        return path
+    return aside
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True

@@ -3,12 +3,19 @@
 The writer (:class:`~bridge.spool.disk.DiskSpool` in the main process) appends entries and,
 each time it hands them to the kernel, tells where its last flushed entry ends (a *mark*:
 segment, offset). The tail reads entries in order from the acknowledged position and never
-past the mark, so it never meets an entry that is still half in the writer's buffer; a
-segment older than the mark's is complete and read to its end. Each read goes on after the
-entries already handed out (the worker's window); ``rewind`` starts again from the
-acknowledged position. ``ack`` reports each
-acknowledged stretch, per segment, to the writer, which moves its own acknowledged position,
-deletes wholly acknowledged segments and persists the position. A segment the writer
+past the mark, so it never meets an entry that is still half written; a
+segment older than the mark's is complete and read to its end — but never past an entry whose
+seq is that of the next segment's first (what a failed write left when the writer could not
+cut it back). Bytes are read with ``os.pread`` in chunks, into the tail's own buffer, and
+never past the mark of the active segment: nothing the writer has not announced is ever
+held, so bytes a failed write left and the writer cut back are never handed out (and the
+writer never writes at an offset it announced once a write failed: it starts a new
+segment). Before each read the tail checks that its segment file is still linked: one the
+writer deleted (``drop_oldest``) is skipped even while the tail holds it open. Each read
+goes on after the entries already handed out (the worker's window); ``rewind`` starts again
+from the acknowledged position. ``ack`` reports each acknowledged stretch, per segment, to
+the writer, which moves its own acknowledged position, deletes wholly acknowledged segments
+and persists the position. A segment the writer
 deleted meanwhile (``drop_oldest`` while full) is skipped. It offers the reading half of the
 :class:`~bridge.spool.Spool` protocol, which is all the sink worker uses.
 """
@@ -17,21 +24,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import IO
 
 from bridge.errors import SpoolError
+from bridge.logs import get_logger
 from bridge.pipeline import Record
 from bridge.spool import READ_MAX_BYTES, bounded
-from bridge.spool.codec import read_entry
+from bridge.spool.codec import (
+    HEADER,
+    HEADER_SIZE,
+    MAGIC,
+    MAX_PAYLOAD,
+    VERSIONS,
+    checksum,
+    decode_payload,
+)
 from bridge.spool.disk import InFlight, segment_first_seq, segment_name
-from bridge.spool.recovery import iter_segment_paths
+from bridge.spool.recovery import iter_segment_paths, next_entry
 
-READ_BUFFER = 1 << 20
+READ_CHUNK = 1 << 20
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +84,71 @@ def acked_stretches(items: list[InFlight]) -> list[Acked]:
     return stretches
 
 
+class SegmentReader:
+    """One segment file read with ``os.pread`` into a buffer of its own: bytes are only ever
+    read below the ``limit`` the caller gives (the writer's mark, or the file's end for a
+    sealed segment), in chunks of ``READ_CHUNK``, so entries cost no system call each."""
+
+    def __init__(self, fd: int, segment: int) -> None:
+        self.fd = fd
+        self.segment = segment
+        self._buf = b""
+        self._at = 0  # the file offset of _buf[0]
+        self.end = 0
+
+    def linked(self) -> bool:
+        """Whether the file is still in the directory (not deleted by the writer)."""
+        return os.fstat(self.fd).st_nlink > 0
+
+    def size(self) -> int:
+        return os.fstat(self.fd).st_size
+
+    def _fill(self, offset: int, count: int, limit: int) -> bytes:
+        """Read a chunk at ``offset`` (``count`` bytes at least where ``limit`` allows)."""
+        want = min(max(count, READ_CHUNK), limit - offset)
+        self._buf = os.pread(self.fd, want, offset) if want > 0 else b""
+        self._at = offset
+        return self._buf
+
+    def entries(
+        self, offset: int, limit: int, *, verify: bool = False
+    ) -> Iterator[tuple[int, Record, int]]:
+        """The whole entries from ``offset`` on, below ``limit``: (seq, record, size); once
+        it ends, :attr:`end` is where it stopped (below ``limit``: not a whole entry there,
+        or with ``verify`` one whose CRC fails). ValueError when a payload does not decode."""
+        unpack, buf, at = HEADER.unpack_from, self._buf, self._at
+        while offset < limit:
+            pos = offset - at
+            if pos < 0 or pos + HEADER_SIZE > len(buf):
+                buf, at, pos = self._fill(offset, HEADER_SIZE, limit), offset, 0
+                if len(buf) < HEADER_SIZE:
+                    break
+            magic, version, length, crc, seq = unpack(buf, pos)
+            if magic != MAGIC or version not in VERSIONS or length > MAX_PAYLOAD:
+                break
+            size = HEADER_SIZE + length
+            if pos + size > len(buf):
+                buf, at, pos = self._fill(offset, size, limit), offset, 0
+                if len(buf) < size:
+                    break
+            payload = buf[pos + HEADER_SIZE : pos + size]
+            if verify and checksum(seq, payload) != crc:
+                break
+            record = decode_payload(payload, version)
+            offset += size
+            yield seq, record, size
+        self.end = offset
+
+    def resync(self, offset: int, limit: int) -> int | None:
+        """The offset of the next intact entry after damage at ``offset`` (None: none)."""
+        rest = os.pread(self.fd, max(0, limit - offset), offset)
+        found = next_entry(rest, 1)
+        return None if found is None else offset + found.start
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
 class SpoolTail:
     def __init__(
         self,
@@ -83,9 +165,9 @@ class SpoolTail:
         self._on_segment = on_segment
         self._reading = start.segment
         self._in_flight: deque[InFlight] = deque()  # handed out, oldest first
-        self._handle: IO[bytes] | None = None
-        self._handle_segment = -1
+        self._reader: SegmentReader | None = None
         self._readable = asyncio.Event()
+        self.skipped_damaged = 0  # entries of a sealed segment that could not be read
 
     # ---- what the writer says --------------------------------------------------------
     def mark(self, segment: int, offset: int) -> None:
@@ -120,9 +202,9 @@ class SpoolTail:
         self._in_flight.clear()
 
     def close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
 
     # ---- reading the segments ---------------------------------------------------------
     def _unread(self) -> Iterator[InFlight]:
@@ -133,45 +215,72 @@ class SpoolTail:
             self._acked if last is None else Position(last.segment, last.end)
         )
         while position is not None and position.segment <= self._mark.segment:
-            handle = self._open(position.segment)
-            if handle is None:  # deleted by the writer (dropped while full): the next one
+            reader = self._open(position.segment)
+            if reader is None:  # deleted by the writer (dropped while full): the next one
                 position = self._next_segment(position.segment)
                 continue
-            sealed = position.segment < self._mark.segment
-            limit = None if sealed else self._mark.offset
-            offset = position.offset
-            handle.seek(offset)
-            while limit is None or offset < limit:
-                entry = read_entry(handle)
-                if entry is None:
-                    if not sealed:
-                        raise SpoolError(
-                            f"spool: {segment_name(position.segment)} ends before the writer's "
-                            f"mark at {limit}"
-                        )
-                    break
-                seq, record, size = entry
-                offset += size
-                yield InFlight(seq, record, size, position.segment, offset)
-            if not sealed:
-                return
-            position = self._next_segment(position.segment)
+            if position.segment < self._mark.segment:
+                yield from self._sealed(reader, position.offset)
+                position = self._next_segment(position.segment)
+                continue
+            yield from self._active(reader, position.offset, self._mark.offset)
+            return
 
-    def _open(self, segment: int) -> IO[bytes] | None:
-        if self._handle_segment == segment and self._handle is not None:
-            return self._handle
+    def _active(self, reader: SegmentReader, offset: int, limit: int) -> Iterator[InFlight]:
+        """The entries of the writer's active segment from ``offset`` up to its mark."""
+        segment = reader.segment
+        for seq, record, size in reader.entries(offset, limit):
+            offset += size
+            yield InFlight(seq, record, size, segment, offset)
+        if offset < limit:
+            raise SpoolError(
+                f"spool: {segment_name(segment)} ends before the writer's mark at {limit}"
+            )
+
+    def _sealed(self, reader: SegmentReader, offset: int) -> Iterator[InFlight]:
+        """The entries of a segment the writer has left, from ``offset`` to its end — that is,
+        before the next segment's first seq (bytes beyond are what a failed write left) —
+        past damage the writer could not repair (CRC checked here: counted, logged)."""
+        following = self._next_segment(reader.segment)
+        stop_seq = following.segment if following is not None else None
+        limit = reader.size()
+        while offset < limit:
+            with contextlib.suppress(ValueError):  # a payload that does not decode: damage
+                for seq, record, size in reader.entries(offset, limit, verify=True):
+                    if stop_seq is not None and seq >= stop_seq:
+                        return  # a failed write's leftovers: the writer went on elsewhere
+                    offset += size
+                    yield InFlight(seq, record, size, reader.segment, offset)
+            if offset >= limit:
+                return
+            found = reader.resync(offset, limit)
+            self.skipped_damaged += 1
+            log.error(
+                "spool.tail_damage_skipped",
+                segment=segment_name(reader.segment),
+                offset=offset,
+                resumed_at=found,
+            )
+            if found is None:
+                return
+            offset = found
+
+    def _open(self, segment: int) -> SegmentReader | None:
+        """The segment's reader; None when its file is gone (deleted by the writer, though
+        this process may still hold it open: a file no longer linked is never read)."""
+        reader = self._reader
+        if reader is not None and reader.segment == segment and reader.linked():
+            return reader
         self.close()
         try:
-            self._handle = (self.directory / segment_name(segment)).open(
-                "rb", buffering=READ_BUFFER
-            )
+            fd = os.open(self.directory / segment_name(segment), os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             return None
-        self._handle_segment = segment
+        self._reader = reader = SegmentReader(fd, segment)
         if segment > self._reading:
             self._reading = segment
             self._on_segment(segment)
-        return self._handle
+        return reader
 
     def _next_segment(self, after: int) -> Position | None:
         """The start of the first segment after ``after`` (None: none exists yet)."""

@@ -3,7 +3,7 @@ acknowledged position that cannot be saved.
 
 None of them stops the spool (design §2: a full or failing disk is a full spool). Each
 failure is counted (``on_error(op)``, the ``spool_errors_total{op}`` metric, op = write,
-fsync, ack or delete); each episode
+fsync, ack, delete, truncate, recover or read); each episode
 (from the first failure of an operation until ``QUIET_SECONDS`` after its last one, once it
 has worked since: a nearly full disk that takes a small write now and then is one episode)
 is logged twice, when it starts, with the error, and when it ends, with how long it lasted
@@ -27,6 +27,10 @@ WHAT = {
     "fsync": "spool: fsync failed: {}",
     "ack": "spool: acknowledged position not saved: {}",
     "delete": "spool: acknowledged segment not deleted: {}",
+    "truncate": "spool: a failed write could not be cut back: {}",
+    "recover": "spool: a damaged segment could not be repaired: {}",
+    "read": "spool: a segment could not be read: {}",
+    "ack_refused": "spool: an acknowledgement past what was written was ignored{}",
 }
 OPS = tuple(WHAT)
 QUIET_SECONDS = 1.0
@@ -58,8 +62,13 @@ class Troubles:
             return None
         return "; ".join(episode.problem for episode in self._now.values())
 
+    def count(self, op: str) -> None:
+        """Count ``op`` without an episode (not the disk's fault: nothing for readiness)."""
+        if self.on_error is not None:
+            self.on_error(op)
+
     def failed(self, op: str, error: OSError, dropped: int = 0) -> None:
-        """``op`` (write, fsync, ack) failed with ``error``, costing ``dropped`` records."""
+        """``op`` (write, fsync, ack, …) failed with ``error``, costing ``dropped`` records."""
         if self.on_error is not None:
             self.on_error(op)
         now = time.monotonic()

@@ -292,12 +292,12 @@ async def test_the_ack_file_is_current_soon_after_the_last_ack_of_a_burst(tmp_pa
     ack_file = tmp_path / "ack"
     assert ack_file.read_text() == "10"  # the first ack of the burst, written at once
     started = time.monotonic()
-    for _ in range(100):  # bounded: 1 s
+    for _ in range(150):  # bounded: ~1.5 s
         if ack_file.read_text() == "100":
             break
         await asyncio.sleep(0.01)
     assert ack_file.read_text() == "100"
-    assert time.monotonic() - started < 0.3
+    assert time.monotonic() - started < 1.5  # before the fix: never (no ack follows)
     spool.close()
 
 
