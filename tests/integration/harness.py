@@ -61,6 +61,15 @@ def kafka_sink(bootstrap: str, topic: str, dlq: str) -> dict[str, Any]:
     return {"kind": "kafka", "dlq": dlq, "kafka": {"bootstrap_servers": bootstrap, "topic": topic}}
 
 
+def redis_sink(url: str, prefix: str) -> dict[str, Any]:
+    """The ``sink`` section for the test Redis: streams and DLQ under ``prefix``."""
+    return {
+        "kind": "redis",
+        "dlq": f"{prefix}:dlq",
+        "redis": {"url": url, "stream": prefix + ":{instance}:{event}"},
+    }
+
+
 def counter(metrics: Metrics, name: str, **labels: str) -> float:
     """Sum of a metric's samples whose labels include ``labels``."""
     total = 0.0

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bridge.simulator import SimConfig, Simulator
-from tests.integration.harness import eventually
+from tests.integration.harness import eventually, redis_sink
 from tests.integration.test_faults import bridge_config, redis_ids, report, start_bridge, stop
 from tests.services import Services, unique
 
@@ -30,11 +30,7 @@ async def test_a_drained_backlog_is_not_published_again_after_a_sigkill(
     position was saved within ~100 ms of the last ack, though no ack followed it)."""
     prefix = unique("ackpos")
     tokens = {"shop": "tok-ackpos-4"}
-    sink = {
-        "kind": "redis",
-        "dlq": f"{prefix}:dlq",
-        "redis": {"url": services.redis_url, "stream": prefix + ":{instance}:{event}"},
-    }
+    sink = redis_sink(services.redis_url, prefix)
     async with Simulator(SimConfig(instances=tokens, rate=300)) as sim:
         path = bridge_config(tmp_path, sim.base_url, tokens, sink)
         first = await start_bridge(path, tokens)

@@ -14,7 +14,7 @@ import pytest
 
 from bridge.simulator import SimConfig, Simulator
 from tests.diskfull import small_tmpfs
-from tests.integration.harness import counter, eventually, running_bridge, settings_for
+from tests.integration.harness import counter, eventually, redis_sink, running_bridge, settings_for
 from tests.integration.test_faults import redis_ids, report
 from tests.services import Services, unique
 
@@ -47,11 +47,7 @@ async def test_a_full_disk_is_a_full_spool_and_the_bridge_recovers_by_itself(
                 sim.base_url,
                 tmp_path,
                 instances={"shop": {"token": tokens["shop"]}},
-                sink={
-                    "kind": "redis",
-                    "dlq": f"{prefix}:dlq",
-                    "redis": {"url": services.redis_url, "stream": prefix + ":{instance}:{event}"},
-                },
+                sink=redis_sink(services.redis_url, prefix),
                 spool={"dir": str(fs / "spool"), "fsync": "interval", "max_bytes": 64 << 20},
             )
             await asyncio.to_thread(services.stop, "redis")

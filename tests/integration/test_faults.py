@@ -24,7 +24,14 @@ from bridge.settings import EVENT_NAMES
 from bridge.shipper.parent import ShipperDelivery
 from bridge.simulator import SimConfig, Simulator
 from bridge.spool.disk import DiskSpool
-from tests.integration.harness import counter, eventually, kafka_sink, running_bridge, settings_for
+from tests.integration.harness import (
+    counter,
+    eventually,
+    kafka_sink,
+    redis_sink,
+    running_bridge,
+    settings_for,
+)
 from tests.services import Services, consume_all, create_topics, read_stream, unique
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -111,11 +118,7 @@ async def test_redis_restart_loses_nothing(services: Services, tmp_path: Path) -
             sim.base_url,
             tmp_path,
             instances={"shop": {"token": tokens["shop"]}},
-            sink={
-                "kind": "redis",
-                "dlq": f"{prefix}:dlq",
-                "redis": {"url": services.redis_url, "stream": prefix + ":{instance}:{event}"},
-            },
+            sink=redis_sink(services.redis_url, prefix),
         )
         async with running_bridge(settings) as bridge:
             await eventually(lambda: sim.stats("shop")["frames_sent"] > 500)
@@ -265,11 +268,7 @@ async def test_graceful_stop_with_sink_down_keeps_everything_for_next_start(
     delivered stays in the spool and the next start delivers all of it."""
     prefix = unique("downstop")
     tokens = {"shop": "tok-downstop-9"}
-    sink = {
-        "kind": "redis",
-        "dlq": f"{prefix}:dlq",
-        "redis": {"url": services.redis_url, "stream": prefix + ":{instance}:{event}"},
-    }
+    sink = redis_sink(services.redis_url, prefix)
     async with Simulator(SimConfig(instances=tokens, rate=300)) as sim:
         path = bridge_config(tmp_path, sim.base_url, tokens, sink, shutdown_timeout=5)
         await asyncio.to_thread(services.stop, "redis")
@@ -316,11 +315,7 @@ async def test_full_spool_drops_exactly_what_it_counts(
             sim.base_url,
             tmp_path,
             instances={"shop": {"token": tokens["shop"]}},
-            sink={
-                "kind": "redis",
-                "dlq": f"{prefix}:dlq",
-                "redis": {"url": services.redis_url, "stream": prefix + ":{instance}:{event}"},
-            },
+            sink=redis_sink(services.redis_url, prefix),
             spool={"max_bytes": 200_000, "when_full": policy},
         )
         await asyncio.to_thread(services.stop, "redis")

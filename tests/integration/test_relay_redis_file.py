@@ -14,6 +14,7 @@ from tests.integration.harness import (
     event_of,
     eventually,
     expected_value,
+    redis_sink,
     running_bridge,
     settings_for,
 )
@@ -39,11 +40,7 @@ async def test_every_frame_lands_in_redis_streams(redis_url: str, tmp_path: Path
             sim.base_url,
             tmp_path,
             instances={name: {"token": token} for name, token in TOKENS.items()},
-            sink={
-                "kind": "redis",
-                "dlq": f"{prefix}:dlq",
-                "redis": {"url": redis_url, "stream": prefix + ":{instance}:{event}"},
-            },
+            sink=redis_sink(redis_url, prefix),
         )
         async with running_bridge(settings) as bridge:
             await eventually(lambda: sum(sim.stats(n)["frames_sent"] for n in TOKENS) >= 2000)
