@@ -55,7 +55,7 @@ STALL_SECONDS = 30.0
 # Kafka producer retries for the whole outage) must not hold the lanes grouped with it. A call
 # of one lane is never cancelled (a stall reports it). At most that call's records may have
 # reached the broker before the cancellation: published twice, and no more.
-GROUP_CALL_SECONDS = 5.0
+GROUP_CALL_SECONDS = 2.0
 PRUNE_SECONDS = 10.0  # idle, empty lanes are forgotten this often (destinations are upstream data)
 
 
