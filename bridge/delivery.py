@@ -132,10 +132,12 @@ class Delivery:
         sink_settings = self.settings.sink
         retry = RetryPolicy(sink_settings.retry_initial, sink_settings.retry_max)
         attempt = 0
-        while True:
+        while not self._stopping:
             started = time.monotonic()
             try:
                 await self._start_sink(retry)
+                if self._stopping:  # a cancellation a library swallowed: stop all the same
+                    return
                 self.spool.rewind()  # a new worker: everything unacknowledged goes out again
                 worker = self.worker = SinkWorker(
                     self.sink,
@@ -156,6 +158,8 @@ class Delivery:
                 error = exc  # a publish call's or a library's own, not ours
             except Exception as exc:  # noqa: BLE001 - supervised: any death is a restart
                 error = exc
+            if self._stopping:
+                return
             attempt = 1 if time.monotonic() - started > HEALTHY_SECONDS else attempt + 1
             renew = not isinstance(error, SpoolError)
             await self._crashed(error, retry.delay(attempt), renew=renew)

@@ -75,7 +75,12 @@ class ConfigWatcher:
             self.metrics.config_reloads.labels("invalid").inc()
             log.error("config.reload_refused", path=str(self.path), problems=exc.problems)
             return "invalid"
-        outcome = await self.apply(settings)
+        try:
+            outcome = await self.apply(settings)
+        except Exception as exc:  # noqa: BLE001 - the watcher must outlive a failed apply
+            self.metrics.config_reloads.labels("error").inc()
+            log.error("config.reload_failed", path=str(self.path), error=repr(exc)[:500])
+            return "error"
         self.metrics.config_reloads.labels(outcome).inc()
         log.info("config.reloaded", outcome=outcome)
         return outcome

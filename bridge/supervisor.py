@@ -32,7 +32,7 @@ from bridge.cluster.build import build_membership
 from bridge.cluster.redis import RedisMembership
 from bridge.delivery import Delivery
 from bridge.discovery import Discovery
-from bridge.errors import ClusterError
+from bridge.errors import ClusterError, ConfigError
 from bridge.lastseen import LastSeen
 from bridge.logs import get_logger, mask_registered, register_secret
 from bridge.metrics import Metrics, create_metrics, forget_instance, init_cluster
@@ -158,15 +158,16 @@ class Supervisor:
             fencing=fencing,
         )
 
-    async def _swap_delivery(self, settings: Settings) -> None:
-        """Replace the sink by the one ``settings`` describe, the spool in between: the old
-        worker stops (its batch in flight stays in the spool), the new one drains the spool
-        from where the old one stopped."""
+    async def _swap_delivery(self, replacement: Delivery | ShipperDelivery) -> None:
+        """Replace the delivery by ``replacement`` (built beforehand, so that a sink that
+        cannot even be built leaves the old one running), the spool in between: the old
+        worker stops (what it held stays in the spool), the new one drains the spool from
+        where the old one stopped."""
         await self.delivery.close(10.0)
         self.spool.rewind()
         if isinstance(self.spool, DiskSpool):
             self.spool.read_here()
-        self.delivery = self._delivery(settings)
+        self.delivery = replacement
         self.delivery.start()
         log.info("sink.restarted", sink=self.delivery.kind)
 
@@ -371,9 +372,16 @@ class Supervisor:
             log.warning("config.needs_restart", sections=sorted(frozen))
         new = new.model_copy(update=frozen)
         everything = (new.upstream, new.filter, new.sink) != (old.upstream, old.filter, old.sink)
-        self.settings = new
+        replacement = None
         if new.sink != old.sink:
-            await self._swap_delivery(new)
+            try:  # e.g. a password file empty mid-rotation: keep delivering with the old sink
+                replacement = self._delivery(new)
+            except ConfigError as exc:
+                log.error("config.reload_refused", problems=[str(exc)], kept="the running sink")
+                return "invalid"
+        self.settings = new
+        if replacement is not None:
+            await self._swap_delivery(replacement)
         if everything:
             for name in list(self.runners):
                 await self.remove_instance(name)

@@ -10,6 +10,7 @@ running has been waiting, for readiness.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -38,13 +39,24 @@ def run_job(job: Job) -> OSError | None:
         except OSError as exc:
             error = error or exc
         finally:
-            os.close(descriptor)
+            with contextlib.suppress(OSError):  # a close that fails must not end the job
+                os.close(descriptor)
     if job.directory is not None:
         try:
             fsync_directory(job.directory)
         except OSError as exc:
             error = error or exc
     return error
+
+
+def job_error(future: asyncio.Future[OSError | None]) -> OSError | None:
+    """What a finished job reports: its fsync error, or what it raised as an OSError."""
+    if future.cancelled():
+        return None
+    raised = future.exception()
+    if raised is None:
+        return future.result()
+    return raised if isinstance(raised, OSError) else OSError(f"fsync job failed: {raised!r}")
 
 
 class FsyncQueue:
@@ -94,12 +106,15 @@ class FsyncQueue:
         future.add_done_callback(lambda done: self._finished(done, job))
 
     def _finished(self, future: asyncio.Future[OSError | None], job: Job) -> None:
+        """The job ended: its result reported, its callbacks run and the next job started,
+        whatever the job raised (an fsync queue that stops would stop fsyncs for good)."""
         self._running_since = None
-        error = None if future.cancelled() else future.result()
-        self._on_result(error)
-        for done in job.done:
-            done()
-        self._kick()
+        try:
+            self._on_result(job_error(future))
+        finally:
+            for done in job.done:
+                done()
+            self._kick()
 
     def close(self) -> None:
         """Stop the thread once its job is done (never waits for a hung one); what is still

@@ -14,9 +14,9 @@ import httpx
 import orjson
 import yaml
 
-from bridge.settings import load_settings
+from bridge.settings import Settings, load_settings
 from bridge.simulator import SimConfig, Simulator
-from tests.integration.harness import counter, eventually, running_bridge
+from tests.integration.harness import counter, eventually, running_bridge, settings_for
 
 TOKENS = {f"shop-{n:02d}": f"tok-reload-{n:02d}" for n in range(23)}
 ADMIN = "admin-secret-4c4c4c"
@@ -196,3 +196,39 @@ async def test_reloaded_sink_takes_over_from_the_spool(tmp_path: Path) -> None:
                 counter(bridge.metrics, "ryze_bridge_config_reloads_total", outcome="applied") == 1
             )
         assert set(both()) == set(sim.sent_ids("shop"))
+
+
+async def test_a_reloaded_sink_whose_secret_cannot_be_read_keeps_the_running_one(
+    tmp_path: Path,
+) -> None:
+    """A reload to a sink whose password file is empty (mid-rotation) is refused: the running
+    sink keeps delivering and the settings stay as they were; once the file holds the
+    password, the same reload is applied."""
+    tokens = {"shop-a": "tok-reload-secret-1"}
+    password = tmp_path / "redis-password"
+    password.write_text("")
+    async with Simulator(SimConfig(instances=tokens, rate=50, record_frames=False)) as sim:
+        settings = settings_for(
+            sim.base_url,
+            tmp_path,
+            instances={"shop-a": {"token": tokens["shop-a"]}},
+            sink={"kind": "file", "file": {"path": str(tmp_path / "events.jsonl")}},
+        )
+        data = settings.model_dump(mode="json")
+        data["sink"]["kind"] = "redis"
+        data["sink"]["redis"] = {
+            "url": "redis://127.0.0.1:1/0",
+            "username": "u",
+            "password_file": str(password),
+        }
+        wanted = Settings.model_validate(data)
+        async with running_bridge(settings) as bridge:
+            running = bridge.delivery
+            assert await bridge.apply(wanted) == "invalid"
+            assert bridge.delivery is running
+            assert bridge.settings.sink.kind == "file"
+            before = len(delivered(tmp_path / "events.jsonl", "shop-a"))
+            await eventually(lambda: len(delivered(tmp_path / "events.jsonl", "shop-a")) > before)
+            password.write_text("now-it-is-there-7")
+            assert await bridge.apply(wanted) == "applied"
+            assert bridge.delivery.kind == "redis"

@@ -392,3 +392,21 @@ async def test_a_hung_fsync_keeps_to_its_own_thread_and_shows_in_readiness(
     assert len(calls) >= 2, "what was gathered ran once the hung job returned"
     assert spool.problem is None
     spool.close()
+
+
+async def test_an_fsync_job_that_raises_is_reported_and_the_queue_goes_on() -> None:
+    """A job whose thread raised something other than an fsync error (a bug, a failing
+    close) is reported as an error and the queue keeps running the jobs after it: an fsync
+    queue that stopped would stop fsyncs for good, unnoticed."""
+    loop = asyncio.get_running_loop()
+    ok: asyncio.Future[OSError | None] = loop.create_future()
+    ok.set_result(None)
+    failed: asyncio.Future[OSError | None] = loop.create_future()
+    failed.set_result(OSError(5, "Input/output error"))
+    raised: asyncio.Future[OSError | None] = loop.create_future()
+    raised.set_exception(ValueError("bad file descriptor handling"))
+    assert fsyncs.job_error(ok) is None
+    assert isinstance(fsyncs.job_error(failed), OSError)
+    reported = fsyncs.job_error(raised)
+    assert isinstance(reported, OSError)
+    assert "ValueError" in str(reported)
