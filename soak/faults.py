@@ -13,6 +13,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bridge.pipeline.gap import GAP_EVENT
+from bridge.settings import EVENT_NAMES
 from soak.bridges import MAX_FRAME_BYTES
 from soak.procs import pid_alive
 from soak.redis import BRIDGE_USER
@@ -21,15 +23,7 @@ from soak.schedule import Fault
 if TYPE_CHECKING:
     from soak.driver import Soak
 
-EVENTS = (
-    "message.exchange",
-    "message.status",
-    "call.update",
-    "group.flow",
-    "instance.state",
-    "label.update",
-    "bridge.gap",
-)
+EVENTS = (*EVENT_NAMES, GAP_EVENT)  # an instance's topics: its events and gap markers
 KNOB_OF = {
     "malformed": "send_malformed_id",
     "binary": "send_binary",
