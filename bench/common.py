@@ -167,12 +167,16 @@ def family(pid: int) -> list[int]:
 
 @contextlib.asynccontextmanager
 async def process(
-    args: list[str], log: Path, env: dict[str, str] | None = None
+    args: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None
 ) -> AsyncIterator[Proc]:
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as out:
         proc = await asyncio.create_subprocess_exec(
-            *args, stdout=out, stderr=asyncio.subprocess.STDOUT, env={**os.environ, **(env or {})}
+            *args,
+            stdout=out,
+            stderr=asyncio.subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            cwd=cwd,
         )
     handle = Proc(proc, log)
     try:
@@ -258,8 +262,22 @@ def write_bridge_config(work: Path, config: dict[str, Any]) -> Path:
     return path
 
 
-def bridge_args(config: Path) -> list[str]:
-    return [sys.executable, "-m", "bridge", "run", "--config", str(config)]
+@dataclass(frozen=True)
+class Build:
+    """Which bridge code runs: an interpreter whose environment has it installed, and the
+    directory it starts in (``python -m`` puts that first on ``sys.path``). ``HEAD`` is this
+    checkout; ``make bench-compare`` adds another commit's checkout as a second build."""
+
+    label: str
+    python: str
+    cwd: Path | None = None
+
+
+HEAD = Build("head", sys.executable)
+
+
+def bridge_args(config: Path, build: Build = HEAD) -> list[str]:
+    return [build.python, "-m", "bridge", "run", "--config", str(config)]
 
 
 def bridge_config(

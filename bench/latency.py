@@ -21,6 +21,8 @@ import httpx
 from aiokafka import AIOKafkaConsumer
 
 from bench.common import (
+    HEAD,
+    Build,
     Services,
     bridge_args,
     bridge_config,
@@ -110,7 +112,9 @@ async def sample_latency(
     return ack, seen
 
 
-async def at_rate(services: Services, rate: float, seconds: float) -> dict[str, Any]:
+async def at_rate(
+    services: Services, rate: float, seconds: float, build: Build = HEAD
+) -> dict[str, Any]:
     """One instance at ``rate`` events/s, default fsync policy; latencies of every record."""
     with tempfile.TemporaryDirectory(prefix="ryze-bench-lat-") as tmp:
         work = Path(tmp)
@@ -125,7 +129,8 @@ async def at_rate(services: Services, rate: float, seconds: float) -> dict[str, 
                 "kafka": {"bootstrap_servers": services.kafka, "topic": prefix + ".{event}"},
             }
             path = write_bridge_config(work, bridge_config(url, work, sink, instances=1))
-            async with process(bridge_args(path), work / "bridge.log"):
+            args = bridge_args(path, build)
+            async with process(args, work / "bridge.log", cwd=build.cwd):
                 await asyncio.sleep(3)
                 ack, seen = await sample_latency(services.kafka, topics, seconds)
     return {

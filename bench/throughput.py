@@ -25,7 +25,9 @@ from redis.asyncio import Redis
 from websockets.asyncio.client import connect
 
 from bench.common import (
+    HEAD,
     ROOT,
+    Build,
     CpuMeter,
     Services,
     Source,
@@ -288,6 +290,7 @@ async def bridge(
     *,
     fsync: str = "interval",
     one_process: bool = False,
+    build: Build = HEAD,
 ) -> dict[str, float]:
     """Records/s the bridge (its own process, and its shipper) delivers, their CPU (with the
     source's, the broker's and the box's) and RSS; ``one_process``: the sink worker in the
@@ -311,7 +314,8 @@ async def bridge(
         )
         path = write_bridge_config(work, config)
         count = counter_for(kind, services, work, prefix)
-        async with process(bridge_args(path), work / "bridge.log") as proc:
+        args = bridge_args(path, build)
+        async with process(args, work / "bridge.log", cwd=build.cwd) as proc:
             meter = box.meter(lambda: family(proc.pid), kind)
             rate = await rate_over(count, timing.warmup, timing.seconds, meter)
             rss = proc.rss_bytes()

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from bench.common import CpuSample, cores_used
+from bench import compare
+from bench.common import HEAD, Build, CpuSample, cores_used
 from bench.latency import record_latencies
 from bench.profile import rank
 from bench.report import cpu_per_record, ratios, table, targets
@@ -123,3 +124,27 @@ def test_latencies_count_only_records_received_once_the_window_opened() -> None:
     assert record_latencies(1_000 * ms, 1_012, 1_015 * ms, since_ns=999 * ms) == (12.0, 15.0)
     assert record_latencies(998 * ms, 1_012, 2_015 * ms, since_ns=999 * ms) is None
     assert record_latencies(None, 1_012, 1_015 * ms, since_ns=0) is None
+
+
+def test_compare_alternates_the_order_of_the_builds() -> None:
+    """Two builds are measured base first in even rounds and head first in odd ones, so a
+    machine slowed for a while costs both builds alike."""
+    base = Build("base", "python3")
+    assert compare.order((base, HEAD), 0) == (base, HEAD)
+    assert compare.order((base, HEAD), 1) == (HEAD, base)
+    assert compare.order((base, HEAD), 2) == (base, HEAD)
+
+
+def test_compare_reports_medians_and_ratios() -> None:
+    """The comparison keeps each field's median over the rounds and gives head/base per field;
+    a field measured as zero in the base gives no ratio rather than a division error."""
+    base = compare.medians(
+        [{"rate": 100.0, "p99": 10.0}, {"rate": 120.0, "p99": 30.0}, {"rate": 90.0}]
+    )
+    head = compare.medians([{"rate": 110.0, "p99": 5.0, "zero": 1.0}])
+    assert base == {"rate": 100.0, "p99": 20.0}
+    assert compare.ratios(head, base) == {"rate": 1.1, "p99": 0.25}
+    assert compare.ratios({"x": 1.0}, {"x": 0.0}) == {}
+    lines = compare.table(("base", "head"), base, head)
+    assert lines[0].split() == ["measure", "base", "head", "ratio"]
+    assert any(line.split()[0] == "zero" and line.split()[-1] == "—" for line in lines[1:])
