@@ -36,11 +36,11 @@ from bridge.logs import get_logger
 from bridge.pipeline import Record
 from bridge.spool import READ_MAX_BYTES, bounded
 from bridge.spool.codec import (
+    FORMAT,
     HEADER,
     HEADER_SIZE,
     MAGIC,
     MAX_PAYLOAD,
-    VERSIONS,
     checksum,
     decode_payload,
 )
@@ -123,8 +123,8 @@ class SegmentReader:
                 buf, at, pos = self._fill(offset, HEADER_SIZE, limit), offset, 0
                 if len(buf) < HEADER_SIZE:
                     break
-            magic, version, length, crc, seq = unpack(buf, pos)
-            if magic != MAGIC or version not in VERSIONS or length > MAX_PAYLOAD:
+            magic, form, length, crc, seq = unpack(buf, pos)
+            if magic != MAGIC or form != FORMAT or length > MAX_PAYLOAD:
                 break
             size = HEADER_SIZE + length
             if pos + size > len(buf):
@@ -134,7 +134,7 @@ class SegmentReader:
             payload = buf[pos + HEADER_SIZE : pos + size]
             if verify and checksum(seq, payload) != crc:
                 break
-            record = decode_payload(payload, version)
+            record = decode_payload(payload)
             offset += size
             yield seq, record, size
         self.end = offset
