@@ -1,6 +1,7 @@
 """The spool read from another process: the tail reads only what the writer flushed, in
-order across segments, and its acknowledgements move the writer's books exactly as an
-in-process reader's would; an entry in another format than the one written is not read."""
+order across segments, and its acknowledgements (typed messages over the link) move the
+writer's books exactly as direct calls do; an entry in another format than the one written
+is not read."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ import asyncio
 from pathlib import Path
 
 from bridge.pipeline import Record
+from bridge.spool import Acked
 from bridge.spool.codec import HEADER, MAGIC, checksum, decode_payload, encode_payload
-from bridge.spool.disk import DiskSpool, InFlight
-from bridge.spool.tail import Acked, Position, SpoolTail, acked_stretches
+from bridge.spool.disk import DiskSpool
+from bridge.spool.tail import InFlight, SpoolTail, acked_stretches
+from tests.unit.spools import OverTheLink, local_spool
 
 
 def record(n: int, size: int = 100) -> Record:
@@ -21,26 +24,18 @@ def record(n: int, size: int = 100) -> Record:
 
 class Pair:
     """A writer and a tail on one directory, wired as the main process and the shipper are
-    (the messages between them delivered at once)."""
+    (the typed messages between them framed, decoded and delivered at once)."""
 
     def __init__(self, directory: Path, **options: object) -> None:
         settings: dict[str, object] = {"max_bytes": 10_000_000, "fsync": "never"}
         settings.update(options)
         self.writer = DiskSpool(directory, **settings)  # type: ignore[arg-type]
         self.writer.open()
-        self.marks: list[tuple[int, int]] = []
-        start = self.writer.read_elsewhere(self._mark)
-        self.tail = SpoolTail(
-            directory,
-            Position(*start),
-            on_ack=self.writer.acked_elsewhere,
-            on_segment=self.writer.reading,
-        )
-        self.tail.mark(*self.writer.flushed_to())
-
-    def _mark(self, segment: int, offset: int) -> None:
-        self.marks.append((segment, offset))
-        self.tail.mark(segment, offset)
+        self.link = OverTheLink(self.writer)
+        self.marks = self.link.marks
+        self.tail = SpoolTail(directory, self.writer.acked_position(), self.link.to_writer)
+        self.link.tail = self.tail
+        self.writer.attach(self.link.to_tail)
 
     async def drain(self, batch: int = 7) -> list[str]:
         ids: list[str] = []
@@ -143,8 +138,8 @@ async def test_an_entry_in_another_format_is_not_replayed(tmp_path: Path) -> Non
     payload = encode_payload(old)
     entry = HEADER.pack(MAGIC, 2, len(payload), checksum(1, payload), 1) + payload
     (tmp_path / "seg-00000000000000000001.log").write_bytes(entry)
-    spool = DiskSpool(tmp_path, max_bytes=10_000_000, fsync="never")
-    report = spool.open()
+    spool = local_spool(tmp_path)
+    report = spool.report
     assert report.replay == 0
     assert report.torn + report.damaged >= 1
     spool.append(record(2, size=10))
@@ -156,3 +151,28 @@ def test_the_current_payload_roundtrips_every_field() -> None:
     """Payloads decode to the record encoded, None fields included."""
     rec = Record("d", None, b"v", "e", "i", 7, "id", "too_large", "big")
     assert decode_payload(encode_payload(rec)) == rec
+
+
+async def test_the_tail_in_this_process_follows_the_writer_by_direct_calls(
+    tmp_path: Path,
+) -> None:
+    """The in-process transport: the writer's mark reaches the tail within the append (no
+    loop turn, no message), so a read right after an append hands the record out; the
+    tail's acknowledgements reach the writer's books at once (events, bytes, the ack file);
+    once detached, the tail hears of no further append."""
+    spool = local_spool(tmp_path, segment_bytes=600)
+    tail = spool.tail
+    for n in range(5):
+        spool.append(record(n))
+        assert tail._mark == spool.writer.flushed_to()  # told within the append
+    assert [r.id for r in tail._read_now(100)] == [f"id{n}" for n in range(5)]
+    tail.ack(3)
+    assert spool.stats().events == 2
+    assert (tmp_path / "ack").read_text() == "3"
+    tail.ack(2)
+    assert spool.stats().events == spool.stats().bytes == 0
+    spool.writer.detach()
+    spool.append(record(5))
+    assert tail._read_now(100) == []
+    assert spool.stats().events == 1
+    spool.close()
