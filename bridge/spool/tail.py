@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 from collections import deque
 from collections.abc import Iterator
@@ -228,7 +229,7 @@ class SpoolTail:
         while position is not None and position.segment <= mark.segment:
             reader = self._open(position.segment)
             if reader is None:  # deleted by the writer (dropped while full): the next one
-                position = self._next_segment(position.segment)
+                position = self._gone(position, mark)
                 continue
             if position.segment == mark.segment:
                 offset, weight, whole = reader.take(
@@ -301,6 +302,17 @@ class SpoolTail:
             if found is None:
                 return
             offset = found
+
+    def _gone(self, position: Position, mark: Position) -> Position | None:
+        """Where to go on from a segment whose file is gone: the next segment, when the
+        writer went on to one (it dropped or drained this one); FileNotFoundError when the
+        file holding entries the writer marked is gone and nothing follows (taken away
+        behind the spool's back: the worker's supervisor counts it and starts again)."""
+        following = self._next_segment(position.segment)
+        if following is None and position.segment == mark.segment and position < mark:
+            name = segment_name(position.segment)
+            raise FileNotFoundError(errno.ENOENT, "spool segment gone before it was read", name)
+        return following
 
     def _open(self, segment: int) -> SegmentReader | None:
         """The segment's reader; None when its file is gone (deleted by the writer, though
