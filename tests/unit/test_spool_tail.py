@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from bridge.pipeline import Record
 from bridge.spool import Acked
 from bridge.spool.codec import HEADER, MAGIC, checksum, decode_payload, encode_payload
@@ -175,4 +177,21 @@ async def test_the_tail_in_this_process_follows_the_writer_by_direct_calls(
     spool.append(record(5))
     assert tail._read_now(100) == []
     assert spool.stats().events == 1
+    spool.close()
+
+
+def test_a_segment_taken_away_is_an_error_and_its_return_is_read(tmp_path: Path) -> None:
+    """The active segment's file renamed away behind the spool's back (really: the writer
+    still holds it open) is a FileNotFoundError for the reader, not a silent skip of what
+    it holds; once it is back every record is read, none lost."""
+    spool = local_spool(tmp_path)
+    spool.append(record(0))
+    segment = next(tmp_path.glob("seg-*.log"))
+    away = segment.with_name(segment.name + ".away")
+    segment.rename(away)
+    with pytest.raises(FileNotFoundError):
+        spool.tail._read_now(10)
+    spool.append(record(1))  # the writer goes on writing to its open file
+    away.rename(segment)
+    assert [r.id for r in spool.tail._read_now(10)] == ["id0", "id1"]
     spool.close()
