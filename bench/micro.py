@@ -4,12 +4,13 @@
 
 - ``pipeline``: decode, cut the token, route, id (``Pipeline.process``);
 - ``spool``: append to the disk spool (fsync never) 64 at a time, as one read off a socket
-  brings them, and read back + ack in batches: from memory in the same process, and from the
-  files as the shipper does;
+  brings them, and read back + ack in batches by the tail: following the writer as the
+  appends go (in the same process, direct calls), and after them (as a shipper that
+  starts behind);
 - ``kafka batch``: append to aiokafka batch builders as the Kafka sink does, headers and
   zstd compression of each full batch included (no network);
 - ``sink worker``: the worker's own bookkeeping (window, lanes, acknowledgements, counts)
-  from a memory spool into a sink that accepts everything at once, the records on one
+  from a list of records into a sink that accepts everything at once, the records on one
   destination and spread over six (as ``ryze.{event}`` spreads them).
 
 Frames come from the simulator's frame factory (the fixtures), ~600 B text messages. Used to
@@ -36,9 +37,9 @@ from bridge.simulator.frames import FrameFactory
 from bridge.sinks.base import DELIVERED, Outcome
 from bridge.sinks.kafka import _Batches
 from bridge.sinks.worker import SinkWorker
-from bridge.spool import MemorySpool
+from bridge.spool import READ_MAX_BYTES, bounded
 from bridge.spool.disk import DiskSpool
-from bridge.spool.tail import Position, SpoolTail
+from bridge.spool.tail import SpoolTail, follow
 from bridge.upstream.ws import BATCH_FRAMES
 from bridge.wiring import build_pipeline
 
@@ -78,6 +79,7 @@ async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         spool = DiskSpool(Path(tmp), 1 << 32, "drop_newest", "never", 50)
         spool.open()
+        tail = follow(spool)
         started = time.perf_counter()
         for start in range(0, len(records), READ_BATCH):  # as the runner: one read at a time
             spool.append_all(records[start : start + READ_BATCH])
@@ -85,9 +87,10 @@ async def main() -> None:
         append_us = per_frame(time.perf_counter() - started, len(records))
         started = time.perf_counter()
         while spool.stats().events:
-            got = await spool.read(1000)
-            spool.ack(len(got))
+            got = await tail.read(1000)
+            tail.ack(len(got))
         read_us = per_frame(time.perf_counter() - started, len(records))
+        tail.close()
         spool.close()
     tail_us = per_frame(await tail_reads(records), len(records))
     batch_us = per_frame(kafka_batches(records, settings), len(records))
@@ -95,8 +98,8 @@ async def main() -> None:
     worker6_us = per_frame(await worker_drains(records, 6), len(records))
     print(f"pipeline.process      {process_us:6.2f} µs/frame")
     print(f"spool append          {append_us:6.2f} µs/frame")
-    print(f"spool read + ack      {read_us:6.2f} µs/frame  (in the same process)")
-    print(f"spool tail read + ack {tail_us:6.2f} µs/frame  (the shipper: from the files)")
+    print(f"spool read + ack      {read_us:6.2f} µs/frame  (the tail, following the appends)")
+    print(f"spool tail read + ack {tail_us:6.2f} µs/frame  (the tail, started after them)")
     print(f"kafka batch           {batch_us:6.2f} µs/frame")
     print(f"sink worker           {worker_us:6.2f} µs/frame  (one destination)")
     print(f"sink worker           {worker6_us:6.2f} µs/frame  (six destinations)")
@@ -120,16 +123,44 @@ class AcceptingSink:
         return None
 
 
+class ListReader:
+    """Hands out a list of records, in order (the spool's reading half without the disk: what
+    is left to time is the worker's own work)."""
+
+    def __init__(self, records: list[Record]) -> None:
+        self.records = records
+        self.read_to = 0
+        self.acked = 0
+        self.empty = asyncio.Event()
+
+    async def read(self, max_records: int, max_bytes: int = READ_MAX_BYTES) -> list[Record]:
+        if self.read_to >= len(self.records):
+            await asyncio.Event().wait()  # all handed out: nothing ever comes
+        batch = bounded(self.records[self.read_to : self.read_to + max_records], max_bytes)
+        self.read_to += len(batch)
+        return batch
+
+    def ack(self, count: int) -> None:
+        self.acked += count
+        if self.acked >= len(self.records):
+            self.empty.set()
+
+    def rewind(self) -> None:
+        self.read_to = self.acked
+
+
 async def worker_drains(records: list[Record], destinations: int) -> float:
     """Seconds for a sink worker to move ``records`` (spread over ``destinations``) from a
-    memory spool into :class:`AcceptingSink` (the appends are not timed)."""
-    spool = MemorySpool(max_bytes=1 << 40)
-    for index, record in enumerate(records):
-        spool.append(replace(record, destination=f"ryze.bench.{index % destinations}"))
-    worker = SinkWorker(AcceptingSink(), spool, create_metrics(), dlq="ryze.dlq")
+    list into :class:`AcceptingSink` (preparing the list is not timed)."""
+    spread = [
+        replace(record, destination=f"ryze.bench.{index % destinations}")
+        for index, record in enumerate(records)
+    ]
+    reader = ListReader(spread)
+    worker = SinkWorker(AcceptingSink(), reader, create_metrics(), dlq="ryze.dlq")
     started = time.perf_counter()
     task = asyncio.create_task(worker.run())
-    await spool.wait_empty()
+    await reader.empty.wait()
     seconds = time.perf_counter() - started
     task.cancel()
     await asyncio.wait({task})
@@ -137,18 +168,16 @@ async def worker_drains(records: list[Record], destinations: int) -> float:
 
 
 async def tail_reads(records: list[Record]) -> float:
-    """Seconds for the shipper's side to read ``records`` back from the segment files and
-    report their acknowledgements, in batches of 1000 (the appends are not timed)."""
+    """Seconds for a tail attached after the appends (a shipper that starts behind) to read
+    ``records`` back from the segment files and acknowledge them, in batches of 1000 (the
+    appends are not timed)."""
     with tempfile.TemporaryDirectory() as tmp:
         spool = DiskSpool(Path(tmp), 1 << 32, "drop_newest", "never", 50)
         spool.open()
-        tail = SpoolTail(
-            Path(tmp), Position(*spool.read_elsewhere(lambda s, o: None)),
-            on_ack=spool.acked_elsewhere,
-        )  # fmt: skip
+        tail = SpoolTail(Path(tmp), spool.acked_position(), spool)
         for start in range(0, len(records), READ_BATCH):
             spool.append_all(records[start : start + READ_BATCH])
-        tail.mark(*spool.flushed_to())
+        spool.attach(tail)  # told how far the files go
         started = time.perf_counter()
         while spool.stats().events:
             got = await tail.read(1000)

@@ -1,15 +1,23 @@
-"""The delivery side of a process: one sink, its worker, started, supervised, swapped, stopped.
+"""Delivery: one sink and its worker, started, supervised, stopped — and where it runs.
 
-Starting retries while the broker is unreachable, and — slowly, every ``retry_max`` — while
-the sink cannot work as configured (a rotated password, a missing DLQ topic): frames wait in
-the spool meanwhile, and :attr:`Delivery.problem` says why nothing is delivered (readiness
-shows it). The worker is supervised: any error that ends it is logged
-(``sink.worker_crashed``), counted (``sink_worker_restarts_total``), the spool's window is
+:class:`Delivery` is the protocol the supervisor sees; its only variation is where the sink
+worker runs:
+
+- :class:`LocalDelivery`: in this process, on a tail of the spool fed by direct calls
+  (:func:`bridge.spool.tail.follow`), attached at ``start`` and detached at ``close``;
+- :class:`~bridge.shipper.parent.ShipperDelivery`: in the shipper process, on a tail fed over
+  the link (:mod:`bridge.shipper`), which runs a :class:`WorkerDelivery` itself.
+
+:func:`build_delivery` picks one from the settings. :class:`WorkerDelivery` supervises a sink
+worker on a spool reader: starting retries while the broker is unreachable, and — slowly,
+every ``retry_max`` — while the sink cannot work as configured (a rotated password, a missing
+DLQ topic): frames wait in the spool meanwhile, and :attr:`WorkerDelivery.problem` says why
+nothing is delivered (readiness shows it). Any error that ends the worker is logged
+(``sink.worker_crashed``), counted (``sink_worker_restarts_total``), the reader's window is
 rewound, and after a backoff a new worker starts on a renewed sink (closed and started again,
-unless the spool was to blame). A swap (config reload) cancels the worker, leaves what it
-held in the spool, closes the old sink and starts the new one, which drains the spool from
-where the old one stopped. The same class runs in the shipper process when the sink has a
-process of its own (:mod:`bridge.shipper`).
+unless the spool was to blame). A sink swap (config reload) is a new delivery: the old one is
+closed (what its worker held stays in the spool), the new one drains the spool from the
+acknowledged position.
 """
 
 from __future__ import annotations
@@ -18,15 +26,20 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Mapping
+from typing import Protocol, runtime_checkable
 
 from bridge.errors import ConfigError, SinkConfigError, SinkUnavailableError, SpoolError
 from bridge.logs import get_logger
 from bridge.metrics import Metrics, init_sink
+from bridge.pipeline import Record
 from bridge.settings import Settings
+from bridge.shipper.parent import ShipperDelivery
 from bridge.sinks.base import Sink
 from bridge.sinks.redis import Fencing
 from bridge.sinks.worker import RetryPolicy, SinkWorker
 from bridge.spool import SpoolReader
+from bridge.spool.disk import DiskSpool
+from bridge.spool.tail import SpoolTail, follow
 from bridge.wiring import build_sink
 
 log = get_logger(__name__)
@@ -41,8 +54,51 @@ def crash_problem(error: BaseException) -> str:
     return f"the sink worker crashed ({error!r}); restarting"[:PROBLEM_CHARS]
 
 
-class Delivery:
-    in_process = True  # the worker shares this process's event loop with the readers
+@runtime_checkable
+class Delivery(Protocol):
+    """What the supervisor needs of a delivery, wherever its worker runs."""
+
+    @property
+    def kind(self) -> str:
+        """The sink's kind (kafka, redis, file)."""
+        ...
+
+    @property
+    def running(self) -> bool:
+        """Started and not stopped."""
+        ...
+
+    @property
+    def delivering(self) -> bool:
+        """The sink is started, its worker runs and no destination is retrying."""
+        ...
+
+    @property
+    def problem(self) -> str | None:
+        """Why records are not being delivered right now (None: they are, or can be)."""
+        ...
+
+    @property
+    def shares_loop_with_readers(self) -> bool:
+        """The worker runs on the socket readers' event loop (then the pacer lets it keep
+        up, :mod:`bridge.pacing`)."""
+        ...
+
+    def start(self) -> None: ...
+
+    async def reachable(self) -> bool: ...
+
+    async def stop_worker(self) -> None:
+        """Stop the worker; what it held stays in the spool."""
+        ...
+
+    async def close(self, within: float) -> None:
+        """Stop the worker and close the sink, within ``within`` seconds."""
+        ...
+
+
+class WorkerDelivery:
+    """A sink worker on ``spool`` (a reader: the tail), supervised."""
 
     def __init__(
         self,
@@ -85,6 +141,11 @@ class Delivery:
     @property
     def running(self) -> bool:
         return self._task is not None
+
+    @property
+    def shares_loop_with_readers(self) -> bool:
+        """No socket reader runs beside a bare worker (the shipper's)."""
+        return False
 
     @property
     def problem(self) -> str | None:
@@ -259,3 +320,74 @@ def _cancel_requested() -> bool:
     """The running task was asked to stop (not merely handed a CancelledError from below)."""
     task = asyncio.current_task()
     return task is not None and task.cancelling() > 0
+
+
+class LocalDelivery(WorkerDelivery):
+    """The worker in this process, on a tail of ``log`` that follows it by direct calls:
+    attached at ``start`` (from the acknowledged position), detached at ``close``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        log: DiskSpool,
+        metrics: Metrics,
+        *,
+        sink: Sink | None = None,
+        environ: Mapping[str, str],
+        fencing: Fencing | None = None,
+    ) -> None:
+        self.log = log
+        self.tail: SpoolTail | None = None
+        super().__init__(
+            settings, _NOT_ATTACHED, metrics, sink=sink, environ=environ, fencing=fencing
+        )
+
+    @property
+    def shares_loop_with_readers(self) -> bool:
+        return True
+
+    def start(self) -> None:
+        if self.tail is None:
+            self.tail = self.spool = follow(self.log)
+        super().start()
+
+    async def close(self, within: float) -> None:
+        await super().close(within)
+        if self.tail is not None:
+            self.log.detach()
+            self.tail.close()
+            self.tail = None
+            self.spool = _NOT_ATTACHED
+
+
+class NotAttached:
+    """The reader of a local delivery not started yet (or closed): reads nothing."""
+
+    async def read(self, max_records: int, max_bytes: int = 0) -> list[Record]:
+        raise SpoolError("spool: the delivery is not started")
+
+    def ack(self, count: int) -> None:
+        return None
+
+    def rewind(self) -> None:
+        return None
+
+
+_NOT_ATTACHED = NotAttached()
+
+
+def build_delivery(
+    settings: Settings,
+    spool: DiskSpool,
+    metrics: Metrics,
+    *,
+    environ: Mapping[str, str],
+    fencing: Fencing | None = None,
+    sink: Sink | None = None,
+) -> Delivery:
+    """The delivery the settings ask for: the worker in a process of its own
+    (``sink.separate_process``, no sink given, no fencing to share) or in this one. Raises
+    ConfigError when the sink's password cannot be read."""
+    if settings.sink.separate_process and sink is None and fencing is None:
+        return ShipperDelivery(settings, spool, metrics, environ=environ)
+    return LocalDelivery(settings, spool, metrics, sink=sink, environ=environ, fencing=fencing)

@@ -16,7 +16,9 @@ the edge that calls the library; everything above that edge only sees this tree:
     │   ├── SinkUnavailableError     broker unreachable or timing out (transient, retry)
     │   ├── RecordRejectedError      the broker refused one record for good (DLQ)
     │   └── SinkConfigError          the sink cannot work as configured (missing topic…)
-    └── SpoolError                   the local spool cannot be used (lock held, disk)
+    ├── SpoolError                   the local spool cannot be used (lock held, disk)
+    └── LinkError                    a malformed message between the main process and the
+                                     shipper (ends the link; the shipper is restarted)
 
 No exception message ever carries a secret: tokens are held as ``SecretStr`` and the
 messages built here only name instances, hosts and keys.
@@ -104,3 +106,8 @@ class SpoolError(BridgeError):
 
 class ClusterError(BridgeError):
     """The shard coordination cannot work as configured (coordination topic, Redis ACL)."""
+
+
+class LinkError(BridgeError):
+    """A message between the main process and the shipper is not one (malformed, unknown
+    kind, a field of the wrong type, too large): the link ends, the shipper is restarted."""

@@ -30,7 +30,7 @@ from bridge.cluster import Membership, replica_name
 from bridge.cluster.balance import shard_of
 from bridge.cluster.build import build_membership
 from bridge.cluster.redis import RedisMembership
-from bridge.delivery import Delivery
+from bridge.delivery import Delivery, build_delivery
 from bridge.discovery import Discovery
 from bridge.errors import ClusterError, ConfigError
 from bridge.lastseen import LastSeen
@@ -40,10 +40,9 @@ from bridge.pacing import Pacer
 from bridge.reload import ConfigWatcher
 from bridge.runner import Runner, RunnerContext
 from bridge.settings import InstanceSettings, Settings, read_secret
-from bridge.shipper.parent import ShipperDelivery
 from bridge.signals import SignalHandlers
 from bridge.sinks.base import Sink
-from bridge.spool import Spool, wait_settled
+from bridge.spool import wait_settled
 from bridge.spool.disk import DiskSpool
 from bridge.spool.trouble import OPS as SPOOL_OPS
 from bridge.upstream.ratelimit import BucketRegistry, TokenBucket
@@ -77,7 +76,7 @@ class Supervisor:
         settings: Settings,
         *,
         metrics: Metrics | None = None,
-        spool: Spool | None = None,
+        spool: DiskSpool | None = None,
         sink: Sink | None = None,
         environ: Mapping[str, str] | None = None,
         handle_signals: bool = True,
@@ -115,7 +114,7 @@ class Supervisor:
         )
         self.pacer = Pacer(
             self.spool.stats,
-            lambda: self.delivery.in_process and self.delivery.delivering,
+            lambda: self.delivery.shares_loop_with_readers and self.delivery.delivering,
             on_pause=self.metrics.reader_paused.inc,
         )
         self.handle_signals = handle_signals
@@ -138,35 +137,19 @@ class Supervisor:
         self._fsync_task: asyncio.Task[None] | None = None
         self._discovery_task: asyncio.Task[None] | None = None
 
-    def _delivery(self, settings: Settings, sink: Sink | None = None) -> Delivery | ShipperDelivery:
-        """The sink worker in a process of its own (``sink.separate_process``, a disk spool,
-        no fencing to share) or in this one."""
+    def _delivery(self, settings: Settings, sink: Sink | None = None) -> Delivery:
+        """The sink worker in a process of its own or in this one (:func:`build_delivery`)."""
         fencing = self.membership if isinstance(self.membership, RedisMembership) else None
-        if (
-            settings.sink.separate_process
-            and sink is None
-            and fencing is None
-            and isinstance(self.spool, DiskSpool)
-        ):
-            return ShipperDelivery(settings, self.spool, self.metrics, environ=self.environ)
-        return Delivery(
-            settings,
-            self.spool,
-            self.metrics,
-            sink=sink,
-            environ=self.environ,
-            fencing=fencing,
+        return build_delivery(
+            settings, self.spool, self.metrics, environ=self.environ, fencing=fencing, sink=sink
         )
 
-    async def _swap_delivery(self, replacement: Delivery | ShipperDelivery) -> None:
+    async def _swap_delivery(self, replacement: Delivery) -> None:
         """Replace the delivery by ``replacement`` (built beforehand, so that a sink that
         cannot even be built leaves the old one running), the spool in between: the old
         worker stops (what it held stays in the spool), the new one drains the spool from
-        where the old one stopped."""
+        the acknowledged position."""
         await self.delivery.close(10.0)
-        self.spool.rewind()
-        if isinstance(self.spool, DiskSpool):
-            self.spool.read_here()
         self.delivery = replacement
         self.delivery.start()
         log.info("sink.restarted", sink=self.delivery.kind)

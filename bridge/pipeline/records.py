@@ -93,19 +93,12 @@ class Drop:
 # pass for another one to a consumer that de-duplicates; with the CPUs' SHA extensions it
 # runs at ~1.4 GB/s, where BLAKE2b runs at ~0.5 (inline media frames weigh megabytes).
 _ID_HASH = hashlib.sha256(b"ryze-id\x00")  # copied: cheaper than a new one
-_LEGACY_ID_HASH = hashlib.blake2b(digest_size=16, person=b"ryze-id")
 
 
 def record_id(instance: str, value: bytes) -> str:
     """A stable id of instance + token-free value: the same frame always gets the same id
     (32 hex characters)."""
     return _hex_digest(_ID_HASH, instance, value)[:32]
-
-
-def legacy_record_id(instance: str, value: bytes) -> str:
-    """The id bridges before spool format 3 gave the same record (BLAKE2b): a record they
-    spooled without its id replays with the id they would have published."""
-    return _hex_digest(_LEGACY_ID_HASH, instance, value)
 
 
 def _hex_digest(prefilled: Any, instance: str, value: bytes) -> str:

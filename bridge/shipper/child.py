@@ -1,7 +1,11 @@
 """The shipper process: the spool's tail, the sink and the sink worker, reporting back.
 
 Started by the main process as ``python -m bridge.shipper <fd>`` with one end of a socket pair
-as ``fd``; everything it needs arrives in the ``init`` message.
+as ``fd``; everything it needs arrives in the :class:`~bridge.shipper.link.Init` message. The
+tail (:class:`~bridge.spool.tail.SpoolTail`) is fed the writer's marks from the link and sends
+its acknowledgements back over it (:class:`~bridge.shipper.link.AcksOverLink`); a
+:class:`~bridge.delivery.WorkerDelivery` runs the sink worker on it. A message from the main
+process that is not one ends the link (logged), and with it the shipper.
 """
 
 from __future__ import annotations
@@ -13,16 +17,29 @@ import signal
 import socket
 import threading
 import time
-from typing import Any
 
 from pydantic import SecretStr
 
-from bridge.delivery import Delivery
+from bridge.delivery import WorkerDelivery
+from bridge.errors import LinkError
 from bridge.logs import configure_logging, get_logger, register_secret
-from bridge.metrics import Metrics, create_metrics, sink_side_changes, sink_side_values
+from bridge.metrics import Change, Metrics, create_metrics, sink_side_changes, sink_side_values
 from bridge.settings import Settings
-from bridge.shipper.link import receive, send
-from bridge.spool.tail import Acked, Position, SpoolTail
+from bridge.shipper.link import (
+    TO_SHIPPER,
+    AcksOverLink,
+    Answer,
+    Ask,
+    Init,
+    Mark,
+    Message,
+    Moved,
+    Problem,
+    Stop,
+    receive,
+    send,
+)
+from bridge.spool.tail import SpoolTail
 from bridge.wiring import sink_password, sink_with
 
 log = get_logger(__name__)
@@ -31,58 +48,57 @@ STOP_SECONDS = 10.0
 
 
 class Reporter:
-    """Sends acknowledgements and the metrics that moved since the last report."""
+    """Sends what the shipper has to say, with the metrics that moved since the last report."""
 
     def __init__(self, writer: asyncio.StreamWriter, metrics: Metrics) -> None:
         self.writer = writer
         self.metrics = metrics
         self._last = sink_side_values(metrics)
 
-    def changes(self) -> list[Any]:
+    def send(self, message: Message) -> None:
+        send(self.writer, message)
+
+    def changes(self) -> list[Change]:
         now = sink_side_values(self.metrics)
         moved = sink_side_changes(self._last, now)
         self._last = now
         return moved
 
-    def acked(self, stretches: list[Acked]) -> None:
-        rows = [[s.segment, s.last_seq, s.end, s.events, s.size] for s in stretches]
-        send(self.writer, ["ack", rows, self.changes()])
-
-    def reading(self, segment: int) -> None:
-        send(self.writer, ["reading", segment])
-
     def metrics_now(self) -> None:
         moved = self.changes()
         if moved:
-            send(self.writer, ["metrics", moved])
+            self.send(Moved(moved))
 
     def problem(self, text: str | None) -> None:
         """Why nothing is delivered (None: that is over); sent when it changes."""
-        send(self.writer, ["problem", text])
+        self.send(Problem(text))
+
+
+async def first_message(reader: asyncio.StreamReader) -> Init | None:
+    """The init message (None: the main process is gone, or sent something else: logged)."""
+    try:
+        init = await receive(reader, TO_SHIPPER)
+    except LinkError as exc:
+        log.error("shipper.link_broken", error=str(exc)[:500])
+        return None
+    return init if isinstance(init, Init) else None
 
 
 async def serve(descriptor: int) -> int:
     """Run the shipper on the socket ``descriptor`` until told to stop or left alone."""
     reader, writer = await asyncio.open_connection(sock=socket.socket(fileno=descriptor))
-    init = await receive(reader)
-    if not isinstance(init, dict):
+    init = await first_message(reader)
+    if init is None:
         return 1
-    settings = Settings.model_validate(init["settings"])
-    level, fmt = init["log"]
-    configure_logging(level, fmt)
-    password = SecretStr(init["password"]) if init.get("password") is not None else None
+    settings = Settings.model_validate(init.settings)
+    configure_logging(init.log_level, init.log_format)
+    password = SecretStr(init.password) if init.password is not None else None
     if password is not None:
         register_secret(password.get_secret_value())
     metrics = create_metrics()
     reporter = Reporter(writer, metrics)
-    tail = SpoolTail(
-        settings.spool.dir,
-        Position(*init["start"]),
-        on_ack=reporter.acked,
-        on_segment=reporter.reading,
-    )
-    tail.mark(*init["mark"])
-    delivery = Delivery(
+    tail = SpoolTail(settings.spool.dir, init.start, AcksOverLink(reporter.send, reporter.changes))
+    delivery = WorkerDelivery(
         settings,
         tail,
         metrics,
@@ -90,12 +106,14 @@ async def serve(descriptor: int) -> int:
         environ={},
     )
     delivery.start()
-    log.info("shipper.started", sink=settings.sink.kind, start=init["start"])
+    log.info(
+        "shipper.started", sink=settings.sink.kind, start=[init.start.segment, init.start.offset]
+    )
     ticker = asyncio.create_task(_report(reporter, delivery))
-    listener = asyncio.create_task(_listen(reader, writer, tail, delivery))
+    listener = asyncio.create_task(_listen(reader, reporter, tail, delivery))
     code = 0
     try:
-        await listener
+        code = await listener
     finally:
         exit_after(STOP_SECONDS + 5, code)  # whatever a library does with the cancellations
         for task in (ticker, listener):
@@ -121,26 +139,35 @@ def exit_after(seconds: float, code: int) -> None:
 
 async def _listen(
     reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
+    reporter: Reporter,
     tail: SpoolTail,
-    delivery: Delivery,
-) -> None:
-    """Follow the main process's messages until ``stop`` or until it is gone."""
+    delivery: WorkerDelivery,
+) -> int:
+    """Follow the main process's messages until :class:`Stop` or until it is gone (0), or
+    until it sends what is not a message (1, logged)."""
     answering: set[asyncio.Task[None]] = set()
 
     async def answer(question: int) -> None:
-        send(writer, ["reachable", question, await delivery.reachable()])
+        reporter.send(Answer(question, await delivery.reachable()))
 
     while True:
-        message = await receive(reader)
-        if message is None or message[0] == "stop":
-            return
-        if message[0] == "mark":
-            tail.mark(message[1], message[2])
-        elif message[0] == "reachable":  # answered aside: marks keep flowing meanwhile
-            task = asyncio.create_task(answer(message[1]))
-            answering.add(task)
-            task.add_done_callback(answering.discard)
+        try:
+            message = await receive(reader, TO_SHIPPER)
+        except LinkError as exc:
+            log.error("shipper.link_broken", error=str(exc)[:500])
+            return 1
+        match message:
+            case None | Stop():
+                return 0
+            case Mark(segment, offset):
+                tail.mark(segment, offset)
+            case Ask(question):  # answered aside: marks keep flowing meanwhile
+                task = asyncio.create_task(answer(question))
+                answering.add(task)
+                task.add_done_callback(answering.discard)
+            case Init():
+                log.error("shipper.link_broken", error="a second init message")
+                return 1
 
 
 def password_env(settings: Settings) -> str | None:
@@ -163,7 +190,7 @@ def current_password(settings: Settings, given: SecretStr | None) -> SecretStr |
     return sink_password(settings, {})
 
 
-def delivery_state(delivery: Delivery) -> str | None:
+def delivery_state(delivery: WorkerDelivery) -> str | None:
     """What the shipper reports: the delivery's problem, or that the sink is not started yet."""
     problem = delivery.problem
     if problem is None and not delivery.started:
@@ -171,7 +198,7 @@ def delivery_state(delivery: Delivery) -> str | None:
     return problem
 
 
-async def _report(reporter: Reporter, delivery: Delivery) -> None:
+async def _report(reporter: Reporter, delivery: WorkerDelivery) -> None:
     """At once, then every second: the metrics that moved, and the delivery's state when it
     changed (the first report is always sent: the main process waits for it)."""
     said: str | None = "(nothing said yet)"

@@ -1,38 +1,163 @@
-"""Messages between the main process and the shipper: u32 length, then msgpack (pure
-framing over asyncio streams)."""
+"""Messages between the main process and the shipper: tagged structs, one per kind, as
+msgpack behind a u32 length (framing over asyncio streams).
+
+main → shipper (:data:`ToShipper`): :class:`Init` (the sink's sections, logging, the sink's
+password, where the tail starts), :class:`Mark` (the spool's files go up to here),
+:class:`Ask` (is the sink reachable?), :class:`Stop`.
+
+shipper → main (:data:`FromShipper`): :class:`Ack` (acknowledged stretches and the metrics
+that moved), :class:`Reading` (the segment the tail started reading), :class:`Moved` (metrics
+that moved), :class:`Answer` (to an :class:`Ask`), :class:`Problem` (why nothing is
+delivered, or None).
+
+Every message is validated as it is decoded: one that is not one of its side's kinds, or
+whose fields have the wrong types, raises :class:`~bridge.errors.LinkError` (the link ends,
+logged); a peer gone reads as None. The two transports of the spool's acknowledgement
+channel (:mod:`bridge.spool`) over the link are here too: :class:`MarksOverLink` (main) and
+:class:`AcksOverLink` (shipper).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import struct
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import msgspec
 
+from bridge.errors import LinkError
+from bridge.logs import LogFormat
+from bridge.metrics import Change
+from bridge.spool import Acked, Position
+
 _LENGTH = struct.Struct("<I")
-_encode = msgspec.msgpack.Encoder().encode
-_decode = msgspec.msgpack.Decoder().decode
+M = TypeVar("M")
 MAX_MESSAGE = 64 * 1024 * 1024
 
 
-def frame(message: Any) -> bytes:
+class Init(msgspec.Struct, tag="init", frozen=True, array_like=True):
+    settings: dict[str, Any]  # the sink, spool and event_loop sections, as JSON
+    log_level: str
+    log_format: LogFormat
+    password: str | None
+    start: Position  # where the tail starts: the acknowledged position
+
+
+class Mark(msgspec.Struct, tag="mark", frozen=True, array_like=True):
+    segment: int
+    offset: int
+
+
+class Ask(msgspec.Struct, tag="ask", frozen=True, array_like=True):
+    question: int
+
+
+class Stop(msgspec.Struct, tag="stop", frozen=True, array_like=True):
+    pass
+
+
+class Ack(msgspec.Struct, tag="ack", frozen=True, array_like=True):
+    stretches: list[Acked]
+    metrics: list[Change]
+
+
+class Reading(msgspec.Struct, tag="reading", frozen=True, array_like=True):
+    segment: int
+
+
+class Moved(msgspec.Struct, tag="moved", frozen=True, array_like=True):
+    metrics: list[Change]
+
+
+class Answer(msgspec.Struct, tag="answer", frozen=True, array_like=True):
+    question: int
+    reachable: bool
+
+
+class Problem(msgspec.Struct, tag="problem", frozen=True, array_like=True):
+    text: str | None
+
+
+ToShipper = Init | Mark | Ask | Stop
+FromShipper = Ack | Reading | Moved | Answer | Problem
+Message = ToShipper | FromShipper
+
+_encode = msgspec.msgpack.Encoder().encode
+TO_SHIPPER: msgspec.msgpack.Decoder[ToShipper] = msgspec.msgpack.Decoder(ToShipper)
+FROM_SHIPPER: msgspec.msgpack.Decoder[FromShipper] = msgspec.msgpack.Decoder(FromShipper)
+
+
+def frame(message: Message) -> bytes:
     """One message as it goes on the wire (pure)."""
     body = _encode(message)
     return _LENGTH.pack(len(body)) + body
 
 
-async def receive(reader: asyncio.StreamReader) -> Any:
-    """The next message; None when the other side is gone."""
+def decode(decoder: msgspec.msgpack.Decoder[M], body: bytes) -> M:
+    """The message in ``body``, validated; LinkError when it is not one (pure)."""
+    try:
+        return decoder.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise LinkError(f"shipper link: not a message: {exc}") from None
+
+
+async def receive(reader: asyncio.StreamReader, decoder: msgspec.msgpack.Decoder[M]) -> M | None:
+    """The next message; None when the other side is gone; LinkError when it sent something
+    that is not a message of ``decoder``'s kinds (or longer than ``MAX_MESSAGE``)."""
     try:
         (length,) = _LENGTH.unpack(await reader.readexactly(_LENGTH.size))
         if length > MAX_MESSAGE:
-            return None
-        return _decode(await reader.readexactly(length))
-    except (asyncio.IncompleteReadError, ConnectionError, msgspec.DecodeError):
+            raise LinkError(f"shipper link: a message of {length} bytes (at most {MAX_MESSAGE})")
+        body = await reader.readexactly(length)
+    except (asyncio.IncompleteReadError, ConnectionError):
         return None
+    return decode(decoder, body)
 
 
-def send(writer: asyncio.StreamWriter, message: Any) -> None:
+def send(writer: asyncio.StreamWriter, message: Message) -> None:
     """Queue ``message`` (never waits; a peer gone is noticed by its reader)."""
     if not writer.is_closing():
         writer.write(frame(message))
+
+
+class MarksOverLink:
+    """The writer's marks to a tail in the shipper: one :class:`Mark` per event-loop turn at
+    most (the last of the turn), sent at the end of the turn."""
+
+    def __init__(self, send_message: Callable[[Message], None]) -> None:
+        self._send = send_message
+        self._latest: tuple[int, int] | None = None
+
+    def mark(self, segment: int, offset: int) -> None:
+        pending = self._latest is not None
+        self._latest = (segment, offset)
+        if pending:
+            return
+        try:
+            asyncio.get_running_loop().call_soon(self._flush)
+        except RuntimeError:  # no loop (tools, tests): at once
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._latest is not None:
+            segment, offset = self._latest
+            self._latest = None
+            self._send(Mark(segment, offset))
+
+
+class AcksOverLink:
+    """The tail's acknowledgements to the writer in the main process: each :class:`Ack`
+    carries the metrics that moved since the last report (``moved``)."""
+
+    def __init__(
+        self, send_message: Callable[[Message], None], moved: Callable[[], list[Change]]
+    ) -> None:
+        self._send = send_message
+        self._moved = moved
+
+    def acked(self, stretches: Sequence[Acked]) -> None:
+        self._send(Ack(list(stretches), self._moved()))
+
+    def reading(self, segment: int) -> None:
+        self._send(Reading(segment))

@@ -1,7 +1,9 @@
 """The main process's side of the shipper: starts it, keeps it running, hears it out.
 
-It offers what the supervisor needs of a delivery (start, reachable, stop, close, swap), so
-the supervisor does not care where the sink worker runs. A shipper that dies is started
+It is the :class:`~bridge.delivery.Delivery` whose worker runs in the shipper: the spool's
+writer is attached to the link (:class:`~bridge.shipper.link.MarksOverLink`) for each
+shipper's life, and the shipper's acknowledgements are taken on the writer's books as they
+arrive. A shipper that dies is started
 again after a backoff from the spool's acknowledged position (what it had in flight is
 published again: at least once). The shipper supervises its own worker as the in-process
 delivery does and reports why it is not delivering (``problem``); that, or no shipper
@@ -20,14 +22,30 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from bridge.errors import ConfigError
+from bridge.errors import ConfigError, LinkError
 from bridge.logs import get_logger, logging_configured
 from bridge.metrics import Metrics, apply_sink_side, init_sink
 from bridge.settings import Settings
-from bridge.shipper.link import frame, receive, send
+from bridge.shipper.link import (
+    FROM_SHIPPER,
+    Ack,
+    Answer,
+    Ask,
+    FromShipper,
+    Init,
+    MarksOverLink,
+    Message,
+    Moved,
+    Problem,
+    Reading,
+    Stop,
+    frame,
+    receive,
+    send,
+)
 from bridge.sinks.worker import RetryPolicy
+from bridge.spool import Position
 from bridge.spool.disk import DiskSpool
-from bridge.spool.tail import Acked
 from bridge.wiring import sink_password
 
 log = get_logger(__name__)
@@ -45,22 +63,18 @@ def shipper_environment(environ: Mapping[str, str]) -> dict[str, str]:
     }
 
 
-def init_message(settings: Settings, password: SecretStr | None, start: tuple[int, int],
-                 mark: tuple[int, int]) -> dict[str, Any]:  # fmt: skip
+def init_message(settings: Settings, password: SecretStr | None, start: Position) -> Init:
     """What a new shipper is told (pure): the sections it works with, never the instances."""
-    sections = settings.model_dump(mode="json", include={"sink", "spool", "event_loop"})
+    sections: dict[str, Any] = settings.model_dump(
+        mode="json", include={"sink", "spool", "event_loop"}
+    )
     level, fmt = logging_configured()
-    return {
-        "settings": sections,
-        "log": [level, fmt],
-        "password": None if password is None else password.get_secret_value(),
-        "start": list(start),
-        "mark": list(mark),
-    }
+    secret = None if password is None else password.get_secret_value()
+    return Init(sections, level, fmt, secret, start)
 
 
 class ShipperDelivery:
-    in_process = False
+    """The sink worker in the shipper process."""
 
     def __init__(
         self,
@@ -90,6 +104,11 @@ class ShipperDelivery:
     @property
     def running(self) -> bool:
         return self._task is not None
+
+    @property
+    def shares_loop_with_readers(self) -> bool:
+        """The worker has a process (and a loop) of its own."""
+        return False
 
     @property
     def pid(self) -> int | None:
@@ -155,16 +174,19 @@ class ShipperDelivery:
         writer: asyncio.StreamWriter | None = None
         try:
             reader, writer = await asyncio.open_connection(sock=ours)
-            start = self.spool.read_elsewhere(self._mark)
-            mark = self.spool.flushed_to()
-            writer.write(frame(init_message(self.settings, self.password, start, mark)))
+            start = self.spool.acked_position()
+            writer.write(frame(init_message(self.settings, self.password, start)))
             self._writer = writer
+            self.spool.attach(MarksOverLink(self._send))  # the first mark follows the init
             if self._stopping:  # asked to stop while it was starting
-                send(writer, ["stop"])
+                send(writer, Stop())
             log.info("shipper.started", pid=process.pid, sink=self.kind)
-            await self._hear(reader)
+            if not await self._hear(reader):  # it sent what is not a message: ended here
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
             return await process.wait()
         finally:
+            self.spool.detach()
             self._writer = None
             for question in self._questions.values():
                 if not question.done():
@@ -180,33 +202,42 @@ class ShipperDelivery:
                     await writer.wait_closed()
             ours.close()
 
-    async def _hear(self, reader: asyncio.StreamReader) -> None:
-        """Apply the shipper's messages until it is gone."""
+    async def _hear(self, reader: asyncio.StreamReader) -> bool:
+        """Apply the shipper's messages until it is gone (True), or until it sends one that
+        is not a message (False, logged: the link is over, the shipper is killed and, like
+        any shipper that ends, started again)."""
         # The last problem stands until the shipper's first report (sent as it connects).
         if self._problem is None:
             self._problem = "the shipper is starting"
         while True:
-            message = await receive(reader)
+            try:
+                message = await receive(reader, FROM_SHIPPER)
+            except LinkError as exc:
+                log.error("shipper.link_broken", error=str(exc)[:500])
+                return False
             if message is None:
-                return
-            kind = message[0]
-            if kind == "ack":
-                self.spool.acked_elsewhere([Acked(*row) for row in message[1]])
-                apply_sink_side(self.metrics, message[2])
-            elif kind == "metrics":
-                apply_sink_side(self.metrics, message[1])
-            elif kind == "reading":
-                self.spool.reading(message[1])
-            elif kind == "reachable":
-                answer = self._questions.pop(message[1], None)
-                if answer is not None and not answer.done():
-                    answer.set_result(bool(message[2]))
-            elif kind == "problem":
-                self._problem = None if message[1] is None else str(message[1])
+                return True
+            self._apply(message)
 
-    def _mark(self, segment: int, offset: int) -> None:
+    def _apply(self, message: FromShipper) -> None:
+        match message:
+            case Ack(stretches, metrics):
+                self.spool.acked(stretches)
+                apply_sink_side(self.metrics, metrics)
+            case Moved(metrics):
+                apply_sink_side(self.metrics, metrics)
+            case Reading(segment):
+                self.spool.reading(segment)
+            case Answer(question, reachable):
+                answer = self._questions.pop(question, None)
+                if answer is not None and not answer.done():
+                    answer.set_result(reachable)
+            case Problem(text):
+                self._problem = text
+
+    def _send(self, message: Message) -> None:
         if self._writer is not None:
-            send(self._writer, ["mark", segment, offset])
+            send(self._writer, message)
 
     async def reachable(self) -> bool:
         """Ask the shipper whether its sink answers (False without a shipper)."""
@@ -215,7 +246,7 @@ class ShipperDelivery:
         self._asked += 1
         question = self._asked
         answer = self._questions[question] = asyncio.get_running_loop().create_future()
-        send(self._writer, ["reachable", question])
+        send(self._writer, Ask(question))
         try:
             return await asyncio.wait_for(answer, REACHABLE_TIMEOUT)
         except TimeoutError:
@@ -228,7 +259,7 @@ class ShipperDelivery:
         to close its sink and exit; killed after ``within`` seconds."""
         self._stopping = True
         if self._writer is not None:
-            send(self._writer, ["stop"])
+            send(self._writer, Stop())
         if self._task is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(self._task), timeout=max(1.0, within))
@@ -240,11 +271,3 @@ class ShipperDelivery:
 
     async def close(self, within: float) -> None:
         await self.stop_worker(within)
-
-    async def swap(self, settings: Settings) -> None:
-        """Stop this shipper and start one with ``settings``' sink."""
-        await self.close(10.0)
-        self.settings = settings
-        self.password = sink_password(settings, self.environ)
-        self.start()
-        log.info("sink.restarted", sink=self.kind)

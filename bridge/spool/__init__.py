@@ -1,23 +1,32 @@
-"""The spool: the buffer between the socket readers and the sink worker.
+"""The spool: an append-only log on disk between the socket readers and the sink worker.
 
-Readers ``append`` (or ``append_all`` what one read brought) without ever waiting (the
-upstream drops a socket that misses a pong for 60 s); one worker ``read``s the records after
-those it already holds (its in-flight window), in order, and ``ack``s the oldest it holds as
-they settle: a record leaves the buffer only when it is acknowledged. Only ``rewind`` (a new
-worker) hands the unacknowledged records out again. The buffer is bounded in bytes; when
-full, ``when_full`` decides which record is dropped, and every drop is reported to the
-caller, with its reason, who counts it. ``problem`` says what is wrong with the spool's
-storage while it lasts (readiness shows it).
+Two halves, one on each side of an acknowledgement channel:
+
+- the **writer** (:class:`~bridge.spool.disk.DiskSpool`, the :class:`Spool` protocol): the
+  readers ``append`` (or ``append_all`` what one read brought) without ever waiting (the
+  upstream drops a socket that misses a pong for 60 s); it announces how far its files go
+  (a *flush mark*), takes acknowledgements, deletes what is acknowledged, and keeps the
+  accounting. Bounded in bytes: when full, ``when_full`` decides which record is dropped,
+  and every drop is reported to the caller, with its reason, who counts it. ``problem``
+  says what is wrong with the spool's storage while it lasts (readiness shows it).
+- the **tail** (:class:`~bridge.spool.tail.SpoolTail`, the :class:`SpoolReader` protocol),
+  its one reader: the sink worker ``read``s the records after those it already holds (its
+  in-flight window), in order, never past the writer's mark, and ``ack``s the oldest it
+  holds as they settle; only ``rewind`` (a new worker) hands the unacknowledged out again.
+
+The channel between them is two small protocols: :class:`Marks` (writer → tail:
+``mark(segment, offset)``) and :class:`Acks` (tail → writer: ``acked(stretches)``,
+``reading(segment)``). Two transports: direct calls when the tail runs in this process
+(:func:`bridge.spool.tail.follow`), typed messages over the shipper's link when it runs in
+the shipper (:mod:`bridge.shipper.link`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
-from itertools import islice
-from typing import Literal, Protocol, TypeVar
+from dataclasses import dataclass
+from typing import Literal, NamedTuple, Protocol, TypeVar
 
 from bridge.pipeline import Record
 
@@ -48,11 +57,9 @@ READ_MAX_BYTES = 16 * 1024 * 1024  # what one read puts in flight at most (one r
 ACCEPTED = AppendResult(accepted=True)  # the usual answer, shared: no object per record
 
 
-def appended(dropped: list[Record], readable: asyncio.Event, empty: asyncio.Event) -> AppendResult:
-    """After an append: a waiting reader woken, the spool no longer empty, and the answer.
-    The events are touched only when they change (set() and clear() cost more than the check)."""
-    if not readable.is_set():
-        readable.set()
+def appended(dropped: list[Record], empty: asyncio.Event) -> AppendResult:
+    """After an append: the spool no longer empty, and the answer. The event is touched only
+    when it changes (clear() costs more than the check)."""
     if empty.is_set():
         empty.clear()
     return AppendResult(accepted=True, dropped=tuple(dropped)) if dropped else ACCEPTED
@@ -79,26 +86,54 @@ def bounded(items: Iterable[S], max_bytes: int) -> list[S]:
     return batch
 
 
-def merged(results: Sequence[AppendResult]) -> AppendResult:
-    """One answer for several appends: accepted when all were, every drop listed."""
-    if all(r is ACCEPTED for r in results):
-        return ACCEPTED
-    dropped = tuple(d for r in results for d in r.dropped)
-    return AppendResult(accepted=all(r.accepted for r in results), dropped=dropped)
+@dataclass(frozen=True, slots=True)
+class SpoolStats:
+    """What the spool holds: records not acknowledged yet, and their bytes on disk."""
+
+    events: int
+    bytes: int
+
+
+class Position(NamedTuple):
+    """Where an entry starts (or the last one read ends): segment (its first seq), offset."""
+
+    segment: int
+    offset: int
 
 
 @dataclass(frozen=True, slots=True)
-class SpoolStats:
+class Acked:
+    """An acknowledged stretch within one segment: up to ``last_seq`` ending at ``end``;
+    ``events`` entries of ``size`` bytes on disk."""
+
+    segment: int
+    last_seq: int
+    end: int
     events: int
-    bytes: int
-    in_flight: int
+    size: int
+
+
+class Marks(Protocol):
+    """Writer → tail: the files are flushed up to ``offset`` of ``segment`` (marks only grow)."""
+
+    def mark(self, segment: int, offset: int) -> None: ...
+
+
+class Acks(Protocol):
+    """Tail → writer: acknowledged stretches, oldest first; the segment the tail started
+    reading (the full-spool policy no longer drops it)."""
+
+    def acked(self, stretches: Sequence[Acked]) -> None: ...
+
+    def reading(self, segment: int) -> None: ...
 
 
 class SpoolReader(Protocol):
-    """The reading half, all the sink worker needs (in another process: a spool's tail).
+    """The reading half, all the sink worker needs (the spool's tail, wherever it runs).
 
     - ``read``: the next records after those already handed out (never an implicit rewind),
-      oldest first; waits until there is one at least.
+      oldest first, up to ``max_records`` weighing ``max_bytes`` (:attr:`Record.size`) at
+      most but one at least; waits until there is one.
     - ``ack(count)``: the oldest ``count`` records handed out are settled and leave the spool.
     - ``rewind``: every record handed out and not acknowledged is handed out again by the
       next reads (a new worker starts from the acknowledged position).
@@ -112,17 +147,11 @@ class SpoolReader(Protocol):
 
 
 class Spool(Protocol):
-    """What the supervisor, runners and the sink worker need from a spool."""
+    """The writer: what the supervisor and the runners need from a spool."""
 
     def append(self, record: Record) -> AppendResult: ...
 
     def append_all(self, records: Sequence[Record]) -> AppendResult: ...
-
-    async def read(self, max_records: int, max_bytes: int = READ_MAX_BYTES) -> list[Record]: ...
-
-    def ack(self, count: int) -> None: ...
-
-    def rewind(self) -> None: ...
 
     def stats(self) -> SpoolStats: ...
 
@@ -136,84 +165,8 @@ class Spool(Protocol):
     def close(self) -> None: ...
 
 
-@dataclass
-class MemorySpool:
-    """A bounded in-memory spool (no durability across restarts)."""
-
-    max_bytes: int
-    when_full: WhenFull = "drop_newest"
-    _pending: deque[Record] = field(default_factory=deque)
-    _in_flight: deque[Record] = field(default_factory=deque)
-    _bytes: int = 0
-    _readable: asyncio.Event = field(default_factory=asyncio.Event)
-    _empty: asyncio.Event = field(default_factory=asyncio.Event)
-    _appended: int = 0
-
-    def __post_init__(self) -> None:
-        self._empty.set()
-
-    def append(self, record: Record) -> AppendResult:
-        dropped: list[Record] = []
-        while self._bytes + record.size > self.max_bytes:
-            if self.when_full == "drop_newest" or not self._pending:
-                return AppendResult(accepted=False, dropped=(record, *dropped))
-            oldest = self._pending.popleft()
-            self._bytes -= oldest.size
-            dropped.append(oldest)
-        self._pending.append(record)
-        self._bytes += record.size
-        self._appended += 1
-        return appended(dropped, self._readable, self._empty)
-
-    def append_all(self, records: Sequence[Record]) -> AppendResult:
-        return merged([self.append(record) for record in records])
-
-    async def read(self, max_records: int, max_bytes: int = READ_MAX_BYTES) -> list[Record]:
-        """Wait for records not handed out yet and hand out up to ``max_records`` of them
-        (``max_bytes``, one at least): they join those in flight."""
-        while not self._pending:
-            self._readable.clear()
-            await self._readable.wait()
-        batch = bounded(islice(self._pending, max_records), max_bytes)
-        for _ in batch:
-            self._in_flight.append(self._pending.popleft())
-        return batch
-
-    def ack(self, count: int) -> None:
-        """The oldest ``count`` records in flight are acknowledged and leave the spool."""
-        for _ in range(min(count, len(self._in_flight))):
-            self._bytes -= self._in_flight.popleft().size
-        if not self._pending and not self._in_flight:
-            self._empty.set()
-
-    def rewind(self) -> None:
-        """Records still in flight go back to the front, in order, to be read again."""
-        while self._in_flight:
-            self._pending.appendleft(self._in_flight.pop())
-        if self._pending:
-            self._readable.set()
-
-    def stats(self) -> SpoolStats:
-        events = len(self._pending) + len(self._in_flight)
-        return SpoolStats(events=events, bytes=self._bytes, in_flight=len(self._in_flight))
-
-    def appended_total(self) -> int:
-        return self._appended
-
-    @property
-    def problem(self) -> str | None:
-        """Memory has no disk to fail: never a problem to report."""
-        return None
-
-    async def wait_empty(self) -> None:
-        await self._empty.wait()
-
-    def close(self) -> None:
-        """Nothing to release for memory; the disk spool closes its files and lock here."""
-
-
 async def wait_settled(spool: Spool, mark: int, poll: float = 0.02) -> None:
     """Wait until every record appended up to ``mark`` (an earlier :meth:`appended_total`)
     has left the spool, delivered or dropped; records appended since may still be there."""
-    while spool.appended_total() - spool.stats().events < mark:  # noqa: ASYNC110 - both spools
+    while spool.appended_total() - spool.stats().events < mark:  # noqa: ASYNC110 - a poll
         await asyncio.sleep(poll)

@@ -1,74 +1,72 @@
-"""The reading end of a disk spool that another process writes: the shipper's side.
+"""The spool's one reader: the tail, wherever it runs.
 
-The writer (:class:`~bridge.spool.disk.DiskSpool` in the main process) appends entries and,
-each time it hands them to the kernel, tells where its last flushed entry ends (a *mark*:
-segment, offset). The tail reads entries in order from the acknowledged position and never
-past the mark, so it never meets an entry that is still half written; a
-segment older than the mark's is complete and read to its end — but never past an entry whose
-seq is that of the next segment's first (what a failed write left when the writer could not
-cut it back). Bytes are read with ``os.pread`` in chunks, into the tail's own buffer, and
-never past the mark of the active segment: nothing the writer has not announced is ever
-held, so bytes a failed write left and the writer cut back are never handed out (and the
-writer never writes at an offset it announced once a write failed: it starts a new
-segment). Before each read the tail checks that its segment file is still linked: one the
-writer deleted (``drop_oldest``) is skipped even while the tail holds it open. Each read
-goes on after the entries already handed out (the worker's window); ``rewind`` starts again
-from the acknowledged position. ``ack`` reports each acknowledged stretch, per segment, to
-the writer, which moves its own acknowledged position, deletes wholly acknowledged segments
-and persists the position. A segment the writer
-deleted meanwhile (``drop_oldest`` while full) is skipped. It offers the reading half of the
-:class:`~bridge.spool.Spool` protocol, which is all the sink worker uses.
+The writer (:class:`~bridge.spool.disk.DiskSpool`) appends entries and, after each append,
+tells where its last written entry ends (a *mark*: segment, offset). The tail reads entries
+in order from the acknowledged position and never past the mark, so it never meets an entry
+that is still half written; a segment older than the mark's is complete and read to its end
+— but never past an entry whose seq is that of the next segment's first (what a failed write
+left when the writer could not cut it back). Bytes are read with ``os.pread`` in chunks, into
+the tail's own buffer, and never past the mark of the active segment: nothing the writer has
+not announced is ever held, so bytes a failed write left and the writer cut back are never
+handed out (and the writer never writes at an offset it announced once a write failed: it
+starts a new segment). Before each read the tail checks that its segment file is still
+linked: one the writer deleted (``drop_oldest``) is skipped even while the tail holds it
+open, and the tail tells the writer each segment it starts reading (``reading``), which
+``drop_oldest`` then keeps. Each read goes on after the entries already handed out (the
+worker's window); ``rewind`` starts again from the acknowledged position. ``ack`` reports
+each acknowledged stretch, per segment, to the writer (and once everything it was told of is
+acknowledged the tail holds no file open, so a drained segment the writer deletes, when a full
+disk makes it start a new one, frees its space at once), which moves its own acknowledged
+position, deletes wholly acknowledged segments and persists the position. It offers the
+:class:`~bridge.spool.SpoolReader` protocol, which is all the sink worker uses.
+
+Marks reach the tail and acknowledgements the writer through the channel of
+:mod:`bridge.spool` (:class:`~bridge.spool.Marks`, :class:`~bridge.spool.Acks`): by direct
+calls when the tail runs in the writer's process (:func:`follow`), as typed messages over the
+link when it runs in the shipper (:mod:`bridge.shipper`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
 
 from bridge.errors import SpoolError
 from bridge.logs import get_logger
 from bridge.pipeline import Record
-from bridge.spool import READ_MAX_BYTES, bounded
+from bridge.spool import READ_MAX_BYTES, Acked, Acks, Position
 from bridge.spool.codec import (
+    FORMAT,
     HEADER,
     HEADER_SIZE,
     MAGIC,
     MAX_PAYLOAD,
-    VERSIONS,
     checksum,
     decode_payload,
 )
-from bridge.spool.disk import InFlight, segment_first_seq, segment_name
+from bridge.spool.disk import DiskSpool
 from bridge.spool.recovery import iter_segment_paths, next_entry
+from bridge.spool.segments import segment_first_seq, segment_name
 
 READ_CHUNK = 1 << 20
 log = get_logger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class Position:
-    """Where an entry starts (or the last one read ends): segment (its first seq), offset."""
+@dataclass(slots=True)  # one per record: a plain __init__ is 3x cheaper than frozen
+class InFlight:
+    """A record handed out: its seq, size on disk, segment and where it ends there."""
 
-    segment: int
-    offset: int
-
-
-@dataclass(frozen=True, slots=True)
-class Acked:
-    """An acknowledged stretch within one segment: up to ``last_seq`` ending at ``end``;
-    ``events`` entries of ``size`` bytes on disk."""
-
-    segment: int
-    last_seq: int
-    end: int
-    events: int
+    seq: int
+    record: Record
     size: int
+    segment: int
+    end: int
 
 
 def acked_stretches(items: list[InFlight]) -> list[Acked]:
@@ -123,8 +121,8 @@ class SegmentReader:
                 buf, at, pos = self._fill(offset, HEADER_SIZE, limit), offset, 0
                 if len(buf) < HEADER_SIZE:
                     break
-            magic, version, length, crc, seq = unpack(buf, pos)
-            if magic != MAGIC or version not in VERSIONS or length > MAX_PAYLOAD:
+            magic, form, length, crc, seq = unpack(buf, pos)
+            if magic != MAGIC or form != FORMAT or length > MAX_PAYLOAD:
                 break
             size = HEADER_SIZE + length
             if pos + size > len(buf):
@@ -134,10 +132,42 @@ class SegmentReader:
             payload = buf[pos + HEADER_SIZE : pos + size]
             if verify and checksum(seq, payload) != crc:
                 break
-            record = decode_payload(payload, version)
+            record = decode_payload(payload)
             offset += size
             yield seq, record, size
         self.end = offset
+
+    def take(  # noqa: PLR0917 - the hot path's one call per read
+        self, offset: int, limit: int, batch: list[InFlight], max_records: int,
+        max_bytes: int, weight: int,
+    ) -> tuple[int, int, bool]:  # fmt: skip
+        """Append to ``batch`` the whole entries from ``offset`` on, below ``limit``, until it
+        holds ``max_records`` or its records weigh ``max_bytes`` (one at least): the hot path
+        of a tail that keeps up (one loop, payloads decoded from the buffer without a copy).
+        Returns the offset after the last one taken, the batch's weight, and whether it
+        stopped on whole entries (False: something that is not one lies below ``limit``)."""
+        unpack, buf, at, segment = HEADER.unpack_from, self._buf, self._at, self.segment
+        while offset < limit and len(batch) < max_records:
+            pos = offset - at
+            if pos < 0 or pos + HEADER_SIZE > len(buf):
+                buf, at, pos = self._fill(offset, HEADER_SIZE, limit), offset, 0
+                if len(buf) < HEADER_SIZE:
+                    return offset, weight, False
+            magic, form, length, _, seq = unpack(buf, pos)
+            if magic != MAGIC or form != FORMAT or length > MAX_PAYLOAD:
+                return offset, weight, False
+            size = HEADER_SIZE + length
+            if pos + size > len(buf):
+                buf, at, pos = self._fill(offset, size, limit), offset, 0
+                if len(buf) < size:
+                    return offset, weight, False
+            record = decode_payload(buf[pos + HEADER_SIZE : pos + size])
+            weight += record.size
+            if batch and weight > max_bytes:
+                return offset, weight, True
+            offset += size
+            batch.append(InFlight(seq, record, size, segment, offset))
+        return offset, weight, True
 
     def resync(self, offset: int, limit: int) -> int | None:
         """The offset of the next intact entry after damage at ``offset`` (None: none)."""
@@ -150,24 +180,23 @@ class SegmentReader:
 
 
 class SpoolTail:
-    def __init__(
-        self,
-        directory: Path,
-        start: Position,
-        *,
-        on_ack: Callable[[list[Acked]], None],
-        on_segment: Callable[[int], None] = lambda segment: None,
-    ) -> None:
+    """The reader: reads up to the writer's marks, reports acknowledgements to ``acks``."""
+
+    def __init__(self, directory: Path, start: Position, acks: Acks) -> None:
         self.directory = directory
         self._acked = start
         self._mark = start
-        self._on_ack = on_ack
-        self._on_segment = on_segment
-        self._reading = start.segment
+        self._acks = acks
+        self._reading = 0  # the furthest segment opened (each new one is told the writer)
         self._in_flight: deque[InFlight] = deque()  # handed out, oldest first
         self._reader: SegmentReader | None = None
         self._readable = asyncio.Event()
         self.skipped_damaged = 0  # entries of a sealed segment that could not be read
+
+    @property
+    def in_flight(self) -> int:
+        """Records handed out and not acknowledged yet (the worker's window)."""
+        return len(self._in_flight)
 
     # ---- what the writer says --------------------------------------------------------
     def mark(self, segment: int, offset: int) -> None:
@@ -181,13 +210,50 @@ class SpoolTail:
     async def read(self, max_records: int, max_bytes: int = READ_MAX_BYTES) -> list[Record]:
         """Wait for marked entries after those already handed out; hand out up to
         ``max_records`` of them (``max_bytes``, one at least), oldest first."""
-        while True:
-            batch = bounded(islice(self._unread(), max_records), max_bytes)
-            if batch:
-                self._in_flight.extend(batch)
-                return [item.record for item in batch]
+        while not (records := self._read_now(max_records, max_bytes)):
             self._readable.clear()
             await self._readable.wait()
+        return records
+
+    def _read_now(self, max_records: int, max_bytes: int = READ_MAX_BYTES) -> list[Record]:
+        """What :meth:`read` hands out now, without waiting (nothing: nothing marked): the
+        marked entries after the last one handed out (from the acknowledged position when
+        none is), from the segments the writer left, then from its active one."""
+        last = self._in_flight[-1] if self._in_flight else None
+        position: Position | None = (
+            self._acked if last is None else Position(last.segment, last.end)
+        )
+        batch: list[InFlight] = []
+        weight = 0
+        mark = self._mark
+        while position is not None and position.segment <= mark.segment:
+            reader = self._open(position.segment)
+            if reader is None:  # deleted by the writer (dropped while full): the next one
+                position = self._gone(position, mark)
+                continue
+            if position.segment == mark.segment:
+                offset, weight, whole = reader.take(
+                    position.offset, mark.offset, batch, max_records, max_bytes, weight
+                )
+                if not whole:
+                    raise SpoolError(
+                        f"spool: {segment_name(reader.segment)} ends at {offset}, before "
+                        f"the writer's mark at {mark.offset}"
+                    )
+                break
+            for item in self._sealed(reader, position.offset):
+                weight += item.record.size
+                if batch and weight > max_bytes:
+                    break
+                batch.append(item)
+                if len(batch) >= max_records:
+                    break
+            else:
+                position = self._next_segment(position.segment)
+                continue
+            break
+        self._in_flight.extend(batch)
+        return [item.record for item in batch]
 
     def ack(self, count: int) -> None:
         """The oldest ``count`` records in flight are delivered: report them to the writer."""
@@ -195,7 +261,9 @@ class SpoolTail:
         if done:
             last = done[-1]
             self._acked = Position(last.segment, last.end)
-        self._on_ack(acked_stretches(done))
+        if not self._in_flight and self._acked >= self._mark:
+            self.close()  # all told is settled: no file held open (a drained one frees at once)
+        self._acks.acked(acked_stretches(done))
 
     def rewind(self) -> None:
         """Records in flight go back: the next read starts at the acknowledged position."""
@@ -207,36 +275,6 @@ class SpoolTail:
             self._reader = None
 
     # ---- reading the segments ---------------------------------------------------------
-    def _unread(self) -> Iterator[InFlight]:
-        """Marked entries after the last one handed out (from the acknowledged position when
-        none is), read as they are taken."""
-        last = self._in_flight[-1] if self._in_flight else None
-        position: Position | None = (
-            self._acked if last is None else Position(last.segment, last.end)
-        )
-        while position is not None and position.segment <= self._mark.segment:
-            reader = self._open(position.segment)
-            if reader is None:  # deleted by the writer (dropped while full): the next one
-                position = self._next_segment(position.segment)
-                continue
-            if position.segment < self._mark.segment:
-                yield from self._sealed(reader, position.offset)
-                position = self._next_segment(position.segment)
-                continue
-            yield from self._active(reader, position.offset, self._mark.offset)
-            return
-
-    def _active(self, reader: SegmentReader, offset: int, limit: int) -> Iterator[InFlight]:
-        """The entries of the writer's active segment from ``offset`` up to its mark."""
-        segment = reader.segment
-        for seq, record, size in reader.entries(offset, limit):
-            offset += size
-            yield InFlight(seq, record, size, segment, offset)
-        if offset < limit:
-            raise SpoolError(
-                f"spool: {segment_name(segment)} ends before the writer's mark at {limit}"
-            )
-
     def _sealed(self, reader: SegmentReader, offset: int) -> Iterator[InFlight]:
         """The entries of a segment the writer has left, from ``offset`` to its end — that is,
         before the next segment's first seq (bytes beyond are what a failed write left) —
@@ -265,6 +303,17 @@ class SpoolTail:
                 return
             offset = found
 
+    def _gone(self, position: Position, mark: Position) -> Position | None:
+        """Where to go on from a segment whose file is gone: the next segment, when the
+        writer went on to one (it dropped or drained this one); FileNotFoundError when the
+        file holding entries the writer marked is gone and nothing follows (taken away
+        behind the spool's back: the worker's supervisor counts it and starts again)."""
+        following = self._next_segment(position.segment)
+        if following is None and position.segment == mark.segment and position < mark:
+            name = segment_name(position.segment)
+            raise FileNotFoundError(errno.ENOENT, "spool segment gone before it was read", name)
+        return following
+
     def _open(self, segment: int) -> SegmentReader | None:
         """The segment's reader; None when its file is gone (deleted by the writer, though
         this process may still hold it open: a file no longer linked is never read)."""
@@ -279,7 +328,7 @@ class SpoolTail:
         self._reader = reader = SegmentReader(fd, segment)
         if segment > self._reading:
             self._reading = segment
-            self._on_segment(segment)
+            self._acks.reading(segment)
         return reader
 
     def _next_segment(self, after: int) -> Position | None:
@@ -290,3 +339,12 @@ class SpoolTail:
                 if first > after:
                     return Position(first, 0)
         return None
+
+
+def follow(spool: DiskSpool) -> SpoolTail:
+    """A tail in the writer's process, from the acknowledged position: the writer's marks
+    reach it and its acknowledgements reach the writer by direct calls (the in-process
+    transport of the channel). :meth:`DiskSpool.detach` ends it."""
+    tail = SpoolTail(spool.directory, spool.acked_position(), spool)
+    spool.attach(tail)
+    return tail

@@ -220,7 +220,6 @@ async def test_a_crashed_worker_is_restarted_counted_and_shown(
         async with running_bridge(settings) as bridge:
             spool = bridge.spool
             assert isinstance(spool, DiskSpool)
-            spool.recent_max_bytes = 0  # every read goes back to the segment files
             await eventually(
                 lambda: counter(bridge.metrics, "ryze_bridge_events_published_total") > 100
             )

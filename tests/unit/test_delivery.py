@@ -6,16 +6,16 @@ ones of test_sink_window; the password file is a real file rotated on disk."""
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from bridge.delivery import Delivery
-from bridge.errors import SpoolError
+from bridge.delivery import WorkerDelivery
 from bridge.metrics import Metrics, create_metrics
 from bridge.pipeline import Record
 from bridge.settings import Settings, read_secret
 from bridge.sinks.base import Outcome
-from bridge.spool import READ_MAX_BYTES, MemorySpool
+from tests.unit.spools import local_spool
 from tests.unit.test_sink_window import LaneSink, record, until
 
 SETTINGS = Settings.model_validate(
@@ -52,7 +52,7 @@ class CountingSink(LaneSink):
         return await super().publish(records)
 
 
-async def stop(delivery: Delivery) -> None:
+async def stop(delivery: WorkerDelivery) -> None:
     await asyncio.wait_for(delivery.stop_worker(), 15)
 
 
@@ -77,11 +77,11 @@ async def test_a_sink_that_cannot_be_built_is_retried_until_its_password_file_is
         built.append(sink)
         return sink
 
-    spool = MemorySpool(max_bytes=10_000_000)
+    spool = local_spool(tmp_path)
     for n in range(20):
         spool.append(record(n, "a"))
     metrics = create_metrics()
-    delivery = Delivery(SETTINGS, spool, metrics, sink_factory=factory, environ={})
+    delivery = WorkerDelivery(SETTINGS, spool, metrics, sink_factory=factory, environ={})
     secret.write_text("")  # the rotation begins
     delivery.start()
     try:
@@ -95,13 +95,14 @@ async def test_a_sink_that_cannot_be_built_is_retried_until_its_password_file_is
         assert delivery.problem is None
     finally:
         await stop(delivery)
+        spool.close()
     assert built[-1].password == "new-password"
     assert built[-1].ids("a") == [f"a-{n}" for n in range(20)]
     assert restarts(metrics) >= 1
     assert all(sink.closes >= sink.starts for sink in built[:-1])  # every old one closed
 
 
-async def test_a_worker_that_crashes_is_restarted_and_counted() -> None:
+async def test_a_worker_that_crashes_is_restarted_and_counted(tmp_path: Path) -> None:
     """A sink whose publish raises a non-sink error crashes the worker a few times: each
     crash is counted, shown in the problem, the sink renewed (closed before a new one
     starts); once a sink works, everything is delivered."""
@@ -112,22 +113,23 @@ async def test_a_worker_that_crashes_is_restarted_and_counted() -> None:
         built.append(CountingSink(crash=crash))
         return built[-1]
 
-    spool = MemorySpool(max_bytes=10_000_000)
+    spool = local_spool(tmp_path)
     for n in range(10):
         spool.append(record(n, "a"))
     metrics = create_metrics()
-    delivery = Delivery(SETTINGS, spool, metrics, sink_factory=factory, environ={})
+    delivery = WorkerDelivery(SETTINGS, spool, metrics, sink_factory=factory, environ={})
     delivery.start()
     try:
         await asyncio.wait_for(spool.wait_empty(), 5)
     finally:
         await stop(delivery)
+        spool.close()
     assert restarts(metrics) == 3
     assert [(s.starts, s.closes) for s in built[:3]] == [(1, 1)] * 3
     assert built[3].ids("a") == [f"a-{n}" for n in range(10)]
 
 
-async def test_a_cancellation_from_below_is_a_crash_not_an_end() -> None:
+async def test_a_cancellation_from_below_is_a_crash_not_an_end(tmp_path: Path) -> None:
     """A CancelledError raised inside a publish call (a library's own, nobody asked the
     delivery to stop) is counted as a crash and delivery starts again; before the fix it
     ended the supervising task silently."""
@@ -138,25 +140,26 @@ async def test_a_cancellation_from_below_is_a_crash_not_an_end() -> None:
         built.append(CountingSink(crash=crash))
         return built[-1]
 
-    spool = MemorySpool(max_bytes=10_000_000)
+    spool = local_spool(tmp_path)
     spool.append(record(0, "a"))
     metrics = create_metrics()
-    delivery = Delivery(SETTINGS, spool, metrics, sink_factory=factory, environ={})
+    delivery = WorkerDelivery(SETTINGS, spool, metrics, sink_factory=factory, environ={})
     delivery.start()
     try:
         await asyncio.wait_for(spool.wait_empty(), 5)
     finally:
         await stop(delivery)
+        spool.close()
     assert restarts(metrics) == 1
     assert built[1].ids("a") == ["a-0"]
 
 
-async def test_a_supervising_task_that_ends_anyway_is_restarted() -> None:
+async def test_a_supervising_task_that_ends_anyway_is_restarted(tmp_path: Path) -> None:
     """The supervising task cancelled from outside (not by stop_worker) is logged, counted
     and started again; stop_worker then ends it for good."""
-    spool = MemorySpool(max_bytes=10_000_000)
+    spool = local_spool(tmp_path)
     metrics = create_metrics()
-    delivery = Delivery(SETTINGS, spool, metrics, sink_factory=CountingSink, environ={})
+    delivery = WorkerDelivery(SETTINGS, spool, metrics, sink_factory=CountingSink, environ={})
     delivery.start()
     try:
         await until(lambda: delivery.started)
@@ -169,35 +172,34 @@ async def test_a_supervising_task_that_ends_anyway_is_restarted() -> None:
         assert restarts(metrics) == 1
     finally:
         await stop(delivery)
+        spool.close()
     assert delivery._task is None
     await asyncio.sleep(0.05)
     assert delivery._task is None  # stopping is no end to restart from
 
 
-class BrokenSpool(MemorySpool):
-    """Every read fails as a spool that lost a segment does."""
-
-    async def read(self, max_records: int, max_bytes: int = READ_MAX_BYTES) -> list[Record]:
-        await asyncio.sleep(0.01)
-        raise SpoolError("segment 42 gone")
-
-
-async def test_a_spool_error_never_starts_the_same_sink_twice_without_closing_it() -> None:
-    """Worker crashes caused by the spool restart the worker on the sink already started:
-    never a start of a live sink without a close between (before the fix: 29 starts, 0
-    closes of one sink in a second)."""
+async def test_a_spool_error_never_starts_the_same_sink_twice_without_closing_it(
+    tmp_path: Path,
+) -> None:
+    """Worker crashes caused by the spool (its segment emptied behind its back: every read
+    of the tail fails, the file ending before the writer's mark) restart the worker on the
+    sink already started: never a start of a live sink without a close between (before the
+    fix: 29 starts, 0 closes of one sink in a second)."""
     built: list[CountingSink] = []
 
     def factory() -> CountingSink:
         built.append(CountingSink())
         return built[-1]
 
+    spool = local_spool(tmp_path)
+    spool.append(record(0, "a"))
+    os.truncate(next(tmp_path.glob("seg-*.log")), 0)
     metrics = create_metrics()
-    delivery = Delivery(SETTINGS, BrokenSpool(max_bytes=1000), metrics, sink_factory=factory,
-                        environ={})  # fmt: skip
+    delivery = WorkerDelivery(SETTINGS, spool, metrics, sink_factory=factory, environ={})
     delivery.start()
     try:
         await until(lambda: restarts(metrics) >= 5, within=5)
     finally:
         await stop(delivery)
+        spool.close()
     assert all(sink.starts - sink.closes <= 1 for sink in built)

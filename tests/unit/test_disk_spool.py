@@ -13,10 +13,9 @@ import pytest
 
 from bridge.errors import SpoolError
 from bridge.pipeline import Record
-from bridge.spool import MemorySpool
-from bridge.spool.disk import DiskSpool
 from bridge.spool.files import IOV_MAX
 from bridge.spool.recovery import scan_file
+from tests.unit.spools import Local, OverTheLink, local_spool
 
 
 def record(n: int, size: int = 100) -> Record:
@@ -25,15 +24,12 @@ def record(n: int, size: int = 100) -> Record:
                   1_700_000_000_000_000_000 + n, f"id{n}", None, None)  # fmt: skip
 
 
-def opened(directory: Path, **kwargs: object) -> DiskSpool:
-    options: dict[str, object] = {"max_bytes": 10_000_000, "fsync": "never"}
-    options.update(kwargs)
-    spool = DiskSpool(directory, **options)  # type: ignore[arg-type]
-    spool.open()
-    return spool
+def opened(directory: Path, **kwargs: object) -> Local:
+    """The disk spool, opened, read by its tail in this process."""
+    return local_spool(directory, **kwargs)
 
 
-async def drain(spool: DiskSpool, batch: int = 7) -> list[str]:
+async def drain(spool: Local, batch: int = 7) -> list[str]:
     ids: list[str] = []
     while spool.stats().events:
         records = await asyncio.wait_for(spool.read(batch), 2)
@@ -151,14 +147,15 @@ async def test_an_append_is_in_the_file_when_it_returns(tmp_path: Path) -> None:
     """An append is handed to the kernel before it returns (one write per append_all, no
     buffer in the process): a crash of the process right after loses none of it; a read-back
     from disk sees it; a reader in another process is told of it once per loop turn."""
-    spool = opened(tmp_path, recent_max_bytes=1)  # nothing kept in memory: reads go to disk
+    spool = opened(tmp_path)  # the tail reads every record back from the file
     segment = next(tmp_path.glob("seg-*.log"))
     for n in range(50):
         spool.append(record(n))
         assert segment.stat().st_size == spool.stats().bytes
     assert await drain(spool) == [f"id{n}" for n in range(50)]
-    marks: list[tuple[int, int]] = []
-    spool.read_elsewhere(lambda segment, offset: marks.append((segment, offset)))
+    link = OverTheLink(spool.writer)  # the tail in another process from now on
+    marks = link.marks
+    spool.writer.attach(link.to_tail)
     spool.append_all([record(n) for n in range(50, 60)])
     spool.append(record(60))
     assert marks == []
@@ -180,7 +177,7 @@ async def test_interval_fsync_runs_beside_the_loop(
         release.wait(5)
         synced.append(os.fstat(descriptor).st_size)
 
-    monkeypatch.setattr("bridge.spool.disk.os.fsync", blocked_fsync)
+    monkeypatch.setattr("bridge.spool.durability.os.fsync", blocked_fsync)
     spool = opened(tmp_path, fsync="interval", fsync_interval_ms=1, segment_bytes=2000)
     for n in range(40):  # every append is past the interval; segments rotate
         spool.append(record(n))
@@ -250,9 +247,9 @@ def test_append_all_with_fsync_always_syncs_once_per_batch(
 
 
 async def test_a_read_is_bounded_in_bytes_and_takes_one_record_at_least(tmp_path: Path) -> None:
-    """A read puts no more than max_bytes in flight (from memory and from disk alike), yet
-    always one record, however large; the rest follows in order."""
-    spool = opened(tmp_path, recent_max_bytes=3_000)  # the oldest are read back from disk
+    """A read puts no more than max_bytes in flight, yet always one record, however large;
+    the rest follows in order."""
+    spool = opened(tmp_path)
     for n in range(40):
         spool.append(record(n, size=200 if n != 5 else 5_000))
     ids: list[str] = []
@@ -268,9 +265,9 @@ async def test_a_read_is_bounded_in_bytes_and_takes_one_record_at_least(tmp_path
     spool.close()
 
 
-async def test_the_memory_spool_bounds_a_read_in_bytes_too() -> None:
-    """The memory spool keeps the same bound: max_bytes per read, one record at least."""
-    spool = MemorySpool(max_bytes=10_000_000)
+async def test_a_read_of_fewer_bytes_than_a_record_takes_that_record(tmp_path: Path) -> None:
+    """The same bound on a few records: max_bytes per read, one record at least."""
+    spool = opened(tmp_path)
     for n in range(10):
         spool.append(record(n, size=300))
     first = await spool.read(100, max_bytes=1_000)
@@ -278,6 +275,7 @@ async def test_the_memory_spool_bounds_a_read_in_bytes_too() -> None:
     spool.ack(len(first))
     rest = await spool.read(100, max_bytes=1)
     assert len(rest) == 1
+    spool.close()
 
 
 async def test_the_ack_file_is_current_soon_after_the_last_ack_of_a_burst(tmp_path: Path) -> None:
@@ -341,7 +339,7 @@ async def test_recovery_reads_from_the_rewritten_segment(
 async def test_one_append_of_more_entries_than_one_write_takes(tmp_path: Path) -> None:
     """An append_all of 1,500 records (3,000 header and payload parts, over the kernel's 1,024
     per write) is written whole and in order, across a segment change on the way."""
-    spool = opened(tmp_path, segment_bytes=200_000, recent_max_bytes=1)  # read back from disk
+    spool = opened(tmp_path, segment_bytes=200_000)
     assert IOV_MAX <= 1024
     assert spool.append_all([record(n) for n in range(1500)]).accepted
     assert len(list(tmp_path.glob("seg-*.log"))) == 2

@@ -15,7 +15,7 @@ class Backlog:
         self.events = events
 
     def stats(self) -> SpoolStats:
-        return SpoolStats(events=self.events, bytes=self.events * 100, in_flight=0)
+        return SpoolStats(events=self.events, bytes=self.events * 100)
 
 
 async def test_no_wait_while_the_worker_keeps_up() -> None:

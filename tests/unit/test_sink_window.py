@@ -10,7 +10,10 @@ import asyncio
 import io
 import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
 
 from bridge.errors import SinkError, SinkUnavailableError
 from bridge.logs import configure_logging
@@ -18,9 +21,17 @@ from bridge.metrics import create_metrics
 from bridge.pipeline import Record
 from bridge.sinks.base import DELIVERED, Failed, Outcome, Rejected
 from bridge.sinks.worker import RetryPolicy, SinkWorker
-from bridge.spool import MemorySpool
+from tests.unit.spools import Local, local_spool
 
 FAST = RetryPolicy(0.005, 0.02)
+
+
+@pytest.fixture
+def spool(tmp_path: Path) -> Iterator[Local]:
+    """The disk spool in the test's directory, read by its tail in this process."""
+    opened = local_spool(tmp_path)
+    yield opened
+    opened.close()
 
 
 def record(n: int, dest: str, value: bytes = b"x" * 10) -> Record:
@@ -107,10 +118,9 @@ async def stopped(task: asyncio.Task[None]) -> None:
     await asyncio.wait({task}, timeout=5)
 
 
-async def test_a_failing_destination_does_not_hold_the_others() -> None:
+async def test_a_failing_destination_does_not_hold_the_others(spool: Local) -> None:
     """While destination a fails, every record of b is delivered; a's records wait, then
     arrive in order once a is back; nothing is published twice."""
-    spool = MemorySpool(max_bytes=10_000_000)
     sink = LaneSink()
     sink.down.add("a")
     worker = SinkWorker(sink, spool, create_metrics(), dlq="dlq", retry=FAST)
@@ -131,10 +141,9 @@ async def test_a_failing_destination_does_not_hold_the_others() -> None:
     assert worker.healthy
 
 
-async def test_what_the_broker_accepted_is_never_published_again() -> None:
+async def test_what_the_broker_accepted_is_never_published_again(spool: Local) -> None:
     """A call whose first records were accepted and the rest failed retries only the rest:
     every record is accepted exactly once, in order."""
-    spool = MemorySpool(max_bytes=10_000_000)
     sink = LaneSink()
     sink.fail_after["a"] = 30
     worker = SinkWorker(sink, spool, create_metrics(), dlq="dlq", retry=FAST)
@@ -148,10 +157,9 @@ async def test_what_the_broker_accepted_is_never_published_again() -> None:
     assert sink.ids("a") == [f"a-{n}" for n in range(100)]
 
 
-async def test_a_slow_destination_does_not_stall_the_others() -> None:
+async def test_a_slow_destination_does_not_stall_the_others(spool: Local) -> None:
     """While a call to destination s hangs, the other destinations' calls keep going; no
     two calls are ever in flight for the same destination."""
-    spool = MemorySpool(max_bytes=10_000_000)
     sink = LaneSink()
     sink.held["s"] = asyncio.Event()
     worker = SinkWorker(sink, spool, create_metrics(), dlq="dlq", retry=FAST, batch_max_records=5)
@@ -173,10 +181,9 @@ async def test_a_slow_destination_does_not_stall_the_others() -> None:
     assert sink.overlaps == 0
 
 
-async def test_a_slow_call_gives_its_place_up() -> None:
+async def test_a_slow_call_gives_its_place_up(spool: Local) -> None:
     """With one place for calls, a call hanging past ``slow_call_seconds`` stops holding it:
     the other destination is delivered meanwhile; the slow lane then goes alone."""
-    spool = MemorySpool(max_bytes=10_000_000)
     sink = LaneSink()
     sink.held["s"] = asyncio.Event()
     worker = SinkWorker(
@@ -198,11 +205,10 @@ async def test_a_slow_call_gives_its_place_up() -> None:
     assert sink.overlaps == 0
 
 
-async def test_a_refused_dlq_copy_is_retried_never_dropped() -> None:
+async def test_a_refused_dlq_copy_is_retried_never_dropped(spool: Local) -> None:
     """A record refused for good whose DLQ copy is refused too stays in the spool, retried
     with backoff, the problem shown; once the DLQ takes it, it lands there exactly once."""
     metrics = create_metrics()
-    spool = MemorySpool(max_bytes=10_000_000)
     sink = LaneSink()
     sink.refused |= {"a", "dlq"}
     worker = SinkWorker(sink, spool, metrics, dlq="dlq", retry=FAST)
@@ -231,10 +237,9 @@ async def test_a_refused_dlq_copy_is_retried_never_dropped() -> None:
     assert drops == []  # nothing dropped, for any reason
 
 
-async def test_a_failing_dlq_keeps_the_record_until_it_is_back() -> None:
+async def test_a_failing_dlq_keeps_the_record_until_it_is_back(spool: Local) -> None:
     """A DLQ that fails for a while (transiently) keeps the refused record unsettled; it is
     written once the DLQ is back."""
-    spool = MemorySpool(max_bytes=10_000_000)
     sink = LaneSink()
     sink.refused.add("a")
     sink.down.add("dlq")
@@ -251,10 +256,9 @@ async def test_a_failing_dlq_keeps_the_record_until_it_is_back() -> None:
     assert [r.id for r in sink.accepted] == ["a-0"]
 
 
-async def test_the_window_is_bounded() -> None:
+async def test_the_window_is_bounded(spool: Local) -> None:
     """With a destination failing, the worker stops reading once its window holds
     ``max_in_flight_bytes`` (one record over at most): the rest waits in the spool."""
-    spool = MemorySpool(max_bytes=10_000_000)
     sink = LaneSink()
     sink.down.add("a")
     size = record(0, "a").size
@@ -270,7 +274,7 @@ async def test_the_window_is_bounded() -> None:
         records, held = worker.window
         assert records <= 11
         assert held <= 11 * size
-        assert spool.stats().in_flight == records
+        assert spool.tail.in_flight == records
         assert len(sink.ids("b")) == records - 1
         sink.down.clear()
         await asyncio.wait_for(spool.wait_empty(), 5)
@@ -279,10 +283,9 @@ async def test_the_window_is_bounded() -> None:
     assert len(sink.accepted) == 100
 
 
-async def test_one_lane_keeps_the_spool_order_across_destinations() -> None:
+async def test_one_lane_keeps_the_spool_order_across_destinations(spool: Local) -> None:
     """With ``one_lane`` (the file sink: every destination in one file) records reach the
     sink in the spool's order whatever their destination, even across failed calls."""
-    spool = MemorySpool(max_bytes=10_000_000)
     sink = LaneSink()
     sink.fail_calls = 3
     worker = SinkWorker(
@@ -308,12 +311,11 @@ def test_backoff_is_full_jitter() -> None:
     assert policy.ceiling(10) == 8.0
 
 
-async def test_a_delivery_that_settles_nothing_is_a_stall_readiness_sees() -> None:
+async def test_a_delivery_that_settles_nothing_is_a_stall_readiness_sees(spool: Local) -> None:
     """Calls that never return (a client retrying on its own) leave no failure to report:
     after ``stall_seconds`` without a record settled while records wait, the worker is not
     healthy, its problem says so, a publish error ``Stalled`` is counted once and the sink is
     shown down; the first settle ends the stall. Idle time (no record waiting) is no stall."""
-    spool = MemorySpool(max_bytes=10_000_000)
     sink = LaneSink()
     metrics = create_metrics()
     worker = SinkWorker(sink, spool, metrics, dlq="dlq", retry=FAST, stall_seconds=0.3)
@@ -344,13 +346,12 @@ async def test_a_delivery_that_settles_nothing_is_a_stall_readiness_sees() -> No
     assert sink.ids("a") == [f"a-{n}" for n in range(5)]
 
 
-async def test_a_hung_lane_grouped_with_others_is_cut_loose() -> None:
+async def test_a_hung_lane_grouped_with_others_is_cut_loose(spool: Local) -> None:
     """With more ready lanes than places, lanes share calls; a call that holds several lanes
     and hangs (one destination never answers) is really cancelled after
     ``group_call_seconds``: every other destination is delivered, the hung one goes alone
     (its solo call is never cancelled) and arrives once it answers, nothing is lost, and the
     window drains (before the fix, the lanes grouped with it were never delivered)."""
-    spool = MemorySpool(max_bytes=10_000_000)
     sink = LaneSink()
     sink.held["t0"] = asyncio.Event()
     metrics = create_metrics()
@@ -377,10 +378,9 @@ async def test_a_hung_lane_grouped_with_others_is_cut_loose() -> None:
     assert sink.overlaps == 0
 
 
-async def test_a_call_cancelled_by_someone_else_ends_the_worker_with_an_error() -> None:
+async def test_a_call_cancelled_by_someone_else_ends_the_worker_with_an_error(spool: Local) -> None:
     """A publish call cancelled from outside (not by the worker) is no silent end: the worker
     raises a SinkError its supervisor counts as a crash."""
-    spool = MemorySpool(max_bytes=10_000_000)
     sink = LaneSink()
     sink.held["a"] = asyncio.Event()
     worker = SinkWorker(sink, spool, create_metrics(), dlq="dlq", retry=FAST)
@@ -396,11 +396,10 @@ async def test_a_call_cancelled_by_someone_else_ends_the_worker_with_an_error() 
         await stopped(task)
 
 
-async def test_hung_calls_and_waiting_lanes_do_not_spin_the_loop() -> None:
+async def test_hung_calls_and_waiting_lanes_do_not_spin_the_loop(spool: Local) -> None:
     """With every place taken by calls that are slow already and lanes waiting, the loop
     waits for a call to end instead of turning (before the fix: thousands of turns a
     second)."""
-    spool = MemorySpool(max_bytes=10_000_000)
     sink = LaneSink()
     worker = SinkWorker(sink, spool, create_metrics(), dlq="dlq", retry=FAST,
                         slow_call_seconds=0.02)  # fmt: skip
@@ -434,13 +433,12 @@ async def test_hung_calls_and_waiting_lanes_do_not_spin_the_loop() -> None:
     assert len(sink.accepted) == 69
 
 
-async def test_rejections_are_logged_once_a_second_with_counts() -> None:
+async def test_rejections_are_logged_once_a_second_with_counts(spool: Local) -> None:
     """While the DLQ refuses the copies of refused records, they are retried without a log
     line per record and retry: at most one sink.record_rejected line a second, carrying
     counts per destination and reason."""
     stream = io.StringIO()
     configure_logging("info", "json", stream=stream)
-    spool = MemorySpool(max_bytes=10_000_000)
     sink = LaneSink()
     sink.refused.update({"a", "dlq"})
     worker = SinkWorker(sink, spool, create_metrics(), dlq="dlq", retry=RetryPolicy(0.01, 0.02))
@@ -477,10 +475,9 @@ class ShortSink(LaneSink):
         return outcomes
 
 
-async def test_a_record_without_an_outcome_is_retried_not_acknowledged() -> None:
+async def test_a_record_without_an_outcome_is_retried_not_acknowledged(spool: Local) -> None:
     """A sink returning fewer outcomes than records does not get its whole call
     acknowledged: the record without an outcome counts as failed and is published again."""
-    spool = MemorySpool(max_bytes=10_000_000)
     sink = ShortSink()
     worker = SinkWorker(sink, spool, create_metrics(), dlq="dlq", retry=FAST)
     for n in range(10):
@@ -493,10 +490,9 @@ async def test_a_record_without_an_outcome_is_retried_not_acknowledged() -> None
     assert sink.ids("a") == [f"a-{n}" for n in range(10)]
 
 
-async def test_idle_empty_lanes_are_pruned() -> None:
+async def test_idle_empty_lanes_are_pruned(spool: Local) -> None:
     """A destination seen once does not keep a lane for ever: idle, empty lanes are pruned;
     a failing one (something to retry) is kept."""
-    spool = MemorySpool(max_bytes=10_000_000)
     sink = LaneSink()
     sink.down.add("bad")
     worker = SinkWorker(sink, spool, create_metrics(), dlq="dlq", retry=FAST)

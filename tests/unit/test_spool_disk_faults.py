@@ -17,6 +17,7 @@ from bridge.spool.disk import DiskSpool
 from bridge.spool.recovery import iter_segment_paths, scan_file
 from bridge.spool.trouble import QUIET_SECONDS
 from tests.diskfull import fill, small_tmpfs
+from tests.unit.spools import local_spool
 from tests.unit.test_disk_spool import drain, record
 
 DISK_FULL = "spool: disk full (No space left on device)"
@@ -47,8 +48,9 @@ async def test_a_full_disk_refuses_appends_and_recovers_by_itself(small_fs: Path
     (the ack file cannot be written either) raises nothing. With the filler deleted, the same
     spool takes appends again, ``problem`` is cleared, and every accepted record is read
     back once, in order."""
-    spool = DiskSpool(small_fs / "spool", max_bytes=64 << 20, fsync="always", segment_bytes=1 << 20)
-    spool.open()
+    spool = local_spool(
+        small_fs / "spool", max_bytes=64 << 20, fsync="always", segment_bytes=1 << 20
+    )
     errors: list[str] = []
     spool.troubles.on_error = errors.append
     assert spool.append_all([record(n) for n in range(10)]).accepted
@@ -68,7 +70,7 @@ async def test_a_full_disk_refuses_appends_and_recovers_by_itself(small_fs: Path
         refused += ids(batch)
     assert len(refused) >= 300
     assert spool.problem == DISK_FULL
-    assert_no_torn_entry(spool)
+    assert_no_torn_entry(spool.writer)
     got = await asyncio.wait_for(spool.read(5), 2)
     spool.ack(len(got))  # the ack file cannot be written: counted, not raised
     await asyncio.sleep(0.15)
@@ -90,8 +92,7 @@ async def test_a_new_segment_that_cannot_be_created_is_a_refusal(tmp_path: Path)
     cannot be opened: the append is refused with reason disk_error and the active segment
     is untouched; with descriptors back, the next append starts the segment, and the
     episode is over once appends succeed a second after the last failure."""
-    spool = DiskSpool(tmp_path, max_bytes=1 << 20, fsync="never", segment_bytes=4096)
-    spool.open()
+    spool = local_spool(tmp_path, max_bytes=1 << 20, fsync="never", segment_bytes=4096)
     for n in range(30):
         assert spool.append(record(n)).accepted
     before = len(list(iter_segment_paths(tmp_path)))
@@ -125,8 +126,7 @@ async def test_a_spool_that_filled_its_disk_frees_it_once_drained(small_fs: Path
     once the reader has acknowledged everything, the next append starts a new segment and
     deletes the drained one, so it is accepted at once (no refusal first), and the ack file,
     which could not be written either, is saved."""
-    spool = DiskSpool(small_fs / "spool", max_bytes=64 << 20, fsync="never", segment_bytes=8 << 20)
-    spool.open()
+    spool = local_spool(small_fs / "spool", max_bytes=64 << 20, segment_bytes=8 << 20)
     accepted: list[str] = []
     refusals = 0
     for n in range(0, 2000, 10):

@@ -1,6 +1,7 @@
-"""The reading contract every spool reader keeps (memory, disk, the shipper's tail): a read
-hands out the records after those already handed out, an ack settles the oldest handed out,
-and only an explicit rewind hands the unacknowledged ones out again."""
+"""The reading contract the spool's tail keeps, whichever transport feeds it (direct calls in
+the main process, typed messages over the shipper's link): a read hands out the records
+after those already handed out, an ack settles the oldest handed out, and only an explicit
+rewind hands the unacknowledged ones out again."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from pathlib import Path
 import pytest
 
 from bridge.pipeline import Record
-from bridge.spool import MemorySpool, SpoolReader
+from bridge.spool import SpoolReader
 from bridge.spool.disk import DiskSpool
-from bridge.spool.tail import Position, SpoolTail
+from bridge.spool.tail import SpoolTail, follow
+from tests.unit.spools import OverTheLink
 
 
 def record(n: int) -> Record:
@@ -26,49 +28,39 @@ Append = Callable[[Record], object]
 
 
 @asynccontextmanager
-async def memory(_: Path) -> AsyncIterator[tuple[SpoolReader, Append, Callable[[], int]]]:
-    spool = MemorySpool(max_bytes=10_000_000)
-    yield spool, spool.append, lambda: spool.stats().events
-
-
-@asynccontextmanager
-async def disk(directory: Path) -> AsyncIterator[tuple[SpoolReader, Append, Callable[[], int]]]:
+async def in_process(
+    directory: Path,
+) -> AsyncIterator[tuple[SpoolReader, Append, Callable[[], int]]]:
     spool = DiskSpool(directory, max_bytes=10_000_000, fsync="never", segment_bytes=1000)
-    spool.recent_max_bytes = 1500  # some reads from memory, the older ones from the files
     spool.open()
+    tail = follow(spool)
     try:
-        yield spool, spool.append, lambda: spool.stats().events
+        yield tail, spool.append, lambda: spool.stats().events
     finally:
+        tail.close()
         spool.close()
 
 
 @asynccontextmanager
-async def tail(directory: Path) -> AsyncIterator[tuple[SpoolReader, Append, Callable[[], int]]]:
+async def over_the_link(
+    directory: Path,
+) -> AsyncIterator[tuple[SpoolReader, Append, Callable[[], int]]]:
     writer = DiskSpool(directory, max_bytes=10_000_000, fsync="never", segment_bytes=1000)
     writer.open()
-    reader: SpoolTail | None = None
-
-    def marked(segment: int, offset: int) -> None:
-        if reader is not None:
-            reader.mark(segment, offset)
-
-    start = writer.read_elsewhere(marked)
-    reader = SpoolTail(
-        directory, Position(*start), on_ack=writer.acked_elsewhere, on_segment=writer.reading
-    )
-
-    def append(item: Record) -> None:
-        writer.append(item)
-        writer.flush()
-
+    link = OverTheLink(writer)
+    reader = link.tail = SpoolTail(directory, writer.acked_position(), link.to_writer)
+    writer.attach(link.to_tail)
     try:
-        yield reader, append, lambda: writer.stats().events
+        yield reader, writer.append, lambda: writer.stats().events
     finally:
         reader.close()
         writer.close()
 
 
-@pytest.mark.parametrize("opened", [memory, disk, tail], ids=["memory", "disk", "tail"])
+VARIANTS = pytest.mark.parametrize("opened", [in_process, over_the_link], ids=["direct", "link"])
+
+
+@VARIANTS
 async def test_read_goes_on_after_what_is_handed_out(tmp_path: Path, opened: object) -> None:
     """Reads hand out 0-2, then 3-11 (never 0-2 again) across segments; an ack of 2 settles
     the two oldest; a rewind hands out 2-11 again, in order; acks empty the spool."""
@@ -88,7 +80,7 @@ async def test_read_goes_on_after_what_is_handed_out(tmp_path: Path, opened: obj
         assert events() == 0
 
 
-@pytest.mark.parametrize("opened", [memory, disk, tail], ids=["memory", "disk", "tail"])
+@VARIANTS
 async def test_a_read_waits_for_records_not_yet_handed_out(tmp_path: Path, opened: object) -> None:
     """With everything handed out and nothing acknowledged, a read waits; a new record wakes
     it with that record only."""

@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 
 from bridge.pipeline import Record
-from bridge.spool import disk as disk_module
-from bridge.spool import fsyncs
+from bridge.spool import Acked, durability, fsyncs
 from bridge.spool.codec import encode_entry_parts
 from bridge.spool.disk import DiskSpool
 from bridge.spool.recovery import iter_segment_paths, scan_file
-from bridge.spool.tail import Acked, Position, SpoolTail
+from bridge.spool.tail import SpoolTail
 from tests.diskfull import PAGE, fill, small_tmpfs
+from tests.unit.spools import Local, Recorded, local_spool
 from tests.unit.test_disk_spool import damage, drain, record
 from tests.unit.test_spool_tail import Pair
 
@@ -78,8 +78,7 @@ async def test_the_tail_never_serves_bytes_past_the_writers_mark(tmp_path: Path)
     those (the 1 MiB buffered reader before this handed out the old ones from its buffer)."""
     writer = DiskSpool(tmp_path, max_bytes=10_000_000, fsync="never")
     writer.open()
-    start = writer.read_elsewhere(lambda segment, offset: None)
-    tail = SpoolTail(tmp_path, Position(*start), on_ack=lambda stretches: None)
+    tail = SpoolTail(tmp_path, writer.acked_position(), Recorded())  # marks given by hand
     assert writer.append_all(numbered(0, 5)).accepted
     segment, mark = writer.flushed_to()
     assert writer.append_all(numbered(100, 5)).accepted  # on disk, not announced
@@ -135,15 +134,14 @@ def test_an_acknowledgement_past_what_was_written_is_ignored(tmp_path: Path) -> 
     writer.open()
     errors: list[str] = []
     writer.troubles.on_error = errors.append
-    writer.read_elsewhere(lambda segment, offset: None)
     assert writer.append_all(numbered(0, 5)).accepted
     segment, size = writer.flushed_to()
-    writer.acked_elsewhere([Acked(segment, 5, size + 100, 5, size + 100)])
-    writer.acked_elsewhere([Acked(segment, 9, size, 5, size)])
+    writer.acked([Acked(segment, 5, size + 100, 5, size + 100)])
+    writer.acked([Acked(segment, 9, size, 5, size)])
     assert writer.stats().events == 5
     assert errors == ["ack_refused", "ack_refused"]
     assert writer.problem is None  # not the disk's fault: nothing for readiness
-    writer.acked_elsewhere([Acked(segment, 5, size, 5, size)])
+    writer.acked([Acked(segment, 5, size, 5, size)])
     assert writer.stats().events == 0
     writer.close()
 
@@ -186,13 +184,10 @@ async def test_leftovers_of_a_write_that_could_not_be_cut_back_are_never_read(
 async def test_a_local_reader_never_reads_a_failed_writes_leftovers(
     small_fs: Path, append_only: list[Path]
 ) -> None:
-    """In-process reader, from the files: the old segment is read up to its size only, the
-    events count ends at zero (wait_empty completes), never negative."""
-    spool = DiskSpool(
-        small_fs / "spool", max_bytes=64 << 20, fsync="never", segment_bytes=8 << 20,
-        recent_max_bytes=1,
-    )  # fmt: skip
-    spool.open()
+    """The tail in this process (direct calls): the old segment is read up to the next
+    segment's first seq only, the events count ends at zero (wait_empty completes), never
+    negative."""
+    spool = local_spool(small_fs / "spool", max_bytes=64 << 20, segment_bytes=8 << 20)
     assert spool.append_all(numbered(0, 5)).accepted
     make_append_only(next(iter_segment_paths(spool.directory)), append_only)
     filler = fill_but_one_page(small_fs)
@@ -228,8 +223,9 @@ def test_a_damaged_segment_on_a_full_disk_is_read_through_its_scan(small_fs: Pat
     assert again.append_all(numbered(500, 2)).accepted
     assert len(list(iter_segment_paths(again.directory))) == 2
     expected = [f"id{n}" for n in range(200) if n != 100] + ["id500", "id501"]
-    assert asyncio.run(drain(again, batch=50)) == expected
-    again.close()
+    local = Local(again)
+    assert asyncio.run(drain(local, batch=50)) == expected
+    local.close()
 
 
 async def test_the_tail_reads_an_unrepaired_damaged_segment_past_its_damage(
@@ -265,8 +261,9 @@ def test_a_segment_that_cannot_be_read_at_start_is_left_out(tmp_path: Path) -> N
     again.troubles.on_error = errors.append
     assert again.open().replay == 3
     assert errors == ["read"]
-    assert asyncio.run(drain(again)) == ids(numbered(0, 3))
-    again.close()
+    local = Local(again)
+    assert asyncio.run(drain(local)) == ids(numbered(0, 3))
+    local.close()
 
 
 # ---- 4. a segment dropped under the tail -----------------------------------------------------
@@ -279,21 +276,16 @@ async def test_the_tail_never_reads_a_segment_dropped_under_it(tmp_path: Path) -
         tmp_path, max_bytes=6000, when_full="drop_oldest", fsync="never", segment_bytes=1000
     )
     writer.open()
-    notices: list[int] = []  # never delivered to the writer: the race at its widest
-    tail: SpoolTail | None = None
-
-    def mark(segment: int, offset: int) -> None:
-        if tail is not None:
-            tail.mark(segment, offset)
-
-    start = writer.read_elsewhere(mark)
-    tail = SpoolTail(tmp_path, Position(*start), on_ack=writer.acked_elsewhere,
-                     on_segment=notices.append)  # fmt: skip
+    # The 'reading' notices are never delivered to the writer: the race at its widest.
+    notices = Recorded(writer)
+    start = writer.acked_position()
+    tail = SpoolTail(tmp_path, start, notices)
+    writer.attach(tail)
     for n in range(20):
         writer.append(record(n))
         writer.flush()
     first = await tail.read(8)
-    assert notices, "the tail went on into a later segment"
+    assert max(notices.readings) > start.segment, "the tail went on into a later segment"
     dropped: list[str] = []
     for n in range(20, 40):
         dropped += ids(writer.append(record(n)).dropped)
@@ -313,8 +305,7 @@ async def test_a_drained_segment_the_disk_refused_to_delete_is_deleted_later(
     """A wholly acknowledged segment whose deletion really fails (append-only: EPERM) is
     counted (op=delete) and stays; once the disk lets it, the next save of the acknowledged
     position deletes it (it does not stay on disk uncounted for ever)."""
-    spool = DiskSpool(small_fs / "spool", max_bytes=10_000_000, fsync="always", segment_bytes=600)
-    spool.open()
+    spool = local_spool(small_fs / "spool", max_bytes=10_000_000, fsync="always", segment_bytes=600)
     errors: list[str] = []
     spool.troubles.on_error = errors.append
     assert spool.append_all(numbered(0, 10, 100)).accepted
@@ -369,9 +360,8 @@ async def test_a_hung_fsync_keeps_to_its_own_thread_and_shows_in_readiness(
         gate.wait(10)
 
     monkeypatch.setattr(fsyncs, "fsync_directory", hung)
-    monkeypatch.setattr(disk_module, "FSYNC_STUCK_SECONDS", 0.3)
-    spool = DiskSpool(tmp_path, max_bytes=1 << 30, fsync="interval", segment_bytes=4096)
-    spool.open()
+    monkeypatch.setattr(durability, "FSYNC_STUCK_SECONDS", 0.3)
+    spool = local_spool(tmp_path, max_bytes=1 << 30, fsync="interval", segment_bytes=4096)
     try:
         deadline = time.monotonic() + 1.0
         n = 0

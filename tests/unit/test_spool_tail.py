@@ -1,19 +1,21 @@
 """The spool read from another process: the tail reads only what the writer flushed, in
-order across segments, and its acknowledgements move the writer's books exactly as an
-in-process reader's would; entries written by an older bridge (format version 1) replay."""
+order across segments, and its acknowledgements (typed messages over the link) move the
+writer's books exactly as direct calls do; an entry in another format than the one written
+is not read."""
 
 from __future__ import annotations
 
 import asyncio
-import struct
-import zlib
 from pathlib import Path
 
+import pytest
+
 from bridge.pipeline import Record
-from bridge.pipeline.records import legacy_record_id, record_id
+from bridge.spool import Acked
 from bridge.spool.codec import HEADER, MAGIC, checksum, decode_payload, encode_payload
-from bridge.spool.disk import DiskSpool, InFlight
-from bridge.spool.tail import Acked, Position, SpoolTail, acked_stretches
+from bridge.spool.disk import DiskSpool
+from bridge.spool.tail import InFlight, SpoolTail, acked_stretches
+from tests.unit.spools import OverTheLink, local_spool
 
 
 def record(n: int, size: int = 100) -> Record:
@@ -24,26 +26,18 @@ def record(n: int, size: int = 100) -> Record:
 
 class Pair:
     """A writer and a tail on one directory, wired as the main process and the shipper are
-    (the messages between them delivered at once)."""
+    (the typed messages between them framed, decoded and delivered at once)."""
 
     def __init__(self, directory: Path, **options: object) -> None:
         settings: dict[str, object] = {"max_bytes": 10_000_000, "fsync": "never"}
         settings.update(options)
         self.writer = DiskSpool(directory, **settings)  # type: ignore[arg-type]
         self.writer.open()
-        self.marks: list[tuple[int, int]] = []
-        start = self.writer.read_elsewhere(self._mark)
-        self.tail = SpoolTail(
-            directory,
-            Position(*start),
-            on_ack=self.writer.acked_elsewhere,
-            on_segment=self.writer.reading,
-        )
-        self.tail.mark(*self.writer.flushed_to())
-
-    def _mark(self, segment: int, offset: int) -> None:
-        self.marks.append((segment, offset))
-        self.tail.mark(segment, offset)
+        self.link = OverTheLink(self.writer)
+        self.marks = self.link.marks
+        self.tail = SpoolTail(directory, self.writer.acked_position(), self.link.to_writer)
+        self.link.tail = self.tail
+        self.writer.attach(self.link.to_tail)
 
     async def drain(self, batch: int = 7) -> list[str]:
         ids: list[str] = []
@@ -138,68 +132,66 @@ def test_acknowledged_entries_are_summed_per_segment() -> None:
     assert acked_stretches([]) == []
 
 
-def v1_entry(seq: int, rec: Record) -> bytes:
-    """An entry as bridges before format version 2 wrote it."""
-
-    def field(value: bytes | None) -> bytes:
-        return (
-            struct.pack("<I", 0xFFFFFFFF)
-            if value is None
-            else struct.pack("<I", len(value)) + value
-        )
-
-    payload = struct.pack("<Q", rec.received_ns) + b"".join(
-        field(v)
-        for v in (
-            rec.destination.encode(), rec.key, rec.value, rec.event.encode(),
-            rec.instance.encode(), rec.id.encode(),
-            None if rec.dlq_reason is None else rec.dlq_reason.encode(),
-            None if rec.dlq_error is None else rec.dlq_error.encode(),
-        )
-    )  # fmt: skip
-    crc = zlib.crc32(payload, zlib.crc32(struct.pack("<Q", seq)))
-    return HEADER.pack(MAGIC, 1, len(payload), crc, seq) + payload
-
-
-async def test_a_spool_written_in_format_version_1_replays(tmp_path: Path) -> None:
-    """Entries left by an older bridge are recovered and read with every field; new entries
-    follow them in the current format."""
-    old = [record(1), Record("ryze.dlq", None, b"\x00raw", "unknown", "shop", 5, "x",
-                             "malformed_json", "not JSON")]  # fmt: skip
-    (tmp_path / "seg-00000000000000000001.log").write_bytes(
-        v1_entry(1, old[0]) + v1_entry(2, old[1])
-    )
-    spool = DiskSpool(tmp_path, max_bytes=10_000_000, fsync="never")
-    assert spool.open().replay == 2
-    spool.append(record(3))
-    assert await spool.read(10) == [*old, record(3)]
-    spool.close()
-
-
-async def test_records_spooled_in_format_2_without_their_id_keep_the_id_of_that_bridge(
-    tmp_path: Path,
-) -> None:
-    """A bridge before format 3 left the id of a spooled record for the reader to work out
-    (BLAKE2b): after an upgrade the record replays with that id, the one a consumer may
-    already have seen it under, and not with the id this bridge gives new records."""
-    old = Record("ryze.shop.message.exchange", b"shop", b'{"n":1}', "message.exchange", "shop",
-                 1_700_000_000_000_000_001)  # fmt: skip
-    payload = encode_payload(old)  # format 2 and 3 lay the fields out alike
+async def test_an_entry_in_another_format_is_not_replayed(tmp_path: Path) -> None:
+    """The spool reads one payload format: an entry whose header names another (a spool
+    left by a bridge before format 3) is not a record; start-up does not fail over it, it
+    is counted as damage and nothing of it is handed out; new entries are read."""
+    old = record(1)
+    payload = encode_payload(old)
     entry = HEADER.pack(MAGIC, 2, len(payload), checksum(1, payload), 1) + payload
     (tmp_path / "seg-00000000000000000001.log").write_bytes(entry)
-    spool = DiskSpool(tmp_path, max_bytes=10_000_000, fsync="never")
-    assert spool.open().replay == 1
+    spool = local_spool(tmp_path)
+    report = spool.report
+    assert report.replay == 0
+    assert report.torn + report.damaged >= 1
     spool.append(record(2, size=10))
-    replayed, new = await spool.read(10)
-    assert replayed.id == legacy_record_id("shop", b'{"n":1}') != record_id("shop", b'{"n":1}')
-    assert new.ident == "id2"
-    fresh = decode_payload(encode_payload(old))  # format 3: the id is this bridge's
-    assert fresh.ident == ""
-    assert fresh.id == record_id("shop", b'{"n":1}')
+    assert [r.ident for r in await spool.read(10)] == ["id2"]
     spool.close()
 
 
 def test_the_current_payload_roundtrips_every_field() -> None:
-    """Version 3 payloads decode to the record encoded, None fields included."""
+    """Payloads decode to the record encoded, None fields included."""
     rec = Record("d", None, b"v", "e", "i", 7, "id", "too_large", "big")
     assert decode_payload(encode_payload(rec)) == rec
+
+
+async def test_the_tail_in_this_process_follows_the_writer_by_direct_calls(
+    tmp_path: Path,
+) -> None:
+    """The in-process transport: the writer's mark reaches the tail within the append (no
+    loop turn, no message), so a read right after an append hands the record out; the
+    tail's acknowledgements reach the writer's books at once (events, bytes, the ack file);
+    once detached, the tail hears of no further append."""
+    spool = local_spool(tmp_path, segment_bytes=600)
+    tail = spool.tail
+    for n in range(5):
+        spool.append(record(n))
+        assert tail._mark == spool.writer.flushed_to()  # told within the append
+    assert [r.id for r in tail._read_now(100)] == [f"id{n}" for n in range(5)]
+    tail.ack(3)
+    assert spool.stats().events == 2
+    assert (tmp_path / "ack").read_text() == "3"
+    tail.ack(2)
+    assert spool.stats().events == spool.stats().bytes == 0
+    spool.writer.detach()
+    spool.append(record(5))
+    assert tail._read_now(100) == []
+    assert spool.stats().events == 1
+    spool.close()
+
+
+def test_a_segment_taken_away_is_an_error_and_its_return_is_read(tmp_path: Path) -> None:
+    """The active segment's file renamed away behind the spool's back (really: the writer
+    still holds it open) is a FileNotFoundError for the reader, not a silent skip of what
+    it holds; once it is back every record is read, none lost."""
+    spool = local_spool(tmp_path)
+    spool.append(record(0))
+    segment = next(tmp_path.glob("seg-*.log"))
+    away = segment.with_name(segment.name + ".away")
+    segment.rename(away)
+    with pytest.raises(FileNotFoundError):
+        spool.tail._read_now(10)
+    spool.append(record(1))  # the writer goes on writing to its open file
+    away.rename(segment)
+    assert [r.id for r in spool.tail._read_now(10)] == ["id0", "id1"]
+    spool.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 
@@ -13,7 +14,8 @@ from bridge.pipeline import Record
 from bridge.pipeline.records import record_id
 from bridge.sinks.base import DELIVERED, Failed, Outcome, Rejected
 from bridge.sinks.worker import RetryPolicy, SinkWorker, as_dead_letter
-from bridge.spool import MemorySpool
+from bridge.spool.codec import encode_entry_parts
+from tests.unit.spools import disk_spool, local_spool
 
 
 def record(n: int, *, size: int = 10, key: bytes = b"k", dest: str = "t") -> Record:
@@ -57,27 +59,36 @@ class ScriptedSink:
         return None
 
 
-def test_drop_newest_refuses_the_new_record() -> None:
+def entry_size(r: Record) -> int:
+    """Bytes ``r`` takes in a spool segment."""
+    return len(b"".join(encode_entry_parts(1, r)))
+
+
+def test_drop_newest_refuses_the_new_record(tmp_path: Path) -> None:
     """With drop_newest a full spool keeps what it has and reports the new record dropped."""
-    spool = MemorySpool(max_bytes=3 * record(0).size, when_full="drop_newest")
+    spool = disk_spool(tmp_path, max_bytes=3 * entry_size(record(0)), when_full="drop_newest")
     results = [spool.append(record(i)) for i in range(5)]
     assert [r.accepted for r in results] == [True, True, True, False, False]
     assert [d.id for r in results for d in r.dropped] == ["id3", "id4"]
     assert spool.stats().events == 3
+    spool.close()
 
 
-def test_drop_oldest_evicts_the_oldest() -> None:
-    """With drop_oldest a full spool evicts its oldest pending record for the new one."""
-    spool = MemorySpool(max_bytes=3 * record(0).size, when_full="drop_oldest")
+def test_drop_oldest_evicts_the_oldest(tmp_path: Path) -> None:
+    """With drop_oldest a full spool evicts its oldest pending record for the new one (one
+    record per segment here: the policy drops a segment at a time)."""
+    size = entry_size(record(0))
+    spool = disk_spool(tmp_path, max_bytes=3 * size, when_full="drop_oldest", segment_bytes=size)
     dropped = [d.id for i in range(5) for d in spool.append(record(i)).dropped]
     assert dropped == ["id0", "id1"]
     assert spool.stats().events == 3
+    spool.close()
 
 
-async def test_worker_retries_until_sink_is_back_in_order() -> None:
+async def test_worker_retries_until_sink_is_back_in_order(tmp_path: Path) -> None:
     """While the sink fails, nothing is lost; when it is back, everything arrives in order."""
     metrics = create_metrics()
-    spool = MemorySpool(max_bytes=1_000_000)
+    spool = local_spool(tmp_path, max_bytes=1_000_000)
     sink = ScriptedSink(fail_batches=3)
     worker = SinkWorker(sink, spool, metrics, dlq="dlq", retry=RetryPolicy(0.001, 0.01))
     for i in range(50):
@@ -85,6 +96,7 @@ async def test_worker_retries_until_sink_is_back_in_order() -> None:
     task = asyncio.create_task(worker.run())
     await asyncio.wait_for(spool.wait_empty(), 5)
     task.cancel()
+    spool.close()
     assert sink.published == [f"id{i}" for i in range(50)]
     errors = metrics.registry.get_sample_value(
         "ryze_bridge_publish_errors_total", {"sink": "scripted", "error": "SinkUnavailableError"}
@@ -92,10 +104,10 @@ async def test_worker_retries_until_sink_is_back_in_order() -> None:
     assert errors == 3
 
 
-async def test_refused_record_goes_to_dlq_and_the_rest_flows() -> None:
+async def test_refused_record_goes_to_dlq_and_the_rest_flows(tmp_path: Path) -> None:
     """A record the broker refuses for good lands in the DLQ; records behind it are delivered."""
     metrics = create_metrics()
-    spool = MemorySpool(max_bytes=1_000_000)
+    spool = local_spool(tmp_path, max_bytes=1_000_000)
     sink = ScriptedSink()
     worker = SinkWorker(sink, spool, metrics, dlq="ryze.dlq")
     spool.append(record(0))
@@ -104,6 +116,7 @@ async def test_refused_record_goes_to_dlq_and_the_rest_flows() -> None:
     task = asyncio.create_task(worker.run())
     await asyncio.wait_for(spool.wait_empty(), 5)
     task.cancel()
+    spool.close()
     assert sink.published == ["id0", "id2"]
     assert [(d.destination, d.dlq_reason) for d in sink.dead] == [("ryze.dlq", "too_large")]
     assert "destination t" in (sink.dead[0].dlq_error or "")
