@@ -117,7 +117,7 @@ def producer_options(settings: KafkaSinkSettings) -> dict[str, Any]:
     }
 
 
-RECORD_OVERHEAD = 1024  # headers and record framing, as in wiring.max_value_bytes
+RECORD_OVERHEAD = 1024  # headers and record framing (also taken off the kind's value bound)
 PARTITIONS_TTL = 30.0
 KEYS_CACHED = 100_000
 METADATA_WAIT = 5.0  # seconds a publish waits for a topic's partitions before failing it
