@@ -38,17 +38,13 @@ class Window:
     def __len__(self) -> int:
         return len(self.records)
 
-    def take(self, records: Sequence[Record]) -> None:
-        """New records join the window, after those already in it."""
-        window = self.records.append
-        sizes = self.sizes.append
-        total = 0
-        for record in records:
-            window(record)
-            size = record.size
-            sizes(size)
-            total += size
-        self.bytes += total
+    def take(self, records: Sequence[Record]) -> list[int]:
+        """New records join the window, after those already in it; their sizes."""
+        sizes = [record.size for record in records]
+        self.records.extend(records)
+        self.sizes.extend(sizes)
+        self.bytes += sum(sizes)
+        return sizes
 
     def outgoing(self, records: list[Record]) -> list[Record]:
         """What goes out for ``records``: each, or its DLQ copy once it was refused."""
@@ -125,20 +121,20 @@ class Lanes:
             return record.destination
         return ONE_LANE
 
-    def take(self, records: Sequence[Record]) -> None:
-        """New records join the tails of their lanes; a lane neither busy, ready nor backing
-        off becomes ready."""
+    def take(self, records: Sequence[Record], sizes: Sequence[int]) -> None:
+        """New records (of ``sizes``) join the tails of their lanes; a lane neither busy,
+        ready nor backing off becomes ready."""
         lanes = self.by_name
         backing_off = self.backing_off
         ready = self.ready.append
         one_lane = self.one_lane
-        for record in records:
+        for record, size in zip(records, sizes, strict=True):
             name = self.lane_of(record) if one_lane else record.destination
             lane = lanes.get(name)
             if lane is None:
                 lane = lanes[name] = Lane(name)
             lane.queue.append(record)
-            lane.sizes.append(record.size)
+            lane.sizes.append(size)
             if not (lane.queued or lane.busy) and name not in backing_off:
                 lane.queued = True
                 ready(lane)

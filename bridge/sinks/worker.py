@@ -204,8 +204,7 @@ class SinkWorker:
         """New records join the window and the lanes of their destinations."""
         if not self._window:  # waiting starts now (idle time is no stall)
             self._stall.waiting_from(time.monotonic())
-        self._window.take(records)
-        self._lanes.take(records)
+        self._lanes.take(records, self._window.take(records))
 
     def _ack(self) -> None:
         """The window's leading settled records are acknowledged to the spool."""
