@@ -34,23 +34,11 @@ from pydantic_settings import (
 
 from bridge.errors import ConfigError
 
-EVENT_NAMES: tuple[str, ...] = (
-    "message.exchange",
-    "message.status",
-    "call.update",
-    "group.flow",
-    "instance.state",
-    "label.update",
-)
-# EVENT_NAMES and EventName list the same six names (a unit test holds them equal).
-EventName = Literal[
-    "message.exchange",
-    "message.status",
-    "call.update",
-    "group.flow",
-    "instance.state",
-    "label.update",
-]
+# The pipeline owns the event names; EVENT_NAMES is re-exported for the modules that read it
+# beside their settings (upstream, simulator).
+from bridge.pipeline.events import EVENT_NAMES as EVENT_NAMES  # noqa: PLC0414
+from bridge.pipeline.events import EventName
+
 ROUTE_PLACEHOLDERS = frozenset({"instance", "event"})
 INSTANCE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 
@@ -76,7 +64,7 @@ PositiveSeconds = Annotated[float, Field(gt=0)]
 
 
 class Model(BaseModel):
-    """Base of every section: closed, immutable, validated on assignment."""
+    """Base of every section: closed (an unknown key is an error) and frozen."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

@@ -1,4 +1,5 @@
-"""Building the pieces the settings name: the sink, the router, a runner's pipeline."""
+"""Building the pieces the settings name: the sink (through its kind, ``bridge.sinks.kinds``),
+the router, a runner's pipeline, the TLS contexts."""
 
 from __future__ import annotations
 
@@ -10,12 +11,10 @@ from pydantic import SecretStr
 from bridge.logs import register_secret
 from bridge.pipeline import Pipeline, Router
 from bridge.pipeline.filter import EventFilter
-from bridge.settings import InstanceSettings, Settings, read_secret
+from bridge.settings import InstanceSettings, Settings
 from bridge.sinks.base import Sink
-from bridge.sinks.file import FileSink
-from bridge.sinks.kafka import RECORD_OVERHEAD as KAFKA_RECORD_OVERHEAD
-from bridge.sinks.kafka import KafkaSink
-from bridge.sinks.redis import Fencing, RedisSink
+from bridge.sinks.kinds import sink_kind
+from bridge.sinks.redis import Fencing
 
 
 def build_sink(
@@ -29,57 +28,29 @@ def sink_with(
     settings: Settings, password: SecretStr | None, fencing: Fencing | None = None
 ) -> Sink:
     """The configured sink with its password already read."""
-    sink = settings.sink
-    if sink.kind == "kafka":
-        return KafkaSink(sink.kafka, sink.dlq, password)
-    if sink.kind == "redis":
-        return RedisSink(sink.redis, password=password, fencing=fencing)
-    return FileSink(sink.file.path, sink.dlq, fsync=settings.spool.fsync == "always")
+    return sink_kind(settings.sink).build(settings, password, fencing)
 
 
 def sink_password(settings: Settings, environ: Mapping[str, str]) -> SecretStr | None:
     """The Kafka SASL or Redis ACL password of the configured sink (masked in logs from now
     on); the cluster modes coordinate with the same credentials."""
-    sink = settings.sink
-    password = None
-    if sink.kind == "kafka":
-        kafka = sink.kafka
-        password = read_secret(
-            "sink.kafka.sasl_password", kafka.sasl_password_env, kafka.sasl_password_file, environ
-        )
-    elif sink.kind == "redis":
-        redis = sink.redis
-        password = read_secret(
-            "sink.redis.password", redis.password_env, redis.password_file, environ
-        )
-    _remember(password)
+    password = sink_kind(settings.sink).password(settings.sink, environ)
+    if password is not None:
+        register_secret(password.get_secret_value())
     return password
 
 
-def _remember(secret: SecretStr | None) -> None:
-    if secret is not None:
-        register_secret(secret.get_secret_value())
-
-
 def build_router(settings: Settings) -> Router:
-    sink = settings.sink
-    if sink.kind == "kafka":
-        return Router(sink.kafka.topic, sink.kafka.key, kafka_names=True)
-    if sink.kind == "redis":
-        return Router(sink.redis.stream, "instance")
-    return Router(sink.kafka.topic, sink.kafka.key)
+    """The configured sink's routing: destination template and key."""
+    return sink_kind(settings.sink).router(settings.sink)
 
 
 def max_value_bytes(settings: Settings) -> int:
     """The largest value published: what the configured sink takes and at most
     ``upstream.max_frame_bytes`` (bigger frames go to the DLQ, cut to fit)."""
-    sink = settings.sink
     accepted = settings.upstream.max_frame_bytes
-    if sink.kind == "kafka":
-        return min(accepted, sink.kafka.max_request_bytes - KAFKA_RECORD_OVERHEAD)
-    if sink.kind == "redis":
-        return min(accepted, sink.redis.max_entry_bytes)
-    return accepted
+    bound = sink_kind(settings.sink).value_bound(settings.sink)
+    return accepted if bound is None else min(accepted, bound)
 
 
 def upstream_ssl(settings: Settings) -> ssl.SSLContext | None:

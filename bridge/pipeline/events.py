@@ -1,4 +1,8 @@
-"""Decode a frame and take the instance token out of it, byte for byte (pure).
+"""The upstream's event names, and decoding a frame with its instance token taken out of it,
+byte for byte (pure).
+
+``EVENT_NAMES`` are the six events the upstream documents; the settings import them to
+validate ``instances.*.events`` (the pipeline owns them, the settings do not).
 
 The upstream's payloads differ from its catalog, so the bridge never reshapes a frame: the
 published value is the frame as received with only the ``"token": "…"`` member of
@@ -16,11 +20,20 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal, get_args
 
 import msgspec
 import orjson
 
+EventName = Literal[
+    "message.exchange",
+    "message.status",
+    "call.update",
+    "group.flow",
+    "instance.state",
+    "label.update",
+]
+EVENT_NAMES: tuple[str, ...] = get_args(EventName)  # the same six, in the same order
 EVENT_KEY = "event"
 INSTANCE_DATA_KEY = "instanceData"
 TOKEN_KEY = "token"  # noqa: S105 - the key name, not a secret

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bridge.settings import EVENT_NAMES
+from bridge.pipeline.events import EVENT_NAMES
 
 KNOWN_EVENTS = frozenset(EVENT_NAMES)
 

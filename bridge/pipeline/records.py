@@ -25,13 +25,15 @@ class Frame:
     received_ns: int
 
 
-@dataclass(slots=True)  # not frozen: a frozen __init__ costs 3x per frame; never mutated
+@dataclass(slots=True)  # not frozen: a frozen __init__ costs 3x per frame; see ``ident``
 class Record:
     """One entry for the sink: where it goes, its key, its value and its metadata.
 
     ``dlq_reason`` is set on dead-letter records (the destination is then the DLQ). The
     ``ryze-id`` (:attr:`id`) is worked out when first read, from the instance and the value:
     with the shipper that is in the process that publishes, not in the one reading sockets.
+    ``ident`` is the one field written after construction (by :attr:`id`, and by the spool
+    codec when it reads a record back); every other field keeps the value it was built with.
     """
 
     destination: str

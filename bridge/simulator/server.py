@@ -82,6 +82,34 @@ def _headers(verdict: Verdict | None) -> dict[str, str]:
     return verdict.headers() if verdict is not None else {}
 
 
+def instance_summary(instance: Instance) -> dict[str, Any]:
+    """One item of the list answer: identification, connection, profile, integrations."""
+    config = instance.config or WsConfig(False, [], False)
+    return {
+        "name": instance.name,
+        "connection": {
+            "state": "connected",
+            "numberJid": None,
+            "presenceStatus": "available",
+            "displayStatus": "online",
+        },
+        "profile": {"name": instance.name, "pictureUrl": None, "isBusiness": False},
+        "webhook": {"enabled": False},
+        "websocket": config.as_json(),
+    }
+
+
+def upgrade_limited(limit: int, *, with_reset: bool) -> web.Response:
+    """The 429 of an upgrade refused on purpose, its window reset in a second (the header
+    left out without ``with_reset``)."""
+    reset = math.ceil(time.time()) + 1
+    headers = Verdict(False, limit, 0, reset).headers()
+    if not with_reset:
+        del headers["X-RateLimit-Reset"]
+    body = {"success": False, "error": {"message": MSG_RATE_LIMITED}}
+    return web.json_response(body, status=429, headers=headers)
+
+
 class SimulatorServer:
     """State, sockets and generators; the Simulator class wraps it with knobs."""
 
@@ -198,7 +226,7 @@ class SimulatorServer:
             names = self.visible_instances(token, request.query.get("instanceName"), verdict)
         except _RefusalError as refusal:
             return refusal.response()
-        items = [self.summary(self.account.instances[n]) for n in names]
+        items = [instance_summary(self.account.instances[n]) for n in names]
         word = "Instance" if len(items) == 1 else "Instances"
         body = {"success": True, "message": f"{len(items)} {word} found", "data": items}
         return web.json_response(body, headers=verdict.headers())
@@ -213,22 +241,6 @@ class SimulatorServer:
         if len(names) == 1 and names[0] not in instances:
             raise _WithVerdictError(ApiError(404, MSG_INSTANCE_NOT_FOUND), verdict)
         return [n for n in names if n in instances]
-
-    def summary(self, instance: Instance) -> dict[str, Any]:
-        """One item of the list answer: identification, connection, profile, integrations."""
-        config = instance.config or WsConfig(False, [], False)
-        return {
-            "name": instance.name,
-            "connection": {
-                "state": "connected",
-                "numberJid": None,
-                "presenceStatus": "available",
-                "displayStatus": "online",
-            },
-            "profile": {"name": instance.name, "pictureUrl": None, "isBusiness": False},
-            "webhook": {"enabled": False},
-            "websocket": config.as_json(),
-        }
 
     # ---- WebSocket ----------------------------------------------------------------------
     async def upgrade(self, request: web.Request) -> web.StreamResponse:
@@ -380,12 +392,7 @@ class SimulatorServer:
         if left <= 0:
             return None
         self.refuse_upgrades[name] = (left - 1, with_reset)
-        reset = math.ceil(time.time()) + 1
-        headers = Verdict(False, self.config.rate_limit, 0, reset).headers()
-        if not with_reset:
-            del headers["X-RateLimit-Reset"]
-        body = {"success": False, "error": {"message": MSG_RATE_LIMITED}}
-        return web.json_response(body, status=429, headers=headers)
+        return upgrade_limited(self.config.rate_limit, with_reset=with_reset)
 
 
 class _RefusalError(Exception):

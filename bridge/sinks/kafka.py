@@ -117,7 +117,7 @@ def producer_options(settings: KafkaSinkSettings) -> dict[str, Any]:
     }
 
 
-RECORD_OVERHEAD = 1024  # headers and record framing, as in wiring.max_value_bytes
+RECORD_OVERHEAD = 1024  # headers and record framing (also taken off the kind's value bound)
 PARTITIONS_TTL = 30.0
 KEYS_CACHED = 100_000
 METADATA_WAIT = 5.0  # seconds a publish waits for a topic's partitions before failing it
@@ -171,6 +171,114 @@ class _Batches:
         return False
 
 
+class _Topics:
+    """What the sink knows of topics: those that exist now, those it delivered a record to
+    while it ran, and those of these found gone since (with when); missing topics are created
+    when ``sink.kafka.create_topics`` is on."""
+
+    def __init__(self, settings: KafkaSinkSettings) -> None:
+        self.settings = settings
+        self.admin: Any = None  # the admin client, once started
+        self.known: set[str] = set()  # known to exist now
+        self.delivered: set[str] = set()  # a record was delivered to it while this sink ran
+        self.vanished: dict[str, float] = {}  # delivered-to topic -> when first found gone
+
+    async def unusable(self, wanted: set[str]) -> dict[str, Outcome]:
+        """The topics of ``wanted`` that cannot be written now, each with the outcome of its
+        records: never seen (``missing_topic``, unless created), gone since it was seen
+        (transient: it is being recreated, or the operator must recreate it), or not listed
+        because the broker did not answer (transient)."""
+        unknown = wanted - self.known
+        if not unknown:
+            return {}
+        try:
+            listed = set(await self.admin.list_topics())
+        except KafkaError as exc:
+            failed = Failed(SinkUnavailableError(f"kafka: cannot list topics: {exc}"))
+            return dict.fromkeys(unknown, failed)
+        self.known |= listed
+        for topic in listed & self.vanished.keys():
+            del self.vanished[topic]
+        unknown -= listed
+        if not unknown:
+            return {}
+        if self.settings.create_topics:
+            return await self.create(unknown)
+        return {topic: self.absent(topic) for topic in unknown}
+
+    def absent(self, topic: str) -> Outcome:
+        """A missing topic's outcome: transient while a topic this sink delivered to has been
+        gone for less than the grace period (it may be being recreated), else ``missing_topic``."""
+        if topic not in self.delivered:
+            return Rejected("missing_topic", _missing_message(topic))
+        now = time.monotonic()
+        gone = now - self.vanished.setdefault(topic, now)
+        return absent_outcome(topic, gone, self.settings.vanished_topic_grace_seconds)
+
+    async def create(self, topics: set[str]) -> dict[str, Outcome]:
+        """Create ``topics``; the outcome for the records of each one that could not be."""
+        new = [
+            NewTopic(t, self.settings.topic_partitions, self.settings.topic_replication)
+            for t in sorted(topics)
+        ]
+        try:
+            response = await self.admin.create_topics(new)
+        except KafkaError as exc:
+            failed = Failed(SinkUnavailableError(f"kafka: cannot create topics: {exc}"))
+            return dict.fromkeys(topics, failed)
+        refused: dict[str, Outcome] = {}
+        for topic, code, *_ in response.topic_errors:
+            if code not in (0, TOPIC_ALREADY_EXISTS):
+                refused[topic] = classify(for_code(code)(f"cannot create topic {topic!r}"))
+        self.known |= topics - refused.keys()
+        return refused
+
+
+class _Partitions:
+    """The partitions of each topic the sink publishes to (asked again once
+    ``PARTITIONS_TTL`` old) and the partition the producer's default partitioner picks for
+    each key seen (at most ``KEYS_CACHED`` remembered)."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, _Route] = {}
+        self.keys_cached = 0
+        self.partitioner = DefaultPartitioner()
+
+    def fresh(self, topic: str, now: float) -> _Route | None:
+        """The route of ``topic`` while it is fresh, else None (its partitions are asked)."""
+        route = self.routes.get(topic)
+        return route if route is not None and route.until > now else None
+
+    def learned(self, topic: str, partitions: list[int], now: float) -> _Route:
+        """``topic`` has ``partitions`` (asked at ``now``): its key routes kept while they
+        are the same, forgotten when they changed."""
+        route = self.routes.get(topic)  # another publish may have learned it meanwhile
+        if route is not None and route.partitions == partitions:
+            route.until = now + PARTITIONS_TTL
+            return route
+        self.forget(topic)
+        route = self.routes[topic] = _Route(partitions, now + PARTITIONS_TTL)
+        return route
+
+    def forget(self, topic: str) -> None:
+        route = self.routes.pop(topic, None)
+        if route is not None:
+            self.keys_cached -= len(route.keys)
+
+    def partition(self, route: _Route, key: bytes | None) -> int:
+        """The partition the producer's default partitioner picks for ``key``."""
+        partitions = route.partitions
+        if key is None:
+            return int(self.partitioner(None, partitions, partitions))
+        cached = route.keys.get(key)
+        if cached is None:
+            cached = int(self.partitioner(key, partitions, partitions))
+            if self.keys_cached < KEYS_CACHED:
+                route.keys[key] = cached
+                self.keys_cached += 1
+        return cached
+
+
 Settled = list[tuple[list[int], Outcome]]
 Queued = tuple[Where, list[int], "asyncio.Future[Any]"]
 
@@ -191,13 +299,8 @@ class KafkaSink:
         self.dlq = dlq
         self._password = password
         self._producer: Any = None
-        self._admin: Any = None
-        self._topics: set[str] = set()  # known to exist now
-        self._delivered: set[str] = set()  # a record was delivered to it while this sink ran
-        self._vanished: dict[str, float] = {}  # delivered-to topic -> when first found gone
-        self._partitioner = DefaultPartitioner()
-        self._routes: dict[str, _Route] = {}
-        self._keys_cached = 0
+        self._topics = _Topics(settings)
+        self._partitions = _Partitions()
         self._broken: Any = None  # the producer whose session broke: renewed before next use
         self._renewing = asyncio.Lock()
 
@@ -221,8 +324,8 @@ class KafkaSink:
             await admin.close()
             cause = await diagnose(self.settings.bootstrap_servers, security) or exc
             raise start_error(self.settings.bootstrap_servers, cause) from None
-        self._producer, self._admin = producer, admin
-        blocked = await self._unusable_topics({self.dlq})
+        self._producer, self._topics.admin = producer, admin
+        blocked = await self._topics.unusable({self.dlq})
         if blocked:
             await self.close()
             failure = blocked[self.dlq]
@@ -232,56 +335,6 @@ class KafkaSink:
                 f"kafka: the DLQ topic {self.dlq!r} does not exist; create it "
                 "or set sink.kafka.create_topics: true"
             )
-
-    async def _unusable_topics(self, wanted: set[str]) -> dict[str, Outcome]:
-        """The topics of ``wanted`` that cannot be written now, each with the outcome of its
-        records: never seen (``missing_topic``, unless created), gone since it was seen
-        (transient: it is being recreated, or the operator must recreate it), or not listed
-        because the broker did not answer (transient)."""
-        unknown = wanted - self._topics
-        if not unknown:
-            return {}
-        try:
-            listed = set(await self._admin.list_topics())
-        except KafkaError as exc:
-            failed = Failed(SinkUnavailableError(f"kafka: cannot list topics: {exc}"))
-            return dict.fromkeys(unknown, failed)
-        self._topics |= listed
-        for topic in listed & self._vanished.keys():
-            del self._vanished[topic]
-        unknown -= listed
-        if not unknown:
-            return {}
-        if self.settings.create_topics:
-            return await self._create(unknown)
-        return {topic: self._absent(topic) for topic in unknown}
-
-    def _absent(self, topic: str) -> Outcome:
-        """A missing topic's outcome: transient while a topic this sink delivered to has been
-        gone for less than the grace period (it may be being recreated), else ``missing_topic``."""
-        if topic not in self._delivered:
-            return Rejected("missing_topic", _missing_message(topic))
-        now = time.monotonic()
-        gone = now - self._vanished.setdefault(topic, now)
-        return absent_outcome(topic, gone, self.settings.vanished_topic_grace_seconds)
-
-    async def _create(self, topics: set[str]) -> dict[str, Outcome]:
-        """Create ``topics``; the outcome for the records of each one that could not be."""
-        new = [
-            NewTopic(t, self.settings.topic_partitions, self.settings.topic_replication)
-            for t in sorted(topics)
-        ]
-        try:
-            response = await self._admin.create_topics(new)
-        except KafkaError as exc:
-            failed = Failed(SinkUnavailableError(f"kafka: cannot create topics: {exc}"))
-            return dict.fromkeys(topics, failed)
-        refused: dict[str, Outcome] = {}
-        for topic, code, *_ in response.topic_errors:
-            if code not in (0, TOPIC_ALREADY_EXISTS):
-                refused[topic] = classify(for_code(code)(f"cannot create topic {topic!r}"))
-        self._topics |= topics - refused.keys()
-        return refused
 
     async def publish(self, records: Sequence[Record]) -> list[Outcome]:
         """One outcome per record; never an exception once started (an unexpected error fails
@@ -305,7 +358,7 @@ class KafkaSink:
         except SinkUnavailableError as exc:
             return [Failed(exc)] * len(records)
         topics = {r.destination for r in records}
-        blocked = await self._unusable_topics(topics)
+        blocked = await self._topics.unusable(topics)
         usable = sorted(topics - blocked.keys())
         found = await asyncio.gather(*(self._route(producer, t) for t in usable))
         routes: dict[str, _Route] = {}
@@ -324,7 +377,7 @@ class KafkaSink:
             elif len(record.value) + len(record.key or b"") > limit:
                 outcomes[index] = Rejected("too_large", f"{len(record.value)} bytes")
             else:
-                partition = self._partition(routes[record.destination], record.key)
+                partition = self._partitions.partition(routes[record.destination], record.key)
                 if not batches.add(index, record, partition):
                     outcomes[index] = Rejected("too_large", f"{len(record.value)} bytes: no batch")
         chains = await asyncio.gather(
@@ -348,7 +401,7 @@ class KafkaSink:
             if outcome is None:
                 log.error("sink.outcome_missing", sink=self.kind)
             elif isinstance(outcome, Delivered):
-                self._delivered.add(record.destination)
+                self._topics.delivered.add(record.destination)
             settled.append(UNSETTLED if outcome is None else outcome)
         return settled
 
@@ -365,14 +418,9 @@ class KafkaSink:
                 if isinstance(outcome.error, ProducerStateError):
                     self._broken = producer
         for topic in failed:
-            self._forget(topic)
+            self._partitions.forget(topic)
         if failed and producer is self._producer:
             producer.client.force_metadata_update()
-
-    def _forget(self, topic: str) -> None:
-        route = self._routes.pop(topic, None)
-        if route is not None:
-            self._keys_cached -= len(route.keys)
 
     async def _send_chain(
         self, producer: Any, where: Where, chain: list[Any]
@@ -423,11 +471,11 @@ class KafkaSink:
         try:
             found = await asyncio.wait_for(producer.partitions_for(topic), METADATA_WAIT)
         except TimeoutError:
-            self._topics.discard(topic)  # listed again by the next publish
+            self._topics.known.discard(topic)  # listed again by the next publish
             return Failed(SinkUnavailableError(f"kafka: no metadata for topic {topic!r}"))
         except KafkaError as exc:
             if isinstance(exc, UnknownTopicOrPartitionError):
-                self._topics.discard(topic)
+                self._topics.known.discard(topic)
             return classify(exc)
         return set(found)
 
@@ -437,35 +485,15 @@ class KafkaSink:
         gets the outcome of a missing topic in the same call (``missing_topic`` unless it
         was delivered to less than the grace period ago)."""
         now = time.monotonic()
-        route = self._routes.get(topic)
-        if route is not None and route.until > now:
+        route = self._partitions.fresh(topic, now)
+        if route is not None:
             return route
         known = await self._partitions_of(producer, topic)
         if not isinstance(known, set):
-            if topic not in self._topics:  # no metadata for it: listed again at once
-                return (await self._unusable_topics({topic})).get(topic, known)
+            if topic not in self._topics.known:  # no metadata for it: listed again at once
+                return (await self._topics.unusable({topic})).get(topic, known)
             return known
-        partitions = sorted(known)
-        route = self._routes.get(topic)  # another publish may have learned it meanwhile
-        if route is not None and route.partitions == partitions:
-            route.until = now + PARTITIONS_TTL
-            return route
-        self._forget(topic)
-        route = self._routes[topic] = _Route(partitions, now + PARTITIONS_TTL)
-        return route
-
-    def _partition(self, route: _Route, key: bytes | None) -> int:
-        """The partition the producer's default partitioner picks for ``key``."""
-        partitions = route.partitions
-        if key is None:
-            return int(self._partitioner(None, partitions, partitions))
-        cached = route.keys.get(key)
-        if cached is None:
-            cached = int(self._partitioner(key, partitions, partitions))
-            if self._keys_cached < KEYS_CACHED:
-                route.keys[key] = cached
-                self._keys_cached += 1
-        return cached
+        return self._partitions.learned(topic, sorted(known), now)
 
     async def _current_producer(self) -> Any:
         """The producer to publish with; a new one first if this one's session broke (once,
@@ -499,10 +527,10 @@ class KafkaSink:
         log.warning("sink.producer_renewed", sink=self.kind)
 
     async def reachable(self) -> bool:
-        if self._admin is None:
+        if self._topics.admin is None:
             return False
         try:
-            await asyncio.wait_for(self._admin.list_topics(), timeout=3)
+            await asyncio.wait_for(self._topics.admin.list_topics(), timeout=3)
         except (KafkaError, TimeoutError):
             return False
         return True
@@ -510,9 +538,9 @@ class KafkaSink:
     async def close(self) -> None:
         if self._producer is not None:
             await self._producer.stop()
-        if self._admin is not None:
-            await self._admin.close()
-        self._producer = self._admin = None
+        if self._topics.admin is not None:
+            await self._topics.admin.close()
+        self._producer = self._topics.admin = None
 
 
 async def diagnose(bootstrap: str, security: dict[str, Any]) -> BaseException | None:

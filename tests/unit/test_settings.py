@@ -8,7 +8,8 @@ from typing import get_args
 import pytest
 
 from bridge.errors import ConfigError
-from bridge.settings import EVENT_NAMES, EventName, load_settings, masked_dump, resolve_token
+from bridge.pipeline.events import EVENT_NAMES, EventName
+from bridge.settings import load_settings, masked_dump, resolve_token
 
 TOKEN = "tok-7f3a9c1e-secret-value"
 

@@ -1,0 +1,97 @@
+"""The sink worker's parts on their own: the window acknowledges only its leading settled
+records, the lanes gather calls within their bounds (a solo lane alone), the stall watch
+reports a stall once and only while records wait, and the log limit allows one line per
+period."""
+
+from __future__ import annotations
+
+from bridge.pipeline import Record
+from bridge.sinks.watch import LogLimit, StallWatch
+from bridge.sinks.window import ONE_LANE, Lanes, Window
+
+
+def record(n: int, dest: str, size: int = 10) -> Record:
+    return Record(dest, None, b"x" * size, "message.exchange", "shop", 1, f"{dest}-{n}")
+
+
+def test_the_window_acknowledges_only_its_leading_settled_records() -> None:
+    """A settled record behind an unsettled one waits; once the head settles both leave the
+    window, and its bytes go down by their sizes."""
+    window = Window()
+    records = [record(n, "a") for n in range(3)]
+    sizes = window.take(records)
+    assert sizes == [r.size for r in records]
+    assert window.bytes == sum(sizes)
+    window.settled.add(id(records[1]))
+    assert window.acknowledgeable() == 0
+    window.settled.add(id(records[0]))
+    assert window.acknowledgeable() == 2
+    assert len(window) == 1
+    assert window.bytes == sizes[2]
+    window.settled.add(id(records[2]))
+    assert window.acknowledgeable() == 1
+    assert (len(window), window.bytes) == (0, 0)
+
+
+def test_lanes_gather_calls_within_their_bounds() -> None:
+    """A call takes at most ``per_call`` ready lanes and ``max_records`` records; a lane
+    that failed lately (solo) goes in a call of its own; lanes taken are busy."""
+    lanes = Lanes("dlq", one_lane=False)
+    taken = [record(n, dest) for dest in ("a", "b", "c") for n in range(3)]
+    window = Window()
+    lanes.take(taken, window.take(taken))
+    by_name = lanes.by_name
+    by_name["b"].solo = True
+    first, records = lanes.gather(per_call=3, max_records=100, max_bytes=1 << 20)
+    assert [lane.name for lane in first] == ["a"]  # "b" is solo: it waits for its own call
+    assert [r.destination for r in records] == ["a"] * 3
+    solo, records = lanes.gather(per_call=3, max_records=100, max_bytes=1 << 20)
+    assert [lane.name for lane in solo] == ["b"]
+    assert all(lane.busy for lane in (*first, *solo))
+    last, records = lanes.gather(per_call=3, max_records=2, max_bytes=1 << 20)
+    assert [lane.name for lane in last] == ["c"]
+    assert len(records) == 2
+    assert len(by_name["c"].queue) == 1
+
+
+def test_a_call_takes_one_record_at_least_whatever_its_size() -> None:
+    """A record bigger than ``max_bytes`` still goes out, alone."""
+    lanes = Lanes("dlq", one_lane=False)
+    big = [record(0, "a", size=1000), record(1, "a")]
+    lanes.take(big, Window().take(big))
+    _, records = lanes.gather(per_call=1, max_records=100, max_bytes=100)
+    assert records == big[:1]
+
+
+def test_one_lane_shares_a_lane_except_for_the_dlq() -> None:
+    """With ``one_lane`` every destination but the DLQ is one lane."""
+    lanes = Lanes("dlq", one_lane=True)
+    assert lanes.lane_of(record(0, "a")) == lanes.lane_of(record(0, "b")) == ONE_LANE
+    assert lanes.lane_of(record(0, "dlq")) == "dlq"
+
+
+def test_the_stall_watch_reports_a_stall_once_and_only_while_records_wait() -> None:
+    """Idle time is no stall; waiting past the bound begins one stall (reported once), and a
+    record settling ends it."""
+    watch = StallWatch(seconds=30)
+    watch.waiting_from(100.0)
+    assert not watch.begins(200.0, waiting=False)
+    assert watch.stalled_for(200.0, waiting=False) == 0.0
+    assert not watch.begins(129.0, waiting=True)
+    assert watch.deadline(waiting=True) == 130.0
+    assert watch.begins(131.0, waiting=True)
+    assert not watch.begins(140.0, waiting=True)
+    assert watch.deadline(waiting=True) is None
+    assert watch.progress(141.0)
+    assert not watch.stalled
+    assert not watch.progress(142.0)
+
+
+def test_the_log_limit_allows_one_line_per_period() -> None:
+    """The first line is allowed, the next only a period later."""
+    limit = LogLimit(every=1.0)
+    assert limit.allows(10.0)
+    assert not limit.allows(10.5)
+    assert not limit.due(10.9)
+    assert limit.next_at() == 11.0
+    assert limit.allows(11.0)
