@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
-import random
 import time
 from collections import Counter, deque
 from collections.abc import Sequence
@@ -34,6 +33,7 @@ from bridge.errors import SinkError, SinkUnavailableError
 from bridge.logs import get_logger
 from bridge.metrics import Children, Metrics, observe_all
 from bridge.pipeline import Record
+from bridge.retry import RetryPolicy
 from bridge.sinks.base import DELIVERED, Delivered, Failed, Outcome, Rejected, Sink
 from bridge.spool import READ_MAX_BYTES, SpoolReader
 
@@ -57,20 +57,6 @@ STALL_SECONDS = 30.0
 # reached the broker before the cancellation: published twice, and no more.
 GROUP_CALL_SECONDS = 2.0
 PRUNE_SECONDS = 10.0  # idle, empty lanes are forgotten this often (destinations are upstream data)
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    initial: float = 0.2
-    maximum: float = 10.0
-
-    def delay(self, attempt: int) -> float:
-        """Exponential backoff with full jitter for retry ``attempt`` (1-based): uniform
-        between 0 and the ceiling, so many lanes failing together do not retry together."""
-        return random.uniform(0.0, self.ceiling(attempt))  # noqa: S311 - jitter, not crypto
-
-    def ceiling(self, attempt: int) -> float:
-        return float(min(self.maximum, self.initial * 2 ** max(0, min(attempt, 64) - 1)))
 
 
 def stall_message(stalled: float, waiting: int, calls: int, oldest: float) -> str:

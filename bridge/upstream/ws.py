@@ -7,12 +7,14 @@ Between sessions the source decides, from what went wrong, what to do before the
 
 - 400 on upgrade (config missing or disabled) → run ensure again, then retry;
 - 401 / 403 / 404 → the instance is *failed*: reported, retried slowly (a token may be fixed);
-- 429 → wait until ``X-RateLimit-Reset`` (without a usable one: the backoff, like any failure);
+- 429 → wait until ``X-RateLimit-Reset``, or longer if the backoff has grown past it (without a
+  usable reset: the backoff, like any failure);
 - a message over ``max_frame_bytes`` is still read, up to twice that (the pipeline dead-letters
   it with its first bytes, the socket stays open); over twice that the library closes the
   socket (1009) without handing the message over: reported as ``frame_too_large`` (the runner
   counts the drop), then a reconnect;
-- anything else → exponential backoff with full jitter, reset after a healthy session.
+- anything else → the reconnect backoff (``bridge.retry``: exponential, full jitter), counted
+  from the first retry again after a session that lasted ``healthy_after``.
 
 Every upgrade spends one request of the token's bucket. The token goes in the ``token``
 header, never the query string; no ``Origin`` header is sent. A watchdog closes a socket that
@@ -26,7 +28,6 @@ import contextlib
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from pydantic import SecretStr
@@ -49,6 +50,7 @@ from bridge.errors import (
     WebSocketNotEnabledError,
 )
 from bridge.pipeline import Frame
+from bridge.retry import Backoff, RetryPolicy
 from bridge.settings import UpstreamSettings
 from bridge.upstream.ratelimit import TokenBucket, parse_rate_headers, usable_reset
 
@@ -107,22 +109,6 @@ class WatchedConnection(ClientConnection):
         return batch
 
 
-@dataclass
-class Backoff:
-    initial: float
-    maximum: float
-    attempt: int = 0
-
-    def next_delay(self) -> float:
-        """Full jitter: uniform in [0, min(maximum, initial * 2^attempt)]."""
-        ceiling = min(self.maximum, self.initial * 2**self.attempt)
-        self.attempt += 1
-        return random.uniform(0, ceiling)  # noqa: S311 - jitter, not crypto
-
-    def reset(self) -> None:
-        self.attempt = 0
-
-
 def upgrade_error(exc: InvalidStatus, instance: str) -> UpstreamError:
     """The error a refused upgrade stands for (pure)."""
     status = exc.response.status_code
@@ -137,6 +123,13 @@ def upgrade_error(exc: InvalidStatus, instance: str) -> UpstreamError:
         _, reset_at = parse_rate_headers(dict(exc.response.headers.raw_items()))
         return RateLimitedError(text, reset_at=reset_at)
     return UpstreamUnavailableError(text, status=status)
+
+
+def reconnect_policy(settings: UpstreamSettings) -> RetryPolicy:
+    """The reconnect backoff of every instance's socket (pure)."""
+    return RetryPolicy(
+        settings.backoff_initial, settings.backoff_max, healthy_after=settings.healthy_after
+    )
 
 
 def socket_limit(max_frame_bytes: int) -> int:
@@ -175,7 +168,7 @@ class InstanceSource:
         self.observer = observer
         self.ssl = ssl
         self._watchdog_fired = False
-        self.backoff = Backoff(settings.backoff_initial, settings.backoff_max)
+        self.backoff: Backoff = reconnect_policy(settings).start()
         self.url = ws_url(str(settings.base_url), instance)
         self.need_ensure = True
         self._connection: WatchedConnection | None = None
@@ -191,13 +184,11 @@ class InstanceSource:
             except UpstreamError as error:
                 await self._pause(error)
                 continue
-            started = time.monotonic()
+            self.backoff.healthy(time.monotonic())
             async for batch in self._session(connection):
                 yield batch
-            if time.monotonic() - started >= self.settings.healthy_after:
-                self.backoff.reset()
             if not self._stopping.is_set():
-                await self._wait("reconnect", self.backoff.next_delay())
+                await self._wait("reconnect", self._next_delay())
 
     async def _open(self) -> WatchedConnection:
         if self.need_ensure:
@@ -285,7 +276,7 @@ class InstanceSource:
         """Wait before the next try, as the error calls for."""
         if isinstance(error, WebSocketNotEnabledError):
             self.need_ensure = True
-            await self._wait("not_enabled", self.backoff.next_delay())
+            await self._wait("not_enabled", self._next_delay())
         elif isinstance(error, UpstreamAuthError | InstanceNotFoundError):
             self.need_ensure = True
             self.observer.failed(error)
@@ -295,12 +286,15 @@ class InstanceSource:
             now = time.time()
             reset_at = usable_reset(error.reset_at, now)
             if reset_at is None:  # no usable X-RateLimit-Reset: back off like any failure
-                await self._wait("rate_limited", self.backoff.next_delay())
+                await self._wait("rate_limited", self._next_delay())
                 return
             self.bucket.block_until(reset_at)
-            await self._wait("rate_limited", reset_at - now)
+            await self._wait("rate_limited", self._next_delay(hint=reset_at - now))
         else:
-            await self._wait(_reason_of(error), self.backoff.next_delay())
+            await self._wait(_reason_of(error), self._next_delay())
+
+    def _next_delay(self, hint: float | None = None) -> float:
+        return self.backoff.next_delay(time.monotonic(), hint)
 
     async def _wait(self, reason: str, delay: float) -> None:
         self.observer.retrying(reason, delay)

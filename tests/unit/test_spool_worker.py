@@ -11,8 +11,9 @@ from bridge.errors import SinkUnavailableError
 from bridge.metrics import create_metrics
 from bridge.pipeline import Record
 from bridge.pipeline.records import record_id
+from bridge.retry import RetryPolicy
 from bridge.sinks.base import DELIVERED, Failed, Outcome, Rejected
-from bridge.sinks.worker import RetryPolicy, SinkWorker, as_dead_letter
+from bridge.sinks.worker import SinkWorker, as_dead_letter
 from bridge.spool import MemorySpool
 
 
