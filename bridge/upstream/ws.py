@@ -1,8 +1,9 @@
 """One instance's WebSocket: an endless, reconnecting async iterator of frames.
 
 ``async for frames in source`` yields every message read off the socket, stamped at receipt,
-in batches: the message awaited plus the complete ones already buffered behind it (one await,
-one timestamp and one activity note per batch instead of per frame).
+in batches: the message awaited plus the ones already read behind it (:class:`MessageReader`,
+the library's public ``recv`` in a task of its own; one await, one timestamp and one activity
+note per batch instead of per frame).
 Between sessions the source decides, from what went wrong, what to do before the next try:
 
 - 400 on upgrade (config missing or disabled) → run ensure again, then retry;
@@ -27,6 +28,7 @@ import asyncio
 import contextlib
 import random
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
@@ -76,7 +78,12 @@ _DATA = frozenset({Opcode.TEXT, Opcode.BINARY, Opcode.CONT})
 
 class WatchedConnection(ClientConnection):
     """A client connection that notes when the server last sent anything (ping included):
-    control frames as they arrive, messages as they are read (once per batch)."""
+    control frames as they arrive, messages as they are read (once per batch).
+
+    ``process_event`` is the one hook websockets has where a control frame is seen (the library
+    answers pings itself and its public API reports none). It is undocumented: websockets is
+    pinned to the tested range in pyproject.toml and tests/unit/test_ws_batches.py fails
+    loudly if a server ping stops reaching it."""
 
     last_activity: float = 0.0
     on_ping: Callable[[], None] | None = None
@@ -88,25 +95,66 @@ class WatchedConnection(ClientConnection):
             if event.opcode is Opcode.PING and self.on_ping is not None:
                 self.on_ping()
 
-    def buffered(self, first: bytes) -> list[bytes]:
-        """``first`` and the whole messages already buffered behind it, taken without waiting
-        (up to ``BATCH_FRAMES`` messages or ``BATCH_BYTES``). A fragmented message is left to
-        :meth:`recv`, which reassembles it. Reading resumes as ``recv`` would resume it."""
-        batch = [first]
-        size = len(first)
-        assembler = self.recv_messages
-        queue = assembler.frames.queue
-        while queue and len(batch) < BATCH_FRAMES and size < BATCH_BYTES:
-            frame = queue[0]
-            if not frame.fin or frame.opcode is Opcode.CONT:
-                break
-            queue.popleft()
-            data = bytes(frame.data)  # the same object when it is bytes already
-            batch.append(data)
-            size += len(data)
-        assembler.maybe_resume()
-        self.last_activity = time.monotonic()
+
+class MessageReader:
+    """A connection's messages in batches, read with the library's public ``recv`` by a task
+    of its own into a bounded buffer of ours: a batch is the message awaited plus those read
+    behind it (up to ``BATCH_FRAMES`` messages or ``BATCH_BYTES``), one wake-up per batch for
+    the consumer. The buffer holds at most one batch; while it is full nothing more is read
+    and the library's ``max_queue`` pushes back on the socket. Messages come whole (``recv``
+    reassembles fragments), as bytes, in order; the error that ended the reading (the socket
+    closed) is raised once every message read before it was taken."""
+
+    def __init__(self, connection: WatchedConnection) -> None:
+        self.connection = connection
+        self._messages: deque[bytes] = deque()
+        self._bytes = 0
+        self._ended: BaseException | None = None
+        self._ready = asyncio.Event()  # a message, or the end, to take
+        self._room = asyncio.Event()  # the buffer may take more
+        self._room.set()
+        self._task = asyncio.create_task(self._read(), name="ws-reader")
+
+    def _full(self) -> bool:
+        return len(self._messages) >= BATCH_FRAMES or self._bytes >= BATCH_BYTES
+
+    async def _read(self) -> None:
+        try:
+            while True:
+                if self._full():
+                    self._room.clear()
+                    await self._room.wait()
+                message = await self.connection.recv(decode=False)
+                self._messages.append(message)
+                self._bytes += len(message)
+                self._ready.set()
+        except Exception as exc:  # noqa: BLE001 - handed to the consumer, in order
+            self._ended = exc
+            self._ready.set()
+
+    async def batch(self) -> list[bytes]:
+        """The next messages (at least one); raises what ended the reading after the last."""
+        messages = self._messages
+        while not messages:
+            if self._ended is not None:
+                raise self._ended
+            self._ready.clear()
+            await self._ready.wait()
+        batch = [messages.popleft()]
+        size = len(batch[0])
+        while messages and len(batch) < BATCH_FRAMES and size < BATCH_BYTES:
+            batch.append(messages.popleft())
+            size += len(batch[-1])
+        self._bytes -= size
+        self._room.set()
+        self.connection.last_activity = time.monotonic()
         return batch
+
+    async def close(self) -> None:
+        """Stop reading (a pending ``recv`` is cancelled, which the library allows)."""
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
 
 
 def upgrade_error(exc: InvalidStatus, instance: str) -> UpstreamError:
@@ -232,10 +280,11 @@ class InstanceSource:
         watchdog = asyncio.create_task(self._watchdog(connection))
         reensure = asyncio.create_task(self._reensure())
         reason = "closed"
+        reader = MessageReader(connection)
         try:
             instance = self.instance
             while True:  # bytes as received, text frames too: no decode and re-encode
-                batch = connection.buffered(await connection.recv(decode=False))
+                batch = await reader.batch()
                 received_ns = time.time_ns()
                 self.observer.activity(ping=False)
                 yield [Frame(instance, raw, received_ns) for raw in batch]
@@ -246,6 +295,7 @@ class InstanceSource:
         finally:
             watchdog.cancel()
             reensure.cancel()
+            await reader.close()
             self._connection = None
             if self._watchdog_fired:
                 reason = "watchdog"
