@@ -3,6 +3,11 @@
 Prefix ``ryze_bridge_``, base units, ``_total`` counters. Labels stay low-cardinality: instance
 names, event names (unknown ones folded into ``other``), destinations, reasons; never message
 ids, chat ids or tokens. Tests pass a fresh ``CollectorRegistry``.
+
+The histograms are :class:`BatchHistogram`, a collector of ours on the client's public
+collector interface, exposed exactly as the client's ``Histogram``: a batch of latencies is
+counted at once, and the shipper's counts reach this process as data (``sink_side_changes``)
+added bucket by bucket, without the client's internals.
 """
 
 from __future__ import annotations
