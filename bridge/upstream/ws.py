@@ -330,7 +330,7 @@ class InstanceSource:
         elif isinstance(error, UpstreamAuthError | InstanceNotFoundError):
             self.need_ensure = True
             self.observer.failed(error)
-            delay = self.settings.failed_retry_seconds
+            delay = self.settings.failed_retry_seconds  # a slow fixed period, not a backoff:
             await self._wait("failed", random.uniform(delay * 0.8, delay))  # noqa: S311
         elif isinstance(error, RateLimitedError):
             now = time.time()
