@@ -140,9 +140,8 @@ class AdminServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self.tls)
         await site.start()
-        server = site._server
-        if self.port == 0 and server is not None and server.sockets:  # type: ignore[attr-defined]
-            self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        if self.port == 0:  # the port the system chose (the one site's listening socket)
+            self.port = int(self._runner.addresses[0][1])
 
     async def close(self) -> None:
         if self._runner is not None:

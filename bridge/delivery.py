@@ -32,11 +32,12 @@ from bridge.errors import ConfigError, SinkConfigError, SinkUnavailableError, Sp
 from bridge.logs import get_logger
 from bridge.metrics import Metrics, init_sink
 from bridge.pipeline import Record
+from bridge.retry import RetryPolicy
 from bridge.settings import Settings
 from bridge.shipper.parent import ShipperDelivery
 from bridge.sinks.base import Sink
 from bridge.sinks.redis import Fencing
-from bridge.sinks.worker import RetryPolicy, SinkWorker
+from bridge.sinks.worker import SinkWorker
 from bridge.spool import SpoolReader
 from bridge.spool.disk import DiskSpool
 from bridge.spool.tail import SpoolTail, follow
@@ -191,10 +192,12 @@ class WorkerDelivery:
         """Start the sink, run a worker; whatever ends it, start again after a backoff. A
         cancellation is the end only when asked for (``stop_worker``); any other is a crash."""
         sink_settings = self.settings.sink
-        retry = RetryPolicy(sink_settings.retry_initial, sink_settings.retry_max)
-        attempt = 0
+        retry = RetryPolicy(
+            sink_settings.retry_initial, sink_settings.retry_max, healthy_after=HEALTHY_SECONDS
+        )
+        restarts = retry.start()
         while not self._stopping:
-            started = time.monotonic()
+            restarts.healthy(time.monotonic())
             try:
                 await self._start_sink(retry)
                 if self._stopping:  # a cancellation a library swallowed: stop all the same
@@ -221,9 +224,8 @@ class WorkerDelivery:
                 error = exc
             if self._stopping:
                 return
-            attempt = 1 if time.monotonic() - started > HEALTHY_SECONDS else attempt + 1
             renew = not isinstance(error, SpoolError)
-            await self._crashed(error, retry.delay(attempt), renew=renew)
+            await self._crashed(error, restarts.next_delay(time.monotonic()), renew=renew)
 
     async def _crashed(self, error: BaseException, delay: float, *, renew: bool) -> None:
         """A worker died: logged, counted, shown; after ``delay`` the next one starts, on a
@@ -254,7 +256,7 @@ class WorkerDelivery:
         may have changed). One log line per episode of the latter, one when it is over."""
         if self.started:
             return
-        attempt = 0
+        unreachable = retry.start()
         refused: str | None = None
         while True:
             try:
@@ -270,10 +272,9 @@ class WorkerDelivery:
                 self._renew = True
                 continue
             except SinkUnavailableError as exc:
-                attempt += 1
                 self._sink_down(f"the sink is unreachable: {exc}")
                 log.warning("sink.unavailable", sink=self.sink.kind, error=str(exc))
-                await asyncio.sleep(retry.delay(attempt))
+                await asyncio.sleep(unreachable.next_delay(time.monotonic()))
                 self._renew = True  # what a failed start left open is closed first
                 continue
             break

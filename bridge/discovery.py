@@ -1,6 +1,8 @@
 """Discovery: the instances of an account, listed with its TokenAccount, become runners.
 
-Every ``refresh_seconds`` the account is listed (one request); names are matched against the
+Every ``refresh_seconds`` the account is listed (one request, retried within the REST budget;
+a listing that still fails is tried again after the retry policy's backoff, at most
+``refresh_seconds``, instead of a whole period later); names are matched against the
 include/exclude globs; explicit ``instances:`` entries override discovered ones. The list
 answer carries each instance's WebSocket config, so a new runner's first ensure spends no
 GET. All calls and upgrades share the account token's bucket; the expected time to connect
@@ -11,11 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import time
 from collections.abc import Awaitable, Callable, Mapping
 
 from bridge.errors import ConfigError, UpstreamError
 from bridge.logs import get_logger, register_secret
 from bridge.metrics import Metrics
+from bridge.retry import RetryPolicy
 from bridge.settings import DiscoverySettings, InstanceSettings, read_secret
 from bridge.upstream.ratelimit import BucketRegistry
 from bridge.upstream.rest import ListedInstance, RestClient, WsConfig, same_config
@@ -37,6 +41,11 @@ def requests_needed(listed: list[ListedInstance], settings: DiscoverySettings) -
     config is not the desired one (pure)."""
     desired = desired_ws(list(settings.events), settings.media_base64)
     return sum(1 + (0 if same_config(i.websocket, desired) else 1) for i in listed)
+
+
+def relist_policy(refresh_seconds: float) -> RetryPolicy:
+    """The backoff between failed listings: from a second up to the refresh period (pure)."""
+    return RetryPolicy(min(1.0, refresh_seconds), refresh_seconds)
 
 
 def connect_eta(requests: int, per_minute: float, burst: float) -> float:
@@ -66,25 +75,31 @@ class Discovery:
         self.running: set[str] = set()
 
     async def run(self) -> None:
+        failures = relist_policy(self.settings.refresh_seconds).start()
         while True:
-            await self.refresh()
-            await asyncio.sleep(self.settings.refresh_seconds)
+            if await self.refresh():
+                failures.reset()
+                await asyncio.sleep(self.settings.refresh_seconds)
+            else:
+                await asyncio.sleep(failures.next_delay(time.monotonic()))
 
-    async def refresh(self) -> None:
-        """List the account once and hand the wanted set of instances to the supervisor."""
+    async def refresh(self) -> bool:
+        """List the account once and hand the wanted set of instances to the supervisor;
+        False when the listing failed (nothing changed)."""
         try:
             token = read_secret(
                 "discovery.token", self.settings.token_env, self.settings.token_file, self.environ
             )
             if token is None:
-                return
+                return False
             register_secret(token.get_secret_value())
             bucket = self.buckets.for_token(token)
-            listed = await self.rest_factory(token, bucket).list_instances()
+            rest = self.rest_factory(token, bucket)
+            listed = await rest.with_retries(rest.list_instances)
         except (ConfigError, UpstreamError) as exc:
             self.metrics.discovery_runs.labels("error").inc()
             log.error("discovery.failed", error=str(exc))
-            return
+            return False
         wanted = [
             i for i in listed if selected(i.name, self.settings.include, self.settings.exclude)
         ]
@@ -100,3 +115,4 @@ class Discovery:
             log.info("discovery.scheduled", new=len(fresh), total=len(desired), eta_seconds=eta)
         await self.apply(desired, known)
         self.running = set(desired)
+        return True

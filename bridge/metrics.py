@@ -3,14 +3,23 @@
 Prefix ``ryze_bridge_``, base units, ``_total`` counters. Labels stay low-cardinality: instance
 names, event names (unknown ones folded into ``other``), destinations, reasons; never message
 ids, chat ids or tokens. Tests pass a fresh ``CollectorRegistry``.
+
+The histograms are :class:`BatchHistogram`, a collector of ours on the client's public
+collector interface, exposed exactly as the client's ``Histogram``: a batch of latencies is
+counted at once, and the shipper's counts reach this process as data (``sink_side_changes``)
+added bucket by bucket, without the client's internals.
 """
 
 from __future__ import annotations
 
 import bisect
 import contextlib
+import functools
+import math
 import platform
-from collections.abc import Iterable
+import threading
+from collections import Counter as Tally
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,10 +27,12 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
-    Histogram,
     Info,
     disable_created_metrics,
 )
+from prometheus_client.core import HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from bridge import __version__
 from bridge.pipeline.filter import is_known_event
@@ -48,26 +59,116 @@ class Children:
         return child
 
 
-def observe_all(histogram: Any, amounts: Iterable[float]) -> None:
-    """``histogram.observe(a)`` for every amount, with one increment per bucket touched and one
-    of the sum, instead of two locked increments per amount (a batch of a thousand latencies).
-    Relies on the client's bucket layout; any other layout observes one by one."""
-    bounds = getattr(histogram, "_upper_bounds", None)
-    buckets = getattr(histogram, "_buckets", None)
-    total = getattr(histogram, "_sum", None)
-    if bounds is None or buckets is None or total is None or len(bounds) != len(buckets):
-        for amount in amounts:
-            histogram.observe(amount)
-        return
-    counts: dict[int, int] = {}
-    summed = 0.0
-    for amount in amounts:
-        index = bisect.bisect_left(bounds, amount)  # the first bound >= amount, as observe()
-        counts[index] = counts.get(index, 0) + 1
-        summed += amount
-    total.inc(summed)
-    for index, count in counts.items():
-        buckets[index].inc(count)
+class HistogramChild:
+    """One label set of a :class:`BatchHistogram`: plain per-bucket counts and a sum, ours to
+    add to a batch at a time (one lock per batch, not two locked increments per amount)."""
+
+    __slots__ = ("_bounds", "_counts", "_lock", "_sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self._bounds = bounds  # ascending, the last one +Inf
+        self._counts = [0.0] * len(bounds)  # per bucket, not cumulative
+        self._sum = 0.0
+        self._lock = threading.Lock()
+
+    def observe(self, amount: float) -> None:
+        """One amount, into the first bucket whose bound is >= it (as the client does)."""
+        index = bisect.bisect_left(self._bounds, amount)
+        with self._lock:
+            self._counts[index] += 1
+            self._sum += amount
+
+    def observe_all(self, amounts: Iterable[float]) -> None:
+        """Every amount, as :meth:`observe` one by one would count them."""
+        values = amounts if isinstance(amounts, list | tuple) else list(amounts)
+        counts = Tally(map(functools.partial(bisect.bisect_left, self._bounds), values))
+        total = sum(values)
+        with self._lock:
+            for index, count in counts.items():
+                self._counts[index] += count
+            self._sum += total
+
+    def add_cumulative(self, cumulative: Mapping[str, float], total: float) -> None:
+        """Add another histogram's increases: bucket counts by ``le`` label, cumulative as
+        exposed, and the sum. A bound missing from ``cumulative`` adds nothing to its bucket
+        (its amounts go to the next bound given)."""
+        with self._lock:
+            below = 0.0
+            for index, bound in enumerate(self._bounds):
+                value = cumulative.get(le_label(bound))
+                if value is None:
+                    continue
+                self._counts[index] += value - below
+                below = value
+            self._sum += total
+
+    def snapshot(self) -> tuple[list[tuple[str, float]], float]:
+        """Cumulative ``(le, count)`` pairs, +Inf last, and the sum."""
+        with self._lock:
+            counts, total = list(self._counts), self._sum
+        running = 0.0
+        buckets: list[tuple[str, float]] = []
+        for bound, count in zip(self._bounds, counts, strict=True):
+            running += count
+            buckets.append((le_label(bound), running))
+        return buckets, total
+
+
+class BatchHistogram(Collector):
+    """A labelled Prometheus histogram whose counts are plain data of ours, exposed through
+    the client's public collector interface (``Collector`` + ``HistogramMetricFamily``):
+    batches observe at once (:func:`observe_all`) and the shipper's increases are added
+    (:func:`apply_sink_side`) without touching the client's internals. Exposition is that of
+    ``prometheus_client.Histogram`` (``_bucket{le}``, ``_count``, ``_sum``)."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: tuple[str, ...],
+        buckets: Iterable[float],
+        registry: CollectorRegistry,
+    ) -> None:
+        bounds = sorted(float(b) for b in buckets)
+        if not bounds or bounds[-1] != math.inf:
+            bounds.append(math.inf)
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = labelnames
+        self._bounds = tuple(bounds)
+        self._children: dict[tuple[str, ...], HistogramChild] = {}
+        self._lock = threading.Lock()
+        registry.register(self)
+
+    def labels(self, *values: str, **named: str) -> HistogramChild:
+        """The child of one label set, made at zero the first time (as the client's)."""
+        key = tuple(named[n] for n in self.labelnames) if named else tuple(map(str, values))
+        if len(key) != len(self.labelnames):
+            raise ValueError(f"{self.name}: labels {self.labelnames}, got {key}")
+        with self._lock:
+            child = self._children.get(key)
+            if child is None:
+                child = self._children[key] = HistogramChild(self._bounds)
+        return child
+
+    def collect(self) -> Iterable[Metric]:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        with self._lock:
+            children = list(self._children.items())
+        for key, child in children:
+            buckets, total = child.snapshot()
+            family.add_metric(list(key), buckets, total)
+        yield family
+
+
+def observe_all(histogram: HistogramChild, amounts: Iterable[float]) -> None:
+    """``histogram.observe(a)`` for every amount, counted at once (a batch of latencies)."""
+    histogram.observe_all(amounts)
+
+
+def le_label(bound: float) -> str:
+    """A bucket's ``le`` label as the client writes it (``0.005``, ``1.0``, ``+Inf``)."""
+    return str(floatToGoString(bound))  # type: ignore[no-untyped-call]
 
 
 def event_label(event: str) -> str:
@@ -90,7 +191,7 @@ class Metrics:
     events_published: Counter
     dlq_records: Counter
     publish_errors: Counter
-    publish_latency: Histogram
+    publish_latency: BatchHistogram
     spool_bytes: Gauge
     spool_events: Gauge
     spool_max_bytes: Gauge
@@ -107,7 +208,7 @@ class Metrics:
     cluster_shards_owned: Gauge
     reader_paused: Counter
     cluster_rebalances: Counter
-    cluster_handover: Histogram
+    cluster_handover: BatchHistogram
     shipper_restarts: Counter
     sink_worker_restarts: Counter
 
@@ -169,7 +270,7 @@ def create_metrics(registry: CollectorRegistry | None = None) -> Metrics:
         publish_errors=counter(
             "publish_errors", "Failed publish attempts, by error class.", ("sink", "error")
         ),
-        publish_latency=Histogram(
+        publish_latency=BatchHistogram(
             f"{PREFIX}_publish_latency_seconds",
             "From receipt off the socket to the broker's acknowledgement.",
             ("sink",),
@@ -223,7 +324,7 @@ def create_metrics(registry: CollectorRegistry | None = None) -> Metrics:
         cluster_rebalances=counter(
             "cluster_rebalances", "Changes of this replica's shards (assignments, leases)."
         ),
-        cluster_handover=Histogram(
+        cluster_handover=BatchHistogram(
             f"{PREFIX}_cluster_handover_seconds",
             "Shard moves: 'release' = sockets closed and drained before letting a shard go; "
             "'takeover' = from gaining a shard to all its instances connected.",
@@ -305,6 +406,7 @@ SINK_SIDE = (
 )
 SampleKey = tuple[str, str, tuple[tuple[str, str], ...]]  # metric attribute, sample, labels
 Change = tuple[str, str, list[tuple[str, str]], float]
+SUM = "sum"  # the key of a histogram's sum beside its ``le`` bounds (never a bound's label)
 
 
 def sink_side_values(metrics: Metrics) -> dict[SampleKey, float]:
@@ -335,48 +437,24 @@ def sink_side_changes(
 
 def apply_sink_side(metrics: Metrics, changes: Iterable[Change]) -> None:
     """Add what the shipper counted to this process's metrics (see :func:`sink_side_changes`).
-    Histogram buckets arrive cumulative (``le``) and are added bucket by bucket, with the sum,
-    through the client's bucket layout as :func:`observe_all` does."""
+    Histogram buckets arrive cumulative (``le``) and are added bucket by bucket, with the sum
+    (:meth:`HistogramChild.add_cumulative`)."""
     histograms: dict[tuple[str, tuple[tuple[str, str], ...]], dict[str, float]] = {}
     for attr, sample, pairs, amount in changes:
         labels = dict(pairs)
         metric = getattr(metrics, attr)
-        if isinstance(metric, Histogram):
+        if isinstance(metric, BatchHistogram):
             if sample.endswith("_bucket"):
                 le = labels.pop("le")
                 key = (attr, tuple(sorted(labels.items())))
                 histograms.setdefault(key, {})[le] = amount
             elif sample.endswith("_sum"):
                 key = (attr, tuple(sorted(labels.items())))
-                histograms.setdefault(key, {})["sum"] = amount
+                histograms.setdefault(key, {})[SUM] = amount
         elif isinstance(metric, Gauge):
             metric.labels(**labels).set(amount)
         else:
             metric.labels(**labels).inc(amount)
     for (attr, label_pairs), amounts in histograms.items():
-        _add_to_histogram(getattr(metrics, attr).labels(**dict(label_pairs)), amounts)
-
-
-def _add_to_histogram(child: Any, amounts: dict[str, float]) -> None:
-    bounds = getattr(child, "_upper_bounds", None)
-    buckets = getattr(child, "_buckets", None)
-    total = getattr(child, "_sum", None)
-    if bounds is None or buckets is None or total is None:
-        return
-    below = 0.0
-    for index, bound in enumerate(bounds):
-        cumulative = amounts.get(_le(bound))
-        if cumulative is None:
-            continue
-        if cumulative - below:
-            buckets[index].inc(cumulative - below)
-        below = cumulative
-    if amounts.get("sum"):
-        total.inc(amounts["sum"])
-
-
-def _le(bound: float) -> str:
-    """A bucket's ``le`` label as the client writes it."""
-    from prometheus_client.utils import floatToGoString  # noqa: PLC0415 - helper, used rarely
-
-    return str(floatToGoString(bound))  # type: ignore[no-untyped-call]
+        total = amounts.pop(SUM, 0.0)
+        getattr(metrics, attr).labels(**dict(label_pairs)).add_cumulative(amounts, total)

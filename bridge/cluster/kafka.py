@@ -25,6 +25,11 @@ import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.cluster import ClusterMetadata
+
+# aiokafka's top-level package exports no assignor API: a custom assignor subclasses these
+# (the way its own RoundRobinPartitionAssignor does), and two things only its group
+# coordinator knows are read from it (see coordinator_of). aiokafka is pinned to the tested
+# range in pyproject.toml; tests/unit/test_aiokafka_contract.py fails loudly when any of it moves.
 from aiokafka.coordinator.assignors.abstract import AbstractPartitionAssignor
 from aiokafka.coordinator.protocol import (
     ConsumerProtocolMemberAssignment,
@@ -112,6 +117,19 @@ async def _partition_count(admin: AIOKafkaAdminClient, topic: str, tries: int = 
             return partitions
         await asyncio.sleep(0.25)
     return partitions
+
+
+def coordinator_of(consumer: AIOKafkaConsumer | None) -> Any:
+    """The consumer's group coordinator (None before start): the only place aiokafka keeps
+    the member id (``""`` once the group has thrown the member out) and the only way to ask
+    for a new round (``request_rejoin``) without leaving the group; it has no public API for
+    either."""
+    return getattr(consumer, "_coordinator", None)
+
+
+def thrown_out(coordinator: Any) -> bool:
+    """Whether the group has forgotten this member (its member id reset to unknown)."""
+    return coordinator is not None and getattr(coordinator, "member_id", None) == ""
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -223,9 +241,7 @@ class KafkaMembership:
     async def revoked(self) -> None:
         """The start of a round. A member still in the group keeps reading; one that was
         thrown out (session expired, e.g. after a freeze) has lost everything: stop now."""
-        coordinator = getattr(self._consumer, "_coordinator", None)
-        thrown_out = coordinator is not None and getattr(coordinator, "member_id", None) == ""
-        if thrown_out and self.claimed():
+        if thrown_out(coordinator_of(self._consumer)) and self.claimed():
             lost = self.claimed()
             log.warning("cluster.shards_lost", shards=len(lost))
             async with self._lock:
@@ -267,7 +283,7 @@ class KafkaMembership:
 
     def _rejoin(self) -> None:
         """Ask for another round now that released shards are free to be handed on."""
-        coordinator = getattr(self._consumer, "_coordinator", None)
+        coordinator = coordinator_of(self._consumer)
         if coordinator is not None:
             coordinator.request_rejoin()
 

@@ -25,6 +25,7 @@ from pydantic import SecretStr
 from bridge.errors import ConfigError, LinkError
 from bridge.logs import get_logger, logging_configured
 from bridge.metrics import Metrics, apply_sink_side, init_sink
+from bridge.retry import RetryPolicy
 from bridge.settings import Settings
 from bridge.shipper.link import (
     FROM_SHIPPER,
@@ -43,7 +44,6 @@ from bridge.shipper.link import (
     receive,
     send,
 )
-from bridge.sinks.worker import RetryPolicy
 from bridge.spool import Position
 from bridge.spool.disk import DiskSpool
 from bridge.wiring import sink_password
@@ -132,10 +132,11 @@ class ShipperDelivery:
         self._task = asyncio.create_task(self._keep_running(), name="shipper")
 
     async def _keep_running(self) -> None:
-        retry = RetryPolicy(self.settings.sink.retry_initial, self.settings.sink.retry_max)
-        attempt = 0
+        sink = self.settings.sink
+        retry = RetryPolicy(sink.retry_initial, sink.retry_max, healthy_after=HEALTHY_SECONDS)
+        restarts = retry.start()
         while not self._stopping:
-            started = time.monotonic()
+            restarts.healthy(time.monotonic())
             try:
                 self.password = sink_password(self.settings, self.environ)  # read again each time
                 code = await self._run_once()
@@ -149,12 +150,12 @@ class ShipperDelivery:
                 code = -1
             if self._stopping:
                 return
-            attempt = 1 if time.monotonic() - started > HEALTHY_SECONDS else attempt + 1
+            delay = restarts.next_delay(time.monotonic())
             self.metrics.shipper_restarts.inc()
             self.metrics.sink_up.labels(self.kind).set(0)
             self._problem = f"the shipper exited (code {code}); restarting"
-            log.error("shipper.exited", code=code, attempt=attempt)
-            await asyncio.sleep(retry.delay(attempt))
+            log.error("shipper.exited", code=code, attempt=restarts.attempt)
+            await asyncio.sleep(delay)
 
     async def _run_once(self) -> int:
         """One shipper's life; its exit code."""

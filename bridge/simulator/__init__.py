@@ -56,8 +56,7 @@ class Simulator:
             context.load_cert_chain(self.config.tls_cert, self.config.tls_key)
         site = web.TCPSite(self._runner, self.config.host, self.config.port, ssl_context=context)
         await site.start()
-        server: Any = site._server
-        self.port = server.sockets[0].getsockname()[1]
+        self.port = int(self._runner.addresses[0][1])  # the one site's socket: port 0 resolved
         self.server.base_url = self.base_url
         for factory in self.server.factories.values():  # made before start (set_mix)
             factory.base_url = self.base_url

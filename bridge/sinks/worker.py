@@ -22,17 +22,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from bridge.errors import SinkError
 from bridge.logs import get_logger
 from bridge.metrics import Metrics
 from bridge.pipeline import Record
+from bridge.retry import RetryPolicy
 from bridge.sinks.base import Failed, Outcome, Sink
 from bridge.sinks.calls import Call, Calls
 from bridge.sinks.settle import Errors, Failures, Settlement
@@ -47,20 +46,6 @@ SLOW_CALL_SECONDS = 2.0  # a call this old is slow: it no longer holds a place
 # A call holding several lanes this old is cancelled (bridge/sinks/calls.py says why).
 GROUP_CALL_SECONDS = 2.0
 PRUNE_SECONDS = 10.0  # idle, empty lanes are forgotten this often (destinations are upstream data)
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    initial: float = 0.2
-    maximum: float = 10.0
-
-    def delay(self, attempt: int) -> float:
-        """Exponential backoff with full jitter for retry ``attempt`` (1-based): uniform
-        between 0 and the ceiling, so many lanes failing together do not retry together."""
-        return random.uniform(0.0, self.ceiling(attempt))  # noqa: S311 - jitter, not crypto
-
-    def ceiling(self, attempt: int) -> float:
-        return float(min(self.maximum, self.initial * 2 ** max(0, min(attempt, 64) - 1)))
 
 
 class SinkWorker:

@@ -118,11 +118,17 @@ def usable_reset(reset_at: float | None, now: float) -> float | None:
 
 
 def parse_rate_headers(headers: dict[str, str]) -> tuple[int | None, float | None]:
-    """``X-RateLimit-Remaining`` and ``-Reset`` from response headers, when well formed."""
+    """``X-RateLimit-Remaining`` and ``-Reset`` from response headers, each when present and
+    well formed (a 429 with a reset and no remaining still says when to come back) (pure)."""
     lowered = {k.lower(): v for k, v in headers.items()}
+    remaining = _number(lowered.get("x-ratelimit-remaining"), int)
+    reset_at = _number(lowered.get("x-ratelimit-reset"), float)
+    return (None if remaining is None else int(remaining)), reset_at
+
+
+def _number(text: str | None, kind: Callable[[str], float]) -> float | None:
+    """``kind(text)``, or None when there is no text or it does not parse (pure)."""
     try:
-        remaining = int(lowered["x-ratelimit-remaining"])
-        reset_at = float(lowered["x-ratelimit-reset"])
-    except (KeyError, ValueError):
-        return None, None
-    return remaining, reset_at
+        return None if text is None else kind(text)
+    except ValueError:
+        return None

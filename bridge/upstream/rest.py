@@ -1,15 +1,15 @@
 """RyzeAPI REST: read and, when it differs, write an instance's WebSocket config ("ensure").
 
-Errors are translated here, once, into the tree of ``bridge.errors``. Calls are bounded
-(attempts and total time, full jitter) and every call first spends one request from the
-token's bucket, shared with the WebSocket upgrades.
+Errors are translated here, once, into the tree of ``bridge.errors``. Calls are retried within
+a bound (attempts and total time) with the bridge's retry policy (``bridge.retry``: exponential,
+full jitter; a 429's usable ``X-RateLimit-Reset`` is the policy's hint, so the retry waits at
+least until then). Every call first spends one request from the token's bucket, shared with
+the WebSocket upgrades; the client waits on the bucket's clock.
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
@@ -26,6 +26,7 @@ from bridge.errors import (
     UpstreamProtocolError,
     UpstreamUnavailableError,
 )
+from bridge.retry import RetryPolicy
 from bridge.settings import EVENT_NAMES
 from bridge.upstream.ratelimit import TokenBucket, parse_rate_headers, usable_reset
 
@@ -138,15 +139,23 @@ def translate(response: httpx.Response, instance: str) -> UpstreamError:
 
 @dataclass(frozen=True, slots=True)
 class RetryBudget:
-    """Bounded retries for request/response calls: attempts and total time, full jitter."""
+    """Bounded retries for request/response calls: at most ``attempts`` calls and
+    ``total_seconds``, waiting as the retry policy of ``initial`` and ``maximum`` says."""
 
     attempts: int = 4
     total_seconds: float = 30.0
     initial: float = 0.5
     maximum: float = 8.0
 
-    def delay(self, attempt: int) -> float:
-        return random.uniform(0, min(self.maximum, self.initial * 2**attempt))  # noqa: S311
+    @property
+    def policy(self) -> RetryPolicy:
+        return RetryPolicy(self.initial, self.maximum)
+
+
+def reset_wait(error: RateLimitedError, now: float) -> float | None:
+    """Seconds from ``now`` to a 429's usable reset (the retry policy's hint), if any (pure)."""
+    reset_at = usable_reset(error.reset_at, now)
+    return None if reset_at is None else reset_at - now
 
 
 REST_IN_FLIGHT = 16
@@ -189,8 +198,8 @@ class RestClient:
         if response.status_code == 429:
             error = translate(response, instance)
             limited = error.reset_at if isinstance(error, RateLimitedError) else None
-            reset_at = usable_reset(limited, time.time())
-            if reset_at is not None:  # otherwise with_retries' backoff is the wait
+            reset_at = usable_reset(limited, self.bucket.clock())
+            if reset_at is not None:  # the others sharing the token hold off until then too
                 self.bucket.block_until(reset_at)
             raise error
         return response
@@ -239,17 +248,23 @@ class RestClient:
         return "created" if current is None else "updated"
 
     async def with_retries(self, call: Callable[[], Awaitable[T]]) -> T:
-        """Retry transient failures (5xx, network, 429) within the retry budget."""
-        deadline = time.monotonic() + self.retry.total_seconds
-        attempt = 0
+        """Retry transient failures (5xx, network, 429) within the retry budget; after a 429
+        with a usable reset the wait lasts at least until that reset."""
+        clock = self.bucket.clock
+        deadline = clock() + self.retry.total_seconds
+        backoff = self.retry.policy.start()
         while True:
             try:
                 return await call()
-            except (UpstreamUnavailableError, RateLimitedError):
-                attempt += 1
-                if attempt >= self.retry.attempts or time.monotonic() >= deadline:
+            except (UpstreamUnavailableError, RateLimitedError) as error:
+                now = clock()
+                if backoff.attempt + 1 >= self.retry.attempts or now >= deadline:
                     raise
-            await asyncio.sleep(self.retry.delay(attempt))
+                hint = reset_wait(error, now) if isinstance(error, RateLimitedError) else None
+                delay = backoff.next_delay(now, hint)
+            if hint is not None and self.on_wait:
+                self.on_wait(delay)
+            await self.bucket.sleep(delay)
 
 
 def _json(response: httpx.Response, instance: str) -> Any:

@@ -1,18 +1,21 @@
 """One instance's WebSocket: an endless, reconnecting async iterator of frames.
 
 ``async for frames in source`` yields every message read off the socket, stamped at receipt,
-in batches: the message awaited plus the complete ones already buffered behind it (one await,
-one timestamp and one activity note per batch instead of per frame).
+in batches: the message awaited plus the ones already read behind it (:class:`MessageReader`,
+the library's public ``recv`` in a task of its own; one await, one timestamp and one activity
+note per batch instead of per frame).
 Between sessions the source decides, from what went wrong, what to do before the next try:
 
 - 400 on upgrade (config missing or disabled) → run ensure again, then retry;
 - 401 / 403 / 404 → the instance is *failed*: reported, retried slowly (a token may be fixed);
-- 429 → wait until ``X-RateLimit-Reset`` (without a usable one: the backoff, like any failure);
+- 429 → wait until ``X-RateLimit-Reset``, or longer if the backoff has grown past it (without a
+  usable reset: the backoff, like any failure);
 - a message over ``max_frame_bytes`` is still read, up to twice that (the pipeline dead-letters
   it with its first bytes, the socket stays open); over twice that the library closes the
   socket (1009) without handing the message over: reported as ``frame_too_large`` (the runner
   counts the drop), then a reconnect;
-- anything else → exponential backoff with full jitter, reset after a healthy session.
+- anything else → the reconnect backoff (``bridge.retry``: exponential, full jitter), counted
+  from the first retry again after a session that lasted ``healthy_after``.
 
 Every upgrade spends one request of the token's bucket. The token goes in the ``token``
 header, never the query string; no ``Origin`` header is sent. A watchdog closes a socket that
@@ -25,8 +28,8 @@ import asyncio
 import contextlib
 import random
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from pydantic import SecretStr
@@ -49,6 +52,7 @@ from bridge.errors import (
     WebSocketNotEnabledError,
 )
 from bridge.pipeline import Frame
+from bridge.retry import Backoff, RetryPolicy
 from bridge.settings import UpstreamSettings
 from bridge.upstream.ratelimit import TokenBucket, parse_rate_headers, usable_reset
 
@@ -74,7 +78,12 @@ _DATA = frozenset({Opcode.TEXT, Opcode.BINARY, Opcode.CONT})
 
 class WatchedConnection(ClientConnection):
     """A client connection that notes when the server last sent anything (ping included):
-    control frames as they arrive, messages as they are read (once per batch)."""
+    control frames as they arrive, messages as they are read (once per batch).
+
+    ``process_event`` is the one hook websockets has where a control frame is seen (the library
+    answers pings itself and its public API reports none). It is undocumented: websockets is
+    pinned to the tested range in pyproject.toml and tests/unit/test_ws_batches.py fails
+    loudly if a server ping stops reaching it."""
 
     last_activity: float = 0.0
     on_ping: Callable[[], None] | None = None
@@ -86,41 +95,66 @@ class WatchedConnection(ClientConnection):
             if event.opcode is Opcode.PING and self.on_ping is not None:
                 self.on_ping()
 
-    def buffered(self, first: bytes) -> list[bytes]:
-        """``first`` and the whole messages already buffered behind it, taken without waiting
-        (up to ``BATCH_FRAMES`` messages or ``BATCH_BYTES``). A fragmented message is left to
-        :meth:`recv`, which reassembles it. Reading resumes as ``recv`` would resume it."""
-        batch = [first]
-        size = len(first)
-        assembler = self.recv_messages
-        queue = assembler.frames.queue
-        while queue and len(batch) < BATCH_FRAMES and size < BATCH_BYTES:
-            frame = queue[0]
-            if not frame.fin or frame.opcode is Opcode.CONT:
-                break
-            queue.popleft()
-            data = bytes(frame.data)  # the same object when it is bytes already
-            batch.append(data)
-            size += len(data)
-        assembler.maybe_resume()
-        self.last_activity = time.monotonic()
+
+class MessageReader:
+    """A connection's messages in batches, read with the library's public ``recv`` by a task
+    of its own into a bounded buffer of ours: a batch is the message awaited plus those read
+    behind it (up to ``BATCH_FRAMES`` messages or ``BATCH_BYTES``), one wake-up per batch for
+    the consumer. The buffer holds at most one batch; while it is full nothing more is read
+    and the library's ``max_queue`` pushes back on the socket. Messages come whole (``recv``
+    reassembles fragments), as bytes, in order; the error that ended the reading (the socket
+    closed) is raised once every message read before it was taken."""
+
+    def __init__(self, connection: WatchedConnection) -> None:
+        self.connection = connection
+        self._messages: deque[bytes] = deque()
+        self._bytes = 0
+        self._ended: BaseException | None = None
+        self._ready = asyncio.Event()  # a message, or the end, to take
+        self._room = asyncio.Event()  # the buffer may take more
+        self._room.set()
+        self._task = asyncio.create_task(self._read(), name="ws-reader")
+
+    def _full(self) -> bool:
+        return len(self._messages) >= BATCH_FRAMES or self._bytes >= BATCH_BYTES
+
+    async def _read(self) -> None:
+        try:
+            while True:
+                if self._full():
+                    self._room.clear()
+                    await self._room.wait()
+                message = await self.connection.recv(decode=False)
+                self._messages.append(message)
+                self._bytes += len(message)
+                self._ready.set()
+        except Exception as exc:  # noqa: BLE001 - handed to the consumer, in order
+            self._ended = exc
+            self._ready.set()
+
+    async def batch(self) -> list[bytes]:
+        """The next messages (at least one); raises what ended the reading after the last."""
+        messages = self._messages
+        while not messages:
+            if self._ended is not None:
+                raise self._ended
+            self._ready.clear()
+            await self._ready.wait()
+        batch = [messages.popleft()]
+        size = len(batch[0])
+        while messages and len(batch) < BATCH_FRAMES and size < BATCH_BYTES:
+            batch.append(messages.popleft())
+            size += len(batch[-1])
+        self._bytes -= size
+        self._room.set()
+        self.connection.last_activity = time.monotonic()
         return batch
 
-
-@dataclass
-class Backoff:
-    initial: float
-    maximum: float
-    attempt: int = 0
-
-    def next_delay(self) -> float:
-        """Full jitter: uniform in [0, min(maximum, initial * 2^attempt)]."""
-        ceiling = min(self.maximum, self.initial * 2**self.attempt)
-        self.attempt += 1
-        return random.uniform(0, ceiling)  # noqa: S311 - jitter, not crypto
-
-    def reset(self) -> None:
-        self.attempt = 0
+    async def close(self) -> None:
+        """Stop reading (a pending ``recv`` is cancelled, which the library allows)."""
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
 
 
 def upgrade_error(exc: InvalidStatus, instance: str) -> UpstreamError:
@@ -137,6 +171,13 @@ def upgrade_error(exc: InvalidStatus, instance: str) -> UpstreamError:
         _, reset_at = parse_rate_headers(dict(exc.response.headers.raw_items()))
         return RateLimitedError(text, reset_at=reset_at)
     return UpstreamUnavailableError(text, status=status)
+
+
+def reconnect_policy(settings: UpstreamSettings) -> RetryPolicy:
+    """The reconnect backoff of every instance's socket (pure)."""
+    return RetryPolicy(
+        settings.backoff_initial, settings.backoff_max, healthy_after=settings.healthy_after
+    )
 
 
 def socket_limit(max_frame_bytes: int) -> int:
@@ -175,7 +216,7 @@ class InstanceSource:
         self.observer = observer
         self.ssl = ssl
         self._watchdog_fired = False
-        self.backoff = Backoff(settings.backoff_initial, settings.backoff_max)
+        self.backoff: Backoff = reconnect_policy(settings).start()
         self.url = ws_url(str(settings.base_url), instance)
         self.need_ensure = True
         self._connection: WatchedConnection | None = None
@@ -191,13 +232,11 @@ class InstanceSource:
             except UpstreamError as error:
                 await self._pause(error)
                 continue
-            started = time.monotonic()
+            self.backoff.healthy(time.monotonic())
             async for batch in self._session(connection):
                 yield batch
-            if time.monotonic() - started >= self.settings.healthy_after:
-                self.backoff.reset()
             if not self._stopping.is_set():
-                await self._wait("reconnect", self.backoff.next_delay())
+                await self._wait("reconnect", self._next_delay())
 
     async def _open(self) -> WatchedConnection:
         if self.need_ensure:
@@ -241,10 +280,11 @@ class InstanceSource:
         watchdog = asyncio.create_task(self._watchdog(connection))
         reensure = asyncio.create_task(self._reensure())
         reason = "closed"
+        reader = MessageReader(connection)
         try:
             instance = self.instance
             while True:  # bytes as received, text frames too: no decode and re-encode
-                batch = connection.buffered(await connection.recv(decode=False))
+                batch = await reader.batch()
                 received_ns = time.time_ns()
                 self.observer.activity(ping=False)
                 yield [Frame(instance, raw, received_ns) for raw in batch]
@@ -255,6 +295,7 @@ class InstanceSource:
         finally:
             watchdog.cancel()
             reensure.cancel()
+            await reader.close()
             self._connection = None
             if self._watchdog_fired:
                 reason = "watchdog"
@@ -285,22 +326,25 @@ class InstanceSource:
         """Wait before the next try, as the error calls for."""
         if isinstance(error, WebSocketNotEnabledError):
             self.need_ensure = True
-            await self._wait("not_enabled", self.backoff.next_delay())
+            await self._wait("not_enabled", self._next_delay())
         elif isinstance(error, UpstreamAuthError | InstanceNotFoundError):
             self.need_ensure = True
             self.observer.failed(error)
-            delay = self.settings.failed_retry_seconds
+            delay = self.settings.failed_retry_seconds  # a slow fixed period, not a backoff:
             await self._wait("failed", random.uniform(delay * 0.8, delay))  # noqa: S311
         elif isinstance(error, RateLimitedError):
             now = time.time()
             reset_at = usable_reset(error.reset_at, now)
             if reset_at is None:  # no usable X-RateLimit-Reset: back off like any failure
-                await self._wait("rate_limited", self.backoff.next_delay())
+                await self._wait("rate_limited", self._next_delay())
                 return
             self.bucket.block_until(reset_at)
-            await self._wait("rate_limited", reset_at - now)
+            await self._wait("rate_limited", self._next_delay(hint=reset_at - now))
         else:
-            await self._wait(_reason_of(error), self.backoff.next_delay())
+            await self._wait(_reason_of(error), self._next_delay())
+
+    def _next_delay(self, hint: float | None = None) -> float:
+        return self.backoff.next_delay(time.monotonic(), hint)
 
     async def _wait(self, reason: str, delay: float) -> None:
         self.observer.retrying(reason, delay)

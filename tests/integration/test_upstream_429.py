@@ -1,4 +1,5 @@
-"""A 429 on the upgrade without a usable ``X-RateLimit-Reset`` backs off like any failure."""
+"""A 429 on the upgrade without a usable ``X-RateLimit-Reset`` backs off like any failure; with
+a usable one, the source waits at least until that reset."""
 
 from __future__ import annotations
 
@@ -113,3 +114,16 @@ async def test_a_429_with_a_reset_in_the_past_or_far_future_backs_off() -> None:
             observer = await upgrades_within(base_url, 2.0)
         assert 2 <= len(hits) <= 10, (reset, hits)
         assert all(delay <= 5.0 for _, delay in observer.waits), reset
+
+
+async def test_a_429_with_a_usable_reset_waits_at_least_until_it() -> None:
+    """Every upgrade is refused with 429 and a reset 1.5 s ahead: the next upgrade goes out
+    no earlier than that reset (the retry policy takes it as the floor of its wait)."""
+    reset_at = time.time() + 1.5
+    async with always_429(f"{reset_at:.3f}") as (base_url, hits):
+        observer = await upgrades_within(base_url, 2.5)
+    limited = [delay for reason, delay in observer.waits if reason == "rate_limited"]
+    assert limited
+    assert limited[0] >= 1.3, limited
+    assert len(hits) >= 2, hits
+    assert hits[1] - hits[0] >= 1.3, hits

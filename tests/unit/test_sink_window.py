@@ -19,8 +19,9 @@ from bridge.errors import SinkError, SinkUnavailableError
 from bridge.logs import configure_logging
 from bridge.metrics import create_metrics
 from bridge.pipeline import Record
+from bridge.retry import RetryPolicy
 from bridge.sinks.base import DELIVERED, Failed, Outcome, Rejected
-from bridge.sinks.worker import RetryPolicy, SinkWorker
+from bridge.sinks.worker import SinkWorker
 from tests.unit.spools import Local, local_spool
 
 FAST = RetryPolicy(0.005, 0.02)

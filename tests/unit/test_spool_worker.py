@@ -12,9 +12,10 @@ from bridge.errors import SinkUnavailableError
 from bridge.metrics import create_metrics
 from bridge.pipeline import Record
 from bridge.pipeline.records import record_id
+from bridge.retry import RetryPolicy
 from bridge.sinks.base import DELIVERED, Failed, Outcome, Rejected
 from bridge.sinks.settle import as_dead_letter
-from bridge.sinks.worker import RetryPolicy, SinkWorker
+from bridge.sinks.worker import SinkWorker
 from bridge.spool.codec import encode_entry_parts
 from tests.unit.spools import disk_spool, local_spool
 

@@ -235,3 +235,15 @@ def test_a_socket_we_closed_for_a_too_large_message_says_so() -> None:
     going_away = Close(CloseCode.GOING_AWAY, "")
     assert _close_reason(ConnectionClosedError(going_away, None)) == "server_close"
     assert _close_reason(ConnectionClosedError(Close(4000, "x"), None)) == "close_4000"
+
+
+def test_a_reset_header_alone_is_read() -> None:
+    """A 429 carrying only ``X-RateLimit-Reset`` still says when to come back (the upstream
+    docs leave open which headers an upgrade's 429 carries); malformed values are ignored
+    one by one."""
+    assert parse_rate_headers({"X-RateLimit-Reset": "17.5"}) == (None, 17.5)
+    assert parse_rate_headers({"X-RateLimit-Remaining": "4"}) == (4, None)
+    assert parse_rate_headers({"X-RateLimit-Remaining": "3.5", "X-RateLimit-Reset": "x"}) == (
+        None,
+        None,
+    )

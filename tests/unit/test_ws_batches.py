@@ -1,5 +1,6 @@
-"""Frames are read in batches: the message awaited plus the whole ones already buffered, in
-order, bounded, with fragmented messages left to the reassembling ``recv``; the latency
+"""Frames are read in batches: the message awaited plus the whole ones already read behind it,
+in order, bounded, fragmented messages reassembled; server pings reach the connection's
+activity note (the one undocumented websockets hook the bridge relies on); the latency
 histogram observed a batch at a time holds what observing one by one would hold."""
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ import pytest
 from prometheus_client import CollectorRegistry, Histogram
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
 
-from bridge.metrics import observe_all
-from bridge.upstream.ws import BATCH_BYTES, BATCH_FRAMES, WatchedConnection
+from bridge.metrics import BatchHistogram, observe_all
+from bridge.upstream.ws import BATCH_BYTES, BATCH_FRAMES, MessageReader, WatchedConnection
 
 Handler = Callable[[ServerConnection], Awaitable[None]]
 
@@ -37,10 +39,14 @@ async def client_of(handler: Handler) -> AsyncIterator[WatchedConnection]:
 
 async def drain(connection: WatchedConnection, expected: int) -> list[list[bytes]]:
     """Batches until ``expected`` messages were read (after the server sent them all)."""
+    reader = MessageReader(connection)
     await asyncio.sleep(0.3)  # everything sent is buffered client side
     batches: list[list[bytes]] = []
-    while sum(map(len, batches)) < expected:
-        batches.append(connection.buffered(await connection.recv(decode=False)))
+    try:
+        while sum(map(len, batches)) < expected:
+            batches.append(await asyncio.wait_for(reader.batch(), 5))
+    finally:
+        await reader.close()
     return batches
 
 
@@ -76,9 +82,9 @@ async def test_a_batch_stops_at_the_byte_bound() -> None:
     assert [m[0] for batch in batches for m in batch] == list(range(6))
 
 
-async def test_a_fragmented_message_is_left_to_recv_which_reassembles_it() -> None:
-    """A message in fragments ends the batch before it; recv returns it whole, and the
-    messages after it follow in order."""
+async def test_a_fragmented_message_comes_whole_and_in_order() -> None:
+    """A message in fragments is reassembled (by the library's ``recv``) and comes whole,
+    between the messages sent before and after it."""
 
     async def handler(server: ServerConnection) -> None:
         await server.send("a")
@@ -89,21 +95,60 @@ async def test_a_fragmented_message_is_left_to_recv_which_reassembles_it() -> No
 
     async with client_of(handler) as connection:
         batches = await drain(connection, 4)
-    assert batches == [[b"a", b"b"], [b"frag-ment-ed", b"c"]]
+    assert [m for batch in batches for m in batch] == [b"a", b"b", b"frag-ment-ed", b"c"]
+
+
+async def test_a_closed_socket_ends_the_reading_after_the_messages_before_it() -> None:
+    """The server sends three messages and closes: the three come first, then the close."""
+
+    async def handler(server: ServerConnection) -> None:
+        for i in range(3):
+            await server.send(f"m{i}")
+        await server.close(code=1001)
+
+    async with client_of(handler) as connection:
+        reader = MessageReader(connection)
+        await asyncio.sleep(0.3)
+        got = await asyncio.wait_for(reader.batch(), 5)
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(reader.batch(), 5)
+        await reader.close()
+    assert got == [b"m0", b"m1", b"m2"]
+
+
+async def test_a_server_ping_is_seen_as_activity() -> None:
+    """A server ping (answered by the library itself) reaches ``on_ping`` and moves
+    ``last_activity`` on, though no message is read: the watchdog and the ping count rely on
+    websockets calling ``process_event`` for every frame. If a websockets release stops
+    doing so, this fails."""
+    pinged = asyncio.Event()
+
+    async def handler(server: ServerConnection) -> None:
+        await asyncio.sleep(0.2)
+        await server.ping()
+        await asyncio.sleep(2)
+
+    async with client_of(handler) as connection:
+        connection.on_ping = pinged.set
+        before = connection.last_activity
+        await asyncio.wait_for(pinged.wait(), 5)
+        assert connection.last_activity > before
 
 
 @pytest.mark.parametrize("seed", [1, 2])
 def test_observe_all_equals_observing_one_by_one(seed: int) -> None:
-    """Bucket counts, count and sum match per-value observe, bounds included."""
+    """Bucket counts, count and sum match the client's Histogram observing one by one,
+    bounds included."""
     rng = random.Random(seed)
     registry = CollectorRegistry()
-    one, many = Histogram("one", "x", registry=registry), Histogram("many", "x", registry=registry)
+    one = Histogram("one", "x", registry=registry)
+    many = BatchHistogram("many", "x", (), Histogram.DEFAULT_BUCKETS, registry)
     values = [rng.choice([0.0, 0.005, 0.01, 0.25, 10.0, 1e6, rng.random()]) for _ in range(5000)]
     for value in values:
         one.observe(value)
-    observe_all(many, values)
+    observe_all(many.labels(), values)
 
-    def samples(histogram: Histogram) -> dict[str, float]:
+    def samples(histogram: Histogram | BatchHistogram) -> dict[str, float]:
         return {
             f"{s.name.split('_', 1)[1]}{s.labels}": s.value
             for s in next(iter(histogram.collect())).samples
