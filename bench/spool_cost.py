@@ -8,8 +8,9 @@ Measured, one after the other, for ``--seconds`` each:
 - ``raw_ws``: a bare ``websockets`` client reading the same frames;
 - ``raw_producer`` (Kafka): a bare aiokafka producer with the bridge's producer settings
   sending those frames; the lower of the two raw rates is the ceiling the ratios use;
-- the bridge (in this process) with an in-memory buffer (no spool) and with the disk spool
-  under ``fsync`` = never / interval / always.
+- the bridge (in this process) with the disk spool under ``fsync`` = never / interval /
+  always (the in-memory buffer it was once compared with is gone: the spool is always on
+  disk), each also as a ratio to ``fsync`` = never.
 
 Prints a table and writes ``bench/results/spool-<date>.json``. For Kafka, start the test
 services first (``bash scripts/services.sh up``).
@@ -34,11 +35,10 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from websockets.asyncio.client import connect
 
+from bridge.compose import assemble
 from bridge.metrics import create_metrics
 from bridge.settings import KafkaSinkSettings, Settings
 from bridge.sinks.kafka import producer_options
-from bridge.spool import MemorySpool
-from bridge.supervisor import Supervisor
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "tok-bench-000"  # noqa: S105 - a simulator token
@@ -134,11 +134,9 @@ async def bridge(
 ) -> float:
     """Records per second the bridge delivers (broker-acknowledged) in steady state."""
     with tempfile.TemporaryDirectory(prefix="ryze-bench-") as tmp:
-        fsync = "never" if variant == "memory" else variant
-        config = settings(base_url, Path(tmp), sink, fsync, bootstrap)
+        config = settings(base_url, Path(tmp), sink, variant, bootstrap)
         metrics = create_metrics()
-        spool = MemorySpool(config.spool.max_bytes) if variant == "memory" else None
-        supervisor = Supervisor(config, metrics=metrics, spool=spool, handle_signals=False)
+        supervisor = assemble(config, metrics=metrics, handle_signals=False)
         task = asyncio.create_task(supervisor.run())
         await asyncio.sleep(2.0)  # connect and warm up
         start_count, start = published(metrics), time.monotonic()
@@ -180,13 +178,13 @@ async def main() -> None:
         results["raw_ws"] = await raw_ws(base_url, args.seconds, sample)
         if bootstrap is not None:
             results["raw_producer"] = await raw_producer(bootstrap, args.seconds, sample)
-        for variant in ("memory", "never", "interval", "always"):
+        for variant in ("never", "interval", "always"):
             results[variant] = await bridge(base_url, args.seconds, variant, args.sink, bootstrap)
     ceiling = min(results["raw_ws"], results.get("raw_producer", results["raw_ws"]))
-    print(f"{'run':<22}{'frames/s':>12}{'÷ min(raw)':>12}{'÷ no spool':>12}")
+    print(f"{'run':<22}{'frames/s':>12}{'÷ min(raw)':>12}{'÷ never':>12}")
     for name, rate in results.items():
-        label = name if name.startswith("raw") or name == "memory" else f"spool fsync={name}"
-        print(f"{label:<22}{rate:>12.0f}{rate / ceiling:>12.2f}{rate / results['memory']:>12.2f}")
+        label = name if name.startswith("raw") else f"spool fsync={name}"
+        print(f"{label:<22}{rate:>12.0f}{rate / ceiling:>12.2f}{rate / results['never']:>12.2f}")
     out = ROOT / "bench" / "results" / f"spool-{datetime.now(UTC):%Y%m%d-%H%M%S}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"sink": args.sink, "seconds": args.seconds, **results}, indent=2))
