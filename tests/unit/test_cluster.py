@@ -3,6 +3,8 @@ and the settings that guard them."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from redis import exceptions as redis_errors
 
@@ -20,7 +22,8 @@ from bridge.errors import ConfigError
 from bridge.settings import ClusterSettings, Settings
 from bridge.sinks.base import Rejected
 from bridge.sinks.redis import classify
-from bridge.spool import MemorySpool, wait_settled
+from bridge.spool import wait_settled
+from bridge.spool.disk import DiskSpool
 from tests.unit.test_spool_worker import record
 
 
@@ -145,10 +148,11 @@ def test_fenced_write_is_a_dlq_outcome() -> None:
     assert outcome.reason == "fenced"
 
 
-async def test_wait_settled_waits_for_records_before_the_mark_only() -> None:
+async def test_wait_settled_waits_for_records_before_the_mark_only(tmp_path: Path) -> None:
     """A release waits until what was read before it is delivered, not for records appended
     after (other shards keep reading meanwhile)."""
-    spool = MemorySpool(max_bytes=1 << 20)
+    spool = DiskSpool(tmp_path, max_bytes=1 << 20, fsync="never")
+    spool.open()
     spool.append(record(1))
     mark = spool.appended_total()
     spool.append(record(2))
@@ -157,3 +161,4 @@ async def test_wait_settled_waits_for_records_before_the_mark_only() -> None:
     spool.ack(1)
     await wait_settled(spool, mark)
     assert spool.stats().events == 1
+    spool.close()
