@@ -71,7 +71,7 @@ class Discovery:
             await asyncio.sleep(self.settings.refresh_seconds)
 
     async def refresh(self) -> None:
-        """List the account once and hand the wanted set of instances to the supervisor."""
+        """List the account once and hand the wanted set of instances to the fleet."""
         try:
             token = read_secret(
                 "discovery.token", self.settings.token_env, self.settings.token_file, self.environ
