@@ -9,7 +9,8 @@ Measured, one after the other, for ``--seconds`` each:
 - ``raw_producer`` (Kafka): a bare aiokafka producer with the bridge's producer settings
   sending those frames; the lower of the two raw rates is the ceiling the ratios use;
 - the bridge (in this process) with the disk spool under ``fsync`` = never / interval /
-  always (the last column: as a ratio to ``never``).
+  always (the in-memory buffer it was once compared with is gone: the spool is always on
+  disk), each also as a ratio to ``fsync`` = never.
 
 Prints a table and writes ``bench/results/spool-<date>.json``. For Kafka, start the test
 services first (``bash scripts/services.sh up``).
@@ -34,10 +35,10 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from websockets.asyncio.client import connect
 
+from bridge.compose import assemble
 from bridge.metrics import create_metrics
 from bridge.settings import KafkaSinkSettings, Settings
 from bridge.sinks.kafka import producer_options
-from bridge.supervisor import Supervisor
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "tok-bench-000"  # noqa: S105 - a simulator token
@@ -135,7 +136,7 @@ async def bridge(
     with tempfile.TemporaryDirectory(prefix="ryze-bench-") as tmp:
         config = settings(base_url, Path(tmp), sink, variant, bootstrap)
         metrics = create_metrics()
-        supervisor = Supervisor(config, metrics=metrics, handle_signals=False)
+        supervisor = assemble(config, metrics=metrics, handle_signals=False)
         task = asyncio.create_task(supervisor.run())
         await asyncio.sleep(2.0)  # connect and warm up
         start_count, start = published(metrics), time.monotonic()

@@ -54,7 +54,7 @@ def readiness(
 
 
 class Control(Protocol):
-    """What the admin API may ask of the supervisor."""
+    """What the admin API may ask of the process (:class:`bridge.controls.OperatorControls`)."""
 
     def instances_status(self) -> dict[str, dict[str, object]]: ...
 

@@ -16,11 +16,11 @@ import httpx
 import yaml
 
 from bridge import __version__, eventloop
+from bridge.compose import assemble
 from bridge.demo import run_demo
 from bridge.errors import BridgeError, ConfigError
 from bridge.logs import configure_logging, get_logger
 from bridge.settings import Settings, load_settings, masked_dump, resolve_token
-from bridge.supervisor import Supervisor
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -87,14 +87,14 @@ def check_config(path: Path | None) -> int:
 
 
 def run(path: Path | None) -> int:
-    """The daemon: settings, logging, then the supervisor until a signal."""
+    """The daemon: settings, logging, then the process built from them until a signal."""
     try:
         settings = load_settings(path)
     except ConfigError as exc:
         return report_invalid(path, exc)
     configure_logging(settings.log.level, settings.log.format)
     try:
-        return eventloop.run(Supervisor(settings, config_path=path).run(), settings.event_loop)
+        return eventloop.run(assemble(settings, config_path=path).run(), settings.event_loop)
     except ConfigError as exc:
         return report_invalid(path, exc)
     except BridgeError as exc:
@@ -156,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         configure_logging("warning", "console")
         return asyncio.run(
-            run_demo(Supervisor, duration=args.duration, rate=args.rate, output=args.output)
+            run_demo(assemble, duration=args.duration, rate=args.rate, output=args.output)
         )
     if args.command == "status":
         token = os.environ.get(args.token_env, "") if args.token_env else ""

@@ -84,7 +84,7 @@ class Discovery:
                 await asyncio.sleep(failures.next_delay(time.monotonic()))
 
     async def refresh(self) -> bool:
-        """List the account once and hand the wanted set of instances to the supervisor;
+        """List the account once and hand the wanted set of instances to the fleet;
         False when the listing failed (nothing changed)."""
         try:
             token = read_secret(

@@ -1,8 +1,9 @@
 """When each instance last delivered a frame, kept across restarts (in the spool directory).
 
 A gap marker after a restart needs the time of the last frame the previous process read; the
-supervisor saves this small map every few seconds and at shutdown (write, rename). A save
-that fails (disk full) is logged once, keeps the map to save, and is tried again next time.
+spool keeper (:mod:`bridge.spoolkeeper`) saves this small map every second and at shutdown
+(write, rename). A save that fails (disk full) is logged once, keeps the map to save, and is
+tried again next time.
 """
 
 from __future__ import annotations

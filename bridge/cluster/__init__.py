@@ -5,9 +5,11 @@ instances of the shards it owns. Who owns what is decided by a :class:`Membershi
 infrastructure the bridge depends on anyway: a Kafka consumer group (``kafka``), leases in
 Redis (``redis``), the pod ordinal (``static``), or nobody (``none``: one process owns all).
 
-A membership tells its :class:`ShardOwner` (the supervisor) to ``take`` shards and to
-``release`` them; a release returns only once the shards' sockets are closed and what they read
-is delivered (unless the shards were ``lost``, when there is no time to drain).
+A membership tells its :class:`ShardOwner` (the shard coordinator, :mod:`bridge.shards`) to
+``take`` shards and to ``release`` them; a release returns only once the shards' sockets are
+closed and what they read is delivered (unless the shards were ``lost``, when there is no time
+to drain). A membership whose leases carry fencing tokens (``redis``) hands the sink its
+:class:`~bridge.sinks.redis.Fencing` through :meth:`Membership.fencing`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from bridge.cluster.balance import pod_ordinal, shard_of, static_shards
 from bridge.errors import ConfigError
 from bridge.metrics import Metrics
 from bridge.settings import ClusterSettings
+from bridge.sinks.redis import Fencing
 
 __all__ = [
     "Membership",
@@ -54,6 +57,10 @@ class Membership(Protocol):
     def drain_timeout(self) -> float:
         """How long releasing a shard may wait for what it read to be delivered."""
 
+    def fencing(self) -> Fencing | None:
+        """What tells the sink which fencing token guards an instance's writes (None: the
+        membership has no fencing tokens)."""
+
 
 class StaticMembership:
     """``static``: the shards follow from index and count; ``none``: one process owns all.
@@ -80,6 +87,9 @@ class StaticMembership:
 
     def drain_timeout(self) -> float:
         return 0.0
+
+    def fencing(self) -> Fencing | None:
+        return None
 
 
 def replica_name(settings: ClusterSettings, environ: Mapping[str, str]) -> str:

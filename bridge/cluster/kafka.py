@@ -45,6 +45,7 @@ from bridge.logs import get_logger
 from bridge.metrics import Metrics
 from bridge.settings import Settings
 from bridge.sinks.kafka import security_options
+from bridge.sinks.redis import Fencing
 
 log = get_logger(__name__)
 ASSIGNOR_NAME = "ryze-cooperative-shards"
@@ -292,6 +293,9 @@ class KafkaMembership:
 
     def drain_timeout(self) -> float:
         return self.settings_shutdown
+
+    def fencing(self) -> Fencing | None:
+        return None  # a partition's owner is the group's word; there are no fencing tokens
 
     async def leave(self) -> None:
         """Release everything (drained), then leave the group so the others rebalance now."""

@@ -27,7 +27,7 @@ from bridge.cluster.balance import fair_share, preference, shard_of
 from bridge.logs import get_logger
 from bridge.metrics import Metrics
 from bridge.settings import Settings
-from bridge.sinks.redis import connect
+from bridge.sinks.redis import Fencing, connect
 
 log = get_logger(__name__)
 TICKS_PER_TTL = 4
@@ -89,6 +89,10 @@ class RedisMembership:
         self._leaving = False
 
     # ---- Fencing for the sink --------------------------------------------------------------
+    def fencing(self) -> Fencing | None:
+        """This membership is the sink's fencing: its leases carry the tokens."""
+        return self
+
     def fence(self, instance: str) -> tuple[str, str] | None:
         shard = shard_of(instance, self.cluster.shards)
         token = self._tokens.get(shard)

@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 from aiohttp import ClientSession
 
+from bridge.compose import assemble
 from bridge.metrics import Metrics, create_metrics
 from bridge.settings import Settings
 from bridge.supervisor import Supervisor
@@ -84,7 +85,7 @@ def counter(metrics: Metrics, name: str, **labels: str) -> float:
 async def running_bridge(settings: Settings, **kwargs: Any) -> AsyncIterator[Supervisor]:
     """A supervisor running in this loop; stopped (gracefully) on exit."""
     metrics = kwargs.pop("metrics", None) or create_metrics()
-    supervisor = Supervisor(settings, metrics=metrics, handle_signals=False, **kwargs)
+    supervisor = assemble(settings, metrics=metrics, handle_signals=False, **kwargs)
     task = asyncio.create_task(supervisor.run())
     try:
         await eventually(lambda: supervisor.admin.port != 0 or task.done(), within=10)

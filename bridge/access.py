@@ -1,0 +1,86 @@
+"""What every runner (and discovery) shares to reach the upstream: one TLS context (the CA
+file read once) for both the WebSocket upgrades and the REST client, the REST client with its
+in-flight slots, the per-token request budgets, and the :class:`~bridge.runner.RunnerContext`
+built on them. A reload that changes ``upstream`` (a new base URL or CA) builds them again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+
+import httpx
+from pydantic import SecretStr
+
+from bridge import __version__
+from bridge.lastseen import LastSeen
+from bridge.metrics import Metrics
+from bridge.runner import RunnerContext
+from bridge.settings import Settings
+from bridge.spool import Spool
+from bridge.upstream.ratelimit import BucketRegistry, TokenBucket
+from bridge.upstream.rest import REST_IN_FLIGHT, RestClient
+from bridge.wiring import upstream_ssl
+
+
+class UpstreamAccess:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        spool: Spool,
+        metrics: Metrics,
+        environ: Mapping[str, str],
+        last_seen: LastSeen,
+        pace: Callable[[], Awaitable[None]],
+        held: Callable[[], bool],
+    ) -> None:
+        self.spool = spool
+        self.metrics = metrics
+        self.environ = environ
+        self.last_seen = last_seen
+        self.pace = pace
+        self.held = held
+        self.buckets = BucketRegistry(settings.upstream.rate_limit_per_minute)
+        self.rest_slots = asyncio.Semaphore(REST_IN_FLIGHT)
+        self.ctx, self.http = self._build(settings)
+
+    def _build(self, settings: Settings) -> tuple[RunnerContext, httpx.AsyncClient]:
+        context = upstream_ssl(settings)
+        http = httpx.AsyncClient(
+            base_url=str(settings.upstream.base_url).rstrip("/"),
+            timeout=settings.upstream.request_timeout,
+            verify=context or True,
+            headers={"User-Agent": f"ryze-bridge/{__version__}"},
+            trust_env=False,
+            limits=httpx.Limits(
+                max_connections=REST_IN_FLIGHT, max_keepalive_connections=REST_IN_FLIGHT
+            ),
+        )
+        runner_context = RunnerContext(
+            upstream=settings.upstream,
+            spool=self.spool,
+            metrics=self.metrics,
+            buckets=self.buckets,
+            rest_factory=self.rest_client,
+            environ=self.environ,
+            ssl=context,
+            last_seen=self.last_seen,
+            gap_markers=settings.sink.gap_markers,
+            pace=self.pace,
+            held=self.held,
+        )
+        return runner_context, http
+
+    def rest_client(self, token: SecretStr, bucket: TokenBucket) -> RestClient:
+        return RestClient(self.http, token, bucket, slots=self.rest_slots)
+
+    async def rebuild(self, settings: Settings) -> None:
+        """A new TLS context, REST client and runner context from ``settings`` (stop the
+        runners first: they hold the old ones)."""
+        old = self.http
+        self.ctx, self.http = self._build(settings)
+        await old.aclose()
+
+    async def close(self) -> None:
+        await self.http.aclose()

@@ -1,0 +1,33 @@
+"""The operator's controls behind the admin API (``/instances``, its reconnect, pause and
+resume actions): what the fleet runs, annotated by the shard coordinator."""
+
+from __future__ import annotations
+
+from bridge.fleet import Fleet
+from bridge.reconfigure import Current
+from bridge.shards import ShardCoordinator
+
+
+class OperatorControls:
+    """:class:`bridge.admin.Control` for this process."""
+
+    def __init__(self, fleet: Fleet, shards: ShardCoordinator, current: Current) -> None:
+        self.fleet = fleet
+        self.shards = shards
+        self.current = current
+
+    def instances_status(self) -> dict[str, dict[str, object]]:
+        return self.shards.with_shards(self.fleet.status())
+
+    def cluster_status(self) -> dict[str, object]:
+        return self.shards.status()
+
+    async def control(self, name: str, action: str) -> bool:
+        """reconnect, pause or resume one instance; False when it is not known."""
+        if action == "reconnect":
+            return await self.fleet.reconnect(name)
+        if action == "pause":
+            return await self.fleet.pause(name)
+        if action == "resume":
+            return self.fleet.resume(name, self.current.paused_instance(name))
+        return False
