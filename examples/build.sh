@@ -5,11 +5,12 @@
 #   examples/build.sh java|go|node|kcat|all
 #
 #   java  mvn package: target/classes + target/lib (kafka-clients from Maven Central, in ~/.m2)
-#   go    go build: examples/go/bin/{events,dlq} (franz-go; module and build caches in the cache dir)
+#   go    go build: examples/go/bin/{events,dlq} (franz-go; Go's own module and build caches,
+#         shared with the helm build of scripts/tools.sh, which compiles the standard library)
 #   node  npm ci: examples/node/node_modules (kafkajs; the npm cache in the cache dir)
 #   kcat  Debian's kcat (apt-get install, as root) when it is not installed
 #
-# The cache dir is ${RYZE_CACHE_DIR:-$HOME/.cache/ryze-bridge}, as for the other scripts.
+# npm's cache is in ${RYZE_CACHE_DIR:-$HOME/.cache/ryze-bridge}/npm, as the other scripts' caches.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 CACHE="${RYZE_CACHE_DIR:-${HOME:-/root}/.cache/ryze-bridge}"
@@ -23,8 +24,7 @@ build_java() {
 
 build_go() {
     command -v go >/dev/null || { say "go is missing"; return 1; }
-    (cd "$HERE/go" && GOMODCACHE="$CACHE/go/mod" GOCACHE="$CACHE/go/build" GOFLAGS=-mod=readonly \
-        go build -o bin/ ./events ./dlq >&2)
+    (cd "$HERE/go" && GOFLAGS=-mod=readonly go build -o bin/ ./events ./dlq >&2)
 }
 
 build_node() {
