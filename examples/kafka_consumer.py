@@ -7,7 +7,8 @@
   frames, possibly not JSON), and a dead letter a custom pattern reaches is skipped;
 - drops re-deliveries by ``ryze-id`` within a bounded window (the bridge is at-least-once);
 - hands gap markers (``bridge.gap``) to their own callback, to alert or reconcile;
-- commits offsets only after the batch was handled (a crash re-reads, the window de-dups).
+- commits offsets only after the batch was handled (a crash re-reads what was not committed:
+  the window lives in memory, so keep handling idempotent or persist the ids).
 """
 
 from __future__ import annotations

@@ -10,8 +10,9 @@
 # headers; awk drops re-deliveries by ryze-id within a window of the last WINDOW ids (10,000)
 # and prints one JSON line {"id":…,"event":…,"instance":…} per record handled; a gap marker
 # (bridge.gap) is also reported on standard error. kcat commits the offsets of what it has
-# written to the pipe every 5 s, so what sits in the pipe when both die is read again (and
-# dropped as a repeat by the next run's window), never skipped.
+# written to the pipe every 5 s, so what was in the pipe when both die is read again by the
+# next run (at least once, as the bridge delivers), never skipped. The cooperative assignor adds a
+# new topic's partitions without revoking the others first (no stop-the-world rebalance).
 set -euo pipefail
 BOOTSTRAP="${1:-127.0.0.1:9092}"
 GROUP="${2:-ryze-example}"
@@ -22,6 +23,7 @@ command -v kcat >/dev/null || { echo "consume.sh: kcat is missing (apt-get insta
 
 kcat -C -q -u -b "$BOOTSTRAP" -G "$GROUP" \
     -X auto.offset.reset=earliest -X topic.metadata.refresh.interval.ms=5000 \
+    -X partition.assignment.strategy=cooperative-sticky \
     -f '%h\n' "$PATTERN" |
     awk -v window="$WINDOW" '
     function quote(text) {

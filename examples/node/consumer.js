@@ -9,8 +9,8 @@
  * starts, so restart it to pick up a new instance's topics; the default leaves the DLQ out),
  * drops re-deliveries by the ryze-id header within a bounded window (the bridge delivers at
  * least once), hands gap markers (ryze-event bridge.gap) to their own handler, and commits a
- * batch's offsets only after it was handled (a crash re-reads it; the window drops what was
- * handled already). Each record handled prints one JSON line {"id":…,"event":…,"instance":…}.
+ * batch's offsets only after it was handled (a crash re-reads what was not committed: the
+ * window lives in memory, so keep handling idempotent or persist the ids). Each record handled prints one JSON line {"id":…,"event":…,"instance":…}.
  */
 const { Kafka, CompressionCodecs, CompressionTypes, logLevel } = require('kafkajs');
 const fzstd = require('fzstd');

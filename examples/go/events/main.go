@@ -7,8 +7,8 @@
 // at the next metadata refresh; the default leaves the DLQ out), drops re-deliveries by the
 // ryze-id header within a bounded window (the bridge delivers at least once), hands gap
 // markers (ryze-event bridge.gap) to their own handler to alert or reconcile, and commits
-// offsets only after the polled records were handled (a crash re-reads them; the window
-// drops what was handled already). Each record handled prints one JSON line
+// offsets only after the polled records were handled (a crash re-reads what was not
+// committed: the window lives in memory, so keep handling idempotent or persist the ids). Each record handled prints one JSON line
 // {"id":…,"event":…,"instance":…}.
 package main
 

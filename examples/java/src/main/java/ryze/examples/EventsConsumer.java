@@ -25,8 +25,8 @@ import org.apache.kafka.common.serialization.ByteArrayDeserializer;
  * picked up at the next metadata refresh; the default leaves the DLQ out), drops re-deliveries
  * by the {@code ryze-id} header within a bounded window (the bridge delivers at least once),
  * hands gap markers ({@code ryze-event} {@code bridge.gap}) to their own handler, and commits
- * offsets only after the polled records were handled (a crash re-reads them; the window drops
- * what was handled already). Each record handled prints one JSON line
+ * offsets only after the polled records were handled (a crash re-reads what was not committed:
+ * the window lives in memory, so keep handling idempotent or persist the ids). Each record handled prints one JSON line
  * {@code {"id":…,"event":…,"instance":…}}.
  */
 public final class EventsConsumer {
