@@ -1,11 +1,14 @@
 """Consume ryze-bridge topics with an aiokafka consumer group, each frame handled once.
 
-    python examples/kafka_consumer.py --bootstrap kafka:9092 --group my-service
+    python -m examples.kafka_consumer --bootstrap kafka:9092 --group my-service
 
-- subscribes to every ``ryze.*`` topic (a regex; new instances' topics are picked up);
+- subscribes to the bridge's event and gap-marker topics (``DEFAULT_PATTERN``, a regex; new
+  instances' topics are picked up); the DLQ is left out (read it apart: its records are raw
+  frames, possibly not JSON), and a dead letter a custom pattern reaches is skipped;
 - drops re-deliveries by ``ryze-id`` within a bounded window (the bridge is at-least-once);
 - hands gap markers (``bridge.gap``) to their own callback, to alert or reconcile;
-- commits offsets only after the batch was handled (a crash re-reads, the window de-dups).
+- commits offsets only after the batch was handled (a crash re-reads what was not committed:
+  the window lives in memory, so keep handling idempotent or persist the ids).
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
+import signal
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -20,7 +25,12 @@ from aiokafka import AIOKafkaConsumer
 
 from examples.dedup import SeenWindow
 
+log = logging.getLogger("kafka_consumer")
 Handler = Callable[[dict[str, Any], dict[str, str]], Awaitable[None]]
+
+# The topics of the default template ryze.{instance}.{event}: a prefix, an instance and an
+# event. The DLQ (default ryze.dlq) has no event part, so it is not matched.
+DEFAULT_PATTERN = r"ryze\.[^.]+\..+"
 
 
 def header_map(headers: Any) -> dict[str, str]:
@@ -34,7 +44,7 @@ async def consume(
     on_gap: Handler,
     stop: asyncio.Event,
     *,
-    pattern: str = r"ryze\..*",
+    pattern: str = DEFAULT_PATTERN,
     window: int = 10_000,
 ) -> None:
     """Run until ``stop`` is set; every distinct record reaches exactly one callback once."""
@@ -54,6 +64,9 @@ async def consume(
             for records in batches.values():
                 for record in records:
                     headers = header_map(record.headers)
+                    if "ryze-dlq-reason" in headers:
+                        log.warning("skipped a dead letter in %s: read the DLQ apart", record.topic)
+                        continue
                     if not seen.first_time(headers.get("ryze-id", "")):
                         continue
                     value = json.loads(record.value)
@@ -67,20 +80,40 @@ async def consume(
         await consumer.stop()
 
 
+def line(headers: dict[str, str]) -> str:
+    """The line printed per record handled, the same in every language's example."""
+    keys = (("id", "ryze-id"), ("event", "ryze-event"), ("instance", "ryze-instance"))
+    return json.dumps({key: headers.get(header, "") for key, header in keys})
+
+
 async def _print(value: dict[str, Any], headers: dict[str, str]) -> None:
-    print(headers["ryze-instance"], headers["ryze-event"], headers["ryze-received-at"])
+    print(line(headers), flush=True)
 
 
 async def _gap(data: dict[str, Any], headers: dict[str, str]) -> None:
-    print(f"GAP {data['instance']}: {data['last_frame_at']} .. {data['connected_at']}")
+    log.warning(
+        "gap in %s: %s .. %s", data["instance"], data["last_frame_at"], data["connected_at"]
+    )
+    print(line(headers), flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--bootstrap", default="127.0.0.1:9092")
     parser.add_argument("--group", default="ryze-example")
+    parser.add_argument("--pattern", default=DEFAULT_PATTERN)
     args = parser.parse_args()
-    asyncio.run(consume(args.bootstrap, args.group, _print, _gap, asyncio.Event()))
+    logging.basicConfig(format="%(name)s: %(message)s")  # to standard error
+    stop = asyncio.Event()
+    asyncio.run(run(args.bootstrap, args.group, args.pattern, stop))
+
+
+async def run(bootstrap: str, group: str, pattern: str, stop: asyncio.Event) -> None:
+    """``consume`` until SIGTERM or SIGINT, which leave the group cleanly."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await consume(bootstrap, group, _print, _gap, stop, pattern=pattern)
 
 
 if __name__ == "__main__":

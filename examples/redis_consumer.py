@@ -1,9 +1,11 @@
 """Consume ryze-bridge Redis streams with a consumer group, acknowledging what was handled
 and recovering entries a crashed consumer left pending.
 
-    python examples/redis_consumer.py --url redis://redis:6379/0 --group my-service --name pod-1
+    python -m examples.redis_consumer --url redis://redis:6379/0 --group my-service --name pod-1
 
-- finds the bridge's streams (``ryze:*``) and creates the group on each (from the start);
+- finds the bridge's streams (``DEFAULT_MATCH``, ``ryze:*:*``: an instance and an event, so a
+  DLQ stream, default ``ryze.dlq``, is not one of them) and creates the group on each (from
+  the start); a dead letter (an entry with a ``reason``) met anyway is acknowledged, skipped;
 - first claims entries pending too long with another consumer (XAUTOCLAIM) and re-reads its
   own pending ones, then reads new entries (XREADGROUP ``>``);
 - drops re-deliveries by the ``id`` field within a bounded window, handles gap markers apart;
@@ -14,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -22,7 +26,9 @@ from redis.exceptions import ResponseError
 
 from examples.dedup import SeenWindow
 
+log = logging.getLogger("redis_consumer")
 Handler = Callable[[bytes, dict[str, str]], Awaitable[None]]
+DEFAULT_MATCH = "ryze:*:*"  # the streams of the default template ryze:{instance}:{event}
 Entry = tuple[bytes, dict[bytes, bytes]]
 
 
@@ -47,7 +53,7 @@ class StreamConsumer:
         on_event: Handler,
         on_gap: Handler,
         *,
-        match: str = "ryze:*",
+        match: str = DEFAULT_MATCH,
         min_idle_ms: int = 30_000,
         window: int = 10_000,
     ) -> None:
@@ -83,7 +89,9 @@ class StreamConsumer:
             meta = {
                 k.decode(): v.decode("utf-8", "replace") for k, v in fields.items() if k != b"data"
             }
-            if self.seen.first_time(meta.get("id", "")):
+            if "reason" in meta:
+                log.warning("skipped a dead letter in %s: read the DLQ apart", stream)
+            elif self.seen.first_time(meta.get("id", "")):
                 callback = self.on_gap if meta.get("event") == "bridge.gap" else self.on_event
                 await callback(fields.get(b"data", b""), meta)
             await self.client.xack(stream, self.group, entry_id)
@@ -107,7 +115,13 @@ class StreamConsumer:
 
 
 async def _print(data: bytes, meta: dict[str, str]) -> None:
-    print(meta["instance"], meta["event"], meta["received_at"])
+    """One JSON line per entry handled, the same as the Kafka examples print."""
+    line = {
+        "id": meta.get("id", ""),
+        "event": meta.get("event", ""),
+        "instance": meta.get("instance", ""),
+    }
+    print(json.dumps(line), flush=True)
 
 
 def main() -> None:
@@ -116,6 +130,7 @@ def main() -> None:
     parser.add_argument("--group", default="ryze-example")
     parser.add_argument("--name", default="consumer-1")
     args = parser.parse_args()
+    logging.basicConfig(format="%(name)s: %(message)s")  # to standard error
 
     async def run() -> None:
         client = Redis.from_url(args.url)
