@@ -8,8 +8,8 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-source scripts/bootstrap.sh
+BOOTSTRAP_NO_DEV=1 source scripts/bootstrap.sh  # the bridge's dependencies only
 if [[ $# -eq 0 ]]; then
     set -- --duration 30
 fi
-exec "${UV[@]}" run ryze-bridge demo "$@"
+exec "${UV[@]}" run --locked --no-dev ryze-bridge demo "$@"
