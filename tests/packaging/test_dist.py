@@ -12,9 +12,8 @@ import pytest
 from tests.packaging.conftest import Dist
 from tests.packaging.tools import PYPROJECT, metadata, run, uv, uv_env
 
-pytestmark = pytest.mark.slow
-
 INSTALL_SECONDS = 300
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2 * INSTALL_SECONDS)]
 
 
 def wheel_metadata(wheel: Path) -> tuple[str, list[str]]:

@@ -14,9 +14,8 @@ import pytest
 
 from tests.packaging.tools import PYPROJECT, ROOT, run, uv, uv_env
 
-pytestmark = pytest.mark.slow
-
 INSTALL_SECONDS = 300
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2 * INSTALL_SECONDS)]
 CONFIG = """\
 instances:
   shop:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import zipfile
 from importlib.metadata import version
 
+import pytest
+
 import bridge
-from tests.packaging.conftest import Dist
+from tests.packaging.conftest import BUILD_SECONDS, Dist
 from tests.packaging.tools import (
     CHANGELOG,
     CHART,
@@ -66,6 +68,7 @@ def test_dockerfile_versions_finds_the_build_arg_and_tags() -> None:
     assert sorted(dockerfile_versions(text)) == ["1.2.3", "1.2.4"]
 
 
+@pytest.mark.timeout(2 * BUILD_SECONDS)  # it may be the test that builds the wheel
 def test_every_version_agrees_with_pyproject(dist: Dist) -> None:
     """bridge.__version__, the wheel's metadata, the chart (version and appVersion), the
     Dockerfile (VERSION default, the tag in its build example) and the changelog all say
