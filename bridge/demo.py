@@ -70,10 +70,6 @@ def demo_config(base_url: str, events_path: Path, spool_dir: Path) -> dict[str, 
     }
 
 
-def demo_settings(base_url: str, events_path: Path, spool_dir: Path) -> Settings:
-    return Settings.model_validate(demo_config(base_url, events_path, spool_dir))
-
-
 def write_config(path: Path, config: dict[str, Any]) -> None:
     """The config file of this run, with a header saying what it is."""
     path.write_text(CONFIG_HEADER + yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
@@ -94,8 +90,10 @@ def cli_command(argv0: str, cwd: Path) -> str:
     path = Path(argv0)
     if path.name == "__main__.py":
         return "python -m bridge"
-    if path.name != "ryze-bridge" or not path.is_absolute():
-        return "ryze-bridge" if path.name != "ryze-bridge" else argv0
+    if path.name != "ryze-bridge":
+        return "ryze-bridge"
+    if not path.is_absolute():
+        return argv0  # as the user typed it
     return str(path.relative_to(cwd)) if path.is_relative_to(cwd) else "ryze-bridge"
 
 
