@@ -50,4 +50,11 @@ else
     install_uv
     UV=("$UV_HOME/bin/uv")
 fi
-"${UV[@]}" sync --locked --quiet --python "$(command -v python3)"
+# BOOTSTRAP_NO_DEV=1 (the demo): what the bridge needs, without the development tools (about
+# two thirds of the environment: mypy, ruff, kubernetes-validate…); --inexact keeps them when
+# they are already there.
+sync_args=()
+if [[ -n "${BOOTSTRAP_NO_DEV:-}" ]]; then
+    sync_args=(--no-dev --inexact)
+fi
+"${UV[@]}" sync --locked --quiet --python "$(command -v python3)" "${sync_args[@]}"
