@@ -8,6 +8,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 
 from tests.packaging.conftest import Dist
 from tests.packaging.tools import PYPROJECT, metadata, run, uv, uv_env
@@ -55,8 +56,8 @@ def check_metadata(text: str) -> None:
     assert "Typing :: Typed" in classifiers
     assert meta["Description-Content-Type"] == "text/markdown"
     assert str(meta.get_payload()).startswith("# ryze-bridge\n")
-    requires = {r.replace(" ", "") for r in meta.get_all("Requires-Dist") or []}
-    assert requires == {d.replace(" ", "") for d in project["dependencies"]}
+    requires = {str(Requirement(r)) for r in meta.get_all("Requires-Dist") or []}
+    assert requires == {str(Requirement(d)) for d in project["dependencies"]}
 
 
 def test_wheel_has_complete_metadata(dist: Dist) -> None:
