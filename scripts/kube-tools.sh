@@ -16,6 +16,10 @@ ETCD_VERSION="${ETCD_VERSION:-v3.7.3}"
 BIN="$CACHE/bin"
 NICE="${RYZE_BUILD_NICE:-10}"
 mkdir -p "$BIN"
+# One build at a time: a second caller (the API-server test while scripts/test.sh builds in the
+# background) waits for the first and then finds the binaries cached.
+exec 9>"$BIN/.kube-tools.lock"
+flock 9
 command -v go >/dev/null || { echo "kube-tools: go is required to build the API server and etcd" >&2; exit 1; }
 
 # The k8s.io/* modules k8s.io/kubernetes takes from ./staging/src, published as v0.<minor>.<patch>.
