@@ -20,7 +20,8 @@ from tests.deploy.crd_schemas import crd_files
 from tests.deploy.kube_api import KubeAPI, start_kube_api
 from tests.deploy.test_helm import CHART, SCENARIOS, helm_binary
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
+# Under CI=true the first test may wait for scripts/test.sh's background build of the binaries.
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(2700)]
 NAMESPACE = "bridge"
 KUBE_VERSION = "v1.37.2"  # scripts/kube-tools.sh's default
 
