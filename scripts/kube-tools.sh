@@ -22,12 +22,17 @@ exec 9>"$BIN/.kube-tools.lock"
 flock 9
 command -v go >/dev/null || { echo "kube-tools: go is required to build the API server and etcd" >&2; exit 1; }
 
-# The k8s.io/* modules k8s.io/kubernetes takes from ./staging/src, published as v0.<minor>.<patch>.
-STAGING=(api apiextensions-apiserver apimachinery apiserver cli-runtime client-go cloud-provider
-    cluster-bootstrap code-generator component-base component-helpers controller-manager cri-api
-    cri-client cri-streaming csi-translation-lib dynamic-resource-allocation endpointslice externaljwt kms
-    kube-aggregator kube-controller-manager kube-proxy kube-scheduler kubectl kubelet metrics mount-utils
-    pod-security-admission sample-apiserver sample-cli-plugin sample-controller streaming)
+# staging_modules VERSION: the k8s.io/* modules that k8s.io/kubernetes@VERSION takes from
+# ./staging/src (its go.mod's replace directives), one a line; they are published as
+# v0.<minor>.<patch>. Reads only the go.mod, not the module.
+staging_modules() {
+    local dir mod
+    dir="$(mktemp -d)"
+    mod="$(cd "$dir" && go mod init probe >/dev/null 2>&1 &&
+        go list -m -f '{{.GoMod}}' "k8s.io/kubernetes@$1")" || { rm -rf "$dir"; return 1; }
+    rm -rf "$dir"
+    sed -n 's|^[[:space:]]*\(k8s\.io/[^[:space:]]*\) => \./staging/.*|\1|p' "$mod"
+}
 
 # build_in_module NAME MODULE_REQUIRE EXTRA_GOMOD PACKAGE LDFLAGS: go build PACKAGE inside a throw-away
 # module that requires MODULE_REQUIRE, into $BIN/NAME.
@@ -51,11 +56,13 @@ build_in_module() {
 }
 
 build_apiserver() {
-    local minor patch stage replaces="replace (" m
+    local minor patch stage replaces="replace (" m modules
     [[ -x "$BIN/kube-apiserver" && -f "$BIN/.kube-apiserver-$KUBE_VERSION" ]] && return 0
     IFS=. read -r _ minor patch <<<"$KUBE_VERSION"
     stage="v0.$minor.$patch"
-    for m in "${STAGING[@]}"; do replaces+=$'\n'"    k8s.io/$m => k8s.io/$m $stage"; done
+    modules="$(staging_modules "$KUBE_VERSION")"
+    [[ -n "$modules" ]] || { echo "kube-tools: no staging modules in k8s.io/kubernetes@$KUBE_VERSION" >&2; return 1; }
+    for m in $modules; do replaces+=$'\n'"    $m => $m $stage"; done
     replaces+=$'\n)'
     local v=k8s.io/component-base/version cv=k8s.io/client-go/pkg/version ld="-s -w" x
     for x in "$v" "$cv"; do
