@@ -54,11 +54,38 @@ def instance_schema() -> dict[str, Any]:
         "minLength": 1,
         "description": "TokenInstance inline (the chart stores it in a Secret).",
     }
+    properties["tokenKey"] = {
+        "type": "string",
+        "minLength": 1,
+        "description": "Key of existingSecret holding this instance's token (default: its name).",
+    }
     return closed(properties, description="A RyzeAPI instance.")
 
 
 def object_of(description: str) -> dict[str, Any]:
     return {"type": "object", "description": description}
+
+
+def list_of(description: str) -> dict[str, Any]:
+    return {"type": "array", "items": {"type": "object"}, "description": description}
+
+
+def secret_ref(inline: str, key: str, what: str) -> dict[str, Any]:
+    """A secret value given inline or as a key of the operator's own Secret, not both."""
+    return closed(
+        {
+            inline: {"type": "string", "description": f"{what} inline (the chart's Secret)."},
+            "existingSecret": {"type": "string", "description": f"Your Secret with the {what}."},
+            "key": {"type": "string", "minLength": 1, "default": key},
+        },
+        description=f"{what}: inline or from existingSecret (key `key`), not both.",
+        **{
+            "not": {
+                "required": [inline, "existingSecret"],
+                "properties": {inline: {"minLength": 1}, "existingSecret": {"minLength": 1}},
+            }
+        },
+    )
 
 
 def chart_schema() -> dict[str, Any]:
@@ -71,8 +98,9 @@ def chart_schema() -> dict[str, Any]:
             "replicaCount": {
                 "type": "integer",
                 "minimum": 0,
-                "description": "1: instances cannot be shared between replicas yet "
-                "(the chart refuses more, saying why).",
+                "description": "Bridge pods; above 1 needs config.cluster.mode kafka, redis or "
+                "static, which shares the instances between them (the chart refuses more "
+                "without one, saying why).",
             },
             "image": closed(
                 {
@@ -104,8 +132,8 @@ def chart_schema() -> dict[str, Any]:
                 }
             ),
             "configReload": {"enum": ["rollout", "live"]},
-            "sinkCredentials": closed({"password": string, "fromExistingSecret": boolean}),
-            "adminToken": closed({"value": string, "fromExistingSecret": boolean}),
+            "sinkCredentials": secret_ref("password", "sink-password", "Sink password"),
+            "adminToken": secret_ref("value", "admin-token", "Admin API bearer token"),
             "tlsSecret": string,
             "config": config,
             "shutdownTimeout": {"type": "integer", "minimum": 1, "maximum": 3600},
@@ -133,9 +161,17 @@ def chart_schema() -> dict[str, Any]:
             ),
             "podAnnotations": labels,
             "podLabels": labels,
+            "extraEnv": list_of("Extra EnvVars of the bridge container."),
+            "extraVolumes": list_of("Extra volumes of the pod."),
+            "extraVolumeMounts": list_of("Extra volumeMounts of the bridge container."),
+            "priorityClassName": string,
+            "topologySpreadConstraints": list_of(
+                "Pod topologySpreadConstraints; without labelSelector, this release's pods."
+            ),
             "podSecurityContext": object_of("Pod securityContext."),
             "securityContext": object_of("Container securityContext."),
             "resources": object_of("Container resources."),
+            "startupProbe": object_of("Startup probe (/healthz); {} for none."),
             "livenessProbe": object_of("Liveness probe (/healthz)."),
             "readinessProbe": object_of("Readiness probe (/readyz)."),
             "nodeSelector": labels,
@@ -153,6 +189,9 @@ def chart_schema() -> dict[str, Any]:
                     "additionalLabels": labels,
                     "interval": string,
                     "scrapeTimeout": string,
+                    "tlsConfig": object_of(
+                        "Endpoint tlsConfig with admin TLS; {}: ca.crt of tlsSecret."
+                    ),
                 }
             ),
             "prometheusRule": closed({"enabled": boolean, "additionalLabels": labels}),

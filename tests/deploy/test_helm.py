@@ -1,6 +1,6 @@
 """The Helm chart: lints strictly, renders every scenario into manifests that validate against
-the Kubernetes schemas offline, refuses bad values readably, and carries a config the bridge
-accepts."""
+the Kubernetes schemas and the official prometheus-operator CRDs offline, refuses bad values
+readably, carries a config the bridge accepts, and packages with its README."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +19,13 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.deploy.crd_schemas import PROMETHEUS_RULE, SERVICE_MONITOR
+from tests.deploy.crd_schemas import FILES, crd_schema
 from tests.services import unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "ryze-bridge"
 SCENARIOS = sorted((CHART / "ci").glob("*-values.yaml"))
 KUBE_VERSION = "1.31.0"
-CRDS = {"ServiceMonitor": SERVICE_MONITOR, "PrometheusRule": PROMETHEUS_RULE}
 
 
 def helm_binary() -> str:
@@ -63,15 +64,16 @@ def by_kind(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
 )
 def test_lint_strict_and_manifests_validate(values: Path | None) -> None:
     """helm lint --strict passes and every rendered manifest validates against the Kubernetes
-    1.31 schemas (strict: unknown fields refused); monitoring resources against their CRDs."""
+    1.31 schemas (strict: unknown fields refused); monitoring resources against the official
+    prometheus-operator CRDs (strict too)."""
     extra = ["-f", str(values)] if values else []
     helm("lint", "--strict", str(CHART), "--kube-version", KUBE_VERSION, *extra)
     docs = render(*([values] if values else []))
     kinds = {d["kind"] for d in docs}
     assert {"StatefulSet", "ConfigMap", "Service"} <= kinds
     for doc in docs:
-        if doc["kind"] in CRDS:
-            jsonschema.validate(doc, CRDS[doc["kind"]])
+        if doc["kind"] in FILES:
+            jsonschema.validate(doc, crd_schema(doc["kind"]))
         else:
             kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
 
@@ -117,6 +119,13 @@ def test_emptydir_scenario_has_no_claim() -> None:
         ({"instances": {"shop": {"tokn": "x"}}}, "additional properties 'tokn' not allowed"),
         ({"existingSecret": "s", "instances": {"shop": {"token": "x"}}}, "/instances/shop"),
         ({"replicaCount": 2}, "replicaCount above 1 needs config.cluster.mode"),
+        ({"adminToken": {"value": "a", "existingSecret": "s"}}, "/adminToken"),
+        ({"sinkCredentials": {"fromExistingSecret": True}}, "'fromExistingSecret' not allowed"),
+        ({"instances": {"admin-token": {"token": "x"}}}, "instances.admin-token: the name is"),
+        (
+            {"serviceMonitor": {"enabled": True}, "config": {"admin": {"tls_cert_file": "/c"}}},
+            "serviceMonitor: the admin port serves TLS",
+        ),
         ({"persistence": {"size": "lots"}}, "/persistence/size"),
     ],
     ids=[
@@ -127,6 +136,10 @@ def test_emptydir_scenario_has_no_claim() -> None:
         "instance-typo",
         "inline+existing",
         "replicas",
+        "admin-both",
+        "old-key",
+        "reserved-name",
+        "monitor-tls",
         "size",
     ],
 )
@@ -268,3 +281,212 @@ def test_cluster_modes_lift_the_replica_guard_and_spread_the_pods() -> None:
     single = by_kind(render(sets=("instances.shop.token=t-1",)), "StatefulSet")
     assert single["spec"]["podManagementPolicy"] == "OrderedReady"
     assert "affinity" not in single["spec"]["template"]["spec"]
+
+
+def container_of(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    container: dict[str, Any] = by_kind(docs, "StatefulSet")["spec"]["template"]["spec"][
+        "containers"
+    ][0]
+    return container
+
+
+def test_separate_secrets_per_kind_with_their_own_keys() -> None:
+    """Tenant tokens, the sink password and the admin token each come from their own Secret
+    under a configurable key, projected into fixed file names the config points at; the chart
+    then creates no Secret of its own."""
+    docs = render(
+        sets=(
+            "existingSecret=tenants",
+            "instances.shop.tokenKey=shop-token",
+            "instances.other.events={message.exchange}",
+            "discovery.enabled=true",
+            "discovery.accountTokenKey=acct",
+            "sinkCredentials.existingSecret=kafka-user",
+            "sinkCredentials.key=password",
+            "adminToken.existingSecret=admin",
+            "adminToken.key=token",
+        )
+    )
+    assert not [d for d in docs if d["kind"] == "Secret"]
+    pod = by_kind(docs, "StatefulSet")["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "tokens")
+    sources = {s["secret"]["name"]: s["secret"]["items"] for s in volume["projected"]["sources"]}
+    assert sources == {
+        "tenants": [
+            {"key": "other", "path": "other"},
+            {"key": "shop-token", "path": "shop"},
+            {"key": "acct", "path": "account-token"},
+        ],
+        "kafka-user": [{"key": "password", "path": "sink-password"}],
+        "admin": [{"key": "token", "path": "admin-token"}],
+    }
+    config = yaml.safe_load(by_kind(docs, "ConfigMap")["data"]["config.yaml"])
+    tokens = "/var/run/secrets/ryze-bridge"
+    assert config["instances"]["shop"]["token_file"] == f"{tokens}/shop"
+    assert "tokenKey" not in config["instances"]["shop"]
+    assert config["discovery"]["token_file"] == f"{tokens}/account-token"
+    assert config["sink"]["kafka"]["sasl_password_file"] == f"{tokens}/sink-password"
+    assert config["admin"]["token_file"] == f"{tokens}/admin-token"
+
+
+def test_mixed_inline_and_existing_secrets() -> None:
+    """Tenant tokens from the operator's Secret and the admin token inline: the chart's Secret
+    holds only the admin token, and the ServiceMonitor sends it from there as a bearer token."""
+    docs = render(
+        sets=(
+            "existingSecret=tenants",
+            "instances.shop.events={message.exchange}",
+            "adminToken.value=adm-1",
+            "serviceMonitor.enabled=true",
+        )
+    )
+    secret = by_kind(docs, "Secret")
+    assert set(secret["data"]) == {"admin-token"}
+    endpoint = by_kind(docs, "ServiceMonitor")["spec"]["endpoints"][0]
+    assert endpoint["authorization"] == {
+        "type": "Bearer",
+        "credentials": {"name": secret["metadata"]["name"], "key": "admin-token"},
+    }
+    assert "scheme" not in endpoint
+    assert "adm-1" not in yaml.safe_dump(by_kind(docs, "ServiceMonitor"))
+
+
+def test_admin_tls_switches_probes_and_scrapes_to_https() -> None:
+    """With config.admin.tls_cert_file the three probes use HTTPS and the ServiceMonitor
+    scrapes over HTTPS trusting tlsSecret's ca.crt for the Service's name (or the tlsConfig
+    given); without it the probes use the default scheme (HTTP). Both validate against the
+    official CRD."""
+    tls = (
+        "tlsSecret=bridge-tls",
+        "config.admin.tls_cert_file=/etc/ryze-bridge/tls/tls.crt",
+        "config.admin.tls_key_file=/etc/ryze-bridge/tls/tls.key",
+        "adminToken.existingSecret=admin",
+        "serviceMonitor.enabled=true",
+    )
+    docs = render(sets=tls)
+    container = container_of(docs)
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"]["scheme"] == "HTTPS"
+    monitor = by_kind(docs, "ServiceMonitor")
+    jsonschema.validate(monitor, crd_schema("ServiceMonitor"))
+    endpoint = monitor["spec"]["endpoints"][0]
+    assert endpoint["scheme"] == "https"
+    assert endpoint["tlsConfig"] == {
+        "ca": {"secret": {"name": "bridge-tls", "key": "ca.crt"}},
+        "serverName": "rb-ryze-bridge.bridge.svc",
+    }
+    assert endpoint["authorization"]["credentials"] == {"name": "admin", "key": "admin-token"}
+    own = by_kind(
+        render(sets=(*tls, "serviceMonitor.tlsConfig.insecureSkipVerify=true")), "ServiceMonitor"
+    )
+    assert own["spec"]["endpoints"][0]["tlsConfig"] == {"insecureSkipVerify": True}
+    plain = container_of(render(sets=("instances.shop.token=t-1",)))
+    assert "scheme" not in plain["livenessProbe"]["httpGet"]
+    assert plain["startupProbe"]["httpGet"]["path"] == "/healthz"
+
+
+def test_pod_extras_reach_the_pod() -> None:
+    """extraEnv, extraVolumes, extraVolumeMounts, topologySpreadConstraints (a labelSelector
+    filled in when missing), priorityClassName and podAnnotations land in the pod spec, and
+    the result validates against the Kubernetes schema."""
+    values = {
+        "instances": {"shop": {"token": "t-1"}},
+        "extraEnv": [{"name": "HTTPS_PROXY", "value": "http://proxy:3128"}],
+        "extraVolumes": [{"name": "ca", "configMap": {"name": "corp-ca"}}],
+        "extraVolumeMounts": [{"name": "ca", "mountPath": "/etc/corp-ca", "readOnly": True}],
+        "topologySpreadConstraints": [
+            {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+             "whenUnsatisfiable": "ScheduleAnyway"},
+        ],
+        "priorityClassName": "bridge-critical",
+        "podAnnotations": {"example.com/team": "integrations"},
+    }  # fmt: skip
+    docs = render_values(values)
+    sts = by_kind(docs, "StatefulSet")
+    kubernetes_validate.validate(sts, KUBE_VERSION, strict=True)
+    template = sts["spec"]["template"]
+    pod = template["spec"]
+    container = pod["containers"][0]
+    assert {"name": "HTTPS_PROXY", "value": "http://proxy:3128"} in container["env"]
+    assert {"name": "ca", "configMap": {"name": "corp-ca"}} in pod["volumes"]
+    assert {"name": "ca", "mountPath": "/etc/corp-ca", "readOnly": True} in container[
+        "volumeMounts"
+    ]
+    spread = pod["topologySpreadConstraints"][0]
+    assert spread["labelSelector"]["matchLabels"] == sts["spec"]["selector"]["matchLabels"]
+    assert pod["priorityClassName"] == "bridge-critical"
+    assert template["metadata"]["annotations"]["example.com/team"] == "integrations"
+
+
+def render_values(values: dict[str, Any]) -> list[dict[str, Any]]:
+    with tempfile.TemporaryDirectory(prefix="ryze-chart-") as tmp:
+        path = Path(tmp) / "values.yaml"
+        path.write_text(yaml.safe_dump(values), encoding="utf-8")
+        return render(path)
+
+
+def test_schema_covers_every_value() -> None:
+    """values.schema.json describes every key of values.yaml, nested ones included (the schema
+    refuses unknown keys, so a value it lacks could not even be set)."""
+    schema = json.loads((CHART / "values.schema.json").read_text(encoding="utf-8"))
+    values = yaml.safe_load((CHART / "values.yaml").read_text(encoding="utf-8"))
+    free = {"config", "podSecurityContext", "securityContext", "resources", "affinity"}
+    free |= {"startupProbe", "livenessProbe", "readinessProbe", "tlsConfig", "instances"}
+
+    def missing(node: dict[str, Any], props: dict[str, Any], where: str) -> list[str]:
+        out = []
+        for key, value in node.items():
+            if key not in props:
+                out.append(f"{where}{key}")
+            elif isinstance(value, dict) and key not in free and "properties" in props[key]:
+                out += missing(value, props[key]["properties"], f"{where}{key}.")
+        return out
+
+    assert missing(values, schema["properties"], "") == []
+    jsonschema.validate(values, schema)
+
+
+def test_helm_package_carries_the_readme(tmp_path: Path) -> None:
+    """`helm package` makes the chart archive, named after the chart's version, with its
+    README, schema, values and templates inside."""
+    helm("package", str(CHART), "--destination", str(tmp_path))
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text(encoding="utf-8"))
+    archive = tmp_path / f"ryze-bridge-{chart['version']}.tgz"
+    with tarfile.open(archive) as tar:
+        names = set(tar.getnames())
+        readme = tar.extractfile("ryze-bridge/README.md")
+        assert readme is not None
+        assert readme.read() == (CHART / "README.md").read_bytes()
+    assert {
+        "ryze-bridge/Chart.yaml",
+        "ryze-bridge/values.yaml",
+        "ryze-bridge/values.schema.json",
+        "ryze-bridge/templates/statefulset.yaml",
+        "ryze-bridge/files/ryze-bridge-rules.yaml",
+    } <= names
+    assert not [n for n in names if "/ci/" in n]
+
+
+@pytest.mark.parametrize(
+    ("kind", "path", "bad"),
+    [
+        ("ServiceMonitor", ("spec", "endpoints", 0), {"bearerToken": "x"}),
+        ("ServiceMonitor", ("spec", "endpoints", 0), {"scheme": "gopher"}),
+        ("PrometheusRule", ("spec", "groups", 0), {"interval": "often"}),
+    ],
+    ids=["unknown-field", "bad-enum", "bad-duration"],
+)
+def test_official_crds_refuse_what_the_server_would(
+    kind: str, path: tuple[str | int, ...], bad: dict[str, Any]
+) -> None:
+    """The official CRDs' schemas, as the tests use them, refuse an unknown field (the server
+    would prune it silently), a scheme outside the enum and a malformed duration in the
+    chart's own rendered resources."""
+    doc = by_kind(render(CHART / "ci" / "monitoring-values.yaml"), kind)
+    jsonschema.validate(doc, crd_schema(kind))
+    node: Any = doc
+    for step in path:
+        node = node[step]
+    node.update(bad)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(doc, crd_schema(kind))

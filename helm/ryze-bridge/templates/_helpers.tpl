@@ -42,9 +42,69 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end }}
 
-{{/* The Secret holding the instance tokens (one key per instance). */}}
+{{/* The Secret the chart creates for values given inline (tokens, passwords, admin token). */}}
+{{- define "ryze-bridge.chartSecretName" -}}
+{{- printf "%s-tokens" (include "ryze-bridge.fullname" .) }}
+{{- end }}
+
+{{/* The Secret holding the tenant tokens: instance tokens and the discovery account token. */}}
 {{- define "ryze-bridge.secretName" -}}
-{{- default (printf "%s-tokens" (include "ryze-bridge.fullname" .)) .Values.existingSecret }}
+{{- default (include "ryze-bridge.chartSecretName" .) .Values.existingSecret }}
+{{- end }}
+
+{{/* The Secret holding the sink password ("" when there is none). */}}
+{{- define "ryze-bridge.sinkSecretName" -}}
+{{- $c := .Values.sinkCredentials -}}
+{{- if $c.existingSecret }}{{ $c.existingSecret }}{{ else if $c.password }}{{ include "ryze-bridge.chartSecretName" . }}{{ end -}}
+{{- end }}
+
+{{/* The Secret holding the admin API's bearer token ("" when there is none). */}}
+{{- define "ryze-bridge.adminSecretName" -}}
+{{- $a := .Values.adminToken -}}
+{{- if $a.existingSecret }}{{ $a.existingSecret }}{{ else if $a.value }}{{ include "ryze-bridge.chartSecretName" . }}{{ end -}}
+{{- end }}
+
+{{/* "true" when the admin port serves HTTPS (config.admin.tls_cert_file is set). */}}
+{{- define "ryze-bridge.adminTLS" -}}
+{{- $admin := default dict .Values.config.admin -}}
+{{- if $admin.tls_cert_file }}true{{ end -}}
+{{- end }}
+
+{{/* File names under the token directory that are not instance tokens. */}}
+{{- define "ryze-bridge.reservedTokenFiles" -}}account-token sink-password admin-token{{- end }}
+
+{{/* The projected Secret sources mounted at the token directory: each kind from its own
+Secret, each key mapped to a fixed file name. Empty when there is nothing to mount. */}}
+{{- define "ryze-bridge.tokenSources" -}}
+{{- $items := list -}}
+{{- range $name, $instance := .Values.instances }}
+{{- $key := ternary (default $name $instance.tokenKey) $name (not (empty $.Values.existingSecret)) -}}
+{{- $items = append $items (dict "key" $key "path" $name) -}}
+{{- end }}
+{{- if .Values.discovery.enabled }}
+{{- $items = append $items (dict "key" .Values.discovery.accountTokenKey "path" "account-token") -}}
+{{- end }}
+{{- $sources := list -}}
+{{- if $items }}
+{{- $sources = append $sources (dict "secret" (dict "name" (include "ryze-bridge.secretName" .) "items" $items)) -}}
+{{- end }}
+{{- with include "ryze-bridge.sinkSecretName" . }}
+{{- $sources = append $sources (dict "secret" (dict "name" . "items" (list (dict "key" $.Values.sinkCredentials.key "path" "sink-password")))) -}}
+{{- end }}
+{{- with include "ryze-bridge.adminSecretName" . }}
+{{- $sources = append $sources (dict "secret" (dict "name" . "items" (list (dict "key" $.Values.adminToken.key "path" "admin-token")))) -}}
+{{- end }}
+{{- if $sources }}{{ toYaml $sources }}{{ end -}}
+{{- end }}
+
+{{/* A probe from values: an httpGet probe gets scheme HTTPS when the admin port serves TLS
+(unless the values name a scheme). */}}
+{{- define "ryze-bridge.probe" -}}
+{{- $probe := deepCopy .probe -}}
+{{- if and $probe.httpGet (include "ryze-bridge.adminTLS" .root) (not $probe.httpGet.scheme) }}
+{{- $_ := set $probe.httpGet "scheme" "HTTPS" -}}
+{{- end }}
+{{- toYaml $probe }}
 {{- end }}
 
 {{- define "ryze-bridge.tokenDir" -}}/var/run/secrets/ryze-bridge{{- end }}
@@ -54,16 +114,16 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- $cfg := deepCopy .Values.config -}}
 {{- $instances := dict -}}
 {{- range $name, $instance := .Values.instances }}
-{{- $entry := omit $instance "token" -}}
+{{- $entry := omit $instance "token" "tokenKey" -}}
 {{- $_ := set $entry "token_file" (printf "%s/%s" (include "ryze-bridge.tokenDir" $) $name) -}}
 {{- $_ := set $instances $name $entry -}}
 {{- end }}
 {{- $_ := set $cfg "instances" $instances -}}
 {{- if .Values.discovery.enabled }}
 {{- $d := .Values.discovery -}}
-{{- $_ := set $cfg "discovery" (dict "token_file" (printf "%s/%s" (include "ryze-bridge.tokenDir" $) $d.accountTokenKey) "include" $d.include "exclude" $d.exclude "refresh_seconds" $d.refreshSeconds "events" $d.events "media_base64" $d.mediaBase64 "manage_config" $d.manageConfig) -}}
+{{- $_ := set $cfg "discovery" (dict "token_file" (printf "%s/account-token" (include "ryze-bridge.tokenDir" $)) "include" $d.include "exclude" $d.exclude "refresh_seconds" $d.refreshSeconds "events" $d.events "media_base64" $d.mediaBase64 "manage_config" $d.manageConfig) -}}
 {{- end }}
-{{- if or .Values.sinkCredentials.password .Values.sinkCredentials.fromExistingSecret }}
+{{- if include "ryze-bridge.sinkSecretName" . }}
 {{- $sink := deepCopy (default dict $cfg.sink) -}}
 {{- $kind := default "kafka" $sink.kind -}}
 {{- $section := deepCopy (default dict (get $sink $kind)) -}}
@@ -80,7 +140,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- $_ := set $cfg "spool" $spool -}}
 {{- $admin := deepCopy (default dict $cfg.admin) -}}
 {{- $_ := set $admin "host" "0.0.0.0" -}}
-{{- if or .Values.adminToken.value .Values.adminToken.fromExistingSecret }}
+{{- if include "ryze-bridge.adminSecretName" . }}
 {{- $_ := set $admin "token_file" (printf "%s/admin-token" (include "ryze-bridge.tokenDir" $)) -}}
 {{- end }}
 {{- $_ := set $admin "port" .Values.service.port -}}
