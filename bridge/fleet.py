@@ -110,20 +110,17 @@ class Fleet:
                     continue
                 if runner is not None:
                     await self.remove(name)
-                self.add(name, instance, (known or {}).get(name))
-                changes += 1
+                started = self.add(name, instance, (known or {}).get(name))
+                changes += 1 if runner is not None or started else 0
             return changes
 
     def start_wanted(self, which: Callable[[str], bool], *, takeover: bool) -> int:
         """Start the wanted, unpaused instances that ``which`` selects (hold :meth:`changes`);
         how many were not running yet."""
         started = 0
-        if self._closing:
-            return 0
         for name, instance in self.wanted.items():
-            if which(name) and name not in self.paused and name not in self.runners:
-                self.add(name, instance, takeover=takeover)
-                started += 1
+            if which(name) and name not in self.paused:
+                started += self.add(name, instance, takeover=takeover)
         return started
 
     async def stop_where(self, which: Callable[[str], bool]) -> int:
@@ -148,15 +145,16 @@ class Fleet:
         known: WsConfig | None = None,
         *,
         takeover: bool = False,
-    ) -> None:
-        """Start the runner of one instance (no-op when it runs already or the fleet is
-        closing)."""
+    ) -> bool:
+        """Start the runner of one instance; whether it started (not when it runs already or
+        the fleet is closing)."""
         if name in self.runners or self._closing:
-            return
+            return False
         runner = self.make_runner(name, instance, known, takeover=takeover)
         self.runners[name] = runner
         self._tasks[name] = asyncio.create_task(self._supervise(runner), name=f"runner:{name}")
         self.metrics.instances_configured.set(len(self.runners))
+        return True
 
     async def remove(self, name: str) -> None:
         """Stop one runner: close its socket, keep every frame it read, then forget it.
