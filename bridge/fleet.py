@@ -5,6 +5,8 @@ keeps each one running (a crash is logged and the runner restarted, never propag
 instance failing never stops another), stops one by closing its socket and keeping every frame
 it read, and answers the operator's controls (reconnect, pause, resume) and the status rows of
 ``/instances``. Changes to the running set happen one at a time (:meth:`Fleet.changes`).
+Once :meth:`Fleet.close` is called (shutdown) it starts nothing more: every runner it stops
+then stays stopped, so no frame is read after the spool's drain.
 """
 
 from __future__ import annotations
@@ -69,7 +71,18 @@ class Fleet:
         self.paused: set[str] = set()
         self.wanted: dict[str, InstanceSettings] = {}  # from config and discovery, every shard
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._removing: dict[str, asyncio.Task[None]] = {}  # stops under way, by instance
         self._changing = asyncio.Lock()
+        self._closing = False
+
+    def close(self) -> None:
+        """Start nothing from now on (shutdown begins): a take, an apply, a resume or a
+        restart after this runs nothing; stopping goes on as before."""
+        self._closing = True
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
 
     def changes(self) -> asyncio.Lock:
         """Held while the running set changes (apply, shards taken or released)."""
@@ -97,8 +110,8 @@ class Fleet:
                     continue
                 if runner is not None:
                     await self.remove(name)
-                self.add(name, instance, (known or {}).get(name))
-                changes += 1
+                started = self.add(name, instance, (known or {}).get(name))
+                changes += 1 if runner is not None or started else 0
             return changes
 
     def start_wanted(self, which: Callable[[str], bool], *, takeover: bool) -> int:
@@ -106,14 +119,14 @@ class Fleet:
         how many were not running yet."""
         started = 0
         for name, instance in self.wanted.items():
-            if which(name) and name not in self.paused and name not in self.runners:
-                self.add(name, instance, takeover=takeover)
-                started += 1
+            if which(name) and name not in self.paused:
+                started += self.add(name, instance, takeover=takeover)
         return started
 
     async def stop_where(self, which: Callable[[str], bool]) -> int:
-        """Stop (draining) the running instances that ``which`` selects; how many."""
-        names = [n for n in self.runners if which(n)]
+        """Stop (draining) the running instances that ``which`` selects, those another
+        caller is stopping included (each returns once its runner is done); how many."""
+        names = [n for n in dict.fromkeys([*self.runners, *self._removing]) if which(n)]
         await asyncio.gather(*(self.remove(n) for n in names))
         return len(names)
 
@@ -132,21 +145,38 @@ class Fleet:
         known: WsConfig | None = None,
         *,
         takeover: bool = False,
-    ) -> None:
-        """Start the runner of one instance (no-op when it runs already)."""
-        if name in self.runners:
-            return
+    ) -> bool:
+        """Start the runner of one instance; whether it started (not when it runs already or
+        the fleet is closing)."""
+        if name in self.runners or self._closing:
+            return False
         runner = self.make_runner(name, instance, known, takeover=takeover)
         self.runners[name] = runner
         self._tasks[name] = asyncio.create_task(self._supervise(runner), name=f"runner:{name}")
         self.metrics.instances_configured.set(len(self.runners))
+        return True
 
     async def remove(self, name: str) -> None:
-        """Stop one runner: close its socket, keep every frame it read, then forget it."""
+        """Stop one runner: close its socket, keep every frame it read, then forget it.
+        Returns only once that is done, also when another caller's stop of it was already
+        under way (a release racing the shutdown's stop waits for the runner's last frames)."""
+        under_way = self._removing.get(name)
+        if under_way is not None:
+            await asyncio.shield(under_way)
         runner = self.runners.pop(name, None)
         task = self._tasks.pop(name, None)
         if runner is None or task is None:
             return
+        stopping = asyncio.create_task(self._stop(name, runner, task), name=f"stop:{name}")
+        self._removing[name] = stopping
+        stopping.add_done_callback(lambda done: self._forget_stop(name, done))
+        await asyncio.shield(stopping)
+
+    def _forget_stop(self, name: str, done: asyncio.Task[None]) -> None:
+        if self._removing.get(name) is done:
+            del self._removing[name]
+
+    async def _stop(self, name: str, runner: FleetRunner, task: asyncio.Task[None]) -> None:
         # a runner with a socket finishes reading what arrived; one without (connecting,
         # waiting for the budget, backing off) has read nothing and is simply cancelled
         wait = STOP_READ_TIMEOUT if runner.status.connected else 0.0
@@ -163,7 +193,7 @@ class Fleet:
     async def _supervise(self, runner: FleetRunner) -> None:
         """Run a runner; a crash is logged and the runner restarted, never propagated."""
         restarts = RUNNER_RESTARTS.start()
-        while self.runners.get(runner.name) is runner and not runner.stopping:
+        while self.runners.get(runner.name) is runner and not (runner.stopping or self._closing):
             restarts.healthy(time.monotonic())
             try:
                 await runner.run()

@@ -8,6 +8,7 @@ token that cannot be resolved fails this instance only, and is retried slowly.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import ssl
 import time
@@ -142,12 +143,14 @@ class Runner:
             ssl=self.ctx.ssl,
         )
         handled = read = 0
-        async for frames in self._source:
-            read += self.handle_all(frames)
-            handled += len(frames)
-            if handled >= BATCH_FRAMES or read >= BATCH_BYTES or self.ctx.held():
-                handled = read = 0  # a flooded socket must not starve the sink worker
-                await self.ctx.pace()
+        # closed however the loop ends: a crash here closes the socket before the restart
+        async with contextlib.aclosing(self._source.frames()) as source:
+            async for frames in source:
+                read += self.handle_all(frames)
+                handled += len(frames)
+                if handled >= BATCH_FRAMES or read >= BATCH_BYTES or self.ctx.held():
+                    handled = read = 0  # a flooded socket must not starve the sink worker
+                    await self.ctx.pace()
 
     async def _token(self) -> SecretStr | None:
         """Resolve the token; while it cannot be, the instance is failed and retried slowly."""

@@ -55,6 +55,9 @@ class RunnerSet(Protocol):
 
     def changes(self) -> asyncio.Lock: ...
 
+    @property
+    def closing(self) -> bool: ...
+
     def start_wanted(self, which: Callable[[str], bool], *, takeover: bool) -> int: ...
 
     async def stop_where(self, which: Callable[[str], bool]) -> int: ...
@@ -110,8 +113,13 @@ class ShardCoordinator:
 
     # ---- ShardOwner ---------------------------------------------------------------------
     async def take(self, shards: frozenset[int]) -> None:
-        """Start the wanted instances of ``shards``."""
+        """Start the wanted instances of ``shards``; refused once shutdown has begun (what
+        would be read then could no longer be drained): the shards stay unowned here, and
+        the others take them once this replica has left."""
         async with self.runners.changes():
+            if self.runners.closing:
+                log.info("cluster.take_refused", shards=len(shards), reason="shutting_down")
+                return
             takeover = self._took_shards
             self._took_shards = True
             self.ownership.owned = (self.ownership.owned or frozenset()) | shards

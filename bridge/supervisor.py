@@ -2,8 +2,9 @@
 
 open the spool → start the delivery → start admin → run the configured instances, then
 discovery → follow the cluster membership → watch the config file → run → on SIGTERM/SIGINT
-stop intake (close every socket, keep what was read) → drain the spool to the sink within
-``shutdown_timeout`` → leave the cluster → close. A second signal exits at once; SIGHUP
+stop intake (start nothing more, close every socket, keep what was read) → drain the spool to
+the sink within ``shutdown_timeout`` → leave the cluster (and stop and drain anything a take
+racing the stop still started) → close. A second signal exits at once; SIGHUP
 reloads the config. A coordination error that will not fix itself ends the process (exit 1).
 
 Who does what: the fleet (:mod:`bridge.fleet`) owns the runners, the shard coordinator
@@ -154,9 +155,14 @@ class Supervisor:
         parts = self.parts
         deadline = time.monotonic() + self.settings.shutdown_timeout
         log.info("bridge.stopping", instances=len(self.runners))
+        parts.fleet.close()  # from now on nothing starts: not a take, a reload, a restart
         await parts.fleet.stop_all()
         drained = await self._drain(deadline)
         await parts.shards.leave(self._following)
+        # whatever a take under way at close() still started is stopped and drained here,
+        # while the worker runs: nothing is appended once the worker stops
+        await parts.fleet.stop_all()
+        drained = parts.spool.stats().events == 0 or await self._drain(deadline)
         await self.delivery.stop_worker()
         await parts.applier.stop_discovery()
         for task in self._tasks:

@@ -177,7 +177,17 @@ class KafkaMembership:
         """What this member still holds, reported at every join (being released included)."""
         return frozenset(self._running | self._releasing)
 
+    def _reset(self) -> None:
+        """Forget what an earlier run held: its owner released it all as lost when that run
+        failed, so a new run claims nothing and takes whatever it is assigned."""
+        self._assigned = frozenset()
+        self._running.clear()
+        self._releasing.clear()
+        self._changed.clear()
+        self._report()
+
     async def run(self) -> None:
+        self._reset()
         security = security_options(self.kafka, self._password)
         await self._ensure_topic(security)
         consumer = AIOKafkaConsumer(
@@ -263,6 +273,8 @@ class KafkaMembership:
             await self._changed.wait()
             self._changed.clear()
             async with self._lock:
+                if self._leaving:  # leave() hands everything over: take nothing more
+                    return
                 target = self._assigned
                 gained = frozenset(target - self._running - self._releasing)
                 gone = frozenset(self._running - target)

@@ -19,7 +19,9 @@ Between sessions the source decides, from what went wrong, what to do before the
 
 Every upgrade spends one request of the token's bucket. The token goes in the ``token``
 header, never the query string; no ``Origin`` header is sent. A watchdog closes a socket that
-has been silent (no frame, no ping) for ``watchdog_seconds``.
+has been silent (no frame, no ping) for ``watchdog_seconds``. A session that ends for any
+reason, the consumer's own failure or leaving included, closes its socket: an instance never
+holds a second socket beside a forgotten one.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import contextlib
 import random
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
 from pydantic import SecretStr
@@ -225,7 +227,7 @@ class InstanceSource:
     def __aiter__(self) -> AsyncIterator[list[Frame]]:
         return self.frames()
 
-    async def frames(self) -> AsyncIterator[list[Frame]]:
+    async def frames(self) -> AsyncGenerator[list[Frame], None]:
         while not self._stopping.is_set():
             try:
                 connection = await self._open()
@@ -233,8 +235,9 @@ class InstanceSource:
                 await self._pause(error)
                 continue
             self.backoff.healthy(time.monotonic())
-            async for batch in self._session(connection):
-                yield batch
+            async with contextlib.aclosing(self._session(connection)) as session:
+                async for batch in session:
+                    yield batch
             if not self._stopping.is_set():
                 await self._wait("reconnect", self._next_delay())
 
@@ -270,7 +273,7 @@ class InstanceSource:
             self.bucket.observe(*parse_rate_headers(dict(connection.response.headers.raw_items())))
         return connection
 
-    async def _session(self, connection: WatchedConnection) -> AsyncIterator[list[Frame]]:
+    async def _session(self, connection: WatchedConnection) -> AsyncGenerator[list[Frame], None]:
         """Yield the frames of one open connection, in batches; report why it ended."""
         connection.last_activity = time.monotonic()
         connection.on_ping = lambda: self.observer.activity(ping=True)
@@ -297,6 +300,10 @@ class InstanceSource:
             reensure.cancel()
             await reader.close()
             self._connection = None
+            # the session may end without the socket closing (the consumer raised or left):
+            # close it, or it stays open unread, the server's frames lost, until the process
+            # exits (no-op when the socket is closed already)
+            await connection.close(code=CloseCode.INTERNAL_ERROR, reason="bridge reader gone")
             if self._watchdog_fired:
                 reason = "watchdog"
             elif self._stopping.is_set():

@@ -118,6 +118,24 @@ class Replica:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 
 
+def events_after_stopping(log_text: str, event: str) -> int:
+    """How many log lines of ``event`` a replica wrote after its shutdown began."""
+    events = [line.get("event") for line in _json_lines(log_text)]
+    if "bridge.stopping" not in events:
+        return 0
+    return events[events.index("bridge.stopping") :].count(event)
+
+
+def _json_lines(text: str) -> list[dict[str, Any]]:
+    lines = []
+    for line in text.splitlines():
+        with contextlib.suppress(orjson.JSONDecodeError):
+            value = orjson.loads(line)
+            if isinstance(value, dict):
+                lines.append(value)
+    return lines
+
+
 def metric_value(text: str, name: str, labels: dict[str, str]) -> float:
     """Sum of the samples of ``name`` whose labels include ``labels`` (Prometheus text)."""
     total = 0.0

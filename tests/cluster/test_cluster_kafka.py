@@ -14,6 +14,7 @@ from bridge.settings import EVENT_NAMES
 from bridge.simulator import SimConfig, Simulator
 from tests.cluster.harness import (
     Replica,
+    events_after_stopping,
     every_instance_once,
     most_sockets,
     owned,
@@ -60,7 +61,9 @@ async def test_kafka_group_shares_instances_fails_over_and_rebalances_cooperativ
     a quarter of the 64 shards move and no instance ever has two sockets. One replica is
     SIGKILLed: the survivors reconnect its instances within the session timeout plus a few
     seconds, and deliver everything read from then on. One is SIGTERMed: it hands its shards
-    over losing nothing it had read, and exits 0. Every other frame sent is in Kafka."""
+    over losing nothing it had read, and exits 0; two SIGTERMed together open no socket
+    once their shutdown began (the shards one hands the other then are refused). Every
+    other frame sent is in Kafka."""
     prefix = unique("clk")
     names = [f"inst-{i:02d}" for i in range(INSTANCES)]
     tokens = {name: f"tok-{prefix}-{i:02d}-secret" for i, name in enumerate(names)}
@@ -116,6 +119,9 @@ async def test_kafka_group_shares_instances_fails_over_and_rebalances_cooperativ
             for member in (r1, r4):
                 member.send(signal.SIGTERM)
             assert [await r1.wait(30), await r4.wait(30)] == [0, 0]
+            for member in (r1, r3, r4):  # shards handed over mid-shutdown start nothing
+                for event in ("ws.connected", "runner.crashed"):
+                    assert events_after_stopping(member.log_text(), event) == 0, member.name
         sent = {n: sim.sent_frames(n) for n in names}
         for member in (r1, r2, r3, r4):
             for token in tokens.values():

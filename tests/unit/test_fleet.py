@@ -202,3 +202,23 @@ def test_runner_restarts_follow_the_one_retry_policy() -> None:
     assert all(0.0 <= w <= c for w, c in zip(waits, ceilings, strict=True))
     restarts.healthy(100.0)
     assert restarts.next_delay(160.0) <= 1.0
+
+
+async def test_a_closed_fleet_starts_nothing_but_still_stops() -> None:
+    """Once closed (shutdown began) the fleet starts no runner, whether by apply, resume or
+    start_wanted, and counts no refused start as a change; stopping works as before."""
+    made = Made()
+    fleet = Fleet(made, create_metrics())
+    await fleet.apply({"a": instance(), "b": instance()})
+    await running(made, 2)
+    await fleet.pause("b")
+    fleet.close()
+    assert fleet.closing
+    assert await fleet.apply({"a": instance(), "c": instance()}) == 0  # a stays, c refused
+    assert set(fleet.runners) == {"a"}
+    assert fleet.resume("b", instance())
+    assert fleet.start_wanted(lambda _name: True, takeover=False) == 0
+    assert set(fleet.runners) == {"a"}
+    await fleet.stop_all()
+    assert fleet.runners == {}
+    assert len(made.runners) == 2

@@ -8,11 +8,16 @@ real static membership.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from pathlib import Path
 
+import pytest
+
 from bridge.cluster import Membership, ShardOwner, StaticMembership
+from bridge.cluster.kafka import KafkaMembership
 from bridge.cluster.redis import RedisMembership
+from bridge.errors import ClusterError
 from bridge.fleet import Fleet
 from bridge.metrics import Metrics, create_metrics
 from bridge.settings import Settings
@@ -27,7 +32,7 @@ from bridge.spool.disk import DiskSpool
 from tests.integration.harness import eventually
 from tests.unit.spools import Local, local_spool
 from tests.unit.test_disk_spool import record
-from tests.unit.test_fleet import Made, instance
+from tests.unit.test_fleet import Made, instance, running
 
 SHARDS = 8
 
@@ -199,3 +204,102 @@ def test_only_a_fencing_membership_hands_the_sink_a_fencing(tmp_path: Path) -> N
         mode="static", replica="r",
     )  # fmt: skip
     assert static.fencing() is None
+
+
+async def test_a_take_once_shutdown_has_begun_starts_nothing(tmp_path: Path) -> None:
+    """Once shutdown has begun (the fleet closing), a take arriving while the shutdown's stop
+    is still draining the runners (a leaving replica's shards handed over) starts no runner
+    and owns nothing more: after the stop nothing runs, so nothing is read after the drain."""
+    shards, fleet, made, spool = coordinator(tmp_path, frozenset({1}))
+    ownership = shards.ownership
+    one, two = names_in(ownership, 1, 1), names_in(ownership, 2, 2)
+    await fleet.apply({n: instance() for n in [*one, *two]})
+    await shards.take(frozenset({1}))
+    await running(made, 1)
+    made.runners[0].flush_seconds = 0.3
+    fleet.close()
+    stopping = asyncio.create_task(fleet.stop_all())
+    await eventually(lambda: fleet.runners == {}, within=5)
+    await shards.take(frozenset({2}))
+    assert fleet.runners == {}
+    await asyncio.wait_for(stopping, timeout=5)
+    assert fleet.runners == {}
+    assert [r.name for r in made.runners] == one
+    assert ownership.owned == frozenset({1})
+    assert fleet.start_wanted(lambda _name: True, takeover=True) == 0
+    spool.close()
+
+
+async def test_a_release_racing_the_shutdown_stop_returns_once_its_runner_is_done(
+    tmp_path: Path,
+) -> None:
+    """A release of a shard whose runner the shutdown's stop is already stopping returns
+    only once that runner has finished reading (its last frames in the spool, so the
+    release's drain mark covers them), not at once with the runner still reading."""
+    shards, fleet, made, spool = coordinator(tmp_path, frozenset({1}))
+    await fleet.apply({n: instance() for n in names_in(shards.ownership, 1, 1)})
+    await shards.take(frozenset({1}))
+    await running(made, 1)
+    made.runners[0].flush_seconds = 0.5
+    stopping = asyncio.create_task(fleet.stop_all())
+    await eventually(lambda: fleet.runners == {}, within=5)
+    assert not made.runners[0].flushed
+    await asyncio.wait_for(shards.release(frozenset({1}), lost=True), timeout=5)
+    assert made.runners[0].flushed
+    await asyncio.wait_for(stopping, timeout=5)
+    spool.close()
+
+
+async def test_a_kafka_membership_takes_its_shards_again_after_a_failed_run(
+    tmp_path: Path,
+) -> None:
+    """A Kafka membership whose run fails (here: its broker refuses connections) has had
+    everything released as lost by the coordinator; its next run claims nothing it held
+    before, and an assignment of those same shards starts their instances again (not
+    skipped as already running)."""
+    metrics = create_metrics()
+    ownership = Ownership(SHARDS)
+    made = Made()
+    fleet = Fleet(made, metrics, owns=ownership.mine)
+    spool = local_spool(tmp_path / "spool", max_bytes=1 << 20)
+    settings = Settings.model_validate(
+        {
+            "sink": {"kind": "kafka", "kafka": {"bootstrap_servers": "127.0.0.1:1"}},
+            "cluster": {"mode": "kafka", "shards": SHARDS},
+        }
+    )
+    joined: list[KafkaMembership] = []
+
+    def join(owner: ShardOwner) -> Membership:
+        joined.append(KafkaMembership(settings, owner, metrics, "bridge-0", None))
+        return joined[0]
+
+    shards = ShardCoordinator(
+        ownership, fleet, spool.writer, metrics, join, mode="kafka", replica="bridge-0"
+    )
+    membership = joined[0]
+    one = names_in(ownership, 1, 2)
+    await fleet.apply({n: instance() for n in one})
+
+    async def assigned(shard_set: frozenset[int]) -> None:
+        """The group's assignment, followed as the membership's run does."""
+        reconcile = asyncio.create_task(membership._reconcile())
+        membership.assigned(shard_set)
+        try:
+            await eventually(lambda: set(fleet.runners) == set(one), within=5)
+        finally:
+            reconcile.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reconcile
+
+    await assigned(frozenset({1}))
+    assert membership.claimed() == frozenset({1})
+    with pytest.raises(ClusterError):
+        await membership.run()  # the broker refuses: the run fails
+    await shards.release(ownership.owned or frozenset(), lost=True)  # as follow() does
+    assert fleet.runners == {}
+    assert membership.claimed() == frozenset()
+    await assigned(frozenset({1}))
+    assert sorted(r.name for r in made.runners) == sorted([*one, *one])
+    await fleet.stop_all()
+    spool.close()
