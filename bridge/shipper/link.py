@@ -6,7 +6,8 @@ password, where the tail starts), :class:`Mark` (the spool's files go up to here
 :class:`Ask` (is the sink reachable?), :class:`Stop`.
 
 shipper → main (:data:`FromShipper`): :class:`Ack` (acknowledged stretches and the metrics
-that moved), :class:`Reading` (the segment the tail started reading), :class:`Moved` (metrics
+that moved), :class:`Reading` (the segment the tail started reading), :class:`Rewound` (the
+tail went back to the acknowledged position, in this segment), :class:`Moved` (metrics
 that moved), :class:`Answer` (to an :class:`Ask`), :class:`Problem` (why nothing is
 delivered, or None).
 
@@ -66,6 +67,10 @@ class Reading(msgspec.Struct, tag="reading", frozen=True, array_like=True):
     segment: int
 
 
+class Rewound(msgspec.Struct, tag="rewound", frozen=True, array_like=True):
+    segment: int
+
+
 class Moved(msgspec.Struct, tag="moved", frozen=True, array_like=True):
     metrics: list[Change]
 
@@ -80,7 +85,7 @@ class Problem(msgspec.Struct, tag="problem", frozen=True, array_like=True):
 
 
 ToShipper = Init | Mark | Ask | Stop
-FromShipper = Ack | Reading | Moved | Answer | Problem
+FromShipper = Ack | Reading | Rewound | Moved | Answer | Problem
 Message = ToShipper | FromShipper
 
 _encode = msgspec.msgpack.Encoder().encode
@@ -161,3 +166,6 @@ class AcksOverLink:
 
     def reading(self, segment: int) -> None:
         self._send(Reading(segment))
+
+    def rewound(self, segment: int) -> None:
+        self._send(Rewound(segment))

@@ -39,6 +39,7 @@ from bridge.shipper.link import (
     Moved,
     Problem,
     Reading,
+    Rewound,
     Stop,
     frame,
     receive,
@@ -178,7 +179,8 @@ class ShipperDelivery:
             start = self.spool.acked_position()
             writer.write(frame(init_message(self.settings, self.password, start)))
             self._writer = writer
-            self.spool.attach(MarksOverLink(self._send))  # the first mark follows the init
+            # the first mark follows the init; the start segment is kept from now on
+            self.spool.attach(MarksOverLink(self._send), elsewhere=True)
             if self._stopping:  # asked to stop while it was starting
                 send(writer, Stop())
             log.info("shipper.started", pid=process.pid, sink=self.kind)
@@ -229,6 +231,8 @@ class ShipperDelivery:
                 apply_sink_side(self.metrics, metrics)
             case Reading(segment):
                 self.spool.reading(segment)
+            case Rewound(segment):
+                self.spool.rewound(segment)
             case Answer(question, reachable):
                 answer = self._questions.pop(question, None)
                 if answer is not None and not answer.done():
