@@ -12,10 +12,11 @@ that moved), :class:`Answer` (to an :class:`Ask`), :class:`Problem` (why nothing
 delivered, or None).
 
 Every message is validated as it is decoded: one that is not one of its side's kinds, or
-whose fields have the wrong types, raises :class:`~bridge.errors.LinkError` (the link ends,
-logged); a peer gone reads as None. The two transports of the spool's acknowledgement
-channel (:mod:`bridge.spool`) over the link are here too: :class:`MarksOverLink` (main) and
-:class:`AcksOverLink` (shipper).
+whose fields have the wrong types, or that carries a metric change its metric cannot take
+(another metric's label names, an increase below zero), raises
+:class:`~bridge.errors.LinkError` (the link ends, logged); a peer gone reads as None. The
+two transports of the spool's acknowledgement channel (:mod:`bridge.spool`) over the link
+are here too: :class:`MarksOverLink` (main) and :class:`AcksOverLink` (shipper).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import msgspec
 
 from bridge.errors import LinkError
 from bridge.logs import LogFormat
-from bridge.metrics import Change
+from bridge.metrics import Change, change_problem
 from bridge.spool import Acked, Position
 
 _LENGTH = struct.Struct("<I")
@@ -100,11 +101,19 @@ def frame(message: Message) -> bytes:
 
 
 def decode(decoder: msgspec.msgpack.Decoder[M], body: bytes) -> M:
-    """The message in ``body``, validated; LinkError when it is not one (pure)."""
+    """The message in ``body``, validated (the metrics an :class:`Ack` or :class:`Moved`
+    carries too, each against its metric's label names); LinkError when it is not one
+    (pure)."""
     try:
-        return decoder.decode(body)
+        message = decoder.decode(body)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise LinkError(f"shipper link: not a message: {exc}") from None
+    if isinstance(message, Ack | Moved):
+        for change in message.metrics:
+            problem = change_problem(change)
+            if problem is not None:
+                raise LinkError(f"shipper link: not a message: a metric change: {problem}")
+    return message
 
 
 async def receive(reader: asyncio.StreamReader, decoder: msgspec.msgpack.Decoder[M]) -> M | None:
