@@ -36,6 +36,8 @@ from bridge.spool import Acked, Position
 _LENGTH = struct.Struct("<I")
 M = TypeVar("M")
 MAX_MESSAGE = 64 * 1024 * 1024
+MARK_BACKLOG_BYTES = 64 * 1024  # above this much unsent, marks wait (only the latest kept)
+MARK_RETRY_SECONDS = 0.05
 
 
 class Init(msgspec.Struct, tag="init", frozen=True, array_like=True):
@@ -137,10 +139,16 @@ def send(writer: asyncio.StreamWriter, message: Message) -> None:
 
 class MarksOverLink:
     """The writer's marks to a tail in the shipper: one :class:`Mark` per event-loop turn at
-    most (the last of the turn), sent at the end of the turn."""
+    most (the last of the turn), sent at the end of the turn; while the link has more than
+    ``MARK_BACKLOG_BYTES`` not yet sent (``backlog``: a shipper stopped or slow to read),
+    none is queued and only the latest is kept (marks only grow: it says all the others
+    said), sent once the backlog is under the bound: the link's buffer stays bounded."""
 
-    def __init__(self, send_message: Callable[[Message], None]) -> None:
+    def __init__(
+        self, send_message: Callable[[Message], None], backlog: Callable[[], int] = lambda: 0
+    ) -> None:
         self._send = send_message
+        self._backlog = backlog
         self._latest: tuple[int, int] | None = None
 
     def mark(self, segment: int, offset: int) -> None:
@@ -154,10 +162,18 @@ class MarksOverLink:
             self._flush()
 
     def _flush(self) -> None:
-        if self._latest is not None:
-            segment, offset = self._latest
-            self._latest = None
-            self._send(Mark(segment, offset))
+        if self._latest is None:
+            return
+        if self._backlog() > MARK_BACKLOG_BYTES:
+            try:
+                asyncio.get_running_loop().call_later(MARK_RETRY_SECONDS, self._flush)
+            except RuntimeError:  # no loop (tools, tests): sent at once
+                pass
+            else:
+                return
+        segment, offset = self._latest
+        self._latest = None
+        self._send(Mark(segment, offset))
 
 
 class AcksOverLink:

@@ -205,7 +205,8 @@ class ShipperDelivery:
             writer.write(frame(init_message(self.settings, self.password, start)))
             self._writer = writer
             # the first mark follows the init; the start segment is kept from now on
-            self.spool.attach(MarksOverLink(self._send), elsewhere=True)
+            marks = MarksOverLink(self._send, writer.transport.get_write_buffer_size)
+            self.spool.attach(marks, elsewhere=True)
             if self._stopping:  # asked to stop while it was starting
                 send(writer, Stop())
             log.info("shipper.started", pid=process.pid, sink=self.kind)

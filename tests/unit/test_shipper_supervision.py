@@ -1,8 +1,9 @@
 """The main process's supervision of the shipper against the review of the one delivery
 path: every metric the shipper moves is taken in the main process (sink_worker_restarts
 killed the supervision), a metric change its metric cannot take is refused as the link is
-read (LinkError), and the supervision outlives whatever ends it unasked: a real shipper
-process whose worker really crashes, and a supervising task really cancelled."""
+read (LinkError), the supervision outlives whatever ends it unasked (a real shipper process
+whose worker really crashes, a supervising task really cancelled), and marks to a shipper
+that stopped reading keep the link's buffer bounded."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import asyncio
 import contextlib
 import math
 import os
+import socket
+import struct
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -30,7 +33,21 @@ from bridge.metrics import (
     sink_side_values,
 )
 from bridge.settings import Settings
-from bridge.shipper.link import FROM_SHIPPER, Ack, Moved, decode, frame
+from bridge.shipper.link import (
+    FROM_SHIPPER,
+    MARK_BACKLOG_BYTES,
+    TO_SHIPPER,
+    Ack,
+    Mark,
+    MarksOverLink,
+    Moved,
+    Problem,
+    ToShipper,
+    decode,
+    frame,
+    receive,
+    send,
+)
 from bridge.shipper.parent import ShipperDelivery
 from bridge.spool import Acked
 from bridge.spool.disk import DiskSpool
@@ -200,3 +217,46 @@ def test_a_change_as_the_link_carries_it_is_taken() -> None:
     message = decode(FROM_SHIPPER, frame(Moved(changes))[4:])
     assert isinstance(message, Moved)
     assert msgspec.to_builtins(message.metrics) == msgspec.to_builtins(changes)
+
+
+async def next_message(reader: asyncio.StreamReader) -> ToShipper | None:
+    return await receive(reader, TO_SHIPPER)
+
+
+async def settled(size: Callable[[], int]) -> int:
+    """``size`` once it stopped changing (the kernel took what it takes), within 2 s."""
+    deadline = time.monotonic() + 2
+    last = -1
+    while (now := size()) != last:
+        assert time.monotonic() < deadline, "the socket's buffer never settled"
+        last = now
+        await asyncio.sleep(0.05)
+    return now
+
+
+async def test_marks_to_a_shipper_that_does_not_read_keep_the_link_buffer_bounded() -> None:
+    """A real socket whose other end stops reading (a SIGSTOPped shipper) and is already
+    backed up past the bound: a thousand loop turns with a new mark each queue nothing
+    more (the link's buffer stays as it was); once the other end reads again, the one
+    latest mark arrives. Before the fix each turn queued one more Mark, without limit."""
+    ours, theirs = socket.socketpair()
+    _, writer = await asyncio.open_connection(sock=ours)
+    peer, peer_writer = await asyncio.open_connection(sock=theirs)
+    try:
+        marks = MarksOverLink(lambda m: send(writer, m), writer.transport.get_write_buffer_size)
+        writer.write(frame(Problem("x" * (4 << 20))))  # past the kernel's buffer and the bound
+        backlog = await settled(writer.transport.get_write_buffer_size)
+        assert backlog > MARK_BACKLOG_BYTES
+        for offset in range(1, 1001):
+            marks.mark(1, offset)
+            await asyncio.sleep(0)
+        assert writer.transport.get_write_buffer_size() == backlog
+        (length,) = struct.unpack("<I", await asyncio.wait_for(peer.readexactly(4), 5))
+        await asyncio.wait_for(peer.readexactly(length), 5)  # the backlog, read at last
+        first = await asyncio.wait_for(next_message(peer), 5)
+        assert first == Mark(1, 1000)
+        writer.close()
+        assert await asyncio.wait_for(next_message(peer), 5) is None
+    finally:
+        writer.close()
+        peer_writer.close()
