@@ -334,8 +334,8 @@ def create_metrics(registry: CollectorRegistry | None = None) -> Metrics:
         ),
         shipper_restarts=counter(
             "shipper_restarts",
-            "Times the shipper process (the sink worker beside the bridge) ended unexpectedly "
-            "and was started again.",
+            "Times the shipper process (the sink worker beside the bridge), or its supervision, "
+            "ended unexpectedly and was started again.",
         ),
         sink_worker_restarts=counter(
             "sink_worker_restarts",
