@@ -334,8 +334,8 @@ def create_metrics(registry: CollectorRegistry | None = None) -> Metrics:
         ),
         shipper_restarts=counter(
             "shipper_restarts",
-            "Times the shipper process (the sink worker beside the bridge) ended unexpectedly "
-            "and was started again.",
+            "Times the shipper process (the sink worker beside the bridge), or its supervision, "
+            "ended unexpectedly and was started again.",
         ),
         sink_worker_restarts=counter(
             "sink_worker_restarts",
@@ -395,15 +395,16 @@ def init_sink(metrics: Metrics, sink: str) -> None:
 
 
 # ---- the sink side, counted in the shipper process, carried over to this one ------------
-SINK_SIDE = (
-    "events_published",
-    "publish_latency",
-    "publish_errors",
-    "sink_up",
-    "dlq_records",
-    "events_dropped",
-    "sink_worker_restarts",
-)
+SINK_SIDE_LABELS: dict[str, tuple[str, ...]] = {  # metric attribute → its label names
+    "events_published": ("sink", "destination"),
+    "publish_latency": ("sink",),
+    "publish_errors": ("sink", "error"),
+    "sink_up": ("sink",),
+    "dlq_records": ("reason",),
+    "events_dropped": ("instance", "reason"),
+    "sink_worker_restarts": (),
+}
+SINK_SIDE = tuple(SINK_SIDE_LABELS)
 SampleKey = tuple[str, str, tuple[tuple[str, str], ...]]  # metric attribute, sample, labels
 Change = tuple[str, str, list[tuple[str, str]], float]
 SUM = "sum"  # the key of a histogram's sum beside its ``le`` bounds (never a bound's label)
@@ -435,6 +436,25 @@ def sink_side_changes(
     return changes
 
 
+def change_problem(change: Change) -> str | None:
+    """What is wrong with a change the shipper sent (None: nothing), checked before any is
+    applied (pure): a metric that is not a sink-side one, label names other than the
+    metric's (``le`` besides on a histogram bucket), an amount not finite, a counter or
+    histogram that would go down."""
+    attr, sample, pairs, amount = change
+    names = SINK_SIDE_LABELS.get(attr)
+    if names is None:
+        return f"{attr!r} is not a sink-side metric"
+    given = [name for name, _ in pairs]
+    bucket = attr == "publish_latency" and sample.endswith("_bucket")
+    expected = {*names, "le"} if bucket else set(names)
+    if len(given) != len(set(given)) or set(given) != expected:
+        return f"{attr}: labels {sorted(given)}, expected {sorted(expected)}"
+    if not math.isfinite(amount) or (amount < 0 and attr != "sink_up"):
+        return f"{attr}: amount {amount}"
+    return None
+
+
 def apply_sink_side(metrics: Metrics, changes: Iterable[Change]) -> None:
     """Add what the shipper counted to this process's metrics (see :func:`sink_side_changes`).
     Histogram buckets arrive cumulative (``le``) and are added bucket by bucket, with the sum
@@ -453,8 +473,8 @@ def apply_sink_side(metrics: Metrics, changes: Iterable[Change]) -> None:
                 histograms.setdefault(key, {})[SUM] = amount
         elif isinstance(metric, Gauge):
             metric.labels(**labels).set(amount)
-        else:
-            metric.labels(**labels).inc(amount)
+        else:  # a counter; one without labels (sink_worker_restarts) is its own child
+            (metric.labels(**labels) if labels else metric).inc(amount)
     for (attr, label_pairs), amounts in histograms.items():
         total = amounts.pop(SUM, 0.0)
         getattr(metrics, attr).labels(**dict(label_pairs)).add_cumulative(amounts, total)

@@ -6,15 +6,17 @@ password, where the tail starts), :class:`Mark` (the spool's files go up to here
 :class:`Ask` (is the sink reachable?), :class:`Stop`.
 
 shipper → main (:data:`FromShipper`): :class:`Ack` (acknowledged stretches and the metrics
-that moved), :class:`Reading` (the segment the tail started reading), :class:`Moved` (metrics
+that moved), :class:`Reading` (the segment the tail started reading), :class:`Rewound` (the
+tail went back to the acknowledged position, in this segment), :class:`Moved` (metrics
 that moved), :class:`Answer` (to an :class:`Ask`), :class:`Problem` (why nothing is
 delivered, or None).
 
 Every message is validated as it is decoded: one that is not one of its side's kinds, or
-whose fields have the wrong types, raises :class:`~bridge.errors.LinkError` (the link ends,
-logged); a peer gone reads as None. The two transports of the spool's acknowledgement
-channel (:mod:`bridge.spool`) over the link are here too: :class:`MarksOverLink` (main) and
-:class:`AcksOverLink` (shipper).
+whose fields have the wrong types, or that carries a metric change its metric cannot take
+(another metric's label names, an increase below zero), raises
+:class:`~bridge.errors.LinkError` (the link ends, logged); a peer gone reads as None. The
+two transports of the spool's acknowledgement channel (:mod:`bridge.spool`) over the link
+are here too: :class:`MarksOverLink` (main) and :class:`AcksOverLink` (shipper).
 """
 
 from __future__ import annotations
@@ -28,12 +30,14 @@ import msgspec
 
 from bridge.errors import LinkError
 from bridge.logs import LogFormat
-from bridge.metrics import Change
+from bridge.metrics import Change, change_problem
 from bridge.spool import Acked, Position
 
 _LENGTH = struct.Struct("<I")
 M = TypeVar("M")
 MAX_MESSAGE = 64 * 1024 * 1024
+MARK_BACKLOG_BYTES = 64 * 1024  # above this much unsent, marks wait (only the latest kept)
+MARK_RETRY_SECONDS = 0.05
 
 
 class Init(msgspec.Struct, tag="init", frozen=True, array_like=True):
@@ -66,6 +70,10 @@ class Reading(msgspec.Struct, tag="reading", frozen=True, array_like=True):
     segment: int
 
 
+class Rewound(msgspec.Struct, tag="rewound", frozen=True, array_like=True):
+    segment: int
+
+
 class Moved(msgspec.Struct, tag="moved", frozen=True, array_like=True):
     metrics: list[Change]
 
@@ -80,7 +88,7 @@ class Problem(msgspec.Struct, tag="problem", frozen=True, array_like=True):
 
 
 ToShipper = Init | Mark | Ask | Stop
-FromShipper = Ack | Reading | Moved | Answer | Problem
+FromShipper = Ack | Reading | Rewound | Moved | Answer | Problem
 Message = ToShipper | FromShipper
 
 _encode = msgspec.msgpack.Encoder().encode
@@ -95,11 +103,19 @@ def frame(message: Message) -> bytes:
 
 
 def decode(decoder: msgspec.msgpack.Decoder[M], body: bytes) -> M:
-    """The message in ``body``, validated; LinkError when it is not one (pure)."""
+    """The message in ``body``, validated (the metrics an :class:`Ack` or :class:`Moved`
+    carries too, each against its metric's label names); LinkError when it is not one
+    (pure)."""
     try:
-        return decoder.decode(body)
+        message = decoder.decode(body)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise LinkError(f"shipper link: not a message: {exc}") from None
+    if isinstance(message, Ack | Moved):
+        for change in message.metrics:
+            problem = change_problem(change)
+            if problem is not None:
+                raise LinkError(f"shipper link: not a message: a metric change: {problem}")
+    return message
 
 
 async def receive(reader: asyncio.StreamReader, decoder: msgspec.msgpack.Decoder[M]) -> M | None:
@@ -123,10 +139,16 @@ def send(writer: asyncio.StreamWriter, message: Message) -> None:
 
 class MarksOverLink:
     """The writer's marks to a tail in the shipper: one :class:`Mark` per event-loop turn at
-    most (the last of the turn), sent at the end of the turn."""
+    most (the last of the turn), sent at the end of the turn; while the link has more than
+    ``MARK_BACKLOG_BYTES`` not yet sent (``backlog``: a shipper stopped or slow to read),
+    none is queued and only the latest is kept (marks only grow: it says all the others
+    said), sent once the backlog is under the bound: the link's buffer stays bounded."""
 
-    def __init__(self, send_message: Callable[[Message], None]) -> None:
+    def __init__(
+        self, send_message: Callable[[Message], None], backlog: Callable[[], int] = lambda: 0
+    ) -> None:
         self._send = send_message
+        self._backlog = backlog
         self._latest: tuple[int, int] | None = None
 
     def mark(self, segment: int, offset: int) -> None:
@@ -140,10 +162,18 @@ class MarksOverLink:
             self._flush()
 
     def _flush(self) -> None:
-        if self._latest is not None:
-            segment, offset = self._latest
-            self._latest = None
-            self._send(Mark(segment, offset))
+        if self._latest is None:
+            return
+        if self._backlog() > MARK_BACKLOG_BYTES:
+            try:
+                asyncio.get_running_loop().call_later(MARK_RETRY_SECONDS, self._flush)
+            except RuntimeError:  # no loop (tools, tests): sent at once
+                pass
+            else:
+                return
+        segment, offset = self._latest
+        self._latest = None
+        self._send(Mark(segment, offset))
 
 
 class AcksOverLink:
@@ -161,3 +191,6 @@ class AcksOverLink:
 
     def reading(self, segment: int) -> None:
         self._send(Reading(segment))
+
+    def rewound(self, segment: int) -> None:
+        self._send(Rewound(segment))

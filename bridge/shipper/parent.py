@@ -39,6 +39,7 @@ from bridge.shipper.link import (
     Moved,
     Problem,
     Reading,
+    Rewound,
     Stop,
     frame,
     receive,
@@ -129,9 +130,31 @@ class ShipperDelivery:
     def start(self) -> None:
         init_sink(self.metrics, self.kind)
         self._stopping = False
-        self._task = asyncio.create_task(self._keep_running(), name="shipper")
+        self._spawn()
 
-    async def _keep_running(self) -> None:
+    def _spawn(self, delay: float = 0.0) -> None:
+        task = self._task = asyncio.create_task(self._keep_running(delay), name="shipper")
+        task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        """The supervising task ended (done callback): only ``stop_worker`` may end it; any
+        other end (an error escaping the supervision, a cancellation nobody asked for) is
+        logged, counted as a shipper restart, and the supervision starts again (after the
+        retry policy's first wait)."""
+        if self._stopping or task is not self._task:
+            return
+        error = "cancelled" if task.cancelled() else repr(task.exception())
+        self.metrics.shipper_restarts.inc()
+        self.metrics.sink_up.labels(self.kind).set(0)
+        self._problem = f"the shipper's supervision ended ({error[:200]}); restarting"
+        log.error("shipper.supervision_ended", error=error[:1000])
+        self._spawn(self.settings.sink.retry_initial)
+
+    async def _keep_running(self, delay: float = 0.0) -> None:
+        """Run shippers one after the other until ``stop_worker``: whatever ends one (its
+        exit, a link that breaks, any error here) is logged and counted, and the next starts
+        after the retry policy's wait."""
+        await asyncio.sleep(delay)
         sink = self.settings.sink
         retry = RetryPolicy(sink.retry_initial, sink.retry_max, healthy_after=HEALTHY_SECONDS)
         restarts = retry.start()
@@ -147,6 +170,9 @@ class ShipperDelivery:
                 continue
             except OSError as exc:  # could not even start it (no memory, no process slot)
                 log.error("shipper.start_failed", error=str(exc))
+                code = -1
+            except Exception as exc:  # noqa: BLE001 - supervised: any failure is a restart
+                log.error("shipper.failed", error=repr(exc)[:1000])
                 code = -1
             if self._stopping:
                 return
@@ -178,7 +204,9 @@ class ShipperDelivery:
             start = self.spool.acked_position()
             writer.write(frame(init_message(self.settings, self.password, start)))
             self._writer = writer
-            self.spool.attach(MarksOverLink(self._send))  # the first mark follows the init
+            # the first mark follows the init; the start segment is kept from now on
+            marks = MarksOverLink(self._send, writer.transport.get_write_buffer_size)
+            self.spool.attach(marks, elsewhere=True)
             if self._stopping:  # asked to stop while it was starting
                 send(writer, Stop())
             log.info("shipper.started", pid=process.pid, sink=self.kind)
@@ -229,6 +257,8 @@ class ShipperDelivery:
                 apply_sink_side(self.metrics, metrics)
             case Reading(segment):
                 self.spool.reading(segment)
+            case Rewound(segment):
+                self.spool.rewound(segment)
             case Answer(question, reachable):
                 answer = self._questions.pop(question, None)
                 if answer is not None and not answer.done():

@@ -16,9 +16,9 @@ Two halves, one on each side of an acknowledgement channel:
 
 The channel between them is two small protocols: :class:`Marks` (writer → tail:
 ``mark(segment, offset)``) and :class:`Acks` (tail → writer: ``acked(stretches)``,
-``reading(segment)``). Two transports: direct calls when the tail runs in this process
-(:func:`bridge.spool.tail.follow`), typed messages over the shipper's link when it runs in
-the shipper (:mod:`bridge.shipper.link`).
+``reading(segment)``, ``rewound(segment)``). Two transports: direct calls when the tail runs
+in this process (:func:`bridge.spool.tail.follow`), typed messages over the shipper's link
+when it runs in the shipper (:mod:`bridge.shipper.link`).
 """
 
 from __future__ import annotations
@@ -121,11 +121,15 @@ class Marks(Protocol):
 
 class Acks(Protocol):
     """Tail → writer: acknowledged stretches, oldest first; the segment the tail started
-    reading (the full-spool policy no longer drops it)."""
+    reading (the full-spool policy no longer drops it); the segment of the acknowledged
+    position the tail went back to (``rewind``: the full-spool policy keeps only that one
+    until the tail reads further again)."""
 
     def acked(self, stretches: Sequence[Acked]) -> None: ...
 
     def reading(self, segment: int) -> None: ...
+
+    def rewound(self, segment: int) -> None: ...
 
 
 class SpoolReader(Protocol):

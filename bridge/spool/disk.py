@@ -49,7 +49,7 @@ from bridge.spool.active import SegmentFiles
 from bridge.spool.codec import encode_entry_parts
 from bridge.spool.durability import Durability, FsyncPolicy
 from bridge.spool.files import DISK_FULL_ERRNOS, drop_reason, pwrite_all
-from bridge.spool.segments import RecoveryReport, Segments
+from bridge.spool.segments import RecoveryReport, Segment, Segments
 from bridge.spool.trouble import Troubles
 
 log = get_logger(__name__)
@@ -156,11 +156,14 @@ class DiskSpool:
             self.files.unlock()
 
     # ---- the reader's end: marks out, acknowledgements in -----------------------------
-    def attach(self, marks: Marks) -> None:
+    def attach(self, marks: Marks, *, elsewhere: bool = False) -> None:
         """From now on ``marks`` (the tail, or the link to it) hears of every flush; it is
-        told at once how far the files go. The tail starts at :meth:`acked_position`."""
+        told at once how far the files go. The tail starts at :meth:`acked_position`. A tail
+        ``elsewhere`` (in the shipper) opens that segment before its :meth:`reading` can
+        arrive here: drop_oldest keeps it from now on. A tail here says :meth:`reading`
+        itself as it opens a segment (until then every segment may be dropped)."""
         self._marks = marks
-        self._reading = 0
+        self._reading = self.acked_position().segment if elsewhere else 0
         self.flush()
 
     def detach(self) -> None:
@@ -191,22 +194,53 @@ class DiskSpool:
         """The tail started reading ``segment``: drop_oldest keeps it from now on."""
         self._reading = max(self._reading, segment)
 
+    def rewound(self, segment: int) -> None:
+        """The tail went back to the acknowledged position, in ``segment`` (a new worker):
+        drop_oldest keeps only that one until the tail reads further again."""
+        self._reading = segment
+
     def acked(self, stretches: Sequence[Acked]) -> None:
         """The tail's acknowledgements, oldest first (see :meth:`AckBook.take`): what they
         cover leaves the books, wholly acknowledged segments are deleted, the position is
         persisted."""
-        sizes = {segment.first_seq: segment.size for segment in self.segments.live}
+        live = self.segments.by_first_seq()
+        sizes = {first_seq: segment.size for first_seq, segment in live.items()}
         taken = self.acks.take(stretches, sizes, self._next_seq)
         for stretch in taken:
+            segment = live[stretch.segment]
+            segment.held -= stretch.events
+            segment.held_bytes -= stretch.size
             self._bytes -= stretch.size
             self._events -= stretch.events
         if taken:
             freed, self.acks.position = self.segments.forget_acked(self.acks.position)
+            for gone in freed:  # what is still held of them, no reader could read
+                self._taken_off(gone, read_back=0)
             if freed and self.acks.retrying:  # a save failed: try in the space freed
                 self.acks.save()
             self.acks.persist()
         if self._events == 0:
             self._empty.set()
+
+    def _taken_off(self, segment: Segment, read_back: int) -> None:
+        """``segment`` left the books: what it held leaves them; of that, what was not read
+        back (``read_back`` records: acknowledged already, or reported dropped) was damaged
+        past reading (the tail skipped it, or drop_oldest could not read it): counted
+        (``spool_errors_total{op="damaged"}``, one per entry) and logged, never left on the
+        books (a spool that never empties holds every drain to its deadline)."""
+        self._events -= segment.held
+        self._bytes -= segment.held_bytes
+        lost = segment.held - read_back
+        if lost > 0:
+            log.error(
+                "spool.damaged_entries_dropped",
+                segment=segment.path.name,
+                entries=lost,
+                bytes=segment.held_bytes,
+            )
+            for _ in range(lost):
+                self.troubles.count("damaged")
+        segment.held = segment.held_bytes = 0
 
     def _retry_chores(self) -> None:
         if self.segments.chores:
@@ -298,7 +332,9 @@ class DiskSpool:
             return False
         if self.files.new(self._next_seq) is not None:
             return False
-        _, self.acks.position = self.segments.forget_acked(acked)
+        freed, self.acks.position = self.segments.forget_acked(acked)
+        for gone in freed:
+            self._taken_off(gone, read_back=0)
         self.acks.save()  # the space freed takes what a full disk refused it
         return True
 
@@ -311,11 +347,9 @@ class DiskSpool:
             gone = self.segments.drop_oldest(self.acks.position, self._reading)
             if gone is None:
                 return False
-            records, self.acks.position = gone
-            for record, entry_size in records:
-                self._bytes -= entry_size
-                self._events -= 1
-                dropped.append(record)
+            segment, records, self.acks.position = gone
+            self._taken_off(segment, read_back=len(records))
+            dropped.extend(records)
         return True
 
     def _room_or_error(self, size: int, dropped: list[Record]) -> bool | OSError:
@@ -366,6 +400,8 @@ class DiskSpool:
         self._next_seq += count
         segment.size += run.size
         segment.count += count
+        segment.held += count
+        segment.held_bytes += run.size
         self._bytes += run.size
         self._events += count
         run.clear()

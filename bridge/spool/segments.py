@@ -31,13 +31,17 @@ log = get_logger(__name__)
 class Segment:
     """A segment file: entries from ``first_seq`` on, ``size`` bytes of them (what a failed
     write left beyond, if it could not be cut back, is never read). ``entries``: the
-    positions of its intact entries when start-up could not repair it (read through them)."""
+    positions of its intact entries when start-up could not repair it (read through them).
+    ``held`` / ``held_bytes``: what of it the writer's books hold (not acknowledged yet);
+    what is still held when the segment goes is what no reader could read (damage)."""
 
     path: Path
     first_seq: int
     count: int = 0
     size: int = 0
     entries: list[Entry] | None = None
+    held: int = 0
+    held_bytes: int = 0
 
 
 @dataclass
@@ -119,8 +123,9 @@ class Segments:
             if not result.clean:  # not repaired: read through the scan's positions
                 segment.entries = result.entries
                 segment.size = result.entries[-1].end
+            segment.held, segment.held_bytes = len(live), sum(e.end - e.start for e in live)
             self.live.append(segment)
-            books.bytes += sum(e.end - e.start for e in live)
+            books.bytes += segment.held_bytes
             self.report.replay += len(live)
             books.next_seq = max(books.next_seq, result.entries[-1].seq + 1)
             if len(self.live) == 1:
@@ -179,27 +184,27 @@ class Segments:
     # ---- deleting -----------------------------------------------------------------------
     def drop_oldest(
         self, ack_pos: tuple[int, int], reading: int
-    ) -> tuple[list[tuple[Record, int]], tuple[int, int]] | None:
+    ) -> tuple[Segment, list[Record], tuple[int, int]] | None:
         """Delete the oldest segment the tail has not started reading (never the active
-        one): its unacknowledged records with their sizes on disk, and the acknowledged
-        position after it; None when there is none to drop. OSError, ValueError: it cannot
-        be read back (the caller's)."""
+        one): the segment, its unacknowledged records that could be read back, and the
+        acknowledged position after it; None when there is none to drop. OSError,
+        ValueError: it cannot be read back (the caller's)."""
         candidates = [s for s in list(self.live)[:-1] if s.first_seq > reading]
         if not candidates:
             return None
         segment = candidates[0]
         start = ack_pos[1] if segment is self.live[0] else 0
-        dropped = [(record, size) for _, record, size, _ in self.entries(segment, start)]
+        dropped = [record for _, record, _, _ in self.entries(segment, start)]
         self.live.remove(segment)
         self.delete(segment.path, aside=True)
         if ack_pos[0] == segment.first_seq:
             ack_pos = (self.live[0].first_seq, 0)
-        return dropped, ack_pos
+        return segment, dropped, ack_pos
 
-    def forget_acked(self, ack_pos: tuple[int, int]) -> tuple[bool, tuple[int, int]]:
-        """Delete the segments wholly acknowledged (never the active one); whether any, and
-        the acknowledged position (at the start of the next segment when its own went)."""
-        freed = False
+    def forget_acked(self, ack_pos: tuple[int, int]) -> tuple[list[Segment], tuple[int, int]]:
+        """Delete the segments wholly acknowledged (never the active one); those deleted,
+        and the acknowledged position (at the start of the next segment when its own went)."""
+        freed: list[Segment] = []
         while len(self.live) > 1:
             first = self.live[0]
             wholly_acked = first.first_seq < ack_pos[0] or (
@@ -207,8 +212,7 @@ class Segments:
             )
             if not wholly_acked:
                 return freed, ack_pos
-            freed = True
-            self.live.popleft()
+            freed.append(self.live.popleft())
             self.delete(first.path)
             if ack_pos[0] == first.first_seq:
                 ack_pos = (self.live[0].first_seq, 0)

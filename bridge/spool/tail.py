@@ -13,7 +13,10 @@ starts a new segment). Before each read the tail checks that its segment file is
 linked: one the writer deleted (``drop_oldest``) is skipped even while the tail holds it
 open, and the tail tells the writer each segment it starts reading (``reading``), which
 ``drop_oldest`` then keeps. Each read goes on after the entries already handed out (the
-worker's window); ``rewind`` starts again from the acknowledged position. ``ack`` reports
+worker's window); ``rewind`` starts again from the acknowledged position, and tells the
+writer so (``rewound``: only that segment stays kept). Entries of a segment the writer has
+left that are damaged past reading are skipped (logged); the writer takes them off its books
+when the segment goes (:meth:`~bridge.spool.disk.DiskSpool.acked`). ``ack`` reports
 each acknowledged stretch, per segment, to the writer (and once everything it was told of is
 acknowledged the tail holds no file open, so a drained segment the writer deletes, when a full
 disk makes it start a new one, frees its space at once), which moves its own acknowledged
@@ -266,8 +269,12 @@ class SpoolTail:
         self._acks.acked(acked_stretches(done))
 
     def rewind(self) -> None:
-        """Records in flight go back: the next read starts at the acknowledged position."""
+        """Records in flight go back: the next read starts at the acknowledged position; the
+        writer hears it (its full-spool policy protects only that segment again, and each
+        segment the tail opens from there on is told again)."""
         self._in_flight.clear()
+        self._reading = self._acked.segment
+        self._acks.rewound(self._acked.segment)
 
     def close(self) -> None:
         if self._reader is not None:

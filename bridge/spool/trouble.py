@@ -3,7 +3,8 @@ acknowledged position that cannot be saved.
 
 None of them stops the spool (design §2: a full or failing disk is a full spool). Each
 failure is counted (``on_error(op)``, the ``spool_errors_total{op}`` metric, op = write,
-fsync, ack, delete, truncate, recover or read); each episode
+fsync, ack, delete, truncate, recover or read; ``count`` alone: ack_refused, and damaged,
+one per entry damaged past reading that left the books unread); each episode
 (from the first failure of an operation until ``QUIET_SECONDS`` after its last one, once it
 has worked since: a nearly full disk that takes a small write now and then is one episode)
 is logged twice, when it starts, with the error, and when it ends, with how long it lasted
@@ -31,6 +32,7 @@ WHAT = {
     "recover": "spool: a damaged segment could not be repaired: {}",
     "read": "spool: a segment could not be read: {}",
     "ack_refused": "spool: an acknowledgement past what was written was ignored{}",
+    "damaged": "spool: an entry damaged past reading was dropped{}",
 }
 OPS = tuple(WHAT)
 QUIET_SECONDS = 1.0

@@ -17,6 +17,7 @@ from bridge.shipper.link import (
     MarksOverLink,
     Message,
     Reading,
+    Rewound,
     decode,
     frame,
 )
@@ -74,6 +75,7 @@ class OverTheLink:
         self.tail = tail
         self.marks: list[tuple[int, int]] = []
         self.readings: list[int] = []
+        self.rewinds: list[int] = []
         self.to_tail = MarksOverLink(self._to_shipper)
         self.to_writer = AcksOverLink(self._to_main, list)
 
@@ -93,6 +95,9 @@ class OverTheLink:
             case Reading(segment):
                 self.readings.append(segment)
                 self.writer.reading(segment)
+            case Rewound(segment):
+                self.rewinds.append(segment)
+                self.writer.rewound(segment)
             case _:
                 raise AssertionError(message)
 
@@ -105,6 +110,7 @@ class Recorded:
         self.writer = writer
         self.stretches: list[Acked] = []
         self.readings: list[int] = []
+        self.rewinds: list[int] = []
 
     def acked(self, stretches: Sequence[Acked]) -> None:
         self.stretches.extend(stretches)
@@ -113,3 +119,8 @@ class Recorded:
 
     def reading(self, segment: int) -> None:
         self.readings.append(segment)
+
+    def rewound(self, segment: int) -> None:
+        self.rewinds.append(segment)
+        if self.writer is not None:
+            self.writer.rewound(segment)

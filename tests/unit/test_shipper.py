@@ -117,7 +117,8 @@ def test_the_shipper_gets_no_instance_token() -> None:
 async def test_messages_survive_the_framing() -> None:
     """A message framed on one side is read whole on the other; a peer gone reads as None."""
     reader = asyncio.StreamReader()
-    ack = Ack([Acked(1, 2, 3, 4, 5)], [("events_published", "", [("sink", "kafka")], 2.0)])
+    change = ("events_published", "", [("destination", "ryze.a"), ("sink", "kafka")], 2.0)
+    ack = Ack([Acked(1, 2, 3, 4, 5)], [change])
     reader.feed_data(frame(ack) + frame(Problem(None)))
     reader.feed_eof()
     assert await receive(reader, FROM_SHIPPER) == ack
