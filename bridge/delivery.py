@@ -1,7 +1,7 @@
 """Delivery: one sink and its worker, started, supervised, stopped — and where it runs.
 
-:class:`Delivery` is the protocol the supervisor sees; its only variation is where the sink
-worker runs:
+:class:`Delivery` is the protocol the rest of the process sees (compose, reconfigure,
+supervisor); its only variation is where the sink worker runs:
 
 - :class:`LocalDelivery`: in this process, on a tail of the spool fed by direct calls
   (:func:`bridge.spool.tail.follow`), attached at ``start`` and detached at ``close``;
@@ -57,7 +57,7 @@ def crash_problem(error: BaseException) -> str:
 
 @runtime_checkable
 class Delivery(Protocol):
-    """What the supervisor needs of a delivery, wherever its worker runs."""
+    """What the rest of the process needs of a delivery, wherever its worker runs."""
 
     @property
     def kind(self) -> str:

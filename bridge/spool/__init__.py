@@ -151,7 +151,8 @@ class SpoolReader(Protocol):
 
 
 class Spool(Protocol):
-    """The writer: what the supervisor and the runners need from a spool."""
+    """The writer: what the process's parts (compose, spoolkeeper, shards) and the runners
+    need from a spool."""
 
     def append(self, record: Record) -> AppendResult: ...
 

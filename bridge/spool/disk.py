@@ -49,7 +49,7 @@ from bridge.spool.active import SegmentFiles
 from bridge.spool.codec import encode_entry_parts
 from bridge.spool.durability import Durability, FsyncPolicy
 from bridge.spool.files import DISK_FULL_ERRNOS, drop_reason, pwrite_all
-from bridge.spool.segments import RecoveryReport, Segment, Segments
+from bridge.spool.segments import RecoveryReport, Segment, Segments, off_the_books
 from bridge.spool.trouble import Troubles
 
 log = get_logger(__name__)
@@ -157,11 +157,9 @@ class DiskSpool:
 
     # ---- the reader's end: marks out, acknowledgements in -----------------------------
     def attach(self, marks: Marks, *, elsewhere: bool = False) -> None:
-        """From now on ``marks`` (the tail, or the link to it) hears of every flush; it is
-        told at once how far the files go. The tail starts at :meth:`acked_position`. A tail
-        ``elsewhere`` (in the shipper) opens that segment before its :meth:`reading` can
-        arrive here: drop_oldest keeps it from now on. A tail here says :meth:`reading`
-        itself as it opens a segment (until then every segment may be dropped)."""
+        """From now on ``marks`` (the tail, or the link to it) hears of every flush, and at once
+        how far the files go; the tail starts at :meth:`acked_position`. drop_oldest keeps that
+        segment for a tail ``elsewhere`` (its :meth:`reading` is still on the way)."""
         self._marks = marks
         self._reading = self.acked_position().segment if elsewhere else 0
         self.flush()
@@ -176,16 +174,14 @@ class DiskSpool:
         return Position(*self.acks.position)
 
     def flushed_to(self) -> Position:
-        """How far the files go; the acknowledged position while no segment could be created
-        yet (disk full at start)."""
+        """How far the files go (the acknowledged position before any segment exists)."""
         active = self.segments.active
         if active is None:
             return self.acked_position()
         return Position(active.first_seq, active.size)
 
     def flush(self) -> None:
-        """Tell the reader how far the files go (entries are in the file from their append
-        on; only what was really written is ever announced)."""
+        """Tell the reader how far the files go (only what was really written)."""
         active = self.segments.active
         if active is not None:
             self._marks.mark(active.first_seq, active.size)
@@ -195,14 +191,12 @@ class DiskSpool:
         self._reading = max(self._reading, segment)
 
     def rewound(self, segment: int) -> None:
-        """The tail went back to the acknowledged position, in ``segment`` (a new worker):
-        drop_oldest keeps only that one until the tail reads further again."""
+        """The tail went back to the acknowledged position, in ``segment`` (a new worker)."""
         self._reading = segment
 
     def acked(self, stretches: Sequence[Acked]) -> None:
-        """The tail's acknowledgements, oldest first (see :meth:`AckBook.take`): what they
-        cover leaves the books, wholly acknowledged segments are deleted, the position is
-        persisted."""
+        """The tail's acknowledgements, oldest first (:meth:`AckBook.take`): what they cover
+        leaves the books, wholly acknowledged segments are deleted, the position persisted."""
         live = self.segments.by_first_seq()
         sizes = {first_seq: segment.size for first_seq, segment in live.items()}
         taken = self.acks.take(stretches, sizes, self._next_seq)
@@ -223,24 +217,10 @@ class DiskSpool:
             self._empty.set()
 
     def _taken_off(self, segment: Segment, read_back: int) -> None:
-        """``segment`` left the books: what it held leaves them; of that, what was not read
-        back (``read_back`` records: acknowledged already, or reported dropped) was damaged
-        past reading (the tail skipped it, or drop_oldest could not read it): counted
-        (``spool_errors_total{op="damaged"}``, one per entry) and logged, never left on the
-        books (a spool that never empties holds every drain to its deadline)."""
-        self._events -= segment.held
-        self._bytes -= segment.held_bytes
-        lost = segment.held - read_back
-        if lost > 0:
-            log.error(
-                "spool.damaged_entries_dropped",
-                segment=segment.path.name,
-                entries=lost,
-                bytes=segment.held_bytes,
-            )
-            for _ in range(lost):
-                self.troubles.count("damaged")
-        segment.held = segment.held_bytes = 0
+        """``segment`` left the books (see :func:`off_the_books`)."""
+        events, size = off_the_books(segment, read_back, self.troubles)
+        self._events -= events
+        self._bytes -= size
 
     def _retry_chores(self) -> None:
         if self.segments.chores:
@@ -323,9 +303,8 @@ class DiskSpool:
         return AppendResult(accepted=False, dropped=result.dropped) if refused else result
 
     def _reclaim(self) -> bool:
-        """The disk is full: when all the active segment holds is acknowledged, start a new
-        one and delete it, so its space is free again (a spool that filled its own disk
-        recovers once the sink has drained it). Whether it did."""
+        """The disk is full: when all the active segment holds is acknowledged, start a new one
+        and delete it (a spool that filled its own disk recovers once drained). Whether it did."""
         active = self.segments.active
         acked = self.acks.position
         if active is None or not active.size or acked != (active.first_seq, active.size):
@@ -363,21 +342,10 @@ class DiskSpool:
             return error
 
     def _segment_left(self) -> int:
-        """Bytes the active segment takes before it is due to end (0: at once)."""
-        if self.files.fd is None or self.files.roll_next:
-            return 0
-        active = self.segments.active
-        return 0 if active is None else self.segment_bytes - active.size
+        return segment_left(self.files, self.segments.active, self.segment_bytes)
 
     def _roll_due(self, run: Run) -> bool:
-        """Whether the next entry goes to a new segment: the active one is full (never to
-        replace an empty one), or a write failed on it (an empty one too: nothing is ever
-        written again at an offset a reader may have seen)."""
-        active = self.segments.active
-        if self.files.fd is None or self.files.roll_next or active is None:
-            return True
-        ends = active.size + run.size >= self.segment_bytes
-        return ends and active.count + len(run.records) > 0
+        return roll_due(self.files, self.segments.active, self.segment_bytes, run)
 
     def _commit(self, run: Run) -> OSError | None:
         """Write ``run`` at the end of the active segment and take it on the books (then the
@@ -408,9 +376,31 @@ class DiskSpool:
         return None
 
     def _failed(self, error: OSError, lost: Sequence[Record], full: list[Record]) -> AppendResult:
-        """The answer when the disk refused ``lost`` (what the full-spool policy dropped on
-        the way, ``full``, is reported beside them)."""
+        """The answer when the disk refused ``lost`` (``full``: what the policy dropped)."""
         self.troubles.failed("write", error, dropped=len(lost))
-        return AppendResult(
-            accepted=False, dropped=tuple(lost), reason=drop_reason(error), full=tuple(full)
-        )
+        return refused_by_disk(error, lost, full)
+
+
+def segment_left(files: SegmentFiles, active: Segment | None, segment_bytes: int) -> int:
+    """Bytes the active segment takes before it is due to end (0: at once)."""
+    if files.fd is None or files.roll_next or active is None:
+        return 0
+    return segment_bytes - active.size
+
+
+def roll_due(files: SegmentFiles, active: Segment | None, segment_bytes: int, run: Run) -> bool:
+    """Whether the next entry goes to a new segment: the active one is full (never to
+    replace an empty one), or a write failed on it (an empty one too: nothing is ever
+    written again at an offset a reader may have seen)."""
+    if files.fd is None or files.roll_next or active is None:
+        return True
+    ends = active.size + run.size >= segment_bytes
+    return ends and active.count + len(run.records) > 0
+
+
+def refused_by_disk(error: OSError, lost: Sequence[Record], full: list[Record]) -> AppendResult:
+    """The answer when the disk refused ``lost``; what the full-spool policy dropped on the
+    way, ``full``, is reported beside them (pure)."""
+    return AppendResult(
+        accepted=False, dropped=tuple(lost), reason=drop_reason(error), full=tuple(full)
+    )

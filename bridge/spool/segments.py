@@ -291,3 +291,24 @@ def _put_aside(path: Path) -> Path:
     except OSError:
         return path
     return aside
+
+
+def off_the_books(segment: Segment, read_back: int, troubles: Troubles) -> tuple[int, int]:
+    """``segment`` leaves the books: the records and bytes it still held, to take off the
+    spool's totals. Of those, what was not read back (``read_back`` records: reported
+    dropped) was damaged past reading (the tail skipped it, or drop_oldest could not read
+    it): counted (``spool_errors_total{op="damaged"}``, one per entry) and logged, never left
+    on the books (a spool that never empties holds every drain to its deadline)."""
+    held, held_bytes = segment.held, segment.held_bytes
+    lost = held - read_back
+    if lost > 0:
+        log.error(
+            "spool.damaged_entries_dropped",
+            segment=segment.path.name,
+            entries=lost,
+            bytes=held_bytes,
+        )
+        for _ in range(lost):
+            troubles.count("damaged")
+    segment.held = segment.held_bytes = 0
+    return held, held_bytes
