@@ -20,9 +20,9 @@
 # What is committed, and so what a restart skips: kcat commits, every 5 s and when it stops,
 # the offsets of the records it has *written to the pipe* (librdkafka stores an offset when
 # kcat polls the record; kcat cannot store it only after awk handled it). So:
-#   - Ctrl-C, or SIGTERM/SIGINT to the process group (systemd, kubernetes, the test): awk
-#     ignores the signal and reads the pipe to its end after kcat has committed and closed it;
-#     nothing is skipped, a restart reads again from the committed offsets (at least once).
+#   - Ctrl-C, SIGTERM or SIGINT (to this script or to its whole process group): kcat stops,
+#     commits and closes the pipe; awk ignores the signal and reads the pipe to its end, so
+#     nothing is skipped and a restart reads on from the committed offsets (at least once).
 #   - a crash or SIGKILL of awk (or of both) can skip what was in the pipe, up to 64 KB (some
 #     400 records), if a commit came after kcat wrote it. kcat cannot give at-least-once
 #     across such a crash; where that matters, use the Java, Go, Node or Python example, which
@@ -90,7 +90,34 @@ handle() {
     fi
 }
 
+# Waits for process $1 to end, through the signals this script traps; its exit status.
+reap() {
+    local status=0
+    while :; do
+        wait "$1" && status=0 || status=$?
+        kill -0 "$1" 2>/dev/null || return "$status"
+    done
+}
+
+# kcat writes to awk through a pipe with no name left on disk (a FIFO opened, then removed):
+# this script knows both processes, so a SIGTERM or SIGINT sent to it alone (a container's
+# PID 1, a supervisor) stops kcat, which commits and closes the pipe, and awk drains it.
+FIFO_DIR="$(mktemp -d)"
+mkfifo "$FIFO_DIR/records"
+exec 3<>"$FIFO_DIR/records" 4<"$FIFO_DIR/records" 5>"$FIFO_DIR/records" 3>&-
+rm -r "$FIFO_DIR"
+
+handle <&4 5>&- &
+HANDLER=$!
 kcat -C -q -u -b "$BOOTSTRAP" -G "$GROUP" \
     -X auto.offset.reset=earliest -X topic.metadata.refresh.interval.ms=5000 \
     -X partition.assignment.strategy=cooperative-sticky \
-    -f '%h\n' "$PATTERN" | (handle)
+    -f '%h\n' "$PATTERN" >&5 4<&- </dev/null &
+KCAT=$!
+exec 4<&- 5>&-
+trap 'kill -TERM "$KCAT" 2>/dev/null || true' INT TERM
+
+status=0
+reap "$KCAT" || status=$?
+reap "$HANDLER" || true
+exit "$status"
