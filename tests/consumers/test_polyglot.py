@@ -235,11 +235,13 @@ def caught_up(committed: dict[tuple[str, int], int], ends: dict[tuple[str, int],
 
 @contextmanager
 def running(command: tuple[str, ...], cwd: Path, out: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """The example runs in its own process group, its output in ``out``/stdout and stderr;
-    on leaving, SIGTERM (a bounded wait), then SIGKILL."""
+    """The example runs in its own process group, its output in ``out``/stdout and stderr
+    (and what it was given in ``out``/raw, when it copies that to $RAW); on leaving, SIGTERM
+    (a bounded wait), then SIGKILL."""
+    env = {**os.environ, "RAW": str(out / "raw")}
     with (out / "stdout").open("wb") as stdout, (out / "stderr").open("wb") as stderr:
         process = subprocess.Popen(
-            command, cwd=cwd, stdout=stdout, stderr=stderr, start_new_session=True
+            command, cwd=cwd, stdout=stdout, stderr=stderr, start_new_session=True, env=env
         )
         try:
             yield process
@@ -260,6 +262,23 @@ def lines_of(out: Path, instances: frozenset[str]) -> list[dict[str, Any]]:
     complete = text[: text.rfind("\n") + 1]
     lines = [json.loads(line) for line in complete.splitlines() if line.strip()]
     return [line for line in lines if line.get("instance") in instances]
+
+
+def given(out: Path, missing: set[str]) -> str:
+    """For an example that copies its input to ``out``/raw (kcat's): how many of the
+    ``missing`` ids it was given and how far from its end the first of them came, which tells
+    a record never read from one read but not handled."""
+    raw = out / "raw"
+    if not missing or not raw.exists():
+        return ""
+    lines = raw.read_text(encoding="utf-8", errors="replace").splitlines()
+    found = {n: i for n, line in enumerate(lines) for i in missing if i in line}
+    if not found:
+        return f"; none of them in its input of {len(lines)} lines"
+    return (
+        f"; {len(set(found.values()))} of them in its input of {len(lines)} lines, the first "
+        f"{len(lines) - min(found)} lines from its end"
+    )
 
 
 def read_everything(
@@ -287,7 +306,7 @@ def read_everything(
             assert process.poll() is None, f"{command[0]} exited early: {stderr}"
             assert time.monotonic() < deadline, (
                 f"{command[0]}: {len(seen & wanted)} of {len(wanted)} ids (missing "
-                f"{sorted(wanted - seen)[:3]}) and "
+                f"{sorted(wanted - seen)[:3]}{given(out, wanted - seen)}) and "
                 f"caught up={caught_up(committed, ends)} after {READ_LIMIT:.0f} s: {stderr}"
             )
             time.sleep(1.0)
