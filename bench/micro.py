@@ -6,7 +6,8 @@
 - ``spool``: append to the disk spool (fsync never) 64 at a time, as one read off a socket
   brings them, and read back + ack in batches by the tail: following the writer as the
   appends go (in the same process, direct calls), and after them (as a shipper that
-  starts behind);
+  starts behind); and closely: each append of 64 read back and acknowledged at once, as a
+  worker that keeps up does in one process (``--spool-only``: these lines alone, repeated);
 - ``kafka batch``: append to aiokafka batch builders as the Kafka sink does, headers and
   zstd compression of each full batch included (no network);
 - ``sink worker``: the worker's own bookkeeping (window, lanes, acknowledgements, counts)
@@ -64,8 +65,13 @@ def per_frame(seconds: float, count: int) -> float:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--frames", type=int, default=50_000)
+    parser.add_argument("--spool-only", action="store_true", help="only the spool's lines")
+    parser.add_argument("--rounds", type=int, default=1, help="with --spool-only: repeated")
     args = parser.parse_args()
     batch = frames(args.frames)
+    if args.spool_only:
+        await spool_only(batch, args.rounds)
+        return
     settings = Settings.model_validate({"sink": {"kind": "kafka"}})
     pipeline = build_pipeline(settings, InstanceSettings(token=TOKEN))
     pipeline = type(pipeline)(
@@ -103,6 +109,52 @@ async def main() -> None:
     print(f"kafka batch           {batch_us:6.2f} µs/frame")
     print(f"sink worker           {worker_us:6.2f} µs/frame  (one destination)")
     print(f"sink worker           {worker6_us:6.2f} µs/frame  (six destinations)")
+
+
+def publishable(batch: list[Frame]) -> list[Record]:
+    """The records the pipeline makes of ``batch`` (not timed)."""
+    settings = Settings.model_validate({"sink": {"kind": "kafka"}})
+    pipeline = build_pipeline(settings, InstanceSettings(token=TOKEN))
+    results = [pipeline.process(f) for f in batch]
+    return [r.record for r in results if isinstance(r, Publish)]
+
+
+async def spool_only(batch: list[Frame], rounds: int) -> None:
+    """The spool's lines alone, ``rounds`` times (to compare two versions of the spool)."""
+    records = publishable(batch)
+    for _ in range(rounds):
+        append_s, read_s = await follow_closely(records)
+        tail_s = await tail_reads(records)
+        print(
+            f"close follow: append {per_frame(append_s, len(records)):5.2f}  "
+            f"read+ack {per_frame(read_s, len(records)):5.2f}  "
+            f"| tail behind: read+ack {per_frame(tail_s, len(records)):5.2f} µs/record",
+            flush=True,
+        )
+
+
+async def follow_closely(records: list[Record]) -> tuple[float, float]:
+    """Seconds spent appending ``records`` 64 at a time (as one read off a socket brings
+    them) and seconds spent reading each append back and acknowledging it at once, through
+    :func:`follow` (the one-process mode with a worker that keeps up)."""
+    append_s = read_s = 0.0
+    clock = time.perf_counter
+    with tempfile.TemporaryDirectory() as tmp:
+        spool = DiskSpool(Path(tmp), 1 << 32, "drop_newest", "never", 50)
+        spool.open()
+        tail = follow(spool)
+        for start in range(0, len(records), READ_BATCH):
+            t0 = clock()
+            spool.append_all(records[start : start + READ_BATCH])
+            t1 = clock()
+            got = await tail.read(1000)
+            tail.ack(len(got))
+            read_s += clock() - t1
+            append_s += t1 - t0
+        assert not spool.stats().events, "every record read and acknowledged"
+        tail.close()
+        spool.close()
+    return append_s, read_s
 
 
 class AcceptingSink:

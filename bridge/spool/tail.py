@@ -37,7 +37,7 @@ import errno
 import os
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bridge.errors import SpoolError
@@ -61,27 +61,47 @@ READ_CHUNK = 1 << 20
 log = get_logger(__name__)
 
 
-@dataclass(slots=True)  # one per record: a plain __init__ is 3x cheaper than frozen
-class InFlight:
-    """A record handed out: its seq, size on disk, segment and where it ends there."""
+@dataclass(slots=True)
+class Span:
+    """Entries handed out that lie one after the other in one segment, oldest first: the
+    first starts at ``start``, entry ``i`` has seq ``seqs[i]`` and ends at ``ends[i]``; the
+    leading ``acked`` of them are acknowledged. The tail's books cost two list appends per
+    entry (no object per entry); a span is never empty once handed out."""
 
-    seq: int
-    record: Record
-    size: int
     segment: int
-    end: int
+    start: int
+    seqs: list[int] = field(default_factory=list)
+    ends: list[int] = field(default_factory=list)
+    acked: int = 0
+
+    @property
+    def end(self) -> int:
+        """Where its last entry ends (its start while it is empty)."""
+        return self.ends[-1] if self.ends else self.start
 
 
-def acked_stretches(items: list[InFlight]) -> list[Acked]:
-    """The acknowledged entries, oldest first, summed per segment (pure)."""
+def settle(spans: deque[Span], count: int) -> list[Acked]:
+    """The oldest ``count`` entries of ``spans`` acknowledged: taken off them (a span wholly
+    acknowledged leaves), and returned as stretches, oldest first, summed per segment (a
+    stretch's bytes are its spans' lengths on disk: entries skipped between spans are not in
+    it). Its work is per span, not per entry."""
     stretches: list[Acked] = []
-    first = 0
-    for index in range(1, len(items) + 1):
-        if index == len(items) or items[index].segment != items[first].segment:
-            last = items[index - 1]
-            size = sum(item.size for item in items[first:index])
-            stretches.append(Acked(last.segment, last.seq, last.end, index - first, size))
-            first = index
+    while count > 0 and spans:
+        span = spans[0]
+        first = span.acked
+        taken = min(count, len(span.ends) - first)
+        last = first + taken - 1
+        size = span.ends[last] - (span.ends[first - 1] if first else span.start)
+        if stretches and stretches[-1].segment == span.segment:
+            before = stretches.pop()
+            taken_in, size = before.events + taken, before.size + size
+        else:
+            taken_in = taken
+        stretches.append(Acked(span.segment, span.seqs[last], span.ends[last], taken_in, size))
+        count -= taken
+        span.acked += taken
+        if span.acked == len(span.ends):
+            spans.popleft()
     return stretches
 
 
@@ -141,35 +161,43 @@ class SegmentReader:
         self.end = offset
 
     def take(  # noqa: PLR0917 - the hot path's one call per read
-        self, offset: int, limit: int, batch: list[InFlight], max_records: int,
+        self, offset: int, limit: int, span: Span, records: list[Record], max_records: int,
         max_bytes: int, weight: int,
     ) -> tuple[int, int, bool]:  # fmt: skip
-        """Append to ``batch`` the whole entries from ``offset`` on, below ``limit``, until it
-        holds ``max_records`` or its records weigh ``max_bytes`` (one at least): the hot path
-        of a tail that keeps up (one loop, payloads decoded from the buffer without a copy).
-        Returns the offset after the last one taken, the batch's weight, and whether it
+        """Append to ``records`` (and to ``span``, which starts at ``offset``) the whole
+        entries from ``offset`` on, below ``limit``, until it holds ``max_records`` or its
+        records weigh ``max_bytes`` (one at least): the hot path of a tail that keeps up (one
+        loop, one pread up to ``limit`` for all it takes, payloads decoded from the buffer).
+        Returns the offset after the last one taken, the records' weight, and whether it
         stopped on whole entries (False: something that is not one lies below ``limit``)."""
-        unpack, buf, at, segment = HEADER.unpack_from, self._buf, self._at, self.segment
-        while offset < limit and len(batch) < max_records:
+        unpack, decode, buf, at = HEADER.unpack_from, decode_payload, self._buf, self._at
+        add_record, add_seq, add_end = records.append, span.seqs.append, span.ends.append
+        have, count = len(buf), len(records)
+        while offset < limit and count < max_records:
             pos = offset - at
-            if pos < 0 or pos + HEADER_SIZE > len(buf):
+            if pos < 0 or pos + HEADER_SIZE > have:
                 buf, at, pos = self._fill(offset, HEADER_SIZE, limit), offset, 0
-                if len(buf) < HEADER_SIZE:
+                have = len(buf)
+                if have < HEADER_SIZE:
                     return offset, weight, False
             magic, form, length, _, seq = unpack(buf, pos)
             if magic != MAGIC or form != FORMAT or length > MAX_PAYLOAD:
                 return offset, weight, False
-            size = HEADER_SIZE + length
-            if pos + size > len(buf):
-                buf, at, pos = self._fill(offset, size, limit), offset, 0
-                if len(buf) < size:
+            end = pos + HEADER_SIZE + length
+            if end > have:
+                buf, at, pos = self._fill(offset, HEADER_SIZE + length, limit), offset, 0
+                have, end = len(buf), HEADER_SIZE + length
+                if end > have:
                     return offset, weight, False
-            record = decode_payload(buf[pos + HEADER_SIZE : pos + size])
+            record = decode(buf[pos + HEADER_SIZE : end])
             weight += record.size
-            if batch and weight > max_bytes:
+            if count and weight > max_bytes:
                 return offset, weight, True
-            offset += size
-            batch.append(InFlight(seq, record, size, segment, offset))
+            offset = at + end
+            add_record(record)
+            add_seq(seq)
+            add_end(offset)
+            count += 1
         return offset, weight, True
 
     def resync(self, offset: int, limit: int) -> int | None:
@@ -191,7 +219,8 @@ class SpoolTail:
         self._mark = start
         self._acks = acks
         self._reading = 0  # the furthest segment opened (each new one is told the writer)
-        self._in_flight: deque[InFlight] = deque()  # handed out, oldest first
+        self._in_flight: deque[Span] = deque()  # handed out, oldest first
+        self._count = 0  # entries handed out and not acknowledged
         self._reader: SegmentReader | None = None
         self._readable = asyncio.Event()
         self.skipped_damaged = 0  # entries of a sealed segment that could not be read
@@ -199,7 +228,7 @@ class SpoolTail:
     @property
     def in_flight(self) -> int:
         """Records handed out and not acknowledged yet (the worker's window)."""
-        return len(self._in_flight)
+        return self._count
 
     # ---- what the writer says --------------------------------------------------------
     def mark(self, segment: int, offset: int) -> None:
@@ -226,7 +255,8 @@ class SpoolTail:
         position: Position | None = (
             self._acked if last is None else Position(last.segment, last.end)
         )
-        batch: list[InFlight] = []
+        records: list[Record] = []
+        spans: list[Span] = []
         weight = 0
         mark = self._mark
         while position is not None and position.segment <= mark.segment:
@@ -234,9 +264,11 @@ class SpoolTail:
             if reader is None:  # deleted by the writer (dropped while full): the next one
                 position = self._gone(position, mark)
                 continue
+            span = Span(reader.segment, position.offset)
+            spans.append(span)
             if position.segment == mark.segment:
                 offset, weight, whole = reader.take(
-                    position.offset, mark.offset, batch, max_records, max_bytes, weight
+                    position.offset, mark.offset, span, records, max_records, max_bytes, weight
                 )
                 if not whole:
                     raise SpoolError(
@@ -244,35 +276,44 @@ class SpoolTail:
                         f"the writer's mark at {mark.offset}"
                     )
                 break
-            for item in self._sealed(reader, position.offset):
-                weight += item.record.size
-                if batch and weight > max_bytes:
+            for seq, record, start, end in self._sealed(reader, position.offset):
+                weight += record.size
+                if records and weight > max_bytes:
                     break
-                batch.append(item)
-                if len(batch) >= max_records:
+                if start != span.end:  # past damage: a new span (the gap is in no stretch)
+                    span = Span(reader.segment, start)
+                    spans.append(span)
+                span.seqs.append(seq)
+                span.ends.append(end)
+                records.append(record)
+                if len(records) >= max_records:
                     break
             else:
                 position = self._next_segment(position.segment)
                 continue
             break
-        self._in_flight.extend(batch)
-        return [item.record for item in batch]
+        self._in_flight.extend(span for span in spans if span.ends)
+        self._count += len(records)
+        return records
 
     def ack(self, count: int) -> None:
         """The oldest ``count`` records in flight are delivered: report them to the writer."""
-        done = [self._in_flight.popleft() for _ in range(min(count, len(self._in_flight)))]
-        if done:
-            last = done[-1]
+        count = min(count, self._count)
+        stretches = settle(self._in_flight, count)
+        if stretches:
+            last = stretches[-1]
             self._acked = Position(last.segment, last.end)
+            self._count -= count
         if not self._in_flight and self._acked >= self._mark:
             self.close()  # all told is settled: no file held open (a drained one frees at once)
-        self._acks.acked(acked_stretches(done))
+        self._acks.acked(stretches)
 
     def rewind(self) -> None:
         """Records in flight go back: the next read starts at the acknowledged position; the
         writer hears it (its full-spool policy protects only that segment again, and each
         segment the tail opens from there on is told again)."""
         self._in_flight.clear()
+        self._count = 0
         self._reading = self._acked.segment
         self._acks.rewound(self._acked.segment)
 
@@ -282,10 +323,11 @@ class SpoolTail:
             self._reader = None
 
     # ---- reading the segments ---------------------------------------------------------
-    def _sealed(self, reader: SegmentReader, offset: int) -> Iterator[InFlight]:
+    def _sealed(self, reader: SegmentReader, offset: int) -> Iterator[tuple[int, Record, int, int]]:
         """The entries of a segment the writer has left, from ``offset`` to its end — that is,
         before the next segment's first seq (bytes beyond are what a failed write left) —
-        past damage the writer could not repair (CRC checked here: counted, logged)."""
+        past damage the writer could not repair (CRC checked here: counted, logged): (seq,
+        record, where it starts, where it ends)."""
         following = self._next_segment(reader.segment)
         stop_seq = following.segment if following is not None else None
         limit = reader.size()
@@ -295,7 +337,7 @@ class SpoolTail:
                     if stop_seq is not None and seq >= stop_seq:
                         return  # a failed write's leftovers: the writer went on elsewhere
                     offset += size
-                    yield InFlight(seq, record, size, reader.segment, offset)
+                    yield seq, record, offset - size, offset
             if offset >= limit:
                 return
             found = reader.resync(offset, limit)

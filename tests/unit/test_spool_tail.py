@@ -6,6 +6,7 @@ is not read."""
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from bridge.pipeline import Record
 from bridge.spool import Acked
 from bridge.spool.codec import HEADER, MAGIC, checksum, decode_payload, encode_payload
 from bridge.spool.disk import DiskSpool
-from bridge.spool.tail import InFlight, SpoolTail, acked_stretches
+from bridge.spool.tail import Span, SpoolTail, settle
 from tests.unit.spools import OverTheLink, local_spool
 
 
@@ -125,11 +126,23 @@ async def test_a_segment_dropped_while_full_is_skipped(tmp_path: Path) -> None:
 
 
 def test_acknowledged_entries_are_summed_per_segment() -> None:
-    """One stretch per segment, with its last entry's seq and end, count and bytes (pure)."""
-    r = record(0)
-    items = [InFlight(1, r, 10, 1, 10), InFlight(2, r, 20, 1, 30), InFlight(3, r, 5, 3, 5)]
-    assert acked_stretches(items) == [Acked(1, 2, 30, 2, 30), Acked(3, 3, 5, 1, 5)]
-    assert acked_stretches([]) == []
+    """One stretch per segment, with its last entry's seq and end, count and bytes; the
+    acknowledged entries leave the books, and nothing acknowledged is no stretch."""
+    spans = deque([Span(1, 0, [1, 2], [10, 30]), Span(3, 0, [3], [5])])
+    assert settle(spans, 3) == [Acked(1, 2, 30, 2, 30), Acked(3, 3, 5, 1, 5)]
+    assert not spans
+    assert settle(deque(), 0) == []
+
+
+def test_a_partial_acknowledgement_counts_only_its_entries() -> None:
+    """Acknowledging part of a span reports its entries alone (bytes from where the first
+    starts), and the rest are reported by the next acknowledgement; entries skipped between
+    two spans of one segment (damage) are in neither stretch's bytes."""
+    spans = deque([Span(1, 0, [1, 2, 3], [10, 30, 35]), Span(1, 50, [5, 6], [60, 75])])
+    assert settle(spans, 2) == [Acked(1, 2, 30, 2, 30)]
+    assert settle(spans, 2) == [Acked(1, 5, 60, 2, 15)]
+    assert settle(spans, 5) == [Acked(1, 6, 75, 1, 15)]
+    assert not spans
 
 
 async def test_an_entry_in_another_format_is_not_replayed(tmp_path: Path) -> None:
