@@ -7,7 +7,8 @@
   brings them, and read back + ack in batches by the tail: following the writer as the
   appends go (in the same process, direct calls), and after them (as a shipper that
   starts behind); and closely: each append of 64 read back and acknowledged at once, as a
-  worker that keeps up does in one process (``--spool-only``: these lines alone, repeated);
+  worker that keeps up does in one process (``--spool-only``: these lines alone, repeated,
+  ``--per-append 2`` for a quiet stream, where the per-read cost shows);
 - ``kafka batch``: append to aiokafka batch builders as the Kafka sink does, headers and
   zstd compression of each full batch included (no network);
 - ``sink worker``: the worker's own bookkeeping (window, lanes, acknowledgements, counts)
@@ -67,10 +68,13 @@ async def main() -> None:
     parser.add_argument("--frames", type=int, default=50_000)
     parser.add_argument("--spool-only", action="store_true", help="only the spool's lines")
     parser.add_argument("--rounds", type=int, default=1, help="with --spool-only: repeated")
+    parser.add_argument(
+        "--per-append", type=int, default=READ_BATCH, help="with --spool-only: records per append"
+    )
     args = parser.parse_args()
     batch = frames(args.frames)
     if args.spool_only:
-        await spool_only(batch, args.rounds)
+        await spool_only(batch, args.rounds, args.per_append)
         return
     settings = Settings.model_validate({"sink": {"kind": "kafka"}})
     pipeline = build_pipeline(settings, InstanceSettings(token=TOKEN))
@@ -99,6 +103,7 @@ async def main() -> None:
         tail.close()
         spool.close()
     tail_us = per_frame(await tail_reads(records), len(records))
+    close_us = per_frame((await follow_closely(records, READ_BATCH))[1], len(records))
     batch_us = per_frame(kafka_batches(records, settings), len(records))
     worker_us = per_frame(await worker_drains(records, 1), len(records))
     worker6_us = per_frame(await worker_drains(records, 6), len(records))
@@ -106,6 +111,7 @@ async def main() -> None:
     print(f"spool append          {append_us:6.2f} µs/frame")
     print(f"spool read + ack      {read_us:6.2f} µs/frame  (the tail, following the appends)")
     print(f"spool tail read + ack {tail_us:6.2f} µs/frame  (the tail, started after them)")
+    print(f"spool close read+ack  {close_us:6.2f} µs/frame  (each append read back at once)")
     print(f"kafka batch           {batch_us:6.2f} µs/frame")
     print(f"sink worker           {worker_us:6.2f} µs/frame  (one destination)")
     print(f"sink worker           {worker6_us:6.2f} µs/frame  (six destinations)")
@@ -119,11 +125,13 @@ def publishable(batch: list[Frame]) -> list[Record]:
     return [r.record for r in results if isinstance(r, Publish)]
 
 
-async def spool_only(batch: list[Frame], rounds: int) -> None:
-    """The spool's lines alone, ``rounds`` times (to compare two versions of the spool)."""
+async def spool_only(batch: list[Frame], rounds: int, per_append: int) -> None:
+    """The spool's lines alone, ``rounds`` times (to compare two versions of the spool); the
+    close follow with ``per_append`` records per append (fewer: more of the tail's per-read
+    cost in each record's)."""
     records = publishable(batch)
     for _ in range(rounds):
-        append_s, read_s = await follow_closely(records)
+        append_s, read_s = await follow_closely(records, per_append)
         tail_s = await tail_reads(records)
         print(
             f"close follow: append {per_frame(append_s, len(records)):5.2f}  "
@@ -133,19 +141,19 @@ async def spool_only(batch: list[Frame], rounds: int) -> None:
         )
 
 
-async def follow_closely(records: list[Record]) -> tuple[float, float]:
-    """Seconds spent appending ``records`` 64 at a time (as one read off a socket brings
-    them) and seconds spent reading each append back and acknowledging it at once, through
-    :func:`follow` (the one-process mode with a worker that keeps up)."""
+async def follow_closely(records: list[Record], per_append: int) -> tuple[float, float]:
+    """Seconds spent appending ``records`` ``per_append`` at a time (64: as one busy read off
+    a socket brings them) and seconds spent reading each append back and acknowledging it
+    at once, through :func:`follow` (the one-process mode with a worker that keeps up)."""
     append_s = read_s = 0.0
     clock = time.perf_counter
     with tempfile.TemporaryDirectory() as tmp:
         spool = DiskSpool(Path(tmp), 1 << 32, "drop_newest", "never", 50)
         spool.open()
         tail = follow(spool)
-        for start in range(0, len(records), READ_BATCH):
+        for start in range(0, len(records), per_append):
             t0 = clock()
-            spool.append_all(records[start : start + READ_BATCH])
+            spool.append_all(records[start : start + per_append])
             t1 = clock()
             got = await tail.read(1000)
             tail.ack(len(got))

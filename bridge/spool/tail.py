@@ -215,6 +215,7 @@ class SpoolTail:
 
     def __init__(self, directory: Path, start: Position, acks: Acks) -> None:
         self.directory = directory
+        self._prefix = f"{os.fspath(directory)}{os.sep}"  # a segment's path, without pathlib
         self._acked = start
         self._mark = start
         self._acks = acks
@@ -371,7 +372,7 @@ class SpoolTail:
             return reader
         self.close()
         try:
-            fd = os.open(self.directory / segment_name(segment), os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(self._prefix + segment_name(segment), os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             return None
         self._reader = reader = SegmentReader(fd, segment)
