@@ -48,6 +48,7 @@ STOP_WORKER_SECONDS = 10.0
 CLOSE_SINK_SECONDS = 10.0
 HEALTHY_SECONDS = 60.0  # a worker that ran this long restarts without the backoff it had
 PROBLEM_CHARS = 300
+PROVEN_SECONDS = 2.0  # a restarted worker that ran this long is no longer "crashed"
 
 
 def crash_problem(error: BaseException) -> str:
@@ -124,6 +125,8 @@ class WorkerDelivery:
         self.started = False
         self.worker: SinkWorker | None = None
         self._problem: str | None = None
+        self._crash: str | None = None  # the last crash, until a new worker ran PROVEN_SECONDS
+        self._proving: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._renew = False  # the sink is to be closed and built again before it starts
@@ -151,15 +154,17 @@ class WorkerDelivery:
     @property
     def problem(self) -> str | None:
         """Why records are not being delivered right now (None: they are, or can be)."""
-        if self._problem is not None:
-            return self._problem
+        if self._problem is not None or self._crash is not None:
+            return self._problem or self._crash
         worker = self.worker
         return worker.problem if worker is not None else None
 
     @property
     def delivering(self) -> bool:
-        """The sink is started, its worker runs and no destination is retrying."""
-        return self.started and self.worker is not None and self.worker.healthy
+        """The sink is started, its worker runs (and, after a crash, has run a while) and no
+        destination is retrying."""
+        worker = self.worker
+        return self.started and self._crash is None and worker is not None and worker.healthy
 
     def start(self) -> None:
         init_sink(self.metrics, self.sink.kind)
@@ -181,7 +186,7 @@ class WorkerDelivery:
         self.worker = None
         self.started = False
         self._renew = True
-        self._problem = crash_problem(RuntimeError(f"delivery ended: {error}"))
+        self._crashed_now(RuntimeError(f"delivery ended: {error}"))
         self.metrics.sink_worker_restarts.inc()
         self.metrics.sink_up.labels(self.sink.kind).set(0)
         log.error("sink.delivery_ended", sink=self.sink.kind, error=error[:1000])
@@ -214,6 +219,7 @@ class WorkerDelivery:
                     max_in_flight_bytes=sink_settings.max_in_flight_bytes,
                     one_lane=self.sink.kind == "file",  # one file: its readers rely on its order
                 )
+                self._prove(worker)
                 await worker.run()
                 error: BaseException = RuntimeError("the sink worker returned")
             except asyncio.CancelledError as exc:
@@ -232,7 +238,7 @@ class WorkerDelivery:
         renewed sink (closed, built again, started) unless the spool was to blame (the
         started sink is kept: never started twice without a close between)."""
         self.worker = None
-        self._problem = crash_problem(error)
+        self._crashed_now(error)
         self.metrics.sink_worker_restarts.inc()
         self.metrics.sink_up.labels(self.sink.kind).set(0)
         log.error("sink.worker_crashed", sink=self.sink.kind, error=repr(error)[:1000],
@@ -241,6 +247,29 @@ class WorkerDelivery:
             self.started = False
             self._renew = True
         await asyncio.sleep(delay)
+
+    def _crashed_now(self, error: BaseException) -> None:
+        """Readiness says the worker crashed until a new one has settled a record or run
+        ``PROVEN_SECONDS`` (one that dies again at once keeps it said, never ready between)."""
+        self._crash = crash_problem(error)
+        if self._proving is not None:
+            self._proving.cancel()
+            self._proving = None
+
+    def _prove(self, worker: SinkWorker) -> None:
+        """Clear the crash once ``worker``, still the running one, settles a record or has
+        run ``PROVEN_SECONDS``."""
+        if self._crash is None:
+            return
+
+        def proven() -> None:
+            if self.worker is worker and self._proving is not None:
+                self._proving.cancel()
+                self._proving = None
+                self._crash = None
+
+        worker.on_progress = proven
+        self._proving = asyncio.get_running_loop().call_later(PROVEN_SECONDS, proven)
 
     async def _renewed(self) -> None:
         """The sink closed and, with a factory, built again (its password read again); a

@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from bridge.errors import SinkError
@@ -86,6 +86,8 @@ class SinkWorker:
         self._calls = Calls(slow_seconds=slow_call_seconds, group_seconds=group_call_seconds)
         self._settlement = Settlement(self._window, self._lanes, metrics, sink.kind)
         self._stall = StallWatch(stall_seconds)
+        self.progressed = False  # a record settled since this worker started
+        self.on_progress: Callable[[], None] | None = None  # called at the first settle
         self._log_limit = LogLimit()  # publish failures and recoveries
         self._pruned_at = time.monotonic()
         self._reading: asyncio.Task[list[Record]] | None = None
@@ -265,6 +267,10 @@ class SinkWorker:
 
     def _progress(self) -> None:
         """A record settled: delivery moves (a stall, if any, is over)."""
+        if not self.progressed:
+            self.progressed = True
+            if self.on_progress is not None:
+                self.on_progress()
         if self._stall.progress(time.monotonic()):
             log.info("sink.unstalled", sink=self.sink.kind)
 

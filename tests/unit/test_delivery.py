@@ -10,7 +10,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from bridge.delivery import WorkerDelivery
+from bridge.delivery import PROVEN_SECONDS, WorkerDelivery
 from bridge.metrics import Metrics, create_metrics
 from bridge.pipeline import Record
 from bridge.settings import Settings, read_secret
@@ -203,3 +203,36 @@ async def test_a_spool_error_never_starts_the_same_sink_twice_without_closing_it
         await stop(delivery)
         spool.close()
     assert all(sink.starts - sink.closes <= 1 for sink in built)
+
+
+async def test_a_crash_is_shown_until_a_new_worker_has_run_a_while(tmp_path: Path) -> None:
+    """After a worker crash, readiness keeps saying so and the delivery is not "delivering"
+    while the next worker has neither settled a record nor run PROVEN_SECONDS (a crash loop
+    never flickers ready); after that, the crash is no longer shown."""
+    spool = local_spool(tmp_path)
+    delivery = WorkerDelivery(
+        Settings.model_validate({"sink": {"kind": "file", "file": {"path": str(tmp_path / "o")}}}),
+        spool,
+        create_metrics(),
+        environ={},
+    )
+    delivery.start()
+    try:
+        await until(lambda: delivery.delivering, within=5)
+        delivery._crashed_now(RuntimeError("boom"))
+        assert not delivery.delivering
+        assert "crashed" in (delivery.problem or "")
+        worker = delivery.worker
+        assert worker is not None
+        delivery._prove(worker)  # an idle worker: nothing to settle, proven by time alone
+        await asyncio.sleep(PROVEN_SECONDS / 2)
+        assert not delivery.delivering
+        await until(lambda: delivery.delivering, within=PROVEN_SECONDS + 2)
+        assert delivery.problem is None
+        delivery._crashed_now(RuntimeError("boom again"))
+        delivery._prove(worker)
+        spool.append(record(1, "a"))  # a record settled proves it at once
+        await until(lambda: delivery.delivering, within=PROVEN_SECONDS / 2)
+    finally:
+        await delivery.close(5)
+        spool.close()
