@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -127,6 +128,45 @@ def test_emptydir_scenario_has_no_claim() -> None:
             "serviceMonitor: the admin port serves TLS",
         ),
         ({"persistence": {"size": "lots"}}, "/persistence/size"),
+        (
+            {"extraEnv": [{"name": "RYZE_BRIDGE__ADMIN__TLS_CERT_FILE", "value": "/c"}]},
+            "extraEnv: RYZE_BRIDGE__ADMIN__TLS_CERT_FILE overrides a setting the chart renders",
+        ),
+        (
+            {"extraEnv": [{"name": "RYZE_BRIDGE__SPOOL__DIR", "value": "/data/spool"}]},
+            "extraEnv: RYZE_BRIDGE__SPOOL__DIR overrides",
+        ),
+        (
+            {"extraEnv": [{"name": "RYZE_BRIDGE__INSTANCES__X__TOKEN_FILE", "value": "/t"}]},
+            "extraEnv: RYZE_BRIDGE__INSTANCES__X__TOKEN_FILE overrides",
+        ),
+        (
+            {"extraVolumes": [{"name": "tokens", "emptyDir": {}}]},
+            "extraVolumes: the name tokens is taken by a volume of the chart",
+        ),
+        (
+            {"extraVolumeMounts": [{"name": "x", "mountPath": "/var/lib/ryze-bridge/spool/"}]},
+            "extraVolumeMounts: /var/lib/ryze-bridge/spool overlaps the chart's own mount",
+        ),
+        (
+            {"extraVolumeMounts": [{"name": "x", "mountPath": "/etc/ryze-bridge/extra"}]},
+            "extraVolumeMounts: /etc/ryze-bridge/extra overlaps the chart's own mount /etc/ryze",
+        ),
+        (
+            {
+                "sinkCredentials": {"password": "p", "key": "k"},
+                "adminToken": {"value": "a", "key": "k"},
+            },
+            "the chart's Secret would hold key k twice",
+        ),
+        (
+            {"instances": {"shop": {"token": "t"}}, "adminToken": {"value": "a", "key": "shop"}},
+            "would hold key shop twice: shop (instances.shop) and shop (adminToken.key)",
+        ),
+        (
+            {"existingSecret": "s", "discovery": {"enabled": True, "accountToken": "acct"}},
+            "discovery.accountToken: an inline account token cannot be combined",
+        ),
     ],
     ids=[
         "typo",
@@ -141,13 +181,24 @@ def test_emptydir_scenario_has_no_claim() -> None:
         "reserved-name",
         "monitor-tls",
         "size",
+        "env-admin-tls",
+        "env-spool-dir",
+        "env-instances",
+        "volume-name",
+        "mount-spool",
+        "mount-under-config",
+        "secret-key-twice",
+        "secret-key-instance",
+        "account-token+existing",
     ],
 )
 def test_bad_values_are_refused_readably(
     tmp_path: Path, values: dict[str, Any], message: str
 ) -> None:
-    """Typos, wrong choices, a missing token and more than one replica without a cluster mode
-    fail rendering with a message that points at the value."""
+    """Typos, wrong choices, a missing token, more than one replica without a cluster mode, an
+    extraEnv overriding what the chart renders, an extraVolume or mount on the chart's own
+    names and paths, a key twice in the chart's Secret and an inline account token beside
+    existingSecret fail rendering with a message that points at the value."""
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(values), encoding="utf-8")
     result = helm(
@@ -227,15 +278,17 @@ def test_tokens_are_in_the_secret_not_the_configmap() -> None:
 
 def test_discovery_and_live_reload() -> None:
     """With discovery the config lists the account's instances through a mounted account
-    token; with configReload live no checksum rolls the pod and the bridge watches its file."""
+    token; with configReload live no checksum (of the config or the Secret) rolls the pod and
+    the bridge watches its file."""
     docs = render(CHART / "ci" / "discovery-values.yaml")
     config = yaml.safe_load(by_kind(docs, "ConfigMap")["data"]["config.yaml"])
     assert config["discovery"]["token_file"] == "/var/run/secrets/ryze-bridge/account-token"
     assert config["discovery"]["include"] == ["loja-*"]
     assert config["reload"]["watch"] is True
     assert "account-token" in by_kind(docs, "Secret")["data"]
-    annotations = by_kind(docs, "StatefulSet")["spec"]["template"]["metadata"]["annotations"]
-    assert "checksum/config" not in annotations
+    metadata = by_kind(docs, "StatefulSet")["spec"]["template"]["metadata"]
+    assert "checksum/config" not in metadata.get("annotations", {})
+    assert "checksum/secret" not in metadata.get("annotations", {})
     rollout = yaml.safe_load(
         by_kind(render(CHART / "ci" / "kafka-values.yaml"), "ConfigMap")["data"]["config.yaml"]
     )
@@ -292,8 +345,9 @@ def container_of(docs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def test_separate_secrets_per_kind_with_their_own_keys() -> None:
     """Tenant tokens, the sink password and the admin token each come from their own Secret
-    under a configurable key, projected into fixed file names the config points at; the chart
-    then creates no Secret of its own."""
+    under a configurable key, projected into fixed file names the config points at: the tenant
+    Secret whole (an instance named after its key needs no mapping), a tokenKey mapped and
+    optional, the account token mapped; the chart then creates no Secret of its own."""
     docs = render(
         sets=(
             "existingSecret=tenants",
@@ -310,16 +364,13 @@ def test_separate_secrets_per_kind_with_their_own_keys() -> None:
     assert not [d for d in docs if d["kind"] == "Secret"]
     pod = by_kind(docs, "StatefulSet")["spec"]["template"]["spec"]
     volume = next(v for v in pod["volumes"] if v["name"] == "tokens")
-    sources = {s["secret"]["name"]: s["secret"]["items"] for s in volume["projected"]["sources"]}
-    assert sources == {
-        "tenants": [
-            {"key": "other", "path": "other"},
-            {"key": "shop-token", "path": "shop"},
-            {"key": "acct", "path": "account-token"},
-        ],
-        "kafka-user": [{"key": "password", "path": "sink-password"}],
-        "admin": [{"key": "token", "path": "admin-token"}],
-    }
+    assert [s["secret"] for s in volume["projected"]["sources"]] == [
+        {"name": "tenants"},
+        {"name": "tenants", "items": [{"key": "shop-token", "path": "shop"}], "optional": True},
+        {"name": "tenants", "items": [{"key": "acct", "path": "account-token"}]},
+        {"name": "kafka-user", "items": [{"key": "password", "path": "sink-password"}]},
+        {"name": "admin", "items": [{"key": "token", "path": "admin-token"}]},
+    ]
     config = yaml.safe_load(by_kind(docs, "ConfigMap")["data"]["config.yaml"])
     tokens = "/var/run/secrets/ryze-bridge"
     assert config["instances"]["shop"]["token_file"] == f"{tokens}/shop"
@@ -490,3 +541,150 @@ def test_official_crds_refuse_what_the_server_would(
     node.update(bad)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(doc, crd_schema(kind))
+
+
+def pod_template(*sets: str) -> dict[str, Any]:
+    template: dict[str, Any] = by_kind(render(sets=sets), "StatefulSet")["spec"]["template"]
+    return template
+
+
+@pytest.mark.parametrize(
+    "tokens",
+    [("existingSecret=tenants",), ("instances.a.token=t-a", "instances.b.token=t-b")],
+    ids=["existing-secret", "inline"],
+)
+def test_live_reload_keeps_the_pod_template_when_instances_change(tokens: tuple[str, ...]) -> None:
+    """With configReload live, adding or removing an instance changes the ConfigMap only: the
+    pod template (volumes, annotations) stays byte for byte the same, so no pod rolls and a key
+    not yet in the tenant Secret cannot keep a new pod from starting; the tenant Secret is
+    projected whole, without items."""
+    base = ("configReload=live", "adminToken.existingSecret=admin", *tokens)
+    one = pod_template(*base, "instances.a.events={message.exchange}")
+    two = pod_template(
+        *base, "instances.a.events={message.exchange}", "instances.b.events={message.status}"
+    )
+    assert one == two
+    volume = next(v for v in two["spec"]["volumes"] if v["name"] == "tokens")
+    tenants = volume["projected"]["sources"][0]["secret"]
+    assert "items" not in tenants
+    rollout = pod_template(*base[1:], "instances.a.events={message.exchange}")
+    assert rollout != pod_template(*base[1:], "instances.b.events={message.status}",
+                                   "instances.a.events={message.exchange}")  # fmt: skip
+
+
+def test_allowed_extras_still_render() -> None:
+    """The guards refuse only the chart's own settings, names and paths: other RYZE_BRIDGE__
+    variables, a volume and a mount beside the chart's (/etc/corp-ca, /var/lib/other) and
+    distinct keys in the chart's Secret render."""
+    values = {
+        "instances": {"shop": {"token": "t-1"}},
+        "sinkCredentials": {"password": "p"},
+        "adminToken": {"value": "a"},
+        "extraEnv": [{"name": "RYZE_BRIDGE__LOG__LEVEL", "value": "debug"}],
+        "extraVolumes": [{"name": "ca", "configMap": {"name": "corp-ca"}}],
+        "extraVolumeMounts": [
+            {"name": "ca", "mountPath": "/etc/corp-ca"},
+            {"name": "ca", "mountPath": "/var/lib/ryze-bridge-other"},
+        ],
+    }
+    docs = render_values(values)
+    assert set(by_kind(docs, "Secret")["data"]) == {"shop", "sink-password", "admin-token"}
+
+
+def render_notes(*sets: str) -> str:
+    """NOTES.txt rendered offline: helm template leaves it out, so a copy of the chart carries
+    it as a named template that a small manifest includes."""
+    with tempfile.TemporaryDirectory(prefix="ryze-chart-") as tmp:
+        chart = Path(tmp) / "ryze-bridge"
+        shutil.copytree(CHART, chart)
+        notes = chart / "templates" / "NOTES.txt"
+        (chart / "templates" / "_notes.tpl").write_text(
+            '{{- define "test.notes" -}}' + notes.read_text(encoding="utf-8") + "{{- end }}",
+            encoding="utf-8",
+        )
+        notes.unlink()
+        (chart / "templates" / "notes.yaml").write_text(
+            'notes: {{ include "test.notes" . | toJson }}\n', encoding="utf-8"
+        )
+        args = ["template", "rb", str(chart), "--namespace", "bridge"]
+        args += ["--kube-version", KUBE_VERSION, "-s", "templates/notes.yaml"]
+        for item in sets:
+            args += ["--set", item]
+        text: str = yaml.safe_load(helm(*args).stdout)["notes"]
+        return text
+
+
+def test_notes_say_how_to_get_the_admin_token_and_warn_about_cleartext() -> None:
+    """With an admin token, NOTES shows the command that reads it from its Secret; without
+    TLS and with a ServiceMonitor they say the bearer token crosses the network in cleartext;
+    an inline admin token is flagged as sharing the tenant tokens' Secret. With TLS from a
+    tlsSecret, curl trusts its CA instead of -k."""
+    notes = render_notes(
+        "instances.a.token=t", "adminToken.value=adm-1", "serviceMonitor.enabled=true"
+    )
+    assert "adm-1" not in notes
+    assert "kubectl -n bridge get secret rb-ryze-bridge-tokens" in notes
+    assert "jsonpath='{.data.admin-token}'" in notes
+    assert "cleartext" in notes
+    assert "adminToken.existingSecret" in notes
+    tls = render_notes(
+        "existingSecret=tenants",
+        "adminToken.existingSecret=admin",
+        "tlsSecret=bridge-tls",
+        "config.admin.tls_cert_file=/etc/ryze-bridge/tls/tls.crt",
+        "config.admin.tls_key_file=/etc/ryze-bridge/tls/tls.key",
+        "serviceMonitor.enabled=true",
+    )
+    assert "cleartext" not in tls
+    assert "-k " not in tls
+    assert "--cacert" in tls
+    assert "kubectl -n bridge get secret admin" in tls
+
+
+def test_readme_says_which_secrets_need_a_restart() -> None:
+    """The chart README and docs/security.md say that tenant tokens and the sink password are
+    re-read, while the admin token and the admin TLS certificate need a restart (a rollout
+    restart or a reloader annotation through podAnnotations)."""
+    for path in (CHART / "README.md", ROOT / "docs" / "security.md"):
+        text = " ".join(path.read_text(encoding="utf-8").split())
+        assert "kubectl rollout restart statefulset" in text, path
+        assert "read once at start" in text.lower(), path
+        assert "podAnnotations" in text, path
+
+
+def test_sizing_table_cites_published_numbers() -> None:
+    """Every measured number in the chart README's sizing table appears in docs/benchmark.md
+    (not in unpublished result files), and where an RSS is published the suggested memory
+    request is at least that RSS and the limit at least twice it."""
+    readme = (CHART / "README.md").read_text(encoding="utf-8")
+    bench = (ROOT / "docs" / "benchmark.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Sizing") : readme.index("## Several replicas")]
+    assert 'README "Latest results"' not in section
+    assert "docs/benchmark.md" in section
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line]
+    assert len(rows) > 2
+    for row in rows[1:]:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        measured = " ".join(cells[1:4])
+        for number in re.findall(r"\d[\d,.]*\d|\d", measured):
+            assert number in bench, (number, row)
+        sizes = [int(n) * (1024 if unit == "Gi" else 1)
+                 for n, unit in re.findall(r"`(\d+)(Mi|Gi)`", cells[4])]  # fmt: skip
+        if "being measured" in row:
+            continue
+        assert len(sizes) == 2, row
+        request, limit = sizes
+        assert limit >= request, row
+        for rss in (int(n) for n in re.findall(r"(\d+) MB", cells[2])):
+            assert request >= rss, row
+            assert limit >= 2 * rss, row
+
+
+def test_packaged_readme_names_only_what_the_archive_holds() -> None:
+    """The ci/ scenarios are left out of the packaged chart, so its README names them by
+    their place in the project's repository (helm/ryze-bridge/ci/...), never as a bare ci/
+    path that the archive would not hold."""
+    readme = (CHART / "README.md").read_text(encoding="utf-8")
+    assert "ci/" in (CHART / ".helmignore").read_text(encoding="utf-8").split()
+    bare = [m.start() for m in re.finditer(r"(?<![\w/])ci/", readme)]
+    assert bare == [], [readme[i - 40 : i + 40] for i in bare]

@@ -73,20 +73,31 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{/* File names under the token directory that are not instance tokens. */}}
 {{- define "ryze-bridge.reservedTokenFiles" -}}account-token sink-password admin-token{{- end }}
 
-{{/* The projected Secret sources mounted at the token directory: each kind from its own
-Secret, each key mapped to a fixed file name. Empty when there is nothing to mount. */}}
+{{/* The projected Secret sources mounted at the token directory. The tenant Secret is
+projected whole (each key a file of its name), so adding an instance changes the ConfigMap
+only, never the pod template: configReload live adds it without a rollout, and a key not yet
+in the Secret cannot keep the pod from starting. Only instances with a tokenKey (and the
+discovery account token) are mapped, the instances' items optional; the sink password and the
+admin token come from their own Secrets under fixed file names. Empty when nothing is mounted. */}}
 {{- define "ryze-bridge.tokenSources" -}}
+{{- $sources := list -}}
+{{- $tenants := include "ryze-bridge.secretName" . -}}
+{{- if or .Values.instances .Values.discovery.enabled }}
+{{- $sources = append $sources (dict "secret" (dict "name" $tenants)) -}}
+{{- end }}
+{{- if .Values.existingSecret }}
 {{- $items := list -}}
 {{- range $name, $instance := .Values.instances }}
-{{- $key := ternary (default $name $instance.tokenKey) $name (not (empty $.Values.existingSecret)) -}}
-{{- $items = append $items (dict "key" $key "path" $name) -}}
+{{- if and $instance.tokenKey (ne $instance.tokenKey $name) }}
+{{- $items = append $items (dict "key" $instance.tokenKey "path" $name) -}}
 {{- end }}
-{{- if .Values.discovery.enabled }}
-{{- $items = append $items (dict "key" .Values.discovery.accountTokenKey "path" "account-token") -}}
 {{- end }}
-{{- $sources := list -}}
 {{- if $items }}
-{{- $sources = append $sources (dict "secret" (dict "name" (include "ryze-bridge.secretName" .) "items" $items)) -}}
+{{- $sources = append $sources (dict "secret" (dict "name" $tenants "items" $items "optional" true)) -}}
+{{- end }}
+{{- end }}
+{{- if and .Values.discovery.enabled (ne .Values.discovery.accountTokenKey "account-token") }}
+{{- $sources = append $sources (dict "secret" (dict "name" $tenants "items" (list (dict "key" .Values.discovery.accountTokenKey "path" "account-token")))) -}}
 {{- end }}
 {{- with include "ryze-bridge.sinkSecretName" . }}
 {{- $sources = append $sources (dict "secret" (dict "name" . "items" (list (dict "key" $.Values.sinkCredentials.key "path" "sink-password")))) -}}
