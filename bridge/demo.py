@@ -28,7 +28,9 @@ from bridge.settings import Settings
 from bridge.simulator import SimConfig, Simulator
 
 DEMO_INSTANCES = ("loja-centro", "loja-norte", "suporte")
-CONFIG_NAME = "bridge.yaml"  # written next to the output file
+# Written next to the output file; a name of its own, never a user's bridge.yaml.
+CONFIG_NAME = "ryze-demo.yaml"
+EXIT_REFUSED = 2  # the demo would overwrite a file it did not write
 SAMPLE_CHARS = 300  # a longer sample record is cut to this many characters
 ADMIN_WAIT_SECONDS = 15.0  # how long the demo waits for the admin server to be bound
 POLL_SECONDS = 0.05
@@ -70,9 +72,35 @@ def demo_config(base_url: str, events_path: Path, spool_dir: Path) -> dict[str, 
     }
 
 
+def written_by_demo(text: str) -> bool:
+    """Whether a file's text is a config an earlier demo run wrote (its header's first line)."""
+    return text.startswith(CONFIG_HEADER.splitlines()[0])
+
+
+def config_refusal(path: Path) -> str | None:
+    """Why the demo must not write its config at ``path`` (a file there that it did not write),
+    or None when the path is free or holds an earlier demo run's config."""
+    if not path.exists() and not path.is_symlink():
+        return None
+    try:
+        ours = path.is_file() and written_by_demo(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError):
+        ours = False
+    if ours:
+        return None
+    return (
+        f"demo: {path} exists and was not written by the demo; it is left untouched. "
+        "Move it, or pass --output in another folder."
+    )
+
+
 def write_config(path: Path, config: dict[str, Any]) -> None:
-    """The config file of this run, with a header saying what it is."""
-    path.write_text(CONFIG_HEADER + yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    """The config file of this run, with a header saying what it is: a new file, or over an
+    earlier demo run's config (never over another file: ``config_refusal`` is checked first)."""
+    text = CONFIG_HEADER + yaml.safe_dump(config, sort_keys=False)
+    mode = "w" if path.exists() else "x"  # "x": a file that appeared meanwhile is not replaced
+    with path.open(mode, encoding="utf-8") as out:
+        out.write(text)
 
 
 def admin_url(host: str, port: int) -> str:
@@ -177,12 +205,17 @@ async def run_demo(
     output: Path,
     interval: float = 2.0,
     out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
     command: str | None = None,
 ) -> int:
     tokens = {name: f"demo-token-{name}" for name in DEMO_INSTANCES}
     metrics = create_metrics()
-    offset = prepare_output(output)
     config_path = output.parent / CONFIG_NAME
+    refusal = config_refusal(config_path)
+    if refusal is not None:
+        print(refusal, file=err)
+        return EXIT_REFUSED
+    offset = prepare_output(output)
     command = command or cli_command(sys.argv[0], Path.cwd())
     config = SimConfig(instances=tokens, rate=rate, seed=7)
     with tempfile.TemporaryDirectory(prefix="ryze-demo-spool-") as spool_dir:

@@ -9,6 +9,8 @@ class SeenWindow:
     """Remembers the last ``size`` ids; ``first_time(id)`` is True once per id in the window."""
 
     def __init__(self, size: int = 10_000) -> None:
+        if size < 1:
+            raise ValueError(f"the window must hold at least one id, not {size}")
         self.size = size
         self._ids: OrderedDict[str, None] = OrderedDict()
 

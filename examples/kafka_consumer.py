@@ -6,6 +6,8 @@
   instances' topics are picked up); the DLQ is left out (read it apart: its records are raw
   frames, possibly not JSON), and a dead letter a custom pattern reaches is skipped;
 - drops re-deliveries by ``ryze-id`` within a bounded window (the bridge is at-least-once);
+- logs and skips a record that is not the bridge's: one without a ``ryze-id`` header, or whose
+  value is not a JSON object (a tombstone, another producer's bytes), and commits past it;
 - hands gap markers (``bridge.gap``) to their own callback, to alert or reconcile;
 - commits offsets only after the batch was handled (a crash re-reads what was not committed:
   the window lives in memory, so keep handling idempotent or persist the ids).
@@ -35,6 +37,28 @@ DEFAULT_PATTERN = r"ryze\.[^.]+\..+"
 
 def header_map(headers: Any) -> dict[str, str]:
     return {key: value.decode("utf-8", "replace") for key, value in headers or ()}
+
+
+def json_object(value: bytes | None) -> dict[str, Any] | None:
+    """A record value decoded as a JSON object; None for a tombstone or anything else (pure)."""
+    if value is None:
+        return None
+    try:
+        document = json.loads(value)
+    except ValueError:  # not UTF-8 or not JSON
+        return None
+    return document if isinstance(document, dict) else None
+
+
+def foreign(headers: dict[str, str], value: dict[str, Any] | None) -> str | None:
+    """Why a record is not one the bridge wrote, or None when it is (pure)."""
+    if not headers.get("ryze-id"):
+        return "no ryze-id header"
+    if value is None:
+        return "its value is not a JSON object"
+    if headers.get("ryze-event") == "bridge.gap" and not isinstance(value.get("data"), dict):
+        return "a gap marker without data"
+    return None
 
 
 async def consume(
@@ -67,9 +91,16 @@ async def consume(
                     if "ryze-dlq-reason" in headers:
                         log.warning("skipped a dead letter in %s: read the DLQ apart", record.topic)
                         continue
-                    if not seen.first_time(headers.get("ryze-id", "")):
+                    value = json_object(record.value)
+                    why = foreign(headers, value)
+                    if why is not None or value is None:
+                        log.warning(
+                            "skipped a record of %s[%d] at offset %d: %s",
+                            record.topic, record.partition, record.offset, why,
+                        )  # fmt: skip
                         continue
-                    value = json.loads(record.value)
+                    if not seen.first_time(headers["ryze-id"]):
+                        continue
                     if headers.get("ryze-event") == "bridge.gap":
                         await on_gap(value["data"], headers)
                     else:

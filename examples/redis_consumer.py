@@ -9,6 +9,7 @@ and recovering entries a crashed consumer left pending.
 - first claims entries pending too long with another consumer (XAUTOCLAIM) and re-reads its
   own pending ones, then reads new entries (XREADGROUP ``>``);
 - drops re-deliveries by the ``id`` field within a bounded window, handles gap markers apart;
+  an entry without an ``id`` (not the bridge's) is logged, acknowledged and skipped;
 - XACKs each entry after it was handled.
 """
 
@@ -91,7 +92,9 @@ class StreamConsumer:
             }
             if "reason" in meta:
                 log.warning("skipped a dead letter in %s: read the DLQ apart", stream)
-            elif self.seen.first_time(meta.get("id", "")):
+            elif not meta.get("id"):
+                log.warning("skipped an entry of %s without an id: %r", stream, entry_id)
+            elif self.seen.first_time(meta["id"]):
                 callback = self.on_gap if meta.get("event") == "bridge.gap" else self.on_event
                 await callback(fields.get(b"data", b""), meta)
             await self.client.xack(stream, self.group, entry_id)

@@ -9,6 +9,9 @@
 # Usage: scripts/kube-tools.sh [kube-apiserver|etcd]...   (both when no argument)
 # Idempotent: a no-op for a binary whose version is already there. Builds run under `nice`: a machine's
 # cores are shared. Set GOCACHE/GOMODCACHE to measure a fresh build (see helm/ryze-bridge/README.md).
+# RYZE_KUBE_TOOLS_PARENT=PID (scripts/test.sh sets it): when that process is gone — even killed by
+# SIGKILL, so that no trap of it ran — this script ends its own process group (start it with setsid),
+# the go processes included.
 set -euo pipefail
 CACHE="${RYZE_CACHE_DIR:-$HOME/.cache/ryze-bridge}"
 KUBE_VERSION="${KUBE_VERSION:-v1.37.2}"
@@ -16,8 +19,24 @@ ETCD_VERSION="${ETCD_VERSION:-v3.7.3}"
 BIN="$CACHE/bin"
 NICE="${RYZE_BUILD_NICE:-10}"
 mkdir -p "$BIN"
+
+# watch_parent PID: in the background, end this script's process group once PID has exited.
+watch_parent() {
+    local parent="$1" group
+    group="$(ps -o pgid= -p $$ | tr -d ' ')"
+    (
+        trap - EXIT
+        while kill -0 "$parent" 2>/dev/null; do sleep 1; done
+        echo "kube-tools: process $parent is gone; stopping the build" >&2
+        kill -TERM -- "-$group" 2>/dev/null || true
+    ) 9>&- &
+    WATCHER=$!
+    trap 'kill "$WATCHER" 2>/dev/null || true' EXIT
+}
+[[ -z "${RYZE_KUBE_TOOLS_PARENT:-}" ]] || watch_parent "$RYZE_KUBE_TOOLS_PARENT"
 # One build at a time: a second caller (the API-server test while scripts/test.sh builds in the
-# background) waits for the first and then finds the binaries cached.
+# background) waits for the first and then finds the binaries cached. Only this shell holds the lock:
+# go and its children run with fd 9 closed, so a killed script never leaves a build holding it.
 exec 9>"$BIN/.kube-tools.lock"
 flock 9
 command -v go >/dev/null || { echo "kube-tools: go is required to build the API server and etcd" >&2; exit 1; }
@@ -28,8 +47,8 @@ command -v go >/dev/null || { echo "kube-tools: go is required to build the API 
 staging_modules() {
     local dir mod
     dir="$(mktemp -d)"
-    mod="$(cd "$dir" && go mod init probe >/dev/null 2>&1 &&
-        go list -m -f '{{.GoMod}}' "k8s.io/kubernetes@$1")" || { rm -rf "$dir"; return 1; }
+    mod="$({ cd "$dir" && go mod init probe >/dev/null 2>&1 &&
+        go list -m -f '{{.GoMod}}' "k8s.io/kubernetes@$1"; } 9>&-)" || { rm -rf "$dir"; return 1; }
     rm -rf "$dir"
     sed -n 's|^[[:space:]]*\(k8s\.io/[^[:space:]]*\) => \./staging/.*|\1|p' "$mod"
 }
@@ -46,7 +65,7 @@ build_in_module() {
         GOFLAGS=-mod=mod nice -n "$NICE" go get "$pkg@${require##* }" >&2
         CGO_ENABLED=0 GOFLAGS=-mod=mod nice -n "$NICE" go build -trimpath -ldflags "$ldflags" \
             -o "$BIN/$name.tmp" "$pkg" >&2
-    ); then
+    ) 9>&-; then
         rm -rf "$dir" "$BIN/$name.tmp"
         return 1
     fi
@@ -74,7 +93,7 @@ build_apiserver() {
     build_in_module kube-apiserver "k8s.io/kubernetes $KUBE_VERSION" "$replaces" \
         k8s.io/kubernetes/cmd/kube-apiserver "$ld"
     touch "$BIN/.kube-apiserver-$KUBE_VERSION"
-    "$BIN/kube-apiserver" --version >&2
+    "$BIN/kube-apiserver" --version >&2 9>&-
 }
 
 build_etcd() {
@@ -83,7 +102,7 @@ build_etcd() {
     rm -f "$BIN"/.etcd-*
     build_in_module etcd "go.etcd.io/etcd/server/v3 $ETCD_VERSION" "" go.etcd.io/etcd/server/v3 "-s -w"
     touch "$BIN/.etcd-$ETCD_VERSION"
-    "$BIN/etcd" --version >&2
+    "$BIN/etcd" --version >&2 9>&-
 }
 
 targets=("$@")

@@ -8,7 +8,8 @@
  * It subscribes to the topics matching --pattern (a regex; kafkajs resolves it when it
  * starts, so restart it to pick up a new instance's topics; the default leaves the DLQ out),
  * drops re-deliveries by the ryze-id header within a bounded window (the bridge delivers at
- * least once), hands gap markers (ryze-event bridge.gap) to their own handler, and commits a
+ * least once), hands gap markers (ryze-event bridge.gap) to their own handler, logs and skips
+ * a record without a ryze-id (not the bridge's), and commits a
  * batch's offsets only after it was handled (a crash re-reads what was not committed: the
  * window lives in memory, so keep handling idempotent or persist the ids). Each record handled prints one JSON line {"id":…,"event":…,"instance":…}.
  */
@@ -56,13 +57,20 @@ function onGap(value, headers) {
   printLine(headers);
 }
 
-function handle(topic, message, seen) {
+function handle(topic, partition, message, seen) {
   const headers = headerMap(message.headers);
   if ('ryze-dlq-reason' in headers) {
     process.stderr.write(`skipped a dead letter (${headers['ryze-dlq-reason']}) in ${topic}\n`);
     return;
   }
-  if (!seen.firstTime(headers['ryze-id'] || '')) return;
+  const id = headers['ryze-id'] || '';
+  if (id === '') {
+    process.stderr.write(
+      `skipped a record without a ryze-id in ${topic}[${partition}] at offset ${message.offset}: not the bridge's\n`,
+    );
+    return;
+  }
+  if (!seen.firstTime(id)) return;
   if (headers['ryze-event'] === GAP_EVENT) onGap(message.value, headers);
   else onEvent(message.value, headers);
 }
@@ -88,7 +96,12 @@ async function main() {
     logCreator: toStderr,
   });
   const consumer = kafka.consumer({ groupId: values.group, metadataMaxAge: 5000 });
-  const seen = new SeenWindow(Number(values.window));
+  const window = Number(values.window);
+  if (!Number.isInteger(window) || window < 1) {
+    process.stderr.write(`consumer: --window must be a whole number of at least 1, not ${values.window}\n`);
+    process.exit(2);
+  }
+  const seen = new SeenWindow(window);
   const stop = async () => {
     await consumer.disconnect();
     process.exit(0);
@@ -101,7 +114,7 @@ async function main() {
     autoCommit: false,
     eachBatch: async ({ batch, resolveOffset, heartbeat }) => {
       for (const message of batch.messages) {
-        handle(batch.topic, message, seen);
+        handle(batch.topic, batch.partition, message, seen);
         resolveOffset(message.offset);
       }
       if (batch.messages.length > 0) {

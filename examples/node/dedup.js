@@ -3,6 +3,7 @@
 /** The last `size` ryze-ids seen; firstTime(id) is true once per id in the window. */
 class SeenWindow {
   constructor(size = 10000) {
+    if (!Number.isInteger(size) || size < 1) throw new RangeError(`the window must hold at least one id, not ${size}`);
     this.size = size;
     this.ids = new Set();
   }

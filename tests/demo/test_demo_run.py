@@ -30,6 +30,7 @@ pytestmark = pytest.mark.slow
 COMMAND = Path(sys.executable).parent / "ryze-bridge"
 RUN_SECONDS = 90.0
 LINE_SECONDS = 30.0
+USERS_CONFIG = "# my own bridge\ninstances: {my-shop: {}}\n"
 
 
 async def read_until(stream: asyncio.StreamReader, prefix: str, seen: list[str]) -> str:
@@ -59,7 +60,11 @@ async def shell(command: str, env: dict[str, str], cwd: Path) -> str:
 
 async def test_demo_prints_where_to_look_and_a_sample_record(tmp_path: Path) -> None:
     """The demo prints its bound admin URL, the metrics URL, the config file and output file,
-    the status/check-config commands and the first event record, and each of them is real."""
+    the status/check-config commands and the first event record, and each of them is real.
+    A user's own bridge.yaml in the output's folder (the quickstart's file name) is untouched."""
+    (tmp_path / "ryze-demo").mkdir()
+    users = tmp_path / "ryze-demo" / "bridge.yaml"
+    users.write_text(USERS_CONFIG, encoding="utf-8")
     env = {**os.environ, "PATH": f"{COMMAND.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     proc = await asyncio.create_subprocess_exec(
         str(COMMAND),
@@ -97,7 +102,7 @@ async def test_demo_prints_where_to_look_and_a_sample_record(tmp_path: Path) -> 
     assert seen[1] == metrics_url.removesuffix("/metrics").join(("admin    ", "  ")) + (
         "(/metrics, /healthz, /readyz, /instances)"
     )
-    assert "config   ryze-demo/bridge.yaml" in seen
+    assert "config   ryze-demo/ryze-demo.yaml" in seen
     assert "output   ryze-demo/events.jsonl" in seen
     assert rest.decode("utf-8").splitlines()[-1].startswith("stopped: ")
 
@@ -109,8 +114,26 @@ async def test_demo_prints_where_to_look_and_a_sample_record(tmp_path: Path) -> 
     assert orjson.loads(matching[0])["event"] != GAP_EVENT
     assert len(sample) <= 300
 
-    settings = load_settings(tmp_path / "ryze-demo" / "bridge.yaml")
+    settings = load_settings(tmp_path / "ryze-demo" / "ryze-demo.yaml")
     assert settings.sink.file.path == Path("ryze-demo/events.jsonl")
     assert sorted(settings.instances) == sorted(DEMO_INSTANCES)
     assert "demo-token" not in printed + effective
     assert b"demo-token" not in output
+    assert users.read_text(encoding="utf-8") == USERS_CONFIG
+
+
+async def test_demo_refuses_to_overwrite_a_config_it_did_not_write(tmp_path: Path) -> None:
+    """A file at the demo's config path that the demo did not write is left as it is: the
+    demo says so on stderr and exits 2 before starting anything; a config an earlier demo
+    run wrote is not in the way (the first test rewrites it)."""
+    foreign = tmp_path / "ryze-demo.yaml"
+    foreign.write_text(USERS_CONFIG, encoding="utf-8")
+    proc = await asyncio.create_subprocess_exec(
+        str(COMMAND), "demo", "--duration", "1", "--output", "events.jsonl",
+        cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, errors = await asyncio.wait_for(proc.communicate(), LINE_SECONDS)
+    assert proc.returncode == 2, out.decode() + errors.decode()
+    assert "ryze-demo.yaml exists and was not written by the demo" in errors.decode()
+    assert foreign.read_text(encoding="utf-8") == USERS_CONFIG
+    assert not (tmp_path / "events.jsonl").exists()

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bridge.demo import admin_url, cli_command, is_event_line, shorten, where_lines
+from bridge.demo import (
+    CONFIG_HEADER,
+    admin_url,
+    cli_command,
+    config_refusal,
+    is_event_line,
+    shorten,
+    where_lines,
+)
 
 
 def test_admin_url_brackets_an_ipv6_host() -> None:
@@ -47,15 +55,15 @@ def test_is_event_line_skips_gap_markers_and_junk() -> None:
 def test_where_lines_name_the_admin_metrics_config_output_and_commands() -> None:
     """With the admin bound: its URL, the metrics URL, the config and output files, and the
     status, check-config and tail commands built from them."""
-    lines = where_lines("http://127.0.0.1:5", Path("d/bridge.yaml"), Path("d/e.jsonl"), "rb")
+    lines = where_lines("http://127.0.0.1:5", Path("d/ryze-demo.yaml"), Path("d/e.jsonl"), "rb")
     assert lines == [
         "admin    http://127.0.0.1:5  (/metrics, /healthz, /readyz, /instances)",
         "metrics  http://127.0.0.1:5/metrics",
-        "config   d/bridge.yaml",
+        "config   d/ryze-demo.yaml",
         "output   d/e.jsonl",
         "try, in another terminal while it runs:",
         "  rb status --url http://127.0.0.1:5",
-        "  rb check-config --config d/bridge.yaml",
+        "  rb check-config --config d/ryze-demo.yaml",
         "  tail -f d/e.jsonl",
     ]
 
@@ -65,3 +73,19 @@ def test_where_lines_say_when_the_admin_never_listened() -> None:
     lines = where_lines(None, Path("c.yaml"), Path("o.jsonl"), "rb")
     assert lines[0].startswith("admin    not listening after ")
     assert not any("status" in line for line in lines)
+
+
+def test_config_refusal_only_for_a_file_the_demo_did_not_write(tmp_path: Path) -> None:
+    """The demo's config path is free when absent or holding an earlier run's config; any
+    other file there (or a directory) is refused with a message naming it."""
+    path = tmp_path / "ryze-demo.yaml"
+    assert config_refusal(path) is None
+    path.write_text(CONFIG_HEADER + "instances: {}\n", encoding="utf-8")
+    assert config_refusal(path) is None
+    path.write_text("instances: {my-shop: {}}\n", encoding="utf-8")
+    refusal = config_refusal(path)
+    assert refusal is not None
+    assert str(path) in refusal
+    path.unlink()
+    path.mkdir()
+    assert config_refusal(path) is not None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import tarfile
 import tomllib
 import zipfile
@@ -11,7 +12,7 @@ import pytest
 from packaging.requirements import Requirement
 
 from tests.packaging.conftest import Dist
-from tests.packaging.tools import PYPROJECT, metadata, run, uv, uv_env
+from tests.packaging.tools import PYPROJECT, ROOT, metadata, run, uv, uv_env
 
 INSTALL_SECONDS = 300
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2 * INSTALL_SECONDS)]
@@ -112,3 +113,54 @@ def test_sdist_builds_a_working_wheel(dist: Dist, tmp_path: Path) -> None:
     out_text = run([str(command), "--version"], cwd=tmp_path, timeout=60)
     project = tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))["project"]
     assert out_text.strip() == f"ryze-bridge {project['version']}"
+
+
+# Files a checkout may hold that must never ship: planted in a copy of the sources.
+PLANTED = (
+    ".env",
+    "kubeconfig",
+    "admin.pem",
+    "scratch/notes.txt",
+    "bridge/.env",
+    "bridge/tls.key",
+    "tests/kubeconfig.yaml",
+    "docs/client.p12",
+)
+
+
+def sdist_allow_list() -> set[str]:
+    """The top-level entries pyproject.toml lets into the sdist."""
+    config = tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))
+    entries: list[str] = config["tool"]["hatch"]["build"]["targets"]["sdist"]["only-include"]
+    return set(entries)
+
+
+def test_sdist_holds_only_its_allow_list(dist: Dist) -> None:
+    """Every sdist member is PKG-INFO, hatchling's .gitignore, or under an entry of the
+    [tool.hatch.build.targets.sdist] allow-list: no scripts, chart, examples or benchmark."""
+    allowed = sdist_allow_list() | {"PKG-INFO", ".gitignore"}
+    outside = [p for p in sdist_members(dist.sdist) if p and p.split("/", 1)[0] not in allowed]
+    assert outside == []
+
+
+def test_sdist_leaves_out_secrets_a_checkout_may_hold(tmp_path: Path) -> None:
+    """A copy of the sources with a .env, a kubeconfig, keys and a scratch folder planted (not
+    ignored by git) builds an sdist without any of them, nor anything outside the allow-list."""
+    source = tmp_path / "src"
+    for entry in sdist_allow_list():
+        origin = ROOT / entry
+        if origin.is_dir():
+            shutil.copytree(origin, source / entry, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            source.mkdir(exist_ok=True)
+            shutil.copy2(origin, source / entry)
+    for planted in PLANTED:
+        (source / planted).parent.mkdir(parents=True, exist_ok=True)
+        (source / planted).write_text("secret\n", encoding="utf-8")
+    out = tmp_path / "out"
+    build = [uv(), "build", "--quiet", "--sdist", "--out-dir", str(out), str(source)]
+    run(build, env=uv_env(), timeout=INSTALL_SECONDS)
+    (sdist,) = out.glob("*.tar.gz")
+    members = sdist_members(sdist)
+    assert [p for p in PLANTED if p in members] == []
+    assert "bridge/cli.py" in members

@@ -48,6 +48,10 @@ func main() {
 	topic := flag.String("topic", "ryze.dlq", "the DLQ topic (sink.dlq)")
 	window := flag.Int("window", 10000, "ryze-ids remembered for de-duplication")
 	flag.Parse()
+	if *window < 1 {
+		fmt.Fprintf(os.Stderr, "dlq: -window must be at least 1, not %d\n", *window)
+		os.Exit(2)
+	}
 
 	client, err := kgo.NewClient(
 		kgo.SeedBrokers(*bootstrap),
@@ -73,7 +77,13 @@ func main() {
 		})
 		fetches.EachRecord(func(record *kgo.Record) {
 			headers := ryze.Headers(record)
-			if !seen.FirstTime(headers["ryze-id"]) {
+			id := headers["ryze-id"]
+			if id == "" {
+				fmt.Fprintf(os.Stderr, "skipped a record without a ryze-id in %s[%d] at offset %d: not the bridge's\n",
+					record.Topic, record.Partition, record.Offset)
+				return
+			}
+			if !seen.FirstTime(id) {
 				return
 			}
 			ryze.Print(letter{

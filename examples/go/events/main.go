@@ -6,7 +6,8 @@
 // It subscribes to every topic matching -pattern (a regex; new instances' topics are picked up
 // at the next metadata refresh; the default leaves the DLQ out), drops re-deliveries by the
 // ryze-id header within a bounded window (the bridge delivers at least once), hands gap
-// markers (ryze-event bridge.gap) to their own handler to alert or reconcile, and commits
+// markers (ryze-event bridge.gap) to their own handler to alert or reconcile, logs and skips a
+// record without a ryze-id (not the bridge's), and commits
 // offsets only after the polled records were handled (a crash re-reads what was not
 // committed: the window lives in memory, so keep handling idempotent or persist the ids). Each record handled prints one JSON line
 // {"id":…,"event":…,"instance":…}.
@@ -47,7 +48,13 @@ func handle(record *kgo.Record, seen *ryze.Window) {
 		fmt.Fprintf(os.Stderr, "skipped a dead letter (%s) in %s: read it with ./dlq\n", reason, record.Topic)
 		return
 	}
-	if !seen.FirstTime(headers["ryze-id"]) {
+	id := headers["ryze-id"]
+	if id == "" {
+		fmt.Fprintf(os.Stderr, "skipped a record without a ryze-id in %s[%d] at offset %d: not the bridge's\n",
+			record.Topic, record.Partition, record.Offset)
+		return
+	}
+	if !seen.FirstTime(id) {
 		return
 	}
 	if headers["ryze-event"] == ryze.GapEvent {
@@ -63,6 +70,10 @@ func main() {
 	pattern := flag.String("pattern", ryze.DefaultPattern, "topics to consume (a regex)")
 	window := flag.Int("window", 10000, "ryze-ids remembered for de-duplication")
 	flag.Parse()
+	if *window < 1 {
+		fmt.Fprintf(os.Stderr, "events: -window must be at least 1, not %d\n", *window)
+		os.Exit(2)
+	}
 
 	client, err := kgo.NewClient(
 		kgo.SeedBrokers(*bootstrap),

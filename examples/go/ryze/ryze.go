@@ -34,8 +34,12 @@ type Window struct {
 	next int
 }
 
-// NewWindow makes a window of size ids (a few thousand cover every replay the bridge makes).
+// NewWindow makes a window of size ids (a few thousand cover every replay the bridge makes);
+// size must be at least 1.
 func NewWindow(size int) *Window {
+	if size < 1 {
+		panic(fmt.Sprintf("ryze.NewWindow: size %d, at least 1 is needed", size))
+	}
 	return &Window{ids: make(map[string]struct{}, size), ring: make([]string, size)}
 }
 

@@ -24,7 +24,8 @@ import org.apache.kafka.common.serialization.ByteArrayDeserializer;
  * <p>Subscribes to every topic matching {@code --pattern} (a regex; new instances' topics are
  * picked up at the next metadata refresh; the default leaves the DLQ out), drops re-deliveries
  * by the {@code ryze-id} header within a bounded window (the bridge delivers at least once),
- * hands gap markers ({@code ryze-event} {@code bridge.gap}) to their own handler, and commits
+ * hands gap markers ({@code ryze-event} {@code bridge.gap}) to their own handler, logs and skips a
+ * record without a {@code ryze-id} (not the bridge's), and commits
  * offsets only after the polled records were handled (a crash re-reads what was not committed:
  * the window lives in memory, so keep handling idempotent or persist the ids). Each record handled prints one JSON line
  * {@code {"id":…,"event":…,"instance":…}}.
@@ -90,7 +91,13 @@ public final class EventsConsumer {
                     + record.topic() + ": read the DLQ with its own consumer");
             return;
         }
-        if (!seen.firstTime(headers.getOrDefault("ryze-id", ""))) {
+        String id = headers.getOrDefault("ryze-id", "");
+        if (id.isEmpty()) {
+            System.err.println("skipped a record without a ryze-id in " + record.topic() + "["
+                    + record.partition() + "] at offset " + record.offset() + ": not the bridge's");
+            return;
+        }
+        if (!seen.firstTime(id)) {
             return;
         }
         if (GAP_EVENT.equals(headers.get("ryze-event"))) {
@@ -119,6 +126,11 @@ public final class EventsConsumer {
         // the client's own log lines: warnings and errors only, to standard error
         System.setProperty("org.slf4j.simpleLogger.defaultLogLevel", "warn");
         Map<String, String> options = arguments(args);
+        int window = Integer.parseInt(options.get("--window"));
+        if (window < 1) {
+            System.err.println("EventsConsumer: --window must be at least 1, not " + window);
+            System.exit(2);
+        }
         Properties config = new Properties();
         config.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, options.get("--bootstrap"));
         config.put(ConsumerConfig.GROUP_ID_CONFIG, options.get("--group"));
@@ -127,7 +139,7 @@ public final class EventsConsumer {
         config.put(ConsumerConfig.METADATA_MAX_AGE_CONFIG, "5000");
         config.put(ConsumerConfig.KEY_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class);
         config.put(ConsumerConfig.VALUE_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class);
-        SeenWindow seen = new SeenWindow(Integer.parseInt(options.get("--window")));
+        SeenWindow seen = new SeenWindow(window);
         KafkaConsumer<byte[], byte[]> consumer = new KafkaConsumer<>(config);
         Thread main = Thread.currentThread();
         Runtime.getRuntime().addShutdownHook(new Thread(() -> {

@@ -11,6 +11,9 @@ final class SeenWindow {
     private final ArrayDeque<String> order = new ArrayDeque<>();
 
     SeenWindow(int size) {
+        if (size < 1) {
+            throw new IllegalArgumentException("the window must hold at least one id, not " + size);
+        }
         this.size = size;
     }
 
