@@ -372,12 +372,25 @@ def read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError([f"{path}: not valid YAML: {exc}"]) from None
+        raise ConfigError([f"{path}: not valid YAML: {yaml_problem(exc)}"]) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError([f"{path}: the top level must be a mapping of sections"])
     return data
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """What is wrong with a YAML text, with its line and column, and never the text itself
+    (the parser's own message quotes the offending line, which may hold a token) (pure)."""
+    if not isinstance(exc, yaml.MarkedYAMLError):
+        return type(exc).__name__
+    parts = [part for part in (exc.context, exc.problem) if part]
+    text = ", ".join(parts) or "a syntax error"
+    mark = exc.problem_mark or exc.context_mark
+    if mark is None:
+        return text
+    return f"line {mark.line + 1}, column {mark.column + 1}: {text}"
 
 
 def describe_errors(exc: ValidationError) -> list[str]:

@@ -140,6 +140,25 @@ def test_unreadable_and_malformed_files(tmp_path: Path) -> None:
     assert "must be a mapping" in problems_of(write(tmp_path, "- 1\n- 2\n"))
 
 
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        (f'instances:\n  shop: {{token: "{TOKEN}" events: []}}\n', "line 2, column"),
+        (f"instances:\n  shop:\n\ttoken: {TOKEN}\n", "line 3, column 1"),
+        (f'instances:\n  shop: {{token: "{TOKEN}", events: [\n', "line 3, column 1"),
+    ],
+)
+def test_a_yaml_error_names_line_and_column_never_the_text(
+    tmp_path: Path, text: str, where: str
+) -> None:
+    """A YAML syntax error on a line that holds a token is reported with its line, column and
+    the problem, never with the offending text (PyYAML's own message quotes the line)."""
+    problems = problems_of(write(tmp_path, text))
+    assert "not valid YAML" in problems
+    assert where in problems
+    assert TOKEN not in problems
+
+
 def test_tokens_never_in_repr_or_dump(tmp_path: Path) -> None:
     """An inline token is a secret: not in repr, str, or the masked dump."""
     settings = load_settings(write(tmp_path, f"instances:\n  a:\n    token: {TOKEN}\n"))
