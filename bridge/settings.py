@@ -50,6 +50,22 @@ def no_password_in_url(url: AnyUrl) -> AnyUrl:
     return url
 
 
+REDIS_URL_OPTIONS = frozenset({"db"})  # the only query option a Redis URL may carry
+
+
+def redis_url_options(url: AnyUrl) -> AnyUrl:
+    """A Redis URL's query may only choose the database: any other option (``password``,
+    ``ssl_cert_reqs``, …) would bypass a setting that has its own key (a secret in plain text,
+    TLS verification switched off). Only the option names are reported, never their values."""
+    names = sorted({name for name, _ in url.query_params()} - REDIS_URL_OPTIONS)
+    if names:
+        raise ValueError(
+            f"the URL takes no query option but db (found: {', '.join(names)}); "
+            "use the sink.redis keys (password_env/password_file, ssl_*)"
+        )
+    return url
+
+
 HttpUrl = Annotated[
     AnyUrl,
     UrlConstraints(allowed_schemes=["http", "https"]),
@@ -59,6 +75,7 @@ RedisUrl = Annotated[
     AnyUrl,
     UrlConstraints(allowed_schemes=["redis", "rediss", "unix"]),
     AfterValidator(no_password_in_url),
+    AfterValidator(redis_url_options),
 ]
 PositiveSeconds = Annotated[float, Field(gt=0)]
 

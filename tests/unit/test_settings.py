@@ -159,6 +159,32 @@ def test_a_yaml_error_names_line_and_column_never_the_text(
     assert TOKEN not in problems
 
 
+@pytest.mark.parametrize(
+    ("query", "names"),
+    [
+        ("?password=pw-secret-1", "password"),
+        ("?ssl_cert_reqs=none", "ssl_cert_reqs"),
+        ("?db=1&password=pw-secret-1&socket_timeout=1", "password, socket_timeout"),
+    ],
+)
+def test_a_redis_url_takes_no_query_option_but_the_database(
+    tmp_path: Path, query: str, names: str
+) -> None:
+    """A Redis URL's query options would bypass the keys that hold a secret or switch TLS
+    verification: refused, naming the options and never their values."""
+    text = f"sink:\n  kind: redis\n  redis:\n    url: 'rediss://h:6380/0{query}'\n"
+    problems = problems_of(write(tmp_path, text))
+    assert f"sink.redis.url: the URL takes no query option but db (found: {names})" in problems
+    assert "pw-secret-1" not in problems
+
+
+def test_a_redis_url_may_choose_its_database_in_the_query(tmp_path: Path) -> None:
+    """``?db=N`` (the way a unix-socket URL names its database) is accepted."""
+    text = "sink:\n  kind: redis\n  redis:\n    url: 'unix:///run/redis.sock?db=3'\n"
+    settings = load_settings(write(tmp_path, text))
+    assert str(settings.sink.redis.url).endswith("?db=3")
+
+
 def test_tokens_never_in_repr_or_dump(tmp_path: Path) -> None:
     """An inline token is a secret: not in repr, str, or the masked dump."""
     settings = load_settings(write(tmp_path, f"instances:\n  a:\n    token: {TOKEN}\n"))
