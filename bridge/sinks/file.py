@@ -29,6 +29,7 @@ from bridge.errors import SinkUnavailableError
 from bridge.logs import get_logger
 from bridge.pipeline import Record
 from bridge.sinks.base import DELIVERED, Failed, Outcome
+from bridge.spool.files import open_private_file, private_dir
 
 log = get_logger(__name__)
 
@@ -83,9 +84,10 @@ class FileSink:
 
     async def start(self) -> None:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._events = self.path.open("ab", buffering=0)
-            self._dead = self.dlq_path.open("ab", buffering=0)
+            private_dir(self.path.parent)
+            private_dir(self.dlq_path.parent)
+            self._events = open_private_file(self.path, "ab")
+            self._dead = open_private_file(self.dlq_path, "ab")
         except OSError as exc:
             msg = f"file sink: cannot open {exc.filename}: {exc.strerror}"
             raise SinkUnavailableError(msg) from None

@@ -17,6 +17,7 @@ from typing import IO
 from bridge.errors import SpoolError
 from bridge.spool.acks import AckBook
 from bridge.spool.durability import Durability
+from bridge.spool.files import PRIVATE_FILE, open_private_file, private_dir
 from bridge.spool.segments import Segment, Segments, segment_name
 
 LOCK_FILE = "lock"
@@ -42,8 +43,8 @@ class SegmentFiles:
     def lock(self) -> None:
         """Take the directory (created if need be) for this process, or raise SpoolError."""
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            self._lock = (self.directory / LOCK_FILE).open("a+b")
+            private_dir(self.directory)
+            self._lock = open_private_file(self.directory / LOCK_FILE, "a+b")
         except OSError as exc:
             raise SpoolError(f"spool: cannot use {self.directory}: {exc.strerror}") from None
         try:
@@ -101,7 +102,7 @@ class SegmentFiles:
             with contextlib.suppress(OSError):
                 segment.path.unlink()
         try:
-            fd = os.open(segment.path, OPEN_FLAGS | os.O_TRUNC, 0o644)
+            fd = os.open(segment.path, OPEN_FLAGS | os.O_TRUNC, PRIVATE_FILE)
         except OSError as exc:
             return exc
         if self.fd is not None:

@@ -1,19 +1,53 @@
 """Small file operations the spool needs to survive a full or failing disk.
 
+Every file the bridge creates (spool segments, ``ack``, ``lock``, ``last-seen.json``, the file
+sink's output) is created ``0600`` and every directory ``0700``, whatever the process umask:
+they hold what the upstream sent, which is not everyone's to read.
+
 Each raises the ``OSError`` it met and leaves no half-written result behind where it can
 help it: callers decide whether that is counted, logged or fatal.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import IO
 
 IOV_MAX = min(os.sysconf("SC_IOV_MAX"), 1024) if hasattr(os, "sysconf") else 1024
 Buffer = bytes | memoryview
 DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+PRIVATE_FILE = 0o600
+PRIVATE_DIR = 0o700
+
+
+def private_dir(path: Path) -> None:
+    """``path`` and any missing parent created ``0700`` (an existing one is left as it is)."""
+    for missing in reversed([p for p in (path, *path.parents) if not p.exists()]):
+        with contextlib.suppress(FileExistsError):
+            missing.mkdir(mode=PRIVATE_DIR)
+
+
+def open_private(path: Path, flags: int) -> int:
+    """``os.open(path, flags)``; a file it creates is ``0600``."""
+    return os.open(path, flags | os.O_CLOEXEC, PRIVATE_FILE)
+
+
+def open_private_file(path: Path, mode: str) -> IO[bytes]:
+    """A binary file object on ``path`` (``ab``, ``a+b`` or ``wb``, unbuffered for ``ab``);
+    a file it creates is ``0600``."""
+    flags = {"ab": os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+             "a+b": os.O_RDWR | os.O_CREAT | os.O_APPEND,
+             "wb": os.O_WRONLY | os.O_CREAT | os.O_TRUNC}[mode]  # fmt: skip
+    descriptor = open_private(path, flags)
+    try:
+        return os.fdopen(descriptor, mode, buffering=0 if mode == "ab" else -1)
+    except BaseException:
+        os.close(descriptor)
+        raise
 
 
 def drop_reason(error: OSError) -> str:
@@ -67,7 +101,7 @@ def replace_file(path: Path, data: bytes, *, fsync: bool) -> None:
     """Replace ``path``'s content by ``data`` atomically (write a temporary beside it, fsync it
     when asked, rename it over ``path``). The directory itself is not fsynced here."""
     tmp = path.with_name(f"{path.name}.tmp")
-    descriptor = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    descriptor = open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     try:
         pwrite_all(descriptor, [data], 0, len(data))
         if fsync:

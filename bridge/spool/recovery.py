@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bridge.spool.codec import HEADER_SIZE, MAGIC, checksum, decode_header
+from bridge.spool.files import open_private_file
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +123,7 @@ def rewrite(path: Path, scan_result: SegmentScan) -> SegmentScan:
         return SegmentScan(entries=list(entries), size=intact)
     tmp = path.with_suffix(".rewrite")
     try:
-        with path.open("rb") as source, tmp.open("wb") as target:
+        with path.open("rb") as source, open_private_file(tmp, "wb") as target:
             for entry in entries:
                 source.seek(entry.start)
                 target.write(source.read(entry.end - entry.start))
