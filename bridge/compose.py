@@ -23,14 +23,14 @@ from bridge.controls import OperatorControls
 from bridge.delivery import Delivery, build_delivery
 from bridge.fleet import Fleet, FleetRunner
 from bridge.lastseen import LastSeen
-from bridge.logs import register_secret
+from bridge.logs import get_logger, register_secret
 from bridge.metrics import Metrics, create_metrics
 from bridge.pacing import Pacer
 from bridge.ready import ReadinessCheck
 from bridge.reconfigure import ConfigApplier, Current, DeliverySlot
 from bridge.reload import ConfigWatcher
 from bridge.runner import Runner
-from bridge.settings import InstanceSettings, Settings, read_secret
+from bridge.settings import InstanceSettings, Settings, insecure_choices, read_secret
 from bridge.shards import Ownership, ShardCoordinator
 from bridge.spool.disk import DiskSpool
 from bridge.spoolkeeper import SpoolKeeper
@@ -39,6 +39,8 @@ from bridge.upstream.rest import WsConfig
 from bridge.wiring import admin_tls, build_pipeline
 
 LAST_SEEN_FILE = "last-seen.json"
+
+log = get_logger(__name__)
 
 
 def admin_token(settings: Settings, environ: Mapping[str, str]) -> SecretStr | None:
@@ -66,6 +68,8 @@ def assemble(
     handle_signals: bool = True,
 ) -> Supervisor:
     """The whole process, built from ``settings``, ready to :meth:`~Supervisor.run`."""
+    for choice in insecure_choices(settings):  # accepted by allow_insecure: said at every start
+        log.warning("config.insecure", choice=choice)
     environ = environ if environ is not None else os.environ
     metrics = metrics or create_metrics()
     current = Current(settings)

@@ -8,6 +8,7 @@ instance, so a missing token fails that instance only.
 
 from __future__ import annotations
 
+import ipaddress
 import string
 from collections.abc import Mapping
 from pathlib import Path
@@ -330,6 +331,65 @@ class ClusterSettings(Model):
         return self
 
 
+LOOPBACK_NAMES = frozenset({"localhost", "ip6-localhost"})
+
+
+def is_loopback(host: str | None) -> bool:
+    """Whether ``host`` names this machine (where the simulator and the tests run) (pure)."""
+    if not host:
+        return False
+    host = host.strip("[]").lower()
+    if host in LOOPBACK_NAMES or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def kafka_hosts(bootstrap_servers: str) -> list[str]:
+    """The host names of a ``host:port,host:port`` list (pure)."""
+    hosts = []
+    for entry in bootstrap_servers.split(","):
+        server = entry.strip()
+        host = server.rsplit(":", 1)[0] if server.count(":") == 1 else server.rsplit("]", 1)[0]
+        hosts.append(host.strip("[]"))
+    return hosts
+
+
+def insecure_choices(settings: Settings) -> list[str]:
+    """Each choice that sends a secret in clear or skips a check, towards a host that is not
+    this machine, as ``key: why`` (pure). Loopback stays allowed: nothing leaves the host."""
+    found = []
+    base = settings.upstream.base_url
+    if base.scheme == "http" and not is_loopback(base.host):
+        found.append("upstream.base_url: plain http sends every instance token in clear")
+    sink = settings.sink
+    if sink.kind == "kafka":
+        kafka = sink.kafka
+        remote = not all(is_loopback(h) for h in kafka_hosts(kafka.bootstrap_servers))
+        if (
+            remote
+            and kafka.security_protocol == "SASL_PLAINTEXT"
+            and kafka.sasl_mechanism == "PLAIN"
+        ):
+            found.append(
+                "sink.kafka.security_protocol: SASL PLAIN without TLS sends the password in clear"
+            )
+        if (
+            remote
+            and kafka.security_protocol in ("SSL", "SASL_SSL")
+            and not kafka.ssl_check_hostname
+        ):
+            found.append("sink.kafka.ssl_check_hostname: false accepts any broker's certificate")
+    if sink.kind == "redis":
+        redis = sink.redis
+        has_password = redis.password_env is not None or redis.password_file is not None
+        if has_password and redis.url.scheme == "redis" and not is_loopback(redis.url.host):
+            found.append("sink.redis.url: a password over redis:// (no TLS) travels in clear")
+    return found
+
+
 class Settings(BaseSettings):
     """The whole configuration. Build it with :func:`load_settings`."""
 
@@ -355,6 +415,17 @@ class Settings(BaseSettings):
     reload: ReloadSettings = Field(default_factory=ReloadSettings)
     cluster: ClusterSettings = Field(default_factory=ClusterSettings)
     event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
+    allow_insecure: bool = False  # accept the choices insecure_choices() names (logged at start)
+
+    @model_validator(mode="after")
+    def _secure_unless_allowed(self) -> Settings:
+        insecure = insecure_choices(self)
+        if insecure and not self.allow_insecure:
+            raise ValueError(
+                "; ".join(insecure) + " — use TLS (https, SASL_SSL, rediss://), or set "
+                "allow_insecure: true to accept it (logged at every start)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _cluster_rides_on_the_sink(self) -> Settings:

@@ -9,7 +9,7 @@ import pytest
 
 from bridge.errors import ConfigError
 from bridge.pipeline.events import EVENT_NAMES, EventName
-from bridge.settings import load_settings, masked_dump, resolve_token
+from bridge.settings import insecure_choices, load_settings, masked_dump, resolve_token
 
 TOKEN = "tok-7f3a9c1e-secret-value"
 
@@ -183,6 +183,61 @@ def test_a_redis_url_may_choose_its_database_in_the_query(tmp_path: Path) -> Non
     text = "sink:\n  kind: redis\n  redis:\n    url: 'unix:///run/redis.sock?db=3'\n"
     settings = load_settings(write(tmp_path, text))
     assert str(settings.sink.redis.url).endswith("?db=3")
+
+
+INSECURE = [
+    ("upstream:\n  base_url: http://ryzeapi.example\n", "upstream.base_url: plain http"),
+    (
+        "sink:\n  kafka:\n    bootstrap_servers: k1.example:9092,127.0.0.1:9092\n"
+        "    security_protocol: SASL_PLAINTEXT\n    sasl_mechanism: PLAIN\n"
+        "    sasl_username: u\n    sasl_password_env: PW\n",
+        "sink.kafka.security_protocol: SASL PLAIN without TLS",
+    ),
+    (
+        "sink:\n  kafka:\n    bootstrap_servers: k1.example:9093\n"
+        "    security_protocol: SSL\n    ssl_check_hostname: false\n",
+        "sink.kafka.ssl_check_hostname: false",
+    ),
+    (
+        "sink:\n  kind: redis\n  redis:\n    url: redis://cache.example:6379/0\n"
+        "    password_env: PW\n",
+        "sink.redis.url: a password over redis://",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "named"), INSECURE)
+def test_insecure_choices_towards_another_host_are_refused_unless_allowed(
+    tmp_path: Path, text: str, named: str
+) -> None:
+    """A secret sent in clear or a check skipped towards a host that is not this machine is
+    refused naming the key; ``allow_insecure: true`` accepts it (and the start logs it)."""
+    assert named in problems_of(write(tmp_path, text))
+    settings = load_settings(write(tmp_path, text + "allow_insecure: true\n"))
+    assert any(
+        choice.startswith(named.split(":", maxsplit=1)[0]) for choice in insecure_choices(settings)
+    )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "upstream:\n  base_url: http://127.0.0.1:8080\n",
+        "upstream:\n  base_url: http://localhost:8080\n",
+        "upstream:\n  base_url: 'http://[::1]:8080'\n",
+        "sink:\n  kafka:\n    bootstrap_servers: 127.0.0.1:9092,localhost:9093\n"
+        "    security_protocol: SASL_PLAINTEXT\n    sasl_mechanism: PLAIN\n"
+        "    sasl_username: u\n    sasl_password_env: PW\n",
+        "sink:\n  kind: redis\n  redis:\n    url: redis://127.0.0.1:6379/0\n    password_env: PW\n",
+        "sink:\n  kind: redis\n  redis:\n    url: rediss://cache.example:6380/0\n"
+        "    password_env: PW\n",
+        "sink:\n  kind: redis\n  redis:\n    url: redis://cache.example:6379/0\n",
+    ],
+)
+def test_loopback_and_tls_stay_allowed(tmp_path: Path, text: str) -> None:
+    """Plain connections to this machine (the simulator, the tests) and TLS or password-free
+    connections elsewhere need no allow_insecure."""
+    assert insecure_choices(load_settings(write(tmp_path, text))) == []
 
 
 def test_tokens_never_in_repr_or_dump(tmp_path: Path) -> None:
