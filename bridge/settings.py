@@ -9,6 +9,7 @@ instance, so a missing token fails that instance only.
 from __future__ import annotations
 
 import ipaddress
+import re
 import string
 from collections.abc import Mapping
 from pathlib import Path
@@ -331,6 +332,7 @@ class ClusterSettings(Model):
         return self
 
 
+KEYED_MESSAGE = re.compile(r"^[a-z_]+(\.[a-z_]+)+: ")  # "sink.redis.url: …"
 LOOPBACK_NAMES = frozenset({"localhost", "ip6-localhost"})
 
 
@@ -493,6 +495,9 @@ def describe_errors(exc: ValidationError) -> list[str]:
             message = f"{error['input']!r} is not allowed; {message[0].lower()}{message[1:]}"
         elif message.startswith("Value error, "):
             message = message.removeprefix("Value error, ")
+        if key == "(top)" and KEYED_MESSAGE.match(message):  # a whole-config check names its key
+            lines.append(message)
+            continue
         lines.append(f"{key}: {message}")
     return lines
 
