@@ -53,19 +53,32 @@ def no_password_in_url(url: AnyUrl) -> AnyUrl:
 
 
 REDIS_URL_OPTIONS = frozenset({"db"})  # the only query option a Redis URL may carry
+OPTION_NAME = re.compile(r"^[a-z_]{1,32}$")
 
 
 def redis_url_options(url: AnyUrl) -> AnyUrl:
     """A Redis URL's query may only choose the database: any other option (``password``,
     ``ssl_cert_reqs``, …) would bypass a setting that has its own key (a secret in plain text,
     TLS verification switched off). Only the option names are reported, never their values."""
-    names = sorted({name for name, _ in url.query_params()} - REDIS_URL_OPTIONS)
+    params = url.query_params()
+    names = sorted({option_name(name) for name, _ in params} - REDIS_URL_OPTIONS)
     if names:
         raise ValueError(
             f"the URL takes no query option but db (found: {', '.join(names)}); "
             "use the sink.redis keys (password_env/password_file, ssl_*)"
         )
+    databases = [value for name, value in params if name == "db"]
+    if len(databases) > 1 or not all(value.isdigit() for value in databases):
+        raise ValueError("the URL's db option must be one number")
+    if url.fragment is not None:
+        raise ValueError("the URL must not carry a fragment (#…)")
     return url
+
+
+def option_name(name: str) -> str:
+    """A query option's name as it may be shown: a plain name, or a placeholder for anything
+    else (a name that is not one may be a secret pasted in the query) (pure)."""
+    return name if OPTION_NAME.match(name) else "an unreadable option"
 
 
 HttpUrl = Annotated[
@@ -341,7 +354,7 @@ def is_loopback(host: str | None) -> bool:
     if not host:
         return False
     host = host.strip("[]").lower()
-    if host in LOOPBACK_NAMES or host.endswith(".localhost"):
+    if host in LOOPBACK_NAMES:  # not *.localhost: a resolver may send that to DNS
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
@@ -470,12 +483,15 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")  # what PyYAML quotes from the text (an alias, a tag)
+
+
 def yaml_problem(exc: yaml.YAMLError) -> str:
     """What is wrong with a YAML text, with its line and column, and never the text itself
     (the parser's own message quotes the offending line, which may hold a token) (pure)."""
     if not isinstance(exc, yaml.MarkedYAMLError):
         return type(exc).__name__
-    parts = [part for part in (exc.context, exc.problem) if part]
+    parts = [QUOTED.sub("'…'", part) for part in (exc.context, exc.problem) if part]
     text = ", ".join(parts) or "a syntax error"
     mark = exc.problem_mark or exc.context_mark
     if mark is None:

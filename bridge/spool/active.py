@@ -74,7 +74,7 @@ class SegmentFiles:
                 self.segments.troubles.failed("write", error)
             return
         try:
-            self.fd = os.open(last.path, OPEN_FLAGS)
+            self.fd = os.open(last.path, OPEN_FLAGS, PRIVATE_FILE)
         except OSError as exc:
             self.segments.troubles.failed("write", exc)
 

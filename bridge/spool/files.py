@@ -1,7 +1,7 @@
 """Small file operations the spool needs to survive a full or failing disk.
 
 Every file the bridge creates (spool segments, ``ack``, ``lock``, ``last-seen.json``, the file
-sink's output) is created ``0600`` and every directory ``0700``, whatever the process umask:
+sink's output) is created (or, reopened, set) ``0600`` and every directory it creates ``0700``, whatever the umask:
 they hold what the upstream sent, which is not everyone's to read.
 
 Each raises the ``OSError`` it met and leaves no half-written result behind where it can
@@ -32,8 +32,15 @@ def private_dir(path: Path) -> None:
 
 
 def open_private(path: Path, flags: int) -> int:
-    """``os.open(path, flags)``; a file it creates is ``0600``."""
-    return os.open(path, flags | os.O_CLOEXEC, PRIVATE_FILE)
+    """``os.open(path, flags)``, the file ``0600`` (also one an older version or a crash left
+    with wider permissions: a temporary renamed over a file carries its mode with it)."""
+    descriptor = os.open(path, flags | os.O_CLOEXEC, PRIVATE_FILE)
+    try:
+        os.fchmod(descriptor, PRIVATE_FILE)
+    except OSError:
+        os.close(descriptor)
+        raise
+    return descriptor
 
 
 def open_private_file(path: Path, mode: str) -> IO[bytes]:

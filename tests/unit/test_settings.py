@@ -146,6 +146,8 @@ def test_unreadable_and_malformed_files(tmp_path: Path) -> None:
         (f'instances:\n  shop: {{token: "{TOKEN}" events: []}}\n', "line 2, column"),
         (f"instances:\n  shop:\n\ttoken: {TOKEN}\n", "line 3, column 1"),
         (f'instances:\n  shop: {{token: "{TOKEN}", events: [\n', "line 3, column 1"),
+        (f"instances:\n  shop:\n    token: *{TOKEN}\n", "line 3, column"),
+        (f"instances:\n  shop:\n    token: !{TOKEN} x\n", "line 3, column"),
     ],
 )
 def test_a_yaml_error_names_line_and_column_never_the_text(
@@ -165,6 +167,8 @@ def test_a_yaml_error_names_line_and_column_never_the_text(
         ("?password=pw-secret-1", "password"),
         ("?ssl_cert_reqs=none", "ssl_cert_reqs"),
         ("?db=1&password=pw-secret-1&socket_timeout=1", "password, socket_timeout"),
+        ("?password%3Dpw-secret-1", "an unreadable option"),
+        ("?pw-secret-1", "an unreadable option"),
     ],
 )
 def test_a_redis_url_takes_no_query_option_but_the_database(
@@ -178,6 +182,25 @@ def test_a_redis_url_takes_no_query_option_but_the_database(
     assert "pw-secret-1" not in problems
 
 
+@pytest.mark.parametrize(
+    ("query", "problem"),
+    [
+        ("?db=pw-secret-1", "the URL's db option must be one number"),
+        ("?db=1&db=2", "the URL's db option must be one number"),
+        ("#pw-secret-1", "the URL must not carry a fragment"),
+    ],
+)
+def test_a_redis_url_db_is_one_number_and_no_fragment(
+    tmp_path: Path, query: str, problem: str
+) -> None:
+    """The database option is one number, and a fragment (where a secret could sit and be
+    printed) is refused; neither is echoed."""
+    text = f"sink:\n  kind: redis\n  redis:\n    url: 'rediss://h:6380/0{query}'\n"
+    problems = problems_of(write(tmp_path, text))
+    assert problem in problems
+    assert "pw-secret-1" not in problems
+
+
 def test_a_redis_url_may_choose_its_database_in_the_query(tmp_path: Path) -> None:
     """``?db=N`` (the way a unix-socket URL names its database) is accepted."""
     text = "sink:\n  kind: redis\n  redis:\n    url: 'unix:///run/redis.sock?db=3'\n"
@@ -187,6 +210,7 @@ def test_a_redis_url_may_choose_its_database_in_the_query(tmp_path: Path) -> Non
 
 INSECURE = [
     ("upstream:\n  base_url: http://ryzeapi.example\n", "upstream.base_url: plain http"),
+    ("upstream:\n  base_url: http://evil.localhost:8080\n", "upstream.base_url: plain http"),
     (
         "sink:\n  kafka:\n    bootstrap_servers: k1.example:9092,127.0.0.1:9092\n"
         "    security_protocol: SASL_PLAINTEXT\n    sasl_mechanism: PLAIN\n"
