@@ -1,8 +1,8 @@
 """Small file operations the spool needs to survive a full or failing disk.
 
 Every file the bridge creates (spool segments, ``ack``, ``lock``, ``last-seen.json``, the file
-sink's output) is created (or, reopened, set) ``0600`` and every directory it creates ``0700``, whatever the umask:
-they hold what the upstream sent, which is not everyone's to read.
+sink's output) is ``0600`` (set again when reopened) and every directory it creates ``0700``,
+whatever the umask: they hold what the upstream sent, which is not everyone's to read.
 
 Each raises the ``OSError`` it met and leaves no half-written result behind where it can
 help it: callers decide whether that is counted, logged or fatal.
