@@ -39,7 +39,7 @@ from bridge.simulator.frames import FrameFactory
 from bridge.sinks.base import DELIVERED, Outcome
 from bridge.sinks.kafka import _Batches
 from bridge.sinks.worker import SinkWorker
-from bridge.spool import READ_MAX_BYTES, bounded
+from bridge.spool import READ_MAX_BYTES
 from bridge.spool.disk import DiskSpool
 from bridge.spool.tail import SpoolTail, follow
 from bridge.upstream.ws import BATCH_FRAMES
@@ -181,6 +181,18 @@ class AcceptingSink:
 
     async def close(self) -> None:
         return None
+
+
+def bounded(records: list[Record], max_bytes: int) -> list[Record]:
+    """The leading ``records`` that fit in ``max_bytes`` (the first one in any case)."""
+    batch: list[Record] = []
+    size = 0
+    for record in records:
+        size += record.size
+        if batch and size > max_bytes:
+            break
+        batch.append(record)
+    return batch
 
 
 class ListReader:

@@ -24,9 +24,9 @@ when it runs in the shipper (:mod:`bridge.shipper.link`).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal, NamedTuple, Protocol, TypeVar
+from typing import Literal, NamedTuple, Protocol
 
 from bridge.pipeline import Record
 
@@ -63,27 +63,6 @@ def appended(dropped: list[Record], empty: asyncio.Event) -> AppendResult:
     if empty.is_set():
         empty.clear()
     return AppendResult(accepted=True, dropped=tuple(dropped)) if dropped else ACCEPTED
-
-
-class Sized(Protocol):
-    @property
-    def size(self) -> int: ...
-
-
-S = TypeVar("S", bound=Sized)
-
-
-def bounded(items: Iterable[S], max_bytes: int) -> list[S]:
-    """The leading ``items`` that fit in ``max_bytes`` (the first one in any case); an
-    iterator is not read further than one item past the bound."""
-    batch: list[S] = []
-    size = 0
-    for item in items:
-        size += item.size
-        if batch and size > max_bytes:
-            break
-        batch.append(item)
-    return batch
 
 
 @dataclass(frozen=True, slots=True)
