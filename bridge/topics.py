@@ -156,10 +156,11 @@ def header(settings: Settings) -> str:
 
 
 def show_topics(
-    settings: Settings, *, check: bool, environ: Mapping[str, str], out: TextIO = sys.stdout
+    settings: Settings, *, check: bool, environ: Mapping[str, str], out: TextIO | None = None
 ) -> bool:
     """Print the listing (checked against the broker with ``check``); False when a topic is
     missing. Raises ConfigError (a password that cannot be read) or SinkError (broker)."""
+    out = out or sys.stdout  # looked up now: a captured stdout is another object
     destinations = planned(settings)
     missing: set[str] | None = None
     note = ""
