@@ -10,8 +10,8 @@ what is new is logged and exported.
 
 A listed name is data from the upstream: one that is not a valid instance name (names.py: no
 ``.`` or ``:``, the routing separators) is skipped, counted
-(``discovery_skipped_total{reason="invalid_name"}``) and logged through the masking logger,
-and never stops the others from running.
+(``discovery_skipped_total{reason="invalid_name"}``) and logged through the masking logger
+when a listing first shows it, and never stops the others from running.
 """
 
 from __future__ import annotations
@@ -91,6 +91,7 @@ class Discovery:
         self.environ = environ
         self.apply = apply
         self.running: set[str] = set()
+        self.refused: set[str] = set()  # invalid names of the last listing (reported once)
         metrics.discovery_skipped.labels("invalid_name")  # at zero from the start
 
     async def run(self) -> None:
@@ -139,9 +140,12 @@ class Discovery:
         return True
 
     def valid(self, listed: list[ListedInstance]) -> list[ListedInstance]:
-        """The listed instances with a valid name; each other one is counted and logged."""
+        """The listed instances with a valid name; each other one is counted and logged when
+        a listing first shows it (not again at every refresh while it stays listed)."""
         valid, refused = valid_names(listed)
         for name in refused:
-            self.metrics.discovery_skipped.labels("invalid_name").inc()
-            log.warning("discovery.skipped", reason="invalid_name", name=shown_name(name))
+            if name not in self.refused:
+                self.metrics.discovery_skipped.labels("invalid_name").inc()
+                log.warning("discovery.skipped", reason="invalid_name", name=shown_name(name))
+        self.refused = set(refused)
         return valid
