@@ -27,7 +27,15 @@ from tests.integration.harness import (
     running_bridge,
     settings_for,
 )
-from tests.services import consume, consume_all, create_topics, read_stream, unique
+from tests.services import (
+    consume,
+    consume_all,
+    create_topics,
+    read_services,
+    read_stream,
+    unavailable,
+    unique,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -236,3 +244,53 @@ async def test_hostile_event_names_create_no_kafka_topic(
     assert not any(token.encode() in r.value for r in dead)
     made = {t for t in await broker_topics(kafka_bootstrap) if t.startswith(prefix)}
     assert made == {f"{prefix}.dlq", f"{prefix}.shop-b.label.update"}
+
+
+async def test_topics_check_logs_in_with_the_sinks_sasl_and_tls_settings(
+    kafka_bootstrap: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Over the broker's SASL_SSL listener, ``--check`` logs in as the sink would (SCRAM, the
+    private CA) and lists what exists; with a wrong password it says the login failed, exits
+    1, and prints the password nowhere."""
+    services = read_services()
+    if "kafka_sasl_ssl" not in services:
+        unavailable("the services run without TLS; restart them: scripts/services.sh down && up")
+    secure = services["kafka_sasl_ssl"]
+    prefix = unique("sasl-check")
+    await create_topics(kafka_bootstrap, [f"{prefix}.{e}" for e in (*EVENT_NAMES, "bridge.gap")])
+    kafka = {
+        "bootstrap_servers": secure["bootstrap_servers"],
+        "topic": prefix + ".{event}",
+        "security_protocol": "SASL_SSL",
+        "sasl_mechanism": "SCRAM-SHA-512",
+        "sasl_username": secure["username"],
+        "sasl_password_env": "TOPICS_KAFKA_PASSWORD",
+        "ssl_cafile": services["tls"]["ca_file"],
+    }
+    config = tmp_path / "bridge.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "instances": {"shop-a": {"token_env": "UNUSED"}},
+                "sink": {"kind": "kafka", "dlq": f"{prefix}.dlq", "kafka": kafka},
+            }
+        ),
+        encoding="utf-8",
+    )
+    real = Path(secure["password_file"]).read_text(encoding="utf-8").strip()
+    monkeypatch.setenv("TOPICS_KAFKA_PASSWORD", real)
+    assert await run_cli(["topics", "--config", str(config), "--check"]) == 1
+    out = capsys.readouterr().out
+    assert out.splitlines()[-1].startswith("# 1 of 8 missing")
+    assert f"{prefix}.dlq" in out.split("MISSING")[0].splitlines()[-1]
+
+    wrong = "not-the-password-4242"
+    monkeypatch.setenv("TOPICS_KAFKA_PASSWORD", wrong)
+    assert await run_cli(["topics", "--config", str(config), "--check"]) == 1
+    captured = capsys.readouterr()
+    assert "SASL authentication" in captured.err
+    assert wrong not in captured.err + captured.out
+    assert real not in captured.err + captured.out
