@@ -21,6 +21,7 @@ from bridge.demo import run_demo
 from bridge.errors import BridgeError, ConfigError
 from bridge.logs import configure_logging, get_logger
 from bridge.settings import Settings, load_settings, masked_dump, resolve_token
+from bridge.topics import show_topics
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -49,6 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
         "check-config", help="validate a config file and print it with secrets masked"
     )
     check.add_argument("--config", "-c", type=Path, help="YAML config file")
+    topics = commands.add_parser(
+        "topics", help="list the topics/streams the config writes to (--check: missing ones)"
+    )
+    topics.add_argument("--config", "-c", type=Path, help="YAML config file")
+    topics.add_argument(
+        "--check", action="store_true", help="ask the Kafka broker which are missing (exit 1)"
+    )
     simulate = commands.add_parser(
         "simulate", help="run a local RyzeAPI-compatible server (REST + WebSocket)", add_help=False
     )
@@ -84,6 +92,20 @@ def check_config(path: Path | None) -> int:
     for warning in token_warnings(settings):
         print(f"warning: {warning} (that instance will fail until it is)", file=sys.stderr)
     return EXIT_OK
+
+
+def list_topics(path: Path | None, *, check: bool) -> int:
+    """Print the destinations; exit 1 when ``check`` finds one missing or the broker cannot
+    be asked, 2 on a bad config."""
+    try:
+        settings = load_settings(path)
+        complete = show_topics(settings, check=check, environ=os.environ)
+    except ConfigError as exc:
+        return report_invalid(path, exc)
+    except BridgeError as exc:
+        print(f"cannot check the topics: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK if complete else EXIT_FAILURE
 
 
 def run(path: Path | None) -> int:
@@ -144,6 +166,15 @@ def show_status(url: str, token: str) -> int:
     return EXIT_OK
 
 
+def config_command(args: argparse.Namespace) -> int:
+    """The commands that read a config file: run, check-config, topics."""
+    if args.command == "run":
+        return run(args.config)
+    if args.command == "topics":
+        return list_topics(args.config, check=args.check)
+    return check_config(args.config)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["simulate"]:  # its options are the simulator's own
@@ -151,8 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return simulate(argv[1:])
     args = build_parser().parse_args(argv)
-    if args.command == "run":
-        return run(args.config)
+    if args.command in ("run", "check-config", "topics"):
+        return config_command(args)
     if args.command == "demo":
         configure_logging("warning", "console")
         return asyncio.run(
@@ -161,6 +192,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "status":
         token = os.environ.get(args.token_env, "") if args.token_env else ""
         return show_status(args.url, token)
-    if args.command == "check-config":
-        return check_config(args.config)
     return EXIT_FAILURE

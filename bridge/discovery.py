@@ -7,6 +7,11 @@ include/exclude globs; explicit ``instances:`` entries override discovered ones.
 answer carries each instance's WebSocket config, so a new runner's first ensure spends no
 GET. All calls and upgrades share the account token's bucket; the expected time to connect
 what is new is logged and exported.
+
+A listed name is data from the upstream: one that is not a valid instance name (names.py: no
+``.`` or ``:``, the routing separators) is skipped, counted
+(``discovery_skipped_total{reason="invalid_name"}``) and logged through the masking logger
+when a listing first shows it, and never stops the others from running.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from bridge.errors import ConfigError, UpstreamError
 from bridge.logs import get_logger, register_secret
 from bridge.metrics import Metrics
+from bridge.pipeline.names import is_valid_instance
 from bridge.retry import RetryPolicy
 from bridge.settings import DiscoverySettings, InstanceSettings, read_secret
 from bridge.upstream.ratelimit import BucketRegistry
@@ -34,6 +40,18 @@ def selected(name: str, include: list[str], exclude: list[str]) -> bool:
     return any(fnmatch.fnmatchcase(name, p) for p in include) and not any(
         fnmatch.fnmatchcase(name, p) for p in exclude
     )
+
+
+def valid_names(listed: list[ListedInstance]) -> tuple[list[ListedInstance], list[str]]:
+    """The listed instances whose name is a valid instance name, and the names that are not
+    (pure)."""
+    valid = [i for i in listed if is_valid_instance(i.name)]
+    return valid, [i.name for i in listed if not is_valid_instance(i.name)]
+
+
+def shown_name(name: str) -> str:
+    """A refused name as logged: quoted, cut to 80 characters (it may be anything) (pure)."""
+    return repr(name[:80]) + ("…" if len(name) > 80 else "")
 
 
 def requests_needed(listed: list[ListedInstance], settings: DiscoverySettings) -> int:
@@ -73,6 +91,8 @@ class Discovery:
         self.environ = environ
         self.apply = apply
         self.running: set[str] = set()
+        self.refused: set[str] = set()  # invalid names of the last listing (reported once)
+        metrics.discovery_skipped.labels("invalid_name")  # at zero from the start
 
     async def run(self) -> None:
         failures = relist_policy(self.settings.refresh_seconds).start()
@@ -101,7 +121,9 @@ class Discovery:
             log.error("discovery.failed", error=str(exc))
             return False
         wanted = [
-            i for i in listed if selected(i.name, self.settings.include, self.settings.exclude)
+            i
+            for i in self.valid(listed)
+            if selected(i.name, self.settings.include, self.settings.exclude)
         ]
         desired = {i.name: self.settings.instance() for i in wanted}
         desired.update(self.explicit)
@@ -116,3 +138,14 @@ class Discovery:
         await self.apply(desired, known)
         self.running = set(desired)
         return True
+
+    def valid(self, listed: list[ListedInstance]) -> list[ListedInstance]:
+        """The listed instances with a valid name; each other one is counted and logged when
+        a listing first shows it (not again at every refresh while it stays listed)."""
+        valid, refused = valid_names(listed)
+        for name in refused:
+            if name not in self.refused:
+                self.metrics.discovery_skipped.labels("invalid_name").inc()
+                log.warning("discovery.skipped", reason="invalid_name", name=shown_name(name))
+        self.refused = set(refused)
+        return valid

@@ -204,6 +204,7 @@ class Metrics:
     instances_configured: Gauge
     discovery_runs: Counter
     discovery_eta: Gauge
+    discovery_skipped: Counter
     config_reloads: Counter
     cluster_shards_owned: Gauge
     reader_paused: Counter
@@ -307,6 +308,12 @@ def create_metrics(registry: CollectorRegistry | None = None) -> Metrics:
         discovery_runs=counter(
             "discovery_runs", "Listings of the account's instances, by outcome.", ("outcome",)
         ),
+        discovery_skipped=counter(
+            "discovery_skipped",
+            "Listed instances discovery did not run, by reason (invalid_name: not a valid "
+            "instance name).",
+            ("reason",),
+        ),
         discovery_eta=gauge(
             "discovery_connect_eta_seconds",
             "Expected seconds to connect the instances the last refresh found new (budget).",
@@ -350,6 +357,7 @@ DROP_REASONS = ("filtered", "spool_full", "disk_full")  # present from the start
 DLQ_REASONS = (
     "malformed_json",
     "unknown_shape",
+    "invalid_event_name",
     "too_large",
     "missing_topic",
     "invalid_topic",

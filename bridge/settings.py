@@ -40,9 +40,9 @@ from bridge.errors import ConfigError
 # beside their settings (upstream, simulator).
 from bridge.pipeline.events import EVENT_NAMES as EVENT_NAMES  # noqa: PLC0414
 from bridge.pipeline.events import EventName
+from bridge.pipeline.names import INSTANCE_NAME_PATTERN as INSTANCE_NAME_PATTERN  # noqa: PLC0414
 
 ROUTE_PLACEHOLDERS = frozenset({"instance", "event"})
-INSTANCE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 
 
 def no_password_in_url(url: AnyUrl) -> AnyUrl:
@@ -175,7 +175,9 @@ class FilterSettings(Model):
 
 class KafkaSinkSettings(Model):
     bootstrap_servers: str = "127.0.0.1:9092"
-    topic: RouteTemplate = "ryze.{instance}.{event}"
+    # One topic per event, keyed by instance (per-instance order kept by the key); a topic per
+    # instance stays available as "ryze.{instance}.{event}" (docs/configuration.md, trade-off).
+    topic: RouteTemplate = "ryze.{event}"
     key: Literal["instance", "chat", "none"] = "instance"
     acks: Literal["all", "1", "0"] = "all"
     compression: Literal["zstd", "gzip", "snappy", "lz4", "none"] = "zstd"
@@ -222,7 +224,7 @@ class KafkaSinkSettings(Model):
 
 class RedisSinkSettings(Model):
     url: RedisUrl = AnyUrl("redis://127.0.0.1:6379/0")
-    stream: RouteTemplate = "ryze:{instance}:{event}"
+    stream: RouteTemplate = "ryze:{event}"  # one stream per event (docs/configuration.md)
     maxlen: int | None = Field(default=1_000_000, gt=0)
     max_entry_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
     cloudevents: Literal["none", "binary"] = "none"
@@ -503,9 +505,11 @@ def describe_errors(exc: ValidationError) -> list[str]:
     """One line per problem, each naming the dotted key (pure)."""
     lines = []
     for error in exc.errors(include_url=False):
-        key = ".".join(str(part) for part in error["loc"] if not _is_noise(part)) or "(top)"
+        key = dotted_key(error["loc"])
         message = error["msg"]
-        if error["type"] == "extra_forbidden":
+        if error["type"] == "string_pattern_mismatch" and INSTANCE_NAME_PATTERN in message:
+            message = INSTANCE_NAME_RULE
+        elif error["type"] == "extra_forbidden":
             message = "unknown key"
         elif error["type"] == "literal_error" and isinstance(error.get("input"), str):
             message = f"{error['input']!r} is not allowed; {message[0].lower()}{message[1:]}"
@@ -516,6 +520,27 @@ def describe_errors(exc: ValidationError) -> list[str]:
             continue
         lines.append(f"{key}: {message}")
     return lines
+
+
+INSTANCE_NAME_RULE = (
+    f"not an instance name: it must match {INSTANCE_NAME_PATTERN} (letters, digits, _ and -; "
+    "no '.' or ':', the separators of topic and stream names)"
+)
+PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def dotted_key(location: tuple[int | str, ...]) -> str:
+    """An error's location as ``a.b.c``; a key that is not a plain word is quoted, so
+    ``instances['shop.main']`` reads as one key (pure)."""
+    text = ""
+    for part in location:
+        if _is_noise(part):
+            continue
+        if isinstance(part, str) and not PLAIN_KEY.fullmatch(part):
+            text += f"[{part!r}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text or "(top)"
 
 
 def _is_noise(part: int | str) -> bool:

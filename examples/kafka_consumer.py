@@ -30,8 +30,9 @@ from examples.dedup import SeenWindow
 log = logging.getLogger("kafka_consumer")
 Handler = Callable[[dict[str, Any], dict[str, str]], Awaitable[None]]
 
-# The topics of the default template ryze.{instance}.{event}: a prefix, an instance and an
-# event. The DLQ (default ryze.dlq) has no event part, so it is not matched.
+# The topics of the default template ryze.{event} (ryze.message.exchange, ryze.bridge.gap) and
+# of the per-instance ryze.{instance}.{event} alike: a prefix, then at least two dot-separated
+# parts. The DLQ (default ryze.dlq) has one, so it is not matched.
 DEFAULT_PATTERN = r"ryze\.[^.]+\..+"
 
 

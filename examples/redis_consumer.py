@@ -3,9 +3,11 @@ and recovering entries a crashed consumer left pending.
 
     python -m examples.redis_consumer --url redis://redis:6379/0 --group my-service --name pod-1
 
-- finds the bridge's streams (``DEFAULT_MATCH``, ``ryze:*:*``: an instance and an event, so a
-  DLQ stream, default ``ryze.dlq``, is not one of them) and creates the group on each (from
-  the start); a dead letter (an entry with a ``reason``) met anyway is acknowledged, skipped;
+- finds the bridge's streams (``DEFAULT_MATCH``, ``ryze:*.*``: a dotted event after the
+  prefix, under the default ``ryze:{event}`` and the per-instance ``ryze:{instance}:{event}``
+  alike, so a DLQ stream, default ``ryze.dlq`` or ``ryze:dlq``, is not one of them) and
+  creates the group on each (from the start); a dead letter (an entry with a ``reason``) met
+  anyway is acknowledged, skipped;
 - first claims entries pending too long with another consumer (XAUTOCLAIM) and re-reads its
   own pending ones, then reads new entries (XREADGROUP ``>``);
 - drops re-deliveries by the ``id`` field within a bounded window, handles gap markers apart;
@@ -29,7 +31,7 @@ from examples.dedup import SeenWindow
 
 log = logging.getLogger("redis_consumer")
 Handler = Callable[[bytes, dict[str, str]], Awaitable[None]]
-DEFAULT_MATCH = "ryze:*:*"  # the streams of the default template ryze:{instance}:{event}
+DEFAULT_MATCH = "ryze:*.*"  # the streams of ryze:{event} and of ryze:{instance}:{event}
 Entry = tuple[bytes, dict[bytes, bytes]]
 
 

@@ -2,8 +2,9 @@
 
 The upstream replays nothing, so whenever a socket comes back (after a drop, a restart of the
 bridge, a shard moving) the events emitted meanwhile are lost upstream. The marker says so,
-in the stream of that instance, with the window: the last frame before and the first moment
-connected after. Its envelope mirrors the upstream's: ``{event, data, instanceData}``.
+routed like that instance's events (keyed by it), with the window: the last frame before and
+the first moment connected after. Its envelope mirrors the upstream's:
+``{event, data, instanceData}``.
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ import time
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
+from urllib.parse import quote
 
 from pydantic import SecretStr
 from websockets.asyncio.client import ClientConnection, connect
@@ -190,10 +191,11 @@ def socket_limit(max_frame_bytes: int) -> int:
 
 
 def ws_url(base_url: str, instance: str) -> str:
-    """``wss://host/ws/{instance}`` from the REST base URL (pure)."""
+    """``wss://host/ws/{instance}`` from the REST base URL, the instance quoted as one path
+    segment (a ``/``, ``?`` or ``..`` in it cannot reach another path) (pure)."""
     base = base_url.rstrip("/")
     scheme, rest = base.split("://", 1)
-    return f"{'wss' if scheme == 'https' else 'ws'}://{rest}/ws/{instance}"
+    return f"{'wss' if scheme == 'https' else 'ws'}://{rest}/ws/{quote(instance, safe='')}"
 
 
 class InstanceSource:

@@ -6,7 +6,8 @@
 #
 # kcat subscribes to the topics matching PATTERN (a regex: kcat takes a topic starting with ^
 # as one; new instances' topics are picked up within 5 s and read from their first record). The
-# default, ^ryze\.[^.]+\..+ (a prefix, an instance and an event), leaves the DLQ (ryze.dlq) out;
+# default, ^ryze\.[^.]+\..+ (a dotted event after the prefix, with or without an instance
+# before it: ryze.{event} and ryze.{instance}.{event} alike), leaves the DLQ (ryze.dlq) out;
 # read the DLQ with examples/go/dlq. kcat prints each record's headers; awk drops re-deliveries
 # by ryze-id within a window of the last WINDOW ids (10,000) and prints one JSON line
 # {"id":…,"event":…,"instance":…} per record handled; a gap marker (bridge.gap) is also reported

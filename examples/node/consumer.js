@@ -30,8 +30,9 @@ CompressionCodecs[CompressionTypes.ZSTD] = () => ({
   },
 });
 
-// The bridge's event and gap-marker topics under the default template ryze.{instance}.{event}:
-// a prefix, an instance and an event. The DLQ (default ryze.dlq) has no event part.
+// The bridge's event and gap-marker topics under the default template ryze.{event}
+// (ryze.message.exchange, ryze.bridge.gap) and the per-instance ryze.{instance}.{event} alike:
+// a prefix, then at least two dot-separated parts. The DLQ (default ryze.dlq) has one.
 const DEFAULT_PATTERN = '^ryze\\.[^.]+\\..+';
 const GAP_EVENT = 'bridge.gap';
 

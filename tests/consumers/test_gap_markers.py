@@ -47,7 +47,8 @@ def settings(base_url: str, tmp_path: Path) -> Any:
 
 async def test_a_dropped_socket_gives_exactly_one_marker(tmp_path: Path) -> None:
     """A socket dropped by the upstream and reopened produces one bridge.gap for that instance
-    (none for the other), routed to ryze.{instance}.bridge.gap, saying reconnect, the close
+    (none for the other), routed by the default layout to ryze.bridge.gap keyed by the
+    instance, saying reconnect, the close
     reason, the last frame before and the first moment connected after."""
     events = tmp_path / "events.jsonl"
     async with Simulator(SimConfig(instances=TOKENS, rate=50)) as sim:
@@ -77,7 +78,7 @@ async def test_a_dropped_socket_gives_exactly_one_marker(tmp_path: Path) -> None
     assert last_before["received_at"] == reconnect["last_frame_at"]
     assert before
     marker_line = shop_lines[marker_index]
-    assert marker_line["destination"] == "ryze.shop.bridge.gap"
+    assert (marker_line["destination"], marker_line["key"]) == ("ryze.bridge.gap", "shop")
 
 
 async def test_a_restart_gives_one_marker_per_instance(tmp_path: Path) -> None:

@@ -77,7 +77,8 @@ async def test_every_frame_lands_in_redis_streams(redis_url: str, tmp_path: Path
 
 
 async def test_every_frame_lands_in_the_file(tmp_path: Path) -> None:
-    """The file sink writes one JSON line per frame, data embedded verbatim minus the token."""
+    """The file sink writes one JSON line per frame, data embedded verbatim minus the token,
+    naming the default layout's destination (ryze.{event}) and the instance as its key."""
     events = tmp_path / "out" / "events.jsonl"
     config = SimConfig(instances=TOKENS, rate=300, record_frames=True, seed=3)
     async with Simulator(config) as sim:
@@ -106,4 +107,5 @@ async def test_every_frame_lands_in_the_file(tmp_path: Path) -> None:
         assert len(mine) == len(expected)
         for (line, raw), value in zip(mine, expected, strict=True):
             assert raw.endswith(b',"data":' + value + b"}")  # embedded byte for byte
-            assert line["destination"] == f"ryze.{name}.{line['event']}"
+            assert line["destination"] == f"ryze.{line['event']}"  # the default layout
+            assert line["key"] == name

@@ -80,7 +80,9 @@ def test_no_file_gives_defaults() -> None:
     """Without a file every section has its documented default."""
     settings = load_settings(None)
     assert settings.sink.kind == "kafka"
-    assert settings.sink.kafka.topic == "ryze.{instance}.{event}"
+    assert settings.sink.kafka.topic == "ryze.{event}"
+    assert settings.sink.kafka.key == "instance"
+    assert settings.sink.redis.stream == "ryze:{event}"
     assert settings.spool.when_full == "drop_newest"
     assert settings.instances == {}
 

@@ -94,12 +94,14 @@ def test_each_kind_routes_with_its_own_template(tmp_path: Path) -> None:
     """Kafka fills its topic template with legal topic names and its key setting; Redis fills
     its stream template, keyed by instance; the file names the Kafka destination and key
     as they are written (no Kafka legalisation: it writes no topic)."""
-    kafka = build_router(settings("kafka", tmp_path, kafka={"key": "none"}))
+    per_instance = {"key": "none", "topic": "ryze.{instance}.{event}"}
+    kafka = build_router(settings("kafka", tmp_path, kafka=per_instance))
     assert kafka.destination("loja centro", "message.exchange") == (
         "ryze.loja_centro.message.exchange"
     )
     assert kafka.key("loja centro", None) is None
-    redis = build_router(settings("redis", tmp_path, kafka={"key": "none"}))
+    stream = {"stream": "ryze:{instance}:{event}"}
+    redis = build_router(settings("redis", tmp_path, kafka={"key": "none"}, redis=stream))
     assert redis.destination("loja centro", "message.exchange") == (
         "ryze:loja centro:message.exchange"
     )
@@ -107,6 +109,20 @@ def test_each_kind_routes_with_its_own_template(tmp_path: Path) -> None:
     file = build_router(settings("file", tmp_path, kafka={"topic": "t.{instance}.{event}"}))
     assert file.destination("loja centro", "call.update") == "t.loja centro.call.update"
     assert file.key("shop", None) == b"shop"
+
+
+def test_the_default_layout_is_one_destination_per_event_keyed_by_instance(
+    tmp_path: Path,
+) -> None:
+    """By default two instances fill the same Kafka topic and Redis stream per event, each
+    record keyed by its instance (the key keeps per-instance order in one partition)."""
+    kafka = build_router(settings("kafka", tmp_path))
+    assert kafka.destination("shop", "message.exchange") == "ryze.message.exchange"
+    assert kafka.destination("store-2", "message.exchange") == "ryze.message.exchange"
+    assert (kafka.key("shop", None), kafka.key("store-2", None)) == (b"shop", b"store-2")
+    redis = build_router(settings("redis", tmp_path))
+    assert redis.destination("shop", "call.update") == "ryze:call.update"
+    assert redis.destination("store-2", "call.update") == "ryze:call.update"
 
 
 def test_each_kind_bounds_a_value_by_what_its_broker_takes(tmp_path: Path) -> None:

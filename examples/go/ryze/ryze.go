@@ -11,8 +11,9 @@ import (
 )
 
 // DefaultPattern matches the bridge's event and gap-marker topics under the default template
-// ryze.{instance}.{event}: a prefix, an instance and an event. The DLQ (default ryze.dlq)
-// has no event part, so it is not matched: dead letters are read by the dlq example.
+// ryze.{event} (ryze.message.exchange, ryze.bridge.gap) and the per-instance
+// ryze.{instance}.{event} alike: a prefix, then at least two dot-separated parts. The DLQ
+// (default ryze.dlq) has one, so it is not matched: dead letters are read by the dlq example.
 const DefaultPattern = `^ryze\.[^.]+\..+`
 
 // GapEvent is the ryze-event of a gap marker.

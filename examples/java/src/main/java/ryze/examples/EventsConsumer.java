@@ -32,9 +32,10 @@ import org.apache.kafka.common.serialization.ByteArrayDeserializer;
  */
 public final class EventsConsumer {
     /**
-     * The bridge's event and gap-marker topics under the default template
-     * ryze.{instance}.{event}: a prefix, an instance and an event. The DLQ (default ryze.dlq) has
-     * no event part, so it is not matched.
+     * The bridge's event and gap-marker topics under the default template ryze.{event}
+     * (ryze.message.exchange, ryze.bridge.gap) and the per-instance ryze.{instance}.{event} alike:
+     * a prefix, then at least two dot-separated parts. The DLQ (default ryze.dlq) has one, so it
+     * is not matched.
      */
     static final String DEFAULT_PATTERN = "^ryze\\.[^.]+\\..+";
 
