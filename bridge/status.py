@@ -15,6 +15,7 @@ the limit itself, so 5,000 rows are not shipped to print ten.
 from __future__ import annotations
 
 import fnmatch
+import heapq
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -64,8 +65,9 @@ class StatusQuery:
         return params
 
     def matches(self, name: str, row: Row) -> bool:
-        state_ok = not self.states or row.get("state") in self.states
-        return state_ok and fnmatch.fnmatchcase(name, self.name)
+        if self.states and row.get("state") not in self.states:
+            return False
+        return self.name == "*" or fnmatch.fnmatchcase(name, self.name)
 
 
 def parse_states(text: str) -> frozenset[str] | str:
@@ -110,8 +112,11 @@ def summary(states: Iterable[object]) -> dict[str, int]:
 def select(rows: dict[str, Row], query: StatusQuery) -> dict[str, object]:
     """The ``/instances`` answer: ``summary`` over every row, ``matched`` (rows the filters
     keep), ``instances`` (those rows, trouble first, at most ``limit``)."""
-    kept = sorted(((n, r) for n, r in rows.items() if query.matches(n, r)), key=order)
-    shown = kept[: query.limit] if query.limit else kept
+    kept = [(n, r) for n, r in rows.items() if query.matches(n, r)]
+    if query.limit:
+        shown = heapq.nsmallest(query.limit, kept, key=order)
+    else:
+        shown = sorted(kept, key=order)
     return {
         "summary": summary(r.get("state") for r in rows.values()),
         "matched": len(kept),
