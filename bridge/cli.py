@@ -134,12 +134,12 @@ def show_status(args: argparse.Namespace) -> int:
     query = StatusQuery(states, args.name, args.limit)
     answers = asyncio.run(ask_all(urls or [args.url], token, query))
     view = merge(answers, args.limit)
+    failed = [a for a in answers if a.body is None]
     if args.json:
         print(json.dumps(view, indent=2))
-    else:
+    elif len(failed) < len(answers):  # nobody answered: no table of nothing
         owners = len(answers) > 1 or any("replica" in e for e in replica_entries(view))
         print(render(view, owners=owners))
-    failed = [a for a in answers if a.body is None]
     for answer in failed:
         print(f"{answer.url}: {answer.error}", file=sys.stderr)
     return EXIT_FAILURE if failed else EXIT_OK

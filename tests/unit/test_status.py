@@ -4,6 +4,12 @@ that says which replica owns which instance and which did not answer."""
 
 from __future__ import annotations
 
+import json
+import socket
+
+import pytest
+
+from bridge.cli import main
 from bridge.status import StatusQuery, fleet_state, parse_query, select, with_states
 from bridge.statusview import ReplicaAnswer, merge, render
 
@@ -90,3 +96,31 @@ def test_merge_names_owners_and_the_replicas_that_did_not_answer() -> None:
     assert lines[1] == "replicas: 2 answered (r1, r2); did not answer: http://c:9464 (ConnectError)"
     assert lines[2].split()[:4] == ["instance", "state", "phase", "owner"]
     assert lines[-1] == "showing 3 of 40 matching (--limit 0: all)"
+
+
+def closed_port() -> int:
+    """A loopback port that refuses connections (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+def test_status_command_refuses_bad_filters_and_names_an_unreachable_replica(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A bad --state or a negative --limit exits 2 naming the option; a replica that refuses
+    the connection prints no table of nothing, is named on stderr, and exits 1; --json still
+    prints the view with that replica marked not ok."""
+    assert main(["status", "--state", "sleepy"]) == 2
+    assert "--state: unknown state sleepy" in capsys.readouterr().err
+    assert main(["status", "--limit", "-1"]) == 2
+    assert "--limit" in capsys.readouterr().err
+    url = f"http://127.0.0.1:{closed_port()}"
+    assert main(["status", "--url", url]) == 1
+    out = capsys.readouterr()
+    assert (out.out, out.err) == ("", f"{url}: ConnectError\n")
+    assert main(["status", "--url", url, "--json"]) == 1
+    view = json.loads(capsys.readouterr().out)
+    assert view["replicas"] == [{"url": url, "ok": False, "error": "ConnectError"}]
+    assert view["summary"]["total"] == 0
