@@ -278,7 +278,8 @@ def runbook_urls(docs: list[dict[str, Any]]) -> dict[str, str]:
 def test_alert_runbook_links_follow_the_configured_base() -> None:
     """Every rendered alert links to an absolute runbook URL: by default the project's
     docs/runbook.md, with prometheusRule.runbookBaseUrl (a trailing slash or not) the
-    operator's own page, each with the alert's anchor; no placeholder is left behind."""
+    operator's own page, each with the alert's anchor; no placeholder is left behind, NOTES
+    say where the links point, and a relative base is refused by the schema."""
     values = CHART / "ci" / "monitoring-values.yaml"
     default = runbook_urls(render(values))
     assert default
@@ -289,6 +290,8 @@ def test_alert_runbook_links_follow_the_configured_base() -> None:
     assert custom == {a: f"https://wiki.example.org/ops/ryze#{a.lower()}" for a in default}
     rendered = yaml.safe_dump(render(values, sets=(base,)))
     assert RUNBOOK_PLACEHOLDER not in rendered
+    notes = render_notes("instances.a.token=t", "prometheusRule.enabled=true", base)
+    assert "runbook links point at\nhttps://wiki.example.org/ops/ryze/" in notes
     relative = ("--set", "prometheusRule.runbookBaseUrl=docs/runbook.md")
     refused = helm("template", "rb", str(CHART), *relative, check=False)
     assert refused.returncode != 0
