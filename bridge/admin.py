@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import SecretStr
 
 from bridge.metrics import Metrics
+from bridge.status import parse_query, select
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,11 +117,16 @@ class AdminServer:
             )
         return await handler(request)
 
-    async def handle_instances(self, _request: web.Request) -> web.Response:
+    async def handle_instances(self, request: web.Request) -> web.Response:
+        """Filtered on this side (``?state=failed,connecting&name=loja-*&limit=10``), with a
+        summary over every instance (:mod:`bridge.status`)."""
         if self.control is None:
             raise web.HTTPNotFound
+        query = parse_query(request.query)
+        if isinstance(query, str):
+            return web.json_response({"error": query}, status=400)
         body = {
-            "instances": self.control.instances_status(),
+            **select(self.control.instances_status(), query),
             "cluster": self.control.cluster_status(),
         }
         return web.json_response(body)

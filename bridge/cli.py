@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import httpx
 import yaml
 
 from bridge import __version__, eventloop
@@ -21,6 +21,8 @@ from bridge.demo import run_demo
 from bridge.errors import BridgeError, ConfigError
 from bridge.logs import configure_logging, get_logger
 from bridge.settings import Settings, load_settings, masked_dump, resolve_token
+from bridge.status import STATES, StatusQuery, parse_states
+from bridge.statusview import ask_all, merge, render
 from bridge.topics import show_topics
 
 EXIT_OK = 0
@@ -43,9 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--duration", type=float, help="stop after this many seconds")
     demo.add_argument("--rate", type=float, default=25.0, help="events/s per instance")
     demo.add_argument("--output", type=Path, default=Path("ryze-demo/events.jsonl"))
-    status = commands.add_parser("status", help="show the instances of a running bridge")
-    status.add_argument("--url", default="http://127.0.0.1:9464", help="its admin address")
-    status.add_argument("--token-env", help="environment variable holding the admin token")
+    add_status(commands)
     check = commands.add_parser(
         "check-config", help="validate a config file and print it with secrets masked"
     )
@@ -62,6 +62,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     simulate.add_argument("args", nargs=argparse.REMAINDER, help="simulator options (see --help)")
     return parser
+
+
+def add_status(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    status = commands.add_parser(
+        "status", help="summarize and list the instances of a running bridge or cluster"
+    )
+    status.add_argument("--url", default="http://127.0.0.1:9464", help="its admin address")
+    status.add_argument(
+        "--replicas", metavar="URL,URL", help="every replica's admin address: a cluster-wide view"
+    )
+    status.add_argument("--token-env", help="environment variable holding the admin token")
+    status.add_argument("--state", metavar="STATE[,STATE]", help=f"only {', '.join(STATES)}")
+    status.add_argument("--name", default="*", metavar="GLOB", help="only names matching GLOB")
+    status.add_argument(
+        "--limit", type=int, default=100, help="at most this many rows, trouble first (0: all)"
+    )
+    status.add_argument("--json", action="store_true", help="print JSON (docs/operations.md)")
 
 
 def token_warnings(settings: Settings) -> list[str]:
@@ -124,46 +141,35 @@ def run(path: Path | None) -> int:
         return EXIT_FAILURE
 
 
-STATUS_COLUMNS = (
-    ("instance", 24),
-    ("state", 13),
-    ("connected_since", 28),
-    ("seconds_since_last_frame", 10),
-    ("frames", 9),
-    ("reconnects", 10),
-    ("last_ensure", 11),
-    ("last_error", 0),
-)
+def show_status(args: argparse.Namespace) -> int:
+    """Ask the replica (or every one of ``--replicas``), print the merged view; exit 1 when
+    a replica did not answer (after printing what the others said)."""
+    states = parse_states(args.state or "")
+    if isinstance(states, str):
+        print(f"--state: {states}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    if args.limit < 0:
+        print("--limit: not below 0 (0: all)", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    token = os.environ.get(args.token_env, "") if args.token_env else ""
+    urls = [u.strip() for u in args.replicas.split(",") if u.strip()] if args.replicas else []
+    query = StatusQuery(states, args.name, args.limit)
+    answers = asyncio.run(ask_all(urls or [args.url], token, query))
+    view = merge(answers, args.limit)
+    failed = [a for a in answers if a.body is None]
+    if args.json:
+        print(json.dumps(view, indent=2))
+    elif len(failed) < len(answers):  # nobody answered: no table of nothing
+        owners = len(answers) > 1 or any("replica" in e for e in replica_entries(view))
+        print(render(view, owners=owners))
+    for answer in failed:
+        print(f"{answer.url}: {answer.error}", file=sys.stderr)
+    return EXIT_FAILURE if failed else EXIT_OK
 
 
-def status_table(instances: dict[str, dict[str, object]]) -> str:
-    """The /instances answer as a fixed-width table (pure)."""
-    titles = {"seconds_since_last_frame": "silent_s", "connected_since": "connected since"}
-    rows = [[titles.get(c, c) for c, _ in STATUS_COLUMNS]]
-    for name in sorted(instances):
-        info = {"instance": name, **instances[name]}
-        rows.append(["-" if info.get(c) is None else str(info.get(c)) for c, _ in STATUS_COLUMNS])
-    return "\n".join(
-        " ".join(
-            cell.ljust(width) if width else cell
-            for cell, (_, width) in zip(row, STATUS_COLUMNS, strict=True)
-        ).rstrip()
-        for row in rows
-    )
-
-
-def show_status(url: str, token: str) -> int:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    try:
-        response = httpx.get(f"{url.rstrip('/')}/instances", headers=headers, timeout=10)
-    except httpx.HTTPError as exc:
-        print(f"cannot reach {url}: {type(exc).__name__}", file=sys.stderr)
-        return EXIT_FAILURE
-    if response.status_code != 200:
-        print(f"{url}: HTTP {response.status_code} {response.text.strip()}", file=sys.stderr)
-        return EXIT_FAILURE
-    print(status_table(response.json()["instances"]))
-    return EXIT_OK
+def replica_entries(view: dict[str, object]) -> list[dict[str, object]]:
+    entries = view.get("replicas")
+    return [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
 
 
 def config_command(args: argparse.Namespace) -> int:
@@ -190,6 +196,5 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_demo(assemble, duration=args.duration, rate=args.rate, output=args.output)
         )
     if args.command == "status":
-        token = os.environ.get(args.token_env, "") if args.token_env else ""
-        return show_status(args.url, token)
+        return show_status(args)
     return EXIT_FAILURE

@@ -6,6 +6,7 @@ from __future__ import annotations
 from bridge.fleet import Fleet
 from bridge.reconfigure import Current
 from bridge.shards import ShardCoordinator
+from bridge.status import with_states
 
 
 class OperatorControls:
@@ -17,7 +18,9 @@ class OperatorControls:
         self.current = current
 
     def instances_status(self) -> dict[str, dict[str, object]]:
-        return self.shards.with_shards(self.fleet.status())
+        """Each instance with its exclusive state (:mod:`bridge.status`) and its shard."""
+        silence = self.current.settings.admin.ready_max_silence_seconds
+        return self.shards.with_shards(with_states(self.fleet.status(), silence))
 
     def cluster_status(self) -> dict[str, object]:
         return self.shards.status()

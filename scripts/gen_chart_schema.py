@@ -194,7 +194,13 @@ def chart_schema() -> dict[str, Any]:
                     ),
                 }
             ),
-            "prometheusRule": closed({"enabled": boolean, "additionalLabels": labels}),
+            "prometheusRule": closed(
+                {
+                    "enabled": boolean,
+                    "additionalLabels": labels,
+                    "runbookBaseUrl": {"type": "string", "pattern": "^https?://[^/\\s]+"},
+                }
+            ),
             "grafanaDashboard": closed({"enabled": boolean, "additionalLabels": labels}),
             "global": {"type": "object"},
         },

@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "ryze-bridge"
 SCENARIOS = sorted((CHART / "ci").glob("*-values.yaml"))
 KUBE_VERSION = "1.31.0"
+RUNBOOK_PLACEHOLDER = "https://ryze-bridge.example/docs/runbook.md"
 
 
 def helm_binary() -> str:
@@ -257,13 +258,44 @@ def test_monitoring_resources_ship_the_repository_files() -> None:
     ):
         assert (CHART / "files" / name).read_bytes() == original.read_bytes()
     docs = render(CHART / "ci" / "monitoring-values.yaml")
-    rules = yaml.safe_load((ROOT / "deploy" / "prometheus" / "ryze-bridge-rules.yaml").read_text())
+    text = (ROOT / "deploy" / "prometheus" / "ryze-bridge-rules.yaml").read_text()
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    default_base = values["prometheusRule"]["runbookBaseUrl"]
+    rules = yaml.safe_load(text.replace(RUNBOOK_PLACEHOLDER, default_base))
     assert by_kind(docs, "PrometheusRule")["spec"] == rules
     dashboards = [d for d in docs if d["kind"] == "ConfigMap" and "ryze-bridge.json" in d["data"]]
     assert json.loads(dashboards[0]["data"]["ryze-bridge.json"])["uid"] == "ryze-bridge"
     assert dashboards[0]["metadata"]["labels"]["grafana_dashboard"] == "1"
     monitor = by_kind(docs, "ServiceMonitor")
     assert monitor["spec"]["endpoints"][0]["honorLabels"] is True
+
+
+def runbook_urls(docs: list[dict[str, Any]]) -> dict[str, str]:
+    groups = by_kind(docs, "PrometheusRule")["spec"]["groups"]
+    return {r["alert"]: r["annotations"]["runbook_url"] for g in groups for r in g["rules"]}
+
+
+def test_alert_runbook_links_follow_the_configured_base() -> None:
+    """Every rendered alert links to an absolute runbook URL: by default the documented
+    placeholder base (the project publishes no docs site), with prometheusRule.runbookBaseUrl (a trailing slash or not) the
+    operator's own page, each with the alert's anchor; no placeholder is left behind, NOTES
+    say where the links point, and a relative base is refused by the schema."""
+    values = CHART / "ci" / "monitoring-values.yaml"
+    default = runbook_urls(render(values))
+    assert default
+    for alert, url in default.items():
+        assert url == f"{RUNBOOK_PLACEHOLDER}#{alert.lower()}", url
+    base = "prometheusRule.runbookBaseUrl=https://wiki.example.org/ops/ryze/"
+    custom = runbook_urls(render(values, sets=(base,)))
+    assert custom == {a: f"https://wiki.example.org/ops/ryze#{a.lower()}" for a in default}
+    rendered = yaml.safe_dump(render(values, sets=(base,)))  # the operator's base replaced it
+    assert RUNBOOK_PLACEHOLDER not in rendered
+    notes = render_notes("instances.a.token=t", "prometheusRule.enabled=true", base)
+    assert "runbook links point at\nhttps://wiki.example.org/ops/ryze/" in notes
+    relative = ("--set", "prometheusRule.runbookBaseUrl=docs/runbook.md")
+    refused = helm("template", "rb", str(CHART), *relative, check=False)
+    assert refused.returncode != 0
+    assert "runbookBaseUrl" in refused.stderr
 
 
 def test_tokens_are_in_the_secret_not_the_configmap() -> None:

@@ -61,8 +61,10 @@ def test_rules_pass_promtool_check_and_unit_tests() -> None:
 
 def dashboard_expressions() -> list[str]:
     dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
-    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
-    return [e.replace("$__rate_interval", "30s").replace("$instance", ".*") for e in exprs]
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    for variable, value in (("$__rate_interval", "30s"), ("$__range", "1m")):
+        exprs = [e.replace(variable, value) for e in exprs]
+    return [re.sub(r"\$(job|namespace|pod)\b", ".*", e) for e in exprs]
 
 
 def rule_expressions() -> list[str]:

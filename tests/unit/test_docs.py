@@ -18,6 +18,7 @@ PAGES = [ROOT / "README.md", ROOT / "CHANGELOG.md", *sorted((ROOT / "docs").glob
          ROOT / "helm" / "ryze-bridge" / "README.md"]  # fmt: skip
 RULE_FILES = [ROOT / "deploy" / "prometheus" / "ryze-bridge-rules.yaml",
               ROOT / "helm" / "ryze-bridge" / "files" / "ryze-bridge-rules.yaml"]  # fmt: skip
+RUNBOOK_PLACEHOLDER = "https://ryze-bridge.example/docs/runbook.md"
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 
 
@@ -77,13 +78,19 @@ def test_every_relative_link_of_the_docs_lands() -> None:
 
 
 def test_every_alert_links_to_its_runbook_section() -> None:
-    """Each alert rule's ``runbook`` annotation points at the runbook section named after the
-    alert, in the repository's and the chart's copy of the rules."""
+    """Each alert rule has a ``for:`` and an absolute ``runbook_url`` annotation: the documented
+    placeholder base (the chart swaps in prometheusRule.runbookBaseUrl) and the anchor of the
+    runbook section named after the alert, which exists, in the repository's and the chart's
+    copy of the rules."""
     for rules in RULE_FILES:
         groups = yaml.safe_load(rules.read_text(encoding="utf-8"))["groups"]
         alerts = [rule for group in groups for rule in group["rules"] if "alert" in rule]
         assert alerts
         for rule in alerts:
-            target = rule["annotations"]["runbook"]
-            assert target == f"docs/runbook.md#{rule['alert'].lower()}"
-            assert broken(ROOT / "README.md", target) is None, target
+            assert re.fullmatch(r"\d+[smh]", rule.get("for", "")), rule["alert"]
+            url = rule["annotations"]["runbook_url"]
+            assert url == f"{RUNBOOK_PLACEHOLDER}#{rule['alert'].lower()}"
+            relative = url.replace(RUNBOOK_PLACEHOLDER, "docs/runbook.md")
+            assert broken(ROOT / "README.md", relative) is None, relative
+    comments = [line for line in RULE_FILES[0].read_text().splitlines() if line.startswith("#")]
+    assert any(RUNBOOK_PLACEHOLDER in line for line in comments)  # documented where it is used
