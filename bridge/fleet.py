@@ -19,7 +19,7 @@ from typing import Protocol
 
 from bridge.admin import Liveness
 from bridge.logs import get_logger
-from bridge.metrics import Metrics, set_per_instance
+from bridge.metrics import Metrics, init_instance, set_per_instance
 from bridge.metrics_fold import InstanceState, PerInstance
 from bridge.retry import RetryPolicy
 from bridge.runner import InstanceStatus
@@ -153,6 +153,7 @@ class Fleet:
         the fleet is closing)."""
         if name in self.runners or self._closing:
             return False
+        init_instance(self.metrics, name, instance.important)  # own series or _other
         runner = self.make_runner(name, instance, known, takeover=takeover)
         self.runners[name] = runner
         self._tasks[name] = asyncio.create_task(self._supervise(runner), name=f"runner:{name}")

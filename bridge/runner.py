@@ -20,7 +20,7 @@ from pydantic import SecretStr
 from bridge.errors import ConfigError, UpstreamError
 from bridge.lastseen import LastSeen
 from bridge.logs import get_logger, register_secret
-from bridge.metrics import Children, Metrics, event_label, init_instance, reason_label
+from bridge.metrics import Children, Metrics, event_label, reason_label
 from bridge.pipeline import Drop, Frame, Pipeline, Publish, Record
 from bridge.pipeline.gap import gap_value
 from bridge.pipeline.records import rfc3339
@@ -97,8 +97,7 @@ class Runner:
         series = ctx.metrics.series
         self._received = Children(ctx.metrics.events_received, series)
         self._dropped = Children(ctx.metrics.events_dropped, series)
-        self._label_of = series.label  # own name or ``_other`` (metrics.per_instance)
-        init_instance(ctx.metrics, name, settings.important)
+        self._label_of = series.label  # own name or ``_other`` (the fleet's init_instance)
         self._source: InstanceSource | None = None
         self._stopping = asyncio.Event()
         self._connected_before = False
