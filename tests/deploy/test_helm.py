@@ -263,7 +263,7 @@ def test_monitoring_resources_ship_the_repository_files() -> None:
     assert json.loads(dashboards[0]["data"]["ryze-bridge.json"])["uid"] == "ryze-bridge"
     assert dashboards[0]["metadata"]["labels"]["grafana_dashboard"] == "1"
     monitor = by_kind(docs, "ServiceMonitor")
-    assert monitor["spec"]["endpoints"][0]["honorLabels"] is True
+    assert "honorLabels" not in monitor["spec"]["endpoints"][0]  # ryze_instance: no clash
 
 
 def test_tokens_are_in_the_secret_not_the_configmap() -> None:

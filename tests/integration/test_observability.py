@@ -140,7 +140,7 @@ async def test_every_dashboard_and_alert_expression_has_data(
                 "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
                 "rule_files": [str(RULES)],
                 "scrape_configs": [{
-                    "job_name": "ryze-bridge", "honor_labels": True,
+                    "job_name": "ryze-bridge",
                     "static_configs": [{"targets": [f"127.0.0.1:{bridge.admin.port}"]}],
                 }],
             }  # fmt: skip
