@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from bench.metrics_scrape import measure
 from bridge.fleet import Fleet
 from bridge.metrics import (
     Children,
@@ -196,3 +197,14 @@ def test_importance_is_a_setting_of_instances_and_of_discovery() -> None:
     assert discovery.instance("other").important is False
     with pytest.raises(ValueError, match="per_instance"):
         Settings.model_validate({"metrics": {"per_instance": "some"}})
+
+
+def test_the_scrape_benchmark_runs_and_shows_the_bound() -> None:
+    """``bench.metrics_scrape`` (the lead's one-command figure) measures the default mode with
+    as many series at 300 instances as at 30, and ``all`` growing with them; the scrape is
+    gzipped to a fraction of its size."""
+    small = measure("important", 30, 3, rounds=1)
+    large = measure("important", 300, 3, rounds=1)
+    assert small["series"] == large["series"]
+    assert measure("all", 300, 3, rounds=1)["series"] > 10 * large["series"]
+    assert large["gzip_bytes"] < large["bytes"] / 3
