@@ -2,6 +2,11 @@
 render it, per ``metrics.per_instance`` mode:
 
     python -m bench.metrics_scrape [--instances 5000] [--important 20] [--rounds 5]
+    python -m bench.metrics_scrape --live [--instances 1000] [--modes important,all]
+
+``--live`` runs the simulator and a bridge (file sink) as their own processes with that many
+instances, waits for every socket, and scrapes its ``/metrics`` over HTTP: the wall time of a
+gzipped scrape (median of ``--rounds``), its bytes, the plain bytes and the series.
 
 Every instance's series are made as the fleet and a runner make them (``init_instance``,
 then the counts a runner that saw each event, a reconnect, a ping and a filtered frame
@@ -14,11 +19,25 @@ time would; the target (issue 20) is <= 1 MB and <= 100 ms by default at 5,000 i
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gzip
+import socket
 import statistics
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
+import httpx
+
+from bench.common import (
+    bridge_args,
+    bridge_config,
+    process,
+    sim_stats,
+    simulator,
+    write_bridge_config,
+)
 from bridge.admin import GZIP_LEVEL, render_metrics
 from bridge.metrics import Metrics, create_metrics, init_instance
 from bridge.metrics_fold import InstanceState, PerInstance
@@ -75,13 +94,71 @@ def measure(mode: PerInstance, instances: int, important: int, rounds: int) -> d
     }
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+async def all_connected(url: str, instances: int, within: float = 600.0) -> float:
+    """Seconds until the simulator sees every instance's socket (bounded)."""
+    started = time.monotonic()
+    while time.monotonic() - started < within:
+        stats = await sim_stats(url)
+        if sum(1 for s in stats["instances"].values() if s["open_sockets"]) >= instances:
+            return time.monotonic() - started
+        await asyncio.sleep(1)
+    raise TimeoutError(f"not all {instances} instances connected within {within} s")
+
+
+async def live(mode: PerInstance, instances: int, rounds: int) -> dict[str, Any]:
+    """Scrape a real bridge with ``instances`` sockets open (see the module's docstring)."""
+    with tempfile.TemporaryDirectory(prefix="ryze-bench-scrape-") as tmp:
+        work = Path(tmp)
+        async with simulator(work, instances=instances, rate=0.2, prebuilt=20) as source:
+            port = free_port()
+            sink = {"kind": "file", "file": {"path": str(work / "events.jsonl")}}
+            extra = {"admin": {"host": "127.0.0.1", "port": port},
+                     "metrics": {"per_instance": mode}}  # fmt: skip
+            config = bridge_config(source.url, work, sink, instances=instances, extra=extra)
+            async with process(bridge_args(write_bridge_config(work, config)), work / "b.log"):
+                connect = await all_connected(source.url, instances)
+                await asyncio.sleep(5)
+                url = f"http://127.0.0.1:{port}/metrics"
+                async with httpx.AsyncClient(timeout=60) as http:
+                    walls, raw = [], b""
+                    for _ in range(rounds):
+                        start = time.perf_counter()
+                        async with http.stream("GET", url) as answer:  # gzip, as Prometheus
+                            raw = b"".join([c async for c in answer.aiter_raw()])
+                        walls.append(time.perf_counter() - start)
+                    plain = (await http.get(url, headers={"Accept-Encoding": "identity"})).content
+    series = sum(1 for line in plain.splitlines() if line and not line.startswith(b"#"))
+    return {
+        "mode": mode,
+        "instances": instances,
+        "seconds_to_all_connected": round(connect, 1),
+        "series": series,
+        "bytes": len(plain),
+        "gzip_bytes": len(raw),
+        "scrape_wall_ms": round(statistics.median(walls) * 1000, 1),
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--instances", type=int, default=5000)
     parser.add_argument("--important", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--live", action="store_true", help="scrape a real bridge")
+    parser.add_argument("--modes", default="important,none,all")
     args = parser.parse_args(argv)
-    modes: tuple[PerInstance, ...] = ("important", "none", "all")
+    modes: list[PerInstance] = [m for m in ("important", "none", "all") if m in args.modes]
+    if args.live:
+        for mode in modes:
+            print(asyncio.run(live(mode, args.instances, args.rounds)), flush=True)
+        return
     header = f"{'mode':<10} {'instances':>9} {'series':>7} {'bytes':>10} {'gzip':>8}"
     print(header + f" {'render ms':>9} {'gzip ms':>8}  (process CPU, median)")
     for mode in modes:
