@@ -253,7 +253,7 @@ def init_instance(metrics: Metrics, instance: str, important: bool = False) -> s
     if instance == OTHER:  # the fold itself (never an instance's name: see the settings)
         pass
     elif label == OTHER:
-        drop_own_series(metrics, instance)
+        drop_own_series(metrics, {instance})
     else:
         series.owned.add(instance)
     metrics.ws_pings.labels(label)
@@ -267,14 +267,15 @@ def init_instance(metrics: Metrics, instance: str, important: bool = False) -> s
     return label
 
 
-def drop_own_series(metrics: Metrics, instance: str) -> None:
-    """Remove the counters an instance had under its own name (it is counted under
-    ``_other`` from now on: what it counted before stays in the sum as a reset, never
-    twice)."""
+def drop_own_series(metrics: Metrics, instances: set[str]) -> None:
+    """Remove the counters these instances had under their own names, in one pass (they are
+    counted under ``_other`` from now on: what they counted before leaves the sum as a
+    counter reset would, never counted twice)."""
     series = metrics.series
-    if instance in series.owned:
-        series.owned.discard(instance)
-        remove_series(per_instance_counters(metrics), instance)
+    gone = instances & series.owned
+    if gone:
+        series.owned -= gone
+        remove_series(per_instance_counters(metrics), gone)
         series.generation += 1
 
 
@@ -282,9 +283,7 @@ def set_per_instance(metrics: Metrics, mode: PerInstance, running: dict[str, boo
     """Change ``metrics.per_instance`` while running: ``running`` maps each running instance
     to whether it is important; those that lose their own series fold into ``_other``."""
     metrics.series.mode = mode
-    for name in list(metrics.series.owned):
-        if metrics.series.label(name) == OTHER:
-            drop_own_series(metrics, name)
+    drop_own_series(metrics, {n for n in metrics.series.owned if metrics.series.label(n) == OTHER})
     for name, important in running.items():
         init_instance(metrics, name, important)
 

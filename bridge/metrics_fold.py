@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -73,15 +73,16 @@ class Children:
         return child
 
 
-def remove_series(metrics: Iterable[tuple[Any, tuple[str, ...]]], label: str) -> int:
-    """Remove every child whose ``ryze_instance`` is ``label`` of each ``(metric, its label
-    names)`` (through the client's public ``collect``/``remove``); how many were removed."""
+def remove_series(metrics: Iterable[tuple[Any, tuple[str, ...]]], labels: Collection[str]) -> int:
+    """Remove every child whose ``ryze_instance`` is one of ``labels`` from each ``(metric,
+    its label names)``, one pass over each metric whatever the number of labels (through the
+    client's public ``collect``/``remove``); how many were removed."""
     removed = 0
     for metric, names in metrics:
         seen: set[tuple[str, ...]] = set()
         for family in metric.collect():
             for sample in family.samples:
-                if sample.labels.get(LABEL) == label:
+                if sample.labels.get(LABEL) in labels:
                     seen.add(tuple(sample.labels[n] for n in names))
         for values in seen:
             with contextlib.suppress(KeyError):

@@ -169,7 +169,7 @@ class Runner:
         """Run a batch of frames through the pipeline into the spool, in order, counting what
         happens (one increment per label in the batch); returns the bytes read."""
         process = self.pipeline.process
-        label_of = self.label
+        counted_as = self.label  # the ryze_instance label, once per batch
         records: list[Record] = []
         received: dict[str, int] = {}
         read = 0
@@ -178,7 +178,7 @@ class Runner:
             result = process(frame)
             if isinstance(result, Drop):
                 label = event_label(result.event)
-                self._dropped(label_of, result.reason).inc()
+                self._dropped(counted_as, result.reason).inc()
             else:
                 label = self.received_label(result)
                 records.append(result.record)
@@ -186,7 +186,7 @@ class Runner:
         if records:
             self.count_spool_drops(self.ctx.spool.append_all(records))
         for label, count in received.items():
-            self._received(label_of, label).inc(count)
+            self._received(counted_as, label).inc(count)
         self.status.frames += len(frames)
         self.ctx.last_seen.set(self.name, frames[-1].received_ns)
         return read
