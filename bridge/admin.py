@@ -1,11 +1,14 @@
 """The admin HTTP server: ``/metrics``, ``/healthz``, ``/readyz``.
 
 Small and async on aiohttp, on the same event loop as the relay; every handler is cheap so it
-keeps answering under full load. ``/readyz`` says why in its body when not ready.
+keeps answering under full load, and ``/metrics`` is rendered in a worker thread (gzipped when
+the client accepts it). ``/readyz`` says why in its body when not ready.
 """
 
 from __future__ import annotations
 
+import asyncio
+import gzip
 import hmac
 import ssl
 from collections.abc import Awaitable, Callable
@@ -14,11 +17,13 @@ from typing import Protocol
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import SecretStr
 
 from bridge.metrics import Metrics
 from bridge.status import parse_query, select
+
+GZIP_LEVEL = 1  # a scrape every few seconds: speed over the last few percent of size
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +57,30 @@ def readiness(
         if silent:
             reasons.append(f"connected but silent: {', '.join(silent[:10])}")
     return Readiness(not reasons, tuple(reasons))
+
+
+def accepts_gzip(header: str) -> bool:
+    """Whether an ``Accept-Encoding`` header takes gzip (named, or ``*``, without ``q=0``)
+    (pure)."""
+    for part in header.lower().split(","):
+        coding, *params = (item.strip() for item in part.split(";"))
+        if coding in ("gzip", "*"):
+            weights = [p.removeprefix("q=") for p in params if p.startswith("q=")]
+            return not weights or weight(weights[0]) > 0
+    return False
+
+
+def weight(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return 0.0
+
+
+def render_metrics(registry: CollectorRegistry, gzipped: bool) -> bytes:
+    """The text exposition of ``registry``, gzipped (fast level) when asked."""
+    body = generate_latest(registry)
+    return gzip.compress(body, compresslevel=GZIP_LEVEL) if gzipped else body
 
 
 class Control(Protocol):
@@ -154,9 +183,15 @@ class AdminServer:
             await self._runner.cleanup()
             self._runner = None
 
-    async def handle_metrics(self, _request: web.Request) -> web.Response:
-        body = generate_latest(self.metrics.registry)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    async def handle_metrics(self, request: web.Request) -> web.Response:
+        """The exposition, rendered (and gzipped when the client accepts it) in a worker
+        thread: the socket readers on this loop never wait on a scrape."""
+        gzipped = accepts_gzip(request.headers.get("Accept-Encoding", ""))
+        body = await asyncio.to_thread(render_metrics, self.metrics.registry, gzipped)
+        headers = {"Content-Type": CONTENT_TYPE_LATEST, "Vary": "Accept-Encoding"}
+        if gzipped:
+            headers["Content-Encoding"] = "gzip"
+        return web.Response(body=body, headers=headers)
 
     async def handle_healthz(self, _request: web.Request) -> web.Response:
         return web.Response(text="ok\n")

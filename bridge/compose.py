@@ -72,6 +72,8 @@ def assemble(
         log.warning("config.insecure", choice=choice)
     environ = environ if environ is not None else os.environ
     metrics = metrics or create_metrics()
+    metrics.series.mode = settings.metrics.per_instance
+    metrics.fleet_view.max_silence = settings.admin.ready_max_silence_seconds
     current = Current(settings)
     spool = disk_spool(settings)
     last_seen = LastSeen(settings.spool.dir / LAST_SEEN_FILE)
@@ -101,6 +103,8 @@ def assemble(
         return build_delivery(settings, spool, metrics, environ=environ, fencing=shards.fencing())
 
     delivery = DeliverySlot(new_delivery(settings), spool)
+    # the shipper's pid when the sink worker runs in its own process (read at scrape time)
+    metrics.processes.shipper_pid = lambda: getattr(delivery.current, "pid", None)
     pacer = Pacer(
         spool.stats,
         lambda: delivery.current.shares_loop_with_readers and delivery.current.delivering,

@@ -234,7 +234,7 @@ async def run_demo(
             await asyncio.wait({sample})
             supervisor.request_stop()
             code = await task
-    published = counts(metrics, "ryze_bridge_events_published_total", "destination")
+    published = counts(metrics, "ryze_bridge_events_published_total", "event")
     print(f"stopped: {sum(published.values())} records in {output}", file=out)
     return code
 

@@ -125,7 +125,7 @@ class Discovery:
             for i in self.valid(listed)
             if selected(i.name, self.settings.include, self.settings.exclude)
         ]
-        desired = {i.name: self.settings.instance() for i in wanted}
+        desired = {i.name: self.settings.instance(i.name) for i in wanted}
         desired.update(self.explicit)
         known = {i.name: i.websocket for i in wanted}
         fresh = [i for i in wanted if i.name not in self.running and i.name not in self.explicit]

@@ -19,7 +19,8 @@ from typing import Protocol
 
 from bridge.admin import Liveness
 from bridge.logs import get_logger
-from bridge.metrics import Metrics, forget_instance
+from bridge.metrics import Metrics, init_instance, set_per_instance
+from bridge.metrics_fold import InstanceState, PerInstance
 from bridge.retry import RetryPolicy
 from bridge.runner import InstanceStatus
 from bridge.settings import InstanceSettings
@@ -74,6 +75,8 @@ class Fleet:
         self._removing: dict[str, asyncio.Task[None]] = {}  # stops under way, by instance
         self._changing = asyncio.Lock()
         self._closing = False
+        self._view: tuple[FleetRunner, ...] = ()  # read by the scrape, from another thread
+        metrics.fleet_view.source = self.states
 
     def close(self) -> None:
         """Start nothing from now on (shutdown begins): a take, an apply, a resume or a
@@ -150,11 +153,17 @@ class Fleet:
         the fleet is closing)."""
         if name in self.runners or self._closing:
             return False
+        init_instance(self.metrics, name, instance.important)  # own series or _other
         runner = self.make_runner(name, instance, known, takeover=takeover)
         self.runners[name] = runner
         self._tasks[name] = asyncio.create_task(self._supervise(runner), name=f"runner:{name}")
-        self.metrics.instances_configured.set(len(self.runners))
+        self._counted()
         return True
+
+    def _counted(self) -> None:
+        """The running set changed: the scrape's snapshot and the configured count follow."""
+        self._view = tuple(self.runners.values())
+        self.metrics.instances_configured.set(len(self._view))
 
     async def remove(self, name: str) -> None:
         """Stop one runner: close its socket, keep every frame it read, then forget it.
@@ -167,6 +176,7 @@ class Fleet:
         task = self._tasks.pop(name, None)
         if runner is None or task is None:
             return
+        self._counted()
         stopping = asyncio.create_task(self._stop(name, runner, task), name=f"stop:{name}")
         self._removing[name] = stopping
         stopping.add_done_callback(lambda done: self._forget_stop(name, done))
@@ -187,8 +197,6 @@ class Fleet:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        forget_instance(self.metrics, name)
-        self.metrics.instances_configured.set(len(self.runners))
 
     async def _supervise(self, runner: FleetRunner) -> None:
         """Run a runner; a crash is logged and the runner restarted, never propagated."""
@@ -228,7 +236,23 @@ class Fleet:
             self.add(name, instance)
         return True
 
+    def per_instance(self, mode: PerInstance) -> None:
+        """``metrics.per_instance`` changed: each running instance counts under its own
+        series or ``_other`` as the new mode says, from now on."""
+        running = {n: r.settings.important for n, r in self.runners.items()}
+        set_per_instance(self.metrics, mode, running)
+
     # ---- what operators and readiness see ----------------------------------------------------
+    def states(self) -> list[InstanceState]:
+        """A snapshot of every running instance's state for the scrape (cheap; safe from the
+        scrape's thread: it reads an immutable tuple and plain attributes)."""
+        rows = []
+        for runner in self._view:
+            status = runner.status
+            heard = status.last_frame_at or status.connected_since
+            rows.append(InstanceState(runner.name, status.state, heard))
+        return rows
+
     def status(self) -> dict[str, dict[str, object]]:
         """One row per running or paused instance (never a secret)."""
         rows = {name: runner.describe() for name, runner in self.runners.items()}

@@ -43,7 +43,7 @@ class Current:
         discovery would run it (None: neither)."""
         wanted = self.settings.instances.get(name)
         if wanted is None and self.settings.discovery is not None:
-            wanted = self.settings.discovery.instance()
+            wanted = self.settings.discovery.instance(name)
         return wanted
 
 
@@ -139,6 +139,8 @@ class ConfigApplier:
                 log.error("config.reload_refused", problems=[str(exc)], kept="the running sink")
                 return "invalid"
         self.current.settings = new
+        if new.metrics != old.metrics:
+            self.fleet.per_instance(new.metrics.per_instance)
         if replacement is not None:
             await self.delivery.swap(replacement)
         if everything:

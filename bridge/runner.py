@@ -20,7 +20,7 @@ from pydantic import SecretStr
 from bridge.errors import ConfigError, UpstreamError
 from bridge.lastseen import LastSeen
 from bridge.logs import get_logger, register_secret
-from bridge.metrics import Children, Metrics, event_label, init_instance
+from bridge.metrics import Children, Metrics, event_label, reason_label
 from bridge.pipeline import Drop, Frame, Pipeline, Publish, Record
 from bridge.pipeline.gap import gap_value
 from bridge.pipeline.records import rfc3339
@@ -29,8 +29,6 @@ from bridge.spool import AppendResult, Spool
 from bridge.upstream.ratelimit import BucketRegistry, TokenBucket
 from bridge.upstream.rest import RestClient, WsConfig, desired_config
 from bridge.upstream.ws import BATCH_BYTES, BATCH_FRAMES, InstanceSource
-
-GAUGE_EVERY = 0.5
 
 
 def rfc3339_or_none(seconds: float | None) -> str | None:
@@ -96,16 +94,15 @@ class Runner:
         self.metrics = ctx.metrics
         self.status = InstanceStatus()
         self.log = get_logger("bridge.runner", instance=name)
-        self._received = Children(ctx.metrics.events_received)
-        self._dropped = Children(ctx.metrics.events_dropped)
-        self._last_frame = ctx.metrics.ws_last_frame.labels(name)
-        init_instance(ctx.metrics, name)
+        series = ctx.metrics.series
+        self._received = Children(ctx.metrics.events_received, series)
+        self._dropped = Children(ctx.metrics.events_dropped, series)
+        self._label_of = series.label  # own name or ``_other`` (the fleet's init_instance)
         self._source: InstanceSource | None = None
         self._stopping = asyncio.Event()
         self._connected_before = False
         self._known_config = known_config
         self._last_disconnect: str | None = None
-        self._gauge_at = 0.0
 
     async def run(self) -> None:
         """Read until :meth:`stop`; every frame received is in the spool when this returns."""
@@ -115,7 +112,7 @@ class Runner:
         self.pipeline = replace(self.pipeline, token=token.get_secret_value().encode())
         bucket = self.ctx.buckets.for_token(token)
         rest = self.ctx.rest_factory(token, bucket)
-        rest.on_wait = lambda s: self.metrics.rate_limit_wait.labels(self.name).inc(s)
+        rest.on_wait = lambda s: self.metrics.rate_limit_wait.labels(self.label).inc(s)
         desired = desired_config(list(self.settings.events), self.settings.media_base64)
 
         async def ensure() -> None:
@@ -125,10 +122,10 @@ class Runner:
                     self.name, desired, manage=self.settings.manage_config, known=known
                 )
             except UpstreamError as exc:
-                self.metrics.ensure.labels(self.name, "error").inc()
+                self.metrics.ensure.labels(self.label, "error").inc()
                 self.status.last_ensure = f"error: {exc}"
                 raise
-            self.metrics.ensure.labels(self.name, outcome).inc()
+            self.metrics.ensure.labels(self.label, outcome).inc()
             self.status.last_ensure = outcome
             level = self.log.warning if outcome == "drift" else self.log.info
             level(f"ensure.{outcome}", desired=sorted(desired.events) or "all")
@@ -172,6 +169,7 @@ class Runner:
         """Run a batch of frames through the pipeline into the spool, in order, counting what
         happens (one increment per label in the batch); returns the bytes read."""
         process = self.pipeline.process
+        counted_as = self.label  # the ryze_instance label, once per batch
         records: list[Record] = []
         received: dict[str, int] = {}
         read = 0
@@ -180,7 +178,7 @@ class Runner:
             result = process(frame)
             if isinstance(result, Drop):
                 label = event_label(result.event)
-                self._dropped(self.name, result.reason).inc()
+                self._dropped(counted_as, result.reason).inc()
             else:
                 label = self.received_label(result)
                 records.append(result.record)
@@ -188,7 +186,7 @@ class Runner:
         if records:
             self.count_spool_drops(self.ctx.spool.append_all(records))
         for label, count in received.items():
-            self._received(self.name, label).inc(count)
+            self._received(counted_as, label).inc(count)
         self.status.frames += len(frames)
         self.ctx.last_seen.set(self.name, frames[-1].received_ns)
         return read
@@ -203,7 +201,7 @@ class Runner:
         if result.accepted and not result.dropped:
             return
         for record, reason in result.drops():
-            self._dropped(record.instance, reason).inc()
+            self._dropped(self._label_of(record.instance), reason).inc()
 
     def received_label(self, result: Publish) -> str:
         """The event label a published frame is counted under; a dead letter and an unknown
@@ -213,7 +211,7 @@ class Runner:
             self.log.warning("pipeline.dead_letter", reason=record.dlq_reason, ryze_id=record.id)
             return "other"
         if not result.known_event:
-            self.metrics.events_unknown.labels(self.name).inc()
+            self.metrics.events_unknown.labels(self.label).inc()
         return event_label(record.event)
 
     def describe(self) -> dict[str, object]:
@@ -231,6 +229,12 @@ class Runner:
             "last_error": status.last_error,
             "last_ensure": status.last_ensure,
         }
+
+    @property
+    def label(self) -> str:
+        """The ``ryze_instance`` label this instance counts under now (its name or
+        ``_other``; a reload of ``metrics.per_instance`` may change it)."""
+        return self._label_of(self.name)
 
     @property
     def stopping(self) -> bool:
@@ -253,8 +257,6 @@ class Runner:
         self.status.connected_since = time.time()
         self.activity(ping=False)  # the handshake is news from the upstream too
         self.status.last_error = None
-        self.metrics.ws_connected.labels(self.name).set(1)
-        self.metrics.instance_failed.labels(self.name).set(0)
         self.log.info("ws.connected")
         if self.ctx.gap_markers:
             self.mark_gap(time.time_ns())
@@ -284,13 +286,12 @@ class Runner:
         self._last_disconnect = reason
         self.status.state = "stopped" if reason == "stopping" else "disconnected"
         self.status.connected_since = None
-        self.metrics.ws_connected.labels(self.name).set(0)
         if reason != "stopping":
             self.status.reconnects += 1
-            self.metrics.ws_reconnects.labels(self.name, reason).inc()
+            self.metrics.ws_reconnects.labels(self.label, reason_label(reason)).inc()
         if reason == "frame_too_large":  # read in part, never handed over: received, dropped
-            self._received(self.name, "other").inc()
-            self._dropped(self.name, "frame_too_large").inc()
+            self._received(self.label, "other").inc()
+            self._dropped(self.label, "frame_too_large").inc()
             self.log.warning(
                 "ws.frame_too_large", limit=self.ctx.upstream.max_frame_bytes, action="reconnect"
             )
@@ -302,22 +303,18 @@ class Runner:
     def failed_message(self, message: str) -> None:
         self.status.state = "failed"
         self.status.last_error = message
-        self.metrics.instance_failed.labels(self.name).set(1)
         self.log.error("instance.failed", error=message)
 
     def retrying(self, reason: str, delay: float) -> None:
         if reason == "rate_limited":
-            self.metrics.rate_limited.labels(self.name).inc()
-            self.metrics.rate_limit_wait.labels(self.name).inc(delay)
+            self.metrics.rate_limited.labels(self.label).inc()
+            self.metrics.rate_limit_wait.labels(self.label).inc(delay)
         if self.status.state != "failed":
             self.status.state = "reconnecting"
         self.log.info("ws.reconnecting", reason=reason, delay=round(delay, 3))
 
     def activity(self, ping: bool) -> None:
-        now = time.time()
-        if ping or now - self._gauge_at >= GAUGE_EVERY:
-            self._last_frame.set(now)  # a gauge scraped every few seconds: twice a second will do
-            self._gauge_at = now
-        self.status.last_frame_at = now
+        # the last-frame gauge is read off this status at scrape time (bridge.metrics_fold)
+        self.status.last_frame_at = time.time()
         if ping:
-            self.metrics.ws_pings.labels(self.name).inc()
+            self.metrics.ws_pings.labels(self.label).inc()

@@ -150,6 +150,7 @@ class InstanceSettings(Model):
     events: list[EventName] = Field(default_factory=list)
     media_base64: bool = False
     manage_config: bool = True
+    important: bool = False  # series of its own under metrics.per_instance: important
 
     @model_validator(mode="after")
     def _one_token_source(self) -> InstanceSettings:
@@ -274,6 +275,7 @@ class DiscoverySettings(Model):
     events: list[EventName] = Field(default_factory=list)
     media_base64: bool = False
     manage_config: bool = True
+    important: list[str] = Field(default_factory=list)  # names with series of their own
 
     @model_validator(mode="after")
     def _one_token_source(self) -> DiscoverySettings:
@@ -282,7 +284,7 @@ class DiscoverySettings(Model):
             raise ValueError("give exactly one account token source: token_env or token_file")
         return self
 
-    def instance(self) -> InstanceSettings:
+    def instance(self, name: str) -> InstanceSettings:
         """The settings a discovered instance runs with (the account token for everything)."""
         return InstanceSettings(
             token_env=self.token_env,
@@ -290,6 +292,7 @@ class DiscoverySettings(Model):
             events=self.events,
             media_base64=self.media_base64,
             manage_config=self.manage_config,
+            important=name in self.important,
         )
 
 
@@ -308,6 +311,14 @@ class AdminSettings(Model):
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise ValueError("give both tls_cert_file and tls_key_file, or neither")
         return self
+
+
+class MetricsSettings(Model):
+    """Which instances get series of their own (``ryze_instance="<name>"``); every other one
+    is counted under ``ryze_instance="_other"``: ``important`` (those marked important),
+    ``all`` (a few hundred instances at most), ``none``."""
+
+    per_instance: Literal["important", "all", "none"] = "important"
 
 
 class ReloadSettings(Model):
@@ -428,6 +439,7 @@ class Settings(BaseSettings):
     spool: SpoolSettings = Field(default_factory=SpoolSettings)
     shutdown_timeout: PositiveSeconds = 25.0
     admin: AdminSettings = Field(default_factory=AdminSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     reload: ReloadSettings = Field(default_factory=ReloadSettings)
     cluster: ClusterSettings = Field(default_factory=ClusterSettings)

@@ -91,7 +91,8 @@ def planned(settings: Settings) -> list[Destination]:
     """Every destination the config writes to, deduplicated, in a stable order (pure)."""
     found: dict[str, Destination] = {}
     named = dict(sorted(settings.instances.items()))
-    discovered = settings.discovery.instance() if settings.discovery is not None else None
+    discovery = settings.discovery
+    discovered = discovery.instance(UNKNOWN_INSTANCE) if discovery is not None else None
     if discovered is not None and UNKNOWN_INSTANCE not in template_of(settings):
         named.setdefault(UNKNOWN_INSTANCE, discovered)  # no {instance}: every name fills alike
         discovered = None

@@ -55,6 +55,7 @@ def bridge_config(
         },
         "spool": {"dir": str(spool), "max_bytes": 24 * 1024 * 1024, "fsync": "interval"},
         "admin": {"host": "127.0.0.1", "port": admin_port},
+        "metrics": {"per_instance": "all"},  # the accounting reads each instance's counters
         "shutdown_timeout": 5,
         "log": {"format": "json", "level": "info"},
     }
@@ -122,6 +123,10 @@ class Bridge:
         life.last, life.scraped_at = samples, time.time()
         return samples
 
+    def published(self) -> float:
+        """Records published, summed over every life (its last scrape each)."""
+        return sum(published_of(life.last) for life in self.lives)
+
     def counts(self) -> dict[str, Counts]:
         """Per instance, the counters summed over every life (its last scrape each)."""
         out = {name: Counts() for name in self.instances}
@@ -152,7 +157,18 @@ def parse_key(key: str) -> tuple[str, dict[str, str]]:
 
 
 def instance_label(labels: dict[str, str]) -> str | None:
-    return labels.get("ryze_instance") or labels.get("instance")
+    return labels.get("ryze_instance")
+
+
+def published_of(samples: dict[str, float]) -> float:
+    """Records published (``events_published_total`` summed over its events), the gap
+    markers left out (they are no frame read off a socket)."""
+    total = 0.0
+    for key, value in samples.items():
+        name, labels = parse_key(key)
+        if name == f"{PREFIX}events_published_total" and labels.get("event") != "bridge.gap":
+            total += value
+    return total
 
 
 def add_sample(out: dict[str, Counts], key: str, value: float) -> None:
@@ -169,13 +185,6 @@ def add_sample(out: dict[str, Counts], key: str, value: float) -> None:
                 out[instance].filtered += value
             else:
                 out[instance].drops[reason] = out[instance].drops.get(reason, 0.0) + value
-    elif name == f"{PREFIX}events_published_total":
-        destination = labels.get("destination", "")
-        if "bridge.gap" in destination:
-            return
-        for instance, counts in out.items():
-            if destination.startswith((f"ryze.{instance}.", f"ryze:{instance}:")):
-                counts.published += value
 
 
 def total(samples: dict[str, float] | None, name: str) -> float:

@@ -378,8 +378,10 @@ class Soak:
         found += leaks(self.files_to_scan(), tokens, "bridge logs or spool")
         counts: dict[str, Counts] = {}
         bridge_of = {}
+        published = {}
         for name, bridge in self.bridges.items():
             counts.update(bridge.counts())
+            published[name] = bridge.published()
             bridge_of.update(dict.fromkeys(bridge.instances, name))
             found += leaks(
                 [json.dumps(life.last).encode() for life in bridge.lives], tokens, "metrics"
@@ -393,6 +395,7 @@ class Soak:
             bridge_of,
             BATCH_MAX_RECORDS,
             found,
+            published,
         )
 
     def files_to_scan(self) -> list[bytes]:

@@ -81,7 +81,8 @@ class KillWindow:
 
 @dataclass
 class Counts:
-    """One instance's counters, summed over the lives of its bridge (last scrape each)."""
+    """One instance's counters, summed over the lives of its bridge (last scrape each);
+    ``published`` stays 0 from a scrape (the bridge's total is ``Collected.published``)."""
 
     received: float = 0.0
     filtered: float = 0.0
@@ -99,6 +100,7 @@ class Collected:
     bridge_of: dict[str, str]  # instance -> bridge
     batch_max_records: int
     leaks: list[str] = field(default_factory=list)  # where a token was found
+    published: dict[str, float] = field(default_factory=dict)  # bridge -> records published
 
 
 @dataclass
@@ -273,27 +275,31 @@ def isolation(data: Collected) -> list[dict[str, Any]]:
 def accounting(
     data: Collected, extra: list[tuple[str, float]], why: dict[str, str]
 ) -> dict[str, Any]:
-    """Per instance: received - filtered against published + DLQ + counted drops. The
+    """Per bridge (``events_published_total`` counts by event, not by instance), from its
+    instances' counters: received - filtered against published + DLQ + counted drops. The
     published counter counts a re-publish again, and misses what a SIGKILLed process
-    published after its last scrape: the difference may be as large as the instance's
-    duplicates plus its kill tail."""
+    published after its last scrape: the difference may be as large as the instances'
+    duplicates plus their kill tails."""
     dlq = Counter(s.instance for s in data.seen if s.dlq_reason is not None)
     dup = Counter(frame_id.rsplit("-", 1)[0] for frame_id, _ in extra)
     tails = Counter(f.rsplit("-", 1)[0] for f, w in why.items() if w == "tail_at_bridge_kill")
-    out = {}
+    books: dict[str, dict[str, float]] = {}
     for instance, c in sorted(data.counts.items()):
-        left = c.received - c.filtered
-        right = c.published + dlq[instance] + sum(c.drops.values())
-        allowed = dup[instance] + tails[instance]
-        out[instance] = {
-            "received_minus_filtered": left,
-            "published": c.published,
-            "dlq": dlq[instance],
-            "drops": dict(c.drops),
-            "difference": left - right,
-            "allowed": allowed,
-            "ok": abs(left - right) <= allowed,
-        }
+        bridge = data.bridge_of.get(instance, instance)
+        row = books.setdefault(
+            bridge,
+            {"received_minus_filtered": 0.0, "published": data.published.get(bridge, 0.0),
+             "dlq": 0.0, "drops": 0.0, "allowed": 0.0},
+        )  # fmt: skip
+        row["received_minus_filtered"] += c.received - c.filtered
+        row["published"] += c.published
+        row["dlq"] += dlq[instance]
+        row["drops"] += sum(c.drops.values())
+        row["allowed"] += dup[instance] + tails[instance]
+    out: dict[str, Any] = {}
+    for bridge, row in sorted(books.items()):
+        difference = row["received_minus_filtered"] - row["published"] - row["dlq"] - row["drops"]
+        out[bridge] = {**row, "difference": difference, "ok": abs(difference) <= row["allowed"]}
     return out
 
 
@@ -356,8 +362,8 @@ def verdict(data: Collected) -> Verdict:
         Check(
             "accounting",
             all(v["ok"] for v in books.values()),
-            f"{sum(not v['ok'] for v in books.values())} instances whose counters do not add up",
-            {"instances": books},
+            f"{sum(not v['ok'] for v in books.values())} bridges whose counters do not add up",
+            {"bridges": books},
         ),
         Check(
             "dlq_writes_kept",

@@ -23,7 +23,8 @@ from pydantic import SecretStr
 from bridge.delivery import WorkerDelivery
 from bridge.errors import LinkError
 from bridge.logs import configure_logging, get_logger, register_secret
-from bridge.metrics import Change, Metrics, create_metrics, sink_side_changes, sink_side_values
+from bridge.metrics import Metrics, create_metrics
+from bridge.metrics_sink import Change, sink_side_changes, sink_side_values
 from bridge.settings import Settings
 from bridge.shipper.link import (
     TO_SHIPPER,

@@ -30,7 +30,7 @@ import msgspec
 
 from bridge.errors import LinkError
 from bridge.logs import LogFormat
-from bridge.metrics import Change, change_problem
+from bridge.metrics_sink import Change, change_problem
 from bridge.spool import Acked, Position
 
 _LENGTH = struct.Struct("<I")

@@ -24,7 +24,8 @@ from pydantic import SecretStr
 
 from bridge.errors import ConfigError, LinkError
 from bridge.logs import get_logger, logging_configured
-from bridge.metrics import Metrics, apply_sink_side, init_sink
+from bridge.metrics import Metrics, init_sink
+from bridge.metrics_sink import apply_sink_side
 from bridge.retry import RetryPolicy
 from bridge.settings import Settings
 from bridge.shipper.link import (

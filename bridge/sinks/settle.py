@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from bridge.logs import get_logger
-from bridge.metrics import Children, Metrics, observe_all
+from bridge.metrics import Children, Metrics, event_label, observe_all
 from bridge.pipeline import Record
 from bridge.sinks.base import DELIVERED, Delivered, Failed, Outcome, Rejected
 from bridge.sinks.watch import LogLimit
@@ -149,16 +149,16 @@ class Settlement:
         return False
 
     def count(self, records: Sequence[Record]) -> None:
-        """Published records counted per destination, their receipt→ack latency observed."""
+        """Published records counted per event (a documented name or ``other``, never a topic
+        or stream name), their receipt→ack latency observed."""
         now_ns = time.time_ns()
-        per_destination: dict[str, int] = {}
+        per_event: dict[str, int] = {}
         latencies: list[float] = []
         for record in records:
             if record.dlq_reason is not None:
                 self.metrics.dlq_records.labels(record.dlq_reason).inc()
-            destination = record.destination
-            per_destination[destination] = per_destination.get(destination, 0) + 1
+            per_event[record.event] = per_event.get(record.event, 0) + 1
             latencies.append(max(0.0, (now_ns - record.received_ns) / 1e9))
-        for destination, count in per_destination.items():  # one increment per destination
-            self._published(self.kind, destination).inc(count)
+        for event, count in per_event.items():  # one increment per event
+            self._published(self.kind, event_label(event)).inc(count)
         observe_all(self._latency, latencies)

@@ -267,7 +267,7 @@ def test_monitoring_resources_ship_the_repository_files() -> None:
     assert json.loads(dashboards[0]["data"]["ryze-bridge.json"])["uid"] == "ryze-bridge"
     assert dashboards[0]["metadata"]["labels"]["grafana_dashboard"] == "1"
     monitor = by_kind(docs, "ServiceMonitor")
-    assert monitor["spec"]["endpoints"][0]["honorLabels"] is True
+    assert "honorLabels" not in monitor["spec"]["endpoints"][0]  # ryze_instance: no clash
 
 
 def runbook_urls(docs: list[dict[str, Any]]) -> dict[str, str]:
@@ -277,9 +277,10 @@ def runbook_urls(docs: list[dict[str, Any]]) -> dict[str, str]:
 
 def test_alert_runbook_links_follow_the_configured_base() -> None:
     """Every rendered alert links to an absolute runbook URL: by default the documented
-    placeholder base (the project publishes no docs site), with prometheusRule.runbookBaseUrl (a trailing slash or not) the
-    operator's own page, each with the alert's anchor; no placeholder is left behind, NOTES
-    say where the links point, and a relative base is refused by the schema."""
+    placeholder base (the project publishes no docs site), with
+    prometheusRule.runbookBaseUrl (a trailing slash or not) the operator's own page, each
+    with the alert's anchor; no placeholder is left behind, NOTES say where the links
+    point, and a relative base is refused by the schema."""
     values = CHART / "ci" / "monitoring-values.yaml"
     default = runbook_urls(render(values))
     assert default

@@ -119,7 +119,7 @@ def test_install_upgrade_rollback_uninstall(kube: KubeAPI) -> None:
         "name": "rb-ryze-bridge-tokens",
         "key": "admin-token",
     }
-    assert endpoint["honorLabels"] is True
+    assert "honorLabels" not in endpoint  # the RyzeAPI instance is ryze_instance: no clash
     rule = stored(kube, "monitoring.coreos.com/v1", "PrometheusRule", "rb-ryze-bridge")
     assert rule is not None
     rules = yaml.safe_load((CHART / "files" / "ryze-bridge-rules.yaml").read_text())

@@ -135,13 +135,14 @@ async def test_every_dashboard_and_alert_expression_has_data(
         settings = settings_for(
             sim.base_url, tmp_path, instances=instances,
             sink=kafka_sink(kafka_bootstrap, prefix + ".{instance}.{event}", f"{prefix}.dlq"),
+            metrics={"per_instance": "all"},  # the per-instance panels have data
         )  # fmt: skip
         async with running_bridge(settings) as bridge, httpx.AsyncClient() as client:
             scrape_config = {
                 "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
                 "rule_files": [str(RULES)],
                 "scrape_configs": [{
-                    "job_name": "ryze-bridge", "honor_labels": True,
+                    "job_name": "ryze-bridge",
                     "static_configs": [{"targets": [f"127.0.0.1:{bridge.admin.port}"]}],
                 }],
             }  # fmt: skip
@@ -167,7 +168,7 @@ async def test_every_dashboard_and_alert_expression_has_data(
             for expr in rule_expressions():
                 await query(client, url, expr)  # every expression evaluates
             assert await query(client, url, 'up{job="ryze-bridge"} == 1')
-            assert counter(bridge.metrics, "ryze_bridge_instance_failed", instance="bad") == 1
+            assert counter(bridge.metrics, "ryze_bridge_instance_failed", ryze_instance="bad") == 1
     text = logs.getvalue()
     assert "instance.failed" in text
     assert "ws.reconnecting" in text
@@ -184,7 +185,8 @@ async def test_stalled_socket_grows_silence_fails_readiness_then_heals(tmp_path:
     config = SimConfig(instances=tokens, rate=20, ping_interval=0.2)
     async with Simulator(config) as sim:
         settings = settings_for(
-            sim.base_url, tmp_path, instances={"shop": {"token": tokens["shop"]}},
+            sim.base_url, tmp_path,
+            instances={"shop": {"token": tokens["shop"], "important": True}},
             sink={"kind": "file", "file": {"path": str(tmp_path / "events.jsonl")}},
             upstream={"watchdog_seconds": 3.0},
             admin={"ready_max_silence_seconds": 1.0, "ready_min_connected_ratio": 1.0},
@@ -197,7 +199,7 @@ async def test_stalled_socket_grows_silence_fails_readiness_then_heals(tmp_path:
             body = (await client.get(readyz)).text
             assert "connected but silent: shop" in body
             stamp = "ryze_bridge_ws_last_frame_timestamp_seconds"
-            assert counter(bridge.metrics, stamp, instance="shop") < time.time() - 1
+            assert counter(bridge.metrics, stamp, ryze_instance="shop") < time.time() - 1
             await eventually(lambda: _status(client, readyz, 200), within=15)
             healthz = await client.get(f"http://127.0.0.1:{bridge.admin.port}/healthz")
             assert healthz.status_code == 200

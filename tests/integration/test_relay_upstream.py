@@ -35,8 +35,8 @@ async def test_wrong_token_fails_that_instance_only(tmp_path: Path) -> None:
     """Of three instances one has a wrong token: it is reported failed (metric, status, 401
     at the simulator); the two others deliver every frame sent to them."""
     async with Simulator(SimConfig(instances=TOKENS, rate=100, record_frames=True)) as sim:
-        instances = {name: {"token": token} for name, token in TOKENS.items()}
-        instances["bad"] = {"token": "tok-wrong-0000"}
+        instances: dict[str, dict[str, object]] = {n: {"token": t} for n, t in TOKENS.items()}
+        instances["bad"] = {"token": "tok-wrong-0000", "important": True}  # its own series
         settings = settings_for(
             sim.base_url, tmp_path, instances=instances, sink=file_sink(tmp_path)
         )
@@ -50,7 +50,7 @@ async def test_wrong_token_fails_that_instance_only(tmp_path: Path) -> None:
                     for n in ("good-1", "good-2")
                 )
             )
-            failed = counter(bridge.metrics, "ryze_bridge_instance_failed", instance="bad")
+            failed = counter(bridge.metrics, "ryze_bridge_instance_failed", ryze_instance="bad")
             status = bridge.runners["bad"].status
             assert failed == 1
             assert status.state == "failed"
@@ -242,7 +242,7 @@ async def test_a_frame_over_the_limit_is_a_counted_drop_and_a_gap_marker(tmp_pat
             dropped = counter(
                 bridge.metrics,
                 "ryze_bridge_events_dropped_total",
-                instance="shop-a",
+                ryze_instance="_other",  # not important: folded (the only instance)
                 reason="frame_too_large",
             )
             assert dropped == 1

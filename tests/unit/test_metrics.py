@@ -11,15 +11,8 @@ import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
-from bridge.metrics import (
-    LATENCY_BUCKETS,
-    BatchHistogram,
-    apply_sink_side,
-    create_metrics,
-    observe_all,
-    sink_side_changes,
-    sink_side_values,
-)
+from bridge.metrics import LATENCY_BUCKETS, BatchHistogram, create_metrics, observe_all
+from bridge.metrics_sink import apply_sink_side, sink_side_changes, sink_side_values
 
 
 def amounts(seed: int, n: int) -> list[float]:

@@ -22,13 +22,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from bridge.delivery import Delivery, LocalDelivery, build_delivery
 from bridge.errors import LinkError
 from bridge.logs import configure_logging
-from bridge.metrics import (
-    apply_sink_side,
-    create_metrics,
-    observe_all,
-    sink_side_changes,
-    sink_side_values,
-)
+from bridge.metrics import create_metrics, observe_all
+from bridge.metrics_sink import apply_sink_side, sink_side_changes, sink_side_values
 from bridge.settings import Settings
 from bridge.shipper.link import (
     FROM_SHIPPER,
@@ -64,12 +59,12 @@ def test_what_the_shipper_counts_reaches_the_main_process_unchanged() -> None:
     shipper = create_metrics()
     main = create_metrics()
     before = sink_side_values(shipper)
-    shipper.events_published.labels("kafka", "ryze.a").inc(5)
+    shipper.events_published.labels("kafka", "message.status").inc(5)
     shipper.sink_up.labels("kafka").set(1)
     observe_all(shipper.publish_latency.labels("kafka"), [0.002, 0.003, 0.2, 7.0])
     middle = sink_side_values(shipper)
     apply_sink_side(main, sink_side_changes(before, middle))
-    shipper.events_published.labels("kafka", "ryze.a").inc(2)
+    shipper.events_published.labels("kafka", "message.status").inc(2)
     shipper.publish_errors.labels("kafka", "SinkUnavailableError").inc()
     shipper.sink_up.labels("kafka").set(0)
     shipper.dlq_records.labels("too_large").inc()
@@ -83,7 +78,7 @@ def test_what_the_shipper_counts_reaches_the_main_process_unchanged() -> None:
 def test_nothing_that_did_not_move_is_reported() -> None:
     """Two readings without a change between them give no change (pure)."""
     metrics = create_metrics()
-    metrics.events_published.labels("kafka", "t").inc()
+    metrics.events_published.labels("kafka", "other").inc()
     values = sink_side_values(metrics)
     assert sink_side_changes(values, sink_side_values(metrics)) == []
 
@@ -117,7 +112,7 @@ def test_the_shipper_gets_no_instance_token() -> None:
 async def test_messages_survive_the_framing() -> None:
     """A message framed on one side is read whole on the other; a peer gone reads as None."""
     reader = asyncio.StreamReader()
-    change = ("events_published", "", [("destination", "ryze.a"), ("sink", "kafka")], 2.0)
+    change = ("events_published", "", [("event", "message.status"), ("sink", "kafka")], 2.0)
     ack = Ack([Acked(1, 2, 3, 4, 5)], [change])
     reader.feed_data(frame(ack) + frame(Problem(None)))
     reader.feed_eof()

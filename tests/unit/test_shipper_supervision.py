@@ -21,14 +21,11 @@ import msgspec
 import pytest
 
 from bridge.errors import LinkError
-from bridge.metrics import (
+from bridge.metrics import BatchHistogram, Metrics, create_metrics, observe_all
+from bridge.metrics_sink import (
     SINK_SIDE_LABELS,
-    BatchHistogram,
     Change,
-    Metrics,
     apply_sink_side,
-    create_metrics,
-    observe_all,
     sink_side_changes,
     sink_side_values,
 )
@@ -62,7 +59,7 @@ def test_every_sink_side_metric_reaches_the_main_process() -> None:
     ValueError in apply_sink_side (no label names), which killed the shipper's supervision."""
     shipper, main = create_metrics(), create_metrics()
     before = sink_side_values(shipper)
-    shipper.events_published.labels("file", "events").inc(3)
+    shipper.events_published.labels("file", "other").inc(3)
     observe_all(shipper.publish_latency.labels("file"), [0.01, 2.0])
     shipper.publish_errors.labels("file", "OSError").inc()
     shipper.sink_up.labels("file").set(1)

@@ -3,6 +3,7 @@ duplicates and their bound, order per key, isolation, liveness, accounting, toke
 
 from __future__ import annotations
 
+from soak.bridges import published_of
 from soak.invariants import (
     Collected,
     Counts,
@@ -157,6 +158,22 @@ def test_accounting_adds_up_received_against_published_dlq_and_drops() -> None:
     assert check(collected(sends, seens, counts={A: republished}), "accounting")
     short = Counts(received=7, filtered=1, published=2, drops={"spool_full": 1})
     assert not check(collected(sends, seens, counts={A: short}), "accounting")
+
+
+def test_accounting_is_per_bridge_with_its_published_total_from_the_scrape() -> None:
+    """The bridge's published total is read off ``events_published_total{sink, event}``
+    (the gap markers left out) and balances the received counts of all its instances; a
+    bridge that published less than its instances received, beyond their duplicates, fails."""
+    scrape = {
+        'ryze_bridge_events_published_total{event="message.status",sink="kafka"}': 3.0,
+        'ryze_bridge_events_published_total{event="other",sink="kafka"}': 1.0,
+        'ryze_bridge_events_published_total{event="bridge.gap",sink="kafka"}': 5.0,
+        'ryze_bridge_events_received_total{event="other",ryze_instance="k00"}': 9.0,
+    }
+    assert published_of(scrape) == 4.0
+    counts = {A: Counts(received=3, drops={"spool_full": 1}), B: Counts(received=2)}
+    assert check(collected([], [], counts=counts, published={"kafka": 4.0}), "accounting")
+    assert not check(collected([], [], counts=counts, published={"kafka": 2.0}), "accounting")
 
 
 def test_a_token_found_anywhere_fails() -> None:
