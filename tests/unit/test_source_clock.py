@@ -1,0 +1,68 @@
+"""The source-clock latency arithmetic (bench.hops): a record's hops from its four times,
+the send stamp read from a value whatever its layout, percentiles, and each hop's share of
+the total around a quantile (where the tail comes from)."""
+
+from __future__ import annotations
+
+import orjson
+
+from bench.hops import HOPS, PEER_HOPS, Times, band, iso_ns, sent_ns, shares, summary
+
+MS = 1_000_000
+
+
+def test_hops_of_a_bridge_record_add_up_to_the_total() -> None:
+    """source + bridge + consumer = total, in ms, from the record's four times."""
+    hops = Times(sent=0, received=2 * MS, appended=10 * MS, seen=13 * MS).hops()
+    assert hops == {"source": 2.0, "bridge": 8.0, "consumer": 3.0, "total": 13.0}
+
+
+def test_a_peer_without_a_receipt_stamp_has_one_hop_to_the_broker() -> None:
+    """received None folds the first two hops into to_broker."""
+    hops = Times(sent=0, received=None, appended=7 * MS, seen=9 * MS).hops()
+    assert hops == {"to_broker": 7.0, "consumer": 2.0, "total": 9.0}
+
+
+def test_the_send_stamp_is_read_from_either_layout_and_odd_values_give_none() -> None:
+    """data.message.timestamp (catalog) or data.timestamp (live layout); anything else is
+    None, never an exception."""
+    stamp = "2026-12-01T21:15:57.123456Z"
+    expected = iso_ns(stamp)
+    assert expected is not None
+    assert expected % 1000 == 0
+    catalog = {"event": "message.exchange", "data": {"message": {"timestamp": stamp}}}
+    live = {"event": "message.status", "data": {"timestamp": stamp}}
+    assert sent_ns(orjson.dumps(catalog)) == expected
+    assert sent_ns(orjson.dumps(live)) == expected
+    for odd in (b"not json", b"[1]", b'{"data": 3}', b'{"data": {"timestamp": 5}}'):
+        assert sent_ns(odd) is None
+    assert iso_ns("2026-12-01T21:15:57") is None  # no zone: not a usable clock
+
+
+def test_bands_sit_around_their_quantile() -> None:
+    """p50 takes 25-75 %, p99 98.5-99.5 %."""
+    assert band(0.5) == (0.25, 0.75)
+    low, high = band(0.99)
+    assert round(low, 4) == 0.985
+    assert round(high, 4) == 0.995
+
+
+def test_shares_point_at_the_hop_that_makes_the_tail() -> None:
+    """In 1,000 records where 2 % wait 50 ms in the bridge, the p99 band is all bridge and
+    the median band is the steady 1 ms source + 1 ms consumer."""
+    records = []
+    for n in range(1000):
+        bridge = 50.0 if n % 50 == 0 else 0.0
+        records.append({"source": 1.0, "bridge": bridge, "consumer": 1.0, "total": 2.0 + bridge})
+    found = shares(records, HOPS)
+    assert found["p50"] == {"source": 50.0, "bridge": 0.0, "consumer": 50.0, "total_ms": 2.0}
+    assert found["p99"]["bridge"] > 90
+
+
+def test_summary_has_every_hop_s_percentiles() -> None:
+    """Each hop named gets its own count and percentiles; no records, no shares."""
+    records = [{"to_broker": float(n), "consumer": 1.0, "total": n + 1.0} for n in range(100)]
+    found = summary(records, PEER_HOPS)
+    assert set(found["hops_ms"]) == set(PEER_HOPS)
+    assert found["hops_ms"]["to_broker"]["p50"] == 50.0
+    assert summary([], PEER_HOPS)["share_pct"] == {}
