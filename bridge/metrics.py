@@ -18,6 +18,7 @@ import functools
 import math
 import platform
 import threading
+import weakref
 from collections import Counter as Tally
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -478,3 +479,28 @@ def apply_sink_side(metrics: Metrics, changes: Iterable[Change]) -> None:
     for (attr, label_pairs), amounts in histograms.items():
         total = amounts.pop(SUM, 0.0)
         getattr(metrics, attr).labels(**dict(label_pairs)).add_cumulative(amounts, total)
+
+
+# ---- upstream lag (issue 24): a block of its own, beside the per-instance series ----------
+UPSTREAM_LAG_BUCKETS = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0,
+)  # fmt: skip
+_UPSTREAM_LAG: weakref.WeakKeyDictionary[CollectorRegistry, BatchHistogram] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def upstream_lag(registry: CollectorRegistry) -> HistogramChild:
+    """``ryze_bridge_upstream_lag_seconds`` (no labels) of ``registry``, made once: the
+    estimate of how long frames took from the upstream's own time to the bridge's receipt."""
+    histogram = _UPSTREAM_LAG.get(registry)
+    if histogram is None:
+        histogram = _UPSTREAM_LAG[registry] = BatchHistogram(
+            f"{PREFIX}_upstream_lag_seconds",
+            "From the time a frame carries (data.message.timestamp / data.timestamp) to its "
+            "receipt off the socket; frames with a usable time, the newest of each read batch.",
+            (),
+            buckets=UPSTREAM_LAG_BUCKETS,
+            registry=registry,
+        )
+    return histogram.labels()
