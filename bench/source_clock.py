@@ -87,19 +87,24 @@ async def peer(services: Services, rate: float, seconds: float) -> dict[str, Any
     return latency.result_of(rate, seconds, times, cpu)
 
 
-def probe_summary(directory: Path) -> dict[str, Any]:
-    """Per probed process: the last totals line, and the GC pauses and loop stalls seen."""
+def probe_summary(directory: Path, window: list[int]) -> dict[str, Any]:
+    """Per probed process (the main one, then the shipper, by start): the GC pauses of 1 ms
+    or more per generation and the event-loop stalls of 2 ms or more seen in the measured
+    window (start-up left out), as counts and percentiles in ms."""
     found: dict[str, Any] = {}
-    for path in sorted(directory.glob("probe-*.jsonl")):
+    paths = sorted(directory.glob("probe-*.jsonl"), key=lambda p: p.stat().st_ctime)
+    for name, path in zip(("main", "shipper", "shipper-2"), paths, strict=False):
         lines = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x]
-        totals = [x for x in lines if x["kind"] == "totals"]
-        pauses = sorted(x["ms"] for x in lines if x["kind"] == "gc")
-        stalls = sorted(x["ms"] for x in lines if x["kind"] == "lag")
-        found[path.stem] = {
-            "totals": totals[-1] if totals else None,
-            "gc_pauses_ge_1ms": latency.percentiles(pauses),
-            "loop_lag_ge_2ms": latency.percentiles(stalls),
+        inside = [x for x in lines if "at" in x and window[0] <= x["at"] <= window[1]]
+        found[name] = {
+            f"gc{gen}_pauses_ms": latency.percentiles(
+                [x["ms"] for x in inside if x["kind"] == "gc" and x["gen"] == gen]
+            )
+            for gen in (0, 1, 2)
         }
+        found[name]["loop_lag_ms"] = latency.percentiles(
+            [x["ms"] for x in inside if x["kind"] == "lag"]
+        )
     return found
 
 
@@ -109,9 +114,9 @@ async def bridge_run(
     if not probe:
         return await latency.at_rate(services, rate, seconds, instances=instances)
     with tempfile.TemporaryDirectory(prefix="ryze-bench-probe-") as tmp:
-        env = {"RYZE_BENCH_PROBE_DIR": tmp, "PYTHONPATH": str(PROBE)}
+        env = {"PYTHON_RYZE_BENCH_PROBE": tmp, "PYTHONPATH": str(PROBE)}
         entry = await latency.at_rate(services, rate, seconds, instances=instances, env=env)
-        entry["probe"] = probe_summary(Path(tmp))
+        entry["probe"] = probe_summary(Path(tmp), entry["window_ns"])
     return entry
 
 

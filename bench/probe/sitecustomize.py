@@ -1,5 +1,6 @@
 """Bench-only probe, loaded into the bridge and its shipper through ``PYTHONPATH`` when
-``RYZE_BENCH_PROBE_DIR`` is set (bench.source_clock ``--probe``); never part of the product.
+``PYTHON_RYZE_BENCH_PROBE`` names a directory (bench.source_clock ``--probe``); never part of
+the product. (The shipper is given Python's own variables only, hence the name.)
 
 It writes ``probe-<pid>.jsonl`` into that directory, one line per event worth seeing:
 - ``gc``: a garbage-collector pass of 1 ms or more (``gc.callbacks`` start → stop), its
@@ -20,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-DIR = os.environ.get("RYZE_BENCH_PROBE_DIR")
+DIR = os.environ.get("PYTHON_RYZE_BENCH_PROBE")
 LAG_BOUNDS_MS = (1, 2, 5, 10, 20, 50, 100, 1000)
 LAG_LABELS = [*map(str, LAG_BOUNDS_MS), "inf"]
 
