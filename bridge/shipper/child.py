@@ -219,6 +219,7 @@ def main(argv: list[str]) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, signal.SIG_IGN)
     started = time.monotonic()
+    eventloop.settle_heap()
     code = eventloop.run(serve(int(argv[0])))
     log.info("shipper.stopped", code=code, seconds=round(time.monotonic() - started, 1))
     return code
