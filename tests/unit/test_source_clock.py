@@ -7,6 +7,7 @@ from __future__ import annotations
 import orjson
 
 from bench.hops import HOPS, PEER_HOPS, Times, band, iso_ns, sent_ns, shares, summary
+from bench.report import source_clock_goals
 
 MS = 1_000_000
 
@@ -66,3 +67,23 @@ def test_summary_has_every_hop_s_percentiles() -> None:
     assert set(found["hops_ms"]) == set(PEER_HOPS)
     assert found["hops_ms"]["to_broker"]["p50"] == 50.0
     assert summary([], PEER_HOPS)["share_pct"] == {}
+
+
+def clock_entry(rate: float, p99: float, p999: float) -> dict[str, object]:
+    total = {"count": 100, "p50": 10.0, "p99": p99, "p999": p999}
+    return {"rate": rate, "ack_ms": {}, "source_clock": {"hops_ms": {"total": total}}}
+
+
+def test_source_clock_goals_hold_only_when_every_run_does() -> None:
+    """p99 ≤ 25 and p99.9 ≤ 50 ms must hold in each 5,000/s run (one bad run misses), the
+    1,000/s run is not judged, and the peer comparison is on the runs' medians."""
+    runs = [clock_entry(5000, 20, 40), clock_entry(5000, 30, 45), clock_entry(1000, 99, 99)]
+    peers = [clock_entry(5000, 22, 60), clock_entry(5000, 28, 60)]
+    goals = {g["goal"]: g for g in source_clock_goals(runs, peers)}
+    p99, p999, peer = goals.values()
+    assert p99["value"] == [20.0, 30.0]
+    assert not p99["met"]
+    assert p999["met"]
+    assert peer["value"] == [25.0, 25.0]
+    assert peer["met"]
+    assert source_clock_goals([clock_entry(1000, 1, 1)], []) == []
