@@ -192,16 +192,18 @@ def result_of(rate: float, seconds: float, times: list[Times], cpu: float) -> di
     """A run's figures: delivered rate, CPU s per 1,000 events (process CPU time of the bridge
     and its shipper, not wall time), the bridge-clock views and the source-clock hops."""
     hops = [t.hops() for t in times]
-    bridge_view = [t for t in times if t.received is not None]
+    receipts = [(t, t.received) for t in times if t.received is not None]
     return {
         "rate": rate,
         "delivered_per_s": len(times) / seconds,
         "cpu_s_per_1000": round(1000 * cpu / max(1, len(times)), 4),
-        "ack_ms": percentiles([(t.appended - t.received) / 1e6 for t in bridge_view if t.received]),
-        "consumer_ms": percentiles(
-            [(t.seen - t.received) / 1e6 for t in bridge_view if t.received]
-        ),
-        "source_clock": summary(hops, HOPS if bridge_view else PEER_HOPS),
+        "ack_ms": percentiles([(t.appended - r) / 1e6 for t, r in receipts]),
+        "consumer_ms": percentiles([(t.seen - r) / 1e6 for t, r in receipts]),
+        "source_clock": summary(hops, HOPS if receipts else PEER_HOPS),
+        "window_ns": [
+            min((t.sent for t in times), default=0),
+            max((t.seen for t in times), default=0),
+        ],
     }
 
 
