@@ -3,6 +3,7 @@ same run, one command:
 
     python -m bench.source_clock [--runs 3] [--seconds 15] [--rate 5000]
                                  [--fleet 5000] [--no-peer] [--probe]
+                                 [--base-python PY --base-dir DIR]
 
 Each run measures the bridge (default settings, into the real Kafka) and then the peer at
 ``--rate`` events/s on one instance; ``--fleet N`` measures N instances at 1 event/s each
@@ -10,7 +11,8 @@ instead (the fleet workload; the peer has one socket, so it is left out). Every 
 send time comes from the simulator (``--stamp-sent``), its receipt from ``ryze-received-at``,
 its ack from the broker's append time, its arrival from a plain consumer polling with a 5 ms
 fetch wait (bench.hops). ``--probe`` loads bench/probe into the bridge and its shipper and
-adds their GC pauses and event-loop lag to the result. Writes
+adds their GC pauses and event-loop lag to the result; ``--base-python/--base-dir`` measure
+another build too, alternating with this one run by run (as bench.compare). Writes
 ``bench/results/<date>-source-clock.json`` and prints one line per run and hop.
 """
 
@@ -27,7 +29,9 @@ import yaml
 
 from bench import latency
 from bench.common import (
+    HEAD,
     ROOT,
+    Build,
     Services,
     create_topics,
     delete_created_topics,
@@ -109,13 +113,13 @@ def probe_summary(directory: Path, window: list[int]) -> dict[str, Any]:
 
 
 async def bridge_run(
-    services: Services, rate: float, seconds: float, instances: int, probe: bool
+    services: Services, rate: float, seconds: float, instances: int, *, probe: bool, build: Build
 ) -> dict[str, Any]:
     if not probe:
-        return await latency.at_rate(services, rate, seconds, instances=instances)
+        return await latency.at_rate(services, rate, seconds, build, instances=instances)
     with tempfile.TemporaryDirectory(prefix="ryze-bench-probe-") as tmp:
         env = {"PYTHON_RYZE_BENCH_PROBE": tmp, "PYTHONPATH": str(PROBE)}
-        entry = await latency.at_rate(services, rate, seconds, instances=instances, env=env)
+        entry = await latency.at_rate(services, rate, seconds, build, instances=instances, env=env)
         entry["probe"] = probe_summary(Path(tmp), entry["window_ns"])
     return entry
 
@@ -140,7 +144,12 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--no-peer", action="store_true")
     parser.add_argument("--probe", action="store_true", help="GC and loop-lag probe")
     parser.add_argument("--tag", default="", help="added to the result file's name")
+    parser.add_argument("--base-python", help="also measure another build (as bench.compare)")
+    parser.add_argument("--base-dir", type=Path)
     args = parser.parse_args(argv)
+    builds = [HEAD]
+    if args.base_python:
+        builds.insert(0, Build("base", args.base_python, args.base_dir))
     services = read_services()
     instances, rate = (args.fleet, 1.0) if args.fleet else (1, args.rate)
     result: dict[str, Any] = {
@@ -148,13 +157,17 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
         "instances": instances,
         "rate_per_instance": rate,
         "bridge": [],
+        "base": [],
         "peer": [],
     }
     try:
         for run in range(args.runs):
-            entry = await bridge_run(services, rate, args.seconds, instances, args.probe)
-            result["bridge"].append(entry)
-            log(line(f"run {run + 1} bridge", entry))
+            for build in builds if run % 2 == 0 else builds[::-1]:  # alternating
+                entry = await bridge_run(
+                    services, rate, args.seconds, instances, probe=args.probe, build=build
+                )
+                result["bridge" if build is HEAD else "base"].append(entry)
+                log(line(f"run {run + 1} {build.label}", entry))
             if not args.no_peer and instances == 1:
                 found = await peer(services, rate, args.seconds)
                 if found is not None:
