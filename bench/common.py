@@ -195,10 +195,12 @@ async def simulator(
     media_bytes: int = 0,
     mix: dict[str, float] | None = None,
     media_base64: bool = False,
+    stamp_sent: bool = False,
 ) -> AsyncIterator[Source]:
     """The simulator as its own process: instances ``inst-000…`` with tokens ``tok-000…``,
-    configs enabled, frames from a pre-built pool (the source outruns any client). Yields its
-    URL and process id (to measure its CPU)."""
+    configs enabled, frames from a pre-built pool (the source outruns any client); with
+    ``stamp_sent`` each frame carries the time it was written to the socket (bench.hops).
+    Yields its URL and process id (to measure its CPU)."""
     config = work / "sim.yaml"
     config.write_text(yaml.safe_dump({"mix": mix or {"message.exchange": 1}}), encoding="utf-8")
     args = [
@@ -222,6 +224,7 @@ async def simulator(
         "100",
         "--ping-interval",
         "20",
+        *(["--stamp-sent"] if stamp_sent else []),
     ]
     log = work / "sim.log"
     async with process(args, log) as proc:

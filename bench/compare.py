@@ -8,9 +8,11 @@ each round measures the base build and this checkout back to back (their order a
 from round to round, so a machine that slows down for a while costs both alike) on the
 benchmark's main workloads — 600 B frames from one instance into Kafka, with the shipper
 and in one process (records/s, CPU), and the receipt→ack and consumer latencies of one
-instance at ``--rate`` events/s. Prints each build's median and the ratio this/base, and
-writes ``bench/results/<date>-compare.json``. ``scripts/bench-compare.sh`` checks the base
-commit out and installs its locked environment beside this one.
+instance at ``--rate`` events/s, from the bridge's receipt and hop by hop from the source's
+send time (``src_*``: bench.hops; ``--latency-only`` measures only the latencies). Prints
+each build's median and the ratio this/base, and writes
+``bench/results/<date>-compare.json``. ``scripts/bench-compare.sh`` checks the base commit out
+and installs its locked environment beside this one.
 """
 
 from __future__ import annotations
@@ -77,10 +79,12 @@ async def throughput_sample(services: Services, build: Build, timing: throughput
 
 async def latency_sample(services: Services, build: Build, rate: float, seconds: float) -> Sample:
     entry = await latency.at_rate(services, rate, seconds, build)
-    sample: Sample = {}
-    for view in ("ack_ms", "consumer_ms"):
+    sample: Sample = {"latency_cpu_s_per_1000": float(entry["cpu_s_per_1000"])}
+    views = {view: entry[view] for view in ("ack_ms", "consumer_ms")}
+    views |= {f"src_{hop}_ms": found for hop, found in entry["source_clock"]["hops_ms"].items()}
+    for view, found in views.items():
         for q in ("p50", "p99", "p999"):
-            value = entry[view].get(q)
+            value = found.get(q)
             if value is not None:
                 sample[f"{view}_{q}"] = float(value)
     return sample
@@ -106,6 +110,9 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--rate", type=float, default=5000.0)
+    parser.add_argument(
+        "--latency-only", action="store_true", help="only the latencies (source clock too)"
+    )
     args = parser.parse_args(argv)
     services = read_services()
     base = Build(args.base_label, args.base_python, args.base_dir)
@@ -115,7 +122,9 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
     try:
         for round_no in range(args.rounds):
             for build in order(builds, round_no):
-                sample = await throughput_sample(services, build, timing)
+                sample: Sample = {}
+                if not args.latency_only:
+                    sample = await throughput_sample(services, build, timing)
                 sample |= await latency_sample(services, build, args.rate, args.seconds)
                 samples[build.label].append(sample)
                 shown = ", ".join(f"{k} {v:,.1f}" for k, v in sorted(sample.items()))

@@ -1,10 +1,11 @@
-"""Latency: receipt → broker acknowledgement at fixed offered rates, and how much a neighbour
-sending 4 MB frames delays another instance's small frames.
+"""Latency: from the source's send time to a consumer's hands at fixed offered rates, hop by
+hop, and how much a neighbour sending 4 MB frames delays another instance's small frames.
 
-The bench topics keep the broker's append time (``message.timestamp.type=LogAppendTime``),
-so for every record the consumer sees ``append time − ryze-received-at`` (receipt off the
-socket → written by the broker, i.e. the ack) and ``its own receive time − ryze-received-at``
-(the consumer's view). Same machine, same clock; Kafka times are in milliseconds.
+The simulator stamps each frame's send time into it (``--stamp-sent``); the bench topics keep
+the broker's append time (``message.timestamp.type=LogAppendTime``), so for every record the
+consumer knows sent → received (``ryze-received-at``) → appended by the broker (the ack) →
+seen by its own poll (bench.hops). Same machine, same clock; Kafka times are in milliseconds.
+``python -m bench.source_clock`` runs the source-clock comparison with the Benthos peer.
 """
 
 from __future__ import annotations
@@ -27,11 +28,14 @@ from bench.common import (
     bridge_args,
     bridge_config,
     create_topics,
+    kafka_count,
     process,
+    sim_stats,
     simulator,
     unique,
     write_bridge_config,
 )
+from bench.hops import HOPS, PEER_HOPS, Times, sent_ns, summary
 from bridge.pipeline.records import HEADER_RECEIVED_AT
 from bridge.settings import EVENT_NAMES
 
@@ -76,10 +80,13 @@ def record_latencies(
     return (append_ms * 1e6 - received) / 1e6, (seen_ns - received) / 1e6
 
 
-async def sample_latency(
-    bootstrap: str, topics: list[str], seconds: float
-) -> tuple[list[float], list[float]]:
-    """(ack latencies, consumer-view latencies) in ms of records appended for ``seconds``."""
+async def sample_times(
+    bootstrap: str, topics: list[str], seconds: float, *, settle: float = 1.0
+) -> list[Times]:
+    """Every record's times (bench.hops) of the records a plain consumer (5 ms fetch wait)
+    sees for ``seconds``; a record without a send stamp counts with ``sent`` = its receipt, and
+    one sent (or received) before the window opened is skipped: it waited in the consumer's
+    prefetch buffer while it was being assigned, which says nothing about the bridge."""
     consumer = AIOKafkaConsumer(
         *topics,
         bootstrap_servers=bootstrap,
@@ -90,54 +97,113 @@ async def sample_latency(
         fetch_max_bytes=64 << 20,
     )
     await consumer.start()
-    ack: list[float] = []
-    seen: list[float] = []
+    polled: list[tuple[Any, int]] = []  # parsed after the window: the consumer only polls
     try:
-        await asyncio.sleep(1.0)  # assignment to the end offsets
+        await asyncio.sleep(settle)  # assignment to the end offsets
         since = time.time_ns()
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             batches = await consumer.getmany(timeout_ms=100)
             now = time.time_ns()
-            for records in batches.values():
-                for record in records:
-                    found = record_latencies(
-                        received_ns(record.headers), record.timestamp, now, since
-                    )
-                    if found is not None:
-                        ack.append(found[0])
-                        seen.append(found[1])
+            polled.extend((record, now) for records in batches.values() for record in records)
     finally:
         await consumer.stop()
+    found = (record_times(record, now) for record, now in polled)
+    return [t for t in found if t is not None and t.sent >= since]
+
+
+def record_times(record: Any, seen: int) -> Times | None:
+    """A consumed record's times, or None without a send stamp or a receipt header."""
+    received = received_ns(record.headers)
+    sent = sent_ns(record.value) if record.value else None
+    sent = sent if sent is not None else received
+    if sent is None:
+        return None
+    return Times(sent, received, record.timestamp * 1_000_000, seen)
+
+
+async def sample_latency(
+    bootstrap: str, topics: list[str], seconds: float
+) -> tuple[list[float], list[float]]:
+    """(ack latencies, consumer-view latencies) in ms from the bridge's receipt, of records
+    appended for ``seconds``."""
+    ack: list[float] = []
+    seen: list[float] = []
+    for times in await sample_times(bootstrap, topics, seconds):
+        if times.received is not None:
+            ack.append((times.appended - times.received) / 1e6)
+            seen.append((times.seen - times.received) / 1e6)
     return ack, seen
 
 
 async def at_rate(
-    services: Services, rate: float, seconds: float, build: Build = HEAD
+    services: Services,
+    rate: float,
+    seconds: float,
+    build: Build = HEAD,
+    *,
+    instances: int = 1,
+    env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """One instance at ``rate`` events/s, default fsync policy; latencies of every record."""
+    """``instances`` at ``rate`` events/s each, default settings, the frames stamped with
+    their send time: receipt → ack and receipt → consumer (the bridge's own clock) and the
+    hops from the source's clock (bench.hops) of every record."""
     with tempfile.TemporaryDirectory(prefix="ryze-bench-lat-") as tmp:
         work = Path(tmp)
         prefix = unique("bench.lat")
         topics = [f"{prefix}.{e}" for e in (*EVENT_NAMES, "bridge.gap")]
         await create_topics(services.kafka, [*topics, f"{prefix}.dlq"], configs=LOG_APPEND)
-        async with simulator(work, instances=1, rate=rate, prebuilt=1000) as source:
+        prebuilt = 1000 if instances == 1 else 5
+        async with simulator(
+            work, instances=instances, rate=rate, prebuilt=prebuilt, stamp_sent=True
+        ) as source:
             url = source.url
             sink = {
                 "kind": "kafka",
                 "dlq": f"{prefix}.dlq",
                 "kafka": {"bootstrap_servers": services.kafka, "topic": prefix + ".{event}"},
             }
-            path = write_bridge_config(work, bridge_config(url, work, sink, instances=1))
+            config = bridge_config(url, work, sink, instances=instances)
+            path = write_bridge_config(work, config)
             args = bridge_args(path, build)
-            async with process(args, work / "bridge.log", cwd=build.cwd):
-                await asyncio.sleep(3)
-                ack, seen = await sample_latency(services.kafka, topics, seconds)
+            async with process(args, work / "bridge.log", env=env, cwd=build.cwd) as proc:
+                await warm_up(url, instances, services.kafka, topics)
+                cpu0 = proc.cpu_seconds()
+                times = await sample_times(services.kafka, topics, seconds)
+                cpu = proc.cpu_seconds() - cpu0
+    return result_of(rate * instances, seconds, times, cpu)
+
+
+async def warm_up(url: str, instances: int, bootstrap: str, topics: list[str]) -> None:
+    """Until every instance has its socket and records reach the broker (at most 5 minutes:
+    on a loaded machine the bridge and its shipper start slowly), then 3 s more, 10 s for a
+    fleet (its connection storm's backlog delivered)."""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        stats = await sim_stats(url)
+        connected = sum(1 for s in stats["instances"].values() if s["open_sockets"] >= 1)
+        if connected >= instances and await kafka_count(bootstrap, topics) > 0:
+            break
+        await asyncio.sleep(0.5)
+    await asyncio.sleep(3 if instances == 1 else 10)
+
+
+def result_of(rate: float, seconds: float, times: list[Times], cpu: float) -> dict[str, Any]:
+    """A run's figures: delivered rate, CPU s per 1,000 events (process CPU time of the bridge
+    and its shipper, not wall time), the bridge-clock views and the source-clock hops."""
+    hops = [t.hops() for t in times]
+    receipts = [(t, t.received) for t in times if t.received is not None]
     return {
         "rate": rate,
-        "delivered_per_s": len(ack) / seconds,
-        "ack_ms": percentiles(ack),
-        "consumer_ms": percentiles(seen),
+        "delivered_per_s": len(times) / seconds,
+        "cpu_s_per_1000": round(1000 * cpu / max(1, len(times)), 4),
+        "ack_ms": percentiles([(t.appended - r) / 1e6 for t, r in receipts]),
+        "consumer_ms": percentiles([(t.seen - r) / 1e6 for t, r in receipts]),
+        "source_clock": summary(hops, HOPS if receipts else PEER_HOPS),
+        "window_ns": [
+            min((t.sent for t in times), default=0),
+            max((t.seen for t in times), default=0),
+        ],
     }
 
 

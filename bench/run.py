@@ -17,7 +17,7 @@ import platform
 from datetime import UTC, datetime
 from typing import Any
 
-from bench import latency, report, scale, throughput
+from bench import latency, report, scale, source_clock, throughput
 from bench.common import ROOT, delete_created_topics, read_services
 from bridge import eventloop
 
@@ -52,6 +52,7 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
         },
         "throughput": [],
         "latency": [],
+        "latency_peer": [],
         "isolation": None,
         "scale": None,
     }
@@ -64,10 +65,17 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
             repeats = args.repeats or (1 if args.quick else 3)
             result["throughput"] = await throughput.run(services, timing, log, chosen, repeats)
         if "latency" in parts:
-            for rate in (1000, 5000):
-                entry = await latency.at_rate(services, rate, window)
-                log(f"latency at {rate}/s: ack {entry['ack_ms']}")
+            entry = await latency.at_rate(services, 1000, window)
+            log(f"latency at 1000/s: ack {entry['ack_ms']}")
+            result["latency"].append(entry)
+            for run in range(1 if args.quick else 3):  # the bridge, then the peer, each run
+                entry = await latency.at_rate(services, 5000, window)
+                log(source_clock.line(f"latency at 5000/s, run {run + 1}, bridge", entry))
                 result["latency"].append(entry)
+                found = await source_clock.peer(services, 5000, window)
+                if found is not None:
+                    log(source_clock.line(f"latency at 5000/s, run {run + 1}, peer", found))
+                    result["latency_peer"].append(found)
         if "isolation" in parts:
             result["isolation"] = await latency.isolation(services, window)
             log(f"isolation: {result['isolation']}")
@@ -78,7 +86,11 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
     finally:  # the broker keeps no bench topics: thousands of them slow its restarts
         await delete_created_topics(services.kafka)
     result["targets"] = report.targets(
-        result["throughput"], result["latency"], result["isolation"], result["scale"]
+        result["throughput"],
+        result["latency"],
+        result["isolation"],
+        result["scale"],
+        result["latency_peer"],
     )
     stem = ROOT / "bench" / "results" / datetime.now(UTC).strftime("%Y-%m-%dT%H%M%S")
     stem.parent.mkdir(parents=True, exist_ok=True)

@@ -133,7 +133,9 @@ def run(path: Path | None) -> int:
         return report_invalid(path, exc)
     configure_logging(settings.log.level, settings.log.format)
     try:
-        return eventloop.run(assemble(settings, config_path=path).run(), settings.event_loop)
+        process = assemble(settings, config_path=path)
+        eventloop.settle_heap()
+        return eventloop.run(process.run(), settings.event_loop)
     except ConfigError as exc:
         return report_invalid(path, exc)
     except BridgeError as exc:

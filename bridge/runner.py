@@ -21,9 +21,11 @@ from bridge.errors import ConfigError, UpstreamError
 from bridge.lastseen import LastSeen
 from bridge.logs import get_logger, register_secret
 from bridge.metrics import Children, Metrics, event_label, reason_label
+from bridge.metrics_lag import upstream_lag
 from bridge.pipeline import Drop, Frame, Pipeline, Publish, Record
 from bridge.pipeline.gap import gap_value
 from bridge.pipeline.records import rfc3339
+from bridge.pipeline.sourcetime import upstream_lag as frame_lag
 from bridge.settings import InstanceSettings, UpstreamSettings, resolve_token
 from bridge.spool import AppendResult, Spool
 from bridge.upstream.ratelimit import BucketRegistry, TokenBucket
@@ -98,6 +100,7 @@ class Runner:
         self._received = Children(ctx.metrics.events_received, series)
         self._dropped = Children(ctx.metrics.events_dropped, series)
         self._label_of = series.label  # own name or ``_other`` (the fleet's init_instance)
+        self._upstream_lag = upstream_lag(ctx.metrics.registry)
         self._source: InstanceSource | None = None
         self._stopping = asyncio.Event()
         self._connected_before = False
@@ -188,7 +191,11 @@ class Runner:
         for label, count in received.items():
             self._received(counted_as, label).inc(count)
         self.status.frames += len(frames)
-        self.ctx.last_seen.set(self.name, frames[-1].received_ns)
+        newest = frames[-1]
+        self.ctx.last_seen.set(self.name, newest.received_ns)
+        lag = frame_lag(newest.raw, newest.received_ns)  # one estimate per batch read
+        if lag is not None:
+            self._upstream_lag.observe(lag)
         return read
 
     def spool(self, record: Record) -> None:

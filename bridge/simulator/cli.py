@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--always-emit", action="store_true", help="events with no listener")
     parser.add_argument("--prebuilt", type=int, default=0, help="frames built once, looped")
     parser.add_argument("--media-bytes", type=int, default=0, help="inline media size")
+    parser.add_argument(
+        "--stamp-sent", action="store_true", help="frames carry their send time (timestamp)"
+    )
     parser.add_argument("--seed", type=int)
     return parser
 
@@ -65,6 +68,7 @@ def config_from(args: argparse.Namespace) -> SimConfig:
         always_emit=args.always_emit,
         prebuilt=args.prebuilt,
         media_bytes=args.media_bytes,
+        stamp_sent=args.stamp_sent or bool(file.get("stamp_sent", False)),
         mix=dict(file.get("mix") or DEFAULT_MIX),
         seed=args.seed,
         host=args.host,

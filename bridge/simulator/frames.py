@@ -16,6 +16,8 @@ from typing import Any
 
 import orjson
 
+from bridge.simulator.stamp import put_placeholder
+
 FIXTURES = {
     "message.exchange": ("message.exchange.text.json", "message.exchange.image.json"),
     "message.status": ("message.status.json",),
@@ -59,6 +61,7 @@ class FrameFactory:
     seed: int | None = None
     templates: dict[str, list[dict[str, Any]]] = field(default_factory=load_templates)
     seq: int = 0
+    stamp: bool = False  # a send-time placeholder in every frame (see stamp.py)
 
     def __post_init__(self) -> None:
         self._random = random.Random(self.seed)
@@ -83,6 +86,8 @@ class FrameFactory:
             media = message.get("media")
             if isinstance(media, dict) and not media_base64:
                 media.pop("base64", None)
+        if self.stamp:
+            put_placeholder(doc)
         doc["instanceData"] = {
             "baseUrl": self.base_url,
             "instance": self.instance,

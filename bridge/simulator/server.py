@@ -19,6 +19,7 @@ from aiohttp import WSMsgType, web
 
 from bridge.simulator.frames import DEFAULT_MIX, FrameFactory
 from bridge.simulator.ratelimit import FixedWindowLimiter, Verdict
+from bridge.simulator.stamp import stamped
 from bridge.simulator.state import (
     MSG_INSTANCE_NOT_FOUND,
     MSG_INVALID_TOKEN,
@@ -58,6 +59,8 @@ class SimConfig:
     prebuilt: int = 0
     # message.exchange frames carry inline base64 media of about this many bytes (0 = fixture)
     media_bytes: int = 0
+    # every generated frame carries its send time, stamped as it is written (see stamp.py)
+    stamp_sent: bool = False
     seed: int | None = None
     host: str = "127.0.0.1"
     port: int = 0
@@ -147,7 +150,12 @@ class SimulatorServer:
             instance = self.account.instances[name]
             seed = None if self.config.seed is None else self.config.seed + len(self.factories)
             self.factories[name] = FrameFactory(
-                name, instance.token, self.base_url, dict(self.config.mix), seed
+                name,
+                instance.token,
+                self.base_url,
+                dict(self.config.mix),
+                seed,
+                stamp=self.config.stamp_sent,
             )
         return self.factories[name]
 
@@ -341,11 +349,13 @@ class SimulatorServer:
         factory = self.factory(name)
         if self.config.prebuilt and event is None:
             frame_id, frame = self._next_prebuilt(name, factory)
-            return await self.send_raw(name, frame, frame_id)
-        event = event or factory.next_event()
-        if not instance.config.wants(event):
-            return False
-        frame_id, frame = self._build(factory, event, instance.config.media_base64)
+        else:
+            event = event or factory.next_event()
+            if not instance.config.wants(event):
+                return False
+            frame_id, frame = self._build(factory, event, instance.config.media_base64)
+        if self.config.stamp_sent:
+            frame = stamped(frame, time.time_ns())
         return await self.send_raw(name, frame, frame_id)
 
     def _build(self, factory: FrameFactory, event: str, media_base64: bool) -> tuple[str, bytes]:

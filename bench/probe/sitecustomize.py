@@ -1,0 +1,102 @@
+"""Bench-only probe, loaded into the bridge and its shipper through ``PYTHONPATH`` when
+``PYTHON_RYZE_BENCH_PROBE`` names a directory (bench.source_clock ``--probe``); never part of
+the product. (The shipper is given Python's own variables only, hence the name.)
+
+It writes ``probe-<pid>.jsonl`` into that directory, one line per event worth seeing:
+- ``gc``: a garbage-collector pass of 1 ms or more (``gc.callbacks`` start → stop), its
+  generation and when it ended (ns since the epoch, to lay beside the records' hops);
+- ``lag``: the event loop woke a 5 ms timer 2 ms or more late (the loop was held: a
+  callback, a scrape, a batch built on the loop, the GIL held by another thread);
+and every 5 s a ``totals`` line (passes and ms per generation, timer wake-ups and their lag
+histogram). Lines are written as they happen: the bench ends the bridge with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+DIR = os.environ.get("PYTHON_RYZE_BENCH_PROBE")
+LAG_BOUNDS_MS = (1, 2, 5, 10, 20, 50, 100, 1000)
+LAG_LABELS = [*map(str, LAG_BOUNDS_MS), "inf"]
+
+
+class Probe:
+    def __init__(self, directory: Path) -> None:
+        self.out = (directory / f"probe-{os.getpid()}.jsonl").open("a", encoding="utf-8")
+        self.gc_started = 0
+        self.gc_ms = [0.0, 0.0, 0.0]
+        self.gc_passes = [0, 0, 0]
+        self.lag_counts = [0] * (len(LAG_BOUNDS_MS) + 1)
+        self.last_totals = time.monotonic()
+
+    def write(self, line: dict[str, Any]) -> None:
+        self.out.write(json.dumps(line) + "\n")
+        self.out.flush()
+
+    def on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self.gc_started = time.perf_counter_ns()
+            return
+        ms = (time.perf_counter_ns() - self.gc_started) / 1e6
+        generation = int(info.get("generation", 0))
+        self.gc_ms[generation] += ms
+        self.gc_passes[generation] += 1
+        if ms >= 1:
+            self.write({"kind": "gc", "gen": generation, "ms": ms, "at": time.time_ns()})
+
+    def on_lag(self, lag_ms: float) -> None:
+        index = next((i for i, b in enumerate(LAG_BOUNDS_MS) if lag_ms <= b), -1)
+        self.lag_counts[index] += 1
+        if lag_ms >= 2:
+            self.write({"kind": "lag", "ms": lag_ms, "at": time.time_ns()})
+        if time.monotonic() - self.last_totals >= 5:
+            self.last_totals = time.monotonic()
+            self.write(
+                {
+                    "kind": "totals",
+                    "gc_ms": self.gc_ms,
+                    "gc_passes": self.gc_passes,
+                    "lag_le_ms": dict(zip(LAG_LABELS, self.lag_counts, strict=True)),
+                }
+            )
+
+    async def watch_loop(self) -> None:
+        while True:
+            before = time.perf_counter()
+            await asyncio.sleep(0.005)
+            self.on_lag(max(0.0, (time.perf_counter() - before - 0.005) * 1000))
+
+
+def wrap_run(run: Any, probe: Probe) -> Any:
+    def probed(main: Any, *args: Any, **kwargs: Any) -> Any:
+        async def with_probe() -> Any:
+            watcher = asyncio.get_running_loop().create_task(probe.watch_loop())
+            try:
+                return await main
+            finally:
+                watcher.cancel()
+
+        return run(with_probe(), *args, **kwargs)
+
+    return probed
+
+
+def install(directory: Path) -> None:
+    probe = Probe(directory)
+    gc.callbacks.append(probe.on_gc)
+    asyncio.run = wrap_run(asyncio.run, probe)
+    try:
+        import uvloop  # noqa: PLC0415
+    except ImportError:
+        return
+    uvloop.run = wrap_run(uvloop.run, probe)
+
+
+if DIR:
+    install(Path(DIR))

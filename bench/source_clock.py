@@ -1,0 +1,187 @@
+"""Latency from the source's clock: the bridge and the Benthos-engine peer, hop by hop, in the
+same run, one command:
+
+    python -m bench.source_clock [--runs 3] [--seconds 15] [--rate 5000]
+                                 [--fleet 5000] [--no-peer] [--probe]
+                                 [--base-python PY --base-dir DIR]
+
+Each run measures the bridge (default settings, into the real Kafka) and then the peer at
+``--rate`` events/s on one instance; ``--fleet N`` measures N instances at 1 event/s each
+instead (the fleet workload; the peer has one socket, so it is left out). Every record's
+send time comes from the simulator (``--stamp-sent``), its receipt from ``ryze-received-at``,
+its ack from the broker's append time, its arrival from a plain consumer polling with a 5 ms
+fetch wait (bench.hops). ``--probe`` loads bench/probe into the bridge and its shipper and
+adds their GC pauses and event-loop lag to the result; ``--base-python/--base-dir`` measure
+another build too, alternating with this one run by run (as bench.compare). Writes
+``bench/results/<date>-source-clock.json`` and prints one line per run and hop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench import latency
+from bench.common import (
+    HEAD,
+    ROOT,
+    Build,
+    Services,
+    create_topics,
+    delete_created_topics,
+    process,
+    read_services,
+    simulator,
+    unique,
+)
+from bench.throughput import benthos_binary
+from bridge import eventloop
+
+PROBE = ROOT / "bench" / "probe"
+
+
+def log(line: str) -> None:
+    print(line, flush=True)
+
+
+def peer_config(ws_url: str, bootstrap: str, topic: str) -> dict[str, Any]:
+    """The Benthos engine's config: websocket input → franz-go output, the bridge's producer
+    settings (acks=all, idempotent, zstd, 5 ms linger), as in the throughput part."""
+    return {
+        "http": {"enabled": False},
+        "logger": {"level": "WARN"},
+        "input": {"websocket": {"url": ws_url}},
+        "output": {
+            "franz_peer": {
+                "seed_brokers": [bootstrap],
+                "topic": topic,
+                "key": "inst-000",
+                "max_in_flight": 64,
+                "batching": {"count": 1000, "period": "5ms"},
+            }
+        },
+    }
+
+
+async def peer(services: Services, rate: float, seconds: float) -> dict[str, Any] | None:
+    """The peer at ``rate`` events/s from one instance: sent → appended → consumer."""
+    binary = benthos_binary()
+    if binary is None:
+        return None
+    with tempfile.TemporaryDirectory(prefix="ryze-bench-peer-") as tmp:
+        work = Path(tmp)
+        topic = unique("bench.peer")
+        await create_topics(services.kafka, [topic], configs=latency.LOG_APPEND)
+        async with simulator(work, instances=1, rate=rate, prebuilt=1000, stamp_sent=True) as src:
+            ws_url = src.url.replace("http://", "ws://") + "/ws/inst-000?token=tok-000"
+            path = work / "benthos.yaml"
+            config = peer_config(ws_url, services.kafka, topic)
+            path.write_text(yaml.safe_dump(config), encoding="utf-8")
+            async with process([str(binary), "-c", str(path)], work / "benthos.log") as proc:
+                await latency.warm_up(src.url, 1, services.kafka, [topic])
+                cpu0 = proc.cpu_seconds()
+                times = await latency.sample_times(services.kafka, [topic], seconds)
+                cpu = proc.cpu_seconds() - cpu0
+    return latency.result_of(rate, seconds, times, cpu)
+
+
+def probe_summary(directory: Path, window: list[int]) -> dict[str, Any]:
+    """Per probed process (the main one, then the shipper, by start): the GC pauses of 1 ms
+    or more per generation and the event-loop stalls of 2 ms or more seen in the measured
+    window (start-up left out), as counts and percentiles in ms."""
+    found: dict[str, Any] = {}
+    paths = sorted(directory.glob("probe-*.jsonl"), key=lambda p: p.stat().st_ctime)
+    for name, path in zip(("main", "shipper", "shipper-2"), paths, strict=False):
+        lines = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x]
+        inside = [x for x in lines if "at" in x and window[0] <= x["at"] <= window[1]]
+        found[name] = {
+            f"gc{gen}_pauses_ms": latency.percentiles(
+                [x["ms"] for x in inside if x["kind"] == "gc" and x["gen"] == gen]
+            )
+            for gen in (0, 1, 2)
+        }
+        found[name]["loop_lag_ms"] = latency.percentiles(
+            [x["ms"] for x in inside if x["kind"] == "lag"]
+        )
+    return found
+
+
+async def bridge_run(
+    services: Services, rate: float, seconds: float, instances: int, *, probe: bool, build: Build
+) -> dict[str, Any]:
+    if not probe:
+        return await latency.at_rate(services, rate, seconds, build, instances=instances)
+    with tempfile.TemporaryDirectory(prefix="ryze-bench-probe-") as tmp:
+        env = {"PYTHON_RYZE_BENCH_PROBE": tmp, "PYTHONPATH": str(PROBE)}
+        entry = await latency.at_rate(services, rate, seconds, build, instances=instances, env=env)
+        entry["probe"] = probe_summary(Path(tmp), entry["window_ns"])
+    return entry
+
+
+def line(label: str, entry: dict[str, Any]) -> str:
+    """One printed line: each hop's p50/p99/p999 and the hops' shares at p99."""
+    hops = entry["source_clock"]["hops_ms"]
+    shown = "  ".join(
+        f"{hop} {h.get('p50', '-')}/{h.get('p99', '-')}/{h.get('p999', '-')}"
+        for hop, h in hops.items()
+    )
+    share = entry["source_clock"]["share_pct"].get("p99", {})
+    return f"{label}: {entry['delivered_per_s']:.0f}/s  ms p50/p99/p999: {shown}  p99 share {share}"
+
+
+async def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--rate", type=float, default=5000.0)
+    parser.add_argument("--fleet", type=int, default=0, help="N instances at 1 event/s each")
+    parser.add_argument("--no-peer", action="store_true")
+    parser.add_argument("--probe", action="store_true", help="GC and loop-lag probe")
+    parser.add_argument("--tag", default="", help="added to the result file's name")
+    parser.add_argument("--base-python", help="also measure another build (as bench.compare)")
+    parser.add_argument("--base-dir", type=Path)
+    args = parser.parse_args(argv)
+    builds = [HEAD]
+    if args.base_python:
+        builds.insert(0, Build("base", args.base_python, args.base_dir))
+    services = read_services()
+    instances, rate = (args.fleet, 1.0) if args.fleet else (1, args.rate)
+    result: dict[str, Any] = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "instances": instances,
+        "rate_per_instance": rate,
+        "bridge": [],
+        "base": [],
+        "peer": [],
+    }
+    try:
+        for run in range(args.runs):
+            for build in builds if run % 2 == 0 else builds[::-1]:  # alternating
+                entry = await bridge_run(
+                    services, rate, args.seconds, instances, probe=args.probe, build=build
+                )
+                result["bridge" if build is HEAD else "base"].append(entry)
+                log(line(f"run {run + 1} {build.label}", entry))
+            if not args.no_peer and instances == 1:
+                found = await peer(services, rate, args.seconds)
+                if found is not None:
+                    result["peer"].append(found)
+                    log(line(f"run {run + 1} peer  ", found))
+    finally:
+        await delete_created_topics(services.kafka)
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H%M%S")
+    out = ROOT / "bench" / "results" / f"{stamp}-source-clock{args.tag}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2), encoding="utf-8")
+    log(f"written: {out.relative_to(ROOT)}")
+    return result
+
+
+if __name__ == "__main__":
+    eventloop.run(main())
