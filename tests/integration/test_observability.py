@@ -129,7 +129,8 @@ async def test_every_dashboard_and_alert_expression_has_data(
     )
     logs = io.StringIO()
     configure_logging("debug", "json", stream=logs)
-    async with Simulator(SimConfig(instances=TOKENS, rate=50)) as sim:
+    # frames carry their send time, so the upstream-lag panel has data
+    async with Simulator(SimConfig(instances=TOKENS, rate=50, stamp_sent=True)) as sim:
         instances: dict[str, Any] = {n: {"token": t} for n, t in TOKENS.items()}
         instances["bad"] = {"token": "tok-obs-wrong-7a7a"}
         settings = settings_for(
