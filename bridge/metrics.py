@@ -211,6 +211,7 @@ class Metrics:
     cluster_handover: BatchHistogram
     shipper_restarts: Counter
     sink_worker_restarts: Counter
+    admin_connections_dropped: Counter
 
 
 HANDOVER_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120)
@@ -341,6 +342,12 @@ def create_metrics(registry: CollectorRegistry | None = None) -> Metrics:
             "sink_worker_restarts",
             "Times the sink worker (the publisher, in either process) died of an unexpected "
             "error and was started again.",
+        ),
+        admin_connections_dropped=counter(
+            "admin_connections_dropped",
+            "Admin port connections closed by the guard: over_limit (admin.max_connections "
+            "open already), header_timeout (no complete request headers in time).",
+            ("reason",),
         ),
     )
 

@@ -120,7 +120,8 @@ def test_uv_is_installed_from_hashed_requirements(tmp_path: Path) -> None:
     requirements = REQUIREMENTS.read_text(encoding="utf-8")
     assert f"uv=={version.group(1)} \\" in requirements
     hashes = re.findall(r"--hash=sha256:([0-9a-f]{64})", requirements)
-    assert len(hashes) >= 2 and len(set(hashes)) == len(hashes)
+    assert len(hashes) >= 2
+    assert len(set(hashes)) == len(hashes)
     uv = os.environ.get("UV") or shutil.which("uv")
     assert uv, "uv not found"
     result = subprocess.run(
