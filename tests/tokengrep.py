@@ -10,12 +10,13 @@ sources (tokens only a bridge's config holds, such as a wrong one).
 
 Outputs: every file under the roots given — pytest's base temporary directories (spool
 segments and ``ack`` files, file-sink outputs and DLQ files, the bridges' stdout/stderr files,
-``last-seen.json``, logs), the runs' JUnit XML with every test's captured stdout, stderr and
-log records (``-o junit_logging=all``), the soak's directory, and the records read back from
-every Kafka topic and Redis stream at the end of the main run (``dump-brokers``). What the
-tests wrote as *input* is left out and counted apart: config files (``*.yaml``, ``*.yml``),
-Python files, files that hold nothing but one token, password or PEM, and copies of the
-project (``venv``, ``src``, ``repo``, ``pipx``, ``site-packages``).
+``last-seen.json``, logs), the admin answers the integration harness read
+(``admin-answers.txt``: :func:`keep_answer`), the runs' JUnit XML with every test's captured
+stdout, stderr and log records (``-o junit_logging=all``), the soak's directory, and the
+records read back from every Kafka topic and Redis stream at the end of the main run
+(``dump-brokers``). What the tests wrote as *input* is left out and counted apart: config
+files (``*.yaml``, ``*.yml``), Python files, files that hold nothing but one token, password
+or PEM, and copies of the project (``venv``, ``src``, ``repo``, ``pipx``, ``site-packages``).
 
     python -m tests.tokengrep dump-brokers OUT_DIR
     python -m tests.tokengrep scan --ledger FILE --sources tests ROOT...
@@ -25,15 +26,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import re
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient
 from redis.asyncio import Redis
 
+from bridge.simulator.ledger import LEDGER_ENV
 from tests.services import consume_all, read_services
 
 CHUNK = 8 << 20
@@ -49,6 +52,15 @@ class Report:
     bytes: int = 0
     inputs: int = 0
     hits: list[tuple[Path, int]] = field(default_factory=list)
+
+
+def keep_answer(path: str, text: str, environ: Mapping[str, str] = os.environ) -> None:
+    """With a ledger kept (CI), append an admin answer the tests read to ``admin-answers.txt``
+    beside it, so the grep covers admin answers too."""
+    ledger = environ.get(LEDGER_ENV)
+    if ledger:
+        with (Path(ledger).parent / "admin-answers.txt").open("a", encoding="utf-8") as out:
+            out.write(f"GET {path}\n{text}\n")
 
 
 def source_literals(root: Path) -> set[str]:
