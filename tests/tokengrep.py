@@ -156,19 +156,26 @@ async def dump_brokers(out: Path) -> int:
             for name, value in record.headers or ():
                 sink.write(b"%s=%s\n" % (name.encode(), value))
     count = len(records)
-    client = Redis.from_url(services["redis"]["url"])
+    client = Redis.from_url(services["redis"]["url"])  # its TLS port is the same server's
     try:
-        with (out / "redis.entries").open("wb") as sink:
-            async for key in client.scan_iter(count=1000):
-                if await client.type(key) != b"stream":
-                    continue
-                for entry_id, fields in await client.xrange(key) or ():
-                    count += 1
-                    sink.write(b"%s %s\n" % (key, as_bytes(entry_id)))
-                    for name, value in (fields or {}).items():
-                        sink.write(b"%s=%s\n" % (as_bytes(name), as_bytes(value)))
+        count += await dump_streams(client, out / "redis.entries")
     finally:
         await client.aclose()
+    return count
+
+
+async def dump_streams(client: Redis, path: Path) -> int:
+    """Every entry of every stream ``client`` holds, written to ``path``."""
+    count = 0
+    with path.open("wb") as sink:
+        async for key in client.scan_iter(count=1000):
+            if await client.type(key) != b"stream":
+                continue
+            for entry_id, fields in await client.xrange(key) or ():
+                count += 1
+                sink.write(b"%s %s\n" % (key, as_bytes(entry_id)))
+                for name, value in (fields or {}).items():
+                    sink.write(b"%s=%s\n" % (as_bytes(name), as_bytes(value)))
     return count
 
 
