@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import time
 from collections.abc import AsyncIterator
 
@@ -75,7 +76,7 @@ async def closed_by_server(reader: asyncio.StreamReader, within: float) -> bool:
         while True:
             if await asyncio.wait_for(reader.read(4096), within) == b"":
                 return True
-    except (ConnectionResetError, BrokenPipeError):
+    except (ConnectionResetError, BrokenPipeError, ssl.SSLError):  # TLS: an unclean close
         return True
     except TimeoutError:
         return False
