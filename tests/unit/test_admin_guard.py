@@ -150,7 +150,8 @@ async def test_slow_headers_are_closed_at_the_deadline() -> None:
 
 async def test_a_request_is_answered_then_the_connection_closed() -> None:
     """A prompt request gets its answer with ``Connection: close`` and the server ends the
-    connection (no idle keep-alive holds a slot); nothing is counted as dropped."""
+    connection (no idle keep-alive holds a slot), refusals and unknown paths included; nothing
+    is counted as dropped."""
     async with admin(ConnectionLimits(max_connections=2, header_timeout=0.5)) as (server, metrics):
         head, body = await get(server.port, "/healthz")
         assert head.startswith(b"HTTP/1.1 200")
@@ -158,6 +159,8 @@ async def test_a_request_is_answered_then_the_connection_closed() -> None:
         assert b"connection: close" in head.lower()
         head, _ = await get(server.port, "/metrics")  # no token: 401, closed all the same
         assert head.startswith(b"HTTP/1.1 401")
+        head, _ = await get(server.port, "/nowhere", token=TOKEN)  # raised 404: closed too
+        assert head.startswith(b"HTTP/1.1 404")
         await asyncio.sleep(0.7)  # past the deadline: answered connections are not counted
         assert dropped(metrics, "header_timeout") == 0
         assert dropped(metrics, "over_limit") == 0
