@@ -72,7 +72,8 @@ export BRIDGE_REQUIRE_SERVICES=1
 GREP_DIR="$(mktemp -d "${TMPDIR:-/tmp}/ryze-token-grep.XXXXXX")"
 export RYZE_TOKEN_LEDGER="$GREP_DIR/tokens.ledger"
 keep_outputs() {  # pytest arguments that keep a stage's outputs for the grep
-    echo "--basetemp=$GREP_DIR/$1" "--junitxml=$GREP_DIR/junit-$1.xml" -o junit_logging=all
+    echo "--basetemp=$GREP_DIR/$1" "--junitxml=$GREP_DIR/junit-$1.xml" -o junit_logging=all \
+        -o junit_family=xunit1  # xunit1: record_property (tests/consumers) without a warning
 }
 # The API-server tests are not collected here: they run below, after the build.
 # shellcheck disable=SC2046  # keep_outputs' words are meant to split

@@ -12,7 +12,8 @@ Outputs: every file under the roots given — pytest's base temporary directorie
 segments and ``ack`` files, file-sink outputs and DLQ files, the bridges' stdout/stderr files,
 ``last-seen.json``, logs), the admin answers the integration harness read
 (``admin-answers.txt``: :func:`keep_answer`), the runs' JUnit XML with every test's captured
-stdout, stderr and log records (``-o junit_logging=all``), the soak's directory, and the
+stdout, stderr and log records (``-o junit_logging=all``; not a failure's traceback, which
+quotes the test's source), the soak's directory, and the
 records read back from every Kafka topic and Redis stream at the end of the main run
 (``dump-brokers``). What the tests wrote as *input* is left out and counted apart: config
 files (``*.yaml``, ``*.yml``), Python files, files that hold nothing but one token, password
@@ -44,6 +45,7 @@ LITERAL = re.compile(rb"""["']((?:tok|secret)-[A-Za-z0-9_.-]{3,})["']""")
 INPUT_SUFFIXES = frozenset({".yaml", ".yml", ".py"})
 COPY_DIRS = frozenset({"venv", ".venv", "src", "repo", "pipx", "site-packages", "__pycache__"})
 MAX_TOKEN_FILE = 4096
+JUNIT_REPORT = re.compile(rb"<(failure|error)\b.*?</\1>", re.DOTALL)
 
 
 @dataclass
@@ -97,6 +99,16 @@ def offsets(path: Path, regex: re.Pattern[bytes], longest: int) -> Iterator[int]
             base += len(chunk)
 
 
+def report_ranges(path: Path) -> list[tuple[int, int]]:
+    """Byte ranges of a JUnit XML's failure and error reports: their tracebacks quote the test
+    sources, tokens and all (a failed test fails CI on its own; its captured output is still
+    scanned)."""
+    if path.suffix != ".xml":
+        return []
+    data = path.read_bytes()
+    return [m.span() for m in JUNIT_REPORT.finditer(data)]
+
+
 def is_input(path: Path, tokens: frozenset[str]) -> bool:
     """A file the tests wrote for the bridge to read, not one the run produced."""
     if path.suffix in INPUT_SUFFIXES or path.name.endswith(".ledger"):
@@ -129,7 +141,12 @@ def scan(roots: Iterable[Path], tokens: set[str]) -> Report:
             continue
         report.files += 1
         report.bytes += path.stat().st_size
-        report.hits.extend((path, offset) for offset in offsets(path, regex, longest))
+        skip = report_ranges(path)
+        report.hits.extend(
+            (path, offset)
+            for offset in offsets(path, regex, longest)
+            if not any(start <= offset < end for start, end in skip)
+        )
     return report
 
 

@@ -100,3 +100,12 @@ async def test_the_simulator_records_its_tokens(
     monkeypatch.delenv(LEDGER_ENV)
     record_tokens(["tok-not-recorded"])
     assert "tok-not-recorded" not in ledger.read_text()
+
+
+def test_junit_failure_reports_are_left_out(tmp_path: Path) -> None:
+    """In a JUnit XML, a token inside a failure's report (a traceback quoting the test's
+    source) is not a hit; the same token in a test's captured output is."""
+    xml = tmp_path / "junit.xml"
+    head = f'<testcase><failure message="x">src = "{TOKEN}"</failure><system-out>'
+    xml.write_text(f"{head}{TOKEN}</system-out></testcase>")
+    assert grep.scan([xml], {TOKEN}).hits == [(xml, len(head))]
