@@ -85,16 +85,36 @@ def pattern(tokens: Iterable[str]) -> re.Pattern[bytes]:
     return re.compile(b"|".join(re.escape(t) for t in ordered))
 
 
-def offsets(path: Path, regex: re.Pattern[bytes], longest: int) -> Iterator[int]:
-    """Byte offsets of the matches in ``path``, read in chunks that overlap by a token."""
+def prefixes(tokens: Iterable[str]) -> frozenset[bytes]:
+    """The tokens' first four bytes: few (the test tokens share ``tok-``), so finding those
+    with ``bytes.find`` and matching only there is far faster than a regex over every byte."""
+    return frozenset(t.encode()[:4] for t in tokens)
+
+
+def candidates(data: bytes, starts: frozenset[bytes]) -> list[int]:
+    """Every position in ``data`` where one of ``starts`` begins, ascending."""
+    found = []
+    for start in starts:
+        at = data.find(start)
+        while at != -1:
+            found.append(at)
+            at = data.find(start, at + 1)
+    return sorted(found)
+
+
+def offsets(
+    path: Path, regex: re.Pattern[bytes], longest: int, starts: frozenset[bytes]
+) -> Iterator[int]:
+    """Byte offsets of the tokens in ``path``, read in chunks that overlap by a token."""
     overlap = max(longest - 1, 0)
     with path.open("rb") as handle:
         base, carry = 0, b""
         while chunk := handle.read(CHUNK):
             data = carry + chunk
-            for match in regex.finditer(data):
-                if match.end() > len(carry):  # not wholly inside the previous chunk's tail
-                    yield base - len(carry) + match.start()
+            for at in candidates(data, starts):
+                match = regex.match(data, at)
+                if match and match.end() > len(carry):  # not wholly in the last chunk's tail
+                    yield base - len(carry) + at
             carry = data[-overlap:] if overlap else b""
             base += len(chunk)
 
@@ -135,6 +155,7 @@ def scan(roots: Iterable[Path], tokens: set[str]) -> Report:
     if not tokens:
         return report
     regex, longest, known = pattern(tokens), max(map(len, tokens)), frozenset(tokens)
+    starts = prefixes(tokens)
     for path in files_under(roots):
         if is_input(path, known):
             report.inputs += 1
@@ -144,7 +165,7 @@ def scan(roots: Iterable[Path], tokens: set[str]) -> Report:
         skip = report_ranges(path)
         report.hits.extend(
             (path, offset)
-            for offset in offsets(path, regex, longest)
+            for offset in offsets(path, regex, longest, starts)
             if not any(start <= offset < end for start, end in skip)
         )
     return report

@@ -36,7 +36,8 @@ def test_a_token_across_two_chunks_is_found_once(
     monkeypatch.setattr(grep, "CHUNK", 64)
     path = tmp_path / "big.log"
     path.write_bytes(b"a" * 60 + TOKEN.encode() + b"b" * 200 + TOKEN.encode())
-    found = list(grep.offsets(path, grep.pattern({TOKEN}), len(TOKEN)))
+    starts = grep.prefixes({TOKEN})
+    found = list(grep.offsets(path, grep.pattern({TOKEN}), len(TOKEN), starts))
     assert found == [60, 60 + len(TOKEN) + 200]
 
 
