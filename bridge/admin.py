@@ -1,8 +1,11 @@
-"""The admin HTTP server: ``/metrics``, ``/healthz``, ``/readyz``.
+"""The admin HTTP server: ``/metrics``, ``/healthz``, ``/readyz``, ``/instances``.
 
 Small and async on aiohttp, on the same event loop as the relay; every handler is cheap so it
 keeps answering under full load, and ``/metrics`` is rendered in a worker thread (gzipped when
-the client accepts it). ``/readyz`` says why in its body when not ready.
+the client accepts it). ``/readyz`` says why in its body when not ready. The
+connections go through :mod:`bridge.adminguard` (a cap, a header deadline, one request per
+connection); ``/instances`` is masked with every registered secret (upstream error texts may
+quote one).
 """
 
 from __future__ import annotations
@@ -10,20 +13,31 @@ from __future__ import annotations
 import asyncio
 import gzip
 import hmac
+import json
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import SecretStr
 
+from bridge.adminguard import (
+    HEADER_TIMEOUT,
+    OVER_LIMIT,
+    ConnectionGuard,
+    ConnectionLimits,
+    GuardedSite,
+)
+from bridge.logs import get_logger, mask_registered
 from bridge.metrics import Metrics
+from bridge.settings import is_loopback
 from bridge.status import parse_query, select
 
 GZIP_LEVEL = 1  # a scrape every few seconds: speed over the last few percent of size
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +108,49 @@ class Control(Protocol):
 
 
 ACTIONS = ("reconnect", "pause", "resume")
+DROP_REASONS = (OVER_LIMIT, HEADER_TIMEOUT)
+DEFAULT_LIMITS = ConnectionLimits()
+
+
+SEPARATOR = "\x00"  # in no secret (an environment value or a stripped file cannot hold it)
+
+
+def masked_strings(value: Any, mask: Callable[[str], str] = mask_registered) -> Any:
+    """``value`` (JSON-like) with every string value masked, in one call of ``mask`` over all
+    of them joined (a call's cost is per text, and /instances has thousands of rows)."""
+    texts: list[str] = []
+
+    def collect(item: Any) -> None:
+        if isinstance(item, str):
+            texts.append(item)
+        elif isinstance(item, dict):
+            for child in item.values():
+                collect(child)
+        elif isinstance(item, list | tuple):
+            for child in item:
+                collect(child)
+
+    collect(value)
+    if not texts:
+        return value
+    out = iter(mask(SEPARATOR.join(texts)).split(SEPARATOR))
+
+    def rebuild(item: Any) -> Any:
+        if isinstance(item, str):
+            return next(out)
+        if isinstance(item, dict):
+            return {key: rebuild(child) for key, child in item.items()}
+        if isinstance(item, list | tuple):
+            return [rebuild(child) for child in item]
+        return item
+
+    return rebuild(value)
+
+
+def exposed_unauthenticated(host: str, token: SecretStr | None) -> bool:
+    """Whether the admin API would answer anyone on the network: bound beyond loopback with
+    no token (pure)."""
+    return token is None and not is_loopback(host)
 
 
 def authorized(header: str | None, token: SecretStr | None) -> bool:
@@ -115,8 +172,12 @@ class AdminServer:
         control: Control | None = None,
         token: SecretStr | None = None,
         tls: ssl.SSLContext | None = None,
+        limits: ConnectionLimits = DEFAULT_LIMITS,
     ) -> None:
         self.tls = tls
+        self.limits = limits
+        for reason in DROP_REASONS:  # present from the start, at zero
+            metrics.admin_connections_dropped.labels(reason)
         self.metrics = metrics
         self.check_ready = check_ready
         self.host = host
@@ -135,6 +196,17 @@ class AdminServer:
 
     @web.middleware
     async def guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """One request per connection (the header deadline covers a connection's only
+        request; no idle keep-alive holds a slot)."""
+        try:
+            response = await self.authorize(request, handler)
+        except web.HTTPException as exc:
+            exc.force_close()
+            raise
+        response.force_close()
+        return response
+
+    async def authorize(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         """Probes are open; everything else needs the bearer token when one is set."""
         if request.path in ("/healthz", "/readyz"):
             return await handler(request)
@@ -158,7 +230,8 @@ class AdminServer:
             **select(self.control.instances_status(), query),
             "cluster": self.control.cluster_status(),
         }
-        return web.json_response(body)
+        text = json.dumps(masked_strings(body), ensure_ascii=False)
+        return web.Response(text=text, content_type="application/json")
 
     async def handle_action(self, request: web.Request) -> web.Response:
         if self.control is None:
@@ -170,10 +243,22 @@ class AdminServer:
             return web.json_response({"error": f"no instance {name} to {action}"}, status=404)
         return web.json_response({"ok": True, "instance": name, "action": action})
 
+    def dropped(self, reason: str) -> None:
+        self.metrics.admin_connections_dropped.labels(reason).inc()
+
     async def start(self) -> None:
+        if exposed_unauthenticated(self.host, self._token):
+            log.warning(
+                "admin.unauthenticated",
+                host=self.host,
+                port=self.port,
+                hint="/metrics and /instances answer anyone who reaches this address: "
+                "set admin.token_env or admin.token_file, or bind admin.host to loopback",
+            )
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self.tls)
+        guard = ConnectionGuard(self.limits, self.dropped)
+        site = GuardedSite(self._runner, self.host, self.port, guard=guard, ssl_context=self.tls)
         await site.start()
         if self.port == 0:  # the port the system chose (the one site's listening socket)
             self.port = int(self._runner.addresses[0][1])

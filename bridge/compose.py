@@ -17,6 +17,7 @@ from pydantic import SecretStr
 
 from bridge.access import UpstreamAccess
 from bridge.admin import AdminServer
+from bridge.adminguard import ConnectionLimits
 from bridge.cluster import replica_name
 from bridge.cluster.build import build_membership
 from bridge.controls import OperatorControls
@@ -144,6 +145,9 @@ def assemble(
         control=OperatorControls(fleet, shards, current),
         token=admin_token(settings, environ),
         tls=admin_tls(settings),
+        limits=ConnectionLimits(
+            settings.admin.max_connections, settings.admin.header_timeout_seconds
+        ),
     )
     watcher = None
     if config_path is not None:

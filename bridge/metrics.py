@@ -81,6 +81,7 @@ class Metrics:
     cluster_handover: BatchHistogram
     shipper_restarts: Counter
     sink_worker_restarts: Counter
+    admin_connections_dropped: Counter
 
 
 HANDOVER_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120)
@@ -216,6 +217,12 @@ def create_metrics(
             "sink_worker_restarts",
             "Times the sink worker (the publisher, in either process) died of an unexpected "
             "error and was started again.",
+        ),
+        admin_connections_dropped=counter(
+            "admin_connections_dropped",
+            "Admin port connections closed by the guard: over_limit (admin.max_connections "
+            "open already), header_timeout (no complete request headers in time).",
+            ("reason",),
         ),
     )
     init_instance(metrics, OTHER)

@@ -297,8 +297,10 @@ class DiscoverySettings(Model):
 
 
 class AdminSettings(Model):
-    host: str = "0.0.0.0"
+    host: str = "127.0.0.1"  # loopback; elsewhere without a token is logged at start
     port: int = Field(default=9464, ge=0, le=65535)
+    max_connections: int = Field(default=256, ge=1, le=65535)
+    header_timeout_seconds: PositiveSeconds = 5.0
     token_env: str | None = None
     token_file: Path | None = None
     tls_cert_file: Path | None = None

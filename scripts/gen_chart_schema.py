@@ -88,6 +88,18 @@ def secret_ref(inline: str, key: str, what: str) -> dict[str, Any]:
     )
 
 
+def admin_token_schema() -> dict[str, Any]:
+    """adminToken: a secret reference that the chart may also generate."""
+    schema = secret_ref("value", "admin-token", "Admin API bearer token")
+    schema["properties"]["generate"] = {
+        "type": "boolean",
+        "default": True,
+        "description": "Neither value nor existingSecret: the chart makes a token (kept across "
+        "upgrades); false: one of them is required.",
+    }
+    return schema
+
+
 def chart_schema() -> dict[str, Any]:
     config, defs = config_schema()
     string = {"type": "string"}
@@ -133,7 +145,7 @@ def chart_schema() -> dict[str, Any]:
             ),
             "configReload": {"enum": ["rollout", "live"]},
             "sinkCredentials": secret_ref("password", "sink-password", "Sink password"),
-            "adminToken": secret_ref("value", "admin-token", "Admin API bearer token"),
+            "adminToken": admin_token_schema(),
             "tlsSecret": string,
             "config": config,
             "shutdownTimeout": {"type": "integer", "minimum": 1, "maximum": 3600},
@@ -181,7 +193,19 @@ def chart_schema() -> dict[str, Any]:
                 {"enabled": boolean, "maxUnavailable": {"type": ["integer", "string"]}}
             ),
             "networkPolicy": closed(
-                {"enabled": boolean, "ingressFrom": {"type": "array", "items": {"type": "object"}}}
+                {
+                    "enabled": boolean,
+                    "scraper": closed(
+                        {
+                            "namespaceSelector": object_of(
+                                "LabelSelector of the scraper's namespaces ({}: any)."
+                            ),
+                            "podSelector": object_of("LabelSelector of the scraper's pods."),
+                        },
+                        description="The Prometheus admitted to the admin port.",
+                    ),
+                    "ingressFrom": list_of("More NetworkPolicyPeers admitted to the admin port."),
+                }
             ),
             "serviceMonitor": closed(
                 {

@@ -64,14 +64,28 @@ echo "setup: $((t1 - t0)) s" >&2
 "${UV[@]}" run ruff format --check .
 "${UV[@]}" run mypy
 export BRIDGE_REQUIRE_SERVICES=1
+# The token grep (tests/tokengrep.py) at the end searches every output of this run for every
+# token the tests used: the simulators write each token they are given to the ledger, pytest
+# keeps its temporary files (spools, sinks, DLQs, the bridges' stdout/stderr) under GREP_DIR
+# and every test's captured output and logs in JUnit XML, and what Kafka and Redis hold is
+# read back into GREP_DIR before the services stop.
+GREP_DIR="$(mktemp -d "${TMPDIR:-/tmp}/ryze-token-grep.XXXXXX")"
+export RYZE_TOKEN_LEDGER="$GREP_DIR/tokens.ledger"
+keep_outputs() {  # pytest arguments that keep a stage's outputs for the grep
+    echo "--basetemp=$GREP_DIR/$1" "--junitxml=$GREP_DIR/junit-$1.xml" -o junit_logging=all \
+        -o junit_family=xunit1  # xunit1: record_property (tests/consumers) without a warning
+}
 # The API-server tests are not collected here: they run below, after the build.
-"${UV[@]}" run pytest --ignore="$KUBE_API_TESTS" "$@"
+# shellcheck disable=SC2046  # keep_outputs' words are meant to split
+"${UV[@]}" run pytest --ignore="$KUBE_API_TESTS" $(keep_outputs main) "$@"
+"${UV[@]}" run python -m tests.tokengrep dump-brokers "$GREP_DIR/brokers"
 t2=$(date +%s)
 echo "setup: $((t1 - t0)) s, checks and tests: $((t2 - t1)) s" >&2
 
 if [[ -z "${SKIP_KUBE_API:-}" ]]; then
     wait_kube_tools
-    "${UV[@]}" run pytest "$KUBE_API_TESTS"
+    # shellcheck disable=SC2046
+    "${UV[@]}" run pytest "$KUBE_API_TESTS" $(keep_outputs kube)
     t2k=$(date +%s)
     echo "chart against a real API server: $((t2k - t2)) s (the build's wait included)" >&2
     t2=$t2k
@@ -94,3 +108,12 @@ if [[ -z "${SKIP_SOAK:-}" ]]; then
     t3=$(date +%s)
     echo "short soak: $((t3 - t2)) s" >&2
 fi
+
+# Zero hits or CI fails: each hit is named by file and byte offset, never by the token.
+if ! "${UV[@]}" run python -m tests.tokengrep scan --ledger "$RYZE_TOKEN_LEDGER" --sources tests \
+    "$GREP_DIR" ${SOAK_OUT:+"$SOAK_OUT"}; then
+    echo "test.sh: a token the tests used appears in an output of the run (the HIT lines above;" \
+        "outputs kept in $GREP_DIR)." >&2
+    exit 1
+fi
+rm -rf "$GREP_DIR"

@@ -182,3 +182,42 @@ def test_server_dry_run_refuses_unknown_fields(kube: KubeAPI) -> None:
     monitor["spec"]["endpoints"][0]["scheme"] = "gopher"
     status, body = kube.dry_run_create(monitor, "default")
     assert status == 422, body
+
+
+def test_generated_admin_token_is_kept_and_sent_by_the_service_monitor(kube: KubeAPI) -> None:
+    """Installed with the defaults, the chart stores a generated admin token Secret and a
+    NetworkPolicy admitting only the scraper to the admin port; an upgrade turning the
+    ServiceMonitor on keeps the same token (read back from the server with lookup) and the
+    stored ServiceMonitor authorizes with it; the pod's admin host is its IP (downward API)."""
+    kube_helm(kube, "install", "adm", str(CHART), "-n", NAMESPACE, "--create-namespace")
+    secret = stored(kube, "v1", "Secret", "adm-ryze-bridge-admin")
+    assert secret is not None
+    token = secret["data"]["admin-token"]
+    assert len(token) >= 64  # base64 of 48 characters
+    policy = stored(kube, "networking.k8s.io/v1", "NetworkPolicy", "adm-ryze-bridge")
+    assert policy is not None
+    assert policy["spec"]["ingress"][0]["from"] == [
+        {
+            "namespaceSelector": {},
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+        }
+    ]
+    sts = stored(kube, "apps/v1", "StatefulSet", "adm-ryze-bridge")
+    assert sts is not None
+    env = {e["name"]: e for e in sts["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["RYZE_BRIDGE__ADMIN__HOST"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+
+    kube_helm(
+        kube, "upgrade", "adm", str(CHART), "-n", NAMESPACE, "--set", "serviceMonitor.enabled=true"
+    )
+    kept = stored(kube, "v1", "Secret", "adm-ryze-bridge-admin")
+    assert kept is not None
+    assert kept["data"]["admin-token"] == token
+    monitor = stored(kube, "monitoring.coreos.com/v1", "ServiceMonitor", "adm-ryze-bridge")
+    assert monitor is not None
+    assert monitor["spec"]["endpoints"][0]["authorization"]["credentials"] == {
+        "name": "adm-ryze-bridge-admin",
+        "key": "admin-token",
+    }
+    kube_helm(kube, "uninstall", "adm", "-n", NAMESPACE)
+    assert stored(kube, "v1", "Secret", "adm-ryze-bridge-admin") is None

@@ -15,6 +15,7 @@ from bridge.compose import assemble
 from bridge.metrics import Metrics, create_metrics
 from bridge.settings import Settings
 from bridge.supervisor import Supervisor
+from tests.tokengrep import keep_answer
 
 
 async def eventually(
@@ -110,4 +111,6 @@ def event_of(frame: bytes) -> str:
 async def scrape(port: int, path: str = "/metrics") -> str:
     """The admin server's answer to GET ``path``."""
     async with ClientSession() as http, http.get(f"http://127.0.0.1:{port}{path}") as resp:
-        return await resp.text()
+        text = await resp.text()
+    keep_answer(path, text)  # for CI's token grep
+    return text

@@ -58,10 +58,24 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if $c.existingSecret }}{{ $c.existingSecret }}{{ else if $c.password }}{{ include "ryze-bridge.chartSecretName" . }}{{ end -}}
 {{- end }}
 
-{{/* The Secret holding the admin API's bearer token ("" when there is none). */}}
+{{/* "true" when the chart makes the admin token itself (neither value nor existingSecret). */}}
+{{- define "ryze-bridge.adminTokenGenerated" -}}
+{{- $a := .Values.adminToken -}}
+{{- if not (or $a.value $a.existingSecret) }}
+{{- if not $a.generate }}
+{{- fail "adminToken: give value or existingSecret, or set generate: true (the admin port listens on the pod's IP and is never left without a token)" }}
+{{- end }}true
+{{- end -}}
+{{- end }}
+
+{{- define "ryze-bridge.generatedAdminSecretName" -}}
+{{- printf "%s-admin" (include "ryze-bridge.fullname" .) }}
+{{- end }}
+
+{{/* The Secret holding the admin API's bearer token (always one: given or generated). */}}
 {{- define "ryze-bridge.adminSecretName" -}}
 {{- $a := .Values.adminToken -}}
-{{- if $a.existingSecret }}{{ $a.existingSecret }}{{ else if $a.value }}{{ include "ryze-bridge.chartSecretName" . }}{{ end -}}
+{{- if $a.existingSecret }}{{ $a.existingSecret }}{{ else if $a.value }}{{ include "ryze-bridge.chartSecretName" . }}{{ else if include "ryze-bridge.adminTokenGenerated" . }}{{ include "ryze-bridge.generatedAdminSecretName" . }}{{ end -}}
 {{- end }}
 
 {{/* "true" when the admin port serves HTTPS (config.admin.tls_cert_file is set). */}}
@@ -150,7 +164,8 @@ admin token come from their own Secrets under fixed file names. Empty when nothi
 {{- $_ := set $spool "dir" "/var/lib/ryze-bridge/spool" -}}
 {{- $_ := set $cfg "spool" $spool -}}
 {{- $admin := deepCopy (default dict $cfg.admin) -}}
-{{- $_ := set $admin "host" "0.0.0.0" -}}
+{{- /* no host: the pod's IP comes from the downward API (RYZE_BRIDGE__ADMIN__HOST) */}}
+{{- $admin = omit $admin "host" -}}
 {{- if include "ryze-bridge.adminSecretName" . }}
 {{- $_ := set $admin "token_file" (printf "%s/admin-token" (include "ryze-bridge.tokenDir" $)) -}}
 {{- end }}
