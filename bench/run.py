@@ -1,7 +1,7 @@
 """The benchmark, one command: ``make bench`` (or ``bash scripts/bench.sh``).
 
     python -m bench.run [--quick] [--only throughput,latency,isolation,scale]
-                        [--workload "600B x1" …] [--repeats 3]
+                        [--workload "600B x1" …] [--repeats 3] [--instances 1000,5000]
 
 Needs the test services (scripts/services.sh up; scripts/bench.sh does it). Writes
 ``bench/results/<date>.json`` and PNG plots beside it, and prints the table and the goals.
@@ -38,6 +38,7 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--repeats", type=int, help="rounds per throughput workload, median kept (3; quick 1)"
     )
+    parser.add_argument("--instances", help="scale: instance counts to run (1000,5000; quick 200)")
     args = parser.parse_args(argv)
     parts = set(args.only.split(","))
     services = read_services()
@@ -53,7 +54,7 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
         "throughput": [],
         "latency": [],
         "isolation": None,
-        "scale": None,
+        "scale": [],
     }
     try:
         if "throughput" in parts:
@@ -72,9 +73,12 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
             result["isolation"] = await latency.isolation(services, window)
             log(f"isolation: {result['isolation']}")
         if "scale" in parts:
-            result["scale"] = await scale.run(services, 200 if args.quick else 1000)
-            shown = {k: v for k, v in result["scale"].items() if k != "timeline"}
-            log(f"scale: {shown}")
+            counts = args.instances or ("200" if args.quick else "1000,5000")
+            for instances in (int(n) for n in counts.split(",")):
+                entry = await scale.run(services, instances, window)
+                result["scale"].append(entry)
+                shown = {k: v for k, v in entry.items() if k not in ("timeline", "targets")}
+                log(f"scale: {shown}")
     finally:  # the broker keeps no bench topics: thousands of them slow its restarts
         await delete_created_topics(services.kafka)
     result["targets"] = report.targets(
