@@ -108,12 +108,14 @@ async def ack_latencies(url: str, stream: str, since_ms: int, until_ms: int) -> 
     start = f"{since_ms}-0"
     try:
         while True:
-            entries = await client.xrange(stream, min=start, max=f"{until_ms}-0", count=5000)
+            entries: list[Any] = (
+                await client.xrange(stream, min=start, max=f"{until_ms}-0", count=5000) or []
+            )
             for entry_id, fields in entries:
-                found.append(ack_ms(entry_id, fields[b"received_at"]))
+                found.append(ack_ms(bytes(entry_id), bytes(fields[b"received_at"])))
             if len(entries) < 5000:
                 return found
-            start = "(" + entries[-1][0].decode()
+            start = "(" + bytes(entries[-1][0]).decode()
     finally:
         await client.aclose()
 

@@ -19,7 +19,7 @@ import math
 import platform
 import threading
 from collections import Counter as Tally
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,12 +30,18 @@ from prometheus_client import (
     Info,
     disable_created_metrics,
 )
-from prometheus_client.core import HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from bridge import __version__
 from bridge.pipeline.filter import is_known_event
+from bridge.upstream.budget import BudgetState
 
 disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series are noise
 PREFIX = "ryze_bridge"
@@ -478,3 +484,47 @@ def apply_sink_side(metrics: Metrics, changes: Iterable[Change]) -> None:
     for (attr, label_pairs), amounts in histograms.items():
         total = amounts.pop(SUM, 0.0)
         getattr(metrics, attr).labels(**dict(label_pairs)).add_cumulative(amounts, total)
+
+
+# ---- the buffered-frames budget (bridge.upstream.budget): read at scrape, no hot-path cost ----
+class BudgetCollector(Collector):
+    """The process-wide budget of bytes read off the sockets and not yet in the spool."""
+
+    def __init__(self, state: BudgetState, clock: Callable[[], float]) -> None:
+        self.state = state
+        self.clock = clock
+
+    def collect(self) -> Iterable[Metric]:
+        state = self.state
+        yield GaugeMetricFamily(
+            f"{PREFIX}_buffered_bytes",
+            "Bytes read off the sockets and not yet in the spool, all sockets together.",
+            value=state.used,
+        )
+        yield GaugeMetricFamily(
+            f"{PREFIX}_buffered_bytes_peak",
+            "The most buffered_bytes has been since the process started.",
+            value=state.peak,
+        )
+        yield GaugeMetricFamily(
+            f"{PREFIX}_buffer_budget_bytes",
+            "The budget buffered_bytes stays within (upstream.buffer_budget_bytes).",
+            value=state.limit,
+        )
+        yield CounterMetricFamily(
+            f"{PREFIX}_reader_budget_waits",
+            "Times a socket reader stopped reading because the budget was full.",
+            value=state.waits,
+        )
+        yield CounterMetricFamily(
+            f"{PREFIX}_reader_budget_wait_seconds",
+            "Seconds during which at least one socket reader waited for the budget "
+            "(the upstream was pushed back on: TCP flow control, nothing dropped).",
+            value=state.seconds_waited(self.clock()),
+        )
+
+
+def register_budget(
+    registry: CollectorRegistry, state: BudgetState, clock: Callable[[], float]
+) -> None:
+    registry.register(BudgetCollector(state, clock))

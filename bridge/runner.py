@@ -24,8 +24,14 @@ from bridge.metrics import Children, Metrics, event_label, init_instance
 from bridge.pipeline import Drop, Frame, Pipeline, Publish, Record
 from bridge.pipeline.gap import gap_value
 from bridge.pipeline.records import rfc3339
-from bridge.settings import InstanceSettings, UpstreamSettings, resolve_token
+from bridge.settings import (
+    BUFFER_BUDGET_BYTES,
+    InstanceSettings,
+    UpstreamSettings,
+    resolve_token,
+)
 from bridge.spool import AppendResult, Spool
+from bridge.upstream.budget import BufferBudget
 from bridge.upstream.ratelimit import BucketRegistry, TokenBucket
 from bridge.upstream.rest import RestClient, WsConfig, desired_config
 from bridge.upstream.ws import BATCH_BYTES, BATCH_FRAMES, InstanceSource
@@ -75,6 +81,7 @@ class RunnerContext:
     replica: str = field(default_factory=socket.gethostname)
     pace: Callable[[], Awaitable[None]] = field(default=_yield)
     held: Callable[[], bool] = field(default=lambda: False)
+    budget: BufferBudget = field(default_factory=lambda: BufferBudget(BUFFER_BUDGET_BYTES))
 
 
 class Runner:
@@ -140,6 +147,7 @@ class Runner:
             bucket,
             ensure=ensure,
             observer=self,
+            budget=self.ctx.budget,
             ssl=self.ctx.ssl,
         )
         handled = read = 0
