@@ -121,8 +121,14 @@ async def ack_latencies(url: str, stream: str, since_ms: int, until_ms: int) -> 
 
 
 async def connected(url: str) -> tuple[int, int]:
-    """(instances with an open socket, 429s answered so far) as the simulator sees them."""
-    stats = await sim_stats(url)
+    """(instances with an open socket, 429s answered so far) as the simulator sees them; a
+    simulator too busy to answer within a minute (thousands of handshakes) is asked again."""
+    for _ in range(5):
+        with contextlib.suppress(httpx.TimeoutException):
+            stats = await sim_stats(url)
+            break
+    else:
+        raise RuntimeError("the simulator did not answer /_sim/stats")
     count = sum(1 for s in stats["instances"].values() if s["open_sockets"] >= 1)
     return count, int(stats["rate_limited"])
 

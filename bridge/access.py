@@ -20,6 +20,7 @@ from bridge.runner import RunnerContext
 from bridge.settings import Settings
 from bridge.spool import Spool
 from bridge.upstream.budget import BufferBudget
+from bridge.upstream.keepalive import Keepalive
 from bridge.upstream.ratelimit import BucketRegistry, TokenBucket
 from bridge.upstream.rest import REST_IN_FLIGHT, RestClient
 from bridge.wiring import upstream_ssl
@@ -48,6 +49,7 @@ class UpstreamAccess:
         # one for the process, kept across reloads (a reload sets its limit)
         self.budget = BufferBudget(settings.upstream.budget_bytes)
         register_budget(metrics.registry, self.budget.state, self.budget.clock)
+        self.keepalive = Keepalive()  # one ticker for every socket's watchdog and pings
         self.ctx, self.http = self._build(settings)
 
     def _build(self, settings: Settings) -> tuple[RunnerContext, httpx.AsyncClient]:
@@ -76,6 +78,7 @@ class UpstreamAccess:
             pace=self.pace,
             held=self.held,
             budget=self.budget,
+            keepalive=self.keepalive,
         )
         return runner_context, http
 

@@ -32,6 +32,7 @@ from bridge.settings import (
 )
 from bridge.spool import AppendResult, Spool
 from bridge.upstream.budget import BufferBudget
+from bridge.upstream.keepalive import Keepalive
 from bridge.upstream.ratelimit import BucketRegistry, TokenBucket
 from bridge.upstream.rest import RestClient, WsConfig, desired_config
 from bridge.upstream.ws import BATCH_BYTES, BATCH_FRAMES, InstanceSource
@@ -82,6 +83,7 @@ class RunnerContext:
     pace: Callable[[], Awaitable[None]] = field(default=_yield)
     held: Callable[[], bool] = field(default=lambda: False)
     budget: BufferBudget = field(default_factory=lambda: BufferBudget(BUFFER_BUDGET_BYTES))
+    keepalive: Keepalive = field(default_factory=Keepalive)
 
 
 class Runner:
@@ -106,6 +108,7 @@ class Runner:
         self._received = Children(ctx.metrics.events_received)
         self._dropped = Children(ctx.metrics.events_dropped)
         self._last_frame = ctx.metrics.ws_last_frame.labels(name)
+        self._pings = ctx.metrics.ws_pings.labels(name)  # looked up once, not per ping
         init_instance(ctx.metrics, name)
         self._source: InstanceSource | None = None
         self._stopping = asyncio.Event()
@@ -148,6 +151,7 @@ class Runner:
             ensure=ensure,
             observer=self,
             budget=self.ctx.budget,
+            keepalive=self.ctx.keepalive,
             ssl=self.ctx.ssl,
         )
         handled = read = 0
@@ -328,4 +332,4 @@ class Runner:
             self._gauge_at = now
         self.status.last_frame_at = now
         if ping:
-            self.metrics.ws_pings.labels(self.name).inc()
+            self._pings.inc()

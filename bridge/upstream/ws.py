@@ -18,10 +18,11 @@ Between sessions the source decides, from what went wrong, what to do before the
   from the first retry again after a session that lasted ``healthy_after``.
 
 Every upgrade spends one request of the token's bucket. The token goes in the ``token``
-header, never the query string; no ``Origin`` header is sent. A watchdog closes a socket that
-has been silent (no frame, no ping) for ``watchdog_seconds``. A session that ends for any
-reason, the consumer's own failure or leaving included, closes its socket: an instance never
-holds a second socket beside a forgotten one.
+header, never the query string; no ``Origin`` header is sent. The process's keepalive ticker
+(:mod:`bridge.upstream.keepalive`) pings a socket silent for 25 s and closes one silent (no
+frame, no ping, no pong) for ``watchdog_seconds`` or 20 s past an unanswered ping. A session
+that ends for any reason, the consumer's own failure or leaving included, closes its socket: an
+instance never holds a second socket beside a forgotten one.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ from bridge.pipeline import Frame
 from bridge.retry import Backoff, RetryPolicy
 from bridge.settings import UpstreamSettings
 from bridge.upstream.budget import BufferBudget
+from bridge.upstream.keepalive import Keepalive
 from bridge.upstream.ratelimit import TokenBucket, parse_rate_headers, usable_reset
 
 
@@ -227,6 +229,7 @@ class InstanceSource:
         ensure: Callable[[], Awaitable[None]],
         observer: SessionObserver,
         budget: BufferBudget,
+        keepalive: Keepalive,
         ssl: Any = None,
     ) -> None:
         self.instance = instance
@@ -236,6 +239,7 @@ class InstanceSource:
         self.ensure = ensure
         self.observer = observer
         self.budget = budget
+        self.keepalive = keepalive
         self.ssl = ssl
         self._watchdog_fired = False
         self.backoff: Backoff = reconnect_policy(settings).start()
@@ -274,8 +278,8 @@ class InstanceSource:
                 open_timeout=self.settings.open_timeout,
                 max_size=socket_limit(self.settings.max_frame_bytes),
                 max_queue=MAX_QUEUE,
-                ping_interval=20,
-                ping_timeout=20,
+                ping_interval=None,  # the process's keepalive ticker pings silent sockets
+                ping_timeout=None,
                 close_timeout=5,
                 compression=None,  # CPU is what a relay runs out of, not bandwidth
                 ssl=self.ssl,
@@ -300,7 +304,7 @@ class InstanceSource:
         self._connection = connection
         self.observer.connected()
         self._watchdog_fired = False
-        watchdog = asyncio.create_task(self._watchdog(connection))
+        watched = self.keepalive.watch(connection, self.settings.watchdog_seconds, self._silent)
         reensure = asyncio.create_task(self._reensure())
         reason = "closed"
         reader = MessageReader(connection, self.budget)
@@ -317,7 +321,7 @@ class InstanceSource:
         except ConnectionClosed as exc:
             reason = _close_reason(exc)
         finally:
-            watchdog.cancel()
+            self.keepalive.forget(watched)
             reensure.cancel()
             await reader.close()
             self._connection = None
@@ -331,15 +335,9 @@ class InstanceSource:
                 reason = "stopping"
             self.observer.disconnected(reason)
 
-    async def _watchdog(self, connection: WatchedConnection) -> None:
-        limit = self.settings.watchdog_seconds
-        while True:
-            silent = time.monotonic() - connection.last_activity
-            if silent >= limit:
-                self._watchdog_fired = True
-                await connection.close(code=1001, reason="silent past watchdog")
-                return
-            await asyncio.sleep(max(0.05, min(limit - silent, limit / 4)))
+    def _silent(self) -> None:
+        """The keepalive ticker closes the socket: nothing heard past the watchdog."""
+        self._watchdog_fired = True
 
     async def _reensure(self) -> None:
         """While connected, check the upstream config now and then: drift (someone changed or

@@ -14,6 +14,7 @@ from pydantic import SecretStr
 from bridge.errors import UpstreamError
 from bridge.settings import UpstreamSettings
 from bridge.upstream.budget import BufferBudget
+from bridge.upstream.keepalive import Keepalive
 from bridge.upstream.ratelimit import TokenBucket
 from bridge.upstream.ws import InstanceSource
 
@@ -83,6 +84,7 @@ async def upgrades_within(base_url: str, seconds: float) -> Recorder:
         ensure=ensure,
         observer=observer,
         budget=BufferBudget(1 << 30),
+        keepalive=Keepalive(),
     )
 
     async def consume() -> None:
