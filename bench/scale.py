@@ -133,7 +133,11 @@ async def connected(url: str) -> tuple[int, int]:
     return count, int(stats["rate_limited"])
 
 
-async def connect_phase(url: str, instances: int) -> dict[str, Any]:
+async def connect_phase(url: str, instances: int, root: int, source: int) -> dict[str, Any]:
+    """Seconds until every instance has its socket, with the timeline and the CPU seconds the
+    bridge (both processes) and the simulator spent meanwhile (which of them limited it)."""
+    groups = {"bridge": family(root), "simulator": [source]}
+    before = {name: process_ticks(pids) for name, pids in groups.items()}
     started = time.monotonic()
     timeline: list[tuple[float, int]] = []
     while True:
@@ -142,7 +146,16 @@ async def connect_phase(url: str, instances: int) -> dict[str, Any]:
         if count >= instances or time.monotonic() - started > CONNECT_LIMIT:
             break
         await asyncio.sleep(0.5)
-    return {"seconds_to_all_connected": round(time.monotonic() - started, 2), "timeline": timeline}
+    spent = {
+        name: round((process_ticks(family(root) if name == "bridge" else pids) - before[name])
+                    / CLK_TCK, 1)
+        for name, pids in groups.items()
+    }  # fmt: skip
+    return {
+        "seconds_to_all_connected": round(time.monotonic() - started, 2),
+        "connect_cpu_seconds": spent,
+        "timeline": timeline,
+    }
 
 
 def judged(entry: dict[str, Any], targets: Targets = TARGETS) -> list[dict[str, Any]]:
@@ -186,7 +199,10 @@ async def run(
             )
             try:
                 async with process(bridge_args(path), work / "bridge.log") as proc:
-                    entry = {"instances": instances, **await connect_phase(src.url, instances)}
+                    entry = {
+                        "instances": instances,
+                        **await connect_phase(src.url, instances, proc.pid, src.pid),
+                    }
                     entry.update(
                         await measure(
                             services, proc.pid, src.url, prefix, window=window, settle=settle

@@ -20,9 +20,9 @@ from bridge.runner import RunnerContext
 from bridge.settings import Settings
 from bridge.spool import Spool
 from bridge.upstream.budget import BufferBudget
-from bridge.upstream.keepalive import Keepalive
 from bridge.upstream.ratelimit import BucketRegistry, TokenBucket
 from bridge.upstream.rest import REST_IN_FLIGHT, RestClient
+from bridge.upstream.shared import SocketsShared
 from bridge.wiring import upstream_ssl
 
 
@@ -49,7 +49,7 @@ class UpstreamAccess:
         # one for the process, kept across reloads (a reload sets its limit)
         self.budget = BufferBudget(settings.upstream.budget_bytes)
         register_budget(metrics.registry, self.budget.state, self.budget.clock)
-        self.keepalive = Keepalive()  # one ticker for every socket's watchdog and pings
+        self.sockets = SocketsShared(self.budget)  # and one keepalive ticker, one re-check pace
         self.ctx, self.http = self._build(settings)
 
     def _build(self, settings: Settings) -> tuple[RunnerContext, httpx.AsyncClient]:
@@ -77,8 +77,7 @@ class UpstreamAccess:
             gap_markers=settings.sink.gap_markers,
             pace=self.pace,
             held=self.held,
-            budget=self.budget,
-            keepalive=self.keepalive,
+            sockets=self.sockets,
         )
         return runner_context, http
 

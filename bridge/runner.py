@@ -24,17 +24,11 @@ from bridge.metrics import Children, Metrics, event_label, init_instance
 from bridge.pipeline import Drop, Frame, Pipeline, Publish, Record
 from bridge.pipeline.gap import gap_value
 from bridge.pipeline.records import rfc3339
-from bridge.settings import (
-    BUFFER_BUDGET_BYTES,
-    InstanceSettings,
-    UpstreamSettings,
-    resolve_token,
-)
+from bridge.settings import InstanceSettings, UpstreamSettings, resolve_token
 from bridge.spool import AppendResult, Spool
-from bridge.upstream.budget import BufferBudget
-from bridge.upstream.keepalive import Keepalive
 from bridge.upstream.ratelimit import BucketRegistry, TokenBucket
 from bridge.upstream.rest import RestClient, WsConfig, desired_config
+from bridge.upstream.shared import SocketsShared
 from bridge.upstream.ws import BATCH_BYTES, BATCH_FRAMES, InstanceSource
 
 GAUGE_EVERY = 0.5
@@ -82,8 +76,7 @@ class RunnerContext:
     replica: str = field(default_factory=socket.gethostname)
     pace: Callable[[], Awaitable[None]] = field(default=_yield)
     held: Callable[[], bool] = field(default=lambda: False)
-    budget: BufferBudget = field(default_factory=lambda: BufferBudget(BUFFER_BUDGET_BYTES))
-    keepalive: Keepalive = field(default_factory=Keepalive)
+    sockets: SocketsShared = field(default_factory=SocketsShared)
 
 
 class Runner:
@@ -150,8 +143,7 @@ class Runner:
             bucket,
             ensure=ensure,
             observer=self,
-            budget=self.ctx.budget,
-            keepalive=self.ctx.keepalive,
+            shared=self.ctx.sockets,
             ssl=self.ctx.ssl,
         )
         handled = read = 0

@@ -58,8 +58,8 @@ from bridge.pipeline import Frame
 from bridge.retry import Backoff, RetryPolicy
 from bridge.settings import UpstreamSettings
 from bridge.upstream.budget import BufferBudget
-from bridge.upstream.keepalive import Keepalive
 from bridge.upstream.ratelimit import TokenBucket, parse_rate_headers, usable_reset
+from bridge.upstream.shared import SocketsShared
 
 
 class SessionObserver(Protocol):
@@ -228,8 +228,7 @@ class InstanceSource:
         *,
         ensure: Callable[[], Awaitable[None]],
         observer: SessionObserver,
-        budget: BufferBudget,
-        keepalive: Keepalive,
+        shared: SocketsShared,
         ssl: Any = None,
     ) -> None:
         self.instance = instance
@@ -238,8 +237,7 @@ class InstanceSource:
         self.bucket = bucket
         self.ensure = ensure
         self.observer = observer
-        self.budget = budget
-        self.keepalive = keepalive
+        self.shared = shared
         self.ssl = ssl
         self._watchdog_fired = False
         self.backoff: Backoff = reconnect_policy(settings).start()
@@ -304,10 +302,11 @@ class InstanceSource:
         self._connection = connection
         self.observer.connected()
         self._watchdog_fired = False
-        watched = self.keepalive.watch(connection, self.settings.watchdog_seconds, self._silent)
+        keepalive = self.shared.keepalive
+        watched = keepalive.watch(connection, self.settings.watchdog_seconds, self._silent)
         reensure = asyncio.create_task(self._reensure())
         reason = "closed"
-        reader = MessageReader(connection, self.budget)
+        reader = MessageReader(connection, self.shared.budget)
         try:
             instance = self.instance
             while True:  # bytes as received, text frames too: no decode and re-encode
@@ -321,7 +320,7 @@ class InstanceSource:
         except ConnectionClosed as exc:
             reason = _close_reason(exc)
         finally:
-            self.keepalive.forget(watched)
+            keepalive.forget(watched)
             reensure.cancel()
             await reader.close()
             self._connection = None
@@ -341,10 +340,12 @@ class InstanceSource:
 
     async def _reensure(self) -> None:
         """While connected, check the upstream config now and then: drift (someone changed or
-        disabled it) is repaired without waiting for a reconnect."""
+        disabled it) is repaired without waiting for a reconnect. The checks of all sockets
+        share one pace (:mod:`bridge.upstream.shared`)."""
         interval = self.settings.ensure_interval_seconds
         while True:
             await asyncio.sleep(random.uniform(interval * 0.9, interval))  # noqa: S311
+            await self.shared.rechecks.acquire()  # paced for the whole process
             with contextlib.suppress(UpstreamError):
                 await self.ensure()
 

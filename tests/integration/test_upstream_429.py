@@ -13,9 +13,8 @@ from pydantic import SecretStr
 
 from bridge.errors import UpstreamError
 from bridge.settings import UpstreamSettings
-from bridge.upstream.budget import BufferBudget
-from bridge.upstream.keepalive import Keepalive
 from bridge.upstream.ratelimit import TokenBucket
+from bridge.upstream.shared import SocketsShared
 from bridge.upstream.ws import InstanceSource
 
 
@@ -83,8 +82,7 @@ async def upgrades_within(base_url: str, seconds: float) -> Recorder:
         TokenBucket(per_minute=60_000, burst=1000),
         ensure=ensure,
         observer=observer,
-        budget=BufferBudget(1 << 30),
-        keepalive=Keepalive(),
+        shared=SocketsShared(),
     )
 
     async def consume() -> None:
