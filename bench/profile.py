@@ -35,6 +35,7 @@ from bench.common import (
     unique,
     write_bridge_config,
 )
+from bench.scale import connect_phase
 from bench.throughput import BIG_MESSAGES, WORKLOADS, sink_section
 from bridge.settings import EVENT_NAMES
 
@@ -184,6 +185,9 @@ async def scale_phases(spy: str, instances: int, seconds: float, *, shipper: boo
                 pid = family(b.pid)[-1] if shipper else b.pid
                 side = "-shipper" if shipper else ""
                 for phase in ("connect", "idle", "1s"):
+                    if phase == "idle":  # the fleet connected, its gap markers delivered
+                        await connect_phase(src.url, instances, b.pid, src.pid)
+                        await asyncio.sleep(10)
                     if phase == "1s":
                         async with httpx.AsyncClient(base_url=src.url, timeout=60) as http:
                             await http.post("/_sim/set_rate", json={"rate": 1})

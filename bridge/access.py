@@ -14,8 +14,9 @@ import httpx
 from pydantic import SecretStr
 
 from bridge import __version__
+from bridge.intake import SpoolIntake
 from bridge.lastseen import LastSeen
-from bridge.metrics import Metrics, register_budget
+from bridge.metrics import Children, Metrics, register_budget
 from bridge.runner import RunnerContext
 from bridge.settings import Settings
 from bridge.spool import Spool
@@ -50,6 +51,8 @@ class UpstreamAccess:
         self.budget = BufferBudget(settings.upstream.budget_bytes)
         register_budget(metrics.registry, self.budget.state, self.budget.clock)
         self.sockets = SocketsShared(self.budget)  # and one keepalive ticker, one re-check pace
+        dropped = Children(metrics.events_dropped)
+        self.intake = SpoolIntake(spool, lambda r, why: dropped(r.instance, why).inc())
         self.ctx, self.http = self._build(settings)
 
     def _build(self, settings: Settings) -> tuple[RunnerContext, httpx.AsyncClient]:
@@ -78,6 +81,7 @@ class UpstreamAccess:
             pace=self.pace,
             held=self.held,
             sockets=self.sockets,
+            intake=self.intake,
         )
         return runner_context, http
 

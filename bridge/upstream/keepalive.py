@@ -11,7 +11,7 @@ A socket is *silent* since the last thing the server sent (a frame, a ping, a po
 
 Per socket this costs a comparison per tick instead of a sleeping task and a timer per
 socket for the watchdog and another for the library's keepalive (thousands of wake-ups a
-minute at fleet scale). The tick is a second, or a quarter of the shortest watchdog.
+minute at fleet scale). The tick is 5 s, or a quarter of the shortest watchdog.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from websockets.exceptions import ConnectionClosed
 
 PING_AFTER = 25.0  # seconds of silence before a ping (a server pinging every 20 s gets none)
 PONG_WAIT = 20.0
-MAX_TICK = 1.0
+MAX_TICK = 5.0
 Action = Literal["close", "ping"] | None
 Clock = Callable[[], float]
 
