@@ -22,7 +22,9 @@ are here too: :class:`MarksOverLink` (main) and :class:`AcksOverLink` (shipper).
 from __future__ import annotations
 
 import asyncio
+import math
 import struct
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -38,6 +40,7 @@ M = TypeVar("M")
 MAX_MESSAGE = 64 * 1024 * 1024
 MARK_BACKLOG_BYTES = 64 * 1024  # above this much unsent, marks wait (only the latest kept)
 MARK_RETRY_SECONDS = 0.05
+MOVED_EVERY = 0.2  # seconds: metrics ride on an acknowledgement at most this often
 
 
 class Init(msgspec.Struct, tag="init", frozen=True, array_like=True):
@@ -177,17 +180,32 @@ class MarksOverLink:
 
 
 class AcksOverLink:
-    """The tail's acknowledgements to the writer in the main process: each :class:`Ack`
-    carries the metrics that moved since the last report (``moved``)."""
+    """The tail's acknowledgements to the writer in the main process: an :class:`Ack`
+    carries the metrics that moved since the last report (``moved``) when that report is
+    ``MOVED_EVERY`` old (reading every sink-side metric costs more than the acknowledgement:
+    at fleet scale, with a few records per ack, it was most of the shipper's work per
+    record); the shipper's periodic report and its last one at exit carry the rest."""
 
     def __init__(
-        self, send_message: Callable[[Message], None], moved: Callable[[], list[Change]]
+        self,
+        send_message: Callable[[Message], None],
+        moved: Callable[[], list[Change]],
+        *,
+        every: float = MOVED_EVERY,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._send = send_message
         self._moved = moved
+        self.every = every
+        self.clock = clock
+        self._reported = -math.inf
 
     def acked(self, stretches: Sequence[Acked]) -> None:
-        self._send(Ack(list(stretches), self._moved()))
+        now = self.clock()
+        moved: list[Change] = []
+        if now - self._reported >= self.every:
+            moved, self._reported = self._moved(), now
+        self._send(Ack(list(stretches), moved))
 
     def reading(self, segment: int) -> None:
         self._send(Reading(segment))
