@@ -40,6 +40,7 @@ M = TypeVar("M")
 MAX_MESSAGE = 64 * 1024 * 1024
 MARK_BACKLOG_BYTES = 64 * 1024  # above this much unsent, marks wait (only the latest kept)
 MARK_RETRY_SECONDS = 0.05
+MARK_LINGER_SECONDS = 0.002  # a mark waits this long for the appends behind it
 MOVED_EVERY = 0.2  # seconds: metrics ride on an acknowledgement at most this often
 
 
@@ -141,11 +142,14 @@ def send(writer: asyncio.StreamWriter, message: Message) -> None:
 
 
 class MarksOverLink:
-    """The writer's marks to a tail in the shipper: one :class:`Mark` per event-loop turn at
-    most (the last of the turn), sent at the end of the turn; while the link has more than
-    ``MARK_BACKLOG_BYTES`` not yet sent (``backlog``: a shipper stopped or slow to read),
-    none is queued and only the latest is kept (marks only grow: it says all the others
-    said), sent once the backlog is under the bound: the link's buffer stays bounded."""
+    """The writer's marks to a tail in the shipper: one :class:`Mark` per
+    ``MARK_LINGER_SECONDS`` at most (the latest), sent that long after the first one it
+    covers (thousands of quiet sockets append a record or two per loop turn: a mark per turn
+    woke the shipper for a publish and an acknowledgement per record or two); while the link
+    has more than ``MARK_BACKLOG_BYTES`` not yet sent (``backlog``: a shipper stopped or slow
+    to read), none is queued and only the latest is kept (marks only grow: it says all the
+    others said), sent once the backlog is under the bound: the link's buffer stays
+    bounded."""
 
     def __init__(
         self, send_message: Callable[[Message], None], backlog: Callable[[], int] = lambda: 0
@@ -160,7 +164,7 @@ class MarksOverLink:
         if pending:
             return
         try:
-            asyncio.get_running_loop().call_soon(self._flush)
+            asyncio.get_running_loop().call_later(MARK_LINGER_SECONDS, self._flush)
         except RuntimeError:  # no loop (tools, tests): at once
             self._flush()
 
