@@ -35,10 +35,16 @@ class SpoolIntake:
         self.count_drop = count_drop
         self._pending: list[Record] = []
         self._then: list[Callable[[], None]] = []
+        self._failed: Exception | None = None  # an append that raised (spool not open)
 
     def add(self, records: Sequence[Record], then: Callable[[], None] | None = None) -> None:
         """Take ``records`` for this turn's append (at once when no loop runs); ``then`` runs
-        once they are appended."""
+        once they are appended. An append of this turn's records that raised (the spool not
+        open) is raised here, to the next runner that adds: it crashes as it would have
+        appending itself, and the fleet restarts it."""
+        failed, self._failed = self._failed, None
+        if failed is not None:
+            raise failed
         first = not self._pending
         self._pending.extend(records)
         if then is not None:
@@ -48,13 +54,20 @@ class SpoolIntake:
                 asyncio.get_running_loop().call_soon(self.flush)
             except RuntimeError:  # no loop (tools): appended now
                 self.flush()
+                failed, self._failed = self._failed, None
+                if failed is not None:
+                    raise failed from None
 
     def flush(self) -> None:
         """Append what was gathered; count what the spool dropped; then the callers' own."""
         records, self._pending = self._pending, []
         then, self._then = self._then, []
         if records:
-            result = self.spool.append_all(records)
+            try:
+                result = self.spool.append_all(records)
+            except Exception as exc:  # noqa: BLE001 - raised to the next runner that adds
+                self._failed = exc
+                return
             if not result.accepted or result.dropped:
                 for record, reason in result.drops():
                     self.count_drop(record, reason)
