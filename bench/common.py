@@ -253,7 +253,7 @@ async def _listening(log: Path, proc: Proc) -> str:
 
 
 async def sim_stats(url: str) -> dict[str, Any]:
-    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+    async with httpx.AsyncClient(base_url=url, timeout=60) as http:
         stats: dict[str, Any] = (await http.get("/_sim/stats")).json()
         return stats
 

@@ -2,6 +2,7 @@
 process while the simulator floods it, then the functions ranked by inclusive and own time.
 
     python -m bench.profile [--workload "600B x1"] [--sink kafka] [--seconds 10] [--idle]
+    python -m bench.profile --scale 5000 [--seconds 20]   # quiet fleet: connect, idle, 1/s
 
 Needs the services (scripts/services.sh up) and the bench group (uv sync --group bench).
 Writes the raw collapsed stacks to ``bench/results/profile-<workload>-<sink>.txt`` (feed it to
@@ -18,12 +19,15 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
+import httpx
+
 from bench.common import (
     ROOT,
     bridge_args,
     bridge_config,
     create_topics,
     delete_created_topics,
+    delete_streams,
     family,
     process,
     read_services,
@@ -31,6 +35,7 @@ from bench.common import (
     unique,
     write_bridge_config,
 )
+from bench.scale import connect_phase
 from bench.throughput import BIG_MESSAGES, WORKLOADS, sink_section
 from bridge.settings import EVENT_NAMES
 
@@ -80,11 +85,14 @@ async def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--shipper", action="store_true", help="profile the shipper process instead"
     )
+    parser.add_argument(
+        "--scale", type=int, help="N quiet instances (Redis): connect, idle and 1 event/s each"
+    )
     args = parser.parse_args(argv)
-    beside = Path(sys.executable).parent / "py-spy"
-    spy = str(beside) if beside.exists() else shutil.which("py-spy")
-    if spy is None:
-        raise SystemExit("py-spy is missing: uv sync --group bench")
+    spy = py_spy()
+    if args.scale:
+        await scale_phases(spy, args.scale, args.seconds, shipper=args.shipper)
+        return
     workload = next(w for w in WORKLOADS if w.name == args.workload)
     services = read_services()
     results = ROOT / "bench" / "results"
@@ -128,6 +136,66 @@ async def main(argv: list[str] | None = None) -> None:
         print(f"\n{title}:")
         for name, share in rows:
             print(f"  {share * 100:5.1f} %  {name}")
+
+
+def py_spy() -> str:
+    beside = Path(sys.executable).parent / "py-spy"
+    spy = str(beside) if beside.exists() else shutil.which("py-spy")
+    if spy is None:
+        raise SystemExit("py-spy is missing: uv sync --group bench")
+    return spy
+
+
+async def record(spy: str, pid: int, out: Path, seconds: float) -> None:
+    """py-spy's raw samples of ``pid`` (idle samples included: a quiet fleet waits mostly)."""
+    args = [spy, "record", "--pid", str(pid), "--format", "raw", "--output", str(out)]
+    args += ["--duration", str(int(seconds)), "--rate", "200", "--nonblocking"]
+    spying = await asyncio.create_subprocess_exec(
+        *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+    )
+    _, err = await spying.communicate()
+    if spying.returncode != 0:
+        raise SystemExit(f"py-spy failed: {err.decode(errors='replace')[-500:]}")
+
+
+def show(title: str, out: Path) -> None:
+    inclusive, own = rank(out.read_text(encoding="utf-8"))
+    print(f"\n== {title}: {out.name}")
+    for kind, rows in (("inclusive", inclusive), ("own", own)):
+        print(f"{kind}:")
+        for name, share in rows:
+            print(f"  {share * 100:5.1f} %  {name}")
+
+
+async def scale_phases(spy: str, instances: int, seconds: float, *, shipper: bool) -> None:
+    """The scale benchmark's fleet (Redis sink), profiled while it connects, while it idles
+    and while every instance sends 1 event/s."""
+    services = read_services()
+    results = ROOT / "bench" / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="ryze-bench-prof-") as tmp:
+        work = Path(tmp)
+        prefix = unique("prof:scale")
+        async with simulator(work, instances=instances, rate=-1, prebuilt=20, mix=None) as src:
+            redis = {"url": services.redis, "stream": prefix + ":{event}"}
+            sink = {"kind": "redis", "dlq": f"{prefix}:dlq", "redis": redis}
+            config = bridge_config(src.url, work, sink, instances=instances)
+            async with process(bridge_args(write_bridge_config(work, config)), work / "b.log") as b:
+                await asyncio.sleep(1)
+                pid = family(b.pid)[-1] if shipper else b.pid
+                side = "-shipper" if shipper else ""
+                for phase in ("connect", "idle", "1s"):
+                    if phase == "idle":  # the fleet connected, its gap markers delivered
+                        await connect_phase(src.url, instances, b.pid, src.pid)
+                        await asyncio.sleep(10)
+                    if phase == "1s":
+                        async with httpx.AsyncClient(base_url=src.url, timeout=60) as http:
+                            await http.post("/_sim/set_rate", json={"rate": 1})
+                        await asyncio.sleep(5)
+                    out = results / f"profile-scale{instances}-{phase}{side}.txt"
+                    await record(spy, pid, out, seconds)
+                    show(f"{instances} instances, {phase}", out)
+        await delete_streams(services.redis, prefix)
 
 
 async def profile_and_clean_up() -> None:

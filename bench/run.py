@@ -1,7 +1,7 @@
 """The benchmark, one command: ``make bench`` (or ``bash scripts/bench.sh``).
 
     python -m bench.run [--quick] [--only throughput,latency,isolation,scale]
-                        [--workload "600B x1" …] [--repeats 3]
+                        [--workload "600B x1" …] [--repeats 3] [--instances 1000,5000]
 
 Needs the test services (scripts/services.sh up; scripts/bench.sh does it). Writes
 ``bench/results/<date>.json`` and PNG plots beside it, and prints the table and the goals.
@@ -28,7 +28,7 @@ def log(line: str) -> None:
     print(line, flush=True)
 
 
-async def main(argv: list[str] | None = None) -> dict[str, Any]:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="short windows, fewer instances")
     parser.add_argument("--only", default=",".join(PARTS))
@@ -38,12 +38,13 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--repeats", type=int, help="rounds per throughput workload, median kept (3; quick 1)"
     )
-    args = parser.parse_args(argv)
-    parts = set(args.only.split(","))
-    services = read_services()
-    timing = throughput.Timing(2.0, 3.0) if args.quick else throughput.Timing()
-    window = 5.0 if args.quick else 15.0
-    result: dict[str, Any] = {
+    parser.add_argument("--instances", help="scale: instance counts to run (1000,5000; quick 200)")
+    return parser.parse_args(argv)
+
+
+def empty_result() -> dict[str, Any]:
+    """The result document before any part ran: the date, the machine, empty parts."""
+    return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {
             "cpus": os.cpu_count(),
@@ -54,8 +55,17 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
         "latency": [],
         "latency_peer": [],
         "isolation": None,
-        "scale": None,
+        "scale": [],
     }
+
+
+async def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    parts = set(args.only.split(","))
+    services = read_services()
+    timing = throughput.Timing(2.0, 3.0) if args.quick else throughput.Timing()
+    window = 5.0 if args.quick else 15.0
+    result = empty_result()
     try:
         if "throughput" in parts:
             log("throughput (records/s on the broker's side):")
@@ -80,9 +90,12 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
             result["isolation"] = await latency.isolation(services, window)
             log(f"isolation: {result['isolation']}")
         if "scale" in parts:
-            result["scale"] = await scale.run(services, 200 if args.quick else 1000)
-            shown = {k: v for k, v in result["scale"].items() if k != "timeline"}
-            log(f"scale: {shown}")
+            counts = args.instances or ("200" if args.quick else "1000,5000")
+            for instances in (int(n) for n in counts.split(",")):
+                entry = await scale.run(services, instances, window)
+                result["scale"].append(entry)
+                shown = {k: v for k, v in entry.items() if k not in ("timeline", "targets")}
+                log(f"scale: {shown}")
     finally:  # the broker keeps no bench topics: thousands of them slow its restarts
         await delete_created_topics(services.kafka)
     result["targets"] = report.targets(

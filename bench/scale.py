@@ -1,83 +1,251 @@
-"""Scale: 1,000 instances in one bridge process at a low event rate.
+"""Scale: quiet instances per replica, the targets of issue 20's table, at 1,000 and 5,000.
 
-Every instance has its own token (as RyzeAPI gives one per instance), so the 100/min budget
-is per token and all can connect at once; the bridge still spaces each token's calls by it.
-Measured: seconds until every instance has its socket (with the timeline), steady RSS, CPU
-at 0.2 events/s per instance (200/s in all) and with no events at all (pings only).
+    python -m bench.run --only scale [--instances 1000,5000]
+
+Every instance has its own token (RyzeAPI gives one per instance), so the upstream's 100/min
+budget is per token; the bridge spends its own budget per token as it would in production.
+The bridge runs with its defaults (the shipper as a second process) into Redis. Measured:
+
+- seconds from start until every instance has its socket, and the 429s the simulator answered;
+- idle (no events, the simulator's pings only): resident memory and CPU of the bridge and the
+  shipper, each and together;
+- every instance at 1 event/s: µs of CPU (both processes) per event delivered, and receipt →
+  ack (Redis' entry id is its append time, ``received_at`` the bridge's receipt) p50/p99.
+
+CPU is process CPU seconds from /proc (user + system), never wall time: on a shared machine a
+busy neighbour stretches wall time but not the CPU a process itself used.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import tempfile
 import time
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+from redis.asyncio import Redis
 
 from bench.common import (
+    CLK_TCK,
+    PAGE,
     Services,
     bridge_args,
     bridge_config,
-    create_topics,
+    delete_streams,
+    family,
     process,
+    process_ticks,
+    redis_count,
     sim_stats,
     simulator,
     unique,
     write_bridge_config,
 )
-from bridge.settings import EVENT_NAMES
+from bench.latency import percentiles
+
+EVENT = "message.exchange"  # the simulator's mix: one event, one stream
+CONNECT_LIMIT = 300.0
 
 
-async def connected(url: str) -> int:
-    stats = await sim_stats(url)
-    return sum(1 for s in stats["instances"].values() if s["open_sockets"] >= 1)
+@dataclass(frozen=True)
+class Targets:
+    """Issue 20's table, per replica."""
+
+    connect_seconds: float = 60.0
+    rss_mb: float = 300.0
+    idle_cpu_percent: float = 3.0
+    cpu_us_per_event: float = 60.0
+    p99_ack_ms: float = 50.0
 
 
-async def run(services: Services, instances: int = 1000, window: float = 20.0) -> dict[str, Any]:
+TARGETS = Targets()
+
+
+def processes(root: int) -> dict[str, list[int]]:
+    """The bridge's process and the shipper (and anything else it started)."""
+    members = family(root)
+    return {"bridge": members[:1], "shipper": members[1:]}
+
+
+def cpu_seconds(groups: dict[str, list[int]]) -> dict[str, float]:
+    return {name: process_ticks(pids) / CLK_TCK for name, pids in groups.items()}
+
+
+def rss_mb(pids: list[int]) -> float:
+    pages = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            pages += int(Path(f"/proc/{pid}/statm").read_text().split()[1])
+    return round(pages * PAGE / 1e6, 1)
+
+
+async def cpu_over(root: int, seconds: float) -> dict[str, float]:
+    """CPU seconds each process used during ``seconds`` of wall time."""
+    groups = processes(root)
+    before = cpu_seconds(groups)
+    await asyncio.sleep(seconds)
+    after = cpu_seconds(groups)
+    return {name: after[name] - before[name] for name in groups}
+
+
+def ack_ms(entry_id: bytes, received_at: bytes) -> float:
+    """Receipt → append of one Redis entry, in ms (pure): the id's first part is the append
+    time in ms, ``received_at`` RFC 3339 with microseconds."""
+    appended = int(entry_id.split(b"-", 1)[0])
+    moment = datetime.fromisoformat(received_at.decode().replace("Z", "+00:00"))
+    return appended - moment.timestamp() * 1000
+
+
+async def ack_latencies(url: str, stream: str, since_ms: int, until_ms: int) -> list[float]:
+    """Receipt → ack of every entry appended to ``stream`` between the two times."""
+    client = Redis.from_url(url)
+    found: list[float] = []
+    start = f"{since_ms}-0"
+    try:
+        while True:
+            entries: list[Any] = (
+                await client.xrange(stream, min=start, max=f"{until_ms}-0", count=5000) or []
+            )
+            for entry_id, fields in entries:
+                found.append(ack_ms(bytes(entry_id), bytes(fields[b"received_at"])))
+            if len(entries) < 5000:
+                return found
+            start = "(" + bytes(entries[-1][0]).decode()
+    finally:
+        await client.aclose()
+
+
+async def connected(url: str) -> tuple[int, int]:
+    """(instances with an open socket, 429s answered so far) as the simulator sees them; a
+    simulator too busy to answer within a minute (thousands of handshakes) is asked again."""
+    for _ in range(5):
+        with contextlib.suppress(httpx.TimeoutException):
+            stats = await sim_stats(url)
+            break
+    else:
+        raise RuntimeError("the simulator did not answer /_sim/stats")
+    count = sum(1 for s in stats["instances"].values() if s["open_sockets"] >= 1)
+    return count, int(stats["rate_limited"])
+
+
+async def connect_phase(url: str, instances: int, root: int, source: int) -> dict[str, Any]:
+    """Seconds until every instance has its socket, with the timeline and the CPU seconds the
+    bridge (both processes) and the simulator spent meanwhile (which of them limited it)."""
+    groups = {"bridge": family(root), "simulator": [source]}
+    before = {name: process_ticks(pids) for name, pids in groups.items()}
+    started = time.monotonic()
+    timeline: list[tuple[float, int]] = []
+    while True:
+        count, _ = await connected(url)
+        timeline.append((round(time.monotonic() - started, 2), count))
+        if count >= instances or time.monotonic() - started > CONNECT_LIMIT:
+            break
+        await asyncio.sleep(0.5)
+    spent = {
+        name: round((process_ticks(family(root) if name == "bridge" else pids) - before[name])
+                    / CLK_TCK, 1)
+        for name, pids in groups.items()
+    }  # fmt: skip
+    return {
+        "seconds_to_all_connected": round(time.monotonic() - started, 2),
+        "connect_cpu_seconds": spent,
+        "timeline": timeline,
+    }
+
+
+def judged(entry: dict[str, Any], targets: Targets = TARGETS) -> list[dict[str, Any]]:
+    """The table's rows for one run, each with its value and whether it holds (pure)."""
+    n = f"{entry['instances']:,} instances"
+    rows = [
+        (f"{n}: all connected ≤ {targets.connect_seconds:g} s", "seconds_to_all_connected",
+         targets.connect_seconds),
+        (f"{n}: 429s from the upstream = 0", "rate_limited", 0),
+        (f"{n}: idle RSS bridge + shipper ≤ {targets.rss_mb:g} MB", "rss_idle_mb",
+         targets.rss_mb),
+        (f"{n}: idle CPU ≤ {targets.idle_cpu_percent:g} % of a core", "idle_cpu_percent",
+         targets.idle_cpu_percent),
+        (f"{n}: CPU per event at 1/s each ≤ {targets.cpu_us_per_event:g} µs",
+         "cpu_us_per_event", targets.cpu_us_per_event),
+        (f"{n}: p99 receipt→ack at 1/s each ≤ {targets.p99_ack_ms:g} ms", "p99_ack_ms",
+         targets.p99_ack_ms),
+    ]  # fmt: skip
+    found = []
+    for goal, key, limit in rows:
+        value = entry.get(key)
+        found.append({"goal": goal, "value": value, "met": value is not None and value <= limit})
+    return found
+
+
+async def run(
+    services: Services, instances: int = 1000, window: float = 20.0, settle: float = 10.0
+) -> dict[str, Any]:
+    """One run of the table at ``instances``."""
     with tempfile.TemporaryDirectory(prefix="ryze-bench-scale-") as tmp:
         work = Path(tmp)
-        prefix = unique("bench.scale")
-        topics = [f"{prefix}.{e}" for e in (*EVENT_NAMES, "bridge.gap")]
-        await create_topics(services.kafka, [*topics, f"{prefix}.dlq"])
-        async with simulator(work, instances=instances, rate=0.2, prebuilt=20, mix=None) as source:
-            url = source.url
+        prefix = unique("bench:scale")
+        async with simulator(work, instances=instances, rate=-1, prebuilt=20, mix=None) as src:
             sink = {
-                "kind": "kafka",
-                "dlq": f"{prefix}.dlq",
-                "kafka": {"bootstrap_servers": services.kafka, "topic": prefix + ".{event}"},
+                "kind": "redis",
+                "dlq": f"{prefix}:dlq",
+                "redis": {"url": services.redis, "stream": prefix + ":{event}"},
             }
-            path = write_bridge_config(work, bridge_config(url, work, sink, instances=instances))
-            timeline: list[tuple[float, int]] = []
-            async with process(bridge_args(path), work / "bridge.log") as proc:
-                started = time.monotonic()
-                while True:
-                    count = await connected(url)
-                    timeline.append((round(time.monotonic() - started, 2), count))
-                    if count >= instances or time.monotonic() - started > 300:
-                        break
-                    await asyncio.sleep(0.5)
-                all_connected = time.monotonic() - started
-                await asyncio.sleep(10)
-                cpu0, t0 = proc.cpu_seconds(), time.monotonic()
-                await asyncio.sleep(window)
-                busy_cpu = (proc.cpu_seconds() - cpu0) / (time.monotonic() - t0)
-                rss = proc.rss_bytes()
-                async with httpx.AsyncClient(base_url=url) as http:
-                    await http.post("/_sim/set_rate", json={"rate": -1})
-                await asyncio.sleep(3)
-                cpu0, t0 = proc.cpu_seconds(), time.monotonic()
-                await asyncio.sleep(window)
-                idle_cpu = (proc.cpu_seconds() - cpu0) / (time.monotonic() - t0)
-                rss_idle = proc.rss_bytes()
-                still = await connected(url)
+            path = write_bridge_config(
+                work, bridge_config(src.url, work, sink, instances=instances)
+            )
+            try:
+                async with process(bridge_args(path), work / "bridge.log") as proc:
+                    entry = {
+                        "instances": instances,
+                        **await connect_phase(src.url, instances, proc.pid, src.pid),
+                    }
+                    entry.update(
+                        await measure(
+                            services, proc.pid, src.url, prefix, window=window, settle=settle
+                        )
+                    )
+            finally:
+                await delete_streams(services.redis, prefix)
+    entry["targets"] = judged(entry)
+    return entry
+
+
+async def measure(
+    services: Services, root: int, url: str, prefix: str, *, window: float, settle: float
+) -> dict[str, Any]:
+    """Idle, then every instance at 1 event/s: memory, CPU, CPU per event, receipt → ack."""
+    await asyncio.sleep(settle)  # gap markers delivered, start-up garbage settled
+    idle = await cpu_over(root, window)
+    groups = processes(root)
+    rss = {name: rss_mb(pids) for name, pids in groups.items()}
+    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+        await http.post("/_sim/set_rate", json={"rate": 1})
+    await asyncio.sleep(settle / 2)
+    stream = f"{prefix}:{EVENT}"
+    first = await redis_count(services.redis, [stream])
+    since_ms = int(time.time() * 1000)
+    busy = await cpu_over(root, window)
+    until_ms = int(time.time() * 1000)
+    events = await redis_count(services.redis, [stream]) - first
+    still, rate_limited = await connected(url)
+    latencies = await ack_latencies(services.redis, stream, since_ms, until_ms)
+    spread = percentiles(latencies)
     return {
-        "instances": instances,
-        "seconds_to_all_connected": round(all_connected, 2),
+        "rate_limited": rate_limited,
         "connected_at_end": still,
-        "rss_mb": round(max(rss, rss_idle) / 1e6, 1),
-        "cpu_low_rate": round(busy_cpu, 4),
-        "cpu_idle": round(idle_cpu, 4),
-        "timeline": timeline,
+        "rss_idle_mb": round(sum(rss.values()), 1),
+        "rss_mb_by_process": rss,
+        "idle_cpu_percent": round(100 * sum(idle.values()) / window, 2),
+        "idle_cpu_percent_by_process": {k: round(100 * v / window, 2) for k, v in idle.items()},
+        "events_per_second": round(events / window, 1),
+        "cpu_us_per_event": round(1e6 * sum(busy.values()) / max(1, events), 1),
+        "cpu_us_per_event_by_process": {
+            k: round(1e6 * v / max(1, events), 1) for k, v in busy.items()
+        },
+        "ack_ms": {k: round(v, 2) if isinstance(v, float) else v for k, v in spread.items()},
+        "p99_ack_ms": round(float(spread.get("p99", 0.0)), 2) if latencies else None,
     }

@@ -1,7 +1,8 @@
 """What every runner (and discovery) shares to reach the upstream: one TLS context (the CA
 file read once) for both the WebSocket upgrades and the REST client, the REST client with its
-in-flight slots, the per-token request budgets, and the :class:`~bridge.runner.RunnerContext`
-built on them. A reload that changes ``upstream`` (a new base URL or CA) builds them again.
+in-flight slots, the per-token request budgets, the buffered-frames budget, and the
+:class:`~bridge.runner.RunnerContext` built on them. A reload that changes ``upstream`` (a new
+base URL or CA) builds them again.
 """
 
 from __future__ import annotations
@@ -13,13 +14,17 @@ import httpx
 from pydantic import SecretStr
 
 from bridge import __version__
+from bridge.intake import SpoolIntake
 from bridge.lastseen import LastSeen
-from bridge.metrics import Metrics
+from bridge.metrics import Children, Metrics
+from bridge.metrics_budget import register_budget
 from bridge.runner import RunnerContext
 from bridge.settings import Settings
 from bridge.spool import Spool
+from bridge.upstream.budget import BufferBudget
 from bridge.upstream.ratelimit import BucketRegistry, TokenBucket
 from bridge.upstream.rest import REST_IN_FLIGHT, RestClient
+from bridge.upstream.shared import SocketsShared
 from bridge.wiring import upstream_ssl
 
 
@@ -43,10 +48,20 @@ class UpstreamAccess:
         self.held = held
         self.buckets = BucketRegistry(settings.upstream.rate_limit_per_minute)
         self.rest_slots = asyncio.Semaphore(REST_IN_FLIGHT)
+        # one for the process, kept across reloads (a reload sets its limit)
+        self.budget = BufferBudget(settings.upstream.budget_bytes)
+        register_budget(metrics.registry, self.budget.state, self.budget.clock)
+        self.sockets = SocketsShared(self.budget)  # and one keepalive ticker, one re-check pace
+        series = metrics.series
+        dropped = Children(metrics.events_dropped, series)
+        self.intake = SpoolIntake(
+            spool, lambda r, why: dropped(series.label(r.instance), why).inc()
+        )
         self.ctx, self.http = self._build(settings)
 
     def _build(self, settings: Settings) -> tuple[RunnerContext, httpx.AsyncClient]:
         context = upstream_ssl(settings)
+        self.budget.state.limit = settings.upstream.budget_bytes
         http = httpx.AsyncClient(
             base_url=str(settings.upstream.base_url).rstrip("/"),
             timeout=settings.upstream.request_timeout,
@@ -69,6 +84,8 @@ class UpstreamAccess:
             gap_markers=settings.sink.gap_markers,
             pace=self.pace,
             held=self.held,
+            sockets=self.sockets,
+            intake=self.intake,
         )
         return runner_context, http
 

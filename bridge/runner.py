@@ -1,4 +1,5 @@
-"""One instance, wired: its token, its ensure, its socket, its pipeline, into the spool.
+"""One instance, wired: its token, its ensure, its socket, its pipeline, into the spool
+(through the process's :class:`~bridge.intake.SpoolIntake`: one append per loop turn).
 
 The runner reads frames and appends the pipeline's records to the spool; it never awaits a
 broker. It reports everything it sees to logs (bound with ``instance=``) and metrics. A
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from pydantic import SecretStr
 
 from bridge.errors import ConfigError, UpstreamError
+from bridge.intake import SpoolIntake
 from bridge.lastseen import LastSeen
 from bridge.logs import get_logger, register_secret
 from bridge.metrics import Children, Metrics, event_label, reason_label
@@ -27,9 +29,10 @@ from bridge.pipeline.gap import gap_value
 from bridge.pipeline.records import rfc3339
 from bridge.pipeline.sourcetime import upstream_lag as frame_lag
 from bridge.settings import InstanceSettings, UpstreamSettings, resolve_token
-from bridge.spool import AppendResult, Spool
+from bridge.spool import Spool
 from bridge.upstream.ratelimit import BucketRegistry, TokenBucket
 from bridge.upstream.rest import RestClient, WsConfig, desired_config
+from bridge.upstream.shared import SocketsShared
 from bridge.upstream.ws import BATCH_BYTES, BATCH_FRAMES, InstanceSource
 
 
@@ -75,6 +78,8 @@ class RunnerContext:
     replica: str = field(default_factory=socket.gethostname)
     pace: Callable[[], Awaitable[None]] = field(default=_yield)
     held: Callable[[], bool] = field(default=lambda: False)
+    sockets: SocketsShared = field(default_factory=SocketsShared)
+    intake: SpoolIntake | None = None
 
 
 class Runner:
@@ -101,6 +106,8 @@ class Runner:
         self._dropped = Children(ctx.metrics.events_dropped, series)
         self._label_of = series.label  # own name or ``_other`` (the fleet's init_instance)
         self._upstream_lag = upstream_lag(ctx.metrics.registry)
+        # the process's intake when it has one (appends gathered across sockets per turn)
+        self.intake = ctx.intake or SpoolIntake(ctx.spool, self.count_spool_drop)
         self._source: InstanceSource | None = None
         self._stopping = asyncio.Event()
         self._connected_before = False
@@ -140,6 +147,7 @@ class Runner:
             bucket,
             ensure=ensure,
             observer=self,
+            shared=self.ctx.sockets,
             ssl=self.ctx.ssl,
         )
         handled = read = 0
@@ -186,10 +194,10 @@ class Runner:
                 label = self.received_label(result)
                 records.append(result.record)
             received[label] = received.get(label, 0) + 1
-        if records:
-            self.count_spool_drops(self.ctx.spool.append_all(records))
-        for label, count in received.items():
-            self._received(counted_as, label).inc(count)
+        if records:  # counted received once appended: a drop the spool makes shows with it
+            self.intake.add(records, lambda: self.count_received(counted_as, received))
+        else:
+            self.count_received(counted_as, received)
         self.status.frames += len(frames)
         newest = frames[-1]
         self.ctx.last_seen.set(self.name, newest.received_ns)
@@ -198,17 +206,19 @@ class Runner:
             self._upstream_lag.observe(lag)
         return read
 
-    def spool(self, record: Record) -> None:
-        """Append to the spool; whatever it drops (full, or its disk failing) is counted."""
-        self.count_spool_drops(self.ctx.spool.append(record))
+    def count_received(self, counted_as: str, received: dict[str, int]) -> None:
+        for label, count in received.items():
+            self._received(counted_as, label).inc(count)
 
-    def count_spool_drops(self, result: AppendResult) -> None:
-        """Count what the spool dropped, each with its reason (spool_full, disk_full,
+    def spool(self, record: Record) -> None:
+        """Append to the spool (this loop turn, after the frames before it); whatever it drops
+        (full, or its disk failing) is counted."""
+        self.intake.add((record,))
+
+    def count_spool_drop(self, record: Record, reason: str) -> None:
+        """Count a record the spool dropped, with its reason (spool_full, disk_full,
         disk_error)."""
-        if result.accepted and not result.dropped:
-            return
-        for record, reason in result.drops():
-            self._dropped(self._label_of(record.instance), reason).inc()
+        self._dropped(self._label_of(record.instance), reason).inc()
 
     def received_label(self, result: Publish) -> str:
         """The event label a published frame is counted under; a dead letter and an unknown

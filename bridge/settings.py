@@ -128,6 +128,9 @@ def check_template(template: str) -> str:
 RouteTemplate = Annotated[str, Field(min_length=1), AfterValidator(check_template)]
 
 
+BUFFER_BUDGET_BYTES = 128 * 1024 * 1024  # fits the chart's 768 MiB limit with 5,000 idle sockets
+
+
 class UpstreamSettings(Model):
     base_url: HttpUrl = AnyUrl("https://ryzeapi.cloud")
     max_frame_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
@@ -141,6 +144,31 @@ class UpstreamSettings(Model):
     failed_retry_seconds: PositiveSeconds = 300.0
     ensure_interval_seconds: PositiveSeconds = 300.0
     rate_limit_per_minute: int = Field(default=90, gt=0)
+    # bytes read off all sockets together and not yet in the spool (docs/operations.md);
+    # None: BUFFER_BUDGET_BYTES, or twice max_frame_bytes when that is more
+    buffer_budget_bytes: int | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _budget_holds_a_message(self) -> UpstreamSettings:
+        if self.buffer_budget_bytes is not None and self.buffer_budget_bytes < self.largest_read:
+            raise ValueError(
+                "buffer_budget_bytes must be at least 2 x max_frame_bytes "
+                f"({self.largest_read}), the largest message a socket reads"
+            )
+        return self
+
+    @property
+    def largest_read(self) -> int:
+        """The largest message read off a socket: twice ``max_frame_bytes`` (an oversized
+        frame is still read, to reach the DLQ with its first bytes)."""
+        return 2 * self.max_frame_bytes
+
+    @property
+    def budget_bytes(self) -> int:
+        """The buffered-frames budget in effect."""
+        if self.buffer_budget_bytes is not None:
+            return self.buffer_budget_bytes
+        return max(BUFFER_BUDGET_BYTES, self.largest_read)
 
 
 class InstanceSettings(Model):

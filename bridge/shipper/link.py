@@ -22,7 +22,9 @@ are here too: :class:`MarksOverLink` (main) and :class:`AcksOverLink` (shipper).
 from __future__ import annotations
 
 import asyncio
+import math
 import struct
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -38,6 +40,8 @@ M = TypeVar("M")
 MAX_MESSAGE = 64 * 1024 * 1024
 MARK_BACKLOG_BYTES = 64 * 1024  # above this much unsent, marks wait (only the latest kept)
 MARK_RETRY_SECONDS = 0.05
+MARK_LINGER_SECONDS = 0.002  # a mark waits this long for the appends behind it
+MOVED_EVERY = 0.2  # seconds: metrics ride on an acknowledgement at most this often
 
 
 class Init(msgspec.Struct, tag="init", frozen=True, array_like=True):
@@ -138,11 +142,14 @@ def send(writer: asyncio.StreamWriter, message: Message) -> None:
 
 
 class MarksOverLink:
-    """The writer's marks to a tail in the shipper: one :class:`Mark` per event-loop turn at
-    most (the last of the turn), sent at the end of the turn; while the link has more than
-    ``MARK_BACKLOG_BYTES`` not yet sent (``backlog``: a shipper stopped or slow to read),
-    none is queued and only the latest is kept (marks only grow: it says all the others
-    said), sent once the backlog is under the bound: the link's buffer stays bounded."""
+    """The writer's marks to a tail in the shipper: one :class:`Mark` per
+    ``MARK_LINGER_SECONDS`` at most (the latest), sent that long after the first one it
+    covers (thousands of quiet sockets append a record or two per loop turn: a mark per turn
+    woke the shipper for a publish and an acknowledgement per record or two); while the link
+    has more than ``MARK_BACKLOG_BYTES`` not yet sent (``backlog``: a shipper stopped or slow
+    to read), none is queued and only the latest is kept (marks only grow: it says all the
+    others said), sent once the backlog is under the bound: the link's buffer stays
+    bounded."""
 
     def __init__(
         self, send_message: Callable[[Message], None], backlog: Callable[[], int] = lambda: 0
@@ -157,7 +164,7 @@ class MarksOverLink:
         if pending:
             return
         try:
-            asyncio.get_running_loop().call_soon(self._flush)
+            asyncio.get_running_loop().call_later(MARK_LINGER_SECONDS, self._flush)
         except RuntimeError:  # no loop (tools, tests): at once
             self._flush()
 
@@ -177,17 +184,32 @@ class MarksOverLink:
 
 
 class AcksOverLink:
-    """The tail's acknowledgements to the writer in the main process: each :class:`Ack`
-    carries the metrics that moved since the last report (``moved``)."""
+    """The tail's acknowledgements to the writer in the main process: an :class:`Ack`
+    carries the metrics that moved since the last report (``moved``) when that report is
+    ``MOVED_EVERY`` old (reading every sink-side metric costs more than the acknowledgement:
+    at fleet scale, with a few records per ack, it was most of the shipper's work per
+    record); the shipper's periodic report and its last one at exit carry the rest."""
 
     def __init__(
-        self, send_message: Callable[[Message], None], moved: Callable[[], list[Change]]
+        self,
+        send_message: Callable[[Message], None],
+        moved: Callable[[], list[Change]],
+        *,
+        every: float = MOVED_EVERY,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._send = send_message
         self._moved = moved
+        self.every = every
+        self.clock = clock
+        self._reported = -math.inf
 
     def acked(self, stretches: Sequence[Acked]) -> None:
-        self._send(Ack(list(stretches), self._moved()))
+        now = self.clock()
+        moved: list[Change] = []
+        if now - self._reported >= self.every:
+            moved, self._reported = self._moved(), now
+        self._send(Ack(list(stretches), moved))
 
     def reading(self, segment: int) -> None:
         self._send(Reading(segment))

@@ -18,10 +18,11 @@ Between sessions the source decides, from what went wrong, what to do before the
   from the first retry again after a session that lasted ``healthy_after``.
 
 Every upgrade spends one request of the token's bucket. The token goes in the ``token``
-header, never the query string; no ``Origin`` header is sent. A watchdog closes a socket that
-has been silent (no frame, no ping) for ``watchdog_seconds``. A session that ends for any
-reason, the consumer's own failure or leaving included, closes its socket: an instance never
-holds a second socket beside a forgotten one.
+header, never the query string; no ``Origin`` header is sent. The process's keepalive ticker
+(:mod:`bridge.upstream.keepalive`) pings a socket silent for 25 s and closes one silent (no
+frame, no ping, no pong) for ``watchdog_seconds`` or 20 s past an unanswered ping. A session
+that ends for any reason, the consumer's own failure or leaving included, closes its socket: an
+instance never holds a second socket beside a forgotten one.
 """
 
 from __future__ import annotations
@@ -57,7 +58,9 @@ from bridge.errors import (
 from bridge.pipeline import Frame
 from bridge.retry import Backoff, RetryPolicy
 from bridge.settings import UpstreamSettings
+from bridge.upstream.budget import BufferBudget
 from bridge.upstream.ratelimit import TokenBucket, parse_rate_headers, usable_reset
+from bridge.upstream.shared import SocketsShared
 
 
 class SessionObserver(Protocol):
@@ -76,6 +79,7 @@ class SessionObserver(Protocol):
 
 BATCH_FRAMES = 64  # messages, or
 BATCH_BYTES = 1 << 20  # bytes, whichever comes first, in one batch (and a reader's turn)
+MAX_QUEUE = 4  # frames the library queues per socket before it stops reading TCP
 _DATA = frozenset({Opcode.TEXT, Opcode.BINARY, Opcode.CONT})
 
 
@@ -103,15 +107,19 @@ class MessageReader:
     """A connection's messages in batches, read with the library's public ``recv`` by a task
     of its own into a bounded buffer of ours: a batch is the message awaited plus those read
     behind it (up to ``BATCH_FRAMES`` messages or ``BATCH_BYTES``), one wake-up per batch for
-    the consumer. The buffer holds at most one batch; while it is full nothing more is read
-    and the library's ``max_queue`` pushes back on the socket. Messages come whole (``recv``
-    reassembles fragments), as bytes, in order; the error that ended the reading (the socket
-    closed) is raised once every message read before it was taken."""
+    the consumer. The buffer holds at most one batch; while it is full, or the process-wide
+    ``budget`` has no room for the message just read, nothing more is read and the library's
+    ``max_queue`` pushes back on the socket. A batch's bytes stay in the budget until the
+    consumer asks for the next batch (the previous one is in the spool by then). Messages come
+    whole (``recv`` reassembles fragments), as bytes, in order; the error that ended the
+    reading (the socket closed) is raised once every message read before it was taken."""
 
-    def __init__(self, connection: WatchedConnection) -> None:
+    def __init__(self, connection: WatchedConnection, budget: BufferBudget) -> None:
         self.connection = connection
+        self.budget = budget
         self._messages: deque[bytes] = deque()
         self._bytes = 0
+        self._out = 0  # bytes of the batch handed out last, still in the budget
         self._ended: BaseException | None = None
         self._ready = asyncio.Event()  # a message, or the end, to take
         self._room = asyncio.Event()  # the buffer may take more
@@ -128,6 +136,7 @@ class MessageReader:
                     self._room.clear()
                     await self._room.wait()
                 message = await self.connection.recv(decode=False)
+                await self.budget.take(len(message))
                 self._messages.append(message)
                 self._bytes += len(message)
                 self._ready.set()
@@ -136,7 +145,9 @@ class MessageReader:
             self._ready.set()
 
     async def batch(self) -> list[bytes]:
-        """The next messages (at least one); raises what ended the reading after the last."""
+        """The next messages (at least one); raises what ended the reading after the last.
+        The previous batch leaves the budget now if :meth:`done` did not release it yet."""
+        self.done()
         messages = self._messages
         while not messages:
             if self._ended is not None:
@@ -149,15 +160,24 @@ class MessageReader:
             batch.append(messages.popleft())
             size += len(batch[-1])
         self._bytes -= size
+        self._out = size
         self._room.set()
         self.connection.last_activity = time.monotonic()
         return batch
+
+    def done(self) -> None:
+        """The consumer is done with the last batch (it is in the spool): its bytes leave the
+        budget."""
+        self.budget.release(self._out)
+        self._out = 0
 
     async def close(self) -> None:
         """Stop reading (a pending ``recv`` is cancelled, which the library allows)."""
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
+        self.budget.release(self._out + self._bytes)  # what is left goes with the socket
+        self._out = self._bytes = 0
 
 
 def upgrade_error(exc: InvalidStatus, instance: str) -> UpstreamError:
@@ -187,7 +207,7 @@ def socket_limit(max_frame_bytes: int) -> int:
     """The largest message read off a socket (pure): twice the accepted size, so a message
     somewhat over it reaches the DLQ with its first bytes instead of closing the socket (which
     would lose what follows it on the wire); the library closes on anything larger."""
-    return 2 * max_frame_bytes
+    return 2 * max_frame_bytes  # = UpstreamSettings.largest_read
 
 
 def ws_url(base_url: str, instance: str) -> str:
@@ -210,6 +230,7 @@ class InstanceSource:
         *,
         ensure: Callable[[], Awaitable[None]],
         observer: SessionObserver,
+        shared: SocketsShared,
         ssl: Any = None,
     ) -> None:
         self.instance = instance
@@ -218,6 +239,7 @@ class InstanceSource:
         self.bucket = bucket
         self.ensure = ensure
         self.observer = observer
+        self.shared = shared
         self.ssl = ssl
         self._watchdog_fired = False
         self.backoff: Backoff = reconnect_policy(settings).start()
@@ -255,9 +277,9 @@ class InstanceSource:
                 create_connection=WatchedConnection,
                 open_timeout=self.settings.open_timeout,
                 max_size=socket_limit(self.settings.max_frame_bytes),
-                max_queue=64,
-                ping_interval=20,
-                ping_timeout=20,
+                max_queue=MAX_QUEUE,
+                ping_interval=None,  # the process's keepalive ticker pings silent sockets
+                ping_timeout=None,
                 close_timeout=5,
                 compression=None,  # CPU is what a relay runs out of, not bandwidth
                 ssl=self.ssl,
@@ -282,10 +304,11 @@ class InstanceSource:
         self._connection = connection
         self.observer.connected()
         self._watchdog_fired = False
-        watchdog = asyncio.create_task(self._watchdog(connection))
+        keepalive = self.shared.keepalive
+        watched = keepalive.watch(connection, self.settings.watchdog_seconds, self._silent)
         reensure = asyncio.create_task(self._reensure())
         reason = "closed"
-        reader = MessageReader(connection)
+        reader = MessageReader(connection, self.shared.budget)
         try:
             instance = self.instance
             while True:  # bytes as received, text frames too: no decode and re-encode
@@ -293,12 +316,13 @@ class InstanceSource:
                 received_ns = time.time_ns()
                 self.observer.activity(ping=False)
                 yield [Frame(instance, raw, received_ns) for raw in batch]
+                reader.done()  # the consumer came back: the batch is in the spool
         except ConnectionClosedOK:
             pass  # a normal close: reason stays "closed"
         except ConnectionClosed as exc:
             reason = _close_reason(exc)
         finally:
-            watchdog.cancel()
+            keepalive.forget(watched)
             reensure.cancel()
             await reader.close()
             self._connection = None
@@ -312,22 +336,18 @@ class InstanceSource:
                 reason = "stopping"
             self.observer.disconnected(reason)
 
-    async def _watchdog(self, connection: WatchedConnection) -> None:
-        limit = self.settings.watchdog_seconds
-        while True:
-            silent = time.monotonic() - connection.last_activity
-            if silent >= limit:
-                self._watchdog_fired = True
-                await connection.close(code=1001, reason="silent past watchdog")
-                return
-            await asyncio.sleep(max(0.05, min(limit - silent, limit / 4)))
+    def _silent(self) -> None:
+        """The keepalive ticker closes the socket: nothing heard past the watchdog."""
+        self._watchdog_fired = True
 
     async def _reensure(self) -> None:
         """While connected, check the upstream config now and then: drift (someone changed or
-        disabled it) is repaired without waiting for a reconnect."""
+        disabled it) is repaired without waiting for a reconnect. The checks of all sockets
+        share one pace (:mod:`bridge.upstream.shared`)."""
         interval = self.settings.ensure_interval_seconds
         while True:
             await asyncio.sleep(random.uniform(interval * 0.9, interval))  # noqa: S311
+            await self.shared.rechecks.acquire()  # paced for the whole process
             with contextlib.suppress(UpstreamError):
                 await self.ensure()
 

@@ -14,6 +14,7 @@ from pydantic import SecretStr
 from bridge.errors import UpstreamError
 from bridge.settings import UpstreamSettings
 from bridge.upstream.ratelimit import TokenBucket
+from bridge.upstream.shared import SocketsShared
 from bridge.upstream.ws import InstanceSource
 
 
@@ -81,6 +82,7 @@ async def upgrades_within(base_url: str, seconds: float) -> Recorder:
         TokenBucket(per_minute=60_000, burst=1000),
         ensure=ensure,
         observer=observer,
+        shared=SocketsShared(),
     )
 
     async def consume() -> None:

@@ -244,3 +244,32 @@ def test_both_deliveries_keep_the_one_protocol(tmp_path: Path) -> None:
     assert (shipper.shares_loop_with_readers, local.shares_loop_with_readers) == (False, True)
     assert not hasattr(shipper, "swap")
     assert not hasattr(local, "in_process")
+
+
+def test_moved_metrics_ride_on_an_acknowledgement_at_most_every_200_ms() -> None:
+    """Every acknowledgement is sent; the metrics that moved are read and sent with the first
+    one and then only once ``every`` has passed (acks in between carry none)."""
+    from bridge.shipper.link import Ack, AcksOverLink, Message  # noqa: PLC0415
+
+    now = [100.0]
+    reads: list[float] = []
+    sent: list[Message] = []
+
+    def moved() -> list[tuple[str, str, list[tuple[str, str]], float]]:
+        reads.append(now[0])
+        return [("events_published", "x", [], 1.0)]
+
+    acks = AcksOverLink(sent.append, moved, every=0.2, clock=lambda: now[0])
+    for step in (0.0, 0.05, 0.1, 0.25, 0.3):
+        now[0] = 100.0 + step
+        acks.acked([])
+    assert len(sent) == 5
+    assert all(isinstance(m, Ack) for m in sent)
+    assert [bool(m.metrics) for m in sent if isinstance(m, Ack)] == [
+        True,
+        False,
+        False,
+        True,
+        False,
+    ]
+    assert reads == [100.0, 100.25]

@@ -17,6 +17,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from bridge.metrics import BatchHistogram, observe_all
+from bridge.upstream.budget import BufferBudget
 from bridge.upstream.ws import BATCH_BYTES, BATCH_FRAMES, MessageReader, WatchedConnection
 
 Handler = Callable[[ServerConnection], Awaitable[None]]
@@ -39,7 +40,7 @@ async def client_of(handler: Handler) -> AsyncIterator[WatchedConnection]:
 
 async def drain(connection: WatchedConnection, expected: int) -> list[list[bytes]]:
     """Batches until ``expected`` messages were read (after the server sent them all)."""
-    reader = MessageReader(connection)
+    reader = MessageReader(connection, BufferBudget(1 << 30))
     await asyncio.sleep(0.3)  # everything sent is buffered client side
     batches: list[list[bytes]] = []
     try:
@@ -107,7 +108,7 @@ async def test_a_closed_socket_ends_the_reading_after_the_messages_before_it() -
         await server.close(code=1001)
 
     async with client_of(handler) as connection:
-        reader = MessageReader(connection)
+        reader = MessageReader(connection, BufferBudget(1 << 30))
         await asyncio.sleep(0.3)
         got = await asyncio.wait_for(reader.batch(), 5)
         with pytest.raises(ConnectionClosed):

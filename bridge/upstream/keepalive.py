@@ -1,0 +1,122 @@
+"""One ticker for every open socket of the process: the watchdog and the keepalive pings.
+
+A socket is *silent* since the last thing the server sent (a frame, a ping, a pong:
+``WatchedConnection.last_activity``). Each tick looks at every socket once:
+
+- silent for ``watchdog_seconds`` → the socket is closed (the source reconnects, reason
+  ``watchdog``);
+- silent for ``PING_AFTER`` → one ping (a live server's pong ends the silence); no pong within
+  ``PONG_WAIT`` → closed the same way (what the library's own keepalive did, 20 s + 20 s);
+- otherwise nothing: a server that pings (RyzeAPI does) or sends frames never gets a ping.
+
+Per socket this costs a comparison per tick instead of a sleeping task and a timer per
+socket for the watchdog and another for the library's keepalive (thousands of wake-ups a
+minute at fleet scale). The tick is 5 s, or a quarter of the shortest watchdog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from websockets.exceptions import ConnectionClosed
+
+PING_AFTER = 25.0  # seconds of silence before a ping (a server pinging every 20 s gets none)
+PONG_WAIT = 20.0
+MAX_TICK = 5.0
+Action = Literal["close", "ping"] | None
+Clock = Callable[[], float]
+
+
+class Watchable(Protocol):
+    last_activity: float
+
+    async def ping(self) -> object: ...
+
+    async def close(self, code: int = 1000, reason: str = "") -> None: ...
+
+
+def due(
+    silent: float,
+    limit: float,
+    pinged: bool,
+    ping_after: float = PING_AFTER,
+    pong_wait: float = PONG_WAIT,
+) -> Action:
+    """What a socket silent for ``silent`` seconds needs now (pure): ``pinged`` says whether
+    it was pinged since it was last heard."""
+    if silent >= limit or silent >= ping_after + pong_wait:
+        return "close"
+    if silent >= ping_after and not pinged:
+        return "ping"
+    return None
+
+
+@dataclass(eq=False)
+class Watched:
+    connection: Watchable
+    limit: float  # watchdog_seconds
+    on_silent: Callable[[], None]  # told before the socket is closed for silence
+    pinged_at: float | None = None
+
+
+class Keepalive:
+    def __init__(
+        self,
+        *,
+        ping_after: float = PING_AFTER,
+        pong_wait: float = PONG_WAIT,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self.ping_after = ping_after
+        self.pong_wait = pong_wait
+        self.clock = clock
+        self._watched: set[Watched] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._doing: set[asyncio.Task[None]] = set()  # pings and closes under way
+
+    def watch(self, connection: Watchable, limit: float, on_silent: Callable[[], None]) -> Watched:
+        """Watch an open socket until :meth:`forget`."""
+        entry = Watched(connection, limit, on_silent)
+        self._watched.add(entry)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._tick(), name="ws-keepalive")
+        return entry
+
+    def forget(self, entry: Watched) -> None:
+        self._watched.discard(entry)
+
+    async def _tick(self) -> None:
+        while self._watched:
+            shortest = min(self.ping_after, self.pong_wait, *(e.limit for e in self._watched))
+            await asyncio.sleep(min(MAX_TICK, shortest / 4))
+            self.check(self.clock())
+
+    def check(self, now: float) -> None:
+        """One look at every watched socket."""
+        for entry in list(self._watched):
+            heard = entry.connection.last_activity
+            pinged = entry.pinged_at is not None and entry.pinged_at >= heard
+            action = due(now - heard, entry.limit, pinged, self.ping_after, self.pong_wait)
+            if action == "close":
+                self._watched.discard(entry)
+                entry.on_silent()
+                self._do(entry.connection.close(1001, "silent past watchdog"))
+            elif action == "ping":
+                entry.pinged_at = now
+                self._do(_ping(entry.connection))
+
+    def _do(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._doing.add(task)
+        task.add_done_callback(self._doing.discard)
+
+
+async def _ping(connection: Watchable) -> None:
+    """Send one ping; its pong is noted by the connection (no need to wait for it here)."""
+    with contextlib.suppress(ConnectionClosed):
+        await connection.ping()

@@ -1,0 +1,32 @@
+"""What every socket of the process shares: the buffered-frames budget, the keepalive ticker,
+and the pace of the upstream-config re-checks made while connected.
+
+The re-checks (one REST call each, every ``upstream.ensure_interval_seconds`` per instance)
+are the one periodic cost of a quiet socket that grows with the fleet: 5,000 instances every
+300 s would make 17 calls a second for as long as the process runs. They share a bucket of
+``RECHECKS_PER_SECOND`` for the whole process instead, so an instance is re-checked every
+``max(ensure_interval_seconds, instances / RECHECKS_PER_SECOND)`` seconds (about 42 minutes at
+5,000). Checks at connect (and after a refused upgrade) are not paced by it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from bridge.settings import BUFFER_BUDGET_BYTES
+from bridge.upstream.budget import BufferBudget
+from bridge.upstream.keepalive import Keepalive
+from bridge.upstream.ratelimit import TokenBucket
+
+RECHECKS_PER_SECOND = 2.0
+
+
+def recheck_bucket() -> TokenBucket:
+    return TokenBucket(per_minute=RECHECKS_PER_SECOND * 60, burst=1)
+
+
+@dataclass(frozen=True)
+class SocketsShared:
+    budget: BufferBudget = field(default_factory=lambda: BufferBudget(BUFFER_BUDGET_BYTES))
+    keepalive: Keepalive = field(default_factory=Keepalive)
+    rechecks: TokenBucket = field(default_factory=recheck_bucket)
