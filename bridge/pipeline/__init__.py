@@ -5,7 +5,7 @@ dead-letter record (``record.dlq_reason`` set) for what cannot be published as a
 ``Drop(reason)`` for what the local filter removes. The caller counts what it returns.
 
 An event name that could steer where data goes (outside the safe pattern, or in the
-bridge's own ``bridge.`` namespace) is dead-lettered as ``invalid_event_name`` before the
+bridge's own ``bridge.`` namespace) is dead-lettered as ``invalid_event`` before the
 filter and the router see it: it never names a topic, a stream or a label (names.py).
 """
 
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from bridge.pipeline.events import DecodeError, decode, mask_token, token_free_bytes
 from bridge.pipeline.filter import EventFilter, is_known_event
 from bridge.pipeline.gap import GAP_EVENT
-from bridge.pipeline.names import INVALID_EVENT_NAME, invalid_event_error, is_safe_event
+from bridge.pipeline.names import invalid_event_error, is_safe_event
 from bridge.pipeline.records import Drop, Frame, Publish, Record
 from bridge.pipeline.route import Router
 
@@ -43,7 +43,7 @@ class Pipeline:
         except DecodeError as exc:
             return self.dead_letter(frame, exc.reason, str(exc))
         if not is_safe_event(decoded.event):
-            return self.dead_letter(frame, INVALID_EVENT_NAME, invalid_event_error(decoded.event))
+            return self.dead_letter(frame, "invalid_event", invalid_event_error(decoded.event))
         if not self.event_filter.keeps(decoded.event):
             return Drop("filtered", decoded.event)
         value = decoded.value
