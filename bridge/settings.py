@@ -40,7 +40,9 @@ from bridge.errors import ConfigError
 # beside their settings (upstream, simulator).
 from bridge.pipeline.events import EVENT_NAMES as EVENT_NAMES  # noqa: PLC0414
 from bridge.pipeline.events import EventName
+from bridge.pipeline.gap import GAP_EVENT
 from bridge.pipeline.names import INSTANCE_NAME_PATTERN as INSTANCE_NAME_PATTERN  # noqa: PLC0414
+from bridge.pipeline.route import can_fill_to
 
 ROUTE_PLACEHOLDERS = frozenset({"instance", "event"})
 
@@ -377,6 +379,21 @@ def is_loopback(host: str | None) -> bool:
         return False
 
 
+def dlq_route_problem(sink: SinkSettings) -> str | None:
+    """Why the sink's template could fill a documented event (or the gap markers) into the
+    DLQ destination, or None (pure)."""
+    kafka = sink.kind != "redis"
+    key = "sink.kafka.topic" if kafka else "sink.redis.stream"
+    template = sink.kafka.topic if kafka else sink.redis.stream
+    for event in (*EVENT_NAMES, GAP_EVENT):
+        if can_fill_to(template, sink.dlq, event, kafka_names=sink.kind == "kafka"):
+            return (
+                f"{key}: {template!r} fills event {event!r} into the DLQ {sink.dlq!r}; "
+                "give sink.dlq a name the template cannot make"
+            )
+    return None
+
+
 def kafka_hosts(bootstrap_servers: str) -> list[str]:
     """The host names of a ``host:port,host:port`` list (pure)."""
     hosts = []
@@ -456,6 +473,13 @@ class Settings(BaseSettings):
                 "; ".join(insecure) + " — use TLS (https, SASL_SSL, rediss://), or set "
                 "allow_insecure: true to accept it (logged at every start)"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _dlq_is_no_route(self) -> Settings:
+        problem = dlq_route_problem(self.sink)
+        if problem:
+            raise ValueError(problem)
         return self
 
     @model_validator(mode="after")

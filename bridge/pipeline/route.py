@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+import string
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from bridge.pipeline.events import chat_id
+from bridge.pipeline.names import INSTANCE_NAME_PATTERN
 
 KeyMode = Literal["instance", "chat", "none"]
 _KAFKA_ILLEGAL = re.compile(r"[^A-Za-z0-9._-]")
@@ -54,3 +56,15 @@ class Router:
 def kafka_topic_name(name: str) -> str:
     """``name`` with characters Kafka refuses replaced by ``_``, cut to Kafka's 249 (pure)."""
     return _KAFKA_ILLEGAL.sub("_", name)[:KAFKA_TOPIC_MAX]
+
+
+def can_fill_to(template: str, target: str, event: str, *, kafka_names: bool) -> bool:
+    """Whether some instance name fills ``template`` with ``event`` to exactly ``target``
+    (Kafka names made legal first when ``kafka_names``) (pure)."""
+    instance = f"(?:{INSTANCE_NAME_PATTERN.strip('^$')})"
+    pattern = ""
+    for literal, name, _, _ in string.Formatter().parse(template):
+        pattern += re.escape(kafka_topic_name(literal) if kafka_names else literal)
+        if name is not None:
+            pattern += instance if name == "instance" else re.escape(event)
+    return re.fullmatch(pattern, target) is not None
