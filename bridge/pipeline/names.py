@@ -3,7 +3,7 @@
 An event name and an instance name end up inside topic and stream names, Redis keys and
 metric labels; a name that could steer where data goes is refused before it gets there:
 
-- an **event name** must match ``EVENT_NAME_PATTERN`` (lower-case letters, digits, ``_ . -``,
+- an **event name** must match ``EVENT_NAME_PATTERN`` (lower-case letters, digits, ``.`` and ``-``,
   at most 64 characters) and must not be in the bridge's own ``bridge.`` namespace (an upstream
   frame named ``bridge.gap`` would pass for a gap marker); a frame whose event fails either test
   goes to the DLQ with the reason ``invalid_event``;
@@ -21,7 +21,7 @@ import re
 
 from bridge.pipeline.events import EVENT_NAMES
 
-EVENT_NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
+EVENT_NAME_PATTERN = r"^[a-z0-9][a-z0-9.-]{0,63}$"
 INSTANCE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 BRIDGE_NAMESPACE = "bridge."
 INVALID_EVENT = "invalid_event"  # the DLQ reason

@@ -59,7 +59,20 @@ def test_documented_and_unknown_but_safe_event_names_are_safe() -> None:
     assert is_safe_event("poll.vote")
     assert is_safe_event("a")
     assert is_safe_event("x" * 64)
-    assert is_safe_event("message_ack-2.v1")
+    assert is_safe_event("message-ack-2.v1")
+
+
+def test_an_event_name_with_an_underscore_is_refused() -> None:
+    """Kafka counts ``_`` and ``.`` as one in topic names: ``message_status`` would create a
+    topic that blocks ``ryze.message.status``. ``_`` is outside the pattern (no documented
+    name uses it), so such a frame is dead-lettered as ``invalid_event``."""
+    assert not any("_" in event for event in EVENT_NAMES)
+    assert not is_safe_event("message_status")
+    result = pipeline(Router("ryze.{event}", kafka_names=True)).process(
+        Frame("shop", frame("message_status"), 1)
+    )
+    assert isinstance(result, Publish)
+    assert (result.record.destination, result.record.dlq_reason) == ("ryze.dlq", "invalid_event")
 
 
 @pytest.mark.parametrize("event", HOSTILE_EVENTS)
