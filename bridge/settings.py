@@ -42,7 +42,7 @@ from bridge.pipeline.events import EVENT_NAMES as EVENT_NAMES  # noqa: PLC0414
 from bridge.pipeline.events import EventName
 from bridge.pipeline.gap import GAP_EVENT
 from bridge.pipeline.names import INSTANCE_NAME_PATTERN as INSTANCE_NAME_PATTERN  # noqa: PLC0414
-from bridge.pipeline.route import can_fill_to
+from bridge.pipeline.route import can_fill_to, unseparated
 
 ROUTE_PLACEHOLDERS = frozenset({"instance", "event"})
 
@@ -124,10 +124,23 @@ def check_template(template: str) -> str:
         spec for _, _, spec, _ in string.Formatter().parse(template) if spec
     ):
         raise ValueError(f"format specs are not allowed in {template!r}")
+    if unseparated(template, kafka_names=False):
+        raise ValueError(f"{UNSEPARATED} {template!r}: put '.' between them (or ':' in a stream)")
     return template
 
 
+def check_kafka_template(template: str) -> str:
+    """A topic template's separator must survive Kafka's legal names (``:`` becomes ``_``)."""
+    if unseparated(template, kafka_names=True):
+        raise ValueError(
+            f"{UNSEPARATED} {template!r} once made a legal Kafka name: put '.' between them"
+        )
+    return template
+
+
+UNSEPARATED = "{instance} and {event} need a separator no instance name holds in"
 RouteTemplate = Annotated[str, Field(min_length=1), AfterValidator(check_template)]
+KafkaTemplate = Annotated[RouteTemplate, AfterValidator(check_kafka_template)]
 
 
 class UpstreamSettings(Model):
@@ -180,7 +193,7 @@ class KafkaSinkSettings(Model):
     bootstrap_servers: str = "127.0.0.1:9092"
     # One topic per event, keyed by instance (per-instance order kept by the key); a topic per
     # instance stays available as "ryze.{instance}.{event}" (docs/configuration.md, trade-off).
-    topic: RouteTemplate = "ryze.{event}"
+    topic: KafkaTemplate = "ryze.{event}"
     key: Literal["instance", "chat", "none"] = "instance"
     acks: Literal["all", "1", "0"] = "all"
     compression: Literal["zstd", "gzip", "snappy", "lz4", "none"] = "zstd"

@@ -18,12 +18,14 @@ newline through).
 from __future__ import annotations
 
 import re
+import string
 
 from bridge.pipeline.events import EVENT_NAMES
 
 EVENT_NAME_PATTERN = r"^[a-z0-9][a-z0-9.-]{0,63}$"
 INSTANCE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 BRIDGE_NAMESPACE = "bridge."
+INSTANCE_CHARS = frozenset(string.ascii_letters + string.digits + "_-")  # all it may hold
 INVALID_EVENT = "invalid_event"  # the DLQ reason
 
 _EVENT = re.compile(EVENT_NAME_PATTERN.strip("^$"))

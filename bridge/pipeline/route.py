@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from bridge.pipeline.events import chat_id
-from bridge.pipeline.names import INSTANCE_NAME_PATTERN
+from bridge.pipeline.names import INSTANCE_CHARS, INSTANCE_NAME_PATTERN
 
 KeyMode = Literal["instance", "chat", "none"]
 _KAFKA_ILLEGAL = re.compile(r"[^A-Za-z0-9._-]")
@@ -68,3 +68,18 @@ def can_fill_to(template: str, target: str, event: str, *, kafka_names: bool) ->
         if name is not None:
             pattern += instance if name == "instance" else re.escape(event)
     return re.fullmatch(pattern, target) is not None
+
+
+def unseparated(template: str, *, kafka_names: bool) -> bool:
+    """Whether ``{instance}`` and ``{event}`` meet in ``template`` with nothing between them
+    that an instance name cannot hold (``.``, ``:``; in Kafka names only ``.``: the others
+    become ``_``), so two pairs could fill it alike: ``a-b`` + ``x`` and ``a`` + ``b-x`` (pure)."""
+    previous = None
+    for literal, name, _, _ in string.Formatter().parse(template):
+        if name is None:
+            continue
+        between = kafka_topic_name(literal) if kafka_names else literal
+        if previous not in (None, name) and set(between) <= INSTANCE_CHARS:
+            return True
+        previous = name
+    return False
