@@ -140,6 +140,7 @@ def check_kafka_template(template: str) -> str:
 
 UNSEPARATED = "{instance} and {event} need a separator no instance name holds in"
 RouteTemplate = Annotated[str, Field(min_length=1), AfterValidator(check_template)]
+InstanceName = Annotated[str, Field(pattern=INSTANCE_NAME_PATTERN)]
 KafkaTemplate = Annotated[RouteTemplate, AfterValidator(check_kafka_template)]
 
 
@@ -290,7 +291,8 @@ class DiscoverySettings(Model):
     events: list[EventName] = Field(default_factory=list)
     media_base64: bool = False
     manage_config: bool = True
-    important: list[str] = Field(default_factory=list)  # names with series of their own
+    # names with series of their own; each an instance name (a config typo is named)
+    important: list[InstanceName] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _one_token_source(self) -> DiscoverySettings:
@@ -417,6 +419,16 @@ def kafka_hosts(bootstrap_servers: str) -> list[str]:
     return hosts
 
 
+def ignored_important(settings: Settings) -> list[str]:
+    """The instances marked important (``important: true`` or in ``discovery.important``)
+    while ``metrics.per_instance`` is not ``important``: the mark does nothing then (pure)."""
+    if settings.metrics.per_instance == "important":
+        return []
+    marked = [name for name, instance in settings.instances.items() if instance.important]
+    discovery = settings.discovery
+    return sorted({*marked, *(discovery.important if discovery is not None else [])})
+
+
 def insecure_choices(settings: Settings) -> list[str]:
     """Each choice that sends a secret in clear or skips a check, towards a host that is not
     this machine, as ``key: why`` (pure). Loopback stays allowed: nothing leaves the host."""
@@ -462,9 +474,7 @@ class Settings(BaseSettings):
     )
 
     upstream: UpstreamSettings = Field(default_factory=UpstreamSettings)
-    instances: dict[Annotated[str, Field(pattern=INSTANCE_NAME_PATTERN)], InstanceSettings] = Field(
-        default_factory=dict
-    )
+    instances: dict[InstanceName, InstanceSettings] = Field(default_factory=dict)
     discovery: DiscoverySettings | None = None
     filter: FilterSettings = Field(default_factory=FilterSettings)
     sink: SinkSettings = Field(default_factory=SinkSettings)
