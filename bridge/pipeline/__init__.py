@@ -69,14 +69,17 @@ class Pipeline:
 
     def refusal(self, instance: str, event: str) -> str | None:
         """Why an upstream ``event`` may not fill the template (the DLQ error), or None: an
-        unsafe name, or one that fills it to a destination the bridge keeps for itself."""
+        unsafe name, or one that fills it to a destination the bridge keeps for itself (the gap
+        markers' only when the template tells events apart: else all share one by design)."""
         if not is_safe_event(event):
             return invalid_event_error(event)
         destination = self.router.destination(instance, event)
         if (
             destination == self.dlq
             or destination in self.reserved
-            or destination == self.router.destination(instance, GAP_EVENT)
+            or (
+                self.router.by_event and destination == self.router.destination(instance, GAP_EVENT)
+            )
         ):
             return RESERVED_ERROR
         return None

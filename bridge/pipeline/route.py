@@ -26,6 +26,11 @@ class Router:
     _names: dict[tuple[str, str], str] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
+    by_event: bool = field(default=False, init=False)  # True when ``{event}`` is in the template
+
+    def __post_init__(self) -> None:
+        parts = string.Formatter().parse(self.template)
+        object.__setattr__(self, "by_event", any(name == "event" for _, name, _, _ in parts))
 
     def destination(self, instance: str, event: str) -> str:
         """The filled template (remembered: the same few pairs come back every frame)."""

@@ -48,6 +48,16 @@ def test_an_event_named_dlq_is_dead_lettered_on_the_redis_layout() -> None:
     assert dead_letter_of(settings, "dlq") == ("ryze:dlq", "invalid_event")
 
 
+def test_a_template_without_event_still_publishes_every_event() -> None:
+    """``ryze.{instance}`` puts every event of an instance, gap markers included, in one
+    topic by design: sharing the gap markers' topic is no reason to dead-letter."""
+    settings = Settings.model_validate(
+        {"sink": {"kafka": {"topic": "ryze.{instance}"}, "dlq": "d"}}
+    )
+    assert dead_letter_of(settings, "message.status") == ("ryze.shop", None)
+    assert dead_letter_of(settings, "poll.vote") == ("ryze.shop", None)
+
+
 def test_an_event_cannot_fill_the_cluster_coordination_topic() -> None:
     """With replicas coordinating through Kafka, an event whose filled template is
     ``cluster.topic`` is dead-lettered."""
