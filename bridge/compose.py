@@ -31,7 +31,13 @@ from bridge.ready import ReadinessCheck
 from bridge.reconfigure import ConfigApplier, Current, DeliverySlot
 from bridge.reload import ConfigWatcher
 from bridge.runner import Runner
-from bridge.settings import InstanceSettings, Settings, insecure_choices, read_secret
+from bridge.settings import (
+    InstanceSettings,
+    Settings,
+    ignored_important,
+    insecure_choices,
+    read_secret,
+)
 from bridge.shards import Ownership, ShardCoordinator
 from bridge.spool.disk import DiskSpool
 from bridge.spoolkeeper import SpoolKeeper
@@ -71,6 +77,14 @@ def assemble(
     """The whole process, built from ``settings``, ready to :meth:`~Supervisor.run`."""
     for choice in insecure_choices(settings):  # accepted by allow_insecure: said at every start
         log.warning("config.insecure", choice=choice)
+    ignored = ignored_important(settings)
+    if ignored:  # the mark only chooses series under per_instance: important
+        log.warning(
+            "config.important_ignored",
+            per_instance=settings.metrics.per_instance,
+            instances=ignored[:20],
+            count=len(ignored),
+        )
     environ = environ if environ is not None else os.environ
     metrics = metrics or create_metrics()
     metrics.series.mode = settings.metrics.per_instance

@@ -234,7 +234,7 @@ DROP_REASONS = ("filtered", "spool_full", "disk_full")  # present from the start
 DLQ_REASONS = (
     "malformed_json",
     "unknown_shape",
-    "invalid_event_name",
+    "invalid_event",
     "too_large",
     "missing_topic",
     "invalid_topic",

@@ -40,7 +40,9 @@ from bridge.errors import ConfigError
 # beside their settings (upstream, simulator).
 from bridge.pipeline.events import EVENT_NAMES as EVENT_NAMES  # noqa: PLC0414
 from bridge.pipeline.events import EventName
+from bridge.pipeline.gap import GAP_EVENT
 from bridge.pipeline.names import INSTANCE_NAME_PATTERN as INSTANCE_NAME_PATTERN  # noqa: PLC0414
+from bridge.pipeline.route import can_fill_to, unseparated
 
 ROUTE_PLACEHOLDERS = frozenset({"instance", "event"})
 
@@ -122,10 +124,24 @@ def check_template(template: str) -> str:
         spec for _, _, spec, _ in string.Formatter().parse(template) if spec
     ):
         raise ValueError(f"format specs are not allowed in {template!r}")
+    if unseparated(template, kafka_names=False):
+        raise ValueError(f"{UNSEPARATED} {template!r}: put '.' between them (or ':' in a stream)")
     return template
 
 
+def check_kafka_template(template: str) -> str:
+    """A topic template's separator must survive Kafka's legal names (``:`` becomes ``_``)."""
+    if unseparated(template, kafka_names=True):
+        raise ValueError(
+            f"{UNSEPARATED} {template!r} once made a legal Kafka name: put '.' between them"
+        )
+    return template
+
+
+UNSEPARATED = "{instance} and {event} need a separator no instance name holds in"
 RouteTemplate = Annotated[str, Field(min_length=1), AfterValidator(check_template)]
+InstanceName = Annotated[str, Field(pattern=INSTANCE_NAME_PATTERN)]
+KafkaTemplate = Annotated[RouteTemplate, AfterValidator(check_kafka_template)]
 
 
 BUFFER_BUDGET_BYTES = 128 * 1024 * 1024  # fits the chart's 768 MiB limit with 5,000 idle sockets
@@ -206,7 +222,7 @@ class KafkaSinkSettings(Model):
     bootstrap_servers: str = "127.0.0.1:9092"
     # One topic per event, keyed by instance (per-instance order kept by the key); a topic per
     # instance stays available as "ryze.{instance}.{event}" (docs/configuration.md, trade-off).
-    topic: RouteTemplate = "ryze.{event}"
+    topic: KafkaTemplate = "ryze.{event}"
     key: Literal["instance", "chat", "none"] = "instance"
     acks: Literal["all", "1", "0"] = "all"
     compression: Literal["zstd", "gzip", "snappy", "lz4", "none"] = "zstd"
@@ -303,7 +319,8 @@ class DiscoverySettings(Model):
     events: list[EventName] = Field(default_factory=list)
     media_base64: bool = False
     manage_config: bool = True
-    important: list[str] = Field(default_factory=list)  # names with series of their own
+    # names with series of their own; each an instance name (a config typo is named)
+    important: list[InstanceName] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _one_token_source(self) -> DiscoverySettings:
@@ -405,6 +422,21 @@ def is_loopback(host: str | None) -> bool:
         return False
 
 
+def dlq_route_problem(sink: SinkSettings) -> str | None:
+    """Why the sink's template could fill a documented event (or the gap markers) into the
+    DLQ destination, or None (pure)."""
+    kafka = sink.kind != "redis"
+    key = "sink.kafka.topic" if kafka else "sink.redis.stream"
+    template = sink.kafka.topic if kafka else sink.redis.stream
+    for event in (*EVENT_NAMES, GAP_EVENT):
+        if can_fill_to(template, sink.dlq, event, kafka_names=sink.kind == "kafka"):
+            return (
+                f"{key}: {template!r} fills event {event!r} into the DLQ {sink.dlq!r}; "
+                "give sink.dlq a name the template cannot make"
+            )
+    return None
+
+
 def kafka_hosts(bootstrap_servers: str) -> list[str]:
     """The host names of a ``host:port,host:port`` list (pure)."""
     hosts = []
@@ -413,6 +445,16 @@ def kafka_hosts(bootstrap_servers: str) -> list[str]:
         host = server.rsplit(":", 1)[0] if server.count(":") == 1 else server.rsplit("]", 1)[0]
         hosts.append(host.strip("[]"))
     return hosts
+
+
+def ignored_important(settings: Settings) -> list[str]:
+    """The instances marked important (``important: true`` or in ``discovery.important``)
+    while ``metrics.per_instance`` is not ``important``: the mark does nothing then (pure)."""
+    if settings.metrics.per_instance == "important":
+        return []
+    marked = [name for name, instance in settings.instances.items() if instance.important]
+    discovery = settings.discovery
+    return sorted({*marked, *(discovery.important if discovery is not None else [])})
 
 
 def insecure_choices(settings: Settings) -> list[str]:
@@ -460,9 +502,7 @@ class Settings(BaseSettings):
     )
 
     upstream: UpstreamSettings = Field(default_factory=UpstreamSettings)
-    instances: dict[Annotated[str, Field(pattern=INSTANCE_NAME_PATTERN)], InstanceSettings] = Field(
-        default_factory=dict
-    )
+    instances: dict[InstanceName, InstanceSettings] = Field(default_factory=dict)
     discovery: DiscoverySettings | None = None
     filter: FilterSettings = Field(default_factory=FilterSettings)
     sink: SinkSettings = Field(default_factory=SinkSettings)
@@ -484,6 +524,13 @@ class Settings(BaseSettings):
                 "; ".join(insecure) + " — use TLS (https, SASL_SSL, rediss://), or set "
                 "allow_insecure: true to accept it (logged at every start)"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _dlq_is_no_route(self) -> Settings:
+        problem = dlq_route_problem(self.sink)
+        if problem:
+            raise ValueError(problem)
         return self
 
     @model_validator(mode="after")

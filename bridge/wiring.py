@@ -67,7 +67,15 @@ def build_pipeline(settings: Settings, instance: InstanceSettings) -> Pipeline:
         max_value_bytes=max_value_bytes(settings),
         event_filter=EventFilter(frozenset(settings.filter.drop_events)),
         token=token,
+        reserved=reserved_destinations(settings),
     )
+
+
+def reserved_destinations(settings: Settings) -> frozenset[str]:
+    """What no upstream event may fill besides the DLQ and the gap markers (the pipeline knows
+    those): the coordination topic when the replicas coordinate through the Kafka sink."""
+    cluster = settings.cluster
+    return frozenset({cluster.topic}) if cluster.mode == "kafka" else frozenset()
 
 
 def admin_tls(settings: Settings) -> ssl.SSLContext | None:

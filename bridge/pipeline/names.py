@@ -3,10 +3,10 @@
 An event name and an instance name end up inside topic and stream names, Redis keys and
 metric labels; a name that could steer where data goes is refused before it gets there:
 
-- an **event name** must match ``EVENT_NAME_PATTERN`` (lower-case letters, digits, ``_ . -``,
+- an **event name** must match ``EVENT_NAME_PATTERN`` (lower-case letters, digits, ``.`` and ``-``,
   at most 64 characters) and must not be in the bridge's own ``bridge.`` namespace (an upstream
   frame named ``bridge.gap`` would pass for a gap marker); a frame whose event fails either test
-  goes to the DLQ with the reason ``invalid_event_name``;
+  goes to the DLQ with the reason ``invalid_event``;
 - an **instance name** (configured or discovered) must match ``INSTANCE_NAME_PATTERN``: no
   ``.`` or ``:``, the separators of the routing templates, so two instances can never fill a
   template to the same topic or stream.
@@ -18,13 +18,15 @@ newline through).
 from __future__ import annotations
 
 import re
+import string
 
 from bridge.pipeline.events import EVENT_NAMES
 
-EVENT_NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
+EVENT_NAME_PATTERN = r"^[a-z0-9][a-z0-9.-]{0,63}$"
 INSTANCE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 BRIDGE_NAMESPACE = "bridge."
-INVALID_EVENT_NAME = "invalid_event_name"  # the DLQ reason
+INSTANCE_CHARS = frozenset(string.ascii_letters + string.digits + "_-")  # all it may hold
+INVALID_EVENT = "invalid_event"  # the DLQ reason
 
 _EVENT = re.compile(EVENT_NAME_PATTERN.strip("^$"))
 _INSTANCE = re.compile(INSTANCE_NAME_PATTERN.strip("^$"))

@@ -5,8 +5,10 @@ is idempotent (retries cannot reorder or duplicate within a session); in each to
 the first batch that cannot even be queued settles itself and every batch behind it, so
 nothing of that partition overtakes it, while the other topic-partitions go on. Topics are
 never created behind the operator's back: a missing topic is a DLQ record with a message
-naming it, unless ``sink.kafka.create_topics`` is on; a topic this sink has delivered a
-record to that disappears at runtime is transient instead, for
+naming it, unless ``sink.kafka.create_topics`` is on and it is the topic of a documented event,
+of the gap markers or the DLQ (an unknown event from the upstream never creates a topic: its
+missing topic is a ``missing_topic`` dead letter like without the option); a topic this sink
+has delivered a record to that disappears at runtime is transient instead, for
 ``sink.kafka.vanished_topic_grace_seconds`` (its records are retried in case it is being
 recreated), then ``missing_topic`` like any unknown topic. The DLQ topic itself must exist at
 start. aiokafka's metadata requests ask the broker to create the topics they name, and it
@@ -51,11 +53,15 @@ from pydantic import SecretStr
 from bridge.errors import ProducerStateError, SinkConfigError, SinkUnavailableError
 from bridge.logs import get_logger
 from bridge.pipeline import Record
+from bridge.pipeline.events import EVENT_NAMES
+from bridge.pipeline.gap import GAP_EVENT
 from bridge.pipeline.records import cloudevents_headers
 from bridge.settings import KafkaSinkSettings
 from bridge.sinks.base import DELIVERED, Delivered, Failed, Outcome, Rejected
 
 log = get_logger(__name__)
+
+CREATABLE_EVENTS = frozenset({*EVENT_NAMES, GAP_EVENT})  # whose topics create_topics makes
 
 PERMANENT: dict[type[KafkaError], str] = {
     MessageSizeTooLargeError: "too_large",
@@ -174,10 +180,12 @@ class _Batches:
 class _Topics:
     """What the sink knows of topics: those that exist now, those it delivered a record to
     while it ran, and those of these found gone since (with when); missing topics are created
-    when ``sink.kafka.create_topics`` is on."""
+    when ``sink.kafka.create_topics`` is on and they are ``creatable``: the DLQ and the
+    topics of documented events and gap markers (never one an unknown event names)."""
 
-    def __init__(self, settings: KafkaSinkSettings) -> None:
+    def __init__(self, settings: KafkaSinkSettings, dlq: str) -> None:
         self.settings = settings
+        self.creatable: set[str] = {dlq}  # grows by the topics of CREATABLE_EVENTS' records
         self.admin: Any = None  # the admin client, once started
         self.known: set[str] = set()  # known to exist now
         self.delivered: set[str] = set()  # a record was delivered to it while this sink ran
@@ -202,9 +210,9 @@ class _Topics:
         unknown -= listed
         if not unknown:
             return {}
-        if self.settings.create_topics:
-            return await self.create(unknown)
-        return {topic: self.absent(topic) for topic in unknown}
+        made = unknown & self.creatable if self.settings.create_topics else set()
+        refused = await self.create(made) if made else {}
+        return {topic: self.absent(topic) for topic in unknown - made} | refused
 
     def absent(self, topic: str) -> Outcome:
         """A missing topic's outcome: transient while a topic this sink delivered to has been
@@ -299,7 +307,7 @@ class KafkaSink:
         self.dlq = dlq
         self._password = password
         self._producer: Any = None
-        self._topics = _Topics(settings)
+        self._topics = _Topics(settings, dlq)
         self._partitions = _Partitions()
         self._broken: Any = None  # the producer whose session broke: renewed before next use
         self._renewing = asyncio.Lock()
@@ -358,6 +366,9 @@ class KafkaSink:
         except SinkUnavailableError as exc:
             return [Failed(exc)] * len(records)
         topics = {r.destination for r in records}
+        self._topics.creatable.update(
+            r.destination for r in records if r.event in CREATABLE_EVENTS and r.dlq_reason is None
+        )
         blocked = await self._topics.unusable(topics)
         usable = sorted(topics - blocked.keys())
         found = await asyncio.gather(*(self._route(producer, t) for t in usable))

@@ -38,7 +38,7 @@ def cluster_config(sim: Simulator, redis_url: str, prefix: str) -> dict[str, Any
         "instances": {f"inst-{i:02d}": {"token_env": f"TOKEN_{i}"} for i in range(INSTANCES)},
         "sink": {
             "kind": "redis",
-            "dlq": f"{prefix}:dlq",
+            "dlq": f"{prefix}-dlq",
             "redis": {"url": redis_url, "stream": prefix + ":{instance}"},
         },
         "cluster": {"mode": "redis", "group": prefix, "lease_ttl_ms": int(TTL * 1000)},
@@ -106,7 +106,7 @@ async def test_redis_leases_fail_over_and_fence_a_replica_that_froze(
             for entry in await read_stream(client, f"{prefix}:{name}"):
                 if entry[1][b"event"] != b"bridge.gap":
                     delivered[entry[1][b"id"]] += 1
-        dlq = await read_stream(client, f"{prefix}:dlq")
+        dlq = await read_stream(client, f"{prefix}-dlq")
     finally:
         await client.aclose()
     twice = [i for i, n in delivered.items() if n > 1]

@@ -16,7 +16,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from redis.asyncio import Redis
 
 from bridge.cli import main
-from bridge.pipeline.names import INVALID_EVENT_NAME
+from bridge.pipeline.names import INVALID_EVENT
 from bridge.settings import EVENT_NAMES, KafkaSinkSettings
 from bridge.simulator import SimConfig, Simulator
 from tests.integration.harness import (
@@ -168,7 +168,7 @@ async def test_hostile_event_names_go_to_the_redis_dlq_and_name_no_stream(
     redis_url: str, tmp_path: Path
 ) -> None:
     """Frames named ``message.exchange:evil/../x y`` and ``bridge.gap`` from the simulator
-    land in the DLQ stream with reason ``invalid_event_name`` and no token; no stream is made
+    land in the DLQ stream with reason ``invalid_event`` and no token; no stream is made
     for them (only the good events' streams and the DLQ exist under the prefix)."""
     prefix = unique("hostile")
     token = TOKENS["shop-a"]
@@ -193,7 +193,7 @@ async def test_hostile_event_names_go_to_the_redis_dlq_and_name_no_stream(
                 lambda: counter(bridge.metrics, "ryze_bridge_events_published_total") >= 5
             )
             dead_count = counter(
-                bridge.metrics, "ryze_bridge_dlq_records_total", reason=INVALID_EVENT_NAME
+                bridge.metrics, "ryze_bridge_dlq_records_total", reason=INVALID_EVENT
             )
     client = Redis.from_url(redis_url)
     try:
@@ -203,7 +203,7 @@ async def test_hostile_event_names_go_to_the_redis_dlq_and_name_no_stream(
     finally:
         await client.aclose()
     assert keys == {f"{prefix}:shop-a:call.update", f"{prefix}:dlq"}
-    assert [fields[b"reason"] for _, fields in dead] == [INVALID_EVENT_NAME.encode()] * 2
+    assert [fields[b"reason"] for _, fields in dead] == [INVALID_EVENT.encode()] * 2
     assert dead_count == 2
     assert not any(token.encode() in value for _, f in dead for value in f.values())
 
@@ -212,7 +212,7 @@ async def test_hostile_event_names_create_no_kafka_topic(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     """With ``create_topics`` on, hostile names still create no topic: they land in the DLQ
-    topic with reason ``invalid_event_name``, and the only topics under the prefix are the
+    topic with reason ``invalid_event``, and the only topics under the prefix are the
     DLQ and the good event's."""
     prefix = unique("hostile")
     token = TOKENS["shop-b"]
@@ -239,7 +239,7 @@ async def test_hostile_event_names_create_no_kafka_topic(
                 lambda: counter(bridge.metrics, "ryze_bridge_events_published_total") >= 4
             )
     dead = await consume(kafka_bootstrap, [f"{prefix}.dlq"], 2, 20)
-    assert [dict(r.headers)["ryze-dlq-reason"] for r in dead] == [INVALID_EVENT_NAME.encode()] * 2
+    assert [dict(r.headers)["ryze-dlq-reason"] for r in dead] == [INVALID_EVENT.encode()] * 2
     assert [dict(r.headers)["ryze-event"] for r in dead] == [b"unknown"] * 2
     assert not any(token.encode() in r.value for r in dead)
     made = {t for t in await broker_topics(kafka_bootstrap) if t.startswith(prefix)}

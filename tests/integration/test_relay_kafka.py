@@ -144,7 +144,7 @@ async def test_missing_topic_is_a_dlq_record_naming_it(
     """With topic creation off, a record for a topic that does not exist goes to the DLQ with
     an error naming the topic; with create_topics on, the topic is created and used."""
     prefix = unique("missing")
-    dlq = f"{prefix}.dlq"
+    dlq = f"{prefix}-dlq"  # "<prefix>.dlq" is what "<prefix>.{instance}" makes of instance "dlq"
     await create_topics(kafka_bootstrap, [dlq])
     async with Simulator(SimConfig(instances={"shop-a": TOKENS["shop-a"]}, rate=0)) as sim:
         sim.pause("shop-a")

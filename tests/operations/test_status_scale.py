@@ -132,7 +132,7 @@ async def test_cluster_view_over_two_redis_replicas(redis_url: str, tmp_path: Pa
     async with Simulator(SimConfig(instances=tokens, rate=2)) as sim:
         config = base_config(sim, tmp_path, names)
         stream = {"url": redis_url, "stream": prefix + ":{instance}"}
-        config["sink"] = {"kind": "redis", "dlq": f"{prefix}:dlq", "redis": stream}
+        config["sink"] = {"kind": "redis", "dlq": f"{prefix}-dlq", "redis": stream}
         config["cluster"] = {"mode": "redis", "group": prefix, "lease_ttl_ms": 3000}
         r1, r2 = (Replica(f"r{n}", tmp_path / f"r{n}", config, env_for(tokens)) for n in (1, 2))
         urls = [f"http://127.0.0.1:{r.admin_port}" for r in (r1, r2)]

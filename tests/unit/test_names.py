@@ -1,5 +1,5 @@
 """Names from the upstream are data, never structure: the event and instance name patterns,
-the ``invalid_event_name`` dead letter, the quoted WebSocket path, discovered and configured
+the ``invalid_event`` dead letter, the quoted WebSocket path, discovered and configured
 instance names checked alike."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from bridge.metrics import DLQ_REASONS
 from bridge.pipeline import Frame, Pipeline, Publish, Router
 from bridge.pipeline.events import EVENT_NAMES
 from bridge.pipeline.filter import EventFilter
-from bridge.pipeline.names import INVALID_EVENT_NAME, is_safe_event, is_valid_instance
+from bridge.pipeline.names import INVALID_EVENT, is_safe_event, is_valid_instance
 from bridge.settings import load_settings
 from bridge.upstream.rest import ListedInstance
 from bridge.upstream.ws import ws_url
@@ -59,7 +59,20 @@ def test_documented_and_unknown_but_safe_event_names_are_safe() -> None:
     assert is_safe_event("poll.vote")
     assert is_safe_event("a")
     assert is_safe_event("x" * 64)
-    assert is_safe_event("message_ack-2.v1")
+    assert is_safe_event("message-ack-2.v1")
+
+
+def test_an_event_name_with_an_underscore_is_refused() -> None:
+    """Kafka counts ``_`` and ``.`` as one in topic names: ``message_status`` would create a
+    topic that blocks ``ryze.message.status``. ``_`` is outside the pattern (no documented
+    name uses it), so such a frame is dead-lettered as ``invalid_event``."""
+    assert not any("_" in event for event in EVENT_NAMES)
+    assert not is_safe_event("message_status")
+    result = pipeline(Router("ryze.{event}", kafka_names=True)).process(
+        Frame("shop", frame("message_status"), 1)
+    )
+    assert isinstance(result, Publish)
+    assert (result.record.destination, result.record.dlq_reason) == ("ryze.dlq", "invalid_event")
 
 
 @pytest.mark.parametrize("event", HOSTILE_EVENTS)
@@ -73,13 +86,13 @@ def test_hostile_or_reserved_event_names_are_refused(event: str) -> None:
 @pytest.mark.parametrize("event", [e for e in HOSTILE_EVENTS if e])
 def test_a_refused_event_name_is_dead_lettered_and_names_nothing(event: str, key_mode: str) -> None:
     """Both decode ways (the typed head, and the document the chat key reads) send a
-    refused name to the DLQ as ``invalid_event_name``: the record goes to the DLQ topic,
+    refused name to the DLQ as ``invalid_event``: the record goes to the DLQ topic,
     its event header is ``unknown``, the error does not echo the name, the token is cut."""
     router = Router("ryze.{instance}.{event}", key_mode, kafka_names=True)  # type: ignore[arg-type]
     result = pipeline(router).process(Frame("shop", frame(event), 1))
     assert isinstance(result, Publish)
     record = result.record
-    assert (record.destination, record.dlq_reason) == ("ryze.dlq", INVALID_EVENT_NAME)
+    assert (record.destination, record.dlq_reason) == ("ryze.dlq", INVALID_EVENT)
     assert record.event == "unknown"
     assert event.strip() not in (record.dlq_error or "")
     assert TOKEN.encode() not in record.value
@@ -93,7 +106,7 @@ def test_a_filtered_refused_name_is_still_dead_lettered() -> None:
     filtered = pipeline(Router("t.{event}"), event_filter=EventFilter(frozenset({hostile})))
     result = filtered.process(Frame("shop", frame(hostile), 1))
     assert isinstance(result, Publish)
-    assert result.record.dlq_reason == INVALID_EVENT_NAME
+    assert result.record.dlq_reason == INVALID_EVENT
 
 
 def test_an_unknown_safe_event_keeps_being_published() -> None:
@@ -107,8 +120,17 @@ def test_an_unknown_safe_event_keeps_being_published() -> None:
 
 
 def test_the_dlq_reason_is_a_counted_reason() -> None:
-    """``invalid_event_name`` is one of the DLQ reasons whose series exist from the start."""
-    assert INVALID_EVENT_NAME in DLQ_REASONS
+    """``invalid_event`` is one of the DLQ reasons whose series exist from the start."""
+    assert INVALID_EVENT in DLQ_REASONS
+
+
+def test_the_dlq_reason_is_named_as_the_design_says() -> None:
+    """A refused event name is dead-lettered with the reason ``invalid_event`` (design §2),
+    the name the metrics, the DLQ schema and the docs use."""
+    result = pipeline(Router("ryze.{event}")).process(Frame("shop", frame("Bad Name"), 1))
+    assert isinstance(result, Publish)
+    assert result.record.dlq_reason == "invalid_event"
+    assert "invalid_event" in DLQ_REASONS
 
 
 @pytest.mark.parametrize("name", ["shop", "loja-centro", "Store_2", "a", "9" * 64])
