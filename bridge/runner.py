@@ -170,24 +170,20 @@ class Runner:
 
     def handle_all(self, frames: list[Frame]) -> int:
         """Run a batch of frames through the pipeline into the spool, in order, counting what
-        happens (one increment per label in the batch); returns the bytes read."""
-        process = self.pipeline.process
+        happens (one increment per label in the batch); returns the bytes read. Never raises:
+        a batch the bridge itself fails on is counted as dropped (``internal_error``) and the
+        socket stays open, so a frame that trips a bug cannot take the frames queued behind
+        it, uncounted, down with the runner (nor crash-loop it)."""
         counted_as = self.label  # the ryze_instance label, once per batch
-        records: list[Record] = []
-        received: dict[str, int] = {}
-        read = 0
-        for frame in frames:
-            read += len(frame.raw)
-            result = process(frame)
-            if isinstance(result, Drop):
-                label = event_label(result.event)
-                self._dropped(counted_as, result.reason).inc()
-            else:
-                label = self.received_label(result)
-                records.append(result.record)
-            received[label] = received.get(label, 0) + 1
-        if records:
-            self.count_spool_drops(self.ctx.spool.append_all(records))
+        try:
+            records, received, dropped = self._records_of(frames)
+            if records:
+                self.count_spool_drops(self.ctx.spool.append_all(records))
+        except Exception:  # counted, logged with its trace, the socket kept
+            self.log.exception("runner.internal_error", frames=len(frames))
+            received, dropped = {"other": len(frames)}, {"internal_error": len(frames)}
+        for reason, count in dropped.items():
+            self._dropped(counted_as, reason).inc(count)
         for label, count in received.items():
             self._received(counted_as, label).inc(count)
         self.status.frames += len(frames)
@@ -196,7 +192,26 @@ class Runner:
         lag = frame_lag(newest.raw, newest.received_ns)  # one estimate per batch read
         if lag is not None:
             self._upstream_lag.observe(lag)
-        return read
+        return sum(len(frame.raw) for frame in frames)
+
+    def _records_of(
+        self, frames: list[Frame]
+    ) -> tuple[list[Record], dict[str, int], dict[str, int]]:
+        """The batch's records to spool, its frames per event label and its drops per reason."""
+        process = self.pipeline.process
+        records: list[Record] = []
+        received: dict[str, int] = {}
+        dropped: dict[str, int] = {}
+        for frame in frames:
+            result = process(frame)
+            if isinstance(result, Drop):
+                label = event_label(result.event)
+                dropped[result.reason] = dropped.get(result.reason, 0) + 1
+            else:
+                label = self.received_label(result)
+                records.append(result.record)
+            received[label] = received.get(label, 0) + 1
+        return records, received, dropped
 
     def spool(self, record: Record) -> None:
         """Append to the spool; whatever it drops (full, or its disk failing) is counted."""

@@ -1,0 +1,87 @@
+"""A runner's batch of frames (bridge.runner.Runner.handle_all) never raises: a batch the
+bridge itself fails on is counted as dropped with reason ``internal_error``, and the upstream
+lag is estimated from the batch's oldest frame, skipping frames over 64 KiB."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+from prometheus_client import CollectorRegistry
+from pydantic import SecretStr
+
+from bridge.metrics import create_metrics, init_instance
+from bridge.pipeline import Frame, Pipeline, Router
+from bridge.runner import Runner, RunnerContext
+from bridge.settings import InstanceSettings, UpstreamSettings
+from bridge.spool.disk import DiskSpool
+from bridge.upstream.ratelimit import BucketRegistry, TokenBucket
+from bridge.upstream.rest import RestClient
+from tests.unit.spools import disk_spool
+
+NOW_S = 1_796_000_000
+
+
+def no_rest(token: SecretStr, bucket: TokenBucket) -> RestClient:
+    raise AssertionError("handle_all makes no REST call")
+
+
+def runner(registry: CollectorRegistry, spool: DiskSpool) -> Runner:
+    metrics = create_metrics(registry, per_instance="all")
+    init_instance(metrics, "inst-1")
+    ctx = RunnerContext(
+        upstream=UpstreamSettings(),
+        spool=spool,
+        metrics=metrics,
+        buckets=BucketRegistry(per_minute=60),
+        rest_factory=no_rest,
+        environ={},
+    )
+    pipeline = Pipeline(Router("ryze.{instance}.{event}", "instance"), "ryze.dlq", 1_000_000)
+    return Runner("inst-1", InstanceSettings(token=SecretStr("t")), pipeline, ctx)
+
+
+def frame(sent_s: float, received_s: float, pad: int = 0) -> Frame:
+    data = {"timestamp": sent_s, "message": {"id": "m", "pad": "x" * pad}}
+    raw = orjson.dumps({"event": "message.exchange", "data": data, "instanceData": {}})
+    return Frame("inst-1", raw, int(received_s * 1e9))
+
+
+def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    return registry.get_sample_value(name, labels) or 0.0
+
+
+def test_a_batch_the_bridge_fails_on_is_counted_as_internal_error_not_raised(
+    tmp_path: Path,
+) -> None:
+    """The spool failing under the runner (closed here) does not propagate out of
+    handle_all: every frame of the batch is counted received and dropped (internal_error)."""
+    registry = CollectorRegistry()
+    spool = disk_spool(tmp_path)
+    spool.close()
+    batch = [frame(NOW_S, NOW_S + 1), frame(NOW_S, NOW_S + 1)]
+    read = runner(registry, spool).handle_all(batch)
+    assert read == sum(len(f.raw) for f in batch)
+    dropped = sample(
+        registry,
+        "ryze_bridge_events_dropped_total",
+        ryze_instance="inst-1",
+        reason="internal_error",
+    )
+    assert dropped == 2
+
+
+def test_a_bad_timestamp_does_not_raise_out_of_a_batch(tmp_path: Path) -> None:
+    """A frame stamped with a superscript digit or a 400-digit integer is spooled and the
+    runner goes on (no lag observed for it)."""
+    registry = CollectorRegistry()
+    spool = disk_spool(tmp_path)
+    raws = [
+        b'{"event":"x","data":{"timestamp":"\xc2\xb2"}}',
+        b'{"data":{"timestamp":' + b"9" * 400 + b"}}",
+    ]
+    run = runner(registry, spool)
+    for raw in raws:
+        run.handle_all([Frame("inst-1", raw, NOW_S * 10**9)])
+    assert sample(registry, "ryze_bridge_upstream_lag_seconds_count") == 0
+    spool.close()
