@@ -59,6 +59,9 @@ async def _yield() -> None:
     await asyncio.sleep(0)
 
 
+LAG_MAX_FRAME_BYTES = 64 * 1024  # a larger frame gives no lag estimate (its decoding costs)
+
+
 @dataclass(frozen=True)
 class RunnerContext:
     """What every runner of a process shares."""
@@ -187,12 +190,19 @@ class Runner:
         for label, count in received.items():
             self._received(counted_as, label).inc(count)
         self.status.frames += len(frames)
-        newest = frames[-1]
-        self.ctx.last_seen.set(self.name, newest.received_ns)
-        lag = frame_lag(newest.raw, newest.received_ns)  # one estimate per batch read
+        self.ctx.last_seen.set(self.name, frames[-1].received_ns)
+        self._observe_lag(frames[0])
+        return sum(len(frame.raw) for frame in frames)
+
+    def _observe_lag(self, oldest: Frame) -> None:
+        """One lag estimate per batch read, from its oldest frame (the one that waited longest
+        behind the others, not the newest that waited least); a frame over 64 KiB is skipped
+        (decoding megabytes again on the reader's loop costs more than one sample is worth)."""
+        if len(oldest.raw) > LAG_MAX_FRAME_BYTES:
+            return
+        lag = frame_lag(oldest.raw, oldest.received_ns)
         if lag is not None:
             self._upstream_lag.observe(lag)
-        return sum(len(frame.raw) for frame in frames)
 
     def _records_of(
         self, frames: list[Frame]

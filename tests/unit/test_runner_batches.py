@@ -85,3 +85,24 @@ def test_a_bad_timestamp_does_not_raise_out_of_a_batch(tmp_path: Path) -> None:
         run.handle_all([Frame("inst-1", raw, NOW_S * 10**9)])
     assert sample(registry, "ryze_bridge_upstream_lag_seconds_count") == 0
     spool.close()
+
+
+def test_the_lag_is_measured_on_the_batch_s_oldest_frame(tmp_path: Path) -> None:
+    """A batch whose first frame was sent 30 s before receipt and whose last 1 s before is
+    observed once, as 30 s (the frame that waited longest), not 1 s."""
+    registry = CollectorRegistry()
+    spool = disk_spool(tmp_path)
+    runner(registry, spool).handle_all([frame(NOW_S - 30, NOW_S), frame(NOW_S - 1, NOW_S)])
+    assert sample(registry, "ryze_bridge_upstream_lag_seconds_count") == 1
+    assert sample(registry, "ryze_bridge_upstream_lag_seconds_sum") == 30
+    spool.close()
+
+
+def test_a_frame_over_64_kib_gives_no_lag_estimate(tmp_path: Path) -> None:
+    """The oldest frame weighing more than 64 KiB is not decoded again for its time: no
+    estimate for that batch."""
+    registry = CollectorRegistry()
+    spool = disk_spool(tmp_path)
+    runner(registry, spool).handle_all([frame(NOW_S - 5, NOW_S, pad=70_000)])
+    assert sample(registry, "ryze_bridge_upstream_lag_seconds_count") == 0
+    spool.close()
