@@ -128,3 +128,12 @@ def test_a_command_name_with_spaces_and_parentheses_is_skipped() -> None:
     line = "42 (a) b (c) S 1 42 42 0 -1 4194560 100 0 0 0 250 150 0 0 20 0 1 0 99 1 1"
     assert parse_stat(line, ticks=100) == 4.0
     assert read_process(2**22 + 12345) is None  # no such process: no reading
+
+
+def test_a_named_gzip_weight_wins_over_the_wildcard() -> None:
+    """``*;q=1, gzip;q=0`` refuses gzip (the named coding's weight wins over ``*``, whatever
+    the order); ``gzip;q=0.5, *;q=0`` takes it."""
+    assert not accepts_gzip("*;q=1, gzip;q=0")
+    assert not accepts_gzip("gzip;q=0, *")
+    assert accepts_gzip("gzip;q=0.5, *;q=0")
+    assert not accepts_gzip("*;q=0")
