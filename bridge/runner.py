@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 
 from pydantic import SecretStr
 
-from bridge.errors import ConfigError, UpstreamError
+from bridge.errors import ConfigError, SpoolError, UpstreamError
 from bridge.lastseen import LastSeen
 from bridge.logs import get_logger, register_secret
 from bridge.metrics import Children, Metrics, event_label, reason_label
@@ -173,18 +173,21 @@ class Runner:
 
     def handle_all(self, frames: list[Frame]) -> int:
         """Run a batch of frames through the pipeline into the spool, in order, counting what
-        happens (one increment per label in the batch); returns the bytes read. Never raises:
-        a batch the bridge itself fails on is counted as dropped (``internal_error``) and the
-        socket stays open, so a frame that trips a bug cannot take the frames queued behind
-        it, uncounted, down with the runner (nor crash-loop it)."""
+        happens (one increment per label in the batch); returns the bytes read. A batch the
+        bridge itself fails on is counted as dropped (``internal_error``) and the socket stays
+        open, so a frame that trips a bug cannot take the frames queued behind it, uncounted,
+        down with the runner (nor crash-loop it); only a spool that is gone (SpoolError) ends
+        the runner, after counting the batch (the fleet restarts it with its backoff)."""
         counted_as = self.label  # the ryze_instance label, once per batch
+        failed: Exception | None = None
         try:
             records, received, dropped = self._records_of(frames)
             if records:
                 self.count_spool_drops(self.ctx.spool.append_all(records))
-        except Exception:  # counted, logged with its trace, the socket kept
+        except Exception as exc:  # counted, logged with its trace
             self.log.exception("runner.internal_error", frames=len(frames))
             received, dropped = {"other": len(frames)}, {"internal_error": len(frames)}
+            failed = exc
         for reason, count in dropped.items():
             self._dropped(counted_as, reason).inc(count)
         for label, count in received.items():
@@ -192,6 +195,8 @@ class Runner:
         self.status.frames += len(frames)
         self.ctx.last_seen.set(self.name, frames[-1].received_ns)
         self._observe_lag(frames[0])
+        if isinstance(failed, SpoolError):
+            raise failed
         return sum(len(frame.raw) for frame in frames)
 
     def _observe_lag(self, oldest: Frame) -> None:
@@ -313,6 +318,13 @@ class Runner:
         self._connected_before = True
         self.spool(self.pipeline.gap_record(self.name, value, connected_ns))
         self.log.info("gap.marked", reason=reason)
+
+    def discarded(self, count: int) -> None:
+        """Messages read off the socket but never handed over (the runner ended under them):
+        received, dropped as ``internal_error``."""
+        self._received(self.label, "other").inc(count)
+        self._dropped(self.label, "internal_error").inc(count)
+        self.log.warning("ws.frames_discarded", frames=count)
 
     def disconnected(self, reason: str) -> None:
         self._last_disconnect = reason

@@ -71,6 +71,8 @@ class SessionObserver(Protocol):
 
     def retrying(self, reason: str, delay: float) -> None: ...
 
+    def discarded(self, count: int) -> None: ...
+
     def activity(self, ping: bool) -> None: ...
 
 
@@ -153,11 +155,15 @@ class MessageReader:
         self.connection.last_activity = time.monotonic()
         return batch
 
-    async def close(self) -> None:
-        """Stop reading (a pending ``recv`` is cancelled, which the library allows)."""
+    async def close(self) -> int:
+        """Stop reading (a pending ``recv`` is cancelled, which the library allows); how many
+        messages read were never taken (the consumer left: they are to be counted)."""
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
+        left = len(self._messages)
+        self._messages.clear()
+        return left
 
 
 def upgrade_error(exc: InvalidStatus, instance: str) -> UpstreamError:
@@ -300,7 +306,9 @@ class InstanceSource:
         finally:
             watchdog.cancel()
             reensure.cancel()
-            await reader.close()
+            left = await reader.close()
+            if left:  # read off the socket, never handed over: counted, not lost
+                self.observer.discarded(left)
             self._connection = None
             # the session may end without the socket closing (the consumer raised or left):
             # close it, or it stays open unread, the server's frames lost, until the process

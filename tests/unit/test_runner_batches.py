@@ -1,15 +1,17 @@
-"""A runner's batch of frames (bridge.runner.Runner.handle_all) never raises: a batch the
-bridge itself fails on is counted as dropped with reason ``internal_error``, and the upstream
-lag is estimated from the batch's oldest frame, skipping frames over 64 KiB."""
+"""A runner's batch of frames (bridge.runner.Runner.handle_all): a batch the bridge itself
+fails on is counted as dropped with reason ``internal_error``, a bad timestamp never raises,
+and the upstream lag is estimated from the batch's oldest frame, skipping frames over 64 KiB."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import orjson
+import pytest
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
+from bridge.errors import SpoolError
 from bridge.metrics import create_metrics, init_instance
 from bridge.pipeline import Frame, Pipeline, Router
 from bridge.runner import Runner, RunnerContext
@@ -51,24 +53,24 @@ def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
     return registry.get_sample_value(name, labels) or 0.0
 
 
-def test_a_batch_the_bridge_fails_on_is_counted_as_internal_error_not_raised(
+def test_a_batch_the_spool_fails_on_is_counted_as_internal_error_then_raised(
     tmp_path: Path,
 ) -> None:
-    """The spool failing under the runner (closed here) does not propagate out of
-    handle_all: every frame of the batch is counted received and dropped (internal_error)."""
+    """The spool gone under the runner (closed here): every frame of the batch is counted
+    received and dropped (internal_error) before the SpoolError ends the runner (the fleet
+    restarts it), so none of them vanishes uncounted."""
     registry = CollectorRegistry()
     spool = disk_spool(tmp_path)
     spool.close()
     batch = [frame(NOW_S, NOW_S + 1), frame(NOW_S, NOW_S + 1)]
-    read = runner(registry, spool).handle_all(batch)
-    assert read == sum(len(f.raw) for f in batch)
+    with pytest.raises(SpoolError):
+        runner(registry, spool).handle_all(batch)
+    labels = {"ryze_instance": "inst-1"}
     dropped = sample(
-        registry,
-        "ryze_bridge_events_dropped_total",
-        ryze_instance="inst-1",
-        reason="internal_error",
+        registry, "ryze_bridge_events_dropped_total", **labels, reason="internal_error"
     )
     assert dropped == 2
+    assert sample(registry, "ryze_bridge_events_received_total", **labels, event="other") == 2
 
 
 def test_a_bad_timestamp_does_not_raise_out_of_a_batch(tmp_path: Path) -> None:
