@@ -74,14 +74,16 @@ def readiness(
 
 
 def accepts_gzip(header: str) -> bool:
-    """Whether an ``Accept-Encoding`` header takes gzip (named, or ``*``, without ``q=0``)
-    (pure)."""
+    """Whether an ``Accept-Encoding`` header takes gzip (named, or else ``*``, without
+    ``q=0``) (pure)."""
+    weights = {}
     for part in header.lower().split(","):
         coding, *params = (item.strip() for item in part.split(";"))
-        if coding in ("gzip", "*"):
-            weights = [p.removeprefix("q=") for p in params if p.startswith("q=")]
-            return not weights or weight(weights[0]) > 0
-    return False
+        if coding in ("gzip", "*") and coding not in weights:
+            given = [p.removeprefix("q=") for p in params if p.startswith("q=")]
+            weights[coding] = weight(given[0]) if given else 1.0
+    # gzip named wins over ``*`` (RFC 9110 12.5.3): "*;q=1, gzip;q=0" refuses gzip
+    return weights.get("gzip", weights.get("*", 0.0)) > 0
 
 
 def weight(text: str) -> float:

@@ -112,8 +112,11 @@ class WorkerDelivery:
         sink_factory: Callable[[], Sink] | None = None,
         environ: Mapping[str, str],
         fencing: Fencing | None = None,
+        before_first_worker: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
+        # run once, the first time the sink has started, before any worker takes a record
+        self.before_first_worker = before_first_worker
         self.spool = spool
         self.metrics = metrics
         self.environ = environ
@@ -207,6 +210,9 @@ class WorkerDelivery:
                 await self._start_sink(retry)
                 if self._stopping:  # a cancellation a library swallowed: stop all the same
                     return
+                first, self.before_first_worker = self.before_first_worker, None
+                if first is not None:
+                    first()
                 self.spool.rewind()  # a new worker: everything unacknowledged goes out again
                 worker = self.worker = SinkWorker(
                     self.sink,

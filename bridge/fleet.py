@@ -32,6 +32,12 @@ STOP_READ_TIMEOUT = 5.0
 RUNNER_RESTARTS = RetryPolicy(1.0, 60.0, healthy_after=60.0)
 
 
+def same_socket(running: InstanceSettings, wanted: InstanceSettings) -> bool:
+    """Whether a runner with ``running`` settings can go on as ``wanted`` on the same socket:
+    they differ at most in ``important`` (how its series are counted) (pure)."""
+    return running.model_copy(update={"important": wanted.important}) == wanted
+
+
 class FleetRunner(Protocol):
     """What the fleet needs of a runner (:class:`bridge.runner.Runner`)."""
 
@@ -109,13 +115,23 @@ class Fleet:
                 changes += 1
             for name, instance in mine.items():
                 runner = self.runners.get(name)
-                if name in self.paused or (runner is not None and runner.settings == instance):
+                if name in self.paused:
+                    continue
+                if runner is not None and same_socket(runner.settings, instance):
+                    self.reclassify(runner, instance)  # `important` alone: series, not socket
                     continue
                 if runner is not None:
                     await self.remove(name)
                 started = self.add(name, instance, (known or {}).get(name))
                 changes += 1 if runner is not None or started else 0
             return changes
+
+    def reclassify(self, runner: FleetRunner, instance: InstanceSettings) -> None:
+        """The running instance's settings become ``instance`` in place; a changed
+        ``important`` moves its series (own or ``_other``) without touching its socket."""
+        if runner.settings.important != instance.important:
+            init_instance(self.metrics, runner.name, instance.important)
+        runner.settings = instance
 
     def start_wanted(self, which: Callable[[str], bool], *, takeover: bool) -> int:
         """Start the wanted, unpaused instances that ``which`` selects (hold :meth:`changes`);

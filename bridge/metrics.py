@@ -132,7 +132,9 @@ def create_metrics(
             (INSTANCE, "reason"),
         ),
         events_published=counter(
-            "events_published", "Records the broker acknowledged, by event.", ("sink", "event")
+            "events_published",
+            "Records the sink acknowledged, by event; DLQ records are in dlq_records instead.",
+            ("sink", "event"),
         ),
         dlq_records=counter(
             "dlq_records", "Records written to the dead-letter destination.", ("reason",)

@@ -6,7 +6,8 @@ are refused (logged) and keep their running values; a new sink is built before a
 stopped, so one that cannot even be built is refused and the running sink keeps delivering;
 then it takes over from the spool (:class:`DeliverySlot`). New upstream, filter or sink
 settings restart every runner on a new upstream client; a new instance list or discovery
-section restarts discovery; the fleet is then brought in line.
+section restarts discovery (one where only ``important`` changed moves the series instead:
+no relist, no reconnect); the fleet is then brought in line.
 """
 
 from __future__ import annotations
@@ -45,6 +46,27 @@ class Current:
         if wanted is None and self.settings.discovery is not None:
             wanted = self.settings.discovery.instance(name)
         return wanted
+
+
+def not_important(settings: Settings) -> tuple[object, object]:
+    """The discovery and instance sections with every ``important`` left out (pure)."""
+    discovery = settings.discovery
+    return (
+        None if discovery is None else discovery.model_copy(update={"important": []}),
+        {n: s.model_copy(update={"important": False}) for n, s in settings.instances.items()},
+    )
+
+
+def reclassified(
+    wanted: Mapping[str, InstanceSettings], new: Settings
+) -> dict[str, InstanceSettings]:
+    """The wanted instances with ``important`` as ``new`` says: configured ones as configured,
+    discovered ones by ``discovery.important`` (pure)."""
+    important = [] if new.discovery is None else new.discovery.important
+    return {
+        n: new.instances.get(n) or s.model_copy(update={"important": n in important})
+        for n, s in wanted.items()
+    }
 
 
 def restart_sections(old: Settings, new: Settings) -> dict[str, object]:
@@ -120,6 +142,24 @@ class ConfigApplier:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
+    async def rediscover(self, old: Settings, new: Settings) -> None:
+        """Discovery or the instance list changed: restart discovery, unless only
+        ``important`` changed (then no relist, no reconnect: the series move)."""
+        if self.discovery is not None and not_important(new) == not_important(old):
+            await self.reclassify(new)
+            return
+        if self._discovery_task is not None:
+            self._discovery_task.cancel()
+        self.start_discovery()
+
+    async def reclassify(self, new: Settings) -> None:
+        """Only ``important`` changed in discovery or the instances: the running discovery
+        takes the new sections and the fleet moves the series, keeping every socket."""
+        if self.discovery is None or new.discovery is None:  # not reached: checked by apply
+            return
+        self.discovery.settings, self.discovery.explicit = new.discovery, dict(new.instances)
+        await self.fleet.apply(reclassified(self.fleet.wanted, new))
+
     # ---- a reloaded config ------------------------------------------------------------------
     async def apply(self, new: Settings) -> str:
         """A reloaded config: apply what changed; a few sections need a restart."""
@@ -148,9 +188,7 @@ class ConfigApplier:
                 await self.fleet.remove(name)
             await self.access.rebuild(new)  # a new base URL or CA reaches REST too
         if new.discovery != old.discovery or new.instances != old.instances:
-            if self._discovery_task is not None:
-                self._discovery_task.cancel()
-            self.start_discovery()
+            await self.rediscover(old, new)
         if self.discovery is None:
             await self.fleet.apply(new.instances)
         elif everything:

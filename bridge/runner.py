@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 
 from pydantic import SecretStr
 
-from bridge.errors import ConfigError, UpstreamError
+from bridge.errors import ConfigError, SpoolError, UpstreamError
 from bridge.intake import SpoolIntake
 from bridge.lastseen import LastSeen
 from bridge.logs import get_logger, register_secret
@@ -60,6 +60,9 @@ class InstanceStatus:
 
 async def _yield() -> None:
     await asyncio.sleep(0)
+
+
+LAG_MAX_FRAME_BYTES = 64 * 1024  # a larger frame gives no lag estimate (its decoding costs)
 
 
 @dataclass(frozen=True)
@@ -178,33 +181,61 @@ class Runner:
 
     def handle_all(self, frames: list[Frame]) -> int:
         """Run a batch of frames through the pipeline into the spool, in order, counting what
-        happens (one increment per label in the batch); returns the bytes read."""
-        process = self.pipeline.process
+        happens (one increment per label in the batch); returns the bytes read. A batch the
+        bridge itself fails on is counted as dropped (``internal_error``) and the socket stays
+        open, so a frame that trips a bug cannot take the frames queued behind it, uncounted,
+        down with the runner (nor crash-loop it); only a spool that is gone (SpoolError) ends
+        the runner, after counting the batch (the fleet restarts it with its backoff)."""
         counted_as = self.label  # the ryze_instance label, once per batch
+        failed: Exception | None = None
+        try:
+            records, received, dropped = self._records_of(frames)
+            if records:  # counted received once appended: a drop the spool makes shows with it
+                then = received
+                self.intake.add(records, lambda: self.count_received(counted_as, then))
+                received = {}
+        except Exception as exc:  # counted, logged with its trace
+            self.log.exception("runner.internal_error", frames=len(frames))
+            received, dropped = {"other": len(frames)}, {"internal_error": len(frames)}
+            failed = exc
+        for reason, count in dropped.items():
+            self._dropped(counted_as, reason).inc(count)
+        self.count_received(counted_as, received)
+        self.status.frames += len(frames)
+        self.ctx.last_seen.set(self.name, frames[-1].received_ns)
+        self._observe_lag(frames[0])
+        if isinstance(failed, SpoolError):
+            raise failed
+        return sum(len(frame.raw) for frame in frames)
+
+    def _observe_lag(self, oldest: Frame) -> None:
+        """One lag estimate per batch read, from its oldest frame (the one that waited longest
+        behind the others, not the newest that waited least); a frame over 64 KiB is skipped
+        (decoding megabytes again on the reader's loop costs more than one sample is worth)."""
+        if len(oldest.raw) > LAG_MAX_FRAME_BYTES:
+            return
+        lag = frame_lag(oldest.raw, oldest.received_ns)
+        if lag is not None:
+            self._upstream_lag.observe(lag)
+
+    def _records_of(
+        self, frames: list[Frame]
+    ) -> tuple[list[Record], dict[str, int], dict[str, int]]:
+        """The batch's records to spool, its frames per event label and its drops per reason."""
+        process = self.pipeline.process
         records: list[Record] = []
         received: dict[str, int] = {}
-        read = 0
+        dropped: dict[str, int] = {}
         for frame in frames:
-            read += len(frame.raw)
             result = process(frame)
             if isinstance(result, Drop):
                 label = event_label(result.event)
-                self._dropped(counted_as, result.reason).inc()
+                dropped[result.reason] = dropped.get(result.reason, 0) + 1
             else:
                 label = self.received_label(result)
                 records.append(result.record)
             received[label] = received.get(label, 0) + 1
-        if records:  # counted received once appended: a drop the spool makes shows with it
-            self.intake.add(records, lambda: self.count_received(counted_as, received))
-        else:
-            self.count_received(counted_as, received)
-        self.status.frames += len(frames)
-        newest = frames[-1]
-        self.ctx.last_seen.set(self.name, newest.received_ns)
-        lag = frame_lag(newest.raw, newest.received_ns)  # one estimate per batch read
-        if lag is not None:
-            self._upstream_lag.observe(lag)
-        return read
+        return records, received, dropped
 
     def count_received(self, counted_as: str, received: dict[str, int]) -> None:
         for label, count in received.items():
@@ -298,6 +329,13 @@ class Runner:
         self._connected_before = True
         self.spool(self.pipeline.gap_record(self.name, value, connected_ns))
         self.log.info("gap.marked", reason=reason)
+
+    def discarded(self, count: int) -> None:
+        """Messages read off the socket but never handed over (the runner ended under them):
+        received, dropped as ``internal_error``."""
+        self._received(self.label, "other").inc(count)
+        self._dropped(self.label, "internal_error").inc(count)
+        self.log.warning("ws.frames_discarded", frames=count)
 
     def disconnected(self, reason: str) -> None:
         self._last_disconnect = reason

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 STATES = ("failed", "connecting", "silent", "paused", "connected")
 QUERY_KEYS = ("state", "name", "limit")
+LIMIT_DIGITS = 9  # a limit is a row count: more digits are no use, and int() of 5,000 is slow
 
 Row = dict[str, object]
 
@@ -88,8 +89,9 @@ def parse_query(params: Mapping[str, str]) -> StatusQuery | str:
     if isinstance(states, str):
         return states
     limit = params.get("limit", "0")
-    if not limit.isdigit():
-        return f"limit: {limit!r} is not a whole number (0: no limit)"
+    if not (limit.isascii() and limit.isdigit()) or len(limit) > LIMIT_DIGITS:
+        shown = limit[:20]
+        return f"limit: {shown!r} is no whole number of at most {LIMIT_DIGITS} digits (0: all)"
     return StatusQuery(states, params.get("name", "*") or "*", int(limit))
 
 

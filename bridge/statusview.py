@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -48,18 +49,31 @@ class ReplicaAnswer:
     error: str | None = None
 
 
+def shown_url(url: str) -> str:
+    """``url`` as printed: without the ``user:password@`` it may carry (pure)."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
 async def ask(client: httpx.AsyncClient, url: str, query: StatusQuery) -> ReplicaAnswer:
-    """One replica's filtered ``/instances``; an error names the failure, never a secret."""
+    """One replica's filtered ``/instances``; an error names the failure, never a secret (the
+    address is kept without its userinfo)."""
+    shown = shown_url(url)
     try:
         response = await client.get(f"{url.rstrip('/')}/instances", params=query.params())
     except httpx.HTTPError as exc:
-        return ReplicaAnswer(url, error=type(exc).__name__)
+        return ReplicaAnswer(shown, error=type(exc).__name__)
     if response.status_code != 200:
-        return ReplicaAnswer(url, error=f"HTTP {response.status_code} {response.text.strip()}")
-    body = response.json()
+        return ReplicaAnswer(shown, error=f"HTTP {response.status_code} {response.text.strip()}")
+    try:
+        body = response.json()
+    except ValueError:  # a 200 that is not JSON (another server on the port, a proxy's page)
+        return ReplicaAnswer(shown, error="not a status answer (not JSON)")
     if not isinstance(body, dict):
-        return ReplicaAnswer(url, error="not a status answer")
-    return ReplicaAnswer(url, body=body)
+        return ReplicaAnswer(shown, error="not a status answer")
+    return ReplicaAnswer(shown, body=body)
 
 
 async def ask_all(urls: Sequence[str], token: str, query: StatusQuery) -> list[ReplicaAnswer]:

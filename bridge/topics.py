@@ -106,8 +106,11 @@ def planned(settings: Settings) -> list[Destination]:
     return list(found.values())
 
 
-def listing(destinations: list[Destination], missing: set[str] | None) -> list[str]:
-    """The lines printed: name, role and (when checked) present or MISSING (pure)."""
+def listing(
+    destinations: list[Destination], missing: set[str] | None, *, created: bool = False
+) -> list[str]:
+    """The lines printed: name, role and (when checked) present, or MISSING — "will be
+    created" when the bridge creates what is missing (``created``) (pure)."""
     roles = [d.role if d.known else f"{d.role}, per discovered instance" for d in destinations]
     width = max((len(d.name) for d in destinations), default=0)
     role_width = max((len(role) for role in roles), default=0)
@@ -118,7 +121,8 @@ def listing(destinations: list[Destination], missing: set[str] | None) -> list[s
         elif not d.known:
             state = "unknown until the account is listed"
         else:
-            state = "MISSING" if d.name in missing else "present"
+            absent = "will be created" if created else "MISSING"
+            state = absent if d.name in missing else "present"
         lines.append(f"{d.name.ljust(width)}  {role.ljust(role_width)}  {state}".rstrip())
     return lines
 
@@ -160,10 +164,12 @@ def show_topics(
     settings: Settings, *, check: bool, environ: Mapping[str, str], out: TextIO | None = None
 ) -> bool:
     """Print the listing (checked against the broker with ``check``); False when a topic is
-    missing. Raises ConfigError (a password that cannot be read) or SinkError (broker)."""
+    missing that the bridge would not create itself. Raises ConfigError (a password that
+    cannot be read) or SinkError (broker)."""
     out = out or sys.stdout  # looked up now: a captured stdout is another object
     destinations = planned(settings)
     missing: set[str] | None = None
+    created = settings.sink.kind == "kafka" and settings.sink.kafka.create_topics
     note = ""
     if check and settings.sink.kind == "kafka":
         kafka = settings.sink.kafka
@@ -171,13 +177,17 @@ def show_topics(
         missing = {d.name for d in destinations if d.known and d.name not in present}
         note = f"# {len(missing)} of {sum(d.known for d in destinations)} missing on "
         note += kafka.bootstrap_servers
-        if missing and not kafka.create_topics:
-            note += " (create them, or set sink.kafka.create_topics: true)"
+        if missing:
+            note += (
+                " (the bridge creates them: sink.kafka.create_topics)"
+                if created
+                else " (create them, or set sink.kafka.create_topics: true)"
+            )
     elif check:
         note = f"# nothing to check: a {settings.sink.kind} sink needs nothing made beforehand"
     print(header(settings), file=out)
-    for line in listing(destinations, missing):
+    for line in listing(destinations, missing, created=created):
         print(line, file=out)
     if note:
         print(note, file=out)
-    return not missing
+    return not missing or created

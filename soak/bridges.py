@@ -162,7 +162,8 @@ def instance_label(labels: dict[str, str]) -> str | None:
 
 def published_of(samples: dict[str, float]) -> float:
     """Records published (``events_published_total`` summed over its events), the gap
-    markers left out (they are no frame read off a socket)."""
+    markers left out (they are no frame read off a socket); DLQ records are not in it (the
+    accounting reads them from the DLQ topic)."""
     total = 0.0
     for key, value in samples.items():
         name, labels = parse_key(key)

@@ -66,7 +66,10 @@ def epoch_seconds(value: Any) -> float | None:
         return _text_seconds(value) if len(value) <= MAX_TEXT else None
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    number = float(value)
+    try:
+        number = float(value)  # a 400-digit integer overflows a float
+    except OverflowError:
+        return None
     if not math.isfinite(number) or number <= 0:
         return None
     for bound, unit in ((1e17, 1e9), (1e14, 1e6), (1e11, 1e3)):
@@ -76,7 +79,8 @@ def epoch_seconds(value: Any) -> float | None:
 
 
 def _text_seconds(text: str) -> float | None:
-    if text.replace(".", "", 1).isdigit():  # a Unix time written as digits
+    digits = text.replace(".", "", 1)
+    if digits.isascii() and digits.isdigit():  # a Unix time written as digits ("²" is no digit)
         return epoch_seconds(float(text))
     return _iso_seconds(text)
 
@@ -93,7 +97,15 @@ def _iso_seconds(text: str) -> float | None:
 
 def upstream_lag(raw: bytes, received_ns: int) -> float | None:
     """Seconds from the frame's own time to its receipt (a time slightly ahead, within the
-    clocks' skew, is 0), or None where the frame carries no usable time."""
+    clocks' skew, is 0), or None where the frame carries no usable time; never raises."""
+    try:
+        return _lag(raw, received_ns)
+    except (ValueError, OverflowError, TypeError, RecursionError):
+        # total: an estimate is not worth a runner (the frame is already spooled)
+        return None
+
+
+def _lag(raw: bytes, received_ns: int) -> float | None:
     sent = epoch_seconds(source_time(raw))
     if sent is None:
         return None

@@ -106,6 +106,11 @@ async def serve(descriptor: int) -> int:
         metrics,
         sink_factory=lambda: sink_with(settings, current_password(settings, password)),
         environ={},
+        # What building and starting the sink made (its client, its modules) is frozen out of
+        # the collector's way, as start-up's objects were, before the worker takes its first
+        # record: the full gc.collect() in settle_heap stalls this loop for tens of ms, which
+        # must not land on the backlog's drain (where it would add to every record's latency).
+        before_first_worker=settle_heap,
     )
     delivery.start()
     log.info(
@@ -202,20 +207,14 @@ def delivery_state(delivery: WorkerDelivery) -> str | None:
 
 async def _report(reporter: Reporter, delivery: WorkerDelivery) -> None:
     """At once, then every second: the metrics that moved, and the delivery's state when it
-    changed (the first report is always sent: the main process waits for it). The first
-    time the sink has started, what building it made (its client, its modules) is frozen
-    out of the garbage collector's way, as start-up's objects were (settle_heap)."""
+    changed (the first report is always sent: the main process waits for it)."""
     said: str | None = "(nothing said yet)"
-    settled = False
     while True:
         reporter.metrics_now()
         problem = delivery_state(delivery)
         if problem != said:
             reporter.problem(problem)
             said = problem
-        if delivery.started and not settled:
-            settled = True
-            settle_heap()
         await asyncio.sleep(METRICS_SECONDS)
 
 

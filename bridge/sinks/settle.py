@@ -150,14 +150,17 @@ class Settlement:
 
     def count(self, records: Sequence[Record]) -> None:
         """Published records counted per event (a documented name or ``other``, never a topic
-        or stream name), their receipt→ack latency observed."""
+        or stream name), their receipt→ack latency observed. A DLQ record the pipeline made
+        counts in ``dlq_records`` only, never also in ``events_published``: each frame read
+        is one of published, dead-lettered or dropped, never two."""
         now_ns = time.time_ns()
         per_event: dict[str, int] = {}
         latencies: list[float] = []
         for record in records:
             if record.dlq_reason is not None:
                 self.metrics.dlq_records.labels(record.dlq_reason).inc()
-            per_event[record.event] = per_event.get(record.event, 0) + 1
+            else:
+                per_event[record.event] = per_event.get(record.event, 0) + 1
             latencies.append(max(0.0, (now_ns - record.received_ns) / 1e9))
         for event, count in per_event.items():  # one increment per event
             self._published(self.kind, event_label(event)).inc(count)

@@ -74,6 +74,8 @@ class SessionObserver(Protocol):
 
     def retrying(self, reason: str, delay: float) -> None: ...
 
+    def discarded(self, count: int) -> None: ...
+
     def activity(self, ping: bool) -> None: ...
 
 
@@ -171,13 +173,18 @@ class MessageReader:
         self.budget.release(self._out)
         self._out = 0
 
-    async def close(self) -> None:
-        """Stop reading (a pending ``recv`` is cancelled, which the library allows)."""
+    async def close(self) -> int:
+        """Stop reading (a pending ``recv`` is cancelled, which the library allows); how many
+        messages read were never taken (the consumer left: they are to be counted). What is
+        left leaves the budget with the socket."""
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
-        self.budget.release(self._out + self._bytes)  # what is left goes with the socket
+        left = len(self._messages)
+        self._messages.clear()
+        self.budget.release(self._out + self._bytes)
         self._out = self._bytes = 0
+        return left
 
 
 def upgrade_error(exc: InvalidStatus, instance: str) -> UpstreamError:
@@ -324,7 +331,9 @@ class InstanceSource:
         finally:
             keepalive.forget(watched)
             reensure.cancel()
-            await reader.close()
+            left = await reader.close()
+            if left:  # read off the socket, never handed over: counted, not lost
+                self.observer.discarded(left)
             self._connection = None
             # the session may end without the socket closing (the consumer raised or left):
             # close it, or it stays open unread, the server's frames lost, until the process

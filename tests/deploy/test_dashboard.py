@@ -20,7 +20,9 @@ ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy" / "grafana" / "ryze-bridge.json"
 ROWS = ["Overview", "Delivery", "Upstream fleet", "Important instances", "Process"]
 SELECTOR = 'job=~"$job", namespace=~"$namespace", pod=~"$pod"'
-FLEET = 60  # synthetic instances per metric: above the bound, so one series each would show
+FLEET = 64  # synthetic instances per metric: above the bound, so one series each would show
+PODS = 8  # replicas they are spread over: a panel drawing pods x states lines shows too
+STATES = ("connected", "silent", "connecting", "failed")
 MAX_SERIES = 20  # what a panel may draw: top-N, or an aggregation over instances
 LABELS = {"job": "ryze-bridge", "namespace": "ns", "pod": "ryze-bridge-0", "state": "connecting",
           "event": "message.status", "reason": "spool_full", "sink": "kafka", "error": "E",
@@ -44,18 +46,21 @@ def as_promql(expr: str) -> str:
 
 
 def fleet_series(exprs: list[str]) -> list[dict[str, str]]:
-    """Every metric the queries name, FLEET instances wide (plus the ``_other`` fold), each
-    series carrying every label a query groups by; histograms with a few buckets."""
+    """Every metric the queries name, FLEET instances wide (plus the ``_other`` fold) spread
+    over PODS replicas and the four states, each series carrying every label a query groups
+    by; histograms with a few buckets."""
     names = sorted({n for e in exprs for n in re.findall(r"\b(?:ryze_bridge|scrape)_\w+", e)})
-    base = ", ".join(f'{k}="{v}"' for k, v in LABELS.items())
+    fixed = {k: v for k, v in LABELS.items() if k not in ("pod", "state")}
+    base = ", ".join(f'{k}="{v}"' for k, v in fixed.items())
     series = []
     for name in names:
         buckets = ("0.01", "0.1", "1", "+Inf") if name.endswith("_bucket") else (None,)
-        for n in [*range(FLEET), "_other"]:
-            instance = n if n == "_other" else f"i-{n:04d}"
+        for n in [*range(FLEET), FLEET]:  # the last one: the ``_other`` fold
+            instance = "_other" if n == FLEET else f"i-{n:04d}"
+            spread = f'pod="ryze-bridge-{n % PODS}", state="{STATES[n // PODS % len(STATES)]}"'
             for le in buckets:
                 extra = "" if le is None else f', le="{le}"'
-                labels = f'{base}, ryze_instance="{instance}"{extra}'
+                labels = f'{base}, {spread}, ryze_instance="{instance}"{extra}'
                 series.append({"series": f"{name}{{{labels}}}", "values": "1+1x20"})
     return series
 
@@ -86,8 +91,9 @@ def promtool_bound_check(exprs: list[str], tmp_path: Path) -> subprocess.Complet
 
 
 def test_no_panel_draws_one_series_per_instance(tmp_path: Path) -> None:
-    """Over 60 synthetic instances of every metric, each dashboard query returns data and at
-    most 20 series (top-N or aggregated), so 5,000 instances draw no more."""
+    """Over 64 synthetic instances of every metric on 8 replicas, each dashboard query returns
+    data and at most 20 series (top-N or aggregated), so 5,000 instances draw no more, and
+    no panel draws a line per replica and state (32 here)."""
     result = promtool_bound_check(queries(), tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
 

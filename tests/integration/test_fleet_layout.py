@@ -144,6 +144,25 @@ async def test_topics_check_names_the_missing_topics_and_exits_non_zero(
     assert capsys.readouterr().out.splitlines()[-1].startswith("# 0 of 8 missing")
 
 
+async def test_topics_check_passes_when_the_bridge_creates_the_missing_topics(
+    kafka_bootstrap: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With ``sink.kafka.create_topics: true`` the topics the broker lacks are listed as
+    "will be created" (the bridge makes them itself) and ``--check`` exits 0."""
+    prefix = unique("create")
+    path = write_config(tmp_path, kafka_bootstrap, prefix)
+    config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    config["sink"]["kafka"]["create_topics"] = True
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    assert await run_cli(["topics", "--config", str(path), "--check"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line for line in lines if not line.startswith("#")]
+    assert rows
+    assert all(line.endswith("will be created") for line in rows)
+    assert "MISSING" not in "\n".join(lines)
+    assert lines[-1].endswith("(the bridge creates them: sink.kafka.create_topics)")
+
+
 async def test_topics_check_says_so_when_the_broker_cannot_be_reached(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

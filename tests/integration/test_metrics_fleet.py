@@ -93,3 +93,38 @@ async def test_quiet_instances_fold_into_other_and_a_reload_moves_them(tmp_path:
                 return set(now) == {"_other"} and now["_other"] - before["_other"] == more
 
             await eventually(counted_under_other, within=15)
+
+
+async def test_a_reload_that_only_flips_important_keeps_every_socket(tmp_path: Path) -> None:
+    """A reload that makes ``a`` unimportant and ``b`` important moves their series (``b``
+    gets its own, ``a`` folds into ``_other``) without reconnecting: the simulator saw one
+    upgrade per instance, before and after."""
+    tokens = {"a": TOKENS["a"], "b": TOKENS["b"]}
+    async with Simulator(SimConfig(instances=tokens, rate=20)) as sim:
+        instances: dict[str, dict[str, object]] = {n: {"token": t} for n, t in tokens.items()}
+        instances["a"]["important"] = True
+        settings = settings_for(
+            sim.base_url, tmp_path, instances=instances,
+            sink={"kind": "file", "file": {"path": str(tmp_path / "events.jsonl")}},
+        )  # fmt: skip
+        async with running_bridge(settings) as bridge:
+            port = bridge.admin.port
+            await eventually(lambda: all(sim.stats(n)["open_sockets"] == 1 for n in tokens))
+            upgrades = {n: sim.stats(n)["upgrades"] for n in tokens}
+            connected = "ryze_bridge_ws_connected"
+            assert by_instance(await scrape(port), connected) == {"a": 1, "_other": 1}
+            flipped = {
+                n: s.model_copy(update={"important": n == "b"})
+                for n, s in settings.instances.items()
+            }
+            assert await bridge.apply(settings.model_copy(update={"instances": flipped})) == (
+                "applied"
+            )
+
+            async def moved() -> bool:
+                return by_instance(await scrape(port), connected) == {"b": 1, "_other": 1}
+
+            await eventually(moved, within=15)
+            assert {n: sim.stats(n)["upgrades"] for n in tokens} == upgrades
+            assert all(sim.stats(n)["open_sockets"] == 1 for n in tokens)
+            assert bridge.parts.fleet.runners["b"].settings.important

@@ -127,8 +127,11 @@ async def test_malformed_and_oversized_frames_go_to_dlq_and_stream_goes_on(
             await sim.send_huge("shop-a", 2_000_000)
             await sim.send_without_event("shop-a")
             await sim.burst("shop-a", 5)
-            await eventually(
-                lambda: counter(bridge.metrics, "ryze_bridge_events_published_total") >= 13
+            await eventually(  # 10 published, 3 dead letters (counted apart)
+                lambda: (
+                    counter(bridge.metrics, "ryze_bridge_events_published_total") >= 10
+                    and counter(bridge.metrics, "ryze_bridge_dlq_records_total") >= 3
+                )
             )
     dead = await consume(kafka_bootstrap, [dlq], 3, 15)
     reasons = sorted(dict(r.headers)["ryze-dlq-reason"] for r in dead)

@@ -39,6 +39,9 @@ class Recorder:
     def activity(self, ping: bool) -> None:
         del ping
 
+    def discarded(self, count: int) -> None:
+        raise AssertionError(f"no message is ever read here: {count}")
+
 
 @contextlib.asynccontextmanager
 async def always_429(reset: str | None) -> AsyncIterator[tuple[str, list[float]]]:

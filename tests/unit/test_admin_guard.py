@@ -232,3 +232,15 @@ def test_end_of_headers_is_found_across_reads(reads: list[bytes], done: bool) ->
         if found:
             break
     assert found is done
+
+
+async def test_a_bad_instances_limit_is_a_400_naming_the_parameter() -> None:
+    """``limit`` in Unicode digits (``²``: str.isdigit, int() refuses it) or 5,000 digits long
+    is refused with 400 naming ``limit``, not a 500; a plain limit is answered."""
+    async with admin(ConnectionLimits()) as (server, _):
+        for limit in ("%C2%B2", "%D9%A1", "9" * 5000):
+            head, body = await get(server.port, f"/instances?limit={limit}", token=TOKEN)
+            assert head.startswith(b"HTTP/1.1 400"), head
+            assert b"limit" in body
+        head, _ = await get(server.port, "/instances?limit=10", token=TOKEN)
+        assert head.startswith(b"HTTP/1.1 200")

@@ -129,6 +129,38 @@ async def test_a_worker_that_crashes_is_restarted_and_counted(tmp_path: Path) ->
     assert built[3].ids("a") == [f"a-{n}" for n in range(10)]
 
 
+async def test_the_first_worker_waits_for_the_heap_to_settle_once(tmp_path: Path) -> None:
+    """The hook the shipper settles its heap in (a full gc.collect) runs once, after the
+    sink started and before any record of the backlog is published; a worker that crashes
+    and starts again does not run it again."""
+    built: list[CountingSink] = []
+
+    def factory() -> CountingSink:
+        built.append(CountingSink(crash=RuntimeError("boom") if not built else None))
+        return built[-1]
+
+    seen: list[tuple[int, int]] = []  # (sink starts, records accepted) at each call
+    spool = local_spool(tmp_path)
+    for n in range(10):
+        spool.append(record(n, "a"))
+    delivery = WorkerDelivery(
+        SETTINGS,
+        spool,
+        create_metrics(),
+        sink_factory=factory,
+        environ={},
+        before_first_worker=lambda: seen.append((built[-1].starts, len(built[-1].accepted))),
+    )
+    delivery.start()
+    try:
+        await asyncio.wait_for(spool.wait_empty(), 5)
+    finally:
+        await stop(delivery)
+        spool.close()
+    assert seen == [(1, 0)]
+    assert built[-1].ids("a") == [f"a-{n}" for n in range(10)]
+
+
 async def test_a_cancellation_from_below_is_a_crash_not_an_end(tmp_path: Path) -> None:
     """A CancelledError raised inside a publish call (a library's own, nobody asked the
     delivery to stop) is counted as a crash and delivery starts again; before the fix it

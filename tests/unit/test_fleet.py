@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 import random
 
-from bridge.fleet import RUNNER_RESTARTS, Fleet, FleetRunner
+from bridge.fleet import RUNNER_RESTARTS, Fleet, FleetRunner, same_socket
 from bridge.metrics import create_metrics
+from bridge.reconfigure import not_important, reclassified
 from bridge.runner import InstanceStatus
-from bridge.settings import InstanceSettings
+from bridge.settings import InstanceSettings, Settings
 from bridge.upstream.rest import WsConfig
 from tests.integration.harness import eventually
 
@@ -222,3 +223,21 @@ async def test_a_closed_fleet_starts_nothing_but_still_stops() -> None:
     await fleet.stop_all()
     assert fleet.runners == {}
     assert len(made.runners) == 2
+
+
+def test_only_important_differing_keeps_the_socket_and_reclassifies_discovered_ones() -> None:
+    """Settings differing only in ``important`` share a socket, any other change does not;
+    a discovery section differing only in ``discovery.important`` leaves the reload's
+    comparison equal and re-marks the discovered instances (configured ones as configured)."""
+    plain = instance("message.status")
+    assert same_socket(plain, plain.model_copy(update={"important": True}))
+    assert not same_socket(plain, instance("message.exchange"))
+    discovery = {"token_env": "ACCOUNT"}
+    old = Settings.model_validate({"discovery": discovery, "instances": {"x": {"token": "t"}}})
+    new = Settings.model_validate(
+        {"discovery": {**discovery, "important": ["d1"]}, "instances": {"x": {"token": "t"}}}
+    )
+    assert not_important(old) == not_important(new)
+    marked = reclassified({"d1": plain, "d2": plain, "x": old.instances["x"]}, new)
+    assert (marked["d1"].important, marked["d2"].important) == (True, False)
+    assert marked["x"] == new.instances["x"]

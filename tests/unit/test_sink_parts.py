@@ -5,7 +5,14 @@ period."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+from prometheus_client import CollectorRegistry
+
+from bridge.metrics import create_metrics
 from bridge.pipeline import Record
+from bridge.sinks.base import DELIVERED
+from bridge.sinks.settle import Settlement
 from bridge.sinks.watch import LogLimit, StallWatch
 from bridge.sinks.window import ONE_LANE, Lanes, Window
 
@@ -95,3 +102,20 @@ def test_the_log_limit_allows_one_line_per_period() -> None:
     assert not limit.due(10.9)
     assert limit.next_at() == 11.0
     assert limit.allows(11.0)
+
+
+def test_a_pipeline_dlq_record_counts_as_a_dead_letter_not_as_published() -> None:
+    """A delivered record the pipeline dead-lettered (``dlq_reason`` set) is counted once, in
+    ``dlq_records_total{reason}``, and not in ``events_published_total`` (each frame is one
+    of published, dead-lettered or dropped); an ordinary record is counted as published."""
+    registry = CollectorRegistry()
+    settlement = Settlement(Window(), Lanes("dlq", one_lane=False), create_metrics(registry), "k")
+    letter = replace(record(1, "dlq"), event="garbage", dlq_reason="malformed_json")
+    batch = [letter, record(2, "a")]
+    Window().take(batch)
+    settlement.apply(batch, [DELIVERED, DELIVERED])
+    published = "ryze_bridge_events_published_total"
+    assert registry.get_sample_value(published, {"sink": "k", "event": "other"}) in (None, 0.0)
+    assert registry.get_sample_value(published, {"sink": "k", "event": "message.exchange"}) == 1
+    dlq = registry.get_sample_value("ryze_bridge_dlq_records_total", {"reason": "malformed_json"})
+    assert dlq == 1

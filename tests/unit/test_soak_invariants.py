@@ -176,6 +176,17 @@ def test_accounting_is_per_bridge_with_its_published_total_from_the_scrape() -> 
     assert not check(collected([], [], counts=counts, published={"kafka": 2.0}), "accounting")
 
 
+def test_accounting_counts_a_dlq_record_once_from_the_dlq_topic() -> None:
+    """A frame the pipeline dead-lettered is read from the DLQ topic and is not in the
+    bridge's published total (``events_published_total`` leaves DLQ records out): received
+    = published + DLQ balances; a published total that still held the DLQ record (counted
+    twice) is off by more than the instance's duplicates and fails."""
+    seens = [seen(A, 1, 1), seen(A, 2, 2), seen(A, 3, 3, reason="malformed_json")]
+    counts = {A: Counts(received=3)}
+    assert check(collected([], seens, counts=counts, published={"kafka": 2.0}), "accounting")
+    assert not check(collected([], seens, counts=counts, published={"kafka": 3.0}), "accounting")
+
+
 def test_a_token_found_anywhere_fails() -> None:
     """Any place reported holding a token fails no_token_leak."""
     assert not check(collected([], [], leaks=["kafka: token of length 32"]), "no_token_leak")

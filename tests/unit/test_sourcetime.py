@@ -4,8 +4,12 @@ absurd gives no estimate instead of an exception."""
 
 from __future__ import annotations
 
+import json
+
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bridge.pipeline.sourcetime import epoch_seconds, source_time, upstream_lag
 
@@ -73,3 +77,50 @@ def test_lag_is_receipt_minus_the_frame_s_time_within_bounds() -> None:
     assert upstream_lag(frame({"timestamp": NOW_S + 1}), NOW_NS) == 0.0
     assert upstream_lag(frame({"timestamp": NOW_S - 2 * 86_400}), NOW_NS) is None
     assert upstream_lag(frame({"timestamp": NOW_S + 60}), NOW_NS) is None
+
+
+@pytest.mark.parametrize("value", ["²", "1²", "١٢٣", str(NOW_S)[:-1] + "²", 10**400, -(10**400)])
+def test_non_ascii_digits_and_huge_integers_read_as_nothing(value: object) -> None:
+    """A superscript or Arabic-Indic digit (str.isdigit is true, float() refuses it) and an
+    integer beyond a float's range give no time instead of ValueError/OverflowError."""
+    assert epoch_seconds(value) is None
+    member = orjson.dumps(value) if isinstance(value, str) else str(value).encode()
+    raw = b'{"data":{"timestamp":' + member + b"}}"
+    assert upstream_lag(raw, NOW_NS) is None
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=50),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner),
+    max_leaves=12,
+)
+_DIGITS = st.text(
+    st.characters(categories=["Nd", "No"]) | st.sampled_from("0123456789."), max_size=40
+)
+_HUGE = st.integers(min_value=10**300, max_value=10**600).flatmap(
+    lambda n: st.sampled_from([n, -n])
+)
+_TIMES = _DIGITS | _HUGE | st.integers() | st.text(max_size=45) | st.floats() | _JSON
+
+
+@given(raw=st.binary(max_size=200), received_ns=st.integers(min_value=0, max_value=2**63))
+def test_upstream_lag_never_raises_on_arbitrary_bytes(raw: bytes, received_ns: int) -> None:
+    """Any bytes at all: a lag in bounds or None, never an exception."""
+    lag = upstream_lag(raw, received_ns)
+    assert lag is None or 0.0 <= lag <= 86_400.0
+
+
+@given(
+    time=_TIMES,
+    where=st.sampled_from(["data", "message"]),
+    key=st.sampled_from(["timestamp", "moment"]),
+)
+def test_upstream_lag_never_raises_on_arbitrary_time_members(
+    time: object, where: str, key: str
+) -> None:
+    """Any JSON value (huge integers, odd texts, Unicode digits) where the time is read: a lag
+    in bounds or None, never an exception."""
+    data: dict[str, object] = {key: time} if where == "data" else {"message": {key: time}}
+    raw = json.dumps({"event": "x", "data": data}).encode()  # orjson refuses huge integers
+    lag = upstream_lag(raw, NOW_NS)
+    assert lag is None or 0.0 <= lag <= 86_400.0

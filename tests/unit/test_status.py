@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -36,6 +38,8 @@ def test_query_parameters_are_read_or_refused_by_name() -> None:
     assert parse_query(query.params()) == query  # what the CLI sends is what a replica reads
     assert "unknown state broken" in str(parse_query({"state": "failed,broken"}))
     assert "limit" in str(parse_query({"limit": "-1"}))
+    for odd in ("²", "١٢", "9" * 5000):  # Unicode digits, absurdly long: refused, named
+        assert "limit" in str(parse_query({"limit": odd}))
     assert "unknown parameter instance" in str(parse_query({"instance": "x"}))
 
 
@@ -124,3 +128,41 @@ def test_status_command_refuses_bad_filters_and_names_an_unreachable_replica(
     view = json.loads(capsys.readouterr().out)
     assert view["replicas"] == [{"url": url, "ok": False, "error": "ConnectError"}]
     assert view["summary"]["total"] == 0
+
+
+class NotJson(BaseHTTPRequestHandler):
+    """Answers every GET with 200 and an HTML page (another server on the admin port)."""
+
+    def do_GET(self) -> None:
+        body = b"<html>hello</html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Quiet."""
+
+
+def test_status_lists_a_non_json_answer_as_not_answered_and_hides_userinfo(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A replica answering 200 with a non-JSON body is listed as not answered (no
+    traceback, exit 1); a ``user:pass@`` in a --replicas URL is never printed."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), NotJson)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        url = f"http://user:s3cret@127.0.0.1:{port}"
+        assert main(["status", "--replicas", url]) == 1
+        out = capsys.readouterr()
+        assert out.err == f"http://127.0.0.1:{port}: not a status answer (not JSON)\n"
+        assert "s3cret" not in out.out + out.err
+        assert main(["status", "--replicas", url, "--json"]) == 1
+        assert "s3cret" not in capsys.readouterr().out
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

@@ -89,7 +89,8 @@ def test_discovery_marks_the_per_instance_part_unknown() -> None:
 
 
 def test_the_listing_aligns_names_roles_and_states() -> None:
-    """Unchecked: name and role; checked: present or MISSING, and unknown parts say so."""
+    """Unchecked: name and role; checked: present or MISSING ("will be created" when the
+    bridge creates missing topics itself), and unknown parts say so."""
     found = [
         Destination("ryze.a", "events"),
         Destination("ryze.dlq", "dlq"),
@@ -100,6 +101,8 @@ def test_the_listing_aligns_names_roles_and_states() -> None:
     assert checked[0].split() == ["ryze.a", "events", "present"]
     assert checked[1].split() == ["ryze.dlq", "dlq", "MISSING"]
     assert checked[2].endswith("unknown until the account is listed")
+    created = listing(found[:2], {"ryze.dlq"}, created=True)
+    assert created[1].split()[-3:] == ["will", "be", "created"]
 
 
 def test_the_command_lists_without_a_broker_and_refuses_a_bad_config(
