@@ -2,6 +2,10 @@
 
     python -m bench.run [--quick] [--only throughput,latency,isolation,scale]
                         [--workload "600B x1" …] [--repeats 3]
+    python -m bench.run --only cluster-scale [--cluster-instances 20000]
+
+``cluster-scale`` (bench/cluster_scale.py: replicas in ``cluster.mode: kafka``, a SIGKILL, a
+rolling restart) is not in the default set: it takes minutes and most of the machine.
 
 Needs the test services (scripts/services.sh up; scripts/bench.sh does it). Writes
 ``bench/results/<date>.json`` and PNG plots beside it, and prints the table and the goals.
@@ -17,11 +21,12 @@ import platform
 from datetime import UTC, datetime
 from typing import Any
 
-from bench import latency, report, scale, throughput
+from bench import cluster_scale, latency, report, scale, throughput
 from bench.common import ROOT, delete_created_topics, read_services
 from bridge import eventloop
 
 PARTS = ("throughput", "latency", "isolation", "scale")
+OPTIONAL_PARTS = ("cluster-scale",)
 
 
 def log(line: str) -> None:
@@ -38,8 +43,14 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--repeats", type=int, help="rounds per throughput workload, median kept (3; quick 1)"
     )
+    parser.add_argument(
+        "--cluster-instances", type=int, default=2000, help="cluster-scale: over 4 replicas"
+    )
     args = parser.parse_args(argv)
     parts = set(args.only.split(","))
+    unknown = parts - {*PARTS, *OPTIONAL_PARTS}
+    if unknown:
+        parser.error(f"unknown parts {sorted(unknown)}; known: {[*PARTS, *OPTIONAL_PARTS]}")
     services = read_services()
     timing = throughput.Timing(2.0, 3.0) if args.quick else throughput.Timing()
     window = 5.0 if args.quick else 15.0
@@ -54,6 +65,7 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
         "latency": [],
         "isolation": None,
         "scale": None,
+        "cluster_scale": None,
     }
     try:
         if "throughput" in parts:
@@ -75,6 +87,9 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
             result["scale"] = await scale.run(services, 200 if args.quick else 1000)
             shown = {k: v for k, v in result["scale"].items() if k != "timeline"}
             log(f"scale: {shown}")
+        if "cluster-scale" in parts:
+            instances = 400 if args.quick else args.cluster_instances
+            result["cluster_scale"] = await cluster_scale.run(services, instances, log=log)
     finally:  # the broker keeps no bench topics: thousands of them slow its restarts
         await delete_created_topics(services.kafka)
     result["targets"] = report.targets(
