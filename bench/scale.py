@@ -4,6 +4,8 @@ Every instance has its own token (as RyzeAPI gives one per instance), so the 100
 is per token and all can connect at once; the bridge still spaces each token's calls by it.
 Measured: seconds until every instance has its socket (with the timeline), steady RSS, CPU
 at 0.2 events/s per instance (200/s in all) and with no events at all (pings only).
+Beside it (``peer``), the Benthos-engine peer with as many ``websocket`` inputs, measured the
+same way against its own simulator (bench/peers/fleet.py).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from bench.common import (
     unique,
     write_bridge_config,
 )
+from bench.peers import fleet
 from bridge.settings import EVENT_NAMES
 
 
@@ -80,4 +83,5 @@ async def run(services: Services, instances: int = 1000, window: float = 20.0) -
         "cpu_low_rate": round(busy_cpu, 4),
         "cpu_idle": round(idle_cpu, 4),
         "timeline": timeline,
+        "peer": await fleet.run(services, instances, window),  # the same, Benthos engine
     }

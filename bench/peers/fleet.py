@@ -9,6 +9,7 @@ delivered: process CPU time, not wall time) and with no events at all (pings onl
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import tempfile
 import time
@@ -22,13 +23,16 @@ from bench.common import (
     Proc,
     Services,
     create_topics,
+    delete_created_topics,
     kafka_count,
     process,
+    read_services,
     sim_stats,
     simulator,
     unique,
 )
 from bench.throughput import benthos_binary
+from bridge import eventloop
 
 RATE = 1.0  # events/s per instance while measuring CPU per event
 
@@ -107,3 +111,21 @@ async def run(services: Services, instances: int, window: float = 20.0) -> dict[
         "cpu_us_per_event": round(busy / max(1, events) * 1e6, 1),
         "cpu_idle": round(idle / idle_elapsed, 4),
     }
+
+
+async def main(argv: list[str] | None = None) -> None:
+    """``python -m bench.peers.fleet --instances 1000,5000``: the peer alone, one line each."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--instances", default="1000")
+    parser.add_argument("--window", type=float, default=20.0)
+    args = parser.parse_args(argv)
+    services = read_services()
+    try:
+        for count in (int(n) for n in args.instances.split(",")):
+            print(f"peer fleet: {await run(services, count, args.window)}", flush=True)
+    finally:
+        await delete_created_topics(services.kafka)
+
+
+if __name__ == "__main__":
+    eventloop.run(main())

@@ -25,8 +25,8 @@ async def test_a_killed_replica_is_taken_over_and_a_rolling_restart_keeps_the_bu
     a few seconds, with no 429 and never two sockets for one instance. It restarts on its
     spool; then each replica in turn is SIGTERMed (exit 0) and started again: no 429, never
     two sockets, each instance reconnected at most a few times. Every frame the simulator
-    wrote to a socket is in Kafka, but for those sent to the killed replica in the second
-    before the kill (duplicates allowed)."""
+    wrote to a socket is in Kafka (duplicates allowed), but for those written to the killed
+    replica's sockets that it had not read when it died."""
     try:
         result = await cluster_scale.run(
             Services(kafka_bootstrap, ""), INSTANCES, replicas=REPLICAS, rate=0.2, window=5
