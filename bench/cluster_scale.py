@@ -107,6 +107,11 @@ class Run:
         self.instances = instances
         self.figures: dict[str, Any] = {}
 
+    def last(self) -> str:
+        """The latest sample and each replica's readiness, for an error message."""
+        found = self.sampler.samples[-1] if self.sampler.samples else None
+        return f"{found}; running: {[m.name for m in self.members if m.running]}"
+
     async def all_once(self) -> bool:
         found = await self.sampler.poll()
         return found.connected == self.instances and found.doubled == 0
@@ -127,7 +132,10 @@ class Run:
     async def start(self, within: float) -> None:
         since = self.sampler.now()
         await asyncio.gather(*(m.start() for m in self.members))
-        took = await until(self.all_once, within, "all instances connected")
+        try:
+            took = await until(self.all_once, within, "all instances connected")
+        except RuntimeError:
+            raise RuntimeError(f"not all connected within {within:.0f} s: {self.last()}") from None
         timeline = [
             (round(s.at - since, 1), s.connected) for s in self.sampler.samples if s.at >= since
         ]
@@ -241,7 +249,7 @@ async def run(
     window: float = 20.0,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    within = max(300.0, instances / 10)
+    within = max(600.0, instances / 5)
     with tempfile.TemporaryDirectory(prefix="ryze-bench-cluster-") as tmp:
         work = Path(tmp)
         prefix = unique("bench.cluster")
