@@ -31,6 +31,9 @@ STOP_READ_TIMEOUT = 5.0
 RUNNER_RESTARTS = RetryPolicy(1.0, 60.0, healthy_after=60.0)
 
 
+START_BATCH = 64  # runners made between two turns of the event loop (start_wanted)
+
+
 class FleetRunner(Protocol):
     """What the fleet needs of a runner (:class:`bridge.runner.Runner`)."""
 
@@ -114,13 +117,18 @@ class Fleet:
                 changes += 1 if runner is not None or started else 0
             return changes
 
-    def start_wanted(self, which: Callable[[str], bool], *, takeover: bool) -> int:
+    async def start_wanted(self, which: Callable[[str], bool], *, takeover: bool) -> int:
         """Start the wanted, unpaused instances that ``which`` selects (hold :meth:`changes`);
-        how many were not running yet."""
+        how many were not running yet. The loop gets a turn after every ``START_BATCH``
+        runners made: a replica handed thousands of instances at once (a cluster's first
+        member, the survivors of a SIGKILL) must keep its group heartbeats going, or the
+        group throws it out and hands the shards to another member, which does the same."""
         started = 0
-        for name, instance in self.wanted.items():
+        for name, instance in list(self.wanted.items()):
             if which(name) and name not in self.paused:
                 started += self.add(name, instance, takeover=takeover)
+                if started % START_BATCH == 0:
+                    await asyncio.sleep(0)
         return started
 
     async def stop_where(self, which: Callable[[str], bool]) -> int:
