@@ -279,7 +279,7 @@ async def run(
                 log(f"cluster-scale: kill {shown}")
                 await cluster.rolling(within)
                 log(f"cluster-scale: rolling {cluster.figures['rolling']}")
-                async with httpx.AsyncClient(base_url=source.url) as http:
+                async with httpx.AsyncClient(base_url=source.url, timeout=60) as http:
                     await http.post("/_sim/set_rate", json={"rate": -1})
                 await asyncio.sleep(3)
                 exits = await cluster.stop()

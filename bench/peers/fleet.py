@@ -100,7 +100,7 @@ async def run(services: Services, instances: int, window: float = 20.0) -> dict[
                 busy, elapsed = await cpu_over(proc, window)
                 events = await kafka_count(services.kafka, [topic]) - first
                 rss = proc.rss_bytes()
-                async with httpx.AsyncClient(base_url=src.url) as http:
+                async with httpx.AsyncClient(base_url=src.url, timeout=60) as http:
                     await http.post("/_sim/set_rate", json={"rate": -1})
                 await asyncio.sleep(3)
                 idle, idle_elapsed = await cpu_over(proc, window)
