@@ -18,8 +18,8 @@ publish into Kafka and share the instances through the group protocol. The phase
    share of shards, every instance connected once); peak connect rate and 429s.
 5. **loss**: emission stops, the replicas drain and stop; every frame the simulator wrote to
    a socket is looked up in Kafka by its id. Missing ones are counted, and apart those written
-   to the killed replica's sockets before the kill (what it had not read yet died with it in
-   the kernel's buffers). Duplicates are allowed and counted.
+   to the killed replica's sockets (unread when it died, or written after it died and before
+   the simulator noticed: the upstream replays nothing). Duplicates are allowed and counted.
 """
 
 from __future__ import annotations
@@ -209,29 +209,32 @@ def loss(
     sent: dict[str, list[tuple[str, float]]],
     seen: dict[str, int],
     victims: set[str],
-    killed_at: float,
+    killed: tuple[float, float],
 ) -> dict[str, Any]:
-    """Frames sent against frames delivered, by id (pure). Missing frames written to the killed
-    replica's sockets before the kill are counted apart (with how many in its last second):
-    those the process had not read yet died with it in the kernel's buffers; the frames it had
-    read are in its spool and delivered when it is started again. Every other frame must be
+    """Frames sent against frames delivered, by id (pure). ``killed`` is (the kill's time, the
+    time every instance of the killed replica had a new socket). Missing frames written to the
+    killed replica's sockets are counted apart: before the kill, those the process had not
+    read yet died with it in the kernel's buffers; after it, the simulator wrote to a socket
+    whose reader was gone until it noticed (the upstream replays nothing). What the process had
+    read is in its spool, delivered when it is started again. Every other frame must be
     delivered."""
+    killed_at, replaced_at = killed
     missing = [
         (name, fid, at)
         for name, frames in sent.items()
         for fid, at in frames
         if seen.get(fid, 0) == 0
     ]
-    killed = [at for name, _, at in missing if name in victims and at <= killed_at]
+    lost = [at for name, _, at in missing if name in victims and at <= replaced_at]
     total = sum(len(f) for f in sent.values())
     return {
         "sent": total,
         "delivered_distinct": total - len(missing),
         "duplicates": sum(max(0, n - 1) for n in seen.values()),
         "missing": len(missing),
-        "missing_sent_to_killed": len(killed),
-        "of_those_in_its_last_second": sum(1 for at in killed if at >= killed_at - 1),
-        "missing_otherwise": len(missing) - len(killed),
+        "missing_to_killed_sockets": len(lost),
+        "of_those_after_the_kill": sum(1 for at in lost if at > killed_at),
+        "missing_otherwise": len(missing) - len(lost),
         "missing_examples": [
             f"{fid} sent {at - killed_at:+.2f} s from the kill"
             + (" (killed replica's)" if name in victims else "")
@@ -291,13 +294,14 @@ async def run(
                         await m.proc.stop()
         seen = await delivered_ids(services.kafka, topics)
     victims = set(cluster.figures["kill"].pop("victims"))
+    replaced_at = killed_at + cluster.figures["kill"]["seconds_to_reconnected"]
     result = {
         "instances": instances,
         "replicas": replicas,
         "rate_per_instance": rate,
         **cluster.figures,
         "exit_codes": exits,
-        "loss": loss(sent, seen, victims, killed_at),
+        "loss": loss(sent, seen, victims, (killed_at, replaced_at)),
         "unheard": sampler.samples[-1].unheard if sampler.samples else 0,
     }
     log(f"cluster-scale: loss {result['loss']}")
