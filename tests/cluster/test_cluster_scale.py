@@ -20,13 +20,14 @@ REPLICAS = 4
 async def test_a_killed_replica_is_taken_over_and_a_rolling_restart_keeps_the_budget(
     kafka_bootstrap: str,
 ) -> None:
-    """Four replicas connect 400 instances once each with no 429. One is SIGKILLed while
-    events flow: the others reconnect its instances within the group's session timeout plus
-    half a minute, with no 429 and never two sockets for one instance. It restarts on its
-    spool; then each replica in turn is SIGTERMed (exit 0) and started again: no 429, never
-    two sockets, each instance reconnected at most a few times. Every frame the simulator
-    wrote to a socket is in Kafka (duplicates allowed), but for those written to the killed
-    replica's sockets (unread when it died, or written to them after it died)."""
+    """Four replicas connect 400 instances with no 429 (an instance moves at most once
+    while the others join). One is SIGKILLed while events flow: the others reconnect its
+    instances within the group's session timeout plus half a minute, with no 429 and never
+    two sockets for one instance. It restarts on its spool; then each replica in turn is
+    SIGTERMed (exit 0) and started again: no 429, never two sockets, each instance
+    reconnected at most a few times. Every frame the simulator wrote to a socket is in Kafka
+    (duplicates allowed), but for those written to the killed replica's sockets (unread when
+    it died, or written to them after it died)."""
     try:
         result = await cluster_scale.run(
             Services(kafka_bootstrap, ""), INSTANCES, replicas=REPLICAS, rate=0.2, window=5
@@ -41,7 +42,7 @@ async def test_a_killed_replica_is_taken_over_and_a_rolling_restart_keeps_the_bu
         0,
     ]
     assert [start["most_doubled"], kill["most_doubled"], rolling["most_doubled"]] == [0, 0, 0]
-    assert start["connects"] == INSTANCES
+    assert INSTANCES <= start["connects"] <= 2 * INSTANCES  # a joiner's shards move once
     assert kill["instances_moved"] >= INSTANCES // REPLICAS // 2
     assert kill["seconds_to_reconnected"] <= cluster_scale.SESSION_MS / 1000 + 30
     assert rolling["connects"] <= 3 * INSTANCES, rolling
