@@ -51,6 +51,7 @@ from bench.common import (
     bridge_config,
     create_topics,
     delete_created_topics,
+    kafka_count,
     read_services,
     simulator,
     unique,
@@ -230,7 +231,8 @@ def loss(
     return {
         "sent": total,
         "delivered_distinct": total - len(missing),
-        "duplicates": sum(max(0, n - 1) for n in seen.values()),
+        "duplicates": sum(max(0, n - 1) for fid, n in seen.items() if fid),
+        "without_id": seen.get("", 0),  # gap markers (bridge.gap), not frames
         "missing": len(missing),
         "missing_to_killed_sockets": len(lost),
         "of_those_after_the_kill": sum(1 for at in lost if at > killed_at),
@@ -293,6 +295,7 @@ async def run(
                     if m.proc is not None:
                         await m.proc.stop()
         seen = await delivered_ids(services.kafka, topics)
+        in_topics = {t: await kafka_count(services.kafka, [t]) for t in [*topics, f"{prefix}.dlq"]}
     victims = set(cluster.figures["kill"].pop("victims"))
     replaced_at = killed_at + cluster.figures["kill"]["seconds_to_reconnected"]
     result = {
@@ -302,9 +305,10 @@ async def run(
         **cluster.figures,
         "exit_codes": exits,
         "loss": loss(sent, seen, victims, (killed_at, replaced_at)),
+        "records_in_topics": in_topics,
         "unheard": sampler.samples[-1].unheard if sampler.samples else 0,
     }
-    log(f"cluster-scale: loss {result['loss']}")
+    log(f"cluster-scale: loss {result['loss']}; records in the topics {in_topics}")
     return result
 
 

@@ -24,19 +24,20 @@ def test_peak_rate_is_the_highest_over_windows_of_a_second_or_more() -> None:
 def test_loss_counts_apart_only_frames_written_to_the_killed_replicas_sockets() -> None:
     """A frame of a killed replica's instance sent before its instances had new sockets is
     counted apart (before or after the kill); any other missing frame is a loss; duplicates
-    are counted."""
+    are counted, records without an id (gap markers) apart."""
     sent = {
         "a": [("a-1", 99.0), ("a-2", 100.5), ("a-3", 130.0)],
         "b": [("b-1", 100.5), ("b-2", 101.0)],
     }
-    seen = {"a-3": 2, "b-1": 1}
+    seen = {"a-3": 2, "b-1": 1, "": 4}
     found = loss(sent, seen, {"a"}, (100.0, 110.0))
     assert found["sent"] == 5
     assert found["missing"] == 3
     assert found["missing_to_killed_sockets"] == 2
     assert found["of_those_after_the_kill"] == 1
     assert found["missing_otherwise"] == 1  # b-2: a survivor's frame
-    assert found["duplicates"] == 1
+    assert found["duplicates"] == 1  # gap markers (no id) are not duplicates
+    assert found["without_id"] == 4
 
 
 def test_frame_id_reads_the_published_value() -> None:
