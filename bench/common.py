@@ -241,7 +241,7 @@ async def simulator(
 
 
 async def _listening(log: Path, proc: Proc) -> str:
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120  # thousands of instances on a busy machine: slow to start
     while time.monotonic() < deadline:
         match = re.search(r"listening on (http://\S+)", log.read_text(errors="replace"))
         if match:

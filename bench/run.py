@@ -2,6 +2,10 @@
 
     python -m bench.run [--quick] [--only throughput,latency,isolation,scale]
                         [--workload "600B x1" …] [--repeats 3] [--instances 1000,5000]
+    python -m bench.run --only cluster-scale [--cluster-instances 20000]
+
+``cluster-scale`` (bench/cluster_scale.py: replicas in ``cluster.mode: kafka``, a SIGKILL, a
+rolling restart) is not in the default set: it takes minutes and most of the machine.
 
 Needs the test services (scripts/services.sh up; scripts/bench.sh does it). Writes
 ``bench/results/<date>.json`` and PNG plots beside it, and prints the table and the goals.
@@ -17,11 +21,12 @@ import platform
 from datetime import UTC, datetime
 from typing import Any
 
-from bench import latency, report, scale, source_clock, throughput
+from bench import cluster_scale, latency, report, scale, source_clock, throughput
 from bench.common import ROOT, delete_created_topics, read_services
 from bridge import eventloop
 
 PARTS = ("throughput", "latency", "isolation", "scale")
+OPTIONAL_PARTS = ("cluster-scale",)
 
 
 def log(line: str) -> None:
@@ -39,7 +44,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--repeats", type=int, help="rounds per throughput workload, median kept (3; quick 1)"
     )
     parser.add_argument("--instances", help="scale: instance counts to run (1000,5000; quick 200)")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--cluster-instances", type=int, default=2000, help="cluster-scale: over 4 replicas"
+    )
+    args = parser.parse_args(argv)
+    unknown = set(args.only.split(",")) - {*PARTS, *OPTIONAL_PARTS}
+    if unknown:
+        parser.error(f"unknown parts {sorted(unknown)}; known: {[*PARTS, *OPTIONAL_PARTS]}")
+    return args
 
 
 def empty_result() -> dict[str, Any]:
@@ -56,6 +68,7 @@ def empty_result() -> dict[str, Any]:
         "latency_peer": [],
         "isolation": None,
         "scale": [],
+        "cluster_scale": None,
     }
 
 
@@ -94,8 +107,11 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
             for instances in (int(n) for n in counts.split(",")):
                 entry = await scale.run(services, instances, window)
                 result["scale"].append(entry)
-                shown = {k: v for k, v in entry.items() if k not in ("timeline", "targets")}
+                shown = {k: v for k, v in entry.items() if k not in ("timeline", "targets", "peer")}
                 log(f"scale: {shown}")
+        if "cluster-scale" in parts:
+            instances = 400 if args.quick else args.cluster_instances
+            result["cluster_scale"] = await cluster_scale.run(services, instances, log=log)
     finally:  # the broker keeps no bench topics: thousands of them slow its restarts
         await delete_created_topics(services.kafka)
     result["targets"] = report.targets(

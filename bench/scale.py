@@ -12,6 +12,9 @@ The bridge runs with its defaults (the shipper as a second process) into Redis. 
 - every instance at 1 event/s: µs of CPU (both processes) per event delivered, and receipt →
   ack (Redis' entry id is its append time, ``received_at`` the bridge's receipt) p50/p99.
 
+Beside it (``peer``), the Benthos-engine peer with as many ``websocket`` inputs, measured the
+same way against its own simulator (bench/peers/fleet.py).
+
 CPU is process CPU seconds from /proc (user + system), never wall time: on a shared machine a
 busy neighbour stretches wall time but not the CPU a process itself used.
 """
@@ -47,6 +50,7 @@ from bench.common import (
     write_bridge_config,
 )
 from bench.latency import percentiles
+from bench.peers import fleet
 
 EVENT = "message.exchange"  # the simulator's mix: one event, one stream
 CONNECT_LIMIT = 300.0
@@ -211,6 +215,7 @@ async def run(
             finally:
                 await delete_streams(services.redis, prefix)
     entry["targets"] = judged(entry)
+    entry["peer"] = await fleet.run(services, instances, window)  # the same, Benthos engine
     return entry
 
 

@@ -38,6 +38,9 @@ def same_socket(running: InstanceSettings, wanted: InstanceSettings) -> bool:
     return running.model_copy(update={"important": wanted.important}) == wanted
 
 
+START_BATCH = 64  # runners made between two turns of the event loop (start_wanted)
+
+
 class FleetRunner(Protocol):
     """What the fleet needs of a runner (:class:`bridge.runner.Runner`)."""
 
@@ -133,13 +136,18 @@ class Fleet:
             init_instance(self.metrics, runner.name, instance.important)
         runner.settings = instance
 
-    def start_wanted(self, which: Callable[[str], bool], *, takeover: bool) -> int:
+    async def start_wanted(self, which: Callable[[str], bool], *, takeover: bool) -> int:
         """Start the wanted, unpaused instances that ``which`` selects (hold :meth:`changes`);
-        how many were not running yet."""
+        how many were not running yet. The loop gets a turn after every ``START_BATCH``
+        runners made: a replica handed thousands of instances at once (a cluster's first
+        member, the survivors of a SIGKILL) must keep its group heartbeats going, or the
+        group throws it out and hands the shards to another member, which does the same."""
         started = 0
-        for name, instance in self.wanted.items():
+        for name, instance in list(self.wanted.items()):
             if which(name) and name not in self.paused:
                 started += self.add(name, instance, takeover=takeover)
+                if started % START_BATCH == 0:
+                    await asyncio.sleep(0)
         return started
 
     async def stop_where(self, which: Callable[[str], bool]) -> int:

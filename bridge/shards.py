@@ -58,7 +58,7 @@ class RunnerSet(Protocol):
     @property
     def closing(self) -> bool: ...
 
-    def start_wanted(self, which: Callable[[str], bool], *, takeover: bool) -> int: ...
+    async def start_wanted(self, which: Callable[[str], bool], *, takeover: bool) -> int: ...
 
     async def stop_where(self, which: Callable[[str], bool]) -> int: ...
 
@@ -126,7 +126,7 @@ class ShardCoordinator:
             now = time.monotonic()
             for shard in shards:
                 self._takeovers[shard] = now
-            started = self.runners.start_wanted(self._in(shards), takeover=takeover)
+            started = await self.runners.start_wanted(self._in(shards), takeover=takeover)
         log.info("cluster.took", shards=len(shards), instances=started)
 
     async def release(self, shards: frozenset[int], *, lost: bool) -> None:

@@ -76,6 +76,15 @@ def assignments(
     }
 
 
+def stale_claims(advertised: frozenset[int], held: frozenset[int]) -> bool:
+    """Whether the claims a member sent with its last join are out of date once the round's
+    assignment arrives (pure): it let shards go while the round was under way. aiokafka forgets
+    a rejoin asked for between its JoinGroup and its SyncGroup, so the rejoin the release asked
+    for may have been lost; the leader kept those shards for this member, gave them to nobody,
+    and without another round nobody would ever run them."""
+    return advertised != held
+
+
 def make_assignor(
     topic: str, shards: int, replica: str, claimed: Any
 ) -> type[AbstractPartitionAssignor]:
@@ -169,6 +178,7 @@ class KafkaMembership:
         self._consumer: AIOKafkaConsumer | None = None
         self._lock = asyncio.Lock()
         self._leaving = False
+        self._advertised: frozenset[int] = frozenset()  # claims sent with the last join
 
     def owned(self) -> frozenset[int]:
         return frozenset(self._running)
@@ -177,6 +187,11 @@ class KafkaMembership:
         """What this member still holds, reported at every join (being released included)."""
         return frozenset(self._running | self._releasing)
 
+    def advertise(self) -> frozenset[int]:
+        """The claims for a join's metadata, remembered to compare with the round's outcome."""
+        self._advertised = self.claimed()
+        return self._advertised
+
     def _reset(self) -> None:
         """Forget what an earlier run held: its owner released it all as lost when that run
         failed, so a new run claims nothing and takes whatever it is assigned."""
@@ -184,6 +199,7 @@ class KafkaMembership:
         self._running.clear()
         self._releasing.clear()
         self._changed.clear()
+        self._advertised = frozenset()
         self._report()
 
     async def run(self) -> None:
@@ -200,7 +216,9 @@ class KafkaMembership:
             heartbeat_interval_ms=self.cluster.heartbeat_interval_ms,
             max_poll_interval_ms=max(60_000, self.cluster.session_timeout_ms * 3),
             partition_assignment_strategy=(
-                make_assignor(self.cluster.topic, self.cluster.shards, self.replica, self.claimed),
+                make_assignor(
+                    self.cluster.topic, self.cluster.shards, self.replica, self.advertise
+                ),
             ),
             **security,
         )
@@ -266,6 +284,8 @@ class KafkaMembership:
         log.info("cluster.assigned", shards=len(shards))
         self._assigned = shards
         self._changed.set()
+        if stale_claims(self._advertised, self.claimed()):
+            self._rejoin()  # after the SyncGroup: aiokafka keeps this request
 
     # ---- making the runners follow the assignment -----------------------------------------
     async def _reconcile(self) -> None:

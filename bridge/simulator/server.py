@@ -77,15 +77,18 @@ class Socket:
     connected_at: float = field(default_factory=time.monotonic)
 
 
-QUIET_POLL = 0.5  # seconds between looks at an instance that sends nothing (rate < 0)
+MAX_WAIT = 1.0  # a generator wakes at least this often (a knob's new rate applies within it)
 
 
-def next_frame_in(started: float, sent: int, rate: float) -> float:
-    """Seconds until the next frame is due at ``rate`` (pure-ish: reads the clock), at least
-    20 ms and at most ``QUIET_POLL``: thousands of instances at 1 frame/s each wake about
-    once a frame, not 50 times a second each (a rate change applies within that)."""
-    due_at = started + (sent + 1) / rate
-    return min(QUIET_POLL, max(0.02, due_at - time.monotonic()))
+def next_wait(rate: float, elapsed: float, sent: int) -> float:
+    """How long an instance's generator sleeps before its next turn (pure): until its next
+    frame is due, at most ``MAX_WAIT``; at high rates a few ms, frames then go in batches
+    (at most 20 ms, as before); ``rate`` 0 (as fast as possible) yields only. Waking only when
+    a frame is due keeps thousands of quiet instances from costing the simulator a core."""
+    if rate <= 0:
+        return 0.0
+    due_in = (sent + 1) / rate - elapsed
+    return min(MAX_WAIT, max(min(0.02, 1 / rate), due_in))
 
 
 def error_response(error: ApiError, verdict: Verdict | None = None) -> web.Response:
@@ -346,14 +349,14 @@ class SimulatorServer:
                 started, sent, pace = time.monotonic(), 0, rate
             if self.stalled(name) or name in self.paused or rate < 0:
                 started, sent = time.monotonic(), 0
-                await asyncio.sleep(0.02 if rate >= 0 else QUIET_POLL)
+                await asyncio.sleep(MAX_WAIT if rate < 0 else 0.02)  # rate < 0: no events
                 continue
             due = 200 if rate == 0 else int((time.monotonic() - started) * rate) - sent
             for _ in range(max(0, due)):
                 if not await self.send_generated(name) and not self.sockets.get(name):
                     self.stats[name].unheard += 1
             sent += max(0, due)
-            await asyncio.sleep(0 if rate == 0 else next_frame_in(started, sent, rate))
+            await asyncio.sleep(next_wait(rate, time.monotonic() - started, sent))
 
     async def send_generated(self, name: str, event: str | None = None) -> bool:
         """Build the next frame and send it, if the instance's config lets the event out."""

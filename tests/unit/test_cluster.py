@@ -18,8 +18,15 @@ from bridge.cluster.balance import (
     shard_of,
     static_shards,
 )
-from bridge.cluster.kafka import assignments, decode_claims, encode_claims
+from bridge.cluster.kafka import (
+    KafkaMembership,
+    assignments,
+    decode_claims,
+    encode_claims,
+    stale_claims,
+)
 from bridge.errors import ConfigError
+from bridge.metrics import create_metrics
 from bridge.settings import ClusterSettings, Settings
 from bridge.sinks.base import Rejected
 from bridge.sinks.redis import classify
@@ -162,3 +169,62 @@ async def test_wait_settled_waits_for_records_before_the_mark_only(tmp_path: Pat
     await asyncio.wait_for(wait_settled(spool.writer, mark), 5)
     assert spool.stats().events == 1
     spool.close()
+
+
+class StandInOwner:
+    """A ShardOwner that runs nothing."""
+
+    async def take(self, shards: frozenset[int]) -> None:
+        return None
+
+    async def release(self, shards: frozenset[int], *, lost: bool) -> None:
+        return None
+
+
+class StandInCoordinator:
+    """What the membership reaches of aiokafka's group coordinator: its rejoin requests."""
+
+    member_id = "m-1"
+
+    def __init__(self) -> None:
+        self.rejoins = 0
+
+    def request_rejoin(self) -> None:
+        self.rejoins += 1
+
+
+class StandInConsumer:
+    def __init__(self) -> None:
+        self._coordinator = StandInCoordinator()
+
+
+def test_claims_are_stale_when_shards_were_let_go_during_the_round() -> None:
+    """Claims sent with a join differ from what the member holds once its assignment arrives
+    exactly when it let shards go meanwhile."""
+    assert stale_claims(frozenset({1, 2, 5}), frozenset({1, 2}))
+    assert not stale_claims(frozenset({1, 2}), frozenset({1, 2}))
+
+
+def test_a_release_finished_during_a_round_asks_for_another_round() -> None:
+    """A member joined claiming shards it was releasing, and the release ended before the
+    round's assignment came (aiokafka forgot the rejoin the release asked for): on that
+    assignment it asks for another round, so the leader can hand the shards on. With claims
+    still true, an assignment asks for nothing."""
+    settings = Settings.model_validate(
+        {
+            "sink": {"kind": "kafka", "kafka": {"bootstrap_servers": "127.0.0.1:1"}},
+            "cluster": {"mode": "kafka", "shards": 8},
+        }
+    )
+    membership = KafkaMembership(settings, StandInOwner(), create_metrics(), "r0", None)
+    consumer = StandInConsumer()
+    membership._consumer = consumer
+    membership._running = {1, 2}
+    membership._releasing = {5}
+    assert membership.advertise() == frozenset({1, 2, 5})  # the join's metadata
+    membership.assigned(frozenset({1, 2}))
+    assert consumer._coordinator.rejoins == 0
+    membership.advertise()
+    membership._releasing.clear()  # the release ends while the round runs
+    membership.assigned(frozenset({1, 2}))
+    assert consumer._coordinator.rejoins == 1

@@ -7,9 +7,10 @@ until stopped (no socket): the fleet's bookkeeping is under test, not a runner's
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 
-from bridge.fleet import RUNNER_RESTARTS, Fleet, FleetRunner, same_socket
+from bridge.fleet import RUNNER_RESTARTS, START_BATCH, Fleet, FleetRunner, same_socket
 from bridge.metrics import create_metrics
 from bridge.reconfigure import not_important, reclassified
 from bridge.runner import InstanceStatus
@@ -122,7 +123,7 @@ async def test_only_owned_instances_run_but_every_wanted_one_is_remembered() -> 
     async with fleet.changes():
         owned.update({"b", "c"})
         fleet.paused.add("c")
-        assert fleet.start_wanted(lambda name: name in {"a", "b", "c"}, takeover=True) == 1
+        assert await fleet.start_wanted(lambda name: name in {"a", "b", "c"}, takeover=True) == 1
     assert set(fleet.runners) == {"b"}
     assert made.runners[-1].takeover is True
     assert await fleet.stop_where(lambda name: name == "b") == 1
@@ -205,6 +206,35 @@ def test_runner_restarts_follow_the_one_retry_policy() -> None:
     assert restarts.next_delay(160.0) <= 1.0
 
 
+async def test_taking_thousands_of_instances_gives_the_loop_a_turn_every_batch() -> None:
+    """Starting 1,000 wanted instances at once (a shard take) lets other tasks run between
+    every START_BATCH runners made (a Kafka group's heartbeats must go on), and starts each
+    of them once."""
+    owned: set[str] = set()
+    made = Made()
+    fleet = Fleet(made, create_metrics(), owns=lambda name: name in owned)
+    names = [f"i{n:04d}" for n in range(1000)]
+    await fleet.apply({n: instance() for n in names})
+    made_at_turn: list[int] = []
+
+    async def other_task() -> None:  # records how many runners existed at each of its turns
+        while True:
+            made_at_turn.append(len(made.runners))
+            await asyncio.sleep(0)
+
+    other = asyncio.create_task(other_task())
+    await asyncio.sleep(0)
+    async with fleet.changes():
+        owned.update(names)
+        assert await fleet.start_wanted(lambda _name: True, takeover=True) == 1000
+    other.cancel()
+    turns_while_starting = {m for m in made_at_turn if 0 < m < 1000}
+    assert len(turns_while_starting) >= 1000 // START_BATCH - 1
+    assert max(b - a for a, b in itertools.pairwise(made_at_turn)) <= START_BATCH
+    assert sorted(fleet.runners) == names
+    await fleet.stop_all()
+
+
 async def test_a_closed_fleet_starts_nothing_but_still_stops() -> None:
     """Once closed (shutdown began) the fleet starts no runner, whether by apply, resume or
     start_wanted, and counts no refused start as a change; stopping works as before."""
@@ -218,7 +248,7 @@ async def test_a_closed_fleet_starts_nothing_but_still_stops() -> None:
     assert await fleet.apply({"a": instance(), "c": instance()}) == 0  # a stays, c refused
     assert set(fleet.runners) == {"a"}
     assert fleet.resume("b", instance())
-    assert fleet.start_wanted(lambda _name: True, takeover=False) == 0
+    assert await fleet.start_wanted(lambda _name: True, takeover=False) == 0
     assert set(fleet.runners) == {"a"}
     await fleet.stop_all()
     assert fleet.runners == {}

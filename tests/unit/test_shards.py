@@ -226,7 +226,7 @@ async def test_a_take_once_shutdown_has_begun_starts_nothing(tmp_path: Path) -> 
     assert fleet.runners == {}
     assert [r.name for r in made.runners] == one
     assert ownership.owned == frozenset({1})
-    assert fleet.start_wanted(lambda _name: True, takeover=True) == 0
+    assert await fleet.start_wanted(lambda _name: True, takeover=True) == 0
     spool.close()
 
 
