@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from pydantic import SecretStr
 
 from bridge.logs import register_secret
-from bridge.pipeline import Pipeline, Router
+from bridge.pipeline import KnownTokens, Pipeline, Router
 from bridge.pipeline.filter import EventFilter
 from bridge.settings import InstanceSettings, Settings
 from bridge.sinks.base import Sink
@@ -59,7 +59,8 @@ def upstream_ssl(settings: Settings) -> ssl.SSLContext | None:
 
 
 def build_pipeline(settings: Settings, instance: InstanceSettings) -> Pipeline:
-    """A runner's pipeline; an inline token is known at once (others once resolved)."""
+    """A runner's pipeline; an inline token is known at once (others once resolved), and every
+    token its frames carry is masked in the logs from the first frame that carries it."""
     token = instance.token.get_secret_value().encode() if instance.token else None
     return Pipeline(
         router=build_router(settings),
@@ -67,6 +68,7 @@ def build_pipeline(settings: Settings, instance: InstanceSettings) -> Pipeline:
         max_value_bytes=max_value_bytes(settings),
         event_filter=EventFilter(frozenset(settings.filter.drop_events)),
         token=token,
+        known=KnownTokens(on_new=register_secret),
     )
 
 
