@@ -90,7 +90,7 @@ class Pipeline:
         value = scrub_parsed(decoded.value, self.known)
         if value is not None:
             return value, decoded.reserialized
-        document = mask_document(orjson.loads(decoded.value), self.known.texts)
+        document = mask_document(orjson.loads(decoded.value), self.known)
         return orjson.dumps(document), True
 
     def gap_record(self, instance: str, value: bytes, at_ns: int) -> Record:

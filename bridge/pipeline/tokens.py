@@ -146,21 +146,32 @@ def scrub_parsed(value: bytes, known: KnownTokens) -> bytes | None:
     return masked
 
 
-def mask_document(value: Any, tokens: tuple[str, ...]) -> Any:
-    """A parsed document with every ``token`` member's string and every token in a string (key
-    or value) masked."""
+def mask_document(value: Any, known: KnownTokens) -> Any:
+    """A parsed document with every ``token`` member's string and every known token in a
+    string (key or value) masked."""
     if isinstance(value, str):
-        return mask_text(value, tokens)
+        return mask_string(value, known)
     if isinstance(value, list):
-        return [mask_document(v, tokens) for v in value]
+        return [mask_document(v, known) for v in value]
     if isinstance(value, dict):
         return {
-            mask_text(k, tokens): (
-                MASK_TEXT if k == "token" and isinstance(v, str) else mask_document(v, tokens)
+            mask_string(k, known): (
+                MASK_TEXT if k == "token" and isinstance(v, str) else mask_document(v, known)
             )
             for k, v in value.items()
         }
     return value
+
+
+def mask_string(text: str, known: KnownTokens) -> str:
+    """``text`` with every known token masked; wholly masked when its JSON spelling still
+    shows a token's bytes (``"\\n"`` + ``abc…`` spells the token ``nabc…``)."""
+    text = mask_text(text, known.texts)
+    if "\\" in text or any(ord(c) < 0x20 or c == '"' for c in text):
+        written = orjson.dumps(text)
+        if any(form in written for form in known.forms):
+            return MASK_TEXT
+    return text
 
 
 def mask_text(text: str, tokens: Iterable[str]) -> str:
