@@ -34,7 +34,9 @@ def holding(token: str) -> st.SearchStrategy[str]:
 
 def json_values(token: str | None) -> st.SearchStrategy[Any]:
     """Any JSON value; texts (keys too) may hold ``token``."""
-    text = st.text(max_size=10) if token is None else st.one_of(st.text(max_size=10), holding(token))
+    text = st.text(max_size=10)
+    if token is not None:
+        text = st.one_of(text, holding(token))
     scalars = st.one_of(
         st.none(), st.booleans(), st.integers(-(2**53), 2**53), st.floats(allow_nan=False,
         allow_infinity=False), text,

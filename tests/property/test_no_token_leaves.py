@@ -68,12 +68,14 @@ def spellings(token: str) -> set[bytes]:
 
 def leaks(outcome: Outcome, secrets: list[str]) -> list[str]:
     """Where a token shows: raw, JSON-escaped, or spelled with escapes a JSON reader reads."""
-    found = []
+    found: list[str] = []
     for where, blob in outcome.blobs():
         read = unescape(blob)
-        for secret in secrets:
-            if any(form in blob for form in spellings(secret)) or secret.encode() in read:
-                found.append(f"{where}: {blob[:300]!r}")
+        found.extend(
+            f"{where}: {blob[:300]!r}"
+            for secret in secrets
+            if any(form in blob for form in spellings(secret)) or secret.encode() in read
+        )
     return found
 
 
@@ -177,6 +179,6 @@ def test_the_leak_check_finds_a_token_left_in(mode: str) -> None:
     raws = [carrying(token), b'{"event":"' + token.encode() + b'"}', b"[" + carrying(token)]
     outcome = run(token if mode == "configured" else "acct~0000", raws, metrics=True)
     assert leaks(outcome, [token]) == []
-    assert b'ryze_bridge_events_received_total{' in outcome.metrics
+    assert b"ryze_bridge_events_received_total{" in outcome.metrics
     outcome.logs += b'"\\u0061bcd~efgh"'
     assert leaks(outcome, [token]) != []
