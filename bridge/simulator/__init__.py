@@ -208,7 +208,7 @@ class Simulator:
         opcodes = ["text", "text", "raw_text", "text", "text"]
         return sum(
             [
-                await self.send_raw(instance, f, None, o)
+                await self.server.send_raw(instance, f, None, o)
                 for f, o in zip(frames, opcodes, strict=True)
             ]
         )

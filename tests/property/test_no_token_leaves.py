@@ -106,7 +106,7 @@ def bridge_runner(socket_token: str) -> Iterator[tuple[Runner, CollectingSpool, 
             spool=spool,
             metrics=create_metrics(),
             buckets=BucketRegistry(per_minute=100),
-            rest_factory=lambda *_: None,  # type: ignore[arg-type,return-value]
+            rest_factory=lambda *_: None,  # type: ignore[arg-type]
             environ={},
         )
         runner = Runner(INSTANCE, instance, build_pipeline(SETTINGS, instance), ctx)
