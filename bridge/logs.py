@@ -19,7 +19,7 @@ from bridge.masking import MASK, Matcher, SecretIndex
 
 LogFormat = Literal["auto", "json", "console"]
 _configured: tuple[str, LogFormat] = ("info", "auto")
-_index = SecretIndex()
+_index: SecretIndex[str] = SecretIndex(MASK)
 _PLAIN = (int, float, bool, type(None))
 
 
@@ -72,7 +72,7 @@ def _as_text(value: Any) -> str:
     return str(value)
 
 
-def _mask_value(value: Any, matcher: Matcher) -> Any:
+def _mask_value(value: Any, matcher: Matcher[str]) -> Any:
     if isinstance(value, str):
         return matcher.mask(value)
     if isinstance(value, dict):

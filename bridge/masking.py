@@ -9,6 +9,8 @@ checked one by one, until ``PENDING_MAX`` of them wait or ``REBUILD_SECONDS`` we
 registering 5,000 secrets in a burst builds the automaton tens of times, not 5,000.
 
 Matches are taken overlapping and merged: where two secrets overlap, the union is masked.
+The same index works on text (the logs) and on bytes (the pipeline's fleet-wide token check,
+``bridge.pipeline.tokens``).
 """
 
 from __future__ import annotations
@@ -17,33 +19,45 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
 
 import ahocorasick_rs
 
+S = TypeVar("S", str, bytes)
+S_contra = TypeVar("S_contra", str, bytes, contravariant=True)
 MASK = "***"
 MIN_SECRET_LENGTH = 4
 PENDING_MAX = 64
 REBUILD_SECONDS = 1.0
 
 
+class Automaton(Protocol[S_contra]):
+    """``ahocorasick_rs.AhoCorasick`` (texts) or ``BytesAhoCorasick`` (bytes)."""
+
+    def find_matches_as_indexes(
+        self, haystack: S_contra, overlapping: bool = False
+    ) -> list[tuple[int, int, int]]: ...
+
+
 @dataclass(frozen=True, slots=True)
-class Matcher:
+class Matcher(Generic[S]):
     """A snapshot of the secrets: an automaton over the built ones, and those pending."""
 
-    automaton: ahocorasick_rs.AhoCorasick | None
-    pending: tuple[str, ...]
+    automaton: Automaton[S] | None
+    pending: tuple[S, ...]
+    mask_with: S
 
     @property
     def empty(self) -> bool:
         return self.automaton is None and not self.pending
 
-    def finds(self, text: str) -> bool:
+    def finds(self, text: S) -> bool:
         """Whether any secret occurs in ``text``."""
         if self.automaton is not None and self.automaton.find_matches_as_indexes(text):
             return True
         return any(secret in text for secret in self.pending)
 
-    def spans(self, text: str) -> list[tuple[int, int]]:
+    def spans(self, text: S) -> list[tuple[int, int]]:
         """Where secrets stand in ``text``, overlapping ones merged, in order."""
         found: list[tuple[int, int]] = []
         if self.automaton is not None:
@@ -57,18 +71,18 @@ class Matcher:
                 start = text.find(secret, start + 1)
         return merged(found)
 
-    def mask(self, text: str) -> str:
+    def mask(self, text: S) -> S:
         """``text`` with every secret masked."""
         spans = self.spans(text)
         if not spans:
             return text
-        parts: list[str] = []
+        parts: list[S] = []
         at = 0
         for start, end in spans:
-            parts += (text[at:start], MASK)
+            parts += (text[at:start], self.mask_with)
             at = end
         parts.append(text[at:])
-        return "".join(parts)
+        return text[:0].join(parts)
 
 
 def merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -82,20 +96,21 @@ def merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return out
 
 
-class SecretIndex:
-    """The registered secrets of a process; :meth:`matcher` is a consistent snapshot."""
+class SecretIndex(Generic[S]):
+    """Registered secrets (texts, or bytes: ``mask_with`` says which); :meth:`matcher` is a
+    consistent snapshot."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, mask_with: S, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._lock = threading.Lock()
-        self._built: list[str] = []
-        self._known: set[str] = set()
-        self._pending: list[str] = []
+        self._built: list[S] = []
+        self._known: set[S] = set()
+        self._pending: list[S] = []
         self._built_at = clock()
-        self._matcher = Matcher(None, ())
+        self._matcher: Matcher[S] = Matcher(None, (), mask_with)
         self.builds = 0
 
-    def add(self, secret: str) -> None:
+    def add(self, secret: S) -> None:
         """Register ``secret`` (shorter than ``MIN_SECRET_LENGTH``: ignored)."""
         if len(secret) < MIN_SECRET_LENGTH or secret in self._known:
             return
@@ -104,13 +119,15 @@ class SecretIndex:
                 return
             self._known.add(secret)
             self._pending.append(secret)
-            self._matcher = Matcher(self._matcher.automaton, tuple(self._pending))
+            self._matcher = Matcher(
+                self._matcher.automaton, tuple(self._pending), self._matcher.mask_with
+            )
 
-    def add_all(self, secrets: Iterable[str]) -> None:
+    def add_all(self, secrets: Iterable[S]) -> None:
         for secret in secrets:
             self.add(secret)
 
-    def matcher(self) -> Matcher:
+    def matcher(self) -> Matcher[S]:
         """The current snapshot, the automaton rebuilt first when enough is pending."""
         matcher = self._matcher
         if matcher.pending and (
@@ -126,6 +143,13 @@ class SecretIndex:
                 return
             self._built += self._pending
             self._pending = []
-            self._matcher = Matcher(ahocorasick_rs.AhoCorasick(self._built), ())
+            mask_with = self._matcher.mask_with
+            self._matcher = Matcher(_automaton(self._built, mask_with), (), mask_with)
             self._built_at = self._clock()
             self.builds += 1
+
+
+def _automaton(secrets: list[S], mask_with: S) -> Automaton[S]:
+    if isinstance(mask_with, bytes):
+        return ahocorasick_rs.BytesAhoCorasick(secrets)
+    return ahocorasick_rs.AhoCorasick(secrets)

@@ -9,12 +9,16 @@ from collections.abc import Mapping
 from pydantic import SecretStr
 
 from bridge.logs import register_secret
+from bridge.masking import SecretIndex
 from bridge.pipeline import KnownTokens, Pipeline, Router
 from bridge.pipeline.filter import EventFilter
 from bridge.settings import InstanceSettings, Settings
 from bridge.sinks.base import Sink
 from bridge.sinks.kinds import sink_kind
 from bridge.sinks.redis import Fencing
+
+# Every token any instance of this process uses or was sent, masked in every instance's frames.
+FLEET_TOKENS: SecretIndex[bytes] = SecretIndex(b"***")
 
 
 def build_sink(
@@ -60,7 +64,8 @@ def upstream_ssl(settings: Settings) -> ssl.SSLContext | None:
 
 def build_pipeline(settings: Settings, instance: InstanceSettings) -> Pipeline:
     """A runner's pipeline; an inline token is known at once (others once resolved), and every
-    token its frames carry is masked in the logs from the first frame that carries it."""
+    token its frames carry is masked in the logs, and in every instance's frames, from the
+    first frame that carries it."""
     token = instance.token.get_secret_value().encode() if instance.token else None
     return Pipeline(
         router=build_router(settings),
@@ -68,7 +73,7 @@ def build_pipeline(settings: Settings, instance: InstanceSettings) -> Pipeline:
         max_value_bytes=max_value_bytes(settings),
         event_filter=EventFilter(frozenset(settings.filter.drop_events)),
         token=token,
-        known=KnownTokens(on_new=register_secret),
+        known=KnownTokens(on_new=register_secret, fleet=FLEET_TOKENS),
     )
 
 

@@ -3,7 +3,9 @@ that leave the pipeline (pure functions, and one small bounded memory per instan
 
 An instance's frames are masked against :class:`KnownTokens`: the token its socket uses (the
 configured one, or the account's in discovery mode), and the last ``MAX_SEEN`` distinct
-``instanceData.token`` values seen on it. Each is masked as written raw and as JSON writes it
+``instanceData.token`` values seen on it; and, as written raw or JSON-escaped, against every
+other instance's (a fleet-wide :class:`~bridge.masking.SecretIndex` shared by the process's
+pipelines: one automaton pass per frame). Each is masked as written raw and as JSON writes it
 (``\\"``, ``\\\\``, control characters); a spelling with other escapes (``\\u0061``, ``\\/``)
 is found by reading the escapes (:func:`hides`), and such a value is then re-serialised or,
 when it cannot be parsed, masked string by string.
@@ -23,10 +25,13 @@ from typing import Any
 
 import orjson
 
+from bridge.masking import SecretIndex
+
 MASK = b"***"
 MASK_TEXT = "***"
 MAX_SEEN = 8  # distinct instanceData.token values remembered per instance (rotations)
 MIN_TOKEN = 4  # shorter values are not masked in text (as in the logs)
+MIN_FLEET_TOKEN = 8  # nor, across instances, values short enough to be found in plain data
 TOKEN_KEY = b"token"
 
 _SIMPLE = {b'"': b'"', b"\\": b"\\", b"/": b"/", b"b": b"\b", b"f": b"\f"}
@@ -121,10 +126,20 @@ def _replace_spans(raw: bytes, spans: list[tuple[int, int]], mask: bytes) -> byt
     return b"".join(parts)
 
 
+def mask_fleet(value: bytes, known: KnownTokens) -> bytes:
+    """``value`` with every other instance's token (raw or JSON-escaped) masked."""
+    if known.fleet is None:
+        return value
+    matcher = known.fleet.matcher()
+    if matcher.empty or not matcher.finds(value):
+        return value
+    return matcher.mask(value)
+
+
 def scrub_unparsed(raw: bytes, known: KnownTokens) -> bytes:
     """For a dead letter: ``raw`` with every token member and every known token masked, at
     byte level; a token still spelled with escapes outside any string has the bytes read."""
-    raw = mask_forms(mask_members(raw), known.forms)
+    raw = mask_fleet(mask_forms(mask_members(raw), known.forms), known)
     if hides(raw, known.tokens):
         raw = mask_strings(raw, known.tokens)
     if hides(raw, known.tokens):
@@ -135,7 +150,7 @@ def scrub_unparsed(raw: bytes, known: KnownTokens) -> bytes:
 def scrub_parsed(value: bytes, known: KnownTokens) -> bytes | None:
     """A published value (valid JSON) with every known token and token member masked, still
     valid JSON; None when it must be re-serialised (:func:`mask_document`)."""
-    masked = mask_members(mask_forms(value, known.forms))
+    masked = mask_fleet(mask_members(mask_forms(value, known.forms)), known)
     if hides(masked, known.tokens):
         return None
     if masked is not value:
@@ -184,12 +199,18 @@ def mask_text(text: str, tokens: Iterable[str]) -> str:
 class KnownTokens:
     """One instance's tokens: pinned ones (its socket's) and the last ``MAX_SEEN`` distinct
     ``instanceData.token`` values it sent. ``on_new`` hears each new one (to mask it in the
-    logs); the pipeline calls :meth:`learn` for every frame, cheaply for a repeated token."""
+    logs) and ``fleet`` holds them for every other instance of the process; the pipeline
+    calls :meth:`learn` for every frame, cheaply for a repeated token."""
 
-    __slots__ = ("_last", "_on_new", "_pinned", "_seen", "forms", "texts", "tokens")
+    __slots__ = ("_last", "_on_new", "_pinned", "_seen", "fleet", "forms", "texts", "tokens")
 
-    def __init__(self, on_new: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        on_new: Callable[[str], None] | None = None,
+        fleet: SecretIndex[bytes] | None = None,
+    ) -> None:
         self._on_new = on_new
+        self.fleet = fleet
         self._pinned: dict[bytes, None] = {}
         self._seen: OrderedDict[bytes, None] = OrderedDict()
         self._last = ""
@@ -202,6 +223,7 @@ class KnownTokens:
         if len(token) >= MIN_TOKEN and token not in self._pinned:
             self._pinned[token] = None
             self._rebuild()
+            self._share(token)
 
     def learn(self, token: str | None) -> None:
         """Remember a token a frame carried (the oldest one goes past ``MAX_SEEN``)."""
@@ -216,8 +238,13 @@ class KnownTokens:
         if len(self._seen) > MAX_SEEN:
             self._seen.popitem(last=False)
         self._rebuild()
+        self._share(raw)
         if self._on_new is not None:
             self._on_new(token)
+
+    def _share(self, token: bytes) -> None:
+        if self.fleet is not None and len(token) >= MIN_FLEET_TOKEN:
+            self.fleet.add_all(json_forms(token))
 
     def _rebuild(self) -> None:
         tokens = sorted({*self._pinned, *self._seen}, key=len, reverse=True)

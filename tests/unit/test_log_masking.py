@@ -25,7 +25,7 @@ class Clock:
 def test_five_thousand_secrets_are_each_masked_anywhere_in_a_text() -> None:
     """With 5,000 secrets registered, any one of them is masked at the start, the middle and
     the end of a text, several in one text, and text without any is left alone."""
-    index = SecretIndex()
+    index = SecretIndex("***")
     index.add_all(FLEET)
     matcher = index.matcher()
     for secret in (FLEET[0], FLEET[2_500], FLEET[-1]):
@@ -36,7 +36,7 @@ def test_five_thousand_secrets_are_each_masked_anywhere_in_a_text() -> None:
 
 def test_overlapping_secrets_are_masked_as_their_union() -> None:
     """Where two secrets overlap, no part of either survives."""
-    index = SecretIndex()
+    index = SecretIndex("***")
     index.add_all(["abcdef", "defghi", "xyzw"])
     assert index.matcher().mask("0abcdefghi1 xyzw") == "0***1 ***"
     assert merged([(5, 7), (0, 2), (1, 3), (3, 4)]) == [(0, 4), (5, 7)]
@@ -47,7 +47,7 @@ def test_registering_thousands_builds_the_automaton_a_few_times() -> None:
     per ``PENDING_MAX`` new secrets, not once per secret; a secret registered and not yet
     built in is masked all the same (the pending list)."""
     clock = Clock()
-    index = SecretIndex(clock)
+    index = SecretIndex("***", clock)
     for secret in FLEET:
         index.add(secret)
         assert index.matcher().mask(f"x{secret}y") == "x***y"
@@ -64,7 +64,7 @@ def test_registering_thousands_builds_the_automaton_a_few_times() -> None:
 def test_short_and_repeated_secrets_do_not_grow_the_index() -> None:
     """Values under 4 characters are not masked (they would mask common words); registering
     the same secret again adds nothing."""
-    index = SecretIndex()
+    index = SecretIndex("***")
     index.add("abc")
     index.add("long-secret")
     index.add("long-secret")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from bridge.masking import SecretIndex
 from bridge.pipeline import Frame, KnownTokens, Pipeline, Publish, Record, Router
 from bridge.pipeline.tokens import (
     MAX_SEEN,
@@ -168,3 +169,25 @@ def test_a_dead_letter_spelling_a_token_outside_a_string_is_read_and_masked() ->
     scrubbed = scrub_unparsed(b'}}"a" ' + spelled + b' "b', book)
     assert not hides(scrubbed, book.tokens)
     assert TOKEN.encode() not in scrubbed
+
+
+def test_a_token_of_another_instance_is_masked_too() -> None:
+    """Every pipeline of a process shares the fleet's tokens: a frame of one instance that
+    holds another instance's token (configured or seen), raw or JSON-escaped, has it masked,
+    published or dead-lettered."""
+    fleet: SecretIndex[bytes] = SecretIndex(b"***")
+    shop = Pipeline(
+        Router("r"), "dlq", 1 << 20, token=b"tok-shop-0001", known=KnownTokens(fleet=fleet)
+    )
+    cafe = Pipeline(
+        Router("r"), "dlq", 1 << 20, token=b"tok-cafe-0002", known=KnownTokens(fleet=fleet)
+    )
+    seen = b'{"event":"label.update","instanceData":{"token":"tok-cafe-seen\\"1"}}'
+    record(cafe.process(Frame("cafe", seen, 1)))
+    for raw in (
+        b'{"event":"label.update","data":{"a":"tok-cafe-0002","b":"x tok-cafe-seen\\"1"}}',
+        b'{"event":"label.update","data":{"a":"tok-cafe-0002 tok-cafe-seen\\"1',
+    ):
+        value = record(shop.process(Frame("shop", raw, 1))).value
+        assert b"tok-cafe-0002" not in value
+        assert b'tok-cafe-seen\\"1' not in value
