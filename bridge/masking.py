@@ -8,7 +8,10 @@ rebuilt lazily: a secret registered since the last build waits in a short pendin
 checked one by one, until ``PENDING_MAX`` of them wait or ``REBUILD_SECONDS`` went by, so
 registering 5,000 secrets in a burst builds the automaton tens of times, not 5,000.
 
-Matches are taken overlapping and merged: where two secrets overlap, the union is masked.
+The automaton that decides whether a text holds a secret finds leftmost-longest matches (its
+prefilter skips ahead: ~10 times faster than reporting every match); a text that holds one is
+masked through a second, standard automaton built at the first such text, which reports
+overlapping matches: where two secrets overlap, the union is masked.
 The same index works on text (the logs) and on bytes (the pipeline's fleet-wide token check,
 ``bridge.pipeline.tokens``).
 """
@@ -18,7 +21,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
 import ahocorasick_rs
@@ -26,6 +29,7 @@ import ahocorasick_rs
 S = TypeVar("S", str, bytes)
 S_contra = TypeVar("S_contra", str, bytes, contravariant=True)
 MASK = "***"
+FAST = ahocorasick_rs.MatchKind.LeftmostLongest
 MIN_SECRET_LENGTH = 4
 PENDING_MAX = 64
 REBUILD_SECONDS = 1.0
@@ -43,9 +47,11 @@ class Automaton(Protocol[S_contra]):
 class Matcher(Generic[S]):
     """A snapshot of the secrets: an automaton over the built ones, and those pending."""
 
-    automaton: Automaton[S] | None
+    automaton: Automaton[S] | None  # leftmost-longest: its prefilter skips most of a text
     pending: tuple[S, ...]
     mask_with: S
+    built: tuple[S, ...] = ()
+    _overlapping: list[Automaton[S]] = field(default_factory=list)  # built at the first hit
 
     @property
     def empty(self) -> bool:
@@ -53,17 +59,19 @@ class Matcher(Generic[S]):
 
     def finds(self, text: S) -> bool:
         """Whether any secret occurs in ``text``."""
-        if self.automaton is not None and self.automaton.find_matches_as_indexes(text):
+        automaton = self.automaton
+        if automaton is not None and automaton.find_matches_as_indexes(text):
             return True
-        return any(secret in text for secret in self.pending)
+        return bool(self.pending) and any(secret in text for secret in self.pending)
 
     def spans(self, text: S) -> list[tuple[int, int]]:
         """Where secrets stand in ``text``, overlapping ones merged, in order."""
         found: list[tuple[int, int]] = []
-        if self.automaton is not None:
-            found += [
-                (s, e) for _, s, e in self.automaton.find_matches_as_indexes(text, overlapping=True)
-            ]
+        if self.automaton is not None and self.automaton.find_matches_as_indexes(text):
+            if not self._overlapping:
+                self._overlapping.append(_automaton(list(self.built), self.mask_with, True))
+            matches = self._overlapping[0].find_matches_as_indexes(text, overlapping=True)
+            found += [(start, end) for _, start, end in matches]
         for secret in self.pending:
             start = text.find(secret)
             while start >= 0:
@@ -119,9 +127,8 @@ class SecretIndex(Generic[S]):
                 return
             self._known.add(secret)
             self._pending.append(secret)
-            self._matcher = Matcher(
-                self._matcher.automaton, tuple(self._pending), self._matcher.mask_with
-            )
+            old = self._matcher
+            self._matcher = Matcher(old.automaton, tuple(self._pending), old.mask_with, old.built)
 
     def add_all(self, secrets: Iterable[S]) -> None:
         for secret in secrets:
@@ -144,12 +151,16 @@ class SecretIndex(Generic[S]):
             self._built += self._pending
             self._pending = []
             mask_with = self._matcher.mask_with
-            self._matcher = Matcher(_automaton(self._built, mask_with), (), mask_with)
+            built = tuple(self._built)
+            self._matcher = Matcher(_automaton(self._built, mask_with), (), mask_with, built)
             self._built_at = self._clock()
             self.builds += 1
 
 
-def _automaton(secrets: list[S], mask_with: S) -> Automaton[S]:
+def _automaton(secrets: list[S], mask_with: S, overlapping: bool = False) -> Automaton[S]:
+    """An automaton over ``secrets``: leftmost-longest (fast: it may skip ahead with a
+    prefilter), or standard (slower: every match, overlapping ones too, for masking)."""
+    kind = ahocorasick_rs.MatchKind.Standard if overlapping else FAST
     if isinstance(mask_with, bytes):
-        return ahocorasick_rs.BytesAhoCorasick(secrets)
-    return ahocorasick_rs.AhoCorasick(secrets)
+        return ahocorasick_rs.BytesAhoCorasick(secrets, matchkind=kind)
+    return ahocorasick_rs.AhoCorasick(secrets, matchkind=kind)

@@ -56,7 +56,7 @@ class Pipeline:
         except DecodeError as exc:
             return self.dead_letter(frame, exc.reason, str(exc))
         self.known.learn(decoded.seen)
-        if self.carries_token(decoded.event):
+        if not is_known_event(decoded.event) and self.carries_token(decoded.event):
             return self.dead_letter(frame, INVALID_NAME, "the event name holds a token")
         if not self.event_filter.keeps(decoded.event):
             return Drop("filtered", decoded.event)

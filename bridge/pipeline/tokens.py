@@ -23,9 +23,10 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import ahocorasick_rs
 import orjson
 
-from bridge.masking import SecretIndex
+from bridge.masking import FAST, SecretIndex
 
 MASK = b"***"
 MASK_TEXT = "***"
@@ -33,6 +34,8 @@ MAX_SEEN = 8  # distinct instanceData.token values remembered per instance (rota
 MIN_TOKEN = 4  # shorter values are not masked in text (as in the logs)
 MIN_FLEET_TOKEN = 8  # nor, across instances, values short enough to be found in plain data
 TOKEN_KEY = b"token"
+# What sends a value the long way: a token member, or an escape that may spell a token.
+_SUSPECT = (b'"token"', b"\\u", b"\\/")
 
 _SIMPLE = {b'"': b'"', b"\\": b"\\", b"/": b"/", b"b": b"\b", b"f": b"\f"}
 _SIMPLE |= {b"n": b"\n", b"r": b"\r", b"t": b"\t"}
@@ -126,20 +129,18 @@ def _replace_spans(raw: bytes, spans: list[tuple[int, int]], mask: bytes) -> byt
     return b"".join(parts)
 
 
-def mask_fleet(value: bytes, known: KnownTokens) -> bytes:
+def mask_fleet(value: bytes, fleet: SecretIndex[bytes] | None) -> bytes:
     """``value`` with every other instance's token (raw or JSON-escaped) masked."""
-    if known.fleet is None:
+    if fleet is None:
         return value
-    matcher = known.fleet.matcher()
-    if matcher.empty or not matcher.finds(value):
-        return value
-    return matcher.mask(value)
+    matcher = fleet.matcher()
+    return matcher.mask(value) if matcher.finds(value) else value
 
 
 def scrub_unparsed(raw: bytes, known: KnownTokens) -> bytes:
     """For a dead letter: ``raw`` with every token member and every known token masked, at
     byte level; a token still spelled with escapes outside any string has the bytes read."""
-    raw = mask_fleet(mask_forms(mask_members(raw), known.forms), known)
+    raw = mask_fleet(mask_forms(mask_members(raw), known.forms), known.fleet)
     if hides(raw, known.tokens):
         raw = mask_strings(raw, known.tokens)
     if hides(raw, known.tokens):
@@ -149,9 +150,17 @@ def scrub_unparsed(raw: bytes, known: KnownTokens) -> bytes:
 
 def scrub_parsed(value: bytes, known: KnownTokens) -> bytes | None:
     """A published value (valid JSON) with every known token and token member masked, still
-    valid JSON; None when it must be re-serialised (:func:`mask_document`)."""
-    masked = mask_fleet(mask_members(mask_forms(value, known.forms)), known)
-    if hides(masked, known.tokens):
+    valid JSON; None when it must be re-serialised (:func:`mask_document`). (Every frame
+    comes here: the usual one costs a few byte scans and one automaton pass.)"""
+    if not known.screen.find_matches_as_indexes(value) and not (
+        known.fleet is not None and known.fleet.matcher().finds(value)
+    ):  # the usual frame: one pass for its own tokens and what is suspect, one for the fleet
+        return value
+    masked = mask_fleet(mask_forms(value, known.forms), known.fleet)
+    escaped = b"\\u" in masked
+    if escaped or b'"token"' in masked:
+        masked = mask_members(masked)
+    if (escaped or b"\\/" in masked) and hides(masked, known.tokens):
         return None
     if masked is not value:
         try:
@@ -202,7 +211,17 @@ class KnownTokens:
     logs) and ``fleet`` holds them for every other instance of the process; the pipeline
     calls :meth:`learn` for every frame, cheaply for a repeated token."""
 
-    __slots__ = ("_last", "_on_new", "_pinned", "_seen", "fleet", "forms", "texts", "tokens")
+    __slots__ = (
+        "_last",
+        "_on_new",
+        "_pinned",
+        "_seen",
+        "fleet",
+        "forms",
+        "screen",
+        "texts",
+        "tokens",
+    )
 
     def __init__(
         self,
@@ -217,6 +236,7 @@ class KnownTokens:
         self.tokens: tuple[bytes, ...] = ()
         self.forms: tuple[bytes, ...] = ()
         self.texts: tuple[str, ...] = ()
+        self.screen = ahocorasick_rs.BytesAhoCorasick(_SUSPECT, matchkind=FAST)
 
     def pin(self, token: bytes) -> None:
         """Always mask ``token`` (the one the socket authenticates with)."""
@@ -252,3 +272,4 @@ class KnownTokens:
         forms = {form for token in tokens for form in json_forms(token)}
         self.forms = tuple(sorted(forms, key=len, reverse=True))
         self.texts = tuple(t.decode("utf-8", "replace") for t in tokens)
+        self.screen = ahocorasick_rs.BytesAhoCorasick([*self.forms, *_SUSPECT], matchkind=FAST)
