@@ -356,6 +356,7 @@ DLQ_REASONS = (
     "not_authorized",
     "rejected_by_broker",
     "fenced",
+    "invalid_event_name",
 )
 
 

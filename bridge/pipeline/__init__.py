@@ -28,7 +28,6 @@ from bridge.pipeline.tokens import (
 __all__ = ["Drop", "Frame", "KnownTokens", "Pipeline", "Publish", "Record", "Router"]
 
 UNKNOWN_EVENT = "unknown"
-INVALID_NAME = "invalid_event_name"  # an event name carrying a token is no name
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +56,7 @@ class Pipeline:
             return self.dead_letter(frame, exc.reason, str(exc))
         self.known.learn(decoded.seen)
         if not is_known_event(decoded.event) and self.carries_token(decoded.event):
-            return self.dead_letter(frame, INVALID_NAME, "the event name holds a token")
+            return self.dead_letter(frame, "invalid_event_name", "the event name holds a token")
         if not self.event_filter.keeps(decoded.event):
             return Drop("filtered", decoded.event)
         value, reserialized = self.token_free(decoded)
