@@ -36,6 +36,9 @@ from bridge.upstream.ratelimit import BucketRegistry
 from bridge.wiring import build_pipeline
 from tests.property.frames import frames, tokens
 
+# 500 examples of a property take ~15 s of CPU; a shared machine may stretch that past the
+# suite's default 120 s.
+pytestmark = pytest.mark.timeout(300)
 INSTANCE = "shop"
 SETTINGS = Settings.model_validate({"sink": {"kind": "redis"}})
 
