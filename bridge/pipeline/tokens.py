@@ -31,6 +31,7 @@ from bridge.masking import FAST, SecretIndex
 MASK = b"***"
 MASK_TEXT = "***"
 MAX_SEEN = 8  # distinct instanceData.token values remembered per instance (rotations)
+MAX_SHARED = 64  # of those, how many an instance may ever add to the process-wide indexes
 MIN_TOKEN = 4  # shorter values are not masked in text (as in the logs)
 MIN_FLEET_TOKEN = 8  # nor, across instances, values short enough to be found in plain data
 TOKEN_KEY = b"token"
@@ -208,14 +209,17 @@ def mask_text(text: str, tokens: Iterable[str]) -> str:
 class KnownTokens:
     """One instance's tokens: pinned ones (its socket's) and the last ``MAX_SEEN`` distinct
     ``instanceData.token`` values it sent. ``on_new`` hears each new one (to mask it in the
-    logs) and ``fleet`` holds them for every other instance of the process; the pipeline
-    calls :meth:`learn` for every frame, cheaply for a repeated token."""
+    logs; the first ``MAX_SHARED`` only, so an upstream that invents a token per frame cannot
+    grow the process's indexes without bound) and ``fleet`` holds them for every other
+    instance of the process; the pipeline calls :meth:`learn` for every frame, cheaply for a
+    repeated token."""
 
     __slots__ = (
         "_last",
         "_on_new",
         "_pinned",
         "_seen",
+        "_shared",
         "fleet",
         "forms",
         "screen",
@@ -232,6 +236,7 @@ class KnownTokens:
         self.fleet = fleet
         self._pinned: dict[bytes, None] = {}
         self._seen: OrderedDict[bytes, None] = OrderedDict()
+        self._shared = 0
         self._last = ""
         self.tokens: tuple[bytes, ...] = ()
         self.forms: tuple[bytes, ...] = ()
@@ -258,6 +263,9 @@ class KnownTokens:
         if len(self._seen) > MAX_SEEN:
             self._seen.popitem(last=False)
         self._rebuild()
+        if self._shared >= MAX_SHARED:  # an upstream inventing tokens: masked here, not shared
+            return
+        self._shared += 1
         self._share(raw)
         if self._on_new is not None:
             self._on_new(token)

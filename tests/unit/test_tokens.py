@@ -10,6 +10,7 @@ from bridge.masking import SecretIndex
 from bridge.pipeline import Frame, KnownTokens, Pipeline, Publish, Record, Router
 from bridge.pipeline.tokens import (
     MAX_SEEN,
+    MAX_SHARED,
     hides,
     mask_members,
     scrub_parsed,
@@ -141,6 +142,17 @@ def test_an_instance_remembers_a_bounded_number_of_tokens() -> None:
     assert b"tok-rotated-0000" not in book.tokens
     book.learn("abc")  # too short to be masked in text
     assert b"abc" not in book.tokens
+
+
+def test_an_upstream_inventing_tokens_cannot_grow_the_process_indexes() -> None:
+    """An instance reports (for the logs and the fleet) its first ``MAX_SHARED`` distinct
+    tokens only; later ones are still masked in its own frames."""
+    heard: list[str] = []
+    book = KnownTokens(heard.append)
+    for n in range(MAX_SHARED + 10):
+        book.learn(f"tok-invented-{n:05d}")
+    assert len(heard) == MAX_SHARED
+    assert f"tok-invented-{MAX_SHARED + 9:05d}".encode() in book.tokens
 
 
 def test_an_event_name_holding_a_token_is_dead_lettered_masked() -> None:
