@@ -80,8 +80,11 @@ class Pipeline:
         return mask_forms(key, self.known.forms)
 
     def carries_token(self, name: str) -> bool:
-        """Whether ``name`` (from the frame) holds a known token."""
-        return any(token in name for token in self.known.texts)
+        """Whether ``name`` (from the frame) holds a known token, this instance's or another's."""
+        if any(token in name for token in self.known.texts):
+            return True
+        fleet = self.known.fleet
+        return fleet is not None and fleet.matcher().finds(name.encode("utf-8", "replace"))
 
     def token_free(self, decoded: Decoded) -> tuple[bytes, bool]:
         """The decoded value with every known token and token member masked, and whether it

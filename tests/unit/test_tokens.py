@@ -203,3 +203,5 @@ def test_a_token_of_another_instance_is_masked_too() -> None:
         value = record(shop.process(Frame("shop", raw, 1))).value
         assert b"tok-cafe-0002" not in value
         assert b'tok-cafe-seen\\"1' not in value
+    named = b'{"event":"x.tok-cafe-0002","data":{}}'
+    assert record(shop.process(Frame("shop", named, 1))).dlq_reason == "invalid_event_name"
