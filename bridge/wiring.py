@@ -62,7 +62,9 @@ def upstream_ssl(settings: Settings) -> ssl.SSLContext | None:
     return ssl.create_default_context(cafile=str(ca_file)) if ca_file else None
 
 
-def build_pipeline(settings: Settings, instance: InstanceSettings) -> Pipeline:
+def build_pipeline(
+    settings: Settings, instance: InstanceSettings, fleet: SecretIndex[bytes] = FLEET_TOKENS
+) -> Pipeline:
     """A runner's pipeline; an inline token is known at once (others once resolved), and every
     token its frames carry is masked in the logs, and in every instance's frames, from the
     first frame that carries it."""
@@ -73,7 +75,7 @@ def build_pipeline(settings: Settings, instance: InstanceSettings) -> Pipeline:
         max_value_bytes=max_value_bytes(settings),
         event_filter=EventFilter(frozenset(settings.filter.drop_events)),
         token=token,
-        known=KnownTokens(on_new=register_secret, fleet=FLEET_TOKENS),
+        known=KnownTokens(on_new=register_secret, fleet=fleet),
     )
 
 

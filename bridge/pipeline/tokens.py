@@ -45,9 +45,10 @@ _ESCAPE = re.compile(
     rb"|\\u([0-9a-fA-F]{4})|\\(.)",
     re.DOTALL,
 )
+_JUNK = rb"[\s\x80-\xff]*"  # blanks, and bytes that are not UTF-8 on their own
 # A key of at most 30 bytes (``token`` with every letter escaped) and the quote opening its
 # string value; a lookahead, so that every quote is tried (overlapping candidates).
-_MEMBER = re.compile(rb'(?="((?:[^"\\]|\\.){5,30})"\s*:\s*("))', re.DOTALL)
+_MEMBER = re.compile(rb'(?="((?:[^"\\]|\\.){5,30})"' + _JUNK + b":" + _JUNK + b'("))', re.DOTALL)
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*(?:"|\\?\Z)', re.DOTALL)  # unterminated: to the end
 
 

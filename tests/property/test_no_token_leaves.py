@@ -26,6 +26,7 @@ from prometheus_client import generate_latest
 from pydantic import SecretStr
 
 from bridge.logs import configure_logging
+from bridge.masking import SecretIndex
 from bridge.metrics import create_metrics
 from bridge.pipeline import Frame, Record
 from bridge.pipeline.tokens import unescape
@@ -112,7 +113,8 @@ def bridge_runner(socket_token: str) -> Iterator[tuple[Runner, CollectingSpool, 
             rest_factory=lambda *_: None,  # type: ignore[arg-type]
             environ={},
         )
-        runner = Runner(INSTANCE, instance, build_pipeline(SETTINGS, instance), ctx)
+        pipeline = build_pipeline(SETTINGS, instance, SecretIndex(b"***"))  # nothing carried over
+        runner = Runner(INSTANCE, instance, pipeline, ctx)
         try:
             yield runner, spool, logs
         finally:

@@ -50,6 +50,7 @@ def record(result: object) -> Record:
         b'{"token":"SECRET","token":"SECRET"}',
         b'[{"token":"SEC\\"RET"}]',
         b'{"a":{"token":"SECRET\\',
+        b'{"instanceData": {"token" \xff: \xc3"SECRET"}}',
     ],
     ids=[
         "truncated",
@@ -60,6 +61,7 @@ def record(result: object) -> Record:
         "duplicate",
         "array",
         "trailing-backslash",
+        "invalid-utf8-around-the-colon",
     ],
 )
 def test_every_token_member_of_an_unparseable_frame_is_masked(raw: bytes) -> None:
