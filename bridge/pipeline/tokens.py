@@ -46,6 +46,7 @@ _ESCAPE = re.compile(
     re.DOTALL,
 )
 _JUNK = rb"[\s\x80-\xff]*"  # blanks, and bytes that are not UTF-8 on their own
+_JUNK_BYTES = re.compile(_JUNK)  # (in a key: "\xfftoken" is read as token too)
 # A key of at most 30 bytes (``token`` with every letter escaped) and the quote opening its
 # string value; a lookahead, so that every quote is tried (overlapping candidates).
 _MEMBER = re.compile(rb'(?="((?:[^"\\]|\\.){5,30})"' + _JUNK + b":" + _JUNK + b'("))', re.DOTALL)
@@ -92,13 +93,14 @@ def hides(value: bytes, tokens: Iterable[bytes]) -> bool:
     return any(token in read for token in tokens)
 
 
-def mask_members(raw: bytes) -> bytes:
-    """``raw`` with the string value of every member whose key reads ``token`` masked."""
-    if b'"token"' not in raw and b"\\u" not in raw:
+def mask_members(raw: bytes, parsed: bool = False) -> bytes:
+    """``raw`` with the string value of every member whose key reads ``token`` masked (a
+    ``parsed`` value, valid JSON, has no such key without ``"token"`` or a ``\\u`` in it)."""
+    if parsed and b'"token"' not in raw and b"\\u" not in raw:
         return raw
     spans: list[tuple[int, int]] = []
     for match in _MEMBER.finditer(raw):
-        if unescape(match.group(1)) != TOKEN_KEY:
+        if _JUNK_BYTES.sub(b"", unescape(match.group(1))) != TOKEN_KEY:
             continue
         string = _STRING.match(raw, match.start(2))
         if string is not None:
@@ -161,7 +163,7 @@ def scrub_parsed(value: bytes, known: KnownTokens) -> bytes | None:
     masked = mask_fleet(mask_forms(value, known.forms), known.fleet)
     escaped = b"\\u" in masked
     if escaped or b'"token"' in masked:
-        masked = mask_members(masked)
+        masked = mask_members(masked, parsed=True)
     if (escaped or b"\\/" in masked) and hides(masked, known.tokens):
         return None
     if masked is not value:

@@ -51,6 +51,7 @@ def record(result: object) -> Record:
         b'[{"token":"SEC\\"RET"}]',
         b'{"a":{"token":"SECRET\\',
         b'{"instanceData": {"token" \xff: \xc3"SECRET"}}',
+        b'{"instanceData": {"\xfftok\xc3en": "SECRET"}}',
     ],
     ids=[
         "truncated",
@@ -62,6 +63,7 @@ def record(result: object) -> Record:
         "array",
         "trailing-backslash",
         "invalid-utf8-around-the-colon",
+        "invalid-utf8-in-the-key",
     ],
 )
 def test_every_token_member_of_an_unparseable_frame_is_masked(raw: bytes) -> None:
