@@ -100,12 +100,20 @@ def mask_members(raw: bytes, parsed: bool = False) -> bytes:
         return raw
     spans: list[tuple[int, int]] = []
     for match in _MEMBER.finditer(raw):
-        if _JUNK_BYTES.sub(b"", unescape(match.group(1))) != TOKEN_KEY:
+        if not _reads_token(match.group(1)):
             continue
         string = _STRING.match(raw, match.start(2))
         if string is not None:
             spans.append((string.start(), string.end()))
     return _replace_spans(raw, spans, b'"***"')
+
+
+def _reads_token(key: bytes) -> bool:
+    """Whether a key's bytes read ``token``, bytes that are not UTF-8 left out (wherever they
+    stand: ``tok\\<0xff>u0065n`` is read ``tok\\u0065n``, so ``token``)."""
+    if _JUNK_BYTES.sub(b"", unescape(key)) == TOKEN_KEY:
+        return True
+    return _JUNK_BYTES.sub(b"", unescape(_JUNK_BYTES.sub(b"", key))) == TOKEN_KEY
 
 
 def mask_strings(raw: bytes, tokens: Iterable[bytes]) -> bytes:

@@ -52,6 +52,7 @@ def record(result: object) -> Record:
         b'{"a":{"token":"SECRET\\',
         b'{"instanceData": {"token" \xff: \xc3"SECRET"}}',
         b'{"instanceData": {"\xfftok\xc3en": "SECRET"}}',
+        b'{"instanceData": {"tok\\\xffu0065n": "SECRET"}}',
     ],
     ids=[
         "truncated",
@@ -64,6 +65,7 @@ def record(result: object) -> Record:
         "trailing-backslash",
         "invalid-utf8-around-the-colon",
         "invalid-utf8-in-the-key",
+        "invalid-utf8-in-an-escape",
     ],
 )
 def test_every_token_member_of_an_unparseable_frame_is_masked(raw: bytes) -> None:
