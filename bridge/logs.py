@@ -10,25 +10,22 @@ from __future__ import annotations
 
 import logging
 import sys
-import threading
 from collections.abc import Iterable, MutableMapping
 from typing import Any, Literal
 
 import structlog
 
-MASK = "***"
-_MIN_SECRET_LENGTH = 4
-_secrets: set[str] = set()
-_secrets_lock = threading.Lock()
+from bridge.masking import MASK, Matcher, SecretIndex
+
 LogFormat = Literal["auto", "json", "console"]
 _configured: tuple[str, LogFormat] = ("info", "auto")
+_index: SecretIndex[str] = SecretIndex(MASK)
+_PLAIN = (int, float, bool, type(None))
 
 
 def register_secret(value: str) -> None:
     """Mask ``value`` in every log line from now on (values shorter than 4 chars are ignored)."""
-    if len(value) >= _MIN_SECRET_LENGTH:
-        with _secrets_lock:
-            _secrets.add(value)
+    _index.add(value)
 
 
 def mask_text(text: str, secrets: Iterable[str]) -> str:
@@ -42,32 +39,70 @@ def mask_text(text: str, secrets: Iterable[str]) -> str:
 def mask_registered(text: str) -> str:
     """``text`` with every registered secret masked, as in the logs (for text that leaves the
     process by another way, such as readiness's reasons)."""
-    with _secrets_lock:
-        secrets = frozenset(_secrets)
-    return mask_text(text, secrets) if secrets else text
+    matcher = _index.matcher()
+    return text if matcher.empty else matcher.mask(text)
 
 
-def _mask_value(value: Any, secrets: frozenset[str]) -> Any:
+def _texts(value: Any, out: list[str]) -> bool:
+    """Append every text in ``value`` to ``out``; True when something is not plain data (it
+    is then logged as its text, masked)."""
     if isinstance(value, str):
-        return mask_text(value, secrets)
+        out.append(value)
+        return False
     if isinstance(value, dict):
-        return {k: _mask_value(v, secrets) for k, v in value.items()}
+        return _all_texts((*value, *value.values()), out)
     if isinstance(value, list | tuple):
-        return [_mask_value(v, secrets) for v in value]
+        return _all_texts(value, out)
+    if isinstance(value, _PLAIN):
+        return False
+    out.append(_as_text(value))
+    return True
+
+
+def _all_texts(values: Iterable[Any], out: list[str]) -> bool:
+    odd = False
+    for value in values:
+        odd = _texts(value, out) or odd
+    return odd
+
+
+def _as_text(value: Any) -> str:
     if isinstance(value, BaseException):
-        return mask_text(f"{type(value).__name__}: {value}", secrets)
-    return value
+        return f"{type(value).__name__}: {value}"
+    return str(value)
+
+
+def _mask_value(value: Any, matcher: Matcher[str]) -> Any:
+    if isinstance(value, str):
+        return matcher.mask(value)
+    if isinstance(value, dict):
+        return {_mask_value(k, matcher): _mask_value(v, matcher) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_mask_value(v, matcher) for v in value]
+    if isinstance(value, _PLAIN):
+        return value
+    return matcher.mask(_as_text(value))
 
 
 def mask_secrets(
     _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
-    """structlog processor: mask registered secrets in every value, rendered exceptions too."""
-    with _secrets_lock:
-        secrets = frozenset(_secrets)
-    if not secrets:
+    """structlog processor: mask registered secrets in every key and value (nested data,
+    rendered exceptions, any object as its text). One pass of an automaton over the line's
+    texts decides; only a line that holds a secret (or an object) is rebuilt."""
+    matcher = _index.matcher()
+    if matcher.empty:
         return event_dict
-    return {key: _mask_value(value, secrets) for key, value in event_dict.items()}
+    texts = list(event_dict)  # the keys
+    odd = False
+    for value in event_dict.values():  # (the usual value is a plain one: no call for it)
+        if type(value) is str:
+            texts.append(value)
+        elif type(value) not in _PLAIN:
+            odd = _texts(value, texts) or odd
+    if not odd and not matcher.finds("\x00".join(texts)):
+        return event_dict
+    return {_mask_value(k, matcher): _mask_value(v, matcher) for k, v in event_dict.items()}
 
 
 def _shared_processors() -> list[Any]:

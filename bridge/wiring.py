@@ -9,12 +9,16 @@ from collections.abc import Mapping
 from pydantic import SecretStr
 
 from bridge.logs import register_secret
-from bridge.pipeline import Pipeline, Router
+from bridge.masking import SecretIndex
+from bridge.pipeline import KnownTokens, Pipeline, Router
 from bridge.pipeline.filter import EventFilter
 from bridge.settings import InstanceSettings, Settings
 from bridge.sinks.base import Sink
 from bridge.sinks.kinds import sink_kind
 from bridge.sinks.redis import Fencing
+
+# Every token any instance of this process uses or was sent, masked in every instance's frames.
+FLEET_TOKENS: SecretIndex[bytes] = SecretIndex(b"***")
 
 
 def build_sink(
@@ -58,8 +62,12 @@ def upstream_ssl(settings: Settings) -> ssl.SSLContext | None:
     return ssl.create_default_context(cafile=str(ca_file)) if ca_file else None
 
 
-def build_pipeline(settings: Settings, instance: InstanceSettings) -> Pipeline:
-    """A runner's pipeline; an inline token is known at once (others once resolved)."""
+def build_pipeline(
+    settings: Settings, instance: InstanceSettings, fleet: SecretIndex[bytes] = FLEET_TOKENS
+) -> Pipeline:
+    """A runner's pipeline; an inline token is known at once (others once resolved), and every
+    token its frames carry is masked in the logs, and in every instance's frames, from the
+    first frame that carries it."""
     token = instance.token.get_secret_value().encode() if instance.token else None
     return Pipeline(
         router=build_router(settings),
@@ -68,6 +76,7 @@ def build_pipeline(settings: Settings, instance: InstanceSettings) -> Pipeline:
         event_filter=EventFilter(frozenset(settings.filter.drop_events)),
         token=token,
         reserved=reserved_destinations(settings),
+        known=KnownTokens(on_new=register_secret, fleet=fleet),
     )
 
 

@@ -16,14 +16,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from bridge.pipeline.events import DecodeError, decode, mask_token, token_free_bytes
+import orjson
+
+from bridge.pipeline.events import Decoded, DecodeError, decode, token_cut
 from bridge.pipeline.filter import EventFilter, is_known_event
 from bridge.pipeline.gap import GAP_EVENT
 from bridge.pipeline.names import invalid_event_error, is_safe_event
 from bridge.pipeline.records import Drop, Frame, Publish, Record
 from bridge.pipeline.route import Router
+from bridge.pipeline.tokens import (
+    KnownTokens,
+    mask_document,
+    mask_forms,
+    mask_text,
+    scrub_parsed,
+    scrub_unparsed,
+)
 
-__all__ = ["Drop", "Frame", "Pipeline", "Publish", "Record", "Router"]
+__all__ = ["Drop", "Frame", "KnownTokens", "Pipeline", "Publish", "Record", "Router"]
 
 UNKNOWN_EVENT = "unknown"
 RESERVED_ERROR = "event name fills the template to a destination the bridge reserves"
@@ -31,7 +41,9 @@ RESERVED_ERROR = "event name fills the template to a destination the bridge rese
 
 @dataclass(frozen=True, slots=True)
 class Pipeline:
-    """Decode → redact → filter → route for one instance (its token is known, to redact it)."""
+    """Decode → redact → filter → route for one instance. ``token`` is the one its socket uses
+    (pinned in ``known``); ``known`` also learns every ``instanceData.token`` its frames carry,
+    and every byte that leaves is free of all of them (``bridge.pipeline.tokens``)."""
 
     router: Router
     dlq: str
@@ -39,6 +51,11 @@ class Pipeline:
     event_filter: EventFilter = field(default_factory=EventFilter)
     token: bytes | None = field(default=None, repr=False)
     reserved: frozenset[str] = frozenset()  # destinations no upstream event may fill
+    known: KnownTokens = field(default_factory=KnownTokens, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.token:  # (a replace() with the resolved token pins it in the same memory)
+            self.known.pin(self.token)
 
     def process(self, frame: Frame) -> Publish | Drop:
         if len(frame.raw) > self.max_value_bytes:
@@ -47,25 +64,49 @@ class Pipeline:
             decoded = decode(frame.raw, document=self.router.needs_document)
         except DecodeError as exc:
             return self.dead_letter(frame, exc.reason, str(exc))
+        self.known.learn(decoded.seen)
         refused = self.refusal(frame.instance, decoded.event)
+        if refused is None and not is_known_event(decoded.event):
+            refused = "the event name holds a token" if self.carries_token(decoded.event) else None
         if refused is not None:
             return self.dead_letter(frame, "invalid_event", refused)
         if not self.event_filter.keeps(decoded.event):
             return Drop("filtered", decoded.event)
-        value = decoded.value
-        if decoded.free_of != self.token:  # not checked for this token yet
-            value = mask_token(value, self.token)
+        value, reserialized = self.token_free(decoded)
         if len(value) > self.max_value_bytes:
             return self.dead_letter(frame, "too_large", f"{len(value)} bytes")
         record = Record(
             destination=self.router.destination(frame.instance, decoded.event),
-            key=self.router.key(frame.instance, decoded.document),
+            key=self.key(frame.instance, decoded),
             value=value,
             event=decoded.event,
             instance=frame.instance,
             received_ns=frame.received_ns,
         )  # its id is worked out where it is published
-        return Publish(record, is_known_event(decoded.event), decoded.reserialized)
+        return Publish(record, is_known_event(decoded.event), reserialized)
+
+    def key(self, instance: str, decoded: Decoded) -> bytes | None:
+        """The record key; one read from the frame (a chat id) has every known token masked."""
+        key = self.router.key(instance, decoded.document)
+        if key is None or decoded.document is None:
+            return key
+        return mask_forms(key, self.known.forms)
+
+    def carries_token(self, name: str) -> bool:
+        """Whether ``name`` (from the frame) holds a known token, this instance's or another's."""
+        if any(token in name for token in self.known.texts):
+            return True
+        fleet = self.known.fleet
+        return fleet is not None and fleet.matcher().finds(name.encode("utf-8", "replace"))
+
+    def token_free(self, decoded: Decoded) -> tuple[bytes, bool]:
+        """The decoded value with every known token and token member masked, and whether it
+        had to be re-serialised for that."""
+        value = scrub_parsed(decoded.value, self.known)
+        if value is not None:
+            return value, decoded.reserialized
+        document = mask_document(orjson.loads(decoded.value), self.known)
+        return orjson.dumps(document), True
 
     def refusal(self, instance: str, event: str) -> str | None:
         """Why an upstream ``event`` may not fill the template (the DLQ error), or None: an
@@ -96,8 +137,11 @@ class Pipeline:
         )
 
     def dead_letter(self, frame: Frame, reason: str, error: str) -> Publish:
-        """A DLQ record: the raw bytes without the token, cut to what the sink accepts."""
-        value = token_free_bytes(frame.raw, self.token)
+        """A DLQ record: the raw bytes without any token, cut to what the sink accepts."""
+        value, seen = token_cut(frame.raw)
+        self.known.learn(seen)
+        value = scrub_unparsed(value, self.known)
+        error = mask_text(error, self.known.texts)
         if len(value) > self.max_value_bytes:
             value = value[: max(0, self.max_value_bytes - 1024)]
             error = f"{error}; value truncated to {len(value)} bytes"

@@ -37,7 +37,6 @@ EVENT_NAMES: tuple[str, ...] = get_args(EventName)  # the same six, in the same 
 EVENT_KEY = "event"
 INSTANCE_DATA_KEY = "instanceData"
 TOKEN_KEY = "token"  # noqa: S105 - the key name, not a secret
-MASK = b"***"
 BIG_FRAME = 1 << 16  # bytes: past this, copies cost more than the calls that avoid them
 
 _STRING = rb'"(?:[^"\\]|\\.)*"'
@@ -67,7 +66,7 @@ class Decoded:
     document: dict[str, Any] | None
     value: bytes
     reserialized: bool
-    free_of: bytes | None = field(default=None, repr=False)  # a token the value is free of
+    seen: str | None = field(default=None, repr=False)  # the frame's instanceData.token
 
 
 class _InstanceData(msgspec.Struct):
@@ -170,14 +169,6 @@ def _compact_member(token: str) -> tuple[bytes, bytes] | None:
     return b'"token":"' + value + b'"', value
 
 
-def mask_token(value: bytes, token: bytes | None) -> bytes:
-    """``value`` with every other occurrence of the instance's ``token`` (in a text, a URL)
-    replaced by ``***``: a secret never leaves in a published value (pure)."""
-    if token and token in value:
-        return value.replace(token, MASK)
-    return value
-
-
 def cut_token(raw: bytes, expected: dict[str, Any], token: Any = None) -> bytes | None:
     """``raw`` with the token member cut out, verified to parse to ``expected``; else None."""
     sole = cut_sole_token(raw, token) if isinstance(token, str) else None
@@ -212,7 +203,7 @@ def decode_head(raw: bytes) -> Decoded | None:
     sole = cut_sole_token(raw, token)
     if sole is None:
         return None
-    return Decoded(head.event, None, sole, reserialized=False, free_of=token.encode())
+    return Decoded(head.event, None, sole, reserialized=False, seen=token)
 
 
 def _is_utf8(raw: bytes) -> bool:
@@ -242,26 +233,30 @@ def decode_document(raw: bytes) -> Decoded:
     if isinstance(token, str):  # the usual frame: cut without building the expected document
         sole = cut_sole_token(raw, token)
         if sole is not None:  # (``document`` still holds the token: it is only read, never sent)
-            return Decoded(event, document, sole, reserialized=False)
+            return Decoded(event, document, sole, reserialized=False, seen=token)
+    seen = token if isinstance(token, str) else None
     expected = without_token(document)
     if expected is None:
         return Decoded(event, document, raw, reserialized=False)
     value = cut_token(raw, expected)
     if value is None:
-        return Decoded(event, expected, orjson.dumps(expected), reserialized=True)
-    return Decoded(event, expected, value, reserialized=False)
+        return Decoded(event, expected, orjson.dumps(expected), reserialized=True, seen=seen)
+    return Decoded(event, expected, value, reserialized=False, seen=seen)
 
 
-def token_free_bytes(raw: bytes, token: bytes | None) -> bytes:
-    """For the DLQ: ``raw`` without its token member when it parses, and in every case with
-    each occurrence of the instance's known ``token`` replaced by ``***``."""
+def token_cut(raw: bytes) -> tuple[bytes, str | None]:
+    """For the DLQ: ``raw`` without its ``instanceData.token`` member when it parses as an
+    object, and that token (the bytes as they are otherwise)."""
     try:
-        expected = without_token(parse(raw))
+        document = parse(raw)
     except DecodeError:
-        expected = None
+        return raw, None
+    instance_data = document.get(INSTANCE_DATA_KEY)
+    token = instance_data.get(TOKEN_KEY) if isinstance(instance_data, dict) else None
+    expected = without_token(document)
     if expected is not None:
         raw = cut_token(raw, expected) or orjson.dumps(expected)
-    return mask_token(raw, token)
+    return raw, token if isinstance(token, str) else None
 
 
 def chat_id(document: dict[str, Any]) -> str | None:

@@ -189,6 +189,30 @@ class Simulator:
             b'{"event": "message.exchange", "data": {' + (b'"token": "' + token.encode() + b'"'),
         )
 
+    async def send_hostile(self, instance: str) -> int:
+        """Frames that carry the instance's token where a careless relay lets it through: cut
+        short after an escaped ``\\u0074oken`` key, a wrong top-level shape, invalid UTF-8, the
+        token pasted in a text and a URL of a well-formed frame, a second ``instanceData``
+        (duplicate key); how many went out."""
+        token = self.server.account.instances[instance].token.encode()
+        _, frame = self.server.factory(instance).build("message.exchange")
+        pasted = frame.replace(b'"data":{', b'"data":{"note":"t=' + token + b'",', 1)
+        pasted = pasted.replace(b'"data":{', b'"data":{"url":"https://h/?t=' + token + b'",', 1)
+        frames = [
+            b'{"event":"message.exchange","instanceData":{"\\u0074oken":"' + token,
+            b'[{"event":"message.exchange","instanceData":{"token":"' + token + b'"}}]',
+            b'{"event":"label.update","bad":"\xff","instanceData":{"token":"' + token + b'"}}',
+            pasted,
+            b'{"instanceData":{"token":"' + token + b'"},"event":"label.update","instanceData":{}}',
+        ]
+        opcodes = ["text", "text", "raw_text", "text", "text"]
+        return sum(
+            [
+                await self.server.send_raw(instance, f, None, o)
+                for f, o in zip(frames, opcodes, strict=True)
+            ]
+        )
+
     async def send_without_event(self, instance: str) -> bool:
         return await self.send_raw(instance, b'{"data": {"id": "no-event"}, "instanceData": {}}')
 

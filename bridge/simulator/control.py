@@ -5,7 +5,7 @@
 ``GET /_sim/frames/{instance}`` — the frames sent (when recording);
 ``POST /_sim/{knob}`` with a JSON object of the knob's arguments, one of:
 drop, drop_every, stop_dropping, stall, resume, pause, set_rate, set_mix, burst,
-send_malformed, send_without_event, send_huge, send_malformed_id, send_binary,
+send_malformed, send_hostile, send_without_event, send_huge, send_malformed_id, send_binary,
 send_invalid_utf8, send_duplicate, reject_upgrades, add_instance, remove_instance, set_config,
 reset_counters.
 """
@@ -34,6 +34,7 @@ KNOBS = frozenset(
         "set_mix",
         "burst",
         "send_malformed",
+        "send_hostile",
         "send_without_event",
         "send_huge",
         "send_malformed_id",

@@ -17,7 +17,8 @@ from pydantic import SecretStr
 
 from bridge.admin import AdminServer, Readiness, exposed_unauthenticated, masked_strings
 from bridge.adminguard import ConnectionLimits, headers_complete
-from bridge.logs import MASK, register_secret
+from bridge.logs import register_secret
+from bridge.masking import MASK
 from bridge.metrics import Metrics, create_metrics
 from bridge.settings import AdminSettings
 
