@@ -152,6 +152,7 @@ class Runner:
             observer=self,
             shared=self.ctx.sockets,
             ssl=self.ctx.ssl,
+            check_first=self._known_config is not None,  # else the socket opens first
         )
         handled = read = 0
         # closed however the loop ends: a crash here closes the socket before the restart

@@ -9,6 +9,7 @@ configured" before); ``enabled: false`` keeps the row but clears ``events`` and
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,19 +67,26 @@ class ApiError(Exception):
 class Account:
     instances: dict[str, Instance] = field(default_factory=dict)
     account_tokens: set[str] = field(default_factory=set)
+    # instance tokens -> how many instances hold each: a request's token is looked up, not
+    # searched for among every instance (5,000 instances made each upgrade scan 5,000)
+    tokens: Counter[str] = field(default_factory=Counter)
 
     def add(self, name: str, token: str, config: WsConfig | None = None) -> Instance:
+        self.remove(name)
         instance = Instance(name, token, config)
         self.instances[name] = instance
+        self.tokens[token] += 1
         return instance
 
     def remove(self, name: str) -> None:
-        self.instances.pop(name, None)
+        instance = self.instances.pop(name, None)
+        if instance is not None:
+            self.tokens[instance.token] -= 1
+            if self.tokens[instance.token] <= 0:
+                del self.tokens[instance.token]
 
     def known_token(self, token: str) -> bool:
-        return token in self.account_tokens or any(
-            i.token == token for i in self.instances.values()
-        )
+        return token in self.account_tokens or token in self.tokens
 
     def authorize(self, token: str | None, name: str) -> Instance:
         """The instance ``token`` may act on, or the documented 401/403/404."""

@@ -6,7 +6,11 @@ the library's public ``recv`` in a task of its own; one await, one timestamp and
 note per batch instead of per frame).
 Between sessions the source decides, from what went wrong, what to do before the next try:
 
-- 400 on upgrade (config missing or disabled) → run ensure again, then retry;
+- the upstream config (ensure) is checked before the first upgrade only when ``check_first``;
+  otherwise the upgrade goes first and the check follows once the socket is open, paced for the
+  process (``SocketsShared.first_checks``), repeated at the next session until one succeeded;
+- 400 on upgrade (config missing or disabled) → run ensure, then retry (at once when no check
+  has succeeded yet: a fresh instance's config is simply not there yet);
 - 401 / 403 / 404 → the instance is *failed*: reported, retried slowly (a token may be fixed);
 - 429 → wait until ``X-RateLimit-Reset``, or longer if the backoff has grown past it (without a
   usable reset: the backoff, like any failure);
@@ -239,6 +243,7 @@ class InstanceSource:
         observer: SessionObserver,
         shared: SocketsShared,
         ssl: Any = None,
+        check_first: bool = True,
     ) -> None:
         self.instance = instance
         self._token = token
@@ -251,7 +256,8 @@ class InstanceSource:
         self._watchdog_fired = False
         self.backoff: Backoff = reconnect_policy(settings).start()
         self.url = ws_url(str(settings.base_url), instance)
-        self.need_ensure = True
+        self.need_ensure = check_first
+        self.first_check_due = not check_first  # checked once the socket is open
         self._connection: WatchedConnection | None = None
         self._stopping = asyncio.Event()
 
@@ -275,8 +281,10 @@ class InstanceSource:
     async def _open(self) -> WatchedConnection:
         if self.need_ensure:
             await self.ensure()
-            self.need_ensure = False
+            self.need_ensure = self.first_check_due = False
         await self.bucket.acquire()
+        # no context: the library's default for wss:// (it refuses an explicit None there)
+        tls = {} if self.ssl is None else {"ssl": self.ssl}
         try:
             connection = await connect(
                 self.url,
@@ -289,9 +297,9 @@ class InstanceSource:
                 ping_timeout=None,
                 close_timeout=5,
                 compression=None,  # CPU is what a relay runs out of, not bandwidth
-                ssl=self.ssl,
                 proxy=None,
                 user_agent_header="ryze-bridge",
+                **tls,
             )
         except InvalidStatus as exc:
             self.bucket.observe(*parse_rate_headers(dict(exc.response.headers.raw_items())))
@@ -354,6 +362,11 @@ class InstanceSource:
         disabled it) is repaired without waiting for a reconnect. The checks of all sockets
         share one pace (:mod:`bridge.upstream.shared`)."""
         interval = self.settings.ensure_interval_seconds
+        if self.first_check_due:
+            await self.shared.first_checks.acquire()  # the fleet's upgrades go first
+            with contextlib.suppress(UpstreamError):
+                await self.ensure()
+                self.first_check_due = False
         while True:
             await asyncio.sleep(random.uniform(interval * 0.9, interval))  # noqa: S311
             await self.shared.rechecks.acquire()  # paced for the whole process
@@ -363,8 +376,9 @@ class InstanceSource:
     async def _pause(self, error: UpstreamError) -> None:
         """Wait before the next try, as the error calls for."""
         if isinstance(error, WebSocketNotEnabledError):
+            delay = 0.0 if self.first_check_due else self._next_delay()
             self.need_ensure = True
-            await self._wait("not_enabled", self._next_delay())
+            await self._wait("not_enabled", delay)
         elif isinstance(error, UpstreamAuthError | InstanceNotFoundError):
             self.need_ensure = True
             self.observer.failed(error)

@@ -96,7 +96,9 @@ async def test_dropped_sockets_reconnect_under_the_rate_limit_and_lose_nothing_s
         assert reconnects >= 14
         for name, token in tokens.items():
             assert delivered_ids(tmp_path, name) == sim.sent_ids(name)
-            assert sim.requests_of(token) == sim.stats(name)["upgrades"] + 2  # + GET and POST
+            # not configured yet: the first upgrade is refused (400), then GET and POST
+            assert sim.stats(name)["rejected"] == {"400": 1}
+            assert sim.requests_of(token) == sim.stats(name)["upgrades"] + 3
 
 
 async def test_disabled_config_is_restored_after_400(tmp_path: Path) -> None:
@@ -290,3 +292,30 @@ async def test_a_frame_somewhat_over_the_limit_goes_to_the_dlq_and_keeps_the_soc
         assert huge_id in letters[0]["data_text"]  # the first bytes, cut to fit
         assert len(letters[0]["data_text"]) < 100_000
         assert tokens["shop-a"] not in str(letters[0])
+
+
+async def test_first_check_after_the_socket_opens_repairs_the_filter(tmp_path: Path) -> None:
+    """An instance whose upstream config exists but differs (all events, the bridge wants one):
+    the socket opens first, without a refused upgrade, and the config check that follows (paced
+    for the process, not the periodic re-check) puts the filter back, counted as ``updated``."""
+    tokens = {"shop": "tok-first-5555"}
+    async with Simulator(SimConfig(instances=tokens, rate=50, preconfigured=True)) as sim:
+        settings = settings_for(
+            sim.base_url,
+            tmp_path,
+            instances={"shop": {"token": tokens["shop"], "events": ["message.exchange"]}},
+            sink=file_sink(tmp_path),
+            upstream={"ensure_interval_seconds": 3600},
+        )
+        async with running_bridge(settings) as bridge:
+            await eventually(lambda: sim.stats("shop")["open_sockets"] == 1)
+
+            def repaired() -> bool:
+                config = sim.config_of("shop")
+                return config is not None and config.events == ["message.exchange"]
+
+            await eventually(repaired)
+            updated = counter(bridge.metrics, "ryze_bridge_ensure_total", outcome="updated")
+            assert updated == 1
+            assert sim.stats("shop")["upgrades"] == 1
+            assert sim.stats("shop")["rejected"] == {}
