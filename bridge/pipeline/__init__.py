@@ -27,6 +27,7 @@ from bridge.pipeline.route import Router
 from bridge.pipeline.tokens import (
     KnownTokens,
     mask_document,
+    mask_fleet,
     mask_forms,
     mask_text,
     scrub_parsed,
@@ -86,11 +87,12 @@ class Pipeline:
         return Publish(record, is_known_event(decoded.event), reserialized)
 
     def key(self, instance: str, decoded: Decoded) -> bytes | None:
-        """The record key; one read from the frame (a chat id) has every known token masked."""
+        """The record key; one read from the frame (a chat id) has every known token masked,
+        this instance's and the fleet's."""
         key = self.router.key(instance, decoded.document)
         if key is None or decoded.document is None:
             return key
-        return mask_forms(key, self.known.forms)
+        return mask_fleet(mask_forms(key, self.known.forms), self.known.fleet)
 
     def carries_token(self, name: str) -> bool:
         """Whether ``name`` (from the frame) holds a known token, this instance's or another's."""
