@@ -5,8 +5,12 @@ instance's frames carried). Scanning a log line once per secret costs millisecon
 an Aho-Corasick automaton (``ahocorasick-rs``: Rust, maintained, wheels for CPython 3.11 to
 3.14 on Linux x86_64 and aarch64) finds them all in one pass over the text. The automaton is
 rebuilt lazily: a secret registered since the last build waits in a short pending list,
-checked one by one, until ``PENDING_MAX`` of them wait or ``REBUILD_SECONDS`` went by, so
-registering 5,000 secrets in a burst builds the automaton tens of times, not 5,000.
+checked one by one, until ``PENDING_MAX`` of them wait or ``REBUILD_SECONDS`` went by. They
+are then built into a new tier, merged with the tiers before it while those are no more than
+twice its size: tiers shrink geometrically (a few automata), and a secret is rebuilt only when
+its tier grows 1.5x or more, so registering n secrets costs O(n log n) building, not O(n²).
+Secrets learned from data (an upstream's tokens, not configured ones) are capped at
+``LEARNED_CAP`` per index; past it they are refused and counted.
 
 The automaton that decides whether a text holds a secret finds leftmost-longest matches (its
 prefilter skips ahead: ~10 times faster than reporting every match); a text that holds one is
@@ -21,7 +25,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 import ahocorasick_rs
@@ -32,6 +36,7 @@ MASK = "***"
 FAST = ahocorasick_rs.MatchKind.LeftmostLongest
 MIN_SECRET_LENGTH = 4
 PENDING_MAX = 64
+LEARNED_CAP = 16_384  # secrets learned from data (not configured) a process registers
 REBUILD_SECONDS = 1.0
 
 
@@ -43,34 +48,44 @@ class Automaton(Protocol[S_contra]):
     ) -> list[tuple[int, int, int]]: ...
 
 
+@dataclass(slots=True)
+class Tier(Generic[S]):
+    """Secrets built into one automaton (leftmost-longest: its prefilter skips most of a text),
+    and the standard one that reports overlapping matches, built at the first hit."""
+
+    secrets: tuple[S, ...]
+    automaton: Automaton[S]
+    overlapping: Automaton[S] | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class Matcher(Generic[S]):
-    """A snapshot of the secrets: an automaton over the built ones, and those pending."""
+    """A snapshot of the secrets: a few tiers of built ones (sizes shrinking geometrically),
+    and those pending."""
 
-    automaton: Automaton[S] | None  # leftmost-longest: its prefilter skips most of a text
+    tiers: tuple[Tier[S], ...]
     pending: tuple[S, ...]
     mask_with: S
-    built: tuple[S, ...] = ()
-    _overlapping: list[Automaton[S]] = field(default_factory=list)  # built at the first hit
 
     @property
     def empty(self) -> bool:
-        return self.automaton is None and not self.pending
+        return not self.tiers and not self.pending
 
     def finds(self, text: S) -> bool:
         """Whether any secret occurs in ``text``."""
-        automaton = self.automaton
-        if automaton is not None and automaton.find_matches_as_indexes(text):
+        if any(tier.automaton.find_matches_as_indexes(text) for tier in self.tiers):
             return True
         return bool(self.pending) and any(secret in text for secret in self.pending)
 
     def spans(self, text: S) -> list[tuple[int, int]]:
         """Where secrets stand in ``text``, overlapping ones merged, in order."""
         found: list[tuple[int, int]] = []
-        if self.automaton is not None and self.automaton.find_matches_as_indexes(text):
-            if not self._overlapping:
-                self._overlapping.append(_automaton(list(self.built), self.mask_with, True))
-            matches = self._overlapping[0].find_matches_as_indexes(text, overlapping=True)
+        for tier in self.tiers:
+            if not tier.automaton.find_matches_as_indexes(text):
+                continue
+            if tier.overlapping is None:
+                tier.overlapping = _automaton(list(tier.secrets), self.mask_with, True)
+            matches = tier.overlapping.find_matches_as_indexes(text, overlapping=True)
             found += [(start, end) for _, start, end in matches]
         for secret in self.pending:
             start = text.find(secret)
@@ -108,15 +123,23 @@ class SecretIndex(Generic[S]):
     """Registered secrets (texts, or bytes: ``mask_with`` says which); :meth:`matcher` is a
     consistent snapshot."""
 
-    def __init__(self, mask_with: S, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        mask_with: S,
+        clock: Callable[[], float] = time.monotonic,
+        learned_cap: int = LEARNED_CAP,
+    ) -> None:
         self._clock = clock
         self._lock = threading.Lock()
-        self._built: list[S] = []
         self._known: set[S] = set()
         self._pending: list[S] = []
         self._built_at = clock()
-        self._matcher: Matcher[S] = Matcher(None, (), mask_with)
-        self.builds = 0
+        self._matcher: Matcher[S] = Matcher((), (), mask_with)
+        self.learned_cap = learned_cap
+        self.learned = 0  # secrets learned from data (not configured) admitted
+        self.refused = 0  # and refused past ``learned_cap``
+        self.builds = 0  # automata built
+        self.built_secrets = 0  # secrets fed to them, all builds together
 
     def add(self, secret: S) -> None:
         """Register ``secret`` (shorter than ``MIN_SECRET_LENGTH``: ignored)."""
@@ -128,11 +151,22 @@ class SecretIndex(Generic[S]):
             self._known.add(secret)
             self._pending.append(secret)
             old = self._matcher
-            self._matcher = Matcher(old.automaton, tuple(self._pending), old.mask_with, old.built)
+            self._matcher = Matcher(old.tiers, tuple(self._pending), old.mask_with)
 
     def add_all(self, secrets: Iterable[S]) -> None:
         for secret in secrets:
             self.add(secret)
+
+    def learn(self, secrets: Iterable[S]) -> bool:
+        """Register the spellings of one secret learned from data (not configured); past
+        ``learned_cap`` of them in the index's life, refused (counted in ``refused``)."""
+        with self._lock:
+            if self.learned >= self.learned_cap:
+                self.refused += 1
+                return False
+            self.learned += 1
+        self.add_all(secrets)
+        return True
 
     def matcher(self) -> Matcher[S]:
         """The current snapshot, the automaton rebuilt first when enough is pending."""
@@ -148,13 +182,17 @@ class SecretIndex(Generic[S]):
         with self._lock:
             if not self._pending:
                 return
-            self._built += self._pending
+            tiers: list[Tier[S]] = list(self._matcher.tiers)
+            batch: list[S] = self._pending
             self._pending = []
+            while tiers and len(tiers[-1].secrets) <= 2 * len(batch):
+                batch = list(tiers.pop().secrets) + batch  # (its secrets' tier grows 1.5x+)
             mask_with = self._matcher.mask_with
-            built = tuple(self._built)
-            self._matcher = Matcher(_automaton(self._built, mask_with), (), mask_with, built)
+            tiers.append(Tier(tuple(batch), _automaton(batch, mask_with)))
+            self._matcher = Matcher(tuple(tiers), (), mask_with)
             self._built_at = self._clock()
             self.builds += 1
+            self.built_secrets += len(batch)
 
 
 def _automaton(secrets: list[S], mask_with: S, overlapping: bool = False) -> Automaton[S]:

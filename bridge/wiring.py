@@ -8,7 +8,7 @@ from collections.abc import Mapping
 
 from pydantic import SecretStr
 
-from bridge.logs import register_secret
+from bridge.logs import get_logger, register_secret
 from bridge.masking import SecretIndex
 from bridge.pipeline import KnownTokens, Pipeline, Router
 from bridge.pipeline.filter import EventFilter
@@ -19,6 +19,13 @@ from bridge.sinks.redis import Fencing
 
 # Every token any instance of this process uses or was sent, masked in every instance's frames.
 FLEET_TOKENS: SecretIndex[bytes] = SecretIndex(b"***")
+log = get_logger(__name__)
+
+
+def learned_cap_reached(refused: int) -> None:
+    """Log the process's cap on learned tokens being hit (the 1st, 2nd, 4th, 8th… refusal)."""
+    if refused & (refused - 1) == 0:
+        log.warning("tokens.learned_cap", refused=refused, cap=FLEET_TOKENS.learned_cap)
 
 
 def build_sink(
@@ -76,7 +83,7 @@ def build_pipeline(
         event_filter=EventFilter(frozenset(settings.filter.drop_events)),
         token=token,
         reserved=reserved_destinations(settings),
-        known=KnownTokens(on_new=register_secret, fleet=fleet),
+        known=KnownTokens(on_new=register_secret, fleet=fleet, on_cap=learned_cap_reached),
     )
 
 

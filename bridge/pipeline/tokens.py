@@ -219,14 +219,14 @@ def mask_text(text: str, tokens: Iterable[str]) -> str:
 
 class KnownTokens:
     """One instance's tokens: pinned ones (its socket's) and the last ``MAX_SEEN`` distinct
-    ``instanceData.token`` values it sent. ``on_new`` hears each new one (to mask it in the
-    logs; the first ``MAX_SHARED`` only, so an upstream that invents a token per frame cannot
-    grow the process's indexes without bound) and ``fleet`` holds them for every other
-    instance of the process; the pipeline calls :meth:`learn` for every frame, cheaply for a
-    repeated token."""
+    ``instanceData.token`` values it sent (:meth:`learn`, called for every frame). ``on_new``
+    (the logs) and ``fleet`` (every other instance) hear its first ``MAX_SHARED`` new ones
+    while the fleet's ``LEARNED_CAP`` allows (else ``on_cap`` hears the refused count): an
+    upstream inventing tokens cannot grow the process's indexes; all stay masked here."""
 
     __slots__ = (
         "_last",
+        "_on_cap",
         "_on_new",
         "_pinned",
         "_seen",
@@ -242,8 +242,10 @@ class KnownTokens:
         self,
         on_new: Callable[[str], None] | None = None,
         fleet: SecretIndex[bytes] | None = None,
+        on_cap: Callable[[int], None] | None = None,
     ) -> None:
         self._on_new = on_new
+        self._on_cap = on_cap
         self.fleet = fleet
         self._pinned: dict[bytes, None] = {}
         self._seen: OrderedDict[bytes, None] = OrderedDict()
@@ -276,14 +278,22 @@ class KnownTokens:
         self._rebuild()
         if self._shared >= MAX_SHARED:  # an upstream inventing tokens: masked here, not shared
             return
+        fleet = self.fleet
+        if fleet is not None and not fleet.learn(self._fleet_forms(raw)):
+            if self._on_cap is not None:  # the process's cap: masked here, not shared
+                self._on_cap(fleet.refused)
+            return
         self._shared += 1
-        self._share(raw)
         if self._on_new is not None:
             self._on_new(token)
 
     def _share(self, token: bytes) -> None:
-        if self.fleet is not None and len(token) >= MIN_FLEET_TOKEN:
-            self.fleet.add_all(json_forms(token))
+        if self.fleet is not None:
+            self.fleet.add_all(self._fleet_forms(token))
+
+    @staticmethod
+    def _fleet_forms(token: bytes) -> tuple[bytes, ...]:
+        return json_forms(token) if len(token) >= MIN_FLEET_TOKEN else ()
 
     def _rebuild(self) -> None:
         tokens = sorted({*self._pinned, *self._seen}, key=len, reverse=True)

@@ -3,9 +3,11 @@ shared indexes, and another instance's token kept out of the record key too."""
 
 from __future__ import annotations
 
+import math
+
 import orjson
 
-from bridge.masking import SecretIndex
+from bridge.masking import PENDING_MAX, SecretIndex
 from bridge.pipeline import Frame, KnownTokens, Pipeline, Publish, Record, Router
 
 
@@ -33,3 +35,46 @@ def test_a_chat_key_holding_another_instances_token_is_masked() -> None:
     assert published.key is not None
     assert b"tok-cafe-learned-1" not in published.key
     assert published.key == b"shop/c-***"
+
+
+def test_registering_ten_thousand_secrets_costs_n_log_n_building() -> None:
+    """Registering 10,000 secrets interleaved with checks builds each secret into an automaton
+    O(log n) times (tiers growing geometrically), not once per ``PENDING_MAX`` batch over all
+    of them (156 full rebuilds: ~780,000 secrets built); every secret is found all along."""
+    index: SecretIndex[str] = SecretIndex("***", learned_cap=1 << 20)
+    count = 10_000
+    for n in range(count):
+        secret = f"secret-{n:06d}"
+        index.add(secret)
+        assert index.matcher().finds(f"x {secret} y")
+    assert index.built_secrets <= count * (math.log2(count / PENDING_MAX) + 2)
+    assert len(index.matcher().tiers) <= math.log2(count / PENDING_MAX) + 2
+    assert all(index.matcher().finds(f"secret-{n:06d}") for n in range(0, count, 97))
+
+
+def test_learned_tokens_past_the_process_cap_are_counted_and_still_masked_locally() -> None:
+    """Past the fleet's cap on learned tokens, a new learned token is refused by the fleet
+    (counted, ``on_cap`` hears the count, the logs are not told) but still masked in its own
+    instance's frames; configured tokens are not capped."""
+    fleet: SecretIndex[bytes] = SecretIndex(b"***", learned_cap=3)
+    heard: list[str] = []
+    refused: list[int] = []
+    pipelines = [
+        Pipeline(
+            Router("r"),
+            "dlq",
+            1 << 20,
+            token=f"tok-configured-{n}".encode(),
+            known=KnownTokens(heard.append, fleet, refused.append),
+        )
+        for n in range(5)
+    ]
+    for n, pipeline in enumerate(pipelines):
+        seen = b'{"event":"label.update","instanceData":{"token":"tok-learned-%d"}}' % n
+        record(pipeline.process(Frame(f"i{n}", seen, 1)))
+    assert heard == ["tok-learned-0", "tok-learned-1", "tok-learned-2"]
+    assert (fleet.learned, fleet.refused, refused) == (3, 2, [1, 2])
+    raw = b'{"event":"label.update","data":{"a":"tok-learned-4 tok-configured-4"}}'
+    assert record(pipelines[4].process(Frame("i4", raw, 1))).value.count(b"***") == 2
+    other = b'{"event":"label.update","data":{"a":"tok-configured-4 tok-learned-0"}}'
+    assert record(pipelines[1].process(Frame("i1", other, 1))).value.count(b"***") == 2
