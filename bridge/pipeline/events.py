@@ -18,6 +18,7 @@ goes the general way, which names what is wrong.
 from __future__ import annotations
 
 import re
+from collections import deque
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Literal, get_args
@@ -42,6 +43,7 @@ BIG_FRAME = 1 << 16  # bytes: past this, copies cost more than the calls that av
 _STRING = rb'"(?:[^"\\]|\\.)*"'
 _TOKEN_MEMBER = rb'"token"\s*:\s*(?P<value>' + _STRING + rb")"
 # Try the member with the comma before it, then with the comma after it, then alone.
+_MEMBER = re.compile(_TOKEN_MEMBER)
 _CUTS = (
     re.compile(rb",\s*" + _TOKEN_MEMBER),
     re.compile(_TOKEN_MEMBER + rb"\s*,"),
@@ -170,19 +172,42 @@ def _compact_member(token: str) -> tuple[bytes, bytes] | None:
 
 
 def cut_token(raw: bytes, expected: dict[str, Any], token: Any = None) -> bytes | None:
-    """``raw`` with the token member cut out, verified to parse to ``expected``; else None."""
+    """``raw`` with the token member cut out, verified to parse to ``expected``; else None.
+    One candidate, one parse (linear however many ``"token"`` members a frame holds): the
+    first member after the last ``"instanceData"``, else the last one."""
     sole = cut_sole_token(raw, token) if isinstance(token, str) else None
     if sole is not None:
         return sole
-    for pattern in _CUTS:
-        for match in reversed(list(pattern.finditer(raw))):
-            candidate = raw[: match.start()] + raw[match.end() :]
-            try:
-                if orjson.loads(candidate) == expected:
-                    return candidate
-            except orjson.JSONDecodeError:
-                continue
-    return None
+    member = _instance_member(raw)
+    if member is None:
+        return None
+    candidate = _cut_member(raw, *member)
+    try:
+        return candidate if orjson.loads(candidate) == expected else None
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _instance_member(raw: bytes) -> tuple[int, int] | None:
+    """Where the ``"token": "…"`` member that is ``instanceData``'s most likely stands."""
+    after = raw.rfind(b'"' + INSTANCE_DATA_KEY.encode() + b'"')
+    match = _MEMBER.search(raw, max(after, 0)) if after >= 0 else None
+    if match is None:
+        last = deque(_MEMBER.finditer(raw), maxlen=1)
+        match = last[0] if last else None
+    return None if match is None else match.span()
+
+
+def _cut_member(raw: bytes, start: int, end: int) -> bytes:
+    """``raw`` without the member at ``start:end`` and the comma joining it to a neighbour
+    (the one before it, else the one after it)."""
+    before = len(raw[:start].rstrip())
+    if raw[before - 1 : before] == b",":
+        return raw[: before - 1] + raw[end:]
+    after = len(raw) - len(raw[end:].lstrip())
+    if raw[after : after + 1] == b",":
+        return raw[:start] + raw[after + 1 :]
+    return raw[:start] + raw[end:]
 
 
 def decode_head(raw: bytes) -> Decoded | None:

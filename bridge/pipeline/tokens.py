@@ -1,19 +1,13 @@
 """The tokens an instance's frames may carry, and taking every one of them out of the bytes
 that leave the pipeline (pure functions, and one small bounded memory per instance).
 
-An instance's frames are masked against :class:`KnownTokens`: the token its socket uses (the
-configured one, or the account's in discovery mode), and the last ``MAX_SEEN`` distinct
-``instanceData.token`` values seen on it; and, as written raw or JSON-escaped, against every
-other instance's (a fleet-wide :class:`~bridge.masking.SecretIndex` shared by the process's
-pipelines: one automaton pass per frame). Each is masked as written raw and as JSON writes it
-(``\\"``, ``\\\\``, control characters); a spelling with other escapes (``\\u0061``, ``\\/``)
-is found by reading the escapes (:func:`hides`), and such a value is then re-serialised or,
-when it cannot be parsed, masked string by string.
-
-A frame that cannot be parsed (truncated, invalid UTF-8, a wrong shape) also has the value of
-every ``"token": "…"`` member masked, whatever the bridge knows: :func:`mask_members` reads
-keys tolerantly (``"\\u0074oken"`` is ``token``), at any alignment, and masks an
-unterminated value up to the end of the bytes.
+A frame is masked against :class:`KnownTokens` (its socket's token, the last ``MAX_SEEN``
+``instanceData.token`` values it carried) and, raw or JSON-escaped, against every other
+instance's (the fleet's :class:`~bridge.masking.SecretIndex`); as written raw and as JSON
+writes it. A spelling with other escapes (``\\u0061``, ``\\/``) is found by reading them
+(:func:`hides`): such a value is re-serialised or, unparseable, masked string by string. An
+unparseable frame also has the value of every ``"token": "…"`` member masked
+(:func:`mask_members`: keys read tolerantly, any alignment, an unterminated value to the end).
 """
 
 from __future__ import annotations
@@ -47,9 +41,11 @@ _ESCAPE = re.compile(
 )
 _JUNK = rb"[\s\x80-\xff]*"  # blanks, and bytes that are not UTF-8 on their own
 _JUNK_BYTES = re.compile(_JUNK)  # (in a key: "\xfftoken" is read as token too)
-# A key of at most 30 bytes (``token`` with every letter escaped) and the quote opening its
-# string value; a lookahead, so that every quote is tried (overlapping candidates).
-_MEMBER = re.compile(rb'(?="((?:[^"\\]|\\.){5,30})"' + _JUNK + b":" + _JUNK + b'("))', re.DOTALL)
+# A key of 5 to 30 bytes that may read ``token`` (its letters, escapes, junk: most keys hold
+# another byte, never candidates) and the quote opening its string value; a lookahead, so
+# that every quote is tried (overlapping candidates).
+_KEY = rb'"([tokenu0-9a-fA-F\\/bfr\s\x80-\xff]{5,30})"'
+_MEMBER = re.compile(rb"(?=" + _KEY + _JUNK + b":" + _JUNK + b'("))', re.DOTALL)
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*(?:"|\\?\Z)', re.DOTALL)  # unterminated: to the end
 
 
@@ -94,13 +90,13 @@ def hides(value: bytes, tokens: Iterable[bytes]) -> bool:
 
 
 def mask_members(raw: bytes, parsed: bool = False) -> bytes:
-    """``raw`` with the string value of every member whose key reads ``token`` masked (a
-    ``parsed`` value, valid JSON, has no such key without ``"token"`` or a ``\\u`` in it)."""
+    """``raw`` with the string value of every member whose key reads ``token`` masked."""
     if parsed and b'"token"' not in raw and b"\\u" not in raw:
         return raw
     spans: list[tuple[int, int]] = []
     for match in _MEMBER.finditer(raw):
-        if not _reads_token(match.group(1)):
+        key = match.group(1)
+        if key != TOKEN_KEY and not _reads_token(key):
             continue
         string = _STRING.match(raw, match.start(2))
         if string is not None:
