@@ -14,6 +14,7 @@ event named ``dlq`` never writes into ``ryze.dlq``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import orjson
@@ -25,6 +26,8 @@ from bridge.pipeline.names import invalid_event_error, is_safe_event
 from bridge.pipeline.records import Drop, Frame, Publish, Record
 from bridge.pipeline.route import Router
 from bridge.pipeline.tokens import (
+    MASK,
+    MIN_TOKEN,
     KnownTokens,
     mask_document,
     mask_fleet,
@@ -139,13 +142,20 @@ class Pipeline:
         )
 
     def dead_letter(self, frame: Frame, reason: str, error: str) -> Publish:
-        """A DLQ record: the raw bytes without any token, cut to what the sink accepts."""
-        value, seen = token_cut(frame.raw)
-        self.known.learn(seen)
-        value = scrub_unparsed(value, self.known)
+        """A DLQ record: the raw bytes without any token, cut to what the sink accepts (a
+        frame over it is cut first, then scrubbed: never parsed nor scanned whole)."""
+        budget = max(0, self.max_value_bytes - 1024)
+        truncated = len(frame.raw) > self.max_value_bytes
+        if truncated:
+            value = mask_tail(scrub_unparsed(frame.raw[:budget], self.known), self.known.forms)
+        else:
+            value, seen = token_cut(frame.raw)
+            self.known.learn(seen)
+            value = scrub_unparsed(value, self.known)
+        if len(value) > self.max_value_bytes:  # (masks may lengthen it: cutting is safe now)
+            value, truncated = value[:budget], True
         error = mask_text(error, self.known.texts)
-        if len(value) > self.max_value_bytes:
-            value = value[: max(0, self.max_value_bytes - 1024)]
+        if truncated:
             error = f"{error}; value truncated to {len(value)} bytes"
         record = Record(
             destination=self.dlq,
@@ -158,3 +168,12 @@ class Pipeline:
             dlq_error=error[:500],
         )
         return Publish(record, known_event=False, reserialized=False)
+
+
+def mask_tail(value: bytes, forms: Iterable[bytes]) -> bytes:
+    """A cut ``value`` with a trailing start (4 bytes or more) of a known token form masked."""
+    for form in forms:
+        for length in range(len(form) - 1, MIN_TOKEN - 1, -1):
+            if value.endswith(form[:length]):
+                return value[:-length] + MASK
+    return value
