@@ -21,6 +21,7 @@ import ahocorasick_rs
 import orjson
 
 from bridge.masking import FAST, SecretIndex
+from bridge.pipeline.token_key import MEMBER as _MEMBER
 
 MASK = b"***"
 MASK_TEXT = "***"
@@ -41,11 +42,6 @@ _ESCAPE = re.compile(
 )
 _JUNK = rb"[\s\x80-\xff]*"  # blanks, and bytes that are not UTF-8 on their own
 _JUNK_BYTES = re.compile(_JUNK)  # (in a key: "\xfftoken" is read as token too)
-# A key of 5 to 30 bytes that may read ``token`` (its letters, escapes, junk: most keys hold
-# another byte, never candidates) and the quote opening its string value; a lookahead, so
-# that every quote is tried (overlapping candidates).
-_KEY = rb'"([tokenu0-9a-fA-F\\/bfr\s\x80-\xff]{5,30})"'
-_MEMBER = re.compile(rb"(?=" + _KEY + _JUNK + b":" + _JUNK + b'("))', re.DOTALL)
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*(?:"|\\?\Z)', re.DOTALL)  # unterminated: to the end
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from bridge.masking import PENDING_MAX, SecretIndex
 from bridge.pipeline import Frame, KnownTokens, Pipeline, Publish, Record, Router
+from bridge.pipeline.token_key import MEMBER
 
 
 def record(result: object) -> Record:
@@ -149,3 +150,12 @@ def test_a_cut_dead_letter_ends_without_part_of_a_token(tail: bytes) -> None:
     assert value.endswith((b"***", b'***"')), value[-40:]
     assert b"tok-shop-00" not in value
     assert b"other-secr" not in value
+
+
+def test_only_keys_that_may_read_token_are_candidates() -> None:
+    """The byte-level member scan hands Python only keys that may read ``token`` (its letters
+    in order, as is or escaped, junk between): a frame of other keys costs no Python call."""
+    others = b'{"tokenn":"x","abcdef":"y","tokens":"z","\\u0041\\u0041\\u0041\\u0041\\u0041":"w"}'
+    assert list(MEMBER.finditer(others)) == []
+    for key in (b"token", b"\\u0074oken", b"\xfftok\xc3en", b"tok\\\xffu0065n", b"to ken"):
+        assert [m.group(1) for m in MEMBER.finditer(b'{"' + key + b'" : "v"}')] == [key]
