@@ -75,7 +75,11 @@ async def run_to_kafka(kafka_bootstrap: str, tmp_path: Path) -> tuple[list[Any],
                 sim.pause(name)
             sent = sum(sim.stats(n)["frames_sent"] for n in TOKENS)
             await eventually(
-                lambda: counter(bridge.metrics, "ryze_bridge_events_published_total") >= sent + 3
+                lambda: (
+                    counter(bridge.metrics, "ryze_bridge_events_published_total")
+                    + counter(bridge.metrics, "ryze_bridge_dlq_records_total")  # dead letters apart
+                    >= sent + 3
+                )
             )
     records = await consume(kafka_bootstrap, events, sent + 3 - 2, 20)
     dead = await consume(kafka_bootstrap, [f"{prefix}.dlq"], 2, 20)

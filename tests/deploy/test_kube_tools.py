@@ -157,9 +157,9 @@ def test_ci_runs_the_api_server_tests_last_after_the_build() -> None:
     def first(text: str) -> int:
         return next(i for i, line in enumerate(lines) if line.strip().startswith(text))
 
-    main = first('"${UV[@]}" run pytest --ignore="$KUBE_API_TESTS" "$@"')
+    main = first('"${UV[@]}" run pytest --ignore="$KUBE_API_TESTS"')
     waited = next(i for i, line in enumerate(lines) if line.strip() == "wait_kube_tools")
-    kube = first('"${UV[@]}" run pytest "$KUBE_API_TESTS"')
+    kube = first('"${UV[@]}" run pytest "$KUBE_API_TESTS"')  # with keep_outputs' arguments
     soak = next(i for i, line in enumerate(lines) if "bash scripts/soak.sh" in line)
     assert main < waited < kube < soak
     assert any(line.strip() == "KUBE_API_TESTS=tests/deploy/test_kube_api.py" for line in lines)
