@@ -6,6 +6,7 @@ admits the admin port only from the documented scraper selector."""
 from __future__ import annotations
 
 import base64
+import hashlib
 from typing import Any
 
 import yaml
@@ -169,3 +170,21 @@ def test_notes_show_a_cluster_status_that_the_policy_admits() -> None:
     assert "status --token-env ADMIN_TOKEN --replicas http://<pod-ip-0>:9464," in flat
     assert "admits the release's own pods" in flat
     assert "--replicas" not in render_notes("instances.a.token=t")
+
+
+def test_pods_roll_when_the_generated_admin_token_changes() -> None:
+    """With a generated admin token the pod template carries checksum/admin-token, the hash of
+    the very token in Secret <fullname>-admin of the same render; a render without a cluster
+    (`helm template`, GitOps) draws a new token and so a new checksum (the pods roll onto it,
+    instead of disagreeing with the ServiceMonitor until a restart); a given token has none."""
+    renders = [render(sets=TOKEN_SETS) for _ in range(2)]
+    sums = []
+    for docs in renders:
+        annotations = by_kind(docs, "StatefulSet")["spec"]["template"]["metadata"]["annotations"]
+        token = named(docs, "Secret", "rb-ryze-bridge-admin")["data"]["admin-token"]
+        assert annotations["checksum/admin-token"] == hashlib.sha256(token.encode()).hexdigest()
+        sums.append(annotations["checksum/admin-token"])
+    assert sums[0] != sums[1]
+    given = render(sets=(*TOKEN_SETS, "adminToken.existingSecret=admin"))
+    template = by_kind(given, "StatefulSet")["spec"]["template"]["metadata"]
+    assert "checksum/admin-token" not in template.get("annotations", {})
