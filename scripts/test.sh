@@ -67,8 +67,10 @@ export BRIDGE_REQUIRE_SERVICES=1
 # The token grep (tests/tokengrep.py) at the end searches every output of this run for every
 # token the tests used: the simulators write each token they are given to the ledger, pytest
 # keeps its temporary files (spools, sinks, DLQs, the bridges' stdout/stderr) under GREP_DIR
-# and every test's captured output and logs in JUnit XML, and what Kafka and Redis hold is
-# read back into GREP_DIR before the services stop.
+# and every test's captured output and logs in JUnit XML, what the tests' teardowns delete
+# from Kafka and Redis is kept in GREP_DIR/deleted first (tests/brokerdump.py), and what the
+# brokers still hold (every topic; every Redis key of every type and database) is read back
+# into GREP_DIR before the services stop.
 GREP_DIR="$(mktemp -d "${TMPDIR:-/tmp}/ryze-token-grep.XXXXXX")"
 export RYZE_TOKEN_LEDGER="$GREP_DIR/tokens.ledger"
 keep_outputs() {  # pytest arguments that keep a stage's outputs for the grep

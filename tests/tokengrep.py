@@ -14,10 +14,12 @@ segments and ``ack`` files, file-sink outputs and DLQ files, the bridges' stdout
 (``admin-answers.txt``: :func:`keep_answer`), the runs' JUnit XML with every test's captured
 stdout, stderr and log records (``-o junit_logging=all``; not a failure's traceback, which
 quotes the test's source), the soak's directory, and the
-records read back from every Kafka topic and Redis stream at the end of the main run
-(``dump-brokers``). What the tests wrote as *input* is left out and counted apart: config
-files (``*.yaml``, ``*.yml``), Python files, files that hold nothing but one token, password
-or PEM, and copies of the project (``venv``, ``src``, ``repo``, ``pipx``, ``site-packages``).
+records read back from every Kafka topic and every Redis key at the end of the main run
+(``dump-brokers``), and what the tests' teardowns deleted before that (kept under
+``deleted/`` beside the ledger: tests/brokerdump.py). What the tests wrote as *input* is left
+out and counted apart: config files (``*.yaml``, ``*.yml``), Python files, files that hold
+nothing but one token, password or PEM, and copies of the project (``venv``, ``src``,
+``repo``, ``pipx``, ``site-packages``).
 
     python -m tests.tokengrep dump-brokers OUT_DIR
     python -m tests.tokengrep scan --ledger FILE --sources tests ROOT...
@@ -38,6 +40,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from redis.asyncio import Redis
 
 from bridge.simulator.ledger import LEDGER_ENV
+from tests.brokerdump import dump_records, dump_redis
 from tests.services import consume_all, read_services
 
 CHUNK = 8 << 20
@@ -171,13 +174,11 @@ def scan(roots: Iterable[Path], tokens: set[str]) -> Report:
     return report
 
 
-def as_bytes(value: bytes | str | None) -> bytes:
-    return value.encode() if isinstance(value, str) else value or b""
-
-
 async def dump_brokers(out: Path) -> int:
-    """Every record of every Kafka topic and every Redis stream entry, written to files under
-    ``out`` (values, keys, headers, fields), for the scan; returns how many were read."""
+    """Every record of every Kafka topic and every value of every Redis key (streams, strings,
+    hashes, lists, sets; every database), written to files under ``out`` for the scan; returns
+    how many were read. What the tests deleted at teardown was kept under ``deleted/`` beside
+    the ledger before it went (tests/brokerdump.py)."""
     services = read_services()
     bootstrap: str = services["kafka"]["bootstrap_servers"]
     out.mkdir(parents=True, exist_ok=True)
@@ -188,32 +189,14 @@ async def dump_brokers(out: Path) -> int:
     finally:
         await admin.close()
     records = await consume_all(bootstrap, topics, within=120.0) if topics else []
-    with (out / "kafka.records").open("wb") as sink:
-        for record in records:
-            sink.write(b"%s\n%s\n" % (record.key or b"", record.value or b""))
-            for name, value in record.headers or ():
-                sink.write(b"%s=%s\n" % (name.encode(), value))
+    (out / "kafka.records").write_bytes(b"")
+    dump_records(records, out / "kafka.records")
     count = len(records)
     client = Redis.from_url(services["redis"]["url"])  # its TLS port is the same server's
     try:
-        count += await dump_streams(client, out / "redis.entries")
+        count += await dump_redis(client, out / "redis.entries")
     finally:
         await client.aclose()
-    return count
-
-
-async def dump_streams(client: Redis, path: Path) -> int:
-    """Every entry of every stream ``client`` holds, written to ``path``."""
-    count = 0
-    with path.open("wb") as sink:
-        async for key in client.scan_iter(count=1000):
-            if await client.type(key) != b"stream":
-                continue
-            for entry_id, fields in await client.xrange(key) or ():
-                count += 1
-                sink.write(b"%s %s\n" % (key, as_bytes(entry_id)))
-                for name, value in (fields or {}).items():
-                    sink.write(b"%s=%s\n" % (as_bytes(name), as_bytes(value)))
     return count
 
 
@@ -229,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "dump-brokers":
         count = asyncio.run(dump_brokers(args.out))
-        print(f"token grep: read back {count} Kafka records and Redis stream entries")
+        print(f"token grep: read back {count} Kafka records and Redis values")
         return 0
     tokens = ledger_tokens(args.ledger) | source_literals(args.sources)
     report = scan(args.roots, tokens)

@@ -115,8 +115,11 @@ class MessageReader:
     behind it (up to ``BATCH_FRAMES`` messages or ``BATCH_BYTES``), one wake-up per batch for
     the consumer. The buffer holds at most one batch; while it is full, or the process-wide
     ``budget`` has no room for the message just read, nothing more is read and the library's
-    ``max_queue`` pushes back on the socket. A batch's bytes stay in the budget until the
-    consumer asks for the next batch (the previous one is in the spool by then). Messages come
+    ``max_queue`` pushes back on the socket (the message waiting in hand is counted by
+    :meth:`close` like those buffered). A batch's bytes stay in the budget until the consumer
+    is done with it: it has handed the batch to the intake, whose spool append is queued
+    before any reader the release wakes runs (the bytes are in the spool within that loop
+    turn, before another message is read into the budget). Messages come
     whole (``recv`` reassembles fragments), as bytes, in order; the error that ended the
     reading (the socket closed) is raised once every message read before it was taken."""
 
@@ -124,6 +127,7 @@ class MessageReader:
         self.connection = connection
         self.budget = budget
         self._messages: deque[bytes] = deque()
+        self._held: bytes | None = None  # read, waiting for room in the budget
         self._bytes = 0
         self._out = 0  # bytes of the batch handed out last, still in the budget
         self._ended: BaseException | None = None
@@ -141,8 +145,9 @@ class MessageReader:
                 if self._full():
                     self._room.clear()
                     await self._room.wait()
-                message = await self.connection.recv(decode=False)
+                self._held = message = await self.connection.recv(decode=False)
                 await self.budget.take(len(message))
+                self._held = None
                 self._messages.append(message)
                 self._bytes += len(message)
                 self._ready.set()
@@ -172,20 +177,23 @@ class MessageReader:
         return batch
 
     def done(self) -> None:
-        """The consumer is done with the last batch (it is in the spool): its bytes leave the
-        budget."""
+        """The consumer is done with the last batch (handed to the intake, appended at the
+        loop's next queued callback, ahead of any reader this release wakes): its bytes leave
+        the budget."""
         self.budget.release(self._out)
         self._out = 0
 
     async def close(self) -> int:
         """Stop reading (a pending ``recv`` is cancelled, which the library allows); how many
-        messages read were never taken (the consumer left: they are to be counted). What is
-        left leaves the budget with the socket."""
+        messages read were never taken, the one held waiting for the budget included (the
+        consumer left: they are to be counted). What is left leaves the budget with the
+        socket (the held message never entered it)."""
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
-        left = len(self._messages)
+        left = len(self._messages) + (self._held is not None)
         self._messages.clear()
+        self._held = None
         self.budget.release(self._out + self._bytes)
         self._out = self._bytes = 0
         return left
@@ -331,7 +339,7 @@ class InstanceSource:
                 received_ns = time.time_ns()
                 self.observer.activity(ping=False)
                 yield [Frame(instance, raw, received_ns) for raw in batch]
-                reader.done()  # the consumer came back: the batch is in the spool
+                reader.done()  # the consumer came back: the batch is in the intake
         except ConnectionClosedOK:
             pass  # a normal close: reason stays "closed"
         except ConnectionClosed as exc:

@@ -6,11 +6,12 @@ admits the admin port only from the documented scraper selector."""
 from __future__ import annotations
 
 import base64
+import hashlib
 from typing import Any
 
 import yaml
 
-from tests.deploy.test_helm import CHART, KUBE_VERSION, by_kind, helm, render
+from tests.deploy.test_helm import CHART, KUBE_VERSION, by_kind, helm, render, render_notes
 
 TOKEN_SETS = ("instances.shop.token=t-123",)
 TLS_SETS = (
@@ -110,13 +111,17 @@ def test_service_monitor_sends_the_token_and_tls_settings() -> None:
         assert container[probe]["httpGet"]["path"] in ("/healthz", "/readyz")
 
 
-def test_network_policy_is_on_and_admits_only_the_scraper() -> None:
+def test_network_policy_is_on_and_admits_only_the_scraper_and_the_release() -> None:
     """The NetworkPolicy is rendered by default: ingress only to the admin port, only from
     Prometheus pods (app.kubernetes.io/name: prometheus, kube-prometheus-stack's) in any
-    namespace; extra peers are added beside the scraper, never replacing it; egress stays
+    namespace and from the release's own pods (so one replica can ask the others, `status
+    --replicas`); extra peers are added beside them, never replacing them; egress stays
     unrestricted."""
-    policy = by_kind(render(sets=TOKEN_SETS), "NetworkPolicy")
+    docs = render(sets=TOKEN_SETS)
+    policy = by_kind(docs, "NetworkPolicy")
     spec = policy["spec"]
+    pod_labels = by_kind(docs, "StatefulSet")["spec"]["selector"]["matchLabels"]
+    assert pod_labels == spec["podSelector"]["matchLabels"]
     assert spec["policyTypes"] == ["Ingress"]
     assert len(spec["ingress"]) == 1
     rule = spec["ingress"][0]
@@ -125,7 +130,8 @@ def test_network_policy_is_on_and_admits_only_the_scraper() -> None:
         {
             "namespaceSelector": {},
             "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
-        }
+        },
+        {"podSelector": {"matchLabels": pod_labels}},
     ]
     extra = render(
         sets=(
@@ -136,7 +142,7 @@ def test_network_policy_is_on_and_admits_only_the_scraper() -> None:
     )
     peers = by_kind(extra, "NetworkPolicy")["spec"]["ingress"][0]["from"]
     assert peers[0]["namespaceSelector"] == {"matchLabels": {"team": "obs"}}
-    assert peers[1] == {"ipBlock": {"cidr": "192.0.2.0/24"}}
+    assert peers[2] == {"ipBlock": {"cidr": "192.0.2.0/24"}}
     off = render(sets=(*TOKEN_SETS, "networkPolicy.enabled=false"))
     assert not [d for d in off if d["kind"] == "NetworkPolicy"]
 
@@ -151,3 +157,34 @@ def test_a_network_policy_without_a_scraper_is_refused() -> None:
     )  # fmt: skip
     assert result.returncode != 0
     assert "networkPolicy.scraper" in result.stderr
+
+
+def test_notes_show_a_cluster_status_that_the_policy_admits() -> None:
+    """In a cluster mode NOTES show `ryze-bridge status --replicas` run inside a pod with the
+    mounted admin token and the pods' IPs (not a port-forward, which cannot reach an admin
+    port bound to the pod IP), and say the NetworkPolicy admits the release's pods."""
+    notes = render_notes("instances.a.token=t", "config.cluster.mode=static", "replicaCount=2")
+    flat = " ".join(notes.split())
+    assert "kubectl -n bridge exec rb-ryze-bridge-0 -- sh -c" in flat
+    assert "ADMIN_TOKEN=$(cat /var/run/secrets/ryze-bridge/admin-token)" in flat
+    assert "status --token-env ADMIN_TOKEN --replicas http://<pod-ip-0>:9464," in flat
+    assert "admits the release's own pods" in flat
+    assert "--replicas" not in render_notes("instances.a.token=t")
+
+
+def test_pods_roll_when_the_generated_admin_token_changes() -> None:
+    """With a generated admin token the pod template carries checksum/admin-token, the hash of
+    the very token in Secret <fullname>-admin of the same render; a render without a cluster
+    (`helm template`, GitOps) draws a new token and so a new checksum (the pods roll onto it,
+    instead of disagreeing with the ServiceMonitor until a restart); a given token has none."""
+    renders = [render(sets=TOKEN_SETS) for _ in range(2)]
+    sums = []
+    for docs in renders:
+        annotations = by_kind(docs, "StatefulSet")["spec"]["template"]["metadata"]["annotations"]
+        token = named(docs, "Secret", "rb-ryze-bridge-admin")["data"]["admin-token"]
+        assert annotations["checksum/admin-token"] == hashlib.sha256(token.encode()).hexdigest()
+        sums.append(annotations["checksum/admin-token"])
+    assert sums[0] != sums[1]
+    given = render(sets=(*TOKEN_SETS, "adminToken.existingSecret=admin"))
+    template = by_kind(given, "StatefulSet")["spec"]["template"]["metadata"]
+    assert "checksum/admin-token" not in template.get("annotations", {})

@@ -84,6 +84,15 @@ def test_compose_stack_is_well_formed() -> None:
     Settings.model_validate(bridge_config)
 
 
+def test_compose_publishes_ports_on_loopback_only() -> None:
+    """Every port the compose stack publishes (the bridge's admin without a token, Prometheus,
+    the simulator) is bound to 127.0.0.1, never to every interface of the host."""
+    compose = yaml.safe_load((ROOT / "deploy" / "compose.yaml").read_text(encoding="utf-8"))
+    published = [p for s in compose["services"].values() for p in s.get("ports", [])]
+    assert published
+    assert all(str(p).startswith("127.0.0.1:") for p in published), published
+
+
 REQUIREMENTS = ROOT / "deploy" / "uv-requirements.txt"
 DIGEST = re.compile(r"^[a-z0-9./-]+:[A-Za-z0-9._-]+@sha256:[0-9a-f]{64}$")
 

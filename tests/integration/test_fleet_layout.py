@@ -19,6 +19,7 @@ from bridge.cli import main
 from bridge.pipeline.names import INVALID_EVENT
 from bridge.settings import EVENT_NAMES, KafkaSinkSettings
 from bridge.simulator import SimConfig, Simulator
+from tests.brokerdump import delete_redis_keys
 from tests.integration.harness import (
     counter,
     event_of,
@@ -222,7 +223,7 @@ async def test_hostile_event_names_go_to_the_redis_dlq_and_name_no_stream(
     try:
         keys = {k.decode() for k in await client.keys(f"{prefix}*") if isinstance(k, bytes)}
         dead = await read_stream(client, f"{prefix}:dlq")
-        await client.delete(*keys)
+        await delete_redis_keys(client, *keys)
     finally:
         await client.aclose()
     assert keys == {f"{prefix}:shop-a:call.update", f"{prefix}:dlq"}

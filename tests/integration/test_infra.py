@@ -6,6 +6,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
+from tests.brokerdump import delete_redis_keys
 from tests.services import consume, create_topics, read_stream, unique
 
 pytestmark = pytest.mark.integration
@@ -38,7 +39,7 @@ async def test_redis_roundtrip(redis_url: str) -> None:
             await client.xadd(stream, {"n": str(n), "data": b"\x00\xff"})
         entries = await read_stream(client, stream)
     finally:
-        await client.delete(stream)
+        await delete_redis_keys(client, stream)
         await client.aclose()
     assert [e[1][b"n"] for e in entries] == [str(n).encode() for n in range(10)]
     assert all(e[1][b"data"] == b"\x00\xff" for e in entries)

@@ -9,6 +9,7 @@ import pytest
 from redis.asyncio import Redis
 
 from bridge.simulator import SimConfig, Simulator
+from tests.brokerdump import delete_redis_keys
 from tests.integration.harness import (
     counter,
     event_of,
@@ -53,7 +54,7 @@ async def test_every_frame_lands_in_redis_streams(redis_url: str, tmp_path: Path
     try:
         keys = sorted(k.decode() for k in await client.keys(f"{prefix}:*") if isinstance(k, bytes))
         entries = {key: await read_stream(client, key) for key in keys}
-        await client.delete(*keys)
+        await delete_redis_keys(client, *keys)
     finally:
         await client.aclose()
     assert sum(len(e) for e in entries.values()) == total

@@ -30,6 +30,7 @@ from bridge.sinks.base import Delivered, Failed, Outcome, Rejected
 from bridge.sinks.file import FileSink
 from bridge.sinks.kafka import KafkaSink
 from bridge.sinks.redis import RedisSink
+from tests.brokerdump import delete_kafka_topics, keep_kafka_topics
 from tests.services import (
     SCRIPT,
     consume_all,
@@ -146,6 +147,7 @@ async def test_kafka_acl_on_one_topic_rejects_only_its_records(
 async def recreate(bootstrap: str, topic: str, partitions: int) -> None:
     """Delete ``topic`` and create it again with ``partitions`` (retried while the broker
     still finishes the deletion)."""
+    await keep_kafka_topics(bootstrap, [topic])  # for the token grep (tests/brokerdump.py)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
@@ -205,12 +207,7 @@ async def test_kafka_topic_recreated_with_fewer_partitions(kafka_bootstrap: str)
 
 
 async def delete_topic(bootstrap: str, topic: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.delete_topics([topic])
-    finally:
-        await admin.close()
+    await delete_kafka_topics(bootstrap, [topic])
 
 
 async def test_kafka_deleted_topic_is_transient_and_holds_no_other_call(

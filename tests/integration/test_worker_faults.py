@@ -19,13 +19,13 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 from redis.asyncio import Redis
 
 from bridge.settings import EVENT_NAMES
 from bridge.shipper.parent import ShipperDelivery
 from bridge.simulator import SimConfig, Simulator
 from bridge.spool.disk import DiskSpool
+from tests.brokerdump import delete_kafka_topics
 from tests.integration.harness import counter, eventually, kafka_sink, running_bridge, settings_for
 from tests.services import consume_all, create_topics, read_services, read_stream, unique
 
@@ -39,12 +39,7 @@ def frame_ids(values: list[bytes]) -> list[str]:
 
 
 async def delete_topics(bootstrap: str, names: list[str]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.delete_topics(names)
-    finally:
-        await admin.close()
+    await delete_kafka_topics(bootstrap, names)
 
 
 def received_at(record: Any) -> float:

@@ -74,3 +74,27 @@ async def test_a_waiting_reader_resumes_when_bytes_are_released() -> None:
     assert budget.state.used == 50
     assert budget.state.waits == 1
     assert budget.state.waiting == 0
+
+
+async def test_a_message_held_waiting_for_room_is_counted_when_the_reader_closes() -> None:
+    """A message read off the socket while the budget is full waits in the reader's hand;
+    closing the reader then (the socket ends) counts it among the messages never taken, and
+    what the budget holds is unchanged (the held message never entered it)."""
+    budget = BufferBudget(SIZE)
+    await budget.take(SIZE)  # another socket's batch fills the budget
+
+    async def one(server: ServerConnection) -> None:
+        await server.send(b"x" * SIZE)
+        await server.wait_closed()
+
+    async with client_of(one) as client:
+        reader = MessageReader(client, budget)
+        for _ in range(500):  # at most 5 s for the message to reach the full budget
+            if budget.state.waiting:
+                break
+            await asyncio.sleep(0.01)
+        assert budget.state.waiting == 1
+        left = await reader.close()
+    assert left == 1
+    assert budget.state.used == SIZE
+    assert budget.state.waiting == 0

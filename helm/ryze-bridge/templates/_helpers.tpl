@@ -72,6 +72,22 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- printf "%s-admin" (include "ryze-bridge.fullname" .) }}
 {{- end }}
 
+{{/* The generated admin token, base64: the cluster's (lookup) when the Secret exists, else
+random; drawn once per render and kept in .Values (shared by the templates), so the Secret
+and the pods' checksum/admin-token annotation agree. */}}
+{{- define "ryze-bridge.generatedAdminToken" -}}
+{{- if not (hasKey .Values "_generatedAdminToken") }}
+{{- $key := .Values.adminToken.key }}
+{{- $token := randAlphaNum 48 | b64enc }}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace (include "ryze-bridge.generatedAdminSecretName" .) }}
+{{- if and $existing $existing.data (hasKey $existing.data $key) }}
+{{- $token = index $existing.data $key }}
+{{- end }}
+{{- $_ := set .Values "_generatedAdminToken" $token }}
+{{- end }}
+{{- .Values._generatedAdminToken }}
+{{- end }}
+
 {{/* The Secret holding the admin API's bearer token (always one: given or generated). */}}
 {{- define "ryze-bridge.adminSecretName" -}}
 {{- $a := .Values.adminToken -}}
