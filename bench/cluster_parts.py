@@ -25,7 +25,7 @@ import orjson
 import yaml
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from bench.common import Proc, sim_stats
+from bench.common import Proc, kafka_count, sim_stats
 
 
 @dataclass
@@ -213,8 +213,29 @@ async def delivered_ids(
 ) -> Counter[str]:
     """How many times each frame id is in ``topics`` (read from the start to the end
     offsets they have now; the bench makes every topic with ``partitions`` partitions).
-    Values are the frames as published: the id is ``data.id``."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    Values are the frames as published: the id is ``data.id``. A read that comes back with
+    fewer records than the end offsets count is done again with a new consumer."""
+    expected = await kafka_count(bootstrap, topics, partitions)
+    seen: Counter[str] = Counter()
+    for _ in range(READ_ATTEMPTS):
+        seen = await read_ids(bootstrap, topics, partitions, within)
+        if sum(seen.values()) >= expected:
+            break
+    return seen
+
+
+READ_ATTEMPTS = 3
+
+
+async def read_ids(
+    bootstrap: str, topics: list[str], partitions: int, within: float
+) -> Counter[str]:
+    """One read of ``topics`` from the start to their end offsets: each frame id's count."""
+    # earliest: a reset to the end that the assignment started can land after a
+    # seek_to_beginning and win (seen here: positions at the end offsets right after the seek)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
     await consumer.start()
     seen: Counter[str] = Counter()
     try:
