@@ -186,9 +186,10 @@ def test_server_dry_run_refuses_unknown_fields(kube: KubeAPI) -> None:
 
 def test_generated_admin_token_is_kept_and_sent_by_the_service_monitor(kube: KubeAPI) -> None:
     """Installed with the defaults, the chart stores a generated admin token Secret and a
-    NetworkPolicy admitting only the scraper to the admin port; an upgrade turning the
-    ServiceMonitor on keeps the same token (read back from the server with lookup) and the
-    stored ServiceMonitor authorizes with it; the pod's admin host is its IP (downward API)."""
+    NetworkPolicy admitting only the scraper and the release's own pods to the admin port; an
+    upgrade turning the ServiceMonitor on keeps the same token (read back from the server with
+    lookup) and the stored ServiceMonitor authorizes with it; the pod's admin host is its IP
+    (downward API)."""
     kube_helm(kube, "install", "adm", str(CHART), "-n", NAMESPACE, "--create-namespace")
     secret = stored(kube, "v1", "Secret", "adm-ryze-bridge-admin")
     assert secret is not None
@@ -196,12 +197,22 @@ def test_generated_admin_token_is_kept_and_sent_by_the_service_monitor(kube: Kub
     assert len(token) >= 64  # base64 of 48 characters
     policy = stored(kube, "networking.k8s.io/v1", "NetworkPolicy", "adm-ryze-bridge")
     assert policy is not None
-    assert policy["spec"]["ingress"][0]["from"] == [
-        {
-            "namespaceSelector": {},
-            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+    peers = policy["spec"]["ingress"][0]["from"]
+    scraper = {
+        "namespaceSelector": {},
+        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+    }
+    release = {
+        "podSelector": {
+            "matchLabels": {
+                "app.kubernetes.io/instance": "adm",
+                "app.kubernetes.io/name": "ryze-bridge",
+            }
         }
-    ]
+    }
+    assert len(peers) == 2
+    assert scraper in peers
+    assert release in peers  # the replicas ask each other (status --replicas)
     sts = stored(kube, "apps/v1", "StatefulSet", "adm-ryze-bridge")
     assert sts is not None
     env = {e["name"]: e for e in sts["spec"]["template"]["spec"]["containers"][0]["env"]}
