@@ -188,8 +188,8 @@ def test_emptydir_scenario_has_no_claim() -> None:
         "volume-name",
         "mount-spool",
         "mount-under-config",
-        "secret-key-twice",
-        "secret-key-instance",
+        "tenant-key-twice",
+        "tenant-key-instance",
         "account-token+existing",
     ],
 )

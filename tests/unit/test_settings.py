@@ -151,6 +151,7 @@ def test_unreadable_and_malformed_files(tmp_path: Path) -> None:
         (f"instances:\n  shop:\n    token: *{TOKEN}\n", "line 3, column"),
         (f"instances:\n  shop:\n    token: !{TOKEN} x\n", "line 3, column"),
     ],
+    ids=["missing-comma", "tab-indent", "unclosed-list", "alias", "tag"],  # not the token
 )
 def test_a_yaml_error_names_line_and_column_never_the_text(
     tmp_path: Path, text: str, where: str
