@@ -16,6 +16,7 @@ from typing import Any, Literal
 import structlog
 
 from bridge.masking import MASK, Matcher, SecretIndex
+from bridge.masking import mask_text as mask_text  # noqa: PLC0414 - part of this API
 
 LogFormat = Literal["auto", "json", "console"]
 _configured: tuple[str, LogFormat] = ("info", "auto")
@@ -26,14 +27,6 @@ _PLAIN = (int, float, bool, type(None))
 def register_secret(value: str) -> None:
     """Mask ``value`` in every log line from now on (values shorter than 4 chars are ignored)."""
     _index.add(value)
-
-
-def mask_text(text: str, secrets: Iterable[str]) -> str:
-    """``text`` with every occurrence of every secret replaced by ``***`` (pure)."""
-    for secret in sorted(secrets, key=len, reverse=True):
-        if secret in text:
-            text = text.replace(secret, MASK)
-    return text
 
 
 def mask_registered(text: str) -> str:

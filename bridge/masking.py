@@ -40,6 +40,15 @@ LEARNED_CAP = 16_384  # secrets learned from data (not configured) a process reg
 REBUILD_SECONDS = 1.0
 
 
+def mask_text(text: str, secrets: Iterable[str], mask: str = MASK) -> str:
+    """``text`` with every occurrence of every secret replaced by ``mask``, longest first (a
+    secret inside a longer one cannot leave the longer one's rest behind) (pure)."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        if secret in text:
+            text = text.replace(secret, mask)
+    return text
+
+
 class Automaton(Protocol[S_contra]):
     """``ahocorasick_rs.AhoCorasick`` (texts) or ``BytesAhoCorasick`` (bytes)."""
 

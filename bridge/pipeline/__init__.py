@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from bridge.masking import mask_text
 from bridge.pipeline.events import Decoded, DecodeError, decode, token_cut
 from bridge.pipeline.filter import EventFilter, is_known_event
 from bridge.pipeline.gap import GAP_EVENT
@@ -32,7 +33,6 @@ from bridge.pipeline.tokens import (
     mask_document,
     mask_fleet,
     mask_forms,
-    mask_text,
     scrub_parsed,
     scrub_unparsed,
 )

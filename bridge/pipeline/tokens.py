@@ -20,7 +20,7 @@ from typing import Any
 import ahocorasick_rs
 import orjson
 
-from bridge.masking import FAST, SecretIndex
+from bridge.masking import FAST, SecretIndex, mask_text
 from bridge.pipeline.token_key import MEMBER as _MEMBER
 
 MASK = b"***"
@@ -199,13 +199,6 @@ def mask_string(text: str, known: KnownTokens) -> str:
         written = orjson.dumps(text)
         if any(form in written for form in known.forms):
             return MASK_TEXT
-    return text
-
-
-def mask_text(text: str, tokens: Iterable[str]) -> str:
-    for token in tokens:
-        if token in text:
-            text = text.replace(token, MASK_TEXT)
     return text
 
 
