@@ -42,6 +42,9 @@ PREFIX = "ryze_bridge"
 LATENCY_BUCKETS = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 )  # fmt: skip
+UPSTREAM_LAG_BUCKETS = (  # the frame's own time to receipt: ms (a live feed) to an hour (a backlog)
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0,
+)  # fmt: skip
 INSTANCE = "ryze_instance"  # not ``instance``: Prometheus' own target label
 
 
@@ -61,6 +64,7 @@ class Metrics:
     dlq_records: Counter
     publish_errors: Counter
     publish_latency: BatchHistogram
+    upstream_lag: BatchHistogram
     spool_bytes: Gauge
     spool_events: Gauge
     spool_max_bytes: Gauge
@@ -147,6 +151,14 @@ def create_metrics(
             "From receipt off the socket to the broker's acknowledgement.",
             ("sink",),
             buckets=LATENCY_BUCKETS,
+            registry=reg,
+        ),
+        upstream_lag=BatchHistogram(
+            f"{PREFIX}_upstream_lag_seconds",
+            "From the time a frame carries (data.message.timestamp / data.timestamp) to its "
+            "receipt off the socket; frames with a usable time, the oldest of each read batch.",
+            (),
+            buckets=UPSTREAM_LAG_BUCKETS,
             registry=reg,
         ),
         spool_bytes=gauge("spool_bytes", "Bytes held in the spool, not yet acknowledged."),

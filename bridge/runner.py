@@ -23,7 +23,6 @@ from bridge.intake import SpoolIntake
 from bridge.lastseen import LastSeen
 from bridge.logs import get_logger, register_secret
 from bridge.metrics import Children, Metrics, event_label, reason_label
-from bridge.metrics_lag import upstream_lag
 from bridge.pipeline import Drop, Frame, Pipeline, Publish, Record
 from bridge.pipeline.gap import gap_value
 from bridge.pipeline.records import rfc3339
@@ -108,7 +107,7 @@ class Runner:
         self._received = Children(ctx.metrics.events_received, series)
         self._dropped = Children(ctx.metrics.events_dropped, series)
         self._label_of = series.label  # own name or ``_other`` (the fleet's init_instance)
-        self._upstream_lag = upstream_lag(ctx.metrics.registry)
+        self._upstream_lag = ctx.metrics.upstream_lag.labels()
         # the process's intake when it has one (appends gathered across sockets per turn)
         self.intake = ctx.intake or SpoolIntake(ctx.spool, self.count_spool_drop)
         self._source: InstanceSource | None = None
