@@ -22,6 +22,7 @@ are here too: :class:`MarksOverLink` (main) and :class:`AcksOverLink` (shipper).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import struct
 import time
@@ -188,7 +189,9 @@ class AcksOverLink:
     carries the metrics that moved since the last report (``moved``) when that report is
     ``MOVED_EVERY`` old (reading every sink-side metric costs more than the acknowledgement:
     at fleet scale, with a few records per ack, it was most of the shipper's work per
-    record); the shipper's periodic report and its last one at exit carry the rest."""
+    record). What an acknowledgement left out follows in a :class:`Moved` once ``every`` has
+    passed since the last report (a scrape taken after the last acknowledgement is true within
+    ``every``, not within the shipper's once-a-second report)."""
 
     def __init__(
         self,
@@ -203,13 +206,29 @@ class AcksOverLink:
         self.every = every
         self.clock = clock
         self._reported = -math.inf
+        self._late: asyncio.TimerHandle | None = None
 
     def acked(self, stretches: Sequence[Acked]) -> None:
         now = self.clock()
         moved: list[Change] = []
         if now - self._reported >= self.every:
             moved, self._reported = self._moved(), now
+            if self._late is not None:
+                self._late.cancel()
+                self._late = None
+        elif self._late is None:
+            with contextlib.suppress(RuntimeError):  # no loop (tools, tests): the report's
+                loop = asyncio.get_running_loop()  # next turn carries it
+                wait = self.every - (now - self._reported)
+                self._late = loop.call_later(wait, self._report_late)
         self._send(Ack(list(stretches), moved))
+
+    def _report_late(self) -> None:
+        """The metrics an acknowledgement left out, ``every`` after the last report."""
+        self._late = None
+        moved, self._reported = self._moved(), self.clock()
+        if moved:
+            self._send(Moved(moved))
 
     def reading(self, segment: int) -> None:
         self._send(Reading(segment))

@@ -273,3 +273,30 @@ def test_moved_metrics_ride_on_an_acknowledgement_at_most_every_200_ms() -> None
         False,
     ]
     assert reads == [100.0, 100.25]
+
+
+async def test_what_an_acknowledgement_left_out_follows_within_every() -> None:
+    """An acknowledgement inside ``every`` of the last report carries no metrics; what moved
+    meanwhile is sent in a Moved message once ``every`` has passed, without another
+    acknowledgement (a scrape after the last publishes is true within ``every``)."""
+    from bridge.shipper.link import Ack, AcksOverLink, Message, Moved  # noqa: PLC0415
+
+    sent: list[Message] = []
+    counted = [0.0]
+
+    def moved() -> list[tuple[str, str, list[tuple[str, str]], float]]:
+        amount, counted[0] = counted[0], 0.0
+        return [("events_published", "x", [], amount)] if amount else []
+
+    acks = AcksOverLink(sent.append, moved, every=0.05)
+    counted[0] = 3.0
+    acks.acked([])  # the first: carries the 3
+    counted[0] = 2.0
+    acks.acked([])  # inside every: carries none
+    assert [m.metrics for m in sent if isinstance(m, Ack)] == [
+        [("events_published", "x", [], 3.0)],
+        [],
+    ]
+    await asyncio.sleep(0.2)
+    late = [m for m in sent if isinstance(m, Moved)]
+    assert [m.metrics for m in late] == [[("events_published", "x", [], 2.0)]]
