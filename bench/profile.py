@@ -119,23 +119,8 @@ async def main(argv: list[str] | None = None) -> None:
             async with process(bridge_args(path), work / "bridge.log") as bridge:
                 await asyncio.sleep(args.warmup)
                 pid = family(bridge.pid)[-1] if args.shipper else bridge.pid
-                record = [spy, "record", "--pid", str(pid), "--format", "raw"]
-                record += ["--output", str(out), "--duration", str(int(args.seconds))]
-                record += ["--rate", "250", "--nonblocking"]
-                if args.idle:
-                    record.append("--idle")
-                spying = await asyncio.create_subprocess_exec(
-                    *record, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
-                )
-                _, err = await spying.communicate()
-                if spying.returncode != 0:
-                    raise SystemExit(f"py-spy failed: {err.decode(errors='replace')[-500:]}")
-    inclusive, own = rank(out.read_text(encoding="utf-8"))
-    print(f"{workload.name} → {args.sink}: {out.name}")
-    for title, rows in (("inclusive", inclusive), ("own", own)):
-        print(f"\n{title}:")
-        for name, share in rows:
-            print(f"  {share * 100:5.1f} %  {name}")
+                await record(spy, pid, out, args.seconds, rate=250, idle=args.idle)
+    show(f"{workload.name} → {args.sink}", out)
 
 
 def py_spy() -> str:
@@ -146,10 +131,14 @@ def py_spy() -> str:
     return spy
 
 
-async def record(spy: str, pid: int, out: Path, seconds: float) -> None:
-    """py-spy's raw samples of ``pid`` (idle samples included: a quiet fleet waits mostly)."""
+async def record(
+    spy: str, pid: int, out: Path, seconds: float, *, rate: int = 200, idle: bool = False
+) -> None:
+    """py-spy's raw samples of ``pid`` for ``seconds`` (``idle``: threads waiting too)."""
     args = [spy, "record", "--pid", str(pid), "--format", "raw", "--output", str(out)]
-    args += ["--duration", str(int(seconds)), "--rate", "200", "--nonblocking"]
+    args += ["--duration", str(int(seconds)), "--rate", str(rate), "--nonblocking"]
+    if idle:
+        args.append("--idle")
     spying = await asyncio.create_subprocess_exec(
         *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
     )
