@@ -40,7 +40,7 @@ from bench.common import (
     simulator,
     unique,
 )
-from bench.throughput import benthos_binary
+from bench.throughput import benthos_binary, benthos_config
 from bridge import eventloop
 
 PROBE = ROOT / "bench" / "probe"
@@ -53,20 +53,7 @@ def log(line: str) -> None:
 def peer_config(ws_url: str, bootstrap: str, topic: str) -> dict[str, Any]:
     """The Benthos engine's config: websocket input → franz-go output, the bridge's producer
     settings (acks=all, idempotent, zstd, 5 ms linger), as in the throughput part."""
-    return {
-        "http": {"enabled": False},
-        "logger": {"level": "WARN"},
-        "input": {"websocket": {"url": ws_url}},
-        "output": {
-            "franz_peer": {
-                "seed_brokers": [bootstrap],
-                "topic": topic,
-                "key": "inst-000",
-                "max_in_flight": 64,
-                "batching": {"count": 1000, "period": "5ms"},
-            }
-        },
-    }
+    return benthos_config({"websocket": {"url": ws_url}}, bootstrap, topic, key="inst-000")
 
 
 async def peer(services: Services, rate: float, seconds: float) -> dict[str, Any] | None:

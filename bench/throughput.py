@@ -354,6 +354,23 @@ async def peer_rate(
     return {"rate": rate, **cpu_fields(meter.used)}
 
 
+def benthos_config(
+    source: dict[str, Any], bootstrap: str, topic: str, key: str | None = None
+) -> dict[str, Any]:
+    """A Benthos-engine config: ``source`` as its input, the franz-go output with the bridge's
+    producer settings (64 in flight, 1,000 records or 5 ms a batch), keyed by ``key`` (pure)."""
+    output: dict[str, Any] = {"seed_brokers": [bootstrap], "topic": topic}
+    if key is not None:
+        output["key"] = key
+    output |= {"max_in_flight": 64, "batching": {"count": 1000, "period": "5ms"}}
+    return {
+        "http": {"enabled": False},
+        "logger": {"level": "WARN"},
+        "input": source,
+        "output": {"franz_peer": output},
+    }
+
+
 def benthos_binary() -> Path | None:
     found = shutil.which("ryze-bench-benthos")
     if found:
@@ -371,20 +388,8 @@ async def benthos(box: Box, timing: Timing) -> dict[str, Any]:
     topic = unique("bench.benthos")
     await create_topics(services.kafka, [topic])
     ws_url = url.replace("http://", "ws://") + "/ws/inst-000?token=tok-000"
-    config = {
-        "http": {"enabled": False},
-        "logger": {"level": "WARN"},
-        "input": {"websocket": {"url": ws_url}},
-        "output": {
-            "franz_peer": {
-                "seed_brokers": [services.kafka],
-                "topic": topic,
-                "key": "inst-000",
-                "max_in_flight": 64,
-                "batching": {"count": 1000, "period": "5ms"},
-            }
-        },
-    }
+    websocket = {"websocket": {"url": ws_url}}
+    config = benthos_config(websocket, services.kafka, topic, key="inst-000")
     with tempfile.TemporaryDirectory(prefix="ryze-bench-") as tmp:
         path = Path(tmp) / "benthos.yaml"
         path.write_text(yaml.safe_dump(config), encoding="utf-8")

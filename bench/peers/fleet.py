@@ -31,7 +31,7 @@ from bench.common import (
     simulator,
     unique,
 )
-from bench.throughput import benthos_binary
+from bench.throughput import benthos_binary, benthos_config
 from bridge import eventloop
 
 RATE = 1.0  # events/s per instance while measuring CPU per event
@@ -43,19 +43,7 @@ def fleet_config(url: str, instances: int, kafka: str, topic: str) -> dict[str, 
     ws = url.replace("http://", "ws://")
     urls = [f"{ws}/ws/inst-{n:03d}?token=tok-{n:03d}" for n in range(instances)]
     inputs = [{"websocket": {"url": u}} for u in urls]
-    return {
-        "http": {"enabled": False},
-        "logger": {"level": "WARN"},
-        "input": {"broker": {"inputs": inputs}},
-        "output": {
-            "franz_peer": {
-                "seed_brokers": [kafka],
-                "topic": topic,
-                "max_in_flight": 64,
-                "batching": {"count": 1000, "period": "5ms"},
-            }
-        },
-    }
+    return benthos_config({"broker": {"inputs": inputs}}, kafka, topic)
 
 
 async def connected(url: str) -> int:
