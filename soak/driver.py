@@ -32,7 +32,7 @@ from soak.schedule import Fault, build_schedule
 from soak.table import render
 
 RECOVERY_WAIT = 75.0  # how long the driver waits for recovery (the invariant says 60 s)
-METRICS_LAG = 2.5  # seconds: well past the shipper's MOVED_EVERY
+METRICS_LAG = 2.5  # seconds: a margin for the last scrape (see drain)
 DRAIN_WAIT = 45.0  # at the end, how long the spools may take to empty
 SCRAPE_EVERY = 1.0
 
@@ -350,9 +350,8 @@ class Soak:
             if empty:
                 break
             await asyncio.sleep(1)
-        # the shipper's sink-side counts reach the main process on an acknowledgement, or
-        # within MOVED_EVERY (200 ms) after it: an empty spool can be seen a moment before
-        # the last publishes are counted there; the last scrape leaves them ample time
+        # the shipper's counts ride on its acknowledgements; the last scrape leaves the
+        # main process a moment to apply the last of them
         await asyncio.sleep(METRICS_LAG)
         for name, bridge in self.bridges.items():
             bridge.expect_down = True

@@ -22,10 +22,7 @@ are here too: :class:`MarksOverLink` (main) and :class:`AcksOverLink` (shipper).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import math
 import struct
-import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -42,7 +39,6 @@ MAX_MESSAGE = 64 * 1024 * 1024
 MARK_BACKLOG_BYTES = 64 * 1024  # above this much unsent, marks wait (only the latest kept)
 MARK_RETRY_SECONDS = 0.05
 MARK_LINGER_SECONDS = 0.002  # a mark waits this long for the appends behind it
-MOVED_EVERY = 0.2  # seconds: metrics ride on an acknowledgement at most this often
 
 
 class Init(msgspec.Struct, tag="init", frozen=True, array_like=True):
@@ -185,50 +181,19 @@ class MarksOverLink:
 
 
 class AcksOverLink:
-    """The tail's acknowledgements to the writer in the main process: an :class:`Ack`
-    carries the metrics that moved since the last report (``moved``) when that report is
-    ``MOVED_EVERY`` old (reading every sink-side metric costs more than the acknowledgement:
-    at fleet scale, with a few records per ack, it was most of the shipper's work per
-    record). What an acknowledgement left out follows in a :class:`Moved` once ``every`` has
-    passed since the last report (a scrape taken after the last acknowledgement is true within
-    ``every``, not within the shipper's once-a-second report)."""
+    """The tail's acknowledgements to the writer in the main process: each :class:`Ack`
+    carries the metrics that moved since the last report (``moved``). Never fewer: an
+    acknowledged record is not published again, so a count that had not ridden on its
+    acknowledgement would be lost with a shipper killed before its next report."""
 
     def __init__(
-        self,
-        send_message: Callable[[Message], None],
-        moved: Callable[[], list[Change]],
-        *,
-        every: float = MOVED_EVERY,
-        clock: Callable[[], float] = time.monotonic,
+        self, send_message: Callable[[Message], None], moved: Callable[[], list[Change]]
     ) -> None:
         self._send = send_message
         self._moved = moved
-        self.every = every
-        self.clock = clock
-        self._reported = -math.inf
-        self._late: asyncio.TimerHandle | None = None
 
     def acked(self, stretches: Sequence[Acked]) -> None:
-        now = self.clock()
-        moved: list[Change] = []
-        if now - self._reported >= self.every:
-            moved, self._reported = self._moved(), now
-            if self._late is not None:
-                self._late.cancel()
-                self._late = None
-        elif self._late is None:
-            with contextlib.suppress(RuntimeError):  # no loop (tools, tests): the report's
-                loop = asyncio.get_running_loop()  # next turn carries it
-                wait = self.every - (now - self._reported)
-                self._late = loop.call_later(wait, self._report_late)
-        self._send(Ack(list(stretches), moved))
-
-    def _report_late(self) -> None:
-        """The metrics an acknowledgement left out, ``every`` after the last report."""
-        self._late = None
-        moved, self._reported = self._moved(), self.clock()
-        if moved:
-            self._send(Moved(moved))
+        self._send(Ack(list(stretches), self._moved()))
 
     def reading(self, segment: int) -> None:
         self._send(Reading(segment))
