@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import shutil
 import sys
 import tempfile
@@ -118,9 +119,21 @@ async def main(argv: list[str] | None = None) -> None:
             path = write_bridge_config(work, config)
             async with process(bridge_args(path), work / "bridge.log") as bridge:
                 await asyncio.sleep(args.warmup)
-                pid = family(bridge.pid)[-1] if args.shipper else bridge.pid
+                pid = await shipper_of(bridge.pid) if args.shipper else bridge.pid
                 await record(spy, pid, out, args.seconds, rate=250, idle=args.idle)
     show(f"{workload.name} → {args.sink}", out)
+
+
+async def shipper_of(bridge: int, wait: float = 60.0) -> int:
+    """The bridge's shipper process (started once the main process is up): the member of its
+    family running ``bridge.shipper``."""
+    for _ in range(int(wait * 10)):
+        for pid in family(bridge)[1:]:
+            with contextlib.suppress(OSError):
+                if b"bridge.shipper" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    return pid
+        await asyncio.sleep(0.1)
+    raise SystemExit(f"no shipper under the bridge after {wait:g} s")
 
 
 def py_spy() -> str:
@@ -171,7 +184,7 @@ async def scale_phases(spy: str, instances: int, seconds: float, *, shipper: boo
             config = bridge_config(src.url, work, sink, instances=instances)
             async with process(bridge_args(write_bridge_config(work, config)), work / "b.log") as b:
                 await asyncio.sleep(1)
-                pid = family(b.pid)[-1] if shipper else b.pid
+                pid = await shipper_of(b.pid) if shipper else b.pid
                 side = "-shipper" if shipper else ""
                 for phase in ("connect", "idle", "1s"):
                     if phase == "idle":  # the fleet connected, its gap markers delivered

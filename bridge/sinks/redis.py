@@ -207,6 +207,7 @@ async def exchange(client: Redis, commands: list[tuple[Any, ...]]) -> list[Any]:
     server's error for that command, or Failed for each reply a lost connection took (or an
     unreadable reply, after which the connection is out of step: dropped). Exactly one entry
     per command."""
+    packed = pack(commands)
     pool: Any = client.connection_pool
     try:
         connection = await pool.get_connection()
@@ -214,7 +215,7 @@ async def exchange(client: Redis, commands: list[tuple[Any, ...]]) -> list[Any]:
         return [Failed(SinkUnavailableError(f"redis: {type(exc).__name__}: {exc}"))] * len(commands)
     replies: list[Any] = []
     try:
-        await connection.send_packed_command(connection.pack_commands(commands))
+        await connection.send_packed_command(packed)
         for _ in commands:
             replies.append(await _reply(connection))  # noqa: PERF401 - kept when one fails
     except (redis_errors.RedisError, OSError) as exc:  # lost, or out of step (InvalidResponse)
@@ -228,6 +229,38 @@ async def exchange(client: Redis, commands: list[tuple[Any, ...]]) -> list[Any]:
     finally:
         await pool.release(connection)
     return replies
+
+
+def pack(commands: list[tuple[Any, ...]]) -> bytes:
+    """``commands`` in Redis' wire protocol (RESP arrays of bulk strings), one buffer (pure).
+    The same bytes as redis-py's ``pack_commands``, at a fraction of its cost per command
+    (it is a third of the shipper's CPU per record at fleet scale otherwise)."""
+    out: list[bytes] = []
+    add = out.append
+    for command in commands:
+        add(b"*%d\r\n" % len(command))
+        for arg in command:
+            value = _encoded(arg)
+            add(b"$%d\r\n" % len(value))
+            add(value)
+            add(b"\r\n")
+    return b"".join(out)
+
+
+def _encoded(arg: Any) -> bytes:
+    """An argument's bytes as redis-py encodes them (bytes as they are, text as UTF-8, numbers
+    by their repr); anything else refused, as redis-py does."""
+    if isinstance(arg, bytes):
+        return arg
+    if isinstance(arg, str):
+        return arg.encode()
+    if isinstance(arg, bool):
+        raise SinkConfigError("redis: a bool is not a command argument")
+    if isinstance(arg, int | float):
+        return repr(arg).encode()
+    if isinstance(arg, memoryview | bytearray):
+        return bytes(arg)
+    raise SinkConfigError(f"redis: {type(arg).__name__} is not a command argument")
 
 
 async def _reply(connection: Any) -> Any:

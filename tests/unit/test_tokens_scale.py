@@ -12,6 +12,7 @@ import pytest
 from bridge.masking import PENDING_MAX, SecretIndex
 from bridge.pipeline import Frame, KnownTokens, Pipeline, Publish, Record, Router
 from bridge.pipeline.token_key import MEMBER
+from bridge.pipeline.tokens import MAX_SHARED, SUSPECT_SCREEN
 
 
 def record(result: object) -> Record:
@@ -159,3 +160,27 @@ def test_only_keys_that_may_read_token_are_candidates() -> None:
     assert list(MEMBER.finditer(others)) == []
     for key in (b"token", b"\\u0074oken", b"\xfftok\xc3en", b"tok\\\xffu0065n", b"to ken"):
         assert [m.group(1) for m in MEMBER.finditer(b'{"' + key + b'" : "v"}')] == [key]
+
+
+def test_an_instance_whose_tokens_the_fleet_holds_shares_one_screen() -> None:
+    """Instances whose tokens the fleet's index holds keep no automaton of their own (the
+    shared screen; one of their own costs ~17 KB each), yet their frames are masked as
+    before; a token too short to share, or learned past ``MAX_SHARED``, gets one."""
+    fleet: SecretIndex[bytes] = SecretIndex(b"***")
+    long = KnownTokens(fleet=fleet)
+    long.pin(b"tok-long-0001")
+    long.learn("tok-learned-0001")
+    assert long.screen is SUSPECT_SCREEN
+    short = KnownTokens(fleet=fleet)
+    short.pin(b"tk-1")  # masked locally, too short for the fleet
+    assert short.screen is not SUSPECT_SCREEN
+    alone = KnownTokens()  # no fleet: its own screen
+    alone.pin(b"tok-alone-0001")
+    assert alone.screen is not SUSPECT_SCREEN
+    for known, token in ((long, "tok-long-0001"), (long, "tok-learned-0001"), (short, "tk-1")):
+        pipeline = Pipeline(Router("r"), "dlq", 1 << 20, known=known)
+        raw = orjson.dumps({"event": "label.update", "data": {"a": f"x {token} y"}})
+        assert token.encode() not in record(pipeline.process(Frame("i", raw, 1))).value
+    for n in range(MAX_SHARED + 1):
+        long.learn(f"tok-rotated-{n:04d}")
+    assert long.screen is not SUSPECT_SCREEN  # the last one stayed local
