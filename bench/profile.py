@@ -2,6 +2,7 @@
 process while the simulator floods it, then the functions ranked by inclusive and own time.
 
     python -m bench.profile [--workload "600B x1"] [--sink kafka] [--seconds 10] [--idle]
+                            [--rate 5000] [--shipper]
     python -m bench.profile --scale 5000 [--seconds 20]   # quiet fleet: connect, idle, 1/s
 
 Needs the services (scripts/services.sh up) and the bench group (uv sync --group bench).
@@ -84,6 +85,9 @@ async def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--idle", action="store_true", help="include samples of an idle loop")
     parser.add_argument(
+        "--rate", type=float, default=0.0, help="events/s per instance (0: as fast as it reads)"
+    )
+    parser.add_argument(
         "--shipper", action="store_true", help="profile the shipper process instead"
     )
     parser.add_argument(
@@ -105,7 +109,7 @@ async def main(argv: list[str] | None = None) -> None:
         async with simulator(
             work,
             instances=workload.instances,
-            rate=0,
+            rate=args.rate,
             prebuilt=workload.prebuilt,
             media_bytes=workload.media_bytes,
         ) as source:

@@ -111,11 +111,14 @@ class BatchHistogram(Collector):
                 child = self._children[key] = HistogramChild(self._bounds)
         return child
 
+    def children(self) -> list[tuple[tuple[str, ...], HistogramChild]]:
+        """Every label set's values and child, as made so far."""
+        with self._lock:
+            return list(self._children.items())
+
     def collect(self) -> Iterable[Metric]:
         family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
-        with self._lock:
-            children = list(self._children.items())
-        for key, child in children:
+        for key, child in self.children():
             buckets, total = child.snapshot()
             family.add_metric(list(key), buckets, total)
         yield family
@@ -126,6 +129,7 @@ def observe_all(histogram: HistogramChild, amounts: Iterable[float]) -> None:
     histogram.observe_all(amounts)
 
 
+@functools.cache  # a histogram's few bounds, read at every exposition and acknowledgement
 def le_label(bound: float) -> str:
     """A bucket's ``le`` label as the client writes it (``0.005``, ``1.0``, ``+Inf``)."""
     return str(floatToGoString(bound))  # type: ignore[no-untyped-call]

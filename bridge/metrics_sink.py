@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Gauge
 
@@ -31,13 +31,51 @@ SUM = "sum"  # the key of a histogram's sum beside its ``le`` bounds (never a bo
 
 
 def sink_side_values(metrics: Metrics) -> dict[SampleKey, float]:
-    """Every sample of the metrics the sink worker moves, by (metric, sample, labels)."""
+    """Every sample of the metrics the sink worker moves, by (metric, sample, labels): what
+    their ``collect()`` exposes, read off the children directly. It runs at every
+    acknowledgement (they carry what moved), where ``collect()``, which builds the whole
+    exposition, cost ~150 µs for 30 samples; tests/unit/test_metrics_sink.py holds the two
+    readings equal, so a client that stores its values otherwise fails there."""
     values: dict[SampleKey, float] = {}
     for attr in SINK_SIDE:
-        for family in getattr(metrics, attr).collect():
-            for sample in family.samples:
-                values[(attr, sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+        metric = getattr(metrics, attr)
+        if type(metric) is BatchHistogram:  # (isinstance goes through the ABC's check)
+            _histogram_values(attr, metric, values)
+        else:
+            _client_values(attr, metric, values)
     return values
+
+
+def _client_values(attr: str, metric: Any, values: dict[SampleKey, float]) -> None:
+    """A client Counter or Gauge: its children's values (the metric itself without labels)."""
+    sample = metric._name + ("_total" if metric._type == "counter" else "")
+    names = metric._labelnames
+    if not names:
+        values[(attr, sample, ())] = metric._value.get()
+        return
+    with metric._lock:
+        children = list(metric._metrics.items())
+    keys = _KEYS.setdefault(attr, {})  # as many as the metric has children
+    for labelvalues, child in children:
+        key = keys.get(labelvalues)
+        if key is None:
+            pairs = tuple(sorted(zip(names, labelvalues, strict=True)))
+            key = keys[labelvalues] = (attr, sample, pairs)
+        values[key] = child._value.get()
+
+
+_KEYS: dict[str, dict[tuple[str, ...], SampleKey]] = {}
+
+
+def _histogram_values(attr: str, metric: BatchHistogram, values: dict[SampleKey, float]) -> None:
+    for key, child in metric.children():
+        labels = tuple(zip(metric.labelnames, key, strict=True))
+        buckets, total = child.snapshot()
+        for le, count in buckets:
+            values[(attr, f"{metric.name}_bucket", tuple(sorted((*labels, ("le", le)))))] = count
+        pairs = tuple(sorted(labels))
+        values[(attr, f"{metric.name}_count", pairs)] = buckets[-1][1]
+        values[(attr, f"{metric.name}_sum", pairs)] = total
 
 
 def sink_side_changes(
