@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -96,7 +97,17 @@ def probe_summary(directory: Path, window: list[int]) -> dict[str, Any]:
         found[name]["loop_lag_ms"] = latency.percentiles(
             [x["ms"] for x in inside if x["kind"] == "lag"]
         )
+        found[name]["stalls_where"] = stall_stacks([x for x in inside if x["kind"] == "stall"])
     return found
+
+
+def stall_stacks(stalls: list[dict[str, Any]], top: int = 8) -> list[tuple[str, int]]:
+    """Where the loop's thread was during stalls of 5 ms or more: the sampler's stacks
+    (innermost frame first), by how many 1 ms samples they took, most first."""
+    counts: Counter[str] = Counter()
+    for stall in stalls:
+        counts.update(stall.get("stacks", {}))
+    return counts.most_common(top)
 
 
 async def bridge_run(

@@ -7,6 +7,9 @@ It writes ``probe-<pid>.jsonl`` into that directory, one line per event worth se
   generation and when it ended (ns since the epoch, to lay beside the records' hops);
 - ``lag``: the event loop woke a 5 ms timer 2 ms or more late (the loop was held: a
   callback, a scrape, a batch built on the loop, the GIL held by another thread);
+- ``stall``: for a lag of 5 ms or more, where the loop's thread was meanwhile: a sampler
+  thread notes the thread's innermost frames every millisecond, and the stall line counts
+  the samples taken inside it by stack (``stacks``: innermost frame first);
 and every 5 s a ``totals`` line (passes and ms per generation, timer wake-ups and their lag
 histogram). Lines are written as they happen: the bench ends the bridge with SIGKILL.
 """
@@ -14,9 +17,12 @@ histogram). Lines are written as they happen: the bench ends the bridge with SIG
 from __future__ import annotations
 
 import asyncio
+import collections
 import gc
 import json
 import os
+import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -67,10 +73,45 @@ class Probe:
             )
 
     async def watch_loop(self) -> None:
+        sampler = Sampler(threading.get_ident())
+        sampler.start()
         while True:
             before = time.perf_counter()
             await asyncio.sleep(0.005)
-            self.on_lag(max(0.0, (time.perf_counter() - before - 0.005) * 1000))
+            after = time.perf_counter()
+            lag_ms = max(0.0, (after - before - 0.005) * 1000)
+            self.on_lag(lag_ms)
+            if lag_ms >= STALL_MS:
+                stacks = sampler.between(before + 0.005, after)
+                self.write({"kind": "stall", "ms": lag_ms, "at": time.time_ns(), "stacks": stacks})
+
+
+STALL_MS = 5.0
+DEPTH = 16
+
+
+class Sampler(threading.Thread):
+    """Notes the loop thread's innermost frames every millisecond (the last two seconds)."""
+
+    def __init__(self, ident: int) -> None:
+        super().__init__(name="bench-probe-sampler", daemon=True)
+        self.target = ident
+        self.ring: collections.deque[tuple[float, str]] = collections.deque(maxlen=2000)
+
+    def run(self) -> None:
+        while True:
+            time.sleep(0.001)
+            frame = sys._current_frames().get(self.target)
+            names: list[str] = []
+            while frame is not None and len(names) < DEPTH:
+                code = frame.f_code
+                names.append(f"{code.co_name} ({Path(code.co_filename).name}:{frame.f_lineno})")
+                frame = frame.f_back
+            self.ring.append((time.perf_counter(), " < ".join(names)))
+
+    def between(self, start: float, end: float) -> dict[str, int]:
+        found = collections.Counter(stack for at, stack in list(self.ring) if start <= at <= end)
+        return dict(found.most_common(5))
 
 
 def wrap_run(run: Any, probe: Probe) -> Any:

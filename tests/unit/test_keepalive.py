@@ -10,7 +10,7 @@ import time
 import pytest
 from websockets.asyncio.server import ServerConnection
 
-from bridge.upstream.keepalive import Keepalive, due
+from bridge.upstream.keepalive import SLICE, Keepalive, due
 from tests.integration.harness import eventually
 from tests.unit.test_ws_batches import client_of
 
@@ -69,3 +69,38 @@ async def test_a_server_that_answers_no_ping_is_closed_and_the_source_told() -> 
         await eventually(lambda: connection.state.name == "CLOSED" or bool(silent), within=5)
     assert len(silent) == 1
     assert 0.5 <= silent[0] < 2.0  # before the server dropped the socket
+
+
+class FakeSocket:
+    """A watchable socket that records the keepalive's pings."""
+
+    def __init__(self) -> None:
+        self.last_activity = time.monotonic() - 1.0  # silent past ping_after
+        self.pings = 0
+
+    async def ping(self) -> None:
+        self.pings += 1
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        pass
+
+
+async def test_a_tick_looks_at_thousands_of_sockets_in_slices() -> None:
+    """With more sockets than a slice, one tick still pings every silent one, and other
+    tasks get turns in between (a fleet's tick no longer holds the loop for all of them)."""
+    keepalive = Keepalive(ping_after=0.05, pong_wait=60.0)
+    sockets = [FakeSocket() for _ in range(3 * SLICE + 1)]
+    turns: list[int] = []
+
+    async def other() -> None:
+        while True:
+            turns.append(sum(s.pings for s in sockets))
+            await asyncio.sleep(0)
+
+    for socket in sockets:
+        keepalive.watch(socket, 600.0, lambda: None)  # type: ignore[arg-type]
+    task = asyncio.create_task(other())
+    await eventually(lambda: all(s.pings == 1 for s in sockets), within=5)
+    task.cancel()
+    inside = {n for n in turns if 0 < n < len(sockets)}
+    assert len(inside) >= 3  # other work ran between the slices of the one tick

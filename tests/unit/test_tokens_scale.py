@@ -12,7 +12,7 @@ import pytest
 from bridge.masking import PENDING_MAX, SecretIndex
 from bridge.pipeline import Frame, KnownTokens, Pipeline, Publish, Record, Router
 from bridge.pipeline.token_key import MEMBER
-from bridge.pipeline.tokens import MAX_SHARED, SUSPECT_SCREEN
+from bridge.pipeline.tokens import _SUSPECT, MAX_SHARED, suspect
 
 
 def record(result: object) -> Record:
@@ -164,23 +164,33 @@ def test_only_keys_that_may_read_token_are_candidates() -> None:
 
 def test_an_instance_whose_tokens_the_fleet_holds_shares_one_screen() -> None:
     """Instances whose tokens the fleet's index holds keep no automaton of their own (the
-    shared screen; one of their own costs ~17 KB each), yet their frames are masked as
-    before; a token too short to share, or learned past ``MAX_SHARED``, gets one."""
+    byte scans for what is suspect do; one of their own costs ~17 KB each), yet their frames
+    are masked as before; a token too short to share, or learned past ``MAX_SHARED``, gets
+    one."""
     fleet: SecretIndex[bytes] = SecretIndex(b"***")
     long = KnownTokens(fleet=fleet)
     long.pin(b"tok-long-0001")
     long.learn("tok-learned-0001")
-    assert long.screen is SUSPECT_SCREEN
+    assert long.screen is None
     short = KnownTokens(fleet=fleet)
     short.pin(b"tk-1")  # masked locally, too short for the fleet
-    assert short.screen is not SUSPECT_SCREEN
+    assert short.screen is not None
     alone = KnownTokens()  # no fleet: its own screen
     alone.pin(b"tok-alone-0001")
-    assert alone.screen is not SUSPECT_SCREEN
+    assert alone.screen is not None
     for known, token in ((long, "tok-long-0001"), (long, "tok-learned-0001"), (short, "tk-1")):
         pipeline = Pipeline(Router("r"), "dlq", 1 << 20, known=known)
         raw = orjson.dumps({"event": "label.update", "data": {"a": f"x {token} y"}})
         assert token.encode() not in record(pipeline.process(Frame("i", raw, 1))).value
     for n in range(MAX_SHARED + 1):
         long.learn(f"tok-rotated-{n:04d}")
-    assert long.screen is not SUSPECT_SCREEN  # the last one stayed local
+    assert long.screen is not None  # the last one stayed local
+
+
+def test_the_byte_scans_find_everything_the_suspect_screen_would() -> None:
+    """:func:`suspect` finds each suspect pattern wherever it stands, and nothing in a frame
+    without one (it replaces the shared automaton over the same patterns)."""
+    for pattern in _SUSPECT:
+        for raw in (pattern, b"x" + pattern, pattern + b"y", b'{"a":"' + pattern + b'"}'):
+            assert suspect(raw)
+    assert not suspect(b'{"event":"message.exchange","data":{"text":"tok\\\\ en u/"}}')
