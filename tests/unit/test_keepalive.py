@@ -98,7 +98,7 @@ async def test_a_tick_looks_at_thousands_of_sockets_in_slices() -> None:
             await asyncio.sleep(0)
 
     for socket in sockets:
-        keepalive.watch(socket, 600.0, lambda: None)  # type: ignore[arg-type]
+        keepalive.watch(socket, 600.0, lambda: None)
     task = asyncio.create_task(other())
     await eventually(lambda: all(s.pings == 1 for s in sockets), within=5)
     task.cancel()
