@@ -175,14 +175,18 @@ async def at_rate(
 
 
 async def warm_up(url: str, instances: int, bootstrap: str, topics: list[str]) -> None:
-    """Until every instance has its socket and records reach the broker (at most 5 minutes:
-    on a loaded machine the bridge and its shipper start slowly), then 3 s more, 10 s for a
-    fleet (its connection storm's backlog delivered)."""
+    """Until every instance has its socket and records reach the broker, and for a fleet
+    until every instance's config was checked too (an upgrade and a GET each: the checks
+    follow the open sockets, paced, and their REST calls are not the workload measured); at
+    most 5 minutes (on a loaded machine the bridge and its shipper start slowly), then 3 s
+    more, 10 s for a fleet (its connection storm's backlog delivered)."""
     deadline = time.monotonic() + 300
+    checks = 2 * instances if instances > 1 else 0
     while time.monotonic() < deadline:
         stats = await sim_stats(url)
         connected = sum(1 for s in stats["instances"].values() if s["open_sockets"] >= 1)
-        if connected >= instances and await kafka_count(bootstrap, topics) > 0:
+        checked = int(stats["requests"]) >= checks
+        if connected >= instances and checked and await kafka_count(bootstrap, topics) > 0:
             break
         await asyncio.sleep(0.5)
     await asyncio.sleep(3 if instances == 1 else 10)

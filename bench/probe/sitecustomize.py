@@ -96,22 +96,30 @@ class Sampler(threading.Thread):
     def __init__(self, ident: int) -> None:
         super().__init__(name="bench-probe-sampler", daemon=True)
         self.target = ident
-        self.ring: collections.deque[tuple[float, str]] = collections.deque(maxlen=2000)
+        self.ring: collections.deque[tuple[float, Stack]] = collections.deque(maxlen=2000)
 
     def run(self) -> None:
+        # cheap while sampling (it takes the GIL from the thread it watches): raw code objects
+        # and line numbers, named only when a stall asks for them
         while True:
             time.sleep(0.001)
             frame = sys._current_frames().get(self.target)
-            names: list[str] = []
-            while frame is not None and len(names) < DEPTH:
-                code = frame.f_code
-                names.append(f"{code.co_name} ({Path(code.co_filename).name}:{frame.f_lineno})")
+            stack: list[tuple[Any, int | None]] = []
+            while frame is not None and len(stack) < DEPTH:
+                stack.append((frame.f_code, frame.f_lineno))
                 frame = frame.f_back
-            self.ring.append((time.perf_counter(), " < ".join(names)))
+            self.ring.append((time.perf_counter(), tuple(stack)))
 
     def between(self, start: float, end: float) -> dict[str, int]:
         found = collections.Counter(stack for at, stack in list(self.ring) if start <= at <= end)
-        return dict(found.most_common(5))
+        return {named(stack): count for stack, count in found.most_common(5)}
+
+
+Stack = tuple[tuple[Any, int | None], ...]
+
+
+def named(stack: Stack) -> str:
+    return " < ".join(f"{c.co_name} ({Path(c.co_filename).name}:{n})" for c, n in stack)
 
 
 def wrap_run(run: Any, probe: Probe) -> Any:
