@@ -9,10 +9,10 @@ checked one by one, until ``PENDING_MAX`` of them wait or ``REBUILD_SECONDS`` we
 are then built into a new tier, merged with the tiers before it while those are no more than
 twice its size: tiers shrink geometrically (a few automata), and a secret is rebuilt only when
 its tier grows 1.5x or more, so registering n secrets costs O(n log n) building, not O(n²).
-Every tier is one more pass over each text, so an index that has settled (nothing registered
-for ``COMPACT_SECONDS``) is rebuilt once as a single tier: a fleet registers its tokens while
-it connects, then each frame costs one pass (5,000 tokens in four tiers: 7.3 µs a frame of
-600 bytes; in one: 1.7 µs), at most one full build per ``COMPACT_SECONDS``.
+Every tier is one more pass over each text (5,000 tokens in four tiers: 7.3 µs a frame of
+600 bytes; in one: 1.7 µs), yet the tiers are not merged into one once the index settles: a
+build holds the GIL for its whole length (20-80 ms for 5,000-10,000 random tokens), a stall of
+every socket reader, paid again at each token learned later.
 Secrets learned from data (an upstream's tokens, not configured ones) are capped at
 ``LEARNED_CAP`` per index; past it they are refused and counted.
 
@@ -42,7 +42,6 @@ MIN_SECRET_LENGTH = 4
 PENDING_MAX = 64
 LEARNED_CAP = 16_384  # secrets learned from data (not configured) a process registers
 REBUILD_SECONDS = 1.0
-COMPACT_SECONDS = 30.0  # nothing registered this long: every tier rebuilt as one
 
 
 def mask_text(text: str, secrets: Iterable[str], mask: str = MASK) -> str:
@@ -87,8 +86,9 @@ class Matcher(Generic[S]):
 
     def finds(self, text: S) -> bool:
         """Whether any secret occurs in ``text``."""
-        if any(tier.automaton.find_matches_as_indexes(text) for tier in self.tiers):
-            return True
+        for tier in self.tiers:  # (a loop: a generator's frame costs more than a tier's pass)
+            if tier.automaton.find_matches_as_indexes(text):
+                return True
         return bool(self.pending) and any(secret in text for secret in self.pending)
 
     def spans(self, text: S) -> list[tuple[int, int]]:
@@ -185,17 +185,12 @@ class SecretIndex(Generic[S]):
     def matcher(self) -> Matcher[S]:
         """The current snapshot, the automaton rebuilt first when enough is pending."""
         matcher = self._matcher
-        if matcher.pending:
-            if len(matcher.pending) >= PENDING_MAX or self._waited(REBUILD_SECONDS):
-                self._rebuild()
-                matcher = self._matcher
-        elif len(matcher.tiers) > 1 and self._waited(COMPACT_SECONDS):
-            self._compact()
+        if matcher.pending and (
+            len(matcher.pending) >= PENDING_MAX or self._clock() - self._built_at >= REBUILD_SECONDS
+        ):
+            self._rebuild()
             matcher = self._matcher
         return matcher
-
-    def _waited(self, seconds: float) -> bool:
-        return self._clock() - self._built_at >= seconds
 
     def _rebuild(self) -> None:
         with self._lock:
@@ -212,20 +207,6 @@ class SecretIndex(Generic[S]):
             self._built_at = self._clock()
             self.builds += 1
             self.built_secrets += len(batch)
-
-    def _compact(self) -> None:
-        """Every tier rebuilt as one (nothing pending: a settled index)."""
-        with self._lock:
-            tiers = self._matcher.tiers
-            if self._pending or len(tiers) < 2:
-                return
-            secrets = [secret for tier in tiers for secret in tier.secrets]
-            mask_with = self._matcher.mask_with
-            tier = Tier(tuple(secrets), _automaton(secrets, mask_with))
-            self._matcher = Matcher((tier,), (), mask_with)
-            self._built_at = self._clock()
-            self.builds += 1
-            self.built_secrets += len(secrets)
 
 
 def _automaton(secrets: list[S], mask_with: S, overlapping: bool = False) -> Automaton[S]:

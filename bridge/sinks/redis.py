@@ -231,20 +231,28 @@ async def exchange(client: Redis, commands: list[tuple[Any, ...]]) -> list[Any]:
     return replies
 
 
-def pack(commands: list[tuple[Any, ...]]) -> bytes:
-    """``commands`` in Redis' wire protocol (RESP arrays of bulk strings), one buffer (pure).
-    The same bytes as redis-py's ``pack_commands``, at a fraction of its cost per command
-    (it is a third of the shipper's CPU per record at fleet scale otherwise)."""
+CHUNK = 6000  # bytes: a larger value goes to the socket as it is, not copied (as redis-py)
+
+
+def pack(commands: list[tuple[Any, ...]]) -> list[bytes]:
+    """``commands`` in Redis' wire protocol (RESP arrays of bulk strings), in a few buffers
+    (pure): the same bytes as redis-py's ``pack_commands`` at a fraction of its cost per
+    command (it was a third of the shipper's CPU per record at fleet scale); as there, a value
+    over ``CHUNK`` bytes is a buffer of its own, so a batch of big frames is not copied."""
     out: list[bytes] = []
-    add = out.append
+    buffer: list[bytes] = []
     for command in commands:
-        add(b"*%d\r\n" % len(command))
+        buffer.append(b"*%d\r\n" % len(command))
         for arg in command:
             value = _encoded(arg)
-            add(b"$%d\r\n" % len(value))
-            add(value)
-            add(b"\r\n")
-    return b"".join(out)
+            buffer.append(b"$%d\r\n" % len(value))
+            if len(value) > CHUNK:
+                out += (b"".join(buffer), value)
+                buffer = [b"\r\n"]
+            else:
+                buffer += (value, b"\r\n")
+    out.append(b"".join(buffer))
+    return out
 
 
 def _encoded(arg: Any) -> bytes:

@@ -6,12 +6,35 @@ found it holding the loop during the fleet's config checks)."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
+from importlib.machinery import ModuleSpec
+from types import ModuleType
 
+import pytest
 from httpcore._synchronization import current_async_library
 
 
-async def test_the_async_library_is_found_without_an_import_search() -> None:
-    """Under the running loop httpcore names asyncio through sniffio, which is installed and
-    imported once: a later probe finds it in ``sys.modules``."""
-    assert current_async_library() == "asyncio"
-    assert "sniffio" in sys.modules
+class Asked:
+    """A finder first in ``sys.meta_path`` that notes every module searched for, finds none."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def find_spec(
+        self, name: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> ModuleSpec | None:
+        self.names.append(name)
+        return None
+
+
+async def test_the_async_library_is_named_without_an_import_search(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Once warm, httpcore's probe under the running loop names asyncio without searching for
+    any module (sniffio is installed and stays imported)."""
+    assert current_async_library() == "asyncio"  # warm: sniffio imported once
+    asked = Asked()
+    monkeypatch.setattr(sys, "meta_path", [asked, *sys.meta_path])
+    for _ in range(3):
+        assert current_async_library() == "asyncio"
+    assert asked.names == []

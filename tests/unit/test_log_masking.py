@@ -9,7 +9,7 @@ import json
 import secrets
 
 from bridge.logs import configure_logging, get_logger, mask_secrets, register_secret
-from bridge.masking import COMPACT_SECONDS, PENDING_MAX, REBUILD_SECONDS, SecretIndex, merged
+from bridge.masking import PENDING_MAX, REBUILD_SECONDS, SecretIndex, merged
 
 FLEET = [f"tok-{n:05d}-{secrets.token_hex(8)}" for n in range(5_000)]
 
@@ -59,30 +59,6 @@ def test_registering_thousands_builds_the_automaton_a_few_times() -> None:
     clock.now += REBUILD_SECONDS
     assert index.matcher().pending == ()
     assert index.matcher().mask("late-secret-1") == "***"
-
-
-def test_a_settled_index_is_compacted_into_one_automaton() -> None:
-    """Once nothing was registered for ``COMPACT_SECONDS``, the tiers a burst of registrations
-    left are rebuilt as one automaton (one pass per text), every secret still masked; not
-    before, and a later registration starts a new tier beside it."""
-    clock = Clock()
-    index = SecretIndex("***", clock)
-    for secret in FLEET:
-        index.add(secret)
-        index.matcher()
-    clock.now += REBUILD_SECONDS
-    assert len(index.matcher().tiers) > 1
-    clock.now += COMPACT_SECONDS - 0.5  # since the last build
-    assert len(index.matcher().tiers) > 1  # not settled yet
-    clock.now += 0.5
-    matcher = index.matcher()
-    assert len(matcher.tiers) == 1
-    assert len(matcher.tiers[0].secrets) == len(FLEET)
-    assert all(matcher.mask(f"<{s}>") == "<***>" for s in FLEET[::7])
-    index.add("late-secret-2")
-    clock.now += REBUILD_SECONDS
-    assert [len(t.secrets) for t in index.matcher().tiers] == [len(FLEET), 1]
-    assert index.matcher().mask("late-secret-2 and " + FLEET[3]) == "*** and ***"
 
 
 def test_short_and_repeated_secrets_do_not_grow_the_index() -> None:

@@ -3,6 +3,8 @@ metrics' public ``collect()`` exposes, in every state they can be in."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from bridge.metrics import Metrics, create_metrics
 from bridge.metrics_sink import SINK_SIDE, SampleKey, sink_side_values
 
@@ -41,3 +43,21 @@ def test_every_sink_side_metric_reads_as_collected() -> None:
     read = sink_side_values(metrics)
     assert read == exposed(metrics)
     assert read[("sink_worker_restarts", "ryze_bridge_sink_worker_restarts_total", ())] == 1
+
+
+class Opaque:
+    """A metric whose internals are not the client's (another version of it): only
+    ``collect()`` is there to read."""
+
+    def __init__(self, metric: object) -> None:
+        self.collect = metric.collect  # type: ignore[attr-defined]
+
+
+def test_a_metric_with_other_internals_is_read_through_collect() -> None:
+    """A client metric without the expected internals is read through ``collect()``: the
+    same samples, never an AttributeError that would stop the shipper."""
+    metrics = create_metrics()
+    metrics.events_published.labels("kafka", "message.exchange").inc(4)
+    expected = exposed(metrics)
+    opaque = Opaque(metrics.events_published)
+    assert sink_side_values(replace(metrics, events_published=opaque)) == expected  # type: ignore[arg-type]

@@ -10,7 +10,7 @@ from redis.asyncio.connection import Connection
 from bridge.errors import SinkConfigError
 from bridge.pipeline import Record
 from bridge.settings import RedisSinkSettings
-from bridge.sinks.redis import FENCED_XADD, RedisSink, pack
+from bridge.sinks.redis import CHUNK, FENCED_XADD, RedisSink, pack
 
 
 def redis_py(commands: list[tuple[Any, ...]]) -> bytes:
@@ -30,7 +30,7 @@ COMMANDS: list[tuple[Any, ...]] = [
 def test_a_command_is_packed_as_redis_py_packs_it(command: tuple[Any, ...]) -> None:
     """Every kind of argument the sink sends (text, bytes of any value and size, ints,
     floats) is written byte for byte as redis-py's ``pack_commands`` writes it."""
-    assert pack([command]) == redis_py([command])
+    assert b"".join(pack([command])) == redis_py([command])
 
 
 def test_a_pipeline_of_records_is_packed_as_redis_py_packs_it() -> None:
@@ -44,7 +44,7 @@ def test_a_pipeline_of_records_is_packed_as_redis_py_packs_it() -> None:
             for n in range(50)
         ]
         commands = [sink._command(record) for record in records]
-        assert pack(commands) == redis_py(commands)
+        assert b"".join(pack(commands)) == redis_py(commands)
 
 
 @pytest.mark.parametrize("bad", [True, None, object()], ids=["bool", "none", "object"])
@@ -52,3 +52,13 @@ def test_an_argument_redis_py_refuses_is_refused(bad: object) -> None:
     """A value redis-py would not encode (a bool, None, an object) is refused, not guessed."""
     with pytest.raises(SinkConfigError):
         pack([("SET", "k", bad)])
+
+
+def test_a_big_value_is_sent_as_it_is_not_copied() -> None:
+    """A value over ``CHUNK`` bytes is one of the buffers handed to the socket, the very
+    object given (a batch of big frames is not copied into one buffer), small ones around it
+    are joined."""
+    big = b"x" * (CHUNK + 1)
+    chunks = pack([("XADD", "s", "*", "data", big), ("XADD", "s", "*", "data", b"small")])
+    assert any(chunk is big for chunk in chunks)
+    assert len(chunks) == 3
