@@ -98,6 +98,11 @@ def probe_summary(directory: Path, window: list[int]) -> dict[str, Any]:
             [x["ms"] for x in inside if x["kind"] == "lag"]
         )
         found[name]["stalls_where"] = stall_stacks([x for x in inside if x["kind"] == "stall"])
+        found[name]["gc_walked"] = [
+            {"gen": x["gen"], "ms": round(x["ms"], 1), **x["walked"]}
+            for x in lines
+            if x["kind"] == "gc" and "walked" in x
+        ]
     return found
 
 

@@ -26,6 +26,7 @@ from bridge.admin import AdminServer, Readiness
 from bridge.delivery import Delivery
 from bridge.errors import ClusterError
 from bridge.fleet import Fleet, FleetRunner
+from bridge.heap import HeapKeeper
 from bridge.logs import get_logger
 from bridge.metrics import Metrics, init_cluster
 from bridge.ready import ReadinessCheck
@@ -124,6 +125,9 @@ class Supervisor:
         init_cluster(parts.metrics)
         parts.keeper.open()
         self._tasks.append(asyncio.create_task(parts.keeper.run()))
+        keepalive = parts.access.sockets.keepalive  # the fleet's heap, frozen once settled
+        heap = HeapKeeper(lambda: keepalive.watches, lambda: keepalive.watching)
+        self._tasks.append(asyncio.create_task(heap.run()))
         parts.delivery.current.start()
         await parts.admin.start()
         log.info("admin.listening", host=self.settings.admin.host, port=parts.admin.port)

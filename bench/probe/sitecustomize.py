@@ -40,6 +40,9 @@ class Probe:
         self.gc_passes = [0, 0, 0]
         self.lag_counts = [0] * (len(LAG_BOUNDS_MS) + 1)
         self.last_totals = time.monotonic()
+        self.described = 0
+        self.walked: dict[str, int] | None = None
+        self.describe_gen1 = False
 
     def write(self, line: dict[str, Any]) -> None:
         self.out.write(json.dumps(line) + "\n")
@@ -47,6 +50,9 @@ class Probe:
 
     def on_gc(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
+            generation = int(info.get("generation", 0))
+            if generation == 1 and self.describe_gen1 and self.described < DESCRIBED:
+                self.walked = walked(1)  # like the long one before (before its clock starts)
             self.gc_started = time.perf_counter_ns()
             return
         ms = (time.perf_counter_ns() - self.gc_started) / 1e6
@@ -54,7 +60,15 @@ class Probe:
         self.gc_ms[generation] += ms
         self.gc_passes[generation] += 1
         if ms >= 1:
-            self.write({"kind": "gc", "gen": generation, "ms": ms, "at": time.time_ns()})
+            line = {"kind": "gc", "gen": generation, "ms": ms, "at": time.time_ns()}
+            if self.walked is not None:
+                self.described += 1
+                line["walked"], self.walked = self.walked, None
+            elif generation == 2 and ms >= 5 and self.described < DESCRIBED:
+                self.described += 1  # what it walked stayed in generation 2 (its survivors)
+                line["walked"] = walked(2, only=True)
+            self.describe_gen1 = generation == 1 and ms >= 5
+            self.write(line)
 
     def on_lag(self, lag_ms: float) -> None:
         index = next((i for i, b in enumerate(LAG_BOUNDS_MS) if lag_ms <= b), -1)
@@ -87,7 +101,17 @@ class Probe:
 
 
 STALL_MS = 5.0
+DESCRIBED = 10  # long gen 1/2 passes whose objects are described (it costs a walk)
 DEPTH = 16
+
+
+def walked(generation: int, *, only: bool = False) -> dict[str, int]:
+    """The objects a pass of ``generation`` walks (it and the younger ones; ``only``: it
+    alone), by type (top 8)."""
+    found: collections.Counter[str] = collections.Counter()
+    for younger in [generation] if only else range(generation + 1):
+        found.update(type(o).__name__ for o in gc.get_objects(younger))
+    return {"total": sum(found.values()), **dict(found.most_common(8))}
 
 
 class Sampler(threading.Thread):

@@ -77,6 +77,7 @@ class Keepalive:
         self.pong_wait = pong_wait
         self.clock = clock
         self._watched: set[Watched] = set()
+        self.watches = 0  # sockets watched so far: one per session opened (bridge.heap)
         self._task: asyncio.Task[None] | None = None
         self._doing: set[asyncio.Task[None]] = set()  # pings and closes under way
 
@@ -84,12 +85,18 @@ class Keepalive:
         """Watch an open socket until :meth:`forget`."""
         entry = Watched(connection, limit, on_silent)
         self._watched.add(entry)
+        self.watches += 1
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._tick(), name="ws-keepalive")
         return entry
 
     def forget(self, entry: Watched) -> None:
         self._watched.discard(entry)
+
+    @property
+    def watching(self) -> int:
+        """Sockets watched now (every open one)."""
+        return len(self._watched)
 
     async def _tick(self) -> None:
         while self._watched:
