@@ -41,6 +41,7 @@ class Probe:
         self.lag_counts = [0] * (len(LAG_BOUNDS_MS) + 1)
         self.last_totals = time.monotonic()
         self.described = 0
+        self.started = time.monotonic()
         self.walked: dict[str, int] | None = None
         self.describe_gen1 = False
 
@@ -51,7 +52,7 @@ class Probe:
     def on_gc(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
             generation = int(info.get("generation", 0))
-            if generation == 1 and self.describe_gen1 and self.described < DESCRIBED:
+            if generation == 1 and self.describe_gen1 and self.describing():
                 self.walked = walked(1)  # like the long one before (before its clock starts)
             self.gc_started = time.perf_counter_ns()
             return
@@ -64,11 +65,16 @@ class Probe:
             if self.walked is not None:
                 self.described += 1
                 line["walked"], self.walked = self.walked, None
-            elif generation == 2 and ms >= 5 and self.described < DESCRIBED:
+            elif generation == 2 and ms >= 5 and self.describing():
                 self.described += 1  # what it walked stayed in generation 2 (its survivors)
                 line["walked"] = walked(2, only=True)
             self.describe_gen1 = generation == 1 and ms >= 5
             self.write(line)
+
+    def describing(self) -> bool:
+        """Whether a long pass is described: the first ``DESCRIBED`` past start-up (walking
+        a connecting fleet's objects would stall it for seconds)."""
+        return self.described < DESCRIBED and time.monotonic() - self.started >= DESCRIBE_AFTER
 
     def on_lag(self, lag_ms: float) -> None:
         index = next((i for i, b in enumerate(LAG_BOUNDS_MS) if lag_ms <= b), -1)
@@ -103,6 +109,7 @@ class Probe:
 STALL_MS = 5.0
 DESCRIBED = 10  # long gen 1/2 passes whose objects are described (it costs a walk)
 DEPTH = 16
+DESCRIBE_AFTER = 60.0  # seconds after start
 
 
 def walked(generation: int, *, only: bool = False) -> dict[str, int]:
@@ -130,7 +137,10 @@ class Sampler(threading.Thread):
             frame = sys._current_frames().get(self.target)
             stack: list[tuple[Any, int | None]] = []
             while frame is not None and len(stack) < DEPTH:
-                stack.append((frame.f_code, frame.f_lineno))
+                code = getattr(frame, "f_code", None)  # a frame torn down under us: skipped
+                if code is None:
+                    break
+                stack.append((code, frame.f_lineno))
                 frame = frame.f_back
             self.ring.append((time.perf_counter(), tuple(stack)))
 
