@@ -8,15 +8,21 @@ bench probe's ``gc_walked``), one every few seconds while a fleet connects and a
 enough objects had aged into that generation. Frozen, they are no longer walked.
 
 So once the fleet has settled (for ``SETTLE_SECONDS`` no more sockets opened than the few a
-large fleet always reopens: ``NOISE_SHARE`` of those open, at least ``NOISE_MIN``) the keeper
-freezes the heap; what is young is collected first (a pass over the young generations only). The
-price of freezing is that a frozen object that later becomes cyclic garbage (a closed
-socket's) is reclaimed only when the heap is unfrozen: after a churn of sockets as large as
-``REFREEZE_SHARE`` of those frozen (reconnects after an outage, say), and no sooner than
-``REFREEZE_MIN_SECONDS`` after the last freeze, the keeper unfreezes, collects everything once
-(one full pass, the cost the collector paid repeatedly before) and freezes again. Memory held
-by frozen garbage stays under about ``REFREEZE_SHARE`` of the fleet's. A process with fewer
-than ``MIN_SOCKETS`` sockets has short passes and is left to the collector.
+large fleet always reopens: ``NOISE_SHARE`` of those open, at least ``NOISE_MIN``), or at the
+latest ``FORCE_SECONDS`` after start, the keeper freezes the heap; what is young is collected
+first (a pass over the young generations only).
+
+The price: a frozen object that later becomes cyclic garbage (a closed socket's, ~36 KB an
+instance: a reconnect, a reload or a shard move that stops runners, discovery removing an
+instance) is reclaimed only when the heap is unfrozen. Every socket that closed since the
+freeze counts; once they are ``REFREEZE_SHARE`` of the sockets frozen (at least
+``MIN_SOCKETS``) and ``REFREEZE_MIN_SECONDS`` went by, the keeper unfreezes, collects everything
+once and freezes again, when the fleet has settled or at the latest ``FORCE_SECONDS`` later.
+That refreeze is one full pass with the loop held (0.3-0.5 s at 5,000 instances on the
+development machine: what the collector paid at each of its full passes before), logged as
+``heap.refreeze`` with its length. Frozen garbage stays under about ``REFREEZE_SHARE`` of the
+fleet's objects, plus what closes during the waits. A process with fewer than
+``MIN_SOCKETS`` sockets has short passes and is left to the collector.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from bridge.logs import get_logger
 log = get_logger(__name__)
 
 SETTLE_SECONDS = 30.0
+FORCE_SECONDS = 300.0
 CHECK_SECONDS = 5.0
 REFREEZE_SHARE = 0.25
 REFREEZE_MIN_SECONDS = 600.0
@@ -42,30 +49,35 @@ NOISE_MIN = 10
 
 @dataclass
 class HeapState:
-    """What the keeper knows: sockets opened so far (a running count), the count when it last
-    moved by more than the noise and when, and the count and open sockets at the last freeze
-    (None: never frozen)."""
+    """What the keeper knows: sockets opened and closed so far (running counts), the opened
+    count when it last moved by more than the noise and when, when the keeper started, and at
+    the last freeze the closed count and the sockets open (None: never frozen)."""
 
+    started_at: float = 0.0
     opened: int = 0
+    closed: int = 0
     noted: int = 0
     moved_at: float = 0.0
-    frozen_opened: int | None = None
+    frozen_closed: int | None = None
     frozen_sockets: int = 0
     frozen_at: float = 0.0
 
 
 def due(state: HeapState, open_now: int, now: float) -> str | None:
-    """Whether to act now (pure): ``freeze`` the first time a large enough fleet has settled,
-    ``refreeze`` once enough sockets were opened since and long enough went by, else None."""
+    """Whether to act now (pure): ``freeze`` the first time a large enough fleet has settled
+    (or ``FORCE_SECONDS`` after start), ``refreeze`` once enough of the frozen sockets closed
+    and long enough went by, when settled (or ``FORCE_SECONDS`` after it was due)."""
     settled = now - state.moved_at >= SETTLE_SECONDS
-    if not settled:
+    if state.frozen_closed is None:
+        forced = now - state.started_at >= FORCE_SECONDS
+        return "freeze" if open_now >= MIN_SOCKETS and (settled or forced) else None
+    churn = state.closed - state.frozen_closed
+    if churn < max(MIN_SOCKETS, REFREEZE_SHARE * state.frozen_sockets):
         return None
-    if state.frozen_opened is None:
-        return "freeze" if open_now >= MIN_SOCKETS else None
-    churn = state.opened - state.frozen_opened
-    enough = churn >= max(MIN_SOCKETS, REFREEZE_SHARE * state.frozen_sockets)
-    waited = now - state.frozen_at >= REFREEZE_MIN_SECONDS
-    return "refreeze" if enough and waited else None
+    waited = now - state.frozen_at
+    if waited < REFREEZE_MIN_SECONDS:
+        return None
+    return "refreeze" if settled or waited >= REFREEZE_MIN_SECONDS + FORCE_SECONDS else None
 
 
 def freeze() -> None:
@@ -82,29 +94,32 @@ def refreeze() -> None:
 
 
 class HeapKeeper:
-    """Watches the process's sockets (``opened``: a running count of sockets opened;
-    ``open_now``: those open) and freezes the heap as the module says."""
+    """Watches the process's sockets (``opened``, ``closed``: running counts of sockets
+    opened and closed; ``open_now``: those open) and freezes the heap as the module says."""
 
     def __init__(
         self,
         opened: Callable[[], int],
+        closed: Callable[[], int],
         open_now: Callable[[], int],
         *,
         clock: Callable[[], float] = time.monotonic,
         actions: dict[str, Callable[[], None]] | None = None,
     ) -> None:
         self.opened = opened
+        self.closed = closed
         self.open_now = open_now
         self.clock = clock
         self.actions = actions or {"freeze": freeze, "refreeze": refreeze}
-        self.state = HeapState(moved_at=clock())
+        now = clock()
+        self.state = HeapState(started_at=now, moved_at=now)
 
     def check(self) -> str | None:
-        """One look: note whether sockets were opened, act when due; what was done."""
+        """One look: note the sockets opened and closed, act when due; what was done."""
         now = self.clock()
         state = self.state
         opened, open_now = self.opened(), self.open_now()
-        state.opened = opened
+        state.opened, state.closed = opened, self.closed()
         if opened - state.noted > max(NOISE_MIN, NOISE_SHARE * open_now):
             state.noted, state.moved_at = opened, now
         action = due(state, open_now, now)
@@ -112,17 +127,21 @@ class HeapKeeper:
             return None
         started = time.perf_counter()
         self.actions[action]()
-        state.frozen_opened, state.frozen_sockets = opened, self.open_now()
+        state.frozen_closed, state.frozen_sockets = state.closed, open_now
         state.frozen_at = self.clock()
         log.info(
             f"heap.{action}",
-            sockets=state.frozen_sockets,
+            sockets=open_now,
             frozen_objects=gc.get_freeze_count(),
             ms=round(1000 * (time.perf_counter() - started), 1),
         )
         return action
 
     async def run(self) -> None:
+        """Look every ``CHECK_SECONDS``; a look that fails is logged, the next one goes on."""
         while True:
             await asyncio.sleep(CHECK_SECONDS)
-            self.check()
+            try:
+                self.check()
+            except Exception:
+                log.exception("heap.check_failed")

@@ -126,7 +126,9 @@ class Supervisor:
         parts.keeper.open()
         self._tasks.append(asyncio.create_task(parts.keeper.run()))
         keepalive = parts.access.sockets.keepalive  # the fleet's heap, frozen once settled
-        heap = HeapKeeper(lambda: keepalive.watches, lambda: keepalive.watching)
+        heap = HeapKeeper(
+            lambda: keepalive.watches, lambda: keepalive.unwatched, lambda: keepalive.watching
+        )
         self._tasks.append(asyncio.create_task(heap.run()))
         parts.delivery.current.start()
         await parts.admin.start()

@@ -78,6 +78,7 @@ class Keepalive:
         self.clock = clock
         self._watched: set[Watched] = set()
         self.watches = 0  # sockets watched so far: one per session opened (bridge.heap)
+        self.unwatched = 0  # and no longer: closed, or ended (their garbage: bridge.heap)
         self._task: asyncio.Task[None] | None = None
         self._doing: set[asyncio.Task[None]] = set()  # pings and closes under way
 
@@ -91,7 +92,12 @@ class Keepalive:
         return entry
 
     def forget(self, entry: Watched) -> None:
-        self._watched.discard(entry)
+        self._unwatch(entry)
+
+    def _unwatch(self, entry: Watched) -> None:
+        if entry in self._watched:
+            self._watched.discard(entry)
+            self.unwatched += 1
 
     @property
     def watching(self) -> int:
@@ -121,7 +127,7 @@ class Keepalive:
             pinged = entry.pinged_at is not None and entry.pinged_at >= heard
             action = due(now - heard, entry.limit, pinged, self.ping_after, self.pong_wait)
             if action == "close":
-                self._watched.discard(entry)
+                self._unwatch(entry)
                 entry.on_silent()
                 self._do(entry.connection.close(1001, "silent past watchdog"))
             elif action == "ping":

@@ -1,14 +1,18 @@
-"""The fleet's heap: frozen once a large enough fleet has settled, refrozen (frozen garbage
-reclaimed) only after a large churn of sockets and long enough; small processes left alone."""
+"""The fleet's heap: frozen once a large enough fleet has settled (or at the latest a while
+after start), refrozen (frozen garbage reclaimed) once enough of the frozen sockets closed
+and long enough went by, settled or not for good; small processes left alone."""
 
 from __future__ import annotations
 
-import gc
-import weakref
+import json
+import subprocess
+import sys
+import time
 
 import pytest
 
 from bridge.heap import (
+    FORCE_SECONDS,
     MIN_SOCKETS,
     REFREEZE_MIN_SECONDS,
     REFREEZE_SHARE,
@@ -16,112 +20,164 @@ from bridge.heap import (
     HeapKeeper,
     HeapState,
     due,
-    freeze,
-    refreeze,
 )
+from bridge.upstream.keepalive import Keepalive
+from tests.unit.test_keepalive import FakeSocket
 
 
 class Fleet:
+    """Running counts of sockets opened and closed, a clock, and what the keeper did."""
+
     def __init__(self) -> None:
-        self.opened = 0
-        self.open = 0
+        self.opened = self.closed = 0
         self.now = 0.0
         self.done: list[str] = []
+
+    @property
+    def open(self) -> int:
+        return self.opened - self.closed
 
     def keeper(self) -> HeapKeeper:
         return HeapKeeper(
             lambda: self.opened,
+            lambda: self.closed,
             lambda: self.open,
             clock=lambda: self.now,
             actions={"freeze": lambda: self.done.append("freeze"),
                      "refreeze": lambda: self.done.append("refreeze")},
         )  # fmt: skip
 
-    def connect(self, count: int) -> None:
-        self.opened += count
-        self.open += count
+    def run(self, keeper: HeapKeeper, seconds: float, *, opened: int = 0, closed: int = 0) -> None:
+        """``seconds`` of 5 s looks, ``opened``/``closed`` sockets in each."""
+        for _ in range(int(seconds / 5)):
+            self.opened += opened
+            self.closed += closed
+            self.now += 5
+            keeper.check()
+
+
+FROZEN = HeapState(frozen_closed=0, frozen_sockets=5000, frozen_at=0.0)
 
 
 @pytest.mark.parametrize(
     ("state", "open_now", "now", "action"),
     [
-        (HeapState(opened=5000, moved_at=0.0), 5000, SETTLE_SECONDS - 1, None),  # not settled
-        (HeapState(opened=5000, moved_at=0.0), 5000, SETTLE_SECONDS, "freeze"),
-        (HeapState(opened=50, moved_at=0.0), MIN_SOCKETS - 1, 1e6, None),  # a small process
-        (  # churn enough, but too soon after the last freeze
-            HeapState(opened=7000, frozen_opened=5000, frozen_sockets=5000, frozen_at=0.0),
-            5000, REFREEZE_MIN_SECONDS - 1, None,
-        ),
-        (  # long enough, but too little churn
-            HeapState(opened=5100, frozen_opened=5000, frozen_sockets=5000, frozen_at=0.0),
-            5000, REFREEZE_MIN_SECONDS, None,
-        ),
+        (HeapState(), 5000, SETTLE_SECONDS - 1, None),  # not settled
+        (HeapState(), 5000, SETTLE_SECONDS, "freeze"),
+        (HeapState(started_at=1e6, moved_at=1e6), 5000, 1e6 + 1, None),  # connecting
+        (HeapState(moved_at=FORCE_SECONDS), 5000, FORCE_SECONDS, "freeze"),  # never settles
+        (HeapState(), MIN_SOCKETS - 1, 1e6, None),  # a small process
+        (HeapState(**{**vars(FROZEN), "closed": 2000}), 5000, REFREEZE_MIN_SECONDS - 1, None),
+        (HeapState(**{**vars(FROZEN), "closed": 1000}), 5000, 1e6, None),  # too little churn
         (
-            HeapState(opened=5000 + int(REFREEZE_SHARE * 5000), frozen_opened=5000,
-                      frozen_sockets=5000, frozen_at=0.0),
+            HeapState(**{**vars(FROZEN), "closed": int(REFREEZE_SHARE * 5000)}),
             5000, REFREEZE_MIN_SECONDS, "refreeze",
         ),
+        (  # churned, never settled: forced once the wait is over
+            HeapState(**{**vars(FROZEN), "closed": 2000, "moved_at": 1e6}),
+            5000, REFREEZE_MIN_SECONDS + FORCE_SECONDS, "refreeze",
+        ),
+        (
+            HeapState(**{**vars(FROZEN), "closed": 2000, "moved_at": 1e6}),
+            5000, REFREEZE_MIN_SECONDS + FORCE_SECONDS - 1, None,
+        ),
     ],
-    ids=["unsettled", "settled", "small", "too-soon", "little-churn", "refreeze"],
+    ids=["unsettled", "settled", "connecting", "forced", "small", "too-soon", "little-churn",
+         "refreeze", "refreeze-forced", "refreeze-not-yet"],
 )  # fmt: skip
 def test_when_the_heap_is_frozen(
     state: HeapState, open_now: int, now: float, action: str | None
 ) -> None:
-    """Freeze once settled (no socket opened for SETTLE_SECONDS) with MIN_SOCKETS open;
-    refreeze only after REFREEZE_SHARE of the frozen fleet was opened again and
-    REFREEZE_MIN_SECONDS passed."""
+    """Freeze once settled, or FORCE_SECONDS after start, with MIN_SOCKETS open; refreeze
+    once REFREEZE_SHARE of the frozen sockets closed and REFREEZE_MIN_SECONDS passed, when
+    settled or FORCE_SECONDS later."""
     assert due(state, open_now, now) == action
 
 
-def test_a_connecting_fleet_is_frozen_once_settled_then_refrozen_after_a_storm() -> None:
-    """While sockets keep opening nothing happens; SETTLE_SECONDS after the last batch the
-    heap is frozen once (the few sockets a large fleet always reopens do not hold it off); a
-    reconnect storm of the whole fleet later refreezes it once it settled again, and not
-    before REFREEZE_MIN_SECONDS."""
+def test_a_fleet_that_reconnects_is_frozen_then_refrozen() -> None:
+    """Connecting: nothing; settled (but for a reconnect now and then): frozen once; the whole
+    fleet reconnecting (an outage): refrozen once settled again after REFREEZE_MIN_SECONDS."""
     fleet = Fleet()
     keeper = fleet.keeper()
-    for _ in range(10):  # connecting: 500 sockets opened every 5 s
-        fleet.connect(500)
-        fleet.now += 5
-        assert keeper.check() is None
-    done = []
-    for _ in range(int(SETTLE_SECONDS / 5)):  # settled but for a reconnect now and then
-        fleet.opened += 2
-        fleet.now += 5
-        done.append(keeper.check())
-    assert done == [None] * (len(done) - 1) + ["freeze"]
-    assert keeper.check() is None
-    fleet.opened += fleet.open  # every socket reconnected (an upstream outage)
-    assert keeper.check() is None  # not settled yet
-    fleet.now += SETTLE_SECONDS
-    assert keeper.check() is None  # too soon after the freeze
-    fleet.now += REFREEZE_MIN_SECONDS
-    assert keeper.check() == "refreeze"
+    fleet.run(keeper, 50, opened=500)  # connecting
+    assert fleet.done == []
+    fleet.run(keeper, SETTLE_SECONDS, opened=2, closed=2)
+    assert fleet.done == ["freeze"]
+    fleet.run(keeper, 10, opened=2500, closed=2500)  # every socket reconnects
+    fleet.run(keeper, REFREEZE_MIN_SECONDS)
     assert fleet.done == ["freeze", "refreeze"]
 
 
-class Node:
-    """An object in a reference cycle (only the collector frees it)."""
+def test_sockets_that_close_without_reopening_are_churn_too() -> None:
+    """A reload or a shard move that stops most runners (sockets closed, none opened) leaves
+    their frozen garbage: it is reclaimed by a refreeze all the same."""
+    fleet = Fleet()
+    keeper = fleet.keeper()
+    fleet.run(keeper, 10, opened=2500)
+    fleet.run(keeper, SETTLE_SECONDS)
+    assert fleet.done == ["freeze"]
+    fleet.run(keeper, 5, closed=4000)  # down from 5,000 instances to 1,000
+    fleet.run(keeper, REFREEZE_MIN_SECONDS)
+    assert fleet.done == ["freeze", "refreeze"]
 
-    def __init__(self) -> None:
+
+def test_a_steady_trickle_of_reconnects_cannot_hold_the_keeper_off() -> None:
+    """Reconnects every few seconds for good (a flapping share of the fleet): the first
+    freeze comes FORCE_SECONDS after start, and the refreeze FORCE_SECONDS after it was due."""
+    fleet = Fleet()
+    keeper = fleet.keeper()
+    fleet.run(keeper, 10, opened=2500)
+    fleet.run(keeper, FORCE_SECONDS, opened=60, closed=60)
+    assert fleet.done == ["freeze"]
+    fleet.run(keeper, REFREEZE_MIN_SECONDS + FORCE_SECONDS, opened=60, closed=60)
+    assert fleet.done == ["freeze", "refreeze"]
+
+
+async def test_the_keepalive_counts_the_sockets_opened_closed_and_open() -> None:
+    """What the supervisor hands the keeper: a session watched counts as opened, forgotten
+    (or closed by the watchdog) as closed, once each."""
+    keepalive = Keepalive()
+    entries = [keepalive.watch(FakeSocket(), 600.0, lambda: None) for _ in range(3)]
+    keepalive.forget(entries[0])
+    keepalive.forget(entries[0])  # twice: counted once
+    assert (keepalive.watches, keepalive.unwatched, keepalive.watching) == (3, 1, 2)
+    silent = entries[1].connection
+    silent.last_activity = time.monotonic() - 1000  # past the watchdog
+    keepalive.check(time.monotonic())
+    assert (keepalive.watches, keepalive.unwatched, keepalive.watching) == (3, 2, 1)
+    for entry in entries:
+        keepalive.forget(entry)
+    assert (keepalive.watches, keepalive.unwatched, keepalive.watching) == (3, 3, 0)
+
+
+SCRIPT = """
+import gc, json, weakref
+from bridge.heap import freeze, refreeze
+class Node:
+    def __init__(self):
         self.me = self
+node = Node()
+ref = weakref.ref(node)
+freeze()
+frozen = gc.get_freeze_count()
+del node
+gc.collect()
+kept = ref() is not None
+refreeze()
+print(json.dumps({"frozen": frozen, "kept": kept, "reclaimed": ref() is None,
+                  "refrozen": gc.get_freeze_count()}))
+"""
 
 
 def test_frozen_garbage_waits_for_a_refreeze() -> None:
-    """The real actions: after a freeze, a cycle that becomes garbage is not reclaimed by the
-    collector's passes (frozen objects are not walked); a refreeze reclaims it and freezes
-    what lives again."""
-    gc.unfreeze()
-    try:
-        node = Node()
-        ref = weakref.ref(node)
-        freeze()
-        assert gc.get_freeze_count() > 0
-        del node
-        gc.collect()
-        assert ref() is not None  # frozen: out of the collector's way, garbage included
-        refreeze()
-        assert ref() is None
-        assert gc.get_freeze_count() > 0
-    finally:
-        gc.unfreeze()
+    """The real actions, in a process of their own: after a freeze, a cycle that becomes
+    garbage is not reclaimed by the collector's passes (frozen objects are not walked); a
+    refreeze reclaims it and freezes what lives again."""
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=60, check=True
+    )
+    found = json.loads(done.stdout)
+    assert found["frozen"] > 1000
+    assert found["kept"]
+    assert found["reclaimed"]
+    assert found["refrozen"] > 1000
