@@ -49,12 +49,11 @@ NOISE_MIN = 10
 
 @dataclass
 class HeapState:
-    """What the keeper knows: sockets opened and closed so far (running counts), the opened
-    count when it last moved by more than the noise and when, when the keeper started, and at
+    """What the keeper knows: sockets closed so far (a running count), the count of those
+    opened when it last moved by more than the noise and when, when the keeper started, and at
     the last freeze the closed count and the sockets open (None: never frozen)."""
 
     started_at: float = 0.0
-    opened: int = 0
     closed: int = 0
     noted: int = 0
     moved_at: float = 0.0
@@ -119,7 +118,7 @@ class HeapKeeper:
         now = self.clock()
         state = self.state
         opened, open_now = self.opened(), self.open_now()
-        state.opened, state.closed = opened, self.closed()
+        state.closed = self.closed()
         if opened - state.noted > max(NOISE_MIN, NOISE_SHARE * open_now):
             state.noted, state.moved_at = opened, now
         action = due(state, open_now, now)

@@ -161,7 +161,12 @@ def cut_compact_member(raw: bytes, token: str) -> bytes | None:
     return None if member[1] in candidate else candidate
 
 
-_ESCAPED_IN_JSON = re.compile(rb'[\x00-\x1f"\\]')  # what JSON writes with an escape
+_ESCAPED_IN_JSON = re.compile(r'[\x00-\x1f"\\]')  # what JSON writes with an escape
+
+
+def written_with_escapes(text: str) -> bool:
+    """Whether JSON writes ``text`` with an escape in it (a control character, ``"``, ``\\``)."""
+    return _ESCAPED_IN_JSON.search(text) is not None
 
 
 @lru_cache(maxsize=16_384)
@@ -169,9 +174,9 @@ def _compact_member(token: str) -> tuple[bytes, bytes] | None:
     """``"token":"<token>"`` and the token's bytes, or None when the token would be written
     with escapes. Cached per token (one per instance): the cache is larger than a replica's
     fleet, since an LRU cycled through more tokens than it holds misses every time."""
-    value = token.encode()
-    if _ESCAPED_IN_JSON.search(value) is not None:
+    if written_with_escapes(token):
         return None
+    value = token.encode()
     return b'"token":"' + value + b'"', value
 
 

@@ -21,6 +21,8 @@ import ahocorasick_rs
 import orjson
 
 from bridge.masking import FAST, SecretIndex, mask_text
+from bridge.pipeline.events import written_with_escapes
+from bridge.pipeline.token_key import JUNK, TOKEN_KEY
 from bridge.pipeline.token_key import MEMBER as _MEMBER
 
 MASK = b"***"
@@ -29,7 +31,6 @@ MAX_SEEN = 8  # distinct instanceData.token values remembered per instance (rota
 MAX_SHARED = 64  # of those, how many an instance may ever add to the process-wide indexes
 MIN_TOKEN = 4  # shorter values are not masked in text (as in the logs)
 MIN_FLEET_TOKEN = 8  # nor, across instances, values short enough to be found in plain data
-TOKEN_KEY = b"token"
 # What sends a value the long way: a token member, or an escape that may spell a token.
 _SUSPECT = (b'"token"', b"\\u", b"\\/")
 
@@ -40,8 +41,7 @@ _ESCAPE = re.compile(
     rb"|\\u([0-9a-fA-F]{4})|\\(.)",
     re.DOTALL,
 )
-_JUNK = rb"[\s\x80-\xff]*"  # blanks, and bytes that are not UTF-8 on their own
-_JUNK_BYTES = re.compile(_JUNK)  # (in a key: "\xfftoken" is read as token too)
+_JUNK_BYTES = re.compile(JUNK)  # (in a key: "\xfftoken" is read as token too)
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*(?:"|\\?\Z)', re.DOTALL)  # unterminated: to the end
 
 
@@ -204,7 +204,7 @@ def mask_string(text: str, known: KnownTokens) -> str:
     """``text`` with every known token masked; wholly masked when its JSON spelling still
     shows a token's bytes (``"\\n"`` + ``abc…`` spells the token ``nabc…``)."""
     text = mask_text(text, known.texts)
-    if "\\" in text or any(ord(c) < 0x20 or c == '"' for c in text):
+    if written_with_escapes(text):
         written = orjson.dumps(text)
         if any(form in written for form in known.forms):
             return MASK_TEXT

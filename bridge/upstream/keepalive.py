@@ -92,9 +92,6 @@ class Keepalive:
         return entry
 
     def forget(self, entry: Watched) -> None:
-        self._unwatch(entry)
-
-    def _unwatch(self, entry: Watched) -> None:
         if entry in self._watched:
             self._watched.discard(entry)
             self.unwatched += 1
@@ -127,7 +124,7 @@ class Keepalive:
             pinged = entry.pinged_at is not None and entry.pinged_at >= heard
             action = due(now - heard, entry.limit, pinged, self.ping_after, self.pong_wait)
             if action == "close":
-                self._unwatch(entry)
+                self.forget(entry)
                 entry.on_silent()
                 self._do(entry.connection.close(1001, "silent past watchdog"))
             elif action == "ping":
