@@ -109,6 +109,23 @@ class Sample:
     unheard: int  # events emitted while the instance had no socket
 
 
+COUNTED = ("upgrades", "open_sockets", "frames_sent", "unheard")
+
+
+def merged_stats(answers: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several simulators' ``/_sim/stats`` as one upstream's (pure): each instance's counters
+    summed over the simulators (two sockets on two of them are two sockets), the 429s too."""
+    if len(answers) == 1:
+        return answers[0]
+    rows: dict[str, dict[str, int]] = {}
+    for answer in answers:
+        for name, row in answer["instances"].items():
+            into = rows.setdefault(name, dict.fromkeys(COUNTED, 0))
+            for key in COUNTED:
+                into[key] += int(row[key])
+    return {"instances": rows, "rate_limited": sum(int(a["rate_limited"]) for a in answers)}
+
+
 def sample_of(at: float, stats: dict[str, Any]) -> Sample:
     """One sample from the simulator's ``/_sim/stats`` answer (pure)."""
     rows = stats["instances"].values()
@@ -145,10 +162,10 @@ def delta(samples: list[Sample], since: float, until: float, name: str) -> int:
 
 @dataclass
 class Sampler:
-    """Polls the simulator every ``every`` seconds while running; keeps the last full answer
-    (per-instance counters) for the predicates that need it."""
+    """Polls the simulators every ``every`` seconds while running; keeps the last full answer
+    (per-instance counters, summed over the simulators) for the predicates that need it."""
 
-    url: str
+    urls: list[str]
     every: float = 1.0
     samples: list[Sample] = field(default_factory=list)
     last: dict[str, Any] = field(default_factory=dict)
@@ -158,7 +175,7 @@ class Sampler:
         return time.monotonic() - self.started
 
     async def poll(self) -> Sample:
-        stats = await sim_stats(self.url)
+        stats = merged_stats(list(await asyncio.gather(*map(sim_stats, self.urls))))
         self.last = stats
         found = sample_of(self.now(), stats)
         self.samples.append(found)
@@ -193,18 +210,19 @@ async def until(predicate: Callable[[], Awaitable[bool]], within: float, what: s
     return round(time.monotonic() - started, 2)
 
 
-async def sent_ids(url: str, names: list[str]) -> dict[str, list[tuple[str, float]]]:
-    """For each instance, (frame id, Unix time sent) of every frame the simulator wrote."""
-    found: dict[str, list[tuple[str, float]]] = {}
+async def sent_ids(urls: list[str], names: list[str]) -> dict[str, list[tuple[str, float]]]:
+    """For each instance, (frame id, Unix time sent) of every frame a simulator wrote."""
+    found: dict[str, list[tuple[str, float]]] = {name: [] for name in names}
     gate = asyncio.Semaphore(16)
-    async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+    for url in urls:
+        async with httpx.AsyncClient(base_url=url, timeout=60) as http:
 
-        async def one(name: str) -> None:
-            async with gate:
-                answer = await http.get(f"/_sim/ids/{name}", params={"times": 1})
-                found[name] = [(str(i), float(t)) for i, t in answer.json()]
+            async def one(name: str, http: httpx.AsyncClient = http) -> None:
+                async with gate:
+                    answer = await http.get(f"/_sim/ids/{name}", params={"times": 1})
+                    found[name] += [(str(i), float(t)) for i, t in answer.json()]
 
-        await asyncio.gather(*(one(n) for n in names))
+            await asyncio.gather(*(one(n) for n in names))
     return found
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import signal
 import socket
 import tempfile
@@ -48,6 +49,7 @@ from bench.cluster_parts import (
 from bench.common import (
     CREATED_TOPICS,
     Services,
+    allow_open_files,
     bridge_config,
     create_topics,
     delete_created_topics,
@@ -85,6 +87,19 @@ def member_config(
     config = bridge_config(url, member.directory, sink, instances=instances, extra=extra)
     config["admin"] = {"host": "127.0.0.1", "port": member.admin_port}
     return config
+
+
+def edges_needed(instances: int, replicas: int, open_files: int) -> int:
+    """How many simulator processes serve the instances (pure): one when its open-files limit
+    holds a socket for each (and a killed replica's share taken over), else one per replica,
+    each replica reaching its own (an upstream's edges: the same account, each its own
+    state)."""
+    return 1 if open_files >= 2 * instances + 1024 else replicas
+
+
+def edge_tag(k: int, edges: int) -> str:
+    """The frame-id tag of simulator ``k`` of ``edges`` (pure): none when there is one."""
+    return "" if edges == 1 else f"e{k}-"
 
 
 def free_ports(count: int) -> list[int]:
@@ -252,26 +267,39 @@ async def run(
     replicas: int = 4,
     rate: float = 0.05,
     window: float = 20.0,
+    simulators: int = 0,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     within = max(600.0, instances / 5)
+    allowed = allow_open_files(2 * instances + 4096)  # the simulator's sockets, a take-over's
+    edges = simulators or edges_needed(instances, replicas, allowed)
+    log(f"cluster-scale: {instances} instances, {replicas} replicas, {edges} simulator(s)")
     with tempfile.TemporaryDirectory(prefix="ryze-bench-cluster-") as tmp:
         work = Path(tmp)
         prefix = unique("bench.cluster")
         topics = [f"{prefix}.message.exchange", f"{prefix}.bridge.gap"]
         await create_topics(services.kafka, [*topics, f"{prefix}.dlq"])
         CREATED_TOPICS.add(f"{prefix}.cluster")  # the bridge makes it; deleted with the rest
-        async with simulator(work, instances=instances, rate=rate, prebuilt=0) as source:
-            sampler = Sampler(source.url, every=1.0 if instances <= 5000 else 2.0)
+        async with contextlib.AsyncExitStack() as stack:
+            sources = [
+                await stack.enter_async_context(
+                    simulator(
+                        work, instances=instances, rate=rate, prebuilt=0, id_tag=edge_tag(k, edges)
+                    )
+                )
+                for k in range(edges)
+            ]
+            urls = [source.url for source in sources]
+            sampler = Sampler(urls, every=1.0 if instances <= 5000 else 2.0)
             await sampler.poll()
             poller = asyncio.create_task(sampler.run())
             members = [
                 Member(f"r{i}", work / f"r{i}", {}, port)
                 for i, port in enumerate(free_ports(replicas))
             ]
-            for m in members:
+            for i, m in enumerate(members):  # replica i reaches the upstream's edge i mod K
                 m.config = member_config(
-                    m, url=source.url, prefix=prefix, instances=instances, kafka=services.kafka
+                    m, url=urls[i % edges], prefix=prefix, instances=instances, kafka=services.kafka
                 )
             cluster = Run(sampler, members, instances)
             try:
@@ -284,11 +312,12 @@ async def run(
                 log(f"cluster-scale: kill {shown}")
                 await cluster.rolling(within)
                 log(f"cluster-scale: rolling {cluster.figures['rolling']}")
-                async with httpx.AsyncClient(base_url=source.url, timeout=60) as http:
-                    await http.post("/_sim/set_rate", json={"rate": -1})
+                for url in urls:
+                    async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+                        await http.post("/_sim/set_rate", json={"rate": -1})
                 await asyncio.sleep(3)
                 exits = await cluster.stop()
-                sent = await sent_ids(source.url, [f"inst-{n:03d}" for n in range(instances)])
+                sent = await sent_ids(urls, [f"inst-{n:03d}" for n in range(instances)])
             finally:
                 poller.cancel()
                 for m in members:
@@ -302,6 +331,7 @@ async def run(
         "instances": instances,
         "replicas": replicas,
         "rate_per_instance": rate,
+        "simulators": edges,
         **cluster.figures,
         "exit_codes": exits,
         "loss": loss(sent, seen, victims, (killed_at, replaced_at)),
@@ -317,10 +347,19 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--instances", type=int, default=2000)
     parser.add_argument("--replicas", type=int, default=4)
     parser.add_argument("--rate", type=float, default=0.05, help="events/s per instance")
+    parser.add_argument(
+        "--simulators", type=int, default=0, help="upstream edges (0: as the open-files limit asks)"
+    )
     args = parser.parse_args(argv)
     services = read_services()
     try:
-        return await run(services, args.instances, replicas=args.replicas, rate=args.rate)
+        return await run(
+            services,
+            args.instances,
+            replicas=args.replicas,
+            rate=args.rate,
+            simulators=args.simulators,
+        )
     finally:
         await delete_created_topics(services.kafka)
 

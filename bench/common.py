@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import re
+import resource
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -37,6 +38,22 @@ class Services:
     redis: str
     kafka_pid: int = 0
     redis_pid: int = 0
+
+
+def allow_open_files(needed: int) -> int:
+    """Let this process and what it starts (the simulator holds a socket per instance) open
+    ``needed`` files: the soft limit raised, and the hard one too when it is short and this
+    process may (root). Returns the soft limit now."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= needed:
+        return soft
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (needed, needed))
+            return needed
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(needed, hard), hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 def read_services() -> Services:
@@ -196,12 +213,13 @@ async def simulator(
     mix: dict[str, float] | None = None,
     media_base64: bool = False,
     stamp_sent: bool = False,
+    id_tag: str = "",
 ) -> AsyncIterator[Source]:
     """The simulator as its own process: instances ``inst-000…`` with tokens ``tok-000…``,
     configs enabled, frames from a pre-built pool (the source outruns any client); with
     ``stamp_sent`` each frame carries the time it was written to the socket (bench.hops).
     Yields its URL and process id (to measure its CPU)."""
-    config = work / "sim.yaml"
+    config = work / f"sim{id_tag}.yaml"
     config.write_text(yaml.safe_dump({"mix": mix or {"message.exchange": 1}}), encoding="utf-8")
     args = [
         sys.executable,
@@ -225,8 +243,9 @@ async def simulator(
         "--ping-interval",
         "20",
         *(["--stamp-sent"] if stamp_sent else []),
+        *(["--id-tag", id_tag] if id_tag else []),
     ]
-    log = work / "sim.log"
+    log = work / f"sim{id_tag}.log"
     async with process(args, log) as proc:
         url = await _listening(log, proc)
         if media_base64:

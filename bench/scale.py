@@ -37,6 +37,7 @@ from bench.common import (
     CLK_TCK,
     PAGE,
     Services,
+    allow_open_files,
     bridge_args,
     bridge_config,
     delete_streams,
@@ -199,6 +200,7 @@ async def run(
     services: Services, instances: int = 1000, window: float = 20.0, settle: float = 10.0
 ) -> dict[str, Any]:
     """One run of the table at ``instances``."""
+    allow_open_files(2 * instances + 4096)  # the simulator's sockets and the bridge's
     with tempfile.TemporaryDirectory(prefix="ryze-bench-scale-") as tmp:
         work = Path(tmp)
         prefix = unique("bench:scale")

@@ -19,6 +19,7 @@ from bridge import __version__, eventloop
 from bridge.compose import assemble
 from bridge.demo import run_demo
 from bridge.errors import BridgeError, ConfigError
+from bridge.fdlimit import FileLimit, files_needed, raise_soft_limit
 from bridge.logs import configure_logging, get_logger
 from bridge.settings import Settings, load_settings, masked_dump, resolve_token
 from bridge.status import STATES, StatusQuery, parse_states
@@ -132,6 +133,7 @@ def run(path: Path | None) -> int:
     except ConfigError as exc:
         return report_invalid(path, exc)
     configure_logging(settings.log.level, settings.log.format)
+    report_file_limit(raise_soft_limit(), len(settings.instances))
     try:
         process = assemble(settings, config_path=path)
         eventloop.settle_heap()
@@ -141,6 +143,23 @@ def run(path: Path | None) -> int:
     except BridgeError as exc:
         get_logger("bridge.cli").error("bridge.failed", error=str(exc))
         return EXIT_FAILURE
+
+
+def report_file_limit(limit: FileLimit, instances: int) -> None:
+    """Say the open-files limit the process runs with; warn when the configured instances'
+    sockets may not fit in it (discovered instances come on top)."""
+    log = get_logger("bridge.cli")
+    needed = files_needed(instances)
+    if limit.soft < needed:
+        log.warning(
+            "process.open_files_short",
+            limit=limit.soft,
+            hard_limit=limit.hard,
+            needed=needed,
+            action="raise the hard RLIMIT_NOFILE (ulimit -Hn) of the bridge's container or unit",
+        )
+    elif limit.raised_from is not None:
+        log.info("process.open_files_raised", limit=limit.soft, was=limit.raised_from)
 
 
 def show_status(args: argparse.Namespace) -> int:

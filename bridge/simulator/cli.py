@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--stamp-sent", action="store_true", help="frames carry their send time (timestamp)"
     )
     parser.add_argument("--seed", type=int)
+    parser.add_argument(
+        "--id-tag", default="", help="in every frame id (simulators side by side: ids stay unique)"
+    )
     return parser
 
 
@@ -71,6 +74,7 @@ def config_from(args: argparse.Namespace) -> SimConfig:
         stamp_sent=args.stamp_sent or bool(file.get("stamp_sent", False)),
         mix=dict(file.get("mix") or DEFAULT_MIX),
         seed=args.seed,
+        id_tag=args.id_tag,
         host=args.host,
         port=args.port,
     )

@@ -62,6 +62,7 @@ class FrameFactory:
     templates: dict[str, list[dict[str, Any]]] = field(default_factory=load_templates)
     seq: int = 0
     stamp: bool = False  # a send-time placeholder in every frame (see stamp.py)
+    id_tag: str = ""  # in every frame id, after the instance: one simulator's ids among several
 
     def __post_init__(self) -> None:
         self._random = random.Random(self.seed)
@@ -74,7 +75,7 @@ class FrameFactory:
         """The next frame: (its unique id, its bytes)."""
         event = event or self.next_event()
         self.seq += 1
-        frame_id = f"{self.instance}-{self.seq:09d}"
+        frame_id = f"{self.instance}-{self.id_tag}{self.seq:09d}"
         choices = self.templates.get(event) or [{"event": event, "data": {}}]
         doc = copy.deepcopy(choices[self.seq % len(choices)])
         doc["event"] = event

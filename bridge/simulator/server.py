@@ -63,6 +63,9 @@ class SimConfig:
     # every generated frame carries its send time, stamped as it is written (see stamp.py)
     stamp_sent: bool = False
     seed: int | None = None
+    # in every generated frame's id: simulators serving the same instances side by side (an
+    # upstream's edges, bench.cluster_scale) never send two frames with one id
+    id_tag: str = ""
     host: str = "127.0.0.1"
     port: int = 0
     tls_cert: str | None = None  # serve https/wss with this certificate and key
@@ -173,6 +176,7 @@ class SimulatorServer:
                 dict(self.config.mix),
                 seed,
                 stamp=self.config.stamp_sent,
+                id_tag=self.config.id_tag,
             )
         return self.factories[name]
 

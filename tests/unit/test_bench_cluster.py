@@ -3,8 +3,8 @@ the peer's config."""
 
 from __future__ import annotations
 
-from bench.cluster_parts import Sample, delta, frame_id, peak_rate
-from bench.cluster_scale import loss
+from bench.cluster_parts import Sample, delta, frame_id, merged_stats, peak_rate, sample_of
+from bench.cluster_scale import edge_tag, edges_needed, loss
 from bench.peers.fleet import fleet_config
 
 
@@ -54,3 +54,44 @@ def test_the_fleet_peer_has_one_websocket_input_per_instance_with_its_own_token(
     urls = [i["websocket"]["url"] for i in config["input"]["broker"]["inputs"]]
     assert urls == [f"ws://127.0.0.1:1/ws/inst-{n:03d}?token=tok-{n:03d}" for n in range(3)]
     assert config["output"]["franz_peer"]["topic"] == "t"
+
+
+def test_simulators_side_by_side_count_as_one_upstream() -> None:
+    """Two simulators' stats merge instance by instance: a socket on each is two sockets (a
+    doubled instance), upgrades, frames and 429s add up; one simulator's answer is its own."""
+    one = {
+        "instances": {
+            "a": {"upgrades": 2, "open_sockets": 1, "frames_sent": 5, "unheard": 0},
+            "b": {"upgrades": 1, "open_sockets": 0, "frames_sent": 1, "unheard": 1},
+        },
+        "rate_limited": 1,
+    }
+    two = {
+        "instances": {
+            "a": {"upgrades": 1, "open_sockets": 1, "frames_sent": 3, "unheard": 0},
+            "b": {"upgrades": 3, "open_sockets": 1, "frames_sent": 4, "unheard": 0},
+        },
+        "rate_limited": 2,
+    }
+    found = sample_of(0.0, merged_stats([one, two]))
+    assert (found.upgrades, found.connected, found.doubled) == (7, 2, 1)
+    assert (found.sent, found.unheard, found.rate_limited) == (13, 1, 3)
+    assert merged_stats([one]) is one
+
+
+def test_one_simulator_while_its_open_files_hold_the_fleet() -> None:
+    """One simulator serves every instance while its open-files limit holds them twice over
+    (a take-over's sockets), else one per replica, each tagging its frame ids apart."""
+    assert edges_needed(2000, 4, 20_000) == 1
+    assert edges_needed(20_000, 4, 20_000) == 4
+    assert edge_tag(0, 1) == ""
+    assert {edge_tag(k, 4) for k in range(4)} == {"e0-", "e1-", "e2-", "e3-"}
+
+
+def test_a_simulators_tag_is_in_every_frame_id() -> None:
+    """Frame ids carry the simulator's tag after the instance, so simulators side by side never
+    send two frames with one id."""
+    from bridge.simulator.frames import FrameFactory  # noqa: PLC0415
+
+    assert FrameFactory("i", "t", "http://x", id_tag="e1-").build()[0] == "i-e1-000000001"
+    assert FrameFactory("i", "t", "http://x").build()[0] == "i-000000001"

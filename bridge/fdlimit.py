@@ -1,0 +1,51 @@
+"""The open-files limit. Every instance holds a socket, so a fleet of thousands needs thousands
+of file descriptors, and the soft limit a process starts with is often 1,024 (systemd's and many
+container runtimes' default) while the hard limit allows far more. Like Go's runtime, the
+bridge raises its soft limit to the hard one at start (unprivileged: no capability needed) and
+says so; when even the hard limit is short of what the configured instances need, it warns
+with both numbers instead of failing later, socket by socket, with ``EMFILE``. The shipper is
+started by the bridge and inherits the raised limit.
+"""
+
+from __future__ import annotations
+
+import resource
+from dataclasses import dataclass
+
+HEADROOM = 512  # beside the sockets: spool segments, the sink's connections, admin, the link
+UNLIMITED_CAP = 1 << 20  # the soft limit asked for when the hard one is unlimited (nr_open)
+
+
+@dataclass(frozen=True)
+class FileLimit:
+    """The limit after start-up, and what it was raised from (None: left as it was)."""
+
+    soft: int
+    hard: int
+    raised_from: int | None = None
+
+
+def files_needed(instances: int) -> int:
+    """Descriptors a process running ``instances`` sockets should be allowed (pure)."""
+    return instances + HEADROOM
+
+
+def target_soft(soft: int, hard: int) -> int:
+    """The soft limit to ask for (pure): the hard limit, capped when that is unlimited."""
+    if hard == resource.RLIM_INFINITY:
+        return max(soft, UNLIMITED_CAP) if soft != resource.RLIM_INFINITY else soft
+    return max(soft, hard)
+
+
+def raise_soft_limit() -> FileLimit:
+    """Raise this process's soft ``RLIMIT_NOFILE`` to its hard limit (where the system lets
+    it: a refusal leaves the limit as it was)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = target_soft(soft, hard)
+    if wanted == soft:
+        return FileLimit(soft, hard)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    except (ValueError, OSError):
+        return FileLimit(soft, hard)
+    return FileLimit(wanted, hard, raised_from=soft)
