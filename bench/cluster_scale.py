@@ -90,11 +90,14 @@ def member_config(
 
 
 def edges_needed(instances: int, replicas: int, open_files: int) -> int:
-    """How many simulator processes serve the instances (pure): one when its open-files limit
-    holds a socket for each (and a killed replica's share taken over), else one per replica,
-    each replica reaching its own (an upstream's edges: the same account, each its own
-    state)."""
-    return 1 if open_files >= 2 * instances + 1024 else replicas
+    """How many simulator processes serve the instances (pure): the fewest, dividing the
+    replicas evenly, whose open-files limit holds the sockets of their replicas' share twice
+    over (a take-over's sockets beside the share); one per replica at most (each replica
+    reaches one: an upstream's edges, the same account, each its own state)."""
+    for edges in range(1, replicas + 1):
+        if replicas % edges == 0 and 2 * -(-instances // edges) + 1024 <= open_files:
+            return edges
+    return replicas
 
 
 def edge_tag(k: int, edges: int) -> str:
@@ -274,6 +277,8 @@ async def run(
     allowed = allow_open_files(2 * instances + 4096)  # the simulator's sockets, a take-over's
     edges = simulators or edges_needed(instances, replicas, allowed)
     log(f"cluster-scale: {instances} instances, {replicas} replicas, {edges} simulator(s)")
+    if 2 * -(-instances // edges) + 1024 > allowed:
+        log(f"cluster-scale: {allowed} open files may not hold a simulator's sockets")
     with tempfile.TemporaryDirectory(prefix="ryze-bench-cluster-") as tmp:
         work = Path(tmp)
         prefix = unique("bench.cluster")

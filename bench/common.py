@@ -44,15 +44,17 @@ def allow_open_files(needed: int) -> int:
     """Let this process and what it starts (the simulator holds a socket per instance) open
     ``needed`` files: the soft limit raised, and the hard one too when it is short and this
     process may (root). Returns the soft limit now."""
+    unlimited = resource.RLIM_INFINITY
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft >= needed:
-        return soft
-    if hard != resource.RLIM_INFINITY and hard < needed:
+    if soft == unlimited or soft >= needed:
+        return needed if soft == unlimited else soft
+    if hard != unlimited and hard < needed:
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (needed, needed))
             return needed
+    wanted = needed if hard == unlimited else min(needed, hard)
     with contextlib.suppress(ValueError, OSError):
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(needed, hard), hard))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 

@@ -10,9 +10,11 @@ Each run measures the bridge (default settings, into the real Kafka) and then th
 instead (the fleet workload; the peer has one socket, so it is left out). Every record's
 send time comes from the simulator (``--stamp-sent``), its receipt from ``ryze-received-at``,
 its ack from the broker's append time, its arrival from a plain consumer polling with a 5 ms
-fetch wait (bench.hops). ``--probe`` loads bench/probe into the bridge and its shipper and
-adds their GC pauses and event-loop lag to the result; ``--base-python/--base-dir`` measure
-another build too, alternating with this one run by run (as bench.compare). Writes
+fetch wait (bench.hops), at scheduling priority ``--consumer-nice`` (-10 by default: ahead of
+what it measures on a shared machine, as a consumer on a machine of its own; 0 as the rest).
+``--probe`` loads bench/probe into the bridge and its shipper and adds their GC pauses and
+event-loop lag to the result; ``--base-python/--base-dir`` measure another build too,
+alternating with this one run by run (as bench.compare). Writes
 ``bench/results/<date>-source-clock.json`` and prints one line per run and hop.
 """
 
@@ -57,7 +59,9 @@ def peer_config(ws_url: str, bootstrap: str, topic: str) -> dict[str, Any]:
     return benthos_config({"websocket": {"url": ws_url}}, bootstrap, topic, key="inst-000")
 
 
-async def peer(services: Services, rate: float, seconds: float) -> dict[str, Any] | None:
+async def peer(
+    services: Services, rate: float, seconds: float, nice: int = latency.CONSUMER_NICE
+) -> dict[str, Any] | None:
     """The peer at ``rate`` events/s from one instance: sent → appended → consumer."""
     binary = benthos_binary()
     if binary is None:
@@ -74,7 +78,7 @@ async def peer(services: Services, rate: float, seconds: float) -> dict[str, Any
             async with process([str(binary), "-c", str(path)], work / "benthos.log") as proc:
                 await latency.warm_up(src.url, 1, services.kafka, [topic])
                 cpu0 = proc.cpu_seconds()
-                times = await latency.sample_times(services.kafka, [topic], seconds)
+                times = await latency.sample_times(services.kafka, [topic], seconds, nice=nice)
                 cpu = proc.cpu_seconds() - cpu0
     return latency.result_of(rate, seconds, times, cpu)
 
@@ -116,13 +120,22 @@ def stall_stacks(stalls: list[dict[str, Any]], top: int = 8) -> list[tuple[str, 
 
 
 async def bridge_run(
-    services: Services, rate: float, seconds: float, instances: int, *, probe: bool, build: Build
+    services: Services,
+    rate: float,
+    seconds: float,
+    instances: int,
+    *,
+    probe: bool,
+    build: Build,
+    nice: int,
 ) -> dict[str, Any]:
     if not probe:
-        return await latency.at_rate(services, rate, seconds, build, instances=instances)
+        return await latency.at_rate(services, rate, seconds, build, instances=instances, nice=nice)
     with tempfile.TemporaryDirectory(prefix="ryze-bench-probe-") as tmp:
         env = {"PYTHON_RYZE_BENCH_PROBE": tmp, "PYTHONPATH": str(PROBE)}
-        entry = await latency.at_rate(services, rate, seconds, build, instances=instances, env=env)
+        entry = await latency.at_rate(
+            services, rate, seconds, build, instances=instances, env=env, nice=nice
+        )
         entry["probe"] = probe_summary(Path(tmp), entry["window_ns"])
     return entry
 
@@ -149,6 +162,12 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--tag", default="", help="added to the result file's name")
     parser.add_argument("--base-python", help="also measure another build (as bench.compare)")
     parser.add_argument("--base-dir", type=Path)
+    parser.add_argument(
+        "--consumer-nice",
+        type=int,
+        default=latency.CONSUMER_NICE,
+        help="the measuring consumer's scheduling priority (0: as every other process)",
+    )
     args = parser.parse_args(argv)
     builds = [HEAD]
     if args.base_python:
@@ -159,6 +178,7 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "instances": instances,
         "rate_per_instance": rate,
+        "consumer_nice": args.consumer_nice,
         "bridge": [],
         "base": [],
         "peer": [],
@@ -167,17 +187,24 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
         for run in range(args.runs):
             for build in builds if run % 2 == 0 else builds[::-1]:  # alternating
                 entry = await bridge_run(
-                    services, rate, args.seconds, instances, probe=args.probe, build=build
+                    services,
+                    rate,
+                    args.seconds,
+                    instances,
+                    probe=args.probe,
+                    build=build,
+                    nice=args.consumer_nice,
                 )
                 result["bridge" if build is HEAD else "base"].append(entry)
                 log(line(f"run {run + 1} {build.label}", entry))
             if not args.no_peer and instances == 1:
-                found = await peer(services, rate, args.seconds)
+                found = await peer(services, rate, args.seconds, args.consumer_nice)
                 if found is not None:
                     result["peer"].append(found)
                     log(line(f"run {run + 1} peer  ", found))
     finally:
         await delete_created_topics(services.kafka)
+    result["consumer_nice"] = sorted(set(latency.NICE_IN_FORCE))  # as in force, not as asked
     stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H%M%S")
     out = ROOT / "bench" / "results" / f"{stamp}-source-clock{args.tag}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,7 @@ from bridge import __version__
 from bridge.intake import SpoolIntake
 from bridge.lastseen import LastSeen
 from bridge.metrics import Children, Metrics
-from bridge.metrics_budget import register_budget
+from bridge.metrics_budget import register_budget, register_slots
 from bridge.runner import RunnerContext
 from bridge.settings import Settings
 from bridge.spool import Spool
@@ -52,6 +52,7 @@ class UpstreamAccess:
         self.budget = BufferBudget(settings.upstream.budget_bytes)
         register_budget(metrics.registry, self.budget.state, self.budget.clock)
         self.sockets = SocketsShared(self.budget)  # and one keepalive ticker, one re-check pace
+        register_slots(metrics.registry, self.sockets.slots.state)
         series = metrics.series
         dropped = Children(metrics.events_dropped, series)
         self.intake = SpoolIntake(

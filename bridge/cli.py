@@ -133,7 +133,8 @@ def run(path: Path | None) -> int:
     except ConfigError as exc:
         return report_invalid(path, exc)
     configure_logging(settings.log.level, settings.log.format)
-    report_file_limit(raise_soft_limit(), len(settings.instances))
+    alone = settings.cluster.mode == "none"  # a cluster's replica runs a share, unknown yet
+    report_file_limit(raise_soft_limit(), len(settings.instances) if alone else 0)
     try:
         process = assemble(settings, config_path=path)
         eventloop.settle_heap()
@@ -147,7 +148,8 @@ def run(path: Path | None) -> int:
 
 def report_file_limit(limit: FileLimit, instances: int) -> None:
     """Say the open-files limit the process runs with; warn when the configured instances'
-    sockets may not fit in it (discovered instances come on top)."""
+    sockets may not fit in it (discovered instances come on top; 0 instances: a cluster's
+    replica, whose share is not known yet: the socket slots bound it)."""
     log = get_logger("bridge.cli")
     needed = files_needed(instances)
     if limit.soft < needed:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import resource
 from dataclasses import dataclass
+from pathlib import Path
 
 HEADROOM = 512  # beside the sockets: spool segments, the sink's connections, admin, the link
 UNLIMITED_CAP = 1 << 20  # the soft limit asked for when the hard one is unlimited (nr_open)
@@ -30,18 +31,27 @@ def files_needed(instances: int) -> int:
     return instances + HEADROOM
 
 
-def target_soft(soft: int, hard: int) -> int:
-    """The soft limit to ask for (pure): the hard limit, capped when that is unlimited."""
+def target_soft(soft: int, hard: int, cap: int = UNLIMITED_CAP) -> int:
+    """The soft limit to ask for (pure): the hard limit, or ``cap`` when that is unlimited
+    (the kernel refuses more than ``fs.nr_open``)."""
     if hard == resource.RLIM_INFINITY:
-        return max(soft, UNLIMITED_CAP) if soft != resource.RLIM_INFINITY else soft
+        return max(soft, cap) if soft != resource.RLIM_INFINITY else soft
     return max(soft, hard)
+
+
+def nr_open() -> int:
+    """The kernel's ceiling on a process's open files (``fs.nr_open``), or the default cap."""
+    try:
+        return int(Path("/proc/sys/fs/nr_open").read_text(encoding="ascii"))
+    except (OSError, ValueError):
+        return UNLIMITED_CAP
 
 
 def raise_soft_limit() -> FileLimit:
     """Raise this process's soft ``RLIMIT_NOFILE`` to its hard limit (where the system lets
     it: a refusal leaves the limit as it was)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = target_soft(soft, hard)
+    wanted = target_soft(soft, hard, min(UNLIMITED_CAP, nr_open()))
     if wanted == soft:
         return FileLimit(soft, hard)
     try:

@@ -51,6 +51,9 @@ class FleetRunner(Protocol):
     @property
     def stopping(self) -> bool: ...
 
+    @property
+    def reading(self) -> bool: ...
+
     async def run(self) -> None: ...
 
     async def stop(self) -> None: ...
@@ -211,9 +214,10 @@ class Fleet:
             del self._removing[name]
 
     async def _stop(self, name: str, runner: FleetRunner, task: asyncio.Task[None]) -> None:
-        # a runner with a socket finishes reading what arrived; one without (connecting,
-        # waiting for the budget, backing off) has read nothing and is simply cancelled
-        wait = STOP_READ_TIMEOUT if runner.status.connected else 0.0
+        # a runner with a socket (or upgrading one: frames may come with the answer) finishes
+        # reading what arrived; one without (checking its config, waiting for its token's
+        # pace or a socket slot, backing off) has read nothing and is simply cancelled
+        wait = STOP_READ_TIMEOUT if runner.reading else 0.0
         await runner.stop()
         try:
             await asyncio.wait_for(asyncio.shield(task), timeout=wait)

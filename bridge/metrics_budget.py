@@ -1,5 +1,6 @@
-"""The buffered-frames budget's metrics (:mod:`bridge.upstream.budget`): read at scrape time
-from the budget's state, no cost on the reading path."""
+"""The buffered-frames budget's metrics (:mod:`bridge.upstream.budget`) and the socket slots'
+(:mod:`bridge.upstream.slots`): read at scrape time from their state, no cost on the reading
+path."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from prometheus_client.registry import Collector
 
 from bridge.metrics import PREFIX
 from bridge.upstream.budget import BudgetState
+from bridge.upstream.slots import SlotState
 
 
 class BudgetCollector(Collector):
@@ -54,3 +56,38 @@ def register_budget(
     registry: CollectorRegistry, state: BudgetState, clock: Callable[[], float]
 ) -> None:
     registry.register(BudgetCollector(state, clock))
+
+
+class SlotsCollector(Collector):
+    """The sockets the process may hold (its open-files limit) and the instances waiting."""
+
+    def __init__(self, state: SlotState) -> None:
+        self.state = state
+
+    def collect(self) -> Iterable[Metric]:
+        state = self.state
+        yield GaugeMetricFamily(
+            f"{PREFIX}_socket_slots",
+            "Upstream sockets the process may hold: its open-files limit less a reserve.",
+            value=state.limit,
+        )
+        yield GaugeMetricFamily(
+            f"{PREFIX}_socket_slots_used",
+            "Socket slots held: upstream sockets open or opening.",
+            value=state.used,
+        )
+        yield GaugeMetricFamily(
+            f"{PREFIX}_socket_slot_waiting",
+            "Instances waiting for a socket slot (more instances than the open-files limit "
+            "holds; they connect as sockets close).",
+            value=state.waiting,
+        )
+        yield CounterMetricFamily(
+            f"{PREFIX}_socket_slot_waits",
+            "Times an instance waited for a socket slot.",
+            value=state.waits,
+        )
+
+
+def register_slots(registry: CollectorRegistry, state: SlotState) -> None:
+    registry.register(SlotsCollector(state))

@@ -288,6 +288,12 @@ class Runner:
     def stopping(self) -> bool:
         return self._stopping.is_set()
 
+    @property
+    def reading(self) -> bool:
+        """Connected, or upgrading (frames may come with the upgrade's answer): a stop lets it
+        read what came instead of cancelling it."""
+        return self.status.connected or (self._source is not None and self._source.upgrading)
+
     async def reconnect(self) -> None:
         """Close the socket now; the source opens a new one (an operator's request)."""
         if self._source is not None:

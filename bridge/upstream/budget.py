@@ -1,10 +1,10 @@
 """The process-wide budget of bytes read off the sockets and not yet in the spool.
 
-Every socket's reader counts a message into the budget as it takes it from the library, and
-the bytes leave the budget once the runner has put the message's batch in the spool. When a
-message does not fit (the total would pass ``limit``), its reader waits with it in hand and
-reads nothing more; the library then queues a few frames (``max_queue``) and stops reading
-the TCP socket, so the upstream is pushed back on instead of the bridge's memory growing.
+Every socket's reader counts a message into the budget as the message completes, and the bytes
+leave the budget once the runner has put the message's batch in the spool. When a message does
+not fit (the total would pass ``limit``), its reader holds it outside the budget, stops reading
+the socket (the transport pauses: TCP pushes back on the upstream instead of the bridge's
+memory growing) and the runner waits for room before it takes the message.
 Nothing is dropped: every frame is read once there is room again. A message always fits an
 empty budget (the settings keep ``limit`` at least the largest message a socket reads), so
 ``used`` never passes ``limit``.
@@ -58,13 +58,30 @@ class BufferBudget:
         self._freed = asyncio.Event()
         self._logged_at: float | None = None
 
-    async def take(self, size: int) -> None:
-        """Count ``size`` bytes in, once they fit (a reader waits here, reading nothing)."""
+    def take_now(self, size: int) -> bool:
+        """Count ``size`` bytes in if they fit now; False (nothing counted) if not."""
         state = self.state
         if not state.fits(size):
-            await self._wait_for_room(size)
+            return False
         state.used += size
         state.peak = max(state.peak, state.used)
+        return True
+
+    async def take(self, size: int) -> None:
+        """Count ``size`` bytes in, once they fit (the wait is counted)."""
+        if self.take_now(size):
+            return
+        self.hold()
+        try:
+            while not self.take_now(size):
+                await self.freed()
+        finally:
+            self.unhold()
+
+    async def freed(self) -> None:
+        """Until bytes are released."""
+        self._freed.clear()
+        await self._freed.wait()
 
     def release(self, size: int) -> None:
         """``size`` bytes are in the spool (or were thrown away with their socket)."""
@@ -72,7 +89,9 @@ class BufferBudget:
             self.state.used -= size
             self._freed.set()
 
-    async def _wait_for_room(self, size: int) -> None:
+    def hold(self) -> None:
+        """A reader holds a message that did not fit and reads nothing more: a wait begins
+        (counted; the first of an episode starts its clock and logs, at most every 10 s)."""
         state = self.state
         state.waits += 1
         state.waiting += 1
@@ -86,12 +105,11 @@ class BufferBudget:
                     used=state.used,
                     action="readers wait (TCP back-pressure on the upstream), nothing dropped",
                 )
-        try:
-            while not state.fits(size):
-                self._freed.clear()
-                await self._freed.wait()
-        finally:
-            state.waiting -= 1
-            if state.waiting == 0 and state.episode_started is not None:
-                state.waited_seconds += self.clock() - state.episode_started
-                state.episode_started = None
+
+    def unhold(self) -> None:
+        """The reader's held messages fit now (or were let go with its socket)."""
+        state = self.state
+        state.waiting -= 1
+        if state.waiting == 0 and state.episode_started is not None:
+            state.waited_seconds += self.clock() - state.episode_started
+            state.episode_started = None

@@ -1,5 +1,6 @@
 """What every socket of the process shares: the buffered-frames budget, the keepalive ticker,
-and the pace of the upstream-config re-checks made while connected.
+the socket slots (its open-files limit) and the pace of the upstream-config re-checks made
+while connected.
 
 The re-checks (one REST call each, every ``upstream.ensure_interval_seconds`` per instance)
 are the one periodic cost of a quiet socket that grows with the fleet: 5,000 instances every
@@ -20,6 +21,7 @@ from bridge.settings import BUFFER_BUDGET_BYTES
 from bridge.upstream.budget import BufferBudget
 from bridge.upstream.keepalive import Keepalive
 from bridge.upstream.ratelimit import TokenBucket
+from bridge.upstream.slots import SocketSlots, process_slots
 
 RECHECKS_PER_SECOND = 2.0
 FIRST_CHECKS_PER_SECOND = 50.0
@@ -39,3 +41,4 @@ class SocketsShared:
     keepalive: Keepalive = field(default_factory=Keepalive)
     rechecks: TokenBucket = field(default_factory=recheck_bucket)
     first_checks: TokenBucket = field(default_factory=first_check_bucket)
+    slots: SocketSlots = field(default_factory=lambda: SocketSlots(process_slots()))

@@ -2,8 +2,9 @@
 
 ``async for frames in source`` yields every message read off the socket, stamped at receipt,
 in batches: the message awaited plus the ones already read behind it (:class:`MessageReader`,
-the library's public ``recv`` in a task of its own; one await, one timestamp and one activity
-note per batch instead of per frame).
+fed by the connection as frames are parsed: no task and no queue of its own between the socket
+and the consumer; one await, one timestamp and one activity note per batch instead of per
+frame).
 Between sessions the source decides, from what went wrong, what to do before the next try:
 
 - the upstream config (ensure) is checked before the first upgrade only when ``check_first``;
@@ -47,6 +48,7 @@ from websockets.exceptions import (
     ConnectionClosedOK,
     InvalidHandshake,
     InvalidStatus,
+    TooManyFragments,
 )
 from websockets.frames import CloseCode, Opcode
 from websockets.frames import Frame as WsFrame
@@ -85,86 +87,150 @@ class SessionObserver(Protocol):
 
 BATCH_FRAMES = 64  # messages, or
 BATCH_BYTES = 1 << 20  # bytes, whichever comes first, in one batch (and a reader's turn)
-MAX_QUEUE = 4  # frames the library queues per socket before it stops reading TCP
+MAX_FRAGMENTS = 4096  # fragments of one message, as the library's recv allows
+PAUSE_FRAMES = 2 * BATCH_FRAMES  # a socket stops being read with this much waiting (a batch
+PAUSE_BYTES = 2 * BATCH_BYTES  # ready behind the one the consumer is busy with)
 _DATA = frozenset({Opcode.TEXT, Opcode.BINARY, Opcode.CONT})
 
 
-class WatchedConnection(ClientConnection):
-    """A client connection that notes when the server last sent anything (ping included):
-    control frames as they arrive, messages as they are read (once per batch).
-
-    ``process_event`` is the one hook websockets has where a control frame is seen (the library
-    answers pings itself and its public API reports none). It is undocumented: websockets is
-    pinned to the tested range in pyproject.toml and tests/unit/test_ws_batches.py fails
-    loudly if a server ping stops reaching it."""
-
-    last_activity: float = 0.0
-    on_ping: Callable[[], None] | None = None
-
-    def process_event(self, event: Any) -> None:
-        super().process_event(event)
-        if isinstance(event, WsFrame) and event.opcode not in _DATA:
-            self.last_activity = time.monotonic()
-            if event.opcode is Opcode.PING and self.on_ping is not None:
-                self.on_ping()
-
-
 class MessageReader:
-    """A connection's messages in batches, read with the library's public ``recv`` by a task
-    of its own into a bounded buffer of ours: a batch is the message awaited plus those read
-    behind it (up to ``BATCH_FRAMES`` messages or ``BATCH_BYTES``), one wake-up per batch for
-    the consumer. The buffer holds at most one batch; while it is full, or the process-wide
-    ``budget`` has no room for the message just read, nothing more is read and the library's
-    ``max_queue`` pushes back on the socket (the message waiting in hand is counted by
-    :meth:`close` like those buffered). A batch's bytes stay in the budget until the consumer
-    is done with it: it has handed the batch to the intake, whose spool append is queued
-    before any reader the release wakes runs (the bytes are in the spool within that loop
-    turn, before another message is read into the budget). Messages come
-    whole (``recv`` reassembles fragments), as bytes, in order; the error that ended the
-    reading (the socket closed) is raised once every message read before it was taken."""
+    """A connection's messages, taken off the protocol as its frames are parsed and handed to
+    the consumer in batches: a batch is every whole message read since the last (up to
+    ``BATCH_FRAMES`` messages or ``BATCH_BYTES``), one wake-up of the consumer's task per
+    batch. No task of its own and no queue of the library's in between: the connection hands
+    every data frame to :meth:`frame` (fragments joined here, in order, as bytes, text frames
+    too), and a consumer waiting in :meth:`batch` is woken once per loop turn that completed a
+    message.
 
-    def __init__(self, connection: WatchedConnection, budget: BufferBudget) -> None:
-        self.connection = connection
-        self.budget = budget
+    Back-pressure: while two batches' worth wait (or a message waits for the process-wide
+    ``budget``), the socket's transport stops reading, so the kernel's buffers and then TCP
+    push back on the upstream; reading resumes once the consumer took the messages, and for
+    good once the connection is closing (its closing handshake must be read). A message that
+    does not fit the budget when it completes is held (outside the budget; the budget counts
+    the wait from then) and the consumer waits in :meth:`batch` for room. A batch's bytes stay
+    in the budget until the consumer is done with it (:meth:`done`): it has handed the batch to
+    the intake, whose spool append is queued before any socket the release lets read runs. The
+    error that ended the connection is raised once every message read before it was taken.
+
+    Every message read is handed over or counted: those never taken when the consumer leaves
+    (:meth:`close`), those completed after that or after the connection failed, and a message
+    cut off in fragments by the connection's end (``lost``, reported once by ``on_lost`` when
+    the connection is gone). A message in more than ``MAX_FRAGMENTS`` fragments fails the
+    connection (1009, as the library does) and is counted as too large (``too_large``)."""
+
+    def __init__(self, pause: Callable[[], None], resume: Callable[[], None]) -> None:
+        self._pause_reading = pause
+        self._resume_reading = resume
+        self._paused = False
+        self._closing = False  # the connection is closing: reading never pauses again
+        self.budget: BufferBudget | None = None  # attached by the session
         self._messages: deque[bytes] = deque()
-        self._held: bytes | None = None  # read, waiting for room in the budget
         self._bytes = 0
+        self._held: deque[bytes] = deque()  # whole, waiting for room in the budget
+        self._holding = False  # the budget counts this reader as waiting
+        self._parts: list[bytes] = []  # the fragments of a message under way
+        self._skip_to_fin = False  # the rest of a message already counted: not again
         self._out = 0  # bytes of the batch handed out last, still in the budget
         self._ended: BaseException | None = None
-        self._ready = asyncio.Event()  # a message, or the end, to take
-        self._room = asyncio.Event()  # the buffer may take more
-        self._room.set()
-        self._task = asyncio.create_task(self._read(), name="ws-reader")
+        self._waiter: asyncio.Future[None] | None = None
+        self._left = False  # the consumer left (close): what completes now is counted
+        self._failed = False  # too many fragments: the connection is failing
+        self.too_large = False  # the message that failed it: counted as frame_too_large
+        self.lost = 0  # read and never handed over after the consumer left, or cut off
+        self.on_lost: Callable[[int], None] | None = None
 
-    def _full(self) -> bool:
-        return len(self._messages) >= BATCH_FRAMES or self._bytes >= BATCH_BYTES
+    def attach(self, budget: BufferBudget) -> MessageReader:
+        """Count this socket's messages into ``budget`` from now on (those read before wait
+        for room like any other)."""
+        self.budget = budget
+        self._held.extend(self._messages)  # read before the session: in no budget yet
+        self._messages.clear()
+        self._bytes = 0
+        self._admit_fitting()
+        if self._held:
+            self._hold()
+        return self
 
-    async def _read(self) -> None:
-        try:
-            while True:
-                if self._full():
-                    self._room.clear()
-                    await self._room.wait()
-                self._held = message = await self.connection.recv(decode=False)
-                await self.budget.take(len(message))
-                self._held = None
-                self._messages.append(message)
-                self._bytes += len(message)
-                self._ready.set()
-        except Exception as exc:  # noqa: BLE001 - handed to the consumer, in order
-            self._ended = exc
-            self._ready.set()
+    def frame(self, frame: WsFrame) -> bool:
+        """A data frame off the protocol (in order); False when the message it belongs to
+        has too many fragments (the connection is to fail)."""
+        data = frame.data
+        whole = frame.fin and frame.opcode is not Opcode.CONT
+        if self._failed:  # after the failing fragment: not processed, whole ones counted
+            self.lost += whole
+            return True
+        if whole:  # the usual: one frame, one message
+            self._message(data if type(data) is bytes else bytes(data))
+            return True
+        if self._skip_to_fin:  # the rest of a message counted when the consumer left
+            self._skip_to_fin = not frame.fin
+            return True
+        self._parts.append(bytes(data))
+        if len(self._parts) > MAX_FRAGMENTS:
+            self._parts = []
+            self._failed = self.too_large = True
+            return False
+        if frame.fin:
+            message, self._parts = b"".join(self._parts), []
+            self._message(message)
+        return True
+
+    def _message(self, message: bytes) -> None:
+        if self._left:  # the consumer left; the socket is closing: counted, not kept
+            self.lost += 1
+            return
+        budget = self.budget
+        if self._held or (budget is not None and not budget.take_now(len(message))):
+            self._held.append(message)
+            self._hold()
+            self._pause()
+        else:
+            self._messages.append(message)
+            self._bytes += len(message)
+            if len(self._messages) >= PAUSE_FRAMES or self._bytes >= PAUSE_BYTES:
+                self._pause()
+        self._wake()
+
+    def closing(self) -> None:
+        """The connection is closing: read on (the server's close must be read), whatever
+        waits."""
+        self._closing = True
+        self._resume()
+
+    def end(self, error: BaseException) -> None:
+        """The connection is closed: ``error`` is raised after the last message; a message
+        cut off in fragments is counted, and what was counted after the consumer left is
+        reported."""
+        self._ended = error
+        if self._parts:
+            self._parts = []
+            self.lost += 1
+        if self._left and self.lost and self.on_lost is not None:
+            self.on_lost(self.lost)
+            self.lost = 0
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def batch(self) -> list[bytes]:
-        """The next messages (at least one); raises what ended the reading after the last.
-        The previous batch leaves the budget now if :meth:`done` did not release it yet."""
+        """The next messages (at least one); raises what ended the connection after the
+        last. The previous batch leaves the budget now if :meth:`done` did not release it."""
         self.done()
         messages = self._messages
         while not messages:
-            if self._ended is not None:
+            if self._held:
+                await self._admit()
+            elif self._ended is not None:
                 raise self._ended
-            self._ready.clear()
-            await self._ready.wait()
+            else:
+                self._waiter = waiter = asyncio.get_running_loop().create_future()
+                try:
+                    await waiter
+                finally:
+                    self._waiter = None
         batch = [messages.popleft()]
         size = len(batch[0])
         while messages and len(batch) < BATCH_FRAMES and size < BATCH_BYTES:
@@ -172,31 +238,145 @@ class MessageReader:
             size += len(batch[-1])
         self._bytes -= size
         self._out = size
-        self._room.set()
-        self.connection.last_activity = time.monotonic()
+        if not self._held and len(messages) < PAUSE_FRAMES and self._bytes < PAUSE_BYTES:
+            self._resume()
         return batch
+
+    async def _admit(self) -> None:
+        """Wait for room in the budget for the oldest held message, then admit it and every
+        held message behind it that fits."""
+        budget, held = self.budget, self._held
+        if budget is None:
+            raise RuntimeError("MessageReader.batch before attach")
+        while not budget.take_now(len(held[0])):
+            await budget.freed()
+        message = held.popleft()
+        self._messages.append(message)
+        self._bytes += len(message)
+        self._admit_fitting()
+
+    def _admit_fitting(self) -> None:
+        """Admit held messages, oldest first, while they fit the budget; the wait ends with
+        the last."""
+        budget, held = self.budget, self._held
+        while held and budget is not None and budget.take_now(len(held[0])):
+            message = held.popleft()
+            self._messages.append(message)
+            self._bytes += len(message)
+        if not held:
+            self._unhold()
 
     def done(self) -> None:
         """The consumer is done with the last batch (handed to the intake, appended at the
         loop's next queued callback, ahead of any reader this release wakes): its bytes leave
         the budget."""
-        self.budget.release(self._out)
+        if self._out and self.budget is not None:
+            self.budget.release(self._out)
         self._out = 0
 
-    async def close(self) -> int:
-        """Stop reading (a pending ``recv`` is cancelled, which the library allows); how many
-        messages read were never taken, the one held waiting for the budget included (the
-        consumer left: they are to be counted). What is left leaves the budget with the
-        socket (the held message never entered it)."""
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        left = len(self._messages) + (self._held is not None)
+    def close(self) -> int:
+        """The consumer leaves: how many messages read were never taken (a message under way
+        in fragments included, its rest not counted again); they leave the budget with the
+        socket (held ones never entered it). Reading resumes so the closing handshake can be
+        read; a message completed after this is counted in ``lost`` and reported once, with
+        the connection's end, by ``on_lost``."""
+        self._left = True
+        left = len(self._messages) + len(self._held) + (1 if self._parts else 0) + self.lost
+        self.lost = 0
+        self._skip_to_fin = bool(self._parts)
+        if self.budget is not None:
+            self.budget.release(self._out + self._bytes)
         self._messages.clear()
-        self._held = None
-        self.budget.release(self._out + self._bytes)
+        self._held.clear()
+        self._unhold()
+        self._parts = []
         self._out = self._bytes = 0
+        self.closing()
         return left
+
+    def _hold(self) -> None:
+        if not self._holding and self.budget is not None:
+            self._holding = True
+            self.budget.hold()
+
+    def _unhold(self) -> None:
+        if self._holding and self.budget is not None:
+            self._holding = False
+            self.budget.unhold()
+
+    def _pause(self) -> None:
+        if not self._paused and not self._closing:
+            self._paused = True
+            self._pause_reading()
+
+    def _resume(self) -> None:
+        if self._paused:
+            self._paused = False
+            self._resume_reading()
+
+
+class WatchedConnection(ClientConnection):
+    """A client connection whose data frames go straight to its :class:`MessageReader`
+    (``reader``), and that notes when the server last sent anything (ping included): control
+    frames as they arrive, messages as they are taken (once per batch).
+
+    ``process_event`` is the one hook websockets has where every frame is seen (the library
+    answers pings itself and its public API reports none). It is undocumented: websockets is
+    pinned to the tested range in pyproject.toml, and tests/unit/test_ws_batches.py fails
+    loudly if a server ping or a message stops reaching it."""
+
+    last_activity: float = 0.0
+    on_ping: Callable[[], None] | None = None
+    reader: MessageReader
+    _abort_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.reader = MessageReader(self._pause_reading, self._resume_reading)
+
+    def _pause_reading(self) -> None:
+        if not self.transport.is_closing():
+            self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    def process_event(self, event: Any) -> None:
+        if isinstance(event, WsFrame):  # after the handshake's response: frames only
+            if event.opcode in _DATA:
+                if not self.reader.frame(event):
+                    self._too_many_fragments()
+                return
+            self.last_activity = time.monotonic()
+            if event.opcode is Opcode.PING and self.on_ping is not None:
+                self.on_ping()
+        super().process_event(event)
+
+    async def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
+        """Close, reading on meanwhile: a socket paused for back-pressure would never read
+        the server's close and end aborted after ``close_timeout``, with what it had sent."""
+        self.reader.closing()
+        await super().close(code, reason)
+
+    def _too_many_fragments(self) -> None:
+        """Fail the connection as the library's ``recv`` does (close 1009; the socket is
+        aborted if the server has not closed it within ``close_timeout``)."""
+        self.reader.closing()
+        self.set_connection_exc(TooManyFragments(MAX_FRAGMENTS))
+        self.protocol.fail(CloseCode.MESSAGE_TOO_BIG, "too many fragments")
+        try:
+            self.send_data()
+        except Exception as exc:  # noqa: BLE001 - as the library: noted, the close follows
+            self.set_connection_exc(exc)
+        self._abort_timer = self.loop.call_later(self.close_timeout or 10.0, self.transport.abort)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self._abort_timer is not None:
+            self._abort_timer.cancel()
+            self._abort_timer = None
+        self.reader.end(self.close_exc)
 
 
 def upgrade_error(exc: InvalidStatus, instance: str) -> UpstreamError:
@@ -267,6 +447,8 @@ class InstanceSource:
         self.need_ensure = check_first
         self.first_check_due = not check_first  # checked once the socket is open
         self._connection: WatchedConnection | None = None
+        self._closer: asyncio.Future[None] | None = None
+        self.upgrading = False  # the upgrade is under way (its answer may carry frames)
         self._stopping = asyncio.Event()
 
     def __aiter__(self) -> AsyncIterator[list[Frame]]:
@@ -279,18 +461,44 @@ class InstanceSource:
             except UpstreamError as error:
                 await self._pause(error)
                 continue
-            self.backoff.healthy(time.monotonic())
-            async with contextlib.aclosing(self._session(connection)) as session:
-                async for batch in session:
-                    yield batch
+            if connection is None:  # stopped while waiting for a socket slot
+                break
+            self._connection = connection
+            if self._stopping.is_set():  # stopped during the upgrade: what came is read, then
+                self._closer = asyncio.ensure_future(  # the socket closes (stop() missed it)
+                    connection.close(code=1001, reason="bridge stopping")
+                )
+            try:
+                self.backoff.healthy(time.monotonic())
+                async with contextlib.aclosing(self._session(connection)) as session:
+                    async for batch in session:
+                        yield batch
+            finally:
+                self.shared.slots.give()  # the socket is closed: its file descriptor too
             if not self._stopping.is_set():
                 await self._wait("reconnect", self._next_delay())
 
-    async def _open(self) -> WatchedConnection:
+    async def _open(self) -> WatchedConnection | None:
+        """An open connection holding one of the process's socket slots (taken just before
+        the upgrade, given back if it fails); None when stopped while waiting for a slot."""
         if self.need_ensure:
             await self.ensure()
             self.need_ensure = self.first_check_due = False
         await self.bucket.acquire()
+        slots = self.shared.slots
+        if not await slots.take(self._stopping):
+            return None
+        self.upgrading = True  # frames may come with the answer: a stop waits for it
+        try:
+            connection = await self._connect()
+        except BaseException:
+            slots.give()
+            raise
+        finally:
+            self.upgrading = False
+        return connection
+
+    async def _connect(self) -> WatchedConnection:
         # no context: the library's default for wss:// (it refuses an explicit None there)
         tls = {} if self.ssl is None else {"ssl": self.ssl}
         try:
@@ -300,7 +508,6 @@ class InstanceSource:
                 create_connection=WatchedConnection,
                 open_timeout=self.settings.open_timeout,
                 max_size=socket_limit(self.settings.max_frame_bytes),
-                max_queue=MAX_QUEUE,
                 ping_interval=None,  # the process's keepalive ticker pings silent sockets
                 ping_timeout=None,
                 close_timeout=5,
@@ -315,6 +522,7 @@ class InstanceSource:
         except (InvalidHandshake, OSError, TimeoutError) as exc:
             raise UpstreamUnavailableError(f"{self.instance}: {type(exc).__name__}") from None
         if not isinstance(connection, WatchedConnection):  # create_connection guarantees it
+            await connection.close()
             raise TypeError("connect() ignored create_connection")
         if connection.response is not None:
             self.bucket.observe(*parse_rate_headers(dict(connection.response.headers.raw_items())))
@@ -331,12 +539,14 @@ class InstanceSource:
         watched = keepalive.watch(connection, self.settings.watchdog_seconds, self._silent)
         reensure = asyncio.create_task(self._reensure())
         reason = "closed"
-        reader = MessageReader(connection, self.shared.budget)
+        reader = connection.reader.attach(self.shared.budget)
+        reader.on_lost = self.observer.discarded  # read during the close after the consumer left
         try:
             instance = self.instance
             while True:  # bytes as received, text frames too: no decode and re-encode
                 batch = await reader.batch()
                 received_ns = time.time_ns()
+                connection.last_activity = time.monotonic()
                 self.observer.activity(ping=False)
                 yield [Frame(instance, raw, received_ns) for raw in batch]
                 reader.done()  # the consumer came back: the batch is in the intake
@@ -347,7 +557,7 @@ class InstanceSource:
         finally:
             keepalive.forget(watched)
             reensure.cancel()
-            left = await reader.close()
+            left = reader.close()
             if left:  # read off the socket, never handed over: counted, not lost
                 self.observer.discarded(left)
             self._connection = None
@@ -355,7 +565,10 @@ class InstanceSource:
             # close it, or it stays open unread, the server's frames lost, until the process
             # exits (no-op when the socket is closed already)
             await connection.close(code=CloseCode.INTERNAL_ERROR, reason="bridge reader gone")
-            if self._watchdog_fired:
+            too_large = reader.too_large or reason == "frame_too_large"
+            if too_large:  # a message read in part, never handed over: counted with the reason
+                reason = "frame_too_large"
+            elif self._watchdog_fired:
                 reason = "watchdog"
             elif self._stopping.is_set():
                 reason = "stopping"
@@ -426,7 +639,8 @@ class InstanceSource:
 
 
 def _close_reason(exc: ConnectionClosed) -> str:
-    if exc.sent is not None and exc.sent.code == CloseCode.MESSAGE_TOO_BIG:
+    ours = exc.sent is not None and not exc.rcvd_then_sent  # not an echo of the server's
+    if ours and exc.sent is not None and exc.sent.code == CloseCode.MESSAGE_TOO_BIG:
         return "frame_too_large"  # we closed it: a message over max_frame_bytes
     if exc.rcvd is None:
         return "abnormal"

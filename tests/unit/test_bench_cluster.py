@@ -84,6 +84,8 @@ def test_one_simulator_while_its_open_files_hold_the_fleet() -> None:
     (a take-over's sockets), else one per replica, each tagging its frame ids apart."""
     assert edges_needed(2000, 4, 20_000) == 1
     assert edges_needed(20_000, 4, 20_000) == 4
+    assert edges_needed(20_000, 4, 30_000) == 2
+    assert edges_needed(10_000, 3, 12_000) == 3
     assert edge_tag(0, 1) == ""
     assert {edge_tag(k, 4) for k in range(4)} == {"e0-", "e1-", "e2-", "e3-"}
 

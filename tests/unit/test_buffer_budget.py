@@ -6,11 +6,12 @@ what it held."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from websockets.asyncio.server import ServerConnection
 
 from bridge.upstream.budget import BudgetState, BufferBudget
-from bridge.upstream.ws import MessageReader
+from bridge.upstream.ws import MessageReader, WatchedConnection
 from tests.unit.test_ws_batches import client_of
 
 SIZE = 100_000
@@ -21,6 +22,10 @@ async def sender(server: ServerConnection) -> None:
     for i in range(COUNT):
         await server.send(bytes([i]) * SIZE)
     await server.wait_closed()
+
+
+def reading(connection: WatchedConnection, budget: BufferBudget) -> MessageReader:
+    return connection.reader.attach(budget)
 
 
 async def read_slowly(reader: MessageReader, seen: list[int]) -> None:
@@ -37,13 +42,13 @@ async def test_readers_sharing_a_full_budget_wait_and_lose_nothing() -> None:
     arrives, in order, the bytes held never pass 300 kB, and the readers' waits are counted."""
     budget = BufferBudget(3 * SIZE)
     async with client_of(sender) as first, client_of(sender) as second:
-        readers = [MessageReader(first, budget), MessageReader(second, budget)]
+        readers = [reading(first, budget), reading(second, budget)]
         seen: list[list[int]] = [[], []]
         try:
             await asyncio.gather(*(read_slowly(r, s) for r, s in zip(readers, seen, strict=True)))
         finally:
             for reader in readers:
-                await reader.close()
+                reader.close()
     assert seen == [list(range(COUNT)), list(range(COUNT))]
     state = budget.state
     assert 0 < state.peak <= 3 * SIZE
@@ -77,9 +82,10 @@ async def test_a_waiting_reader_resumes_when_bytes_are_released() -> None:
 
 
 async def test_a_message_held_waiting_for_room_is_counted_when_the_reader_closes() -> None:
-    """A message read off the socket while the budget is full waits in the reader's hand;
-    closing the reader then (the socket ends) counts it among the messages never taken, and
-    what the budget holds is unchanged (the held message never entered it)."""
+    """A message read off the socket while the budget is full is held outside it and the
+    consumer waits for room (counted as a wait); the consumer leaving then (the socket ends)
+    counts it among the messages never taken, and what the budget holds is unchanged (the
+    held message never entered it)."""
     budget = BufferBudget(SIZE)
     await budget.take(SIZE)  # another socket's batch fills the budget
 
@@ -88,13 +94,18 @@ async def test_a_message_held_waiting_for_room_is_counted_when_the_reader_closes
         await server.wait_closed()
 
     async with client_of(one) as client:
-        reader = MessageReader(client, budget)
+        reader = reading(client, budget)
+        taking = asyncio.create_task(reader.batch())
         for _ in range(500):  # at most 5 s for the message to reach the full budget
             if budget.state.waiting:
                 break
             await asyncio.sleep(0.01)
         assert budget.state.waiting == 1
-        left = await reader.close()
+        assert not taking.done()
+        taking.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await taking
+        left = reader.close()
     assert left == 1
     assert budget.state.used == SIZE
     assert budget.state.waiting == 0

@@ -39,6 +39,10 @@ class StandInRunner:
     def stopping(self) -> bool:
         return self._stop.is_set()
 
+    @property
+    def reading(self) -> bool:
+        return self.status.connected
+
     async def run(self) -> None:
         self.runs += 1
         if self.runs <= self.crashes:

@@ -87,3 +87,29 @@ def test_source_clock_goals_hold_only_when_every_run_does() -> None:
     assert peer["value"] == [25.0, 25.0]
     assert peer["met"]
     assert source_clock_goals([clock_entry(1000, 1, 1)], []) == []
+
+
+def test_the_measuring_consumer_runs_at_its_priority_only_meanwhile() -> None:
+    """Inside the window the consumer's thread runs at the priority asked for (a lower one is
+    always allowed); after it, at the one it had. Run in a thread of its own: on Linux a
+    thread's priority is its own."""
+    import os  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
+    from bench.latency import priority  # noqa: PLC0415
+
+    seen: list[int] = []
+
+    def window() -> None:
+        before = os.getpriority(os.PRIO_PROCESS, 0)
+        with priority(min(19, before + 3)) as inside:
+            seen.extend([inside, os.getpriority(os.PRIO_PROCESS, 0)])
+        seen.extend([before, os.getpriority(os.PRIO_PROCESS, 0)])
+
+    thread = threading.Thread(target=window)
+    thread.start()
+    thread.join(10)
+    assert seen[0] == seen[1]
+    assert seen[0] > seen[2]
+    if os.geteuid() == 0:  # going back up takes the privilege
+        assert seen[3] == seen[2]

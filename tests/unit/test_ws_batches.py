@@ -15,10 +15,11 @@ from prometheus_client import CollectorRegistry, Histogram
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import CloseCode
 
 from bridge.metrics import BatchHistogram, observe_all
 from bridge.upstream.budget import BufferBudget
-from bridge.upstream.ws import BATCH_BYTES, BATCH_FRAMES, MessageReader, WatchedConnection
+from bridge.upstream.ws import BATCH_BYTES, BATCH_FRAMES, MAX_FRAGMENTS, WatchedConnection
 
 Handler = Callable[[ServerConnection], Awaitable[None]]
 
@@ -40,14 +41,14 @@ async def client_of(handler: Handler) -> AsyncIterator[WatchedConnection]:
 
 async def drain(connection: WatchedConnection, expected: int) -> list[list[bytes]]:
     """Batches until ``expected`` messages were read (after the server sent them all)."""
-    reader = MessageReader(connection, BufferBudget(1 << 30))
+    reader = connection.reader.attach(BufferBudget(1 << 30))
     await asyncio.sleep(0.3)  # everything sent is buffered client side
     batches: list[list[bytes]] = []
     try:
         while sum(map(len, batches)) < expected:
             batches.append(await asyncio.wait_for(reader.batch(), 5))
     finally:
-        await reader.close()
+        reader.close()
     return batches
 
 
@@ -84,8 +85,8 @@ async def test_a_batch_stops_at_the_byte_bound() -> None:
 
 
 async def test_a_fragmented_message_comes_whole_and_in_order() -> None:
-    """A message in fragments is reassembled (by the library's ``recv``) and comes whole,
-    between the messages sent before and after it."""
+    """A message in fragments is reassembled and comes whole, between the messages sent
+    before and after it."""
 
     async def handler(server: ServerConnection) -> None:
         await server.send("a")
@@ -99,6 +100,27 @@ async def test_a_fragmented_message_comes_whole_and_in_order() -> None:
     assert [m for batch in batches for m in batch] == [b"a", b"b", b"frag-ment-ed", b"c"]
 
 
+async def test_a_message_in_too_many_fragments_fails_the_connection_with_1009() -> None:
+    """A message sent in more fragments than MAX_FRAGMENTS fails the connection as the
+    library's own reader would (close 1009, which the runner counts as frame_too_large); the
+    message before it still comes."""
+
+    async def handler(server: ServerConnection) -> None:
+        await server.send("before")
+        await server.send(iter(["x"] * (MAX_FRAGMENTS + 10)))
+        await server.wait_closed()
+
+    async with client_of(handler) as connection:
+        reader = connection.reader.attach(BufferBudget(1 << 30))
+        got = await asyncio.wait_for(reader.batch(), 5)
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(reader.batch(), 5)
+        reader.close()
+    assert got == [b"before"]
+    assert closed.value.sent is not None
+    assert closed.value.sent.code == CloseCode.MESSAGE_TOO_BIG
+
+
 async def test_a_closed_socket_ends_the_reading_after_the_messages_before_it() -> None:
     """The server sends three messages and closes: the three come first, then the close."""
 
@@ -108,12 +130,12 @@ async def test_a_closed_socket_ends_the_reading_after_the_messages_before_it() -
         await server.close(code=1001)
 
     async with client_of(handler) as connection:
-        reader = MessageReader(connection, BufferBudget(1 << 30))
+        reader = connection.reader.attach(BufferBudget(1 << 30))
         await asyncio.sleep(0.3)
         got = await asyncio.wait_for(reader.batch(), 5)
         with pytest.raises(ConnectionClosed):
             await asyncio.wait_for(reader.batch(), 5)
-        await reader.close()
+        reader.close()
     assert got == [b"m0", b"m1", b"m2"]
 
 

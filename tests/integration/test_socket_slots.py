@@ -1,0 +1,153 @@
+"""A process holds no more upstream sockets than its socket slots allow: with one slot and two
+instances, the second instance waits (no upgrade reaches the upstream for it, the wait is
+counted) until the first one's socket closes, then connects and reads its frames."""
+
+from __future__ import annotations
+
+import asyncio
+
+from pydantic import SecretStr
+
+from bridge.errors import UpstreamError
+from bridge.pipeline import Frame
+from bridge.settings import UpstreamSettings
+from bridge.simulator import SimConfig, Simulator
+from bridge.upstream.ratelimit import TokenBucket
+from bridge.upstream.shared import SocketsShared
+from bridge.upstream.slots import SocketSlots
+from bridge.upstream.ws import InstanceSource
+
+TOKENS = {"shop-a": "tok-slots-aaaa-0001", "shop-b": "tok-slots-bbbb-0002"}
+
+
+class Quiet:
+    """A session observer that only notes connects."""
+
+    def __init__(self) -> None:
+        self.connects = 0
+
+    def connected(self) -> None:
+        self.connects += 1
+
+    def disconnected(self, reason: str) -> None:
+        del reason
+
+    def failed(self, error: UpstreamError) -> None:
+        raise AssertionError(str(error))
+
+    def retrying(self, reason: str, delay: float) -> None:
+        del reason, delay
+
+    def activity(self, ping: bool) -> None:
+        del ping
+
+    def discarded(self, count: int) -> None:
+        del count
+
+
+async def test_an_instance_past_the_slots_waits_for_a_socket_to_close() -> None:
+    """Two sources, one slot: the first connects and reads; the second waits (counted, no
+    upgrade sent) until the first stops, then connects and reads frames too."""
+    config = SimConfig(instances=TOKENS, preconfigured=True, rate=20.0)
+    async with Simulator(config) as sim:
+        settings = UpstreamSettings.model_validate({"base_url": sim.base_url})
+        shared = SocketsShared(slots=SocketSlots(1))
+        read: dict[str, int] = dict.fromkeys(TOKENS, 0)
+        observers = {name: Quiet() for name in TOKENS}
+
+        async def ensure() -> None:
+            return None
+
+        sources = {
+            name: InstanceSource(
+                name,
+                SecretStr(token),
+                settings,
+                TokenBucket(per_minute=6000, burst=100),
+                ensure=ensure,
+                observer=observers[name],
+                shared=shared,
+                check_first=False,
+            )
+            for name, token in TOKENS.items()
+        }
+
+        async def consume(name: str) -> None:
+            batch: list[Frame]
+            async for batch in sources[name]:
+                read[name] += len(batch)
+
+        first = asyncio.create_task(consume("shop-a"))
+        for _ in range(200):
+            if read["shop-a"]:
+                break
+            await asyncio.sleep(0.02)
+        second = asyncio.create_task(consume("shop-b"))
+        await asyncio.sleep(0.5)
+        assert read["shop-a"] > 0
+        assert read["shop-b"] == 0
+        assert observers["shop-b"].connects == 0
+        assert shared.slots.state.waiting == 1
+        assert shared.slots.state.used == 1
+
+        await sources["shop-a"].stop()
+        await asyncio.wait_for(first, 5)
+        for _ in range(250):
+            if read["shop-b"]:
+                break
+            await asyncio.sleep(0.02)
+        assert observers["shop-b"].connects == 1
+        assert read["shop-b"] > 0
+        assert shared.slots.state.waits == 1
+        await sources["shop-b"].stop()
+        await asyncio.wait_for(second, 5)
+        assert shared.slots.state.used == 0
+
+
+async def test_a_source_stopped_during_its_upgrade_reads_what_came_and_ends() -> None:
+    """stop() lands while the upgrade is under way (the server answers late and sends a frame
+    at once): the source still reads the frame that came with the answer, closes the socket
+    it would otherwise have kept open unread, ends, and gives its socket slot back."""
+    from websockets.asyncio.server import ServerConnection, serve  # noqa: PLC0415
+    from websockets.http11 import Request  # noqa: PLC0415
+
+    async def late(_connection: ServerConnection, _request: Request) -> None:
+        await asyncio.sleep(0.5)
+
+    async def handler(server: ServerConnection) -> None:
+        await server.send('{"event":"message.status","data":{"id":"first"}}')
+        await server.wait_closed()
+
+    async with serve(handler, "127.0.0.1", 0, process_request=late) as server:
+        port = server.sockets[0].getsockname()[1]
+        settings = UpstreamSettings.model_validate({"base_url": f"http://127.0.0.1:{port}"})
+        shared = SocketsShared(slots=SocketSlots(4))
+        observer = Quiet()
+
+        async def ensure() -> None:
+            return None
+
+        source = InstanceSource(
+            "shop-a",
+            SecretStr(TOKENS["shop-a"]),
+            settings,
+            TokenBucket(per_minute=6000, burst=100),
+            ensure=ensure,
+            observer=observer,
+            shared=shared,
+            check_first=False,
+        )
+        read: list[bytes] = []
+
+        async def consume() -> None:
+            async for batch in source:
+                read.extend(frame.raw for frame in batch)
+
+        task = asyncio.create_task(consume())
+        await asyncio.sleep(0.2)
+        assert source.upgrading
+        await source.stop()
+        await asyncio.wait_for(task, 10)
+    assert read == [b'{"event":"message.status","data":{"id":"first"}}']
+    assert observer.connects == 1
+    assert shared.slots.state.used == 0

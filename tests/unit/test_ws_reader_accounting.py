@@ -1,0 +1,128 @@
+"""The socket reader counts every message it read and did not hand over, once: the rest of a
+fragmented message under way when the consumer left is not counted again; a message cut off
+in fragments by the connection's end is counted; messages completed after the consumer left
+are reported once, with the connection's end. Back-pressure really pauses the transport, and a
+paused socket still reads the server's close: closing it is a clean handshake, not an abort
+after close_timeout. Real sockets throughout."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from bridge.upstream.budget import BufferBudget
+from bridge.upstream.ws import PAUSE_FRAMES
+from tests.unit.test_ws_batches import client_of
+
+
+async def slow_fragments(pause: float) -> AsyncIterator[str]:
+    yield "part1-"
+    await asyncio.sleep(pause)
+    yield "part2"
+
+
+async def test_a_fragmented_message_under_way_when_the_consumer_leaves_is_counted_once() -> None:
+    """The consumer leaves while a message's first fragment is in: close() counts it; its
+    last fragment arriving later is not counted again."""
+
+    async def handler(server: ServerConnection) -> None:
+        await server.send("before")
+        await server.send(slow_fragments(0.3))
+        with contextlib.suppress(ConnectionClosed):
+            await server.wait_closed()
+
+    async with client_of(handler) as connection:
+        reader = connection.reader.attach(BufferBudget(1 << 30))
+        reported: list[int] = []
+        reader.on_lost = reported.append
+        assert await asyncio.wait_for(reader.batch(), 5) == [b"before"]
+        await asyncio.sleep(0.1)
+        assert reader.close() == 1
+        await asyncio.sleep(0.5)  # the last fragment arrives
+        await connection.close()
+    assert reported == []
+    assert reader.lost == 0
+
+
+async def test_a_message_cut_off_by_the_connections_end_is_counted() -> None:
+    """The upstream dies after a message's first fragment: the reading ends with the
+    connection's error, and the message read in part is among those never handed over."""
+
+    async def handler(server: ServerConnection) -> None:
+        await server.send("before")
+
+        async def dying() -> AsyncIterator[str]:
+            yield "part1-"
+            await asyncio.sleep(0.2)
+            server.transport.abort()
+            await asyncio.sleep(10)
+            yield "never"
+
+        with contextlib.suppress(Exception):
+            await server.send(dying())
+
+    async with client_of(handler) as connection:
+        reader = connection.reader.attach(BufferBudget(1 << 30))
+        assert await asyncio.wait_for(reader.batch(), 5) == [b"before"]
+        ended = None
+        try:
+            await asyncio.wait_for(reader.batch(), 5)
+        except ConnectionClosed as exc:
+            ended = exc
+        assert ended is not None
+        assert reader.close() == 1
+
+
+async def test_messages_completed_after_the_consumer_left_are_reported_once() -> None:
+    """After close() the socket is read on (for the closing handshake); the messages the
+    server still sends are counted and reported in one call when the connection ends."""
+
+    async def handler(server: ServerConnection) -> None:
+        await server.send("first")
+        await asyncio.sleep(0.3)
+        for i in range(50):
+            await server.send(f"late-{i}")
+        await asyncio.sleep(0.2)
+        await server.close()
+
+    async with client_of(handler) as connection:
+        reader = connection.reader.attach(BufferBudget(1 << 30))
+        reported: list[int] = []
+        reader.on_lost = reported.append
+        assert await asyncio.wait_for(reader.batch(), 5) == [b"first"]
+        assert reader.close() == 0
+        await asyncio.wait_for(connection.wait_closed(), 5)
+    assert reported == [50]
+
+
+async def test_back_pressure_pauses_the_transport_and_a_close_is_still_clean() -> None:
+    """Messages nobody takes (the budget full) pause the socket's transport; closing it then
+    reads the server's close: the handshake completes well within close_timeout, cleanly."""
+
+    async def handler(server: ServerConnection) -> None:
+        for _ in range(3 * PAUSE_FRAMES):
+            await server.send(b"x" * 1000)
+        with contextlib.suppress(ConnectionClosed):
+            await server.wait_closed()
+
+    async with client_of(handler) as connection:
+        connection.close_timeout = 3
+        budget = BufferBudget(1000)
+        await budget.take(1000)  # another socket's batch fills the budget
+        reader = connection.reader.attach(budget)
+        await asyncio.sleep(0.5)
+        assert not connection.transport.is_reading()
+        assert budget.state.waiting == 1  # counted from the first message held
+        started = time.monotonic()
+        await connection.close(1001, "bridge stopping")
+        took = time.monotonic() - started
+        reader.close()
+    assert took < 2
+    assert connection.protocol.close_rcvd is not None
+    assert budget.state.waiting == 0
+    assert budget.state.used == 1000
