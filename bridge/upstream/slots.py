@@ -29,7 +29,7 @@ LOG_EVERY = 60.0  # seconds: one warning per episode, at most this often
 
 def slots_for(open_files: int) -> int:
     """Sockets a process allowed ``open_files`` descriptors may hold (pure): all but the
-    reserve, and never more than half of a small limit."""
+    reserve, and at least half of a small limit."""
     return max(open_files // 2, open_files - HEADROOM)
 
 
@@ -60,6 +60,8 @@ class SocketSlots:
     async def take(self, stopping: asyncio.Event) -> bool:
         """A slot, once one is free; False (no slot taken) if ``stopping`` is set first."""
         state = self.state
+        if stopping.is_set():
+            return False
         if not self._waiters and state.used < state.limit:
             state.used += 1
             return True

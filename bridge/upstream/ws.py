@@ -135,6 +135,7 @@ class MessageReader:
         self._waiter: asyncio.Future[None] | None = None
         self._left = False  # the consumer left (close): what completes now is counted
         self._failed = False  # too many fragments: the connection is failing
+        self._failed_open = False  # a message in fragments begun after that, not yet ended
         self.too_large = False  # the message that failed it: counted as frame_too_large
         self.lost = 0  # read and never handed over after the consumer left, or cut off
         self.on_lost: Callable[[int], None] | None = None
@@ -156,8 +157,13 @@ class MessageReader:
         has too many fragments (the connection is to fail)."""
         data = frame.data
         whole = frame.fin and frame.opcode is not Opcode.CONT
-        if self._failed:  # after the failing fragment: not processed, whole ones counted
-            self.lost += whole
+        if self._failed:  # after the failing fragment: not processed, each message counted
+            if frame.opcode is not Opcode.CONT:  # a message begins
+                self.lost += frame.fin
+                self._failed_open = not frame.fin
+            elif frame.fin and self._failed_open:  # (the failing one's rest is not counted)
+                self.lost += 1
+                self._failed_open = False
             return True
         if whole:  # the usual: one frame, one message
             self._message(data if type(data) is bytes else bytes(data))
@@ -197,14 +203,16 @@ class MessageReader:
         self._closing = True
         self._resume()
 
-    def end(self, error: BaseException) -> None:
+    def end(self, error: BaseException, *, cut_counted: bool = False) -> None:
         """The connection is closed: ``error`` is raised after the last message; a message
-        cut off in fragments is counted, and what was counted after the consumer left is
-        reported."""
+        cut off in fragments is counted (unless ``cut_counted``: we closed it as too large,
+        counted as ``frame_too_large`` with the close), and what was counted after the
+        consumer left is reported."""
         self._ended = error
-        if self._parts:
-            self._parts = []
+        if (self._parts and not cut_counted) or self._failed_open:
             self.lost += 1
+        self._parts = []
+        self._failed_open = False
         if self._left and self.lost and self.on_lost is not None:
             self.on_lost(self.lost)
             self.lost = 0
@@ -376,7 +384,11 @@ class WatchedConnection(ClientConnection):
         if self._abort_timer is not None:
             self._abort_timer.cancel()
             self._abort_timer = None
-        self.reader.end(self.close_exc)
+        sent = self.protocol.close_sent  # ours, not an echo: a message too large, counted
+        too_large = sent is not None and sent.code == CloseCode.MESSAGE_TOO_BIG
+        self.reader.end(
+            self.close_exc, cut_counted=too_large and not self.protocol.close_rcvd_then_sent
+        )
 
 
 def upgrade_error(exc: InvalidStatus, instance: str) -> UpstreamError:
@@ -468,6 +480,7 @@ class InstanceSource:
                 self._closer = asyncio.ensure_future(  # the socket closes (stop() missed it)
                     connection.close(code=1001, reason="bridge stopping")
                 )
+                self._closer.add_done_callback(_settled)
             try:
                 self.backoff.healthy(time.monotonic())
                 async with contextlib.aclosing(self._session(connection)) as session:
@@ -636,6 +649,12 @@ class InstanceSource:
         self._stopping.set()
         if self._connection is not None:
             await self._connection.close(code=1001, reason="bridge stopping")
+
+
+def _settled(done: asyncio.Future[None]) -> None:
+    """A close nobody awaits: its outcome taken (the connection's end is reported anyway)."""
+    if not done.cancelled():
+        done.exception()
 
 
 def _close_reason(exc: ConnectionClosed) -> str:

@@ -126,3 +126,44 @@ async def test_back_pressure_pauses_the_transport_and_a_close_is_still_clean() -
     assert connection.protocol.close_rcvd is not None
     assert budget.state.waiting == 0
     assert budget.state.used == 1000
+
+
+def test_after_a_too_many_fragments_failure_each_later_message_is_counted_once() -> None:
+    """Frames parsed in the same read after the failing fragment are not processed: the
+    failing message's rest is not counted (it is the frame_too_large one), each later message
+    is counted once, whole or in fragments, and one cut off by the connection's end too."""
+    from websockets.frames import Frame, Opcode  # noqa: PLC0415
+
+    from bridge.upstream.ws import MAX_FRAGMENTS, MessageReader  # noqa: PLC0415
+
+    reader = MessageReader(lambda: None, lambda: None)
+    reader.attach(BufferBudget(1 << 30))
+    assert reader.frame(Frame(Opcode.TEXT, b"a", fin=False))
+    results = [reader.frame(Frame(Opcode.CONT, b"a", fin=False)) for _ in range(MAX_FRAGMENTS)]
+    assert results[-1] is False
+    assert reader.too_large
+    reader.frame(Frame(Opcode.CONT, b"a", fin=True))  # the failing message's rest
+    reader.frame(Frame(Opcode.TEXT, b"x"))  # whole
+    reader.frame(Frame(Opcode.TEXT, b"y1", fin=False))
+    reader.frame(Frame(Opcode.CONT, b"y2", fin=True))  # in fragments
+    reader.frame(Frame(Opcode.BINARY, b"z1", fin=False))  # cut off by the end
+    assert reader.lost == 2
+    reader.end(ConnectionError("gone"))
+    assert reader.lost == 3
+    assert reader.close() == 3
+
+
+def test_a_message_we_closed_as_too_large_is_not_counted_again_at_the_end() -> None:
+    """A message whose fragments passed the size limit ends the connection with our 1009 (the
+    runner counts it as frame_too_large): its fragments in hand are not counted a second time
+    when the connection ends; without that close they are counted (cut off)."""
+    from websockets.frames import Frame, Opcode  # noqa: PLC0415
+
+    from bridge.upstream.ws import MessageReader  # noqa: PLC0415
+
+    for ours, expected in ((True, 0), (False, 1)):
+        reader = MessageReader(lambda: None, lambda: None)
+        reader.attach(BufferBudget(1 << 30))
+        reader.frame(Frame(Opcode.TEXT, b"first part", fin=False))
+        reader.end(ConnectionError("closed"), cut_counted=ours)
+        assert reader.close() == expected
