@@ -34,11 +34,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
 import time
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 from urllib.parse import quote
 
 from pydantic import SecretStr
@@ -218,6 +219,17 @@ class MessageReader:
             self.lost = 0
         self._wake()
 
+    def orphaned(self) -> int:
+        """Messages read by a reader no session ever attached (0 once attached: the session
+        counts what it leaves)."""
+        if self.budget is not None:
+            return 0
+        count = len(self._messages) + len(self._held) + self.lost
+        self._messages.clear()
+        self._held.clear()
+        self.lost = 0
+        return count
+
     def _wake(self) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
@@ -338,6 +350,17 @@ class WatchedConnection(ClientConnection):
     reader: MessageReader
     _abort_timer: asyncio.TimerHandle | None = None
 
+    def __init__(
+        self,
+        *args: Any,
+        on_orphaned: Callable[[int], None] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        # messages read with the upgrade's answer by a connection nobody ever took (its
+        # upgrade was cancelled in the same loop turn): counted here, with the connection's end
+        self.on_orphaned = on_orphaned
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self.reader = MessageReader(self._pause_reading, self._resume_reading)
@@ -389,6 +412,9 @@ class WatchedConnection(ClientConnection):
         self.reader.end(
             self.close_exc, cut_counted=too_large and not self.protocol.close_rcvd_then_sent
         )
+        orphaned = self.reader.orphaned()
+        if orphaned and self.on_orphaned is not None:
+            self.on_orphaned(orphaned)
 
 
 def upgrade_error(exc: InvalidStatus, instance: str) -> UpstreamError:
@@ -518,7 +544,10 @@ class InstanceSource:
             connection = await connect(
                 self.url,
                 additional_headers={"token": self._token.get_secret_value()},
-                create_connection=WatchedConnection,
+                create_connection=cast(
+                    "type[ClientConnection]",
+                    functools.partial(WatchedConnection, on_orphaned=self.observer.discarded),
+                ),
                 open_timeout=self.settings.open_timeout,
                 max_size=socket_limit(self.settings.max_frame_bytes),
                 ping_interval=None,  # the process's keepalive ticker pings silent sockets

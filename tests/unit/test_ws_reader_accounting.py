@@ -167,3 +167,28 @@ def test_a_message_we_closed_as_too_large_is_not_counted_again_at_the_end() -> N
         reader.frame(Frame(Opcode.TEXT, b"first part", fin=False))
         reader.end(ConnectionError("closed"), cut_counted=ours)
         assert reader.close() == expected
+
+
+async def test_messages_read_by_a_connection_nobody_took_are_counted_at_its_end() -> None:
+    """A connection whose upgrade was abandoned (no session ever attached its reader) still
+    counts the messages that came with the answer, once, when it ends."""
+    import functools  # noqa: PLC0415
+
+    from websockets.asyncio.client import connect  # noqa: PLC0415
+    from websockets.asyncio.server import serve  # noqa: PLC0415
+
+    from bridge.upstream.ws import WatchedConnection  # noqa: PLC0415
+
+    async def handler(server: ServerConnection) -> None:
+        await server.send("with the answer")
+        await server.send("and one more")
+        await asyncio.sleep(0.3)
+        await server.close()
+
+    orphaned: list[int] = []
+    async with serve(handler, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        factory = functools.partial(WatchedConnection, on_orphaned=orphaned.append)
+        connection = await connect(f"ws://127.0.0.1:{port}", create_connection=factory)  # type: ignore[arg-type]
+        await asyncio.wait_for(connection.wait_closed(), 5)
+    assert orphaned == [2]
