@@ -95,9 +95,15 @@ def edges_needed(instances: int, replicas: int, open_files: int) -> int:
     over (a take-over's sockets beside the share); one per replica at most (each replica
     reaches one: an upstream's edges, the same account, each its own state)."""
     for edges in range(1, replicas + 1):
-        if replicas % edges == 0 and 2 * -(-instances // edges) + 1024 <= open_files:
+        if replicas % edges == 0 and edge_files(instances, edges) <= open_files:
             return edges
     return replicas
+
+
+def edge_files(instances: int, edges: int) -> int:
+    """Open files one of ``edges`` simulators needs (pure): its share of the sockets twice
+    over (a take-over's beside the share), and room for the rest."""
+    return 2 * -(-instances // edges) + 1024
 
 
 def edge_tag(k: int, edges: int) -> str:
@@ -277,7 +283,7 @@ async def run(
     allowed = allow_open_files(2 * instances + 4096)  # the simulator's sockets, a take-over's
     edges = simulators or edges_needed(instances, replicas, allowed)
     log(f"cluster-scale: {instances} instances, {replicas} replicas, {edges} simulator(s)")
-    if 2 * -(-instances // edges) + 1024 > allowed:
+    if edge_files(instances, edges) > allowed:
         log(f"cluster-scale: {allowed} open files may not hold a simulator's sockets")
     with tempfile.TemporaryDirectory(prefix="ryze-bench-cluster-") as tmp:
         work = Path(tmp)

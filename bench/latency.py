@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 from aiokafka import AIOKafkaConsumer
@@ -101,7 +101,13 @@ def priority(nice: int) -> Iterator[int]:
 
 
 CONSUMER_NICE = -10  # the measuring consumer ahead of what it measures on a shared machine
-NICE_IN_FORCE: list[int] = []  # the priority each window's consumer really had (reported)
+
+
+class Sampled(NamedTuple):
+    """A window's records' times and the priority its consumer really had."""
+
+    times: list[Times]
+    nice: int
 
 
 async def sample_times(
@@ -111,7 +117,7 @@ async def sample_times(
     *,
     settle: float = 1.0,
     nice: int = CONSUMER_NICE,
-) -> list[Times]:
+) -> Sampled:
     """Every record's times (bench.hops) of the records a plain consumer (5 ms fetch wait)
     sees for ``seconds``; a record without a send stamp counts with ``sent`` = its receipt, and
     one sent (or received) before the window opened is skipped: it waited in the consumer's
@@ -137,7 +143,6 @@ async def sample_times(
         since = time.time_ns()
         deadline = time.monotonic() + seconds
         with priority(nice) as in_force:
-            NICE_IN_FORCE.append(in_force)
             while time.monotonic() < deadline:
                 batches = await consumer.getmany(timeout_ms=100)
                 now = time.time_ns()
@@ -145,7 +150,7 @@ async def sample_times(
     finally:
         await consumer.stop()
     found = (record_times(record, now) for record, now in polled)
-    return [t for t in found if t is not None and t.sent >= since]
+    return Sampled([t for t in found if t is not None and t.sent >= since], in_force)
 
 
 def record_times(record: Any, seen: int) -> Times | None:
@@ -165,7 +170,7 @@ async def sample_latency(
     appended for ``seconds``."""
     ack: list[float] = []
     seen: list[float] = []
-    for times in await sample_times(bootstrap, topics, seconds):
+    for times in (await sample_times(bootstrap, topics, seconds)).times:
         if times.received is not None:
             ack.append((times.appended - times.received) / 1e6)
             seen.append((times.seen - times.received) / 1e6)
@@ -206,9 +211,9 @@ async def at_rate(
             async with process(args, work / "bridge.log", env=env, cwd=build.cwd) as proc:
                 await warm_up(url, instances, services.kafka, topics)
                 cpu0 = proc.cpu_seconds()
-                times = await sample_times(services.kafka, topics, seconds, nice=nice)
+                sampled = await sample_times(services.kafka, topics, seconds, nice=nice)
                 cpu = proc.cpu_seconds() - cpu0
-    return result_of(rate * instances, seconds, times, cpu)
+    return result_of(rate * instances, seconds, sampled, cpu)
 
 
 async def warm_up(url: str, instances: int, bootstrap: str, topics: list[str]) -> None:
@@ -229,13 +234,15 @@ async def warm_up(url: str, instances: int, bootstrap: str, topics: list[str]) -
     await asyncio.sleep(3 if instances == 1 else 10)
 
 
-def result_of(rate: float, seconds: float, times: list[Times], cpu: float) -> dict[str, Any]:
+def result_of(rate: float, seconds: float, sampled: Sampled, cpu: float) -> dict[str, Any]:
     """A run's figures: delivered rate, CPU s per 1,000 events (process CPU time of the bridge
     and its shipper, not wall time), the bridge-clock views and the source-clock hops."""
+    times = sampled.times
     hops = [t.hops() for t in times]
     receipts = [(t, t.received) for t in times if t.received is not None]
     return {
         "rate": rate,
+        "consumer_nice": sampled.nice,
         "delivered_per_s": len(times) / seconds,
         "cpu_s_per_1000": round(1000 * cpu / max(1, len(times)), 4),
         "ack_ms": percentiles([(t.appended - r) / 1e6 for t, r in receipts]),

@@ -78,9 +78,9 @@ async def peer(
             async with process([str(binary), "-c", str(path)], work / "benthos.log") as proc:
                 await latency.warm_up(src.url, 1, services.kafka, [topic])
                 cpu0 = proc.cpu_seconds()
-                times = await latency.sample_times(services.kafka, [topic], seconds, nice=nice)
+                sampled = await latency.sample_times(services.kafka, [topic], seconds, nice=nice)
                 cpu = proc.cpu_seconds() - cpu0
-    return latency.result_of(rate, seconds, times, cpu)
+    return latency.result_of(rate, seconds, sampled, cpu)
 
 
 def probe_summary(directory: Path, window: list[int]) -> dict[str, Any]:
@@ -204,7 +204,8 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
                     log(line(f"run {run + 1} peer  ", found))
     finally:
         await delete_created_topics(services.kafka)
-    result["consumer_nice"] = sorted(set(latency.NICE_IN_FORCE))  # as in force, not as asked
+    entries = [*result["bridge"], *result["base"], *result["peer"]]
+    result["consumer_nice"] = sorted({e["consumer_nice"] for e in entries})  # as in force
     stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H%M%S")
     out = ROOT / "bench" / "results" / f"{stamp}-source-clock{args.tag}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

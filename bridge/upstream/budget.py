@@ -73,15 +73,16 @@ class BufferBudget:
             return
         self.hold()
         try:
-            while not self.take_now(size):
-                await self.freed()
+            await self.room_for(size)
         finally:
             self.unhold()
+        self.take_now(size)  # (no await since: it fits)
 
-    async def freed(self) -> None:
-        """Until bytes are released."""
-        self._freed.clear()
-        await self._freed.wait()
+    async def room_for(self, size: int) -> None:
+        """Until ``size`` more bytes fit (the wait is the caller's to count: :meth:`hold`)."""
+        while not self.state.fits(size):
+            self._freed.clear()
+            await self._freed.wait()
 
     def release(self, size: int) -> None:
         """``size`` bytes are in the spool (or were thrown away with their socket)."""

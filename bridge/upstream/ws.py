@@ -204,13 +204,15 @@ class MessageReader:
         self._closing = True
         self._resume()
 
-    def end(self, error: BaseException, *, cut_counted: bool = False) -> None:
+    def end(self, error: BaseException, *, closed_too_large: bool = False) -> None:
         """The connection is closed: ``error`` is raised after the last message; a message
-        cut off in fragments is counted (unless ``cut_counted``: we closed it as too large,
-        counted as ``frame_too_large`` with the close), and what was counted after the
-        consumer left is reported."""
+        cut off in fragments is counted, unless we closed the connection as too large (1009:
+        a message past the size limit or in too many fragments, counted once as
+        ``frame_too_large`` through ``too_large``); what was counted after the consumer left
+        is reported."""
         self._ended = error
-        if (self._parts and not cut_counted) or self._failed_open:
+        self.too_large = self.too_large or closed_too_large
+        if (self._parts and not closed_too_large) or self._failed_open:
             self.lost += 1
         self._parts = []
         self._failed_open = False
@@ -265,15 +267,10 @@ class MessageReader:
     async def _admit(self) -> None:
         """Wait for room in the budget for the oldest held message, then admit it and every
         held message behind it that fits."""
-        budget, held = self.budget, self._held
-        if budget is None:
+        if self.budget is None:
             raise RuntimeError("MessageReader.batch before attach")
-        while not budget.take_now(len(held[0])):
-            await budget.freed()
-        message = held.popleft()
-        self._messages.append(message)
-        self._bytes += len(message)
-        self._admit_fitting()
+        await self.budget.room_for(len(self._held[0]))
+        self._admit_fitting()  # (no await between: the oldest fits)
 
     def _admit_fitting(self) -> None:
         """Admit held messages, oldest first, while they fit the budget; the wait ends with
@@ -407,10 +404,10 @@ class WatchedConnection(ClientConnection):
         if self._abort_timer is not None:
             self._abort_timer.cancel()
             self._abort_timer = None
-        sent = self.protocol.close_sent  # ours, not an echo: a message too large, counted
+        sent = self.protocol.close_sent  # ours first, not an echo of the server's
         too_large = sent is not None and sent.code == CloseCode.MESSAGE_TOO_BIG
         self.reader.end(
-            self.close_exc, cut_counted=too_large and not self.protocol.close_rcvd_then_sent
+            self.close_exc, closed_too_large=too_large and not self.protocol.close_rcvd_then_sent
         )
         orphaned = self.reader.orphaned()
         if orphaned and self.on_orphaned is not None:
@@ -574,7 +571,6 @@ class InstanceSource:
         """Yield the frames of one open connection, in batches; report why it ended."""
         connection.last_activity = time.monotonic()
         connection.on_ping = lambda: self.observer.activity(ping=True)
-        self._connection = connection
         self.observer.connected()
         self._watchdog_fired = False
         keepalive = self.shared.keepalive
@@ -607,8 +603,7 @@ class InstanceSource:
             # close it, or it stays open unread, the server's frames lost, until the process
             # exits (no-op when the socket is closed already)
             await connection.close(code=CloseCode.INTERNAL_ERROR, reason="bridge reader gone")
-            too_large = reader.too_large or reason == "frame_too_large"
-            if too_large:  # a message read in part, never handed over: counted with the reason
+            if reader.too_large:  # a message read in part, never handed over: counted with it
                 reason = "frame_too_large"
             elif self._watchdog_fired:
                 reason = "watchdog"
@@ -687,10 +682,7 @@ def _settled(done: asyncio.Future[None]) -> None:
 
 
 def _close_reason(exc: ConnectionClosed) -> str:
-    ours = exc.sent is not None and not exc.rcvd_then_sent  # not an echo of the server's
-    if ours and exc.sent is not None and exc.sent.code == CloseCode.MESSAGE_TOO_BIG:
-        return "frame_too_large"  # we closed it: a message over max_frame_bytes
-    if exc.rcvd is None:
+    if exc.rcvd is None:  # (a close of ours as too large: the reader's too_large says so)
         return "abnormal"
     return "server_close" if exc.rcvd.code in (1000, 1001) else f"close_{exc.rcvd.code}"
 

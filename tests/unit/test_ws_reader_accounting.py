@@ -16,8 +16,17 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from bridge.upstream.budget import BufferBudget
-from bridge.upstream.ws import PAUSE_FRAMES
+from bridge.upstream.ws import MAX_FRAGMENTS, PAUSE_FRAMES, MessageReader, WatchedConnection
 from tests.unit.test_ws_batches import client_of
+
+
+def reporting(connection: WatchedConnection) -> tuple[MessageReader, list[int]]:
+    """The connection's reader, attached to a roomy budget, and the counts it reports once the
+    consumer left (``on_lost``)."""
+    reader = connection.reader.attach(BufferBudget(1 << 30))
+    reported: list[int] = []
+    reader.on_lost = reported.append
+    return reader, reported
 
 
 async def slow_fragments(pause: float) -> AsyncIterator[str]:
@@ -37,9 +46,7 @@ async def test_a_fragmented_message_under_way_when_the_consumer_leaves_is_counte
             await server.wait_closed()
 
     async with client_of(handler) as connection:
-        reader = connection.reader.attach(BufferBudget(1 << 30))
-        reported: list[int] = []
-        reader.on_lost = reported.append
+        reader, reported = reporting(connection)
         assert await asyncio.wait_for(reader.batch(), 5) == [b"before"]
         await asyncio.sleep(0.1)
         assert reader.close() == 1
@@ -91,9 +98,7 @@ async def test_messages_completed_after_the_consumer_left_are_reported_once() ->
         await server.close()
 
     async with client_of(handler) as connection:
-        reader = connection.reader.attach(BufferBudget(1 << 30))
-        reported: list[int] = []
-        reader.on_lost = reported.append
+        reader, reported = reporting(connection)
         assert await asyncio.wait_for(reader.batch(), 5) == [b"first"]
         assert reader.close() == 0
         await asyncio.wait_for(connection.wait_closed(), 5)
@@ -134,8 +139,6 @@ def test_after_a_too_many_fragments_failure_each_later_message_is_counted_once()
     is counted once, whole or in fragments, and one cut off by the connection's end too."""
     from websockets.frames import Frame, Opcode  # noqa: PLC0415
 
-    from bridge.upstream.ws import MAX_FRAGMENTS, MessageReader  # noqa: PLC0415
-
     reader = MessageReader(lambda: None, lambda: None)
     reader.attach(BufferBudget(1 << 30))
     assert reader.frame(Frame(Opcode.TEXT, b"a", fin=False))
@@ -159,13 +162,11 @@ def test_a_message_we_closed_as_too_large_is_not_counted_again_at_the_end() -> N
     when the connection ends; without that close they are counted (cut off)."""
     from websockets.frames import Frame, Opcode  # noqa: PLC0415
 
-    from bridge.upstream.ws import MessageReader  # noqa: PLC0415
-
     for ours, expected in ((True, 0), (False, 1)):
         reader = MessageReader(lambda: None, lambda: None)
         reader.attach(BufferBudget(1 << 30))
         reader.frame(Frame(Opcode.TEXT, b"first part", fin=False))
-        reader.end(ConnectionError("closed"), cut_counted=ours)
+        reader.end(ConnectionError("closed"), closed_too_large=ours)
         assert reader.close() == expected
 
 
@@ -176,8 +177,6 @@ async def test_messages_read_by_a_connection_nobody_took_are_counted_at_its_end(
 
     from websockets.asyncio.client import connect  # noqa: PLC0415
     from websockets.asyncio.server import serve  # noqa: PLC0415
-
-    from bridge.upstream.ws import WatchedConnection  # noqa: PLC0415
 
     async def handler(server: ServerConnection) -> None:
         await server.send("with the answer")
