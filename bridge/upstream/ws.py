@@ -682,7 +682,10 @@ def _settled(done: asyncio.Future[None]) -> None:
 
 
 def _close_reason(exc: ConnectionClosed) -> str:
-    if exc.rcvd is None:  # (a close of ours as too large: the reader's too_large says so)
+    ours = exc.sent is not None and not exc.rcvd_then_sent  # not an echo of the server's
+    if ours and exc.sent is not None and exc.sent.code == CloseCode.MESSAGE_TOO_BIG:
+        return "frame_too_large"  # we closed it: a message over max_frame_bytes
+    if exc.rcvd is None:
         return "abnormal"
     return "server_close" if exc.rcvd.code in (1000, 1001) else f"close_{exc.rcvd.code}"
 
