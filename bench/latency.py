@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import tempfile
 import time
@@ -100,6 +101,24 @@ def priority(nice: int) -> Iterator[int]:
             os.setpriority(os.PRIO_PROCESS, 0, before)
 
 
+@contextlib.contextmanager
+def no_collection() -> Iterator[None]:
+    """No garbage-collector pass in this process meanwhile (the measuring consumer's window).
+
+    The window keeps every polled record (75,000 at 5,000/s for 15 s, each a record with its
+    headers): the collector's passes over them grew with the window, 40-145 ms every 2.5-4 s
+    with the consumer's loop held, and every record appended meanwhile waited for the next poll.
+    That was the bridge's "consumer hop" tail (p99 50-80 ms; its records carry headers, the
+    peer's do not, so the peer's passes were rarer). The records are parsed after the window."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 CONSUMER_NICE = -10  # the measuring consumer ahead of what it measures on a shared machine
 
 
@@ -123,10 +142,11 @@ async def sample_times(
     one sent (or received) before the window opened is skipped: it waited in the consumer's
     prefetch buffer while it was being assigned, which says nothing about the bridge.
 
-    The consumer polls at scheduling priority ``nice`` (-10 by default): on the 2-core
-    development machine it shares the cores with the bridge, the simulator and the broker, and
-    at equal priority its own wait for a core was 80-88 % of the measured p99 (a consumer runs
-    on a machine of its own). 0 measures it as one more process among the others."""
+    The consumer polls with its process's garbage collector off (``no_collection``: its own
+    passes over the records kept were the measured tail) and at scheduling priority ``nice``
+    (-10 by default: on the 2-core development machine it shares the cores with the bridge, the
+    simulator and the broker, where a consumer has a machine of its own); 0 measures it as one
+    more process among the others."""
     consumer = AIOKafkaConsumer(
         *topics,
         bootstrap_servers=bootstrap,
@@ -142,7 +162,7 @@ async def sample_times(
         await asyncio.sleep(settle)  # assignment to the end offsets
         since = time.time_ns()
         deadline = time.monotonic() + seconds
-        with priority(nice) as in_force:
+        with no_collection(), priority(nice) as in_force:
             while time.monotonic() < deadline:
                 batches = await consumer.getmany(timeout_ms=100)
                 now = time.time_ns()

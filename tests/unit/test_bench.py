@@ -3,13 +3,14 @@ goals, and the profile ranking. (The measurements themselves run on demand: make
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 import pytest
 
 from bench import compare
 from bench.common import HEAD, Build, CpuSample, cores_used
-from bench.latency import record_latencies
+from bench.latency import no_collection, record_latencies
 from bench.profile import rank
 from bench.report import cpu_per_record, ratios, table, targets
 from bench.throughput import median_rows
@@ -147,3 +148,27 @@ def test_compare_reports_medians_and_ratios() -> None:
     lines = compare.table(("base", "head"), base, head)
     assert lines[0].split() == ["measure", "base", "head", "ratio"]
     assert any(line.split()[0] == "zero" and line.split()[-1] == "—" for line in lines[1:])
+
+
+def test_the_measuring_window_runs_without_collector_passes_and_restores_it_after() -> None:
+    """The measuring consumer's window turns the collector off (its passes over the records it
+    keeps were the measured tail) and leaves it as it found it, enabled or not, even on error."""
+    assert gc.isenabled()
+    seen: list[bool] = []
+
+    def window() -> None:
+        with no_collection():
+            seen.append(gc.isenabled())
+            raise RuntimeError("window ended")
+
+    with pytest.raises(RuntimeError):
+        window()
+    assert seen == [False]
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with no_collection():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
