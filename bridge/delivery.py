@@ -36,6 +36,7 @@ from bridge.retry import RetryPolicy
 from bridge.settings import Settings
 from bridge.shipper.parent import ShipperDelivery
 from bridge.sinks.base import Sink
+from bridge.sinks.kinds import sink_kind
 from bridge.sinks.redis import Fencing
 from bridge.sinks.worker import SinkWorker
 from bridge.spool import SpoolReader
@@ -224,6 +225,7 @@ class WorkerDelivery:
                     retry=retry,
                     max_in_flight_bytes=sink_settings.max_in_flight_bytes,
                     one_lane=self.sink.kind == "file",  # one file: its readers rely on its order
+                    linger=sink_kind(sink_settings).linger(sink_settings),
                 )
                 self._prove(worker)
                 await worker.run()

@@ -115,7 +115,7 @@ def producer_options(settings: KafkaSinkSettings) -> dict[str, Any]:
         "acks": acks,
         "enable_idempotence": acks == "all",
         "compression_type": None if settings.compression == "none" else settings.compression,
-        "linger_ms": settings.linger_ms,
+        "linger_ms": 0,  # the sink worker's lanes linger (sinks/window.py): a batch goes at once
         "max_batch_size": settings.max_batch_bytes,
         "max_request_size": settings.max_request_bytes,
         "request_timeout_ms": 30_000,

@@ -53,6 +53,10 @@ class SinkKind(Protocol):
         """The largest value its broker takes (None: no bound of its own)."""
         ...
 
+    def linger(self, sink: SinkSettings) -> float:
+        """Seconds a destination's oldest record may wait for company before it goes."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class KafkaKind:
@@ -77,6 +81,9 @@ class KafkaKind:
     def value_bound(self, sink: SinkSettings) -> int | None:
         return sink.kafka.max_request_bytes - RECORD_OVERHEAD
 
+    def linger(self, sink: SinkSettings) -> float:
+        return sink.kafka.linger_ms / 1000
+
 
 @dataclass(frozen=True, slots=True)
 class RedisKind:
@@ -100,6 +107,9 @@ class RedisKind:
     def value_bound(self, sink: SinkSettings) -> int | None:
         return sink.redis.max_entry_bytes
 
+    def linger(self, sink: SinkSettings) -> float:
+        return 0.0
+
 
 @dataclass(frozen=True, slots=True)
 class FileKind:
@@ -122,6 +132,9 @@ class FileKind:
 
     def value_bound(self, sink: SinkSettings) -> int | None:
         return None
+
+    def linger(self, sink: SinkSettings) -> float:
+        return 0.0
 
 
 SINK_KINDS: Mapping[str, SinkKind] = {

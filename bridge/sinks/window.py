@@ -7,13 +7,22 @@ records are what the worker acknowledges.
 
 A *lane* holds the records of one destination (a Kafka topic, a Redis stream, the file, the
 DLQ) waiting to go out, in order, with at most one publish call in flight. ``Lanes`` keeps
-them by name with the ones ready for a call, the ones backing off (a heap of their ends),
-and the names of those whose last call failed; it gathers the ready lanes into calls.
+them by name with the ones ready for a call, the ones lingering (a heap of when each is due),
+the ones backing off (a heap of their ends), and the names of those whose last call failed;
+it gathers the ready lanes into calls.
+
+*Linger* (``sink.kafka.linger_ms``) is how long a lane's oldest queued record may wait for
+company before the lane is ready: counted from when that record joined the lane, so records
+that queued while the lane's previous call was in flight have been waiting all along and go
+as soon as their linger is over (the producer itself lingers no more: a batch handed to it
+goes at once). A lane holding a full call's worth (``full_records`` or ``full_bytes``) is
+ready at once; a lane retried after a backoff is too.
 """
 
 from __future__ import annotations
 
 import heapq
+import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -90,21 +99,37 @@ class Lane:
     solo: bool = False  # failed or slow lately: goes in a call of its own
     ready_at: float = 0.0
     error: str = ""
+    bytes: int = 0  # of the queued records
+    since: float = 0.0  # monotonic: when the oldest queued record joined (0: due at once)
+    lingers: int = 0  # the ticket of its entry in the lingering heap (0: not lingering)
 
 
 class Lanes:
     """The lanes by name. With ``one_lane`` (a sink that writes every destination into one
     place whose order readers rely on: the file) every record but the DLQ's shares one lane."""
 
-    def __init__(self, dlq: str, *, one_lane: bool) -> None:
+    def __init__(
+        self,
+        dlq: str,
+        *,
+        one_lane: bool,
+        linger: float = 0.0,
+        full_records: int = 1000,
+        full_bytes: int = 1 << 20,
+    ) -> None:
         self.dlq = dlq
         self.one_lane = one_lane
+        self.linger = linger  # seconds (see the module's docstring)
+        self.full_records = full_records
+        self.full_bytes = full_bytes
         self.by_name: dict[str, Lane] = {}
         self.ready: deque[Lane] = deque()
         self.backing_off: dict[str, Lane] = {}
         self.failing: set[str] = set()  # lanes whose last call failed
         self._wakeups: list[tuple[float, int, Lane]] = []  # heap: (backoff end, tie, lane)
         self._wakeup_tie = 0
+        self._lingering: list[tuple[float, int, Lane]] = []  # heap: (due, ticket, lane)
+        self._ticket = 0
 
     def __len__(self) -> int:
         return len(self.by_name)
@@ -121,44 +146,74 @@ class Lanes:
             return record.destination
         return ONE_LANE
 
-    def take(self, records: Sequence[Record], sizes: Sequence[int]) -> None:
-        """New records (of ``sizes``) join the tails of their lanes; a lane neither busy,
-        ready nor backing off becomes ready."""
+    def take(self, records: Sequence[Record], sizes: Sequence[int], now: float) -> None:
+        """New records (of ``sizes``, joining at ``now``) join the tails of their lanes; a lane
+        neither busy, queued (ready or lingering) nor backing off is queued; a lingering lane
+        that now holds a full call is ready."""
         lanes = self.by_name
         backing_off = self.backing_off
-        ready = self.ready.append
         one_lane = self.one_lane
         for record, size in zip(records, sizes, strict=True):
             name = self.lane_of(record) if one_lane else record.destination
             lane = lanes.get(name)
             if lane is None:
                 lane = lanes[name] = Lane(name)
+            if not lane.queue:
+                lane.since = now
             lane.queue.append(record)
             lane.sizes.append(size)
-            if not (lane.queued or lane.busy) and name not in backing_off:
-                lane.queued = True
-                ready(lane)
+            lane.bytes += size
+            if lane.lingers:
+                if self._full(lane):
+                    self._release(lane)
+            elif not (lane.queued or lane.busy) and name not in backing_off:
+                self._enqueue(lane, now)
 
     def queue(self, record: Record, name: str, size: int) -> None:
         """``record`` (``size`` bytes going out) joins the tail of lane ``name``."""
         lane = self.by_name.get(name)
         if lane is None:
             lane = self.by_name[name] = Lane(name)
+        now = time.monotonic()
+        if not lane.queue:
+            lane.since = now
         lane.queue.append(record)
         lane.sizes.append(size)
-        self.requeue(lane)
+        lane.bytes += size
+        self.requeue(lane, now)
 
-    def requeue(self, lane: Lane) -> None:
-        """``lane`` is ready if it has records and is neither ready, busy nor backing off."""
+    def requeue(self, lane: Lane, now: float) -> None:
+        """``lane`` is queued if it has records and is neither queued, busy nor backing off."""
         if lane.queue and not (lane.queued or lane.busy or lane.name in self.backing_off):
-            lane.queued = True
+            self._enqueue(lane, now)
+
+    def _enqueue(self, lane: Lane, now: float) -> None:
+        """``lane`` waits out its linger (from when its oldest record joined), or is ready."""
+        lane.queued = True
+        due = lane.since + self.linger
+        if due > now and not self._full(lane):
+            self._ticket += 1
+            lane.lingers = self._ticket
+            heapq.heappush(self._lingering, (due, self._ticket, lane))
+        else:
             self.ready.append(lane)
+
+    def _full(self, lane: Lane) -> bool:
+        return len(lane.queue) >= self.full_records or lane.bytes >= self.full_bytes
+
+    def _release(self, lane: Lane) -> None:
+        """A lingering lane is ready (its heap entry is left behind, stale)."""
+        lane.lingers = 0
+        self.ready.append(lane)
 
     @staticmethod
     def put_back(lane: Lane, records: list[Record], sizes: list[int]) -> None:
-        """``records`` that failed go back to the head of ``lane``, in their order."""
+        """``records`` that failed go back to the head of ``lane``, in their order; they have
+        waited their linger already."""
         lane.queue.extendleft(reversed(records))
         lane.sizes.extendleft(reversed(sizes))
+        lane.bytes += sum(sizes)
+        lane.since = 0.0
 
     def back_off(self, lane: Lane) -> None:
         """``lane`` failed: it waits until its ``ready_at``."""
@@ -174,7 +229,7 @@ class Lanes:
         return attempts
 
     def wake(self, now: float) -> None:
-        """Lanes whose backoff is over are ready again."""
+        """Lanes whose backoff is over are ready again; lanes whose linger is over are ready."""
         wakeups = self._wakeups
         while wakeups and wakeups[0][0] <= now:
             lane = heapq.heappop(wakeups)[2]
@@ -182,10 +237,19 @@ class Lanes:
             if lane.queue and not lane.busy and not lane.queued:
                 lane.queued = True
                 self.ready.append(lane)
+        lingering = self._lingering
+        while lingering and lingering[0][0] <= now:
+            _, ticket, lane = heapq.heappop(lingering)
+            if lane.lingers == ticket:
+                self._release(lane)
 
     def next_wakeup(self) -> float | None:
-        """When the first backoff ends (None: no lane backs off)."""
-        return self._wakeups[0][0] if self._wakeups else None
+        """When the first backoff or linger ends (None: no lane backs off or lingers)."""
+        lingering = self._lingering
+        while lingering and lingering[0][2].lingers != lingering[0][1]:
+            heapq.heappop(lingering)  # stale: that lane was released when it filled up
+        moments = [heap[0][0] for heap in (self._wakeups, lingering) if heap]
+        return min(moments) if moments else None
 
     def prune(self) -> None:
         """Forget the lanes with nothing queued, in flight, or to retry."""
@@ -233,6 +297,7 @@ def fill(lane: Lane, records: list[Record], size: int, max_records: int, max_byt
     take_size = sizes.popleft
     add = records.append
     room = max_records - len(records)
+    taken = size
     while queue and room:
         record_size = sizes[0]
         if size + record_size > max_bytes and records:
@@ -241,4 +306,5 @@ def fill(lane: Lane, records: list[Record], size: int, max_records: int, max_byt
         take_size()
         size += record_size
         room -= 1
+    lane.bytes -= size - taken
     return size

@@ -69,6 +69,7 @@ class SinkWorker:
         one_lane: bool = False,
         stall_seconds: float = STALL_SECONDS,
         group_call_seconds: float = GROUP_CALL_SECONDS,
+        linger: float = 0.0,
     ) -> None:
         self.sink = sink
         self.spool = spool
@@ -82,7 +83,14 @@ class SinkWorker:
         # ``one_lane``: the sink writes every destination into one place, whose order readers
         # rely on (the file): one lane for all records, one for the DLQ.
         self._window = Window()
-        self._lanes = Lanes(dlq, one_lane=one_lane)
+        # ``linger``: seconds a lane's oldest record may wait for company (window.py).
+        self._lanes = Lanes(
+            dlq,
+            one_lane=one_lane,
+            linger=linger,
+            full_records=batch_max_records,
+            full_bytes=batch_max_bytes,
+        )
         self._calls = Calls(slow_seconds=slow_call_seconds, group_seconds=group_call_seconds)
         self._settlement = Settlement(self._window, self._lanes, metrics, sink.kind)
         self._stall = StallWatch(stall_seconds)
@@ -189,9 +197,10 @@ class SinkWorker:
 
     def _take(self, records: list[Record]) -> None:
         """New records join the window and the lanes of their destinations."""
+        now = time.monotonic()
         if not self._window:  # waiting starts now (idle time is no stall)
-            self._stall.waiting_from(time.monotonic())
-        self._lanes.take(records, self._window.take(records))
+            self._stall.waiting_from(now)
+        self._lanes.take(records, self._window.take(records), now)
 
     def _ack(self) -> None:
         """The window's leading settled records are acknowledged to the spool."""
@@ -290,7 +299,7 @@ class SinkWorker:
             else:
                 if lane.attempt:
                     self._recovered(lane, now)
-                self._lanes.requeue(lane)
+                self._lanes.requeue(lane, now)
         self.metrics.sink_up.labels(self.sink.kind).set(0 if self._lanes.failing else 1)
 
     def _recovered(self, lane: Lane, now: float) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from bridge.metrics import create_metrics
@@ -46,7 +47,7 @@ def test_lanes_gather_calls_within_their_bounds() -> None:
     lanes = Lanes("dlq", one_lane=False)
     taken = [record(n, dest) for dest in ("a", "b", "c") for n in range(3)]
     window = Window()
-    lanes.take(taken, window.take(taken))
+    lanes.take(taken, window.take(taken), 0.0)
     by_name = lanes.by_name
     by_name["b"].solo = True
     first, records = lanes.gather(per_call=3, max_records=100, max_bytes=1 << 20)
@@ -65,9 +66,74 @@ def test_a_call_takes_one_record_at_least_whatever_its_size() -> None:
     """A record bigger than ``max_bytes`` still goes out, alone."""
     lanes = Lanes("dlq", one_lane=False)
     big = [record(0, "a", size=1000), record(1, "a")]
-    lanes.take(big, Window().take(big))
+    lanes.take(big, Window().take(big), 0.0)
     _, records = lanes.gather(per_call=1, max_records=100, max_bytes=100)
     assert records == big[:1]
+
+
+def test_a_lane_lingers_from_when_its_oldest_record_joined() -> None:
+    """With a linger, a lane that was idle is ready only once its oldest record has waited
+    that long (and says when); records joining meanwhile go in the same call. Records that
+    queued while the lane's call was in flight have been waiting since they joined: the lane
+    is ready once their linger is over, at once if it already is."""
+    lanes = Lanes("dlq", one_lane=False, linger=0.005)
+    first = [record(0, "a")]
+    lanes.take(first, Window().take(first), 10.0)
+    assert not lanes.ready
+    assert lanes.next_wakeup() == pytest.approx(10.005)
+    later = [record(1, "a")]
+    lanes.take(later, Window().take(later), 10.003)
+    lanes.wake(10.004)
+    assert not lanes.ready
+    lanes.wake(10.005)
+    call, records = lanes.gather(per_call=1, max_records=100, max_bytes=1 << 20)
+    assert records == first + later
+    assert lanes.next_wakeup() is None
+    during = [record(2, "a")]
+    lanes.take(during, Window().take(during), 10.006)  # the lane's call is in flight
+    assert not lanes.ready
+    call[0].busy = False
+    lanes.requeue(call[0], 10.008)  # the call returned: 2 ms of its 5 waited
+    assert not lanes.ready
+    assert lanes.next_wakeup() == pytest.approx(10.011)
+    lanes.wake(10.0111)
+    assert [lane.name for lane in lanes.ready] == ["a"]
+
+
+def test_a_lingering_lane_holding_a_full_call_is_ready_at_once() -> None:
+    """A lane whose queued records make a full call (by count or by bytes) does not wait out
+    its linger; the stale linger entry it leaves releases nothing later."""
+    lanes = Lanes("dlq", one_lane=False, linger=0.005, full_records=3, full_bytes=1000)
+    some = [record(n, "a") for n in range(2)]
+    lanes.take(some, Window().take(some), 10.0)
+    assert not lanes.ready
+    more = [record(2, "a")]
+    lanes.take(more, Window().take(more), 10.001)
+    assert [lane.name for lane in lanes.ready] == ["a"]
+    lanes.gather(per_call=1, max_records=3, max_bytes=1 << 20)
+    assert lanes.next_wakeup() is None  # the stale entry is dropped
+    big = [record(0, "b", size=2000)]
+    lanes.take(big, Window().take(big), 10.002)
+    assert [lane.name for lane in lanes.ready] == ["b"]
+
+
+def test_records_put_back_after_a_failure_do_not_linger_again() -> None:
+    """Records that failed return to their lane's head having waited already: once the lane's
+    backoff is over it is ready at once, and the lane's queued bytes count them again."""
+    lanes = Lanes("dlq", one_lane=False, linger=0.005)
+    batch = [record(n, "a") for n in range(2)]
+    lanes.take(batch, Window().take(batch), 10.0)
+    lanes.wake(10.005)
+    call, records = lanes.gather(per_call=1, max_records=100, max_bytes=1 << 20)
+    lane = call[0]
+    assert lane.bytes == 0
+    lane.busy = False
+    lanes.put_back(lane, records, [r.size for r in records])
+    assert lane.bytes == sum(r.size for r in records)
+    lane.ready_at = 11.0
+    lanes.back_off(lane)
+    lanes.wake(11.0)
+    assert [ready.name for ready in lanes.ready] == ["a"]
 
 
 def test_one_lane_shares_a_lane_except_for_the_dlq() -> None:
