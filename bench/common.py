@@ -40,6 +40,11 @@ class Services:
     redis_pid: int = 0
 
 
+# A bare producer sending record by record batches by its own linger: the raw baselines keep
+# the 5 ms the bridge's default is (the bridge lingers in its sink worker's lanes instead).
+RAW_LINGER_MS = 5
+
+
 def allow_open_files(needed: int) -> int:
     """Let this process and what it starts (the simulator holds a socket per instance) open
     ``needed`` files: the soft limit raised, and the hard one too when it is short and this

@@ -35,6 +35,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from websockets.asyncio.client import connect
 
+from bench.common import RAW_LINGER_MS
 from bridge.compose import assemble
 from bridge.metrics import create_metrics
 from bridge.settings import KafkaSinkSettings, Settings
@@ -94,7 +95,7 @@ async def raw_producer(bootstrap: str, seconds: float, sample: list[bytes]) -> f
         await admin.create_topics([NewTopic(topic, 3, 1)])
     finally:
         await admin.close()
-    producer = AIOKafkaProducer(**producer_options(kafka))
+    producer = AIOKafkaProducer(**{**producer_options(kafka), "linger_ms": RAW_LINGER_MS})
     await producer.start()
     acked = 0
     try:

@@ -26,6 +26,7 @@ from websockets.asyncio.client import connect
 
 from bench.common import (
     HEAD,
+    RAW_LINGER_MS,
     ROOT,
     Build,
     CpuMeter,
@@ -183,13 +184,14 @@ async def raw_producer(
     services: Services, sample: list[bytes], workload: Workload, timing: Timing, meter: CpuMeter
 ) -> float:
     """Records/s a bare aiokafka producer with the bridge's producer settings (acks=all,
-    idempotent, zstd, 5 ms linger) gets acknowledged, sending the sampled frames pipelined."""
+    idempotent, zstd) and a 5 ms linger of its own (``RAW_LINGER_MS``: it sends record by
+    record) gets acknowledged, sending the sampled frames pipelined."""
     topic = unique("bench.raw")
     await create_topics(services.kafka, [topic], configs=BIG_MESSAGES)
     settings = KafkaSinkSettings(
         bootstrap_servers=services.kafka, max_request_bytes=workload.max_request
     )
-    producer = AIOKafkaProducer(**producer_options(settings))
+    producer = AIOKafkaProducer(**{**producer_options(settings), "linger_ms": RAW_LINGER_MS})
     await producer.start()
     window = pipelined(sample)
 

@@ -226,7 +226,7 @@ class KafkaSinkSettings(Model):
     key: Literal["instance", "chat", "none"] = "instance"
     acks: Literal["all", "1", "0"] = "all"
     compression: Literal["zstd", "gzip", "snappy", "lz4", "none"] = "zstd"
-    linger_ms: int = Field(default=5, ge=0)
+    linger_ms: int = Field(default=5, ge=0, le=1000)
     max_batch_bytes: int = Field(default=1024 * 1024, gt=0)
     max_request_bytes: int = Field(default=1024 * 1024, gt=0)
     client_id: str = "ryze-bridge"

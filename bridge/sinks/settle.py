@@ -135,7 +135,8 @@ class Settlement:
         """``out`` (``record`` or its DLQ copy) was refused for good: a DLQ copy of it joins
         the DLQ's lane. A DLQ copy refused itself stays unsettled (retried, in ``failed``;
         True) unless it can be cut shorter."""
-        self.rejections.note(out, outcome, time.monotonic())
+        now = time.monotonic()
+        self.rejections.note(out, outcome, now)
         letter = None
         if out.dlq_reason is None:
             letter = as_dead_letter(out, outcome.reason, outcome.error, self.lanes.dlq)
@@ -145,7 +146,7 @@ class Settlement:
             failed.setdefault(self.lanes.lane_of(out), []).append(record)
             return True
         self.window.letters[id(record)] = letter
-        self.lanes.queue(record, self.lanes.lane_of(letter), letter.size)
+        self.lanes.queue(record, self.lanes.lane_of(letter), letter.size, now)
         return False
 
     def count(self, records: Sequence[Record]) -> None:

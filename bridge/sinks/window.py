@@ -22,7 +22,6 @@ ready at once; a lane retried after a backoff is too.
 from __future__ import annotations
 
 import heapq
-import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -94,7 +93,7 @@ class Lane:
     queue: deque[Record] = field(default_factory=deque)
     sizes: deque[int] = field(default_factory=deque)  # of the queued records, beside them
     busy: bool = False
-    queued: bool = False  # in the ready list
+    queued: bool = False  # in the ready list, or lingering
     attempt: int = 0
     solo: bool = False  # failed or slow lately: goes in a call of its own
     ready_at: float = 0.0
@@ -169,17 +168,19 @@ class Lanes:
             elif not (lane.queued or lane.busy) and name not in backing_off:
                 self._enqueue(lane, now)
 
-    def queue(self, record: Record, name: str, size: int) -> None:
-        """``record`` (``size`` bytes going out) joins the tail of lane ``name``."""
+    def queue(self, record: Record, name: str, size: int, now: float) -> None:
+        """``record`` (``size`` bytes going out, joining at ``now``) joins the tail of lane
+        ``name``."""
         lane = self.by_name.get(name)
         if lane is None:
             lane = self.by_name[name] = Lane(name)
-        now = time.monotonic()
         if not lane.queue:
             lane.since = now
         lane.queue.append(record)
         lane.sizes.append(size)
         lane.bytes += size
+        if lane.lingers and self._full(lane):
+            self._release(lane)
         self.requeue(lane, now)
 
     def requeue(self, lane: Lane, now: float) -> None:
@@ -208,12 +209,11 @@ class Lanes:
 
     @staticmethod
     def put_back(lane: Lane, records: list[Record], sizes: list[int]) -> None:
-        """``records`` that failed go back to the head of ``lane``, in their order; they have
-        waited their linger already."""
+        """``records`` that failed go back to the head of ``lane``, in their order (the lane
+        backs off, and is ready once that is over: they have waited already)."""
         lane.queue.extendleft(reversed(records))
         lane.sizes.extendleft(reversed(sizes))
         lane.bytes += sum(sizes)
-        lane.since = 0.0
 
     def back_off(self, lane: Lane) -> None:
         """``lane`` failed: it waits until its ``ready_at``."""

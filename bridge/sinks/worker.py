@@ -155,7 +155,7 @@ class SinkWorker:
             await self._calls.stop(reading)
 
     async def _sleep(self, seconds: float | None) -> None:
-        """Until a read or a call finishes, or ``seconds`` (a backoff's end) pass."""
+        """Until a read or a call finishes, or ``seconds`` (a backoff's or a linger's end) pass."""
         self._wake.clear()
         if seconds is None:
             await self._wake.wait()
@@ -217,10 +217,10 @@ class SinkWorker:
         log.error("sink.stalled", sink=self.sink.kind, problem=self.problem)
 
     def _next_wake(self) -> float | None:
-        """Seconds until a backoff ends, until delivery counts as stalled, until pending
-        rejections may be logged, until a call of several lanes is to be cancelled, or, with
-        lanes waiting for a place, until a call in flight turns slow. None: nothing to wait
-        for but events."""
+        """Seconds until a backoff or a lane's linger ends, until delivery counts as stalled,
+        until pending rejections may be logged, until a call of several lanes is to be
+        cancelled, or, with lanes waiting for a place, until a call in flight turns slow. None:
+        nothing to wait for but events."""
         now = time.monotonic()
         waiting = bool(self._window)
         moments = [

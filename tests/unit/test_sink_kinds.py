@@ -12,7 +12,7 @@ from bridge.errors import ConfigError
 from bridge.logs import mask_registered
 from bridge.settings import Settings, SinkSettings
 from bridge.sinks.file import FileSink
-from bridge.sinks.kafka import KafkaSink
+from bridge.sinks.kafka import KafkaSink, producer_options
 from bridge.sinks.kinds import SINK_KINDS, sink_kind
 from bridge.sinks.redis import RedisSink
 from bridge.wiring import build_router, build_sink, max_value_bytes, sink_password
@@ -135,6 +135,23 @@ def test_each_kind_bounds_a_value_by_what_its_broker_takes(tmp_path: Path) -> No
     big_redis = settings("redis", tmp_path, redis={"max_entry_bytes": MAX_FRAME * 2})
     assert max_value_bytes(big_redis) == MAX_FRAME
     assert max_value_bytes(settings("file", tmp_path)) == MAX_FRAME
+
+
+def test_kafka_lingers_in_the_lanes_and_its_producer_not_at_all(tmp_path: Path) -> None:
+    """``sink.kafka.linger_ms`` is the lanes' linger (seconds); the producer gets 0, so a batch
+    it is handed goes at once; Redis and the file do not linger."""
+    kafka = settings("kafka", tmp_path, kafka={"linger_ms": 7}).sink
+    assert sink_kind(kafka).linger(kafka) == pytest.approx(0.007)
+    assert producer_options(kafka.kafka)["linger_ms"] == 0
+    for kind in ("redis", "file"):
+        other = settings(kind, tmp_path, kafka={"linger_ms": 7}).sink
+        assert sink_kind(other).linger(other) == 0.0
+
+
+def test_a_linger_past_a_second_is_a_config_error_naming_the_key(tmp_path: Path) -> None:
+    """A linger long enough to read as a stall or to outlast a drain is refused by name."""
+    with pytest.raises(ValueError, match="linger_ms"):
+        settings("kafka", tmp_path, kafka={"linger_ms": 1001})
 
 
 def test_an_unknown_kind_is_a_config_error_naming_the_key() -> None:

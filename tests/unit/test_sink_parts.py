@@ -117,6 +117,22 @@ def test_a_lingering_lane_holding_a_full_call_is_ready_at_once() -> None:
     assert [lane.name for lane in lanes.ready] == ["b"]
 
 
+def test_a_lane_released_when_full_is_not_released_again_by_its_old_linger() -> None:
+    """A lane released early (full) leaves its linger entry behind; when that entry comes due
+    the lane, busy with its call by then, is not made ready a second time (two calls on one
+    destination would break its order)."""
+    lanes = Lanes("dlq", one_lane=False, linger=0.005, full_records=2)
+    first = [record(0, "a")]
+    lanes.take(first, Window().take(first), 10.0)
+    second = [record(1, "a")]
+    lanes.take(second, Window().take(second), 10.001)
+    call, _ = lanes.gather(per_call=1, max_records=100, max_bytes=1 << 20)
+    assert call[0].busy
+    lanes.wake(10.01)
+    assert not lanes.ready
+    assert lanes.next_wakeup() is None
+
+
 def test_records_put_back_after_a_failure_do_not_linger_again() -> None:
     """Records that failed return to their lane's head having waited already: once the lane's
     backoff is over it is ready at once, and the lane's queued bytes count them again."""

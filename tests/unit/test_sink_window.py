@@ -511,3 +511,25 @@ async def test_idle_empty_lanes_are_pruned(spool: Local) -> None:
         assert "bad" in worker._lanes
     finally:
         await stopped(task)
+
+
+async def test_a_lone_record_goes_once_its_linger_is_over_and_not_before(spool: Local) -> None:
+    """With a linger, a record reaching an idle destination waits for company that long (the
+    worker wakes for it: it does not oversleep), and records arriving meanwhile go in the
+    same call."""
+    sink = LaneSink()
+    worker = SinkWorker(sink, spool, create_metrics(), dlq="dlq", retry=FAST, linger=0.2)
+    task = asyncio.create_task(worker.run())
+    try:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        spool.append(record(0, "a"))
+        await asyncio.sleep(0.05)
+        spool.append(record(1, "a"))
+        await until(lambda: len(sink.accepted) == 2, within=2.0)
+        waited = loop.time() - started
+    finally:
+        await stopped(task)
+    assert 0.19 <= waited < 1.0
+    assert sink.calls == 1
+    assert sink.ids("a") == ["a-0", "a-1"]
