@@ -133,6 +133,8 @@ async def bridge_run(
         return await latency.at_rate(services, rate, seconds, build, instances=instances, nice=nice)
     with tempfile.TemporaryDirectory(prefix="ryze-bench-probe-") as tmp:
         env = {"PYTHON_RYZE_BENCH_PROBE": tmp, "PYTHONPATH": str(PROBE)}
+        if instances > 1:  # the sampler can crash CPython 3.11 at fleet sizes (bench/probe)
+            env["PYTHON_RYZE_BENCH_SAMPLER"] = "0"
         entry = await latency.at_rate(
             services, rate, seconds, build, instances=instances, env=env, nice=nice
         )

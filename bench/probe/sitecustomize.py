@@ -12,6 +12,11 @@ It writes ``probe-<pid>.jsonl`` into that directory, one line per event worth se
   the samples taken inside it by stack (``stacks``: innermost frame first);
 and every 5 s a ``totals`` line (passes and ms per generation, timer wake-ups and their lag
 histogram). Lines are written as they happen: the bench ends the bridge with SIGKILL.
+
+``PYTHON_RYZE_BENCH_SAMPLER=0`` leaves the sampler out (no ``stall`` stacks): walking another
+thread's live frames (``sys._current_frames()``, ``f_back``) can crash CPython 3.11 (a known
+interpreter bug, fixed piecemeal in later 3.11 releases); here it crashed the bridge twice at
+5,000 instances, where frames come and go fastest.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 DIR = os.environ.get("PYTHON_RYZE_BENCH_PROBE")
+SAMPLING = os.environ.get("PYTHON_RYZE_BENCH_SAMPLER", "1") != "0"
 LAG_BOUNDS_MS = (1, 2, 5, 10, 20, 50, 100, 1000)
 LAG_LABELS = [*map(str, LAG_BOUNDS_MS), "inf"]
 
@@ -94,7 +100,8 @@ class Probe:
 
     async def watch_loop(self) -> None:
         sampler = Sampler(threading.get_ident())
-        sampler.start()
+        if SAMPLING:
+            sampler.start()
         while True:
             before = time.perf_counter()
             await asyncio.sleep(0.005)
