@@ -13,6 +13,10 @@ It writes ``probe-<pid>.jsonl`` into that directory, one line per event worth se
 and every 5 s a ``totals`` line (passes and ms per generation, timer wake-ups and their lag
 histogram). Lines are written as they happen: the bench ends the bridge with SIGKILL.
 
+``PYTHON_RYZE_BENCH_STALL_DUMP_MS=N``: the loop's stalls of N ms or more are also caught by
+``faulthandler`` (its watchdog thread dumps every thread's stack into ``stalls-<pid>.txt``
+while the loop is still held): exact stacks, safe where the sampler is not.
+
 ``PYTHON_RYZE_BENCH_SAMPLER=0`` leaves the sampler out (no ``stall`` stacks): walking another
 thread's live frames (``sys._current_frames()``, ``f_back``) can crash CPython 3.11 (a known
 interpreter bug, fixed piecemeal in later 3.11 releases); here it crashed the bridge twice at
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import faulthandler
 import gc
 import json
 import os
@@ -34,6 +39,7 @@ from typing import Any
 
 DIR = os.environ.get("PYTHON_RYZE_BENCH_PROBE")
 SAMPLING = os.environ.get("PYTHON_RYZE_BENCH_SAMPLER", "1") != "0"
+STALL_DUMP = float(os.environ.get("PYTHON_RYZE_BENCH_STALL_DUMP_MS", "0"))
 LAG_BOUNDS_MS = (1, 2, 5, 10, 20, 50, 100, 1000)
 LAG_LABELS = [*map(str, LAG_BOUNDS_MS), "inf"]
 
@@ -41,6 +47,7 @@ LAG_LABELS = [*map(str, LAG_BOUNDS_MS), "inf"]
 class Probe:
     def __init__(self, directory: Path) -> None:
         self.out = (directory / f"probe-{os.getpid()}.jsonl").open("a", encoding="utf-8")
+        self.dumps = (directory / f"stalls-{os.getpid()}.txt").open("a") if STALL_DUMP else None
         self.gc_started = 0
         self.gc_ms = [0.0, 0.0, 0.0]
         self.gc_passes = [0, 0, 0]
@@ -104,8 +111,12 @@ class Probe:
             sampler.start()
         while True:
             before = time.perf_counter()
+            if self.dumps is not None:
+                faulthandler.dump_traceback_later(STALL_DUMP / 1000 + 0.005, file=self.dumps)
             await asyncio.sleep(0.005)
             after = time.perf_counter()
+            if self.dumps is not None:
+                faulthandler.cancel_dump_traceback_later()
             lag_ms = max(0.0, (after - before - 0.005) * 1000)
             self.on_lag(lag_ms)
             if lag_ms >= STALL_MS:
