@@ -12,7 +12,6 @@ from bridge.errors import ConfigError
 
 T = TypeVar("T")
 LoopChoice = Literal["auto", "uvloop", "asyncio"]
-YOUNG_PASS_EVERY = 10_000  # allocations between young garbage-collector passes (700 by default)
 
 
 def run(main: Coroutine[Any, Any, T], choice: LoopChoice = "auto") -> T:
@@ -38,13 +37,6 @@ def settle_heap() -> None:
     the garbage collector's way, once, before the loop runs: collected, then frozen, so the
     collector's older generations no longer walk them. Each pass over them ran on the event
     loop for tens of ms (a full one 24-229 ms on the loaded development machine), the loop's
-    largest stalls and the source of the latency tail (docs/benchmark.md).
-
-    The young generation is collected every ``YOUNG_PASS_EVERY`` allocations instead of 700:
-    each frame makes a few dozen short-lived objects, and at 700 the collector ran a young pass
-    hundreds of times a second, promoting whatever was in flight at that moment into the next
-    generation to be walked again (fleet of 5,000 at 1 event/s each: CPU per event -17 %)."""
+    largest stalls and the source of the latency tail (docs/benchmark.md)."""
     gc.collect()
     gc.freeze()
-    _, middle, old = gc.get_threshold()
-    gc.set_threshold(YOUNG_PASS_EVERY, middle, old)
