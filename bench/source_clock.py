@@ -135,7 +135,6 @@ async def bridge_run(
         env = {"PYTHON_RYZE_BENCH_PROBE": tmp, "PYTHONPATH": str(PROBE)}
         if instances > 1:  # the sampler can crash CPython 3.11 at fleet sizes (bench/probe)
             env["PYTHON_RYZE_BENCH_SAMPLER"] = "0"
-            env["PYTHON_RYZE_BENCH_STALL_DUMP_MS"] = "100"  # faulthandler's stacks instead
         entry = await latency.at_rate(
             services, rate, seconds, build, instances=instances, env=env, nice=nice
         )

@@ -15,7 +15,8 @@ histogram). Lines are written as they happen: the bench ends the bridge with SIG
 
 ``PYTHON_RYZE_BENCH_STALL_DUMP_MS=N``: the loop's stalls of N ms or more are also caught by
 ``faulthandler`` (its watchdog thread dumps every thread's stack into ``stalls-<pid>.txt``
-while the loop is still held): exact stacks, safe where the sampler is not.
+while the loop is still held): exact stacks, but it walks live frames from another thread too
+and crashed the bridge once at 5,000 instances: off unless asked for.
 
 ``PYTHON_RYZE_BENCH_SAMPLER=0`` leaves the sampler out (no ``stall`` stacks): walking another
 thread's live frames (``sys._current_frames()``, ``f_back``) can crash CPython 3.11 (a known
