@@ -106,7 +106,7 @@ def no_collection() -> Iterator[None]:
     """No garbage-collector pass in this process meanwhile (the measuring consumer's window).
 
     The window keeps every polled record (75,000 at 5,000/s for 15 s, each a record with its
-    headers): the collector's passes over them grew with the window, 40-145 ms every 2.5-4 s
+    headers): the collector's passes over them grew with the window, 37-145 ms every 2.5-4 s
     with the consumer's loop held, and every record appended meanwhile waited for the next poll.
     That was the bridge's "consumer hop" tail (p99 50-80 ms; its records carry headers, the
     peer's do not, so the peer's passes were rarer). The records are parsed after the window."""

@@ -14,14 +14,16 @@ and every 5 s a ``totals`` line (passes and ms per generation, timer wake-ups an
 histogram). Lines are written as they happen: the bench ends the bridge with SIGKILL.
 
 ``PYTHON_RYZE_BENCH_STALL_DUMP_MS=N``: the loop's stalls of N ms or more are also caught by
-``faulthandler`` (its watchdog thread dumps every thread's stack into ``stalls-<pid>.txt``
-while the loop is still held): exact stacks, but it walks live frames from another thread too
-and crashed the bridge once at 5,000 instances: off unless asked for.
+``faulthandler`` (its watchdog thread dumps every thread's stack into ``stalls-<pid>.txt`` in
+the probe's directory while the loop is still held): exact stacks, but it walks live frames from
+another thread too and crashed the bridge once at 5,000 instances, and arming it every 5 ms
+costs the loop ~1 %: off unless asked for. bench.source_clock deletes the probe's directory
+after a run, so set both variables yourself (a directory you keep) to read the dumps.
 
-``PYTHON_RYZE_BENCH_SAMPLER=0`` leaves the sampler out (no ``stall`` stacks): walking another
-thread's live frames (``sys._current_frames()``, ``f_back``) can crash CPython 3.11 (a known
-interpreter bug, fixed piecemeal in later 3.11 releases); here it crashed the bridge twice at
-5,000 instances, where frames come and go fastest.
+``PYTHON_RYZE_BENCH_SAMPLER=0`` (or false, no, off) leaves the sampler out (no ``stall``
+stacks): walking another thread's live frames (``sys._current_frames()``, ``f_back``) can crash
+CPython 3.11 (CPython's gh-99110 and later reports of the same kind against 3.11 releases);
+here it crashed the bridge twice at 5,000 instances, where frames come and go fastest.
 """
 
 from __future__ import annotations
@@ -39,8 +41,25 @@ from pathlib import Path
 from typing import Any
 
 DIR = os.environ.get("PYTHON_RYZE_BENCH_PROBE")
-SAMPLING = os.environ.get("PYTHON_RYZE_BENCH_SAMPLER", "1") != "0"
-STALL_DUMP = float(os.environ.get("PYTHON_RYZE_BENCH_STALL_DUMP_MS", "0"))
+OFF = {"0", "false", "no", "off"}
+
+
+def stall_dump_ms(text: str) -> float:
+    """``PYTHON_RYZE_BENCH_STALL_DUMP_MS`` as a number of ms (0: off); anything but a finite
+    number ≥ 0 stops the process at once, loudly (a probe that silently did not load would
+    read as "no pauses")."""
+    try:
+        value = float(text or "0")
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        sys.stderr.write(f"bench probe: PYTHON_RYZE_BENCH_STALL_DUMP_MS={text!r}: not ms >= 0\n")
+        raise SystemExit(2)
+    return value
+
+
+SAMPLING = os.environ.get("PYTHON_RYZE_BENCH_SAMPLER", "1").strip().lower() not in OFF
+STALL_DUMP = stall_dump_ms(os.environ.get("PYTHON_RYZE_BENCH_STALL_DUMP_MS", "0")) if DIR else 0.0
 LAG_BOUNDS_MS = (1, 2, 5, 10, 20, 50, 100, 1000)
 LAG_LABELS = [*map(str, LAG_BOUNDS_MS), "inf"]
 
@@ -48,7 +67,9 @@ LAG_LABELS = [*map(str, LAG_BOUNDS_MS), "inf"]
 class Probe:
     def __init__(self, directory: Path) -> None:
         self.out = (directory / f"probe-{os.getpid()}.jsonl").open("a", encoding="utf-8")
-        self.dumps = (directory / f"stalls-{os.getpid()}.txt").open("a") if STALL_DUMP else None
+        self.dumps = None
+        if STALL_DUMP:
+            self.dumps = (directory / f"stalls-{os.getpid()}.txt").open("a", encoding="utf-8")
         self.gc_started = 0
         self.gc_ms = [0.0, 0.0, 0.0]
         self.gc_passes = [0, 0, 0]
@@ -114,10 +135,12 @@ class Probe:
             before = time.perf_counter()
             if self.dumps is not None:
                 faulthandler.dump_traceback_later(STALL_DUMP / 1000 + 0.005, file=self.dumps)
-            await asyncio.sleep(0.005)
+            try:
+                await asyncio.sleep(0.005)
+            finally:
+                if self.dumps is not None:
+                    faulthandler.cancel_dump_traceback_later()
             after = time.perf_counter()
-            if self.dumps is not None:
-                faulthandler.cancel_dump_traceback_later()
             lag_ms = max(0.0, (after - before - 0.005) * 1000)
             self.on_lag(lag_ms)
             if lag_ms >= STALL_MS:

@@ -133,6 +133,22 @@ def test_a_lane_released_when_full_is_not_released_again_by_its_old_linger() -> 
     assert lanes.next_wakeup() is None
 
 
+def test_a_dead_letter_lingers_on_the_dlq_lane_until_due_or_full() -> None:
+    """A DLQ copy queued by the settlement joins the DLQ's lane at the caller's clock and
+    lingers like any record; the copy that makes the lane a full call releases it at once."""
+    lanes = Lanes("dlq", one_lane=False, linger=0.005, full_records=2)
+    lanes.queue(record(0, "dlq"), "dlq", 100, 10.0)
+    assert not lanes.ready
+    assert lanes.next_wakeup() == pytest.approx(10.005)
+    lanes.queue(record(1, "dlq"), "dlq", 100, 10.001)
+    assert [lane.name for lane in lanes.ready] == ["dlq"]
+    call, records = lanes.gather(per_call=1, max_records=100, max_bytes=1 << 20)
+    assert [r.id for r in records] == ["dlq-0", "dlq-1"]
+    assert call[0].bytes == 0
+    lanes.wake(10.01)  # the entry the release left behind frees nothing
+    assert not lanes.ready
+
+
 def test_records_put_back_after_a_failure_do_not_linger_again() -> None:
     """Records that failed return to their lane's head having waited already: once the lane's
     backoff is over it is ready at once, and the lane's queued bytes count them again."""
