@@ -51,6 +51,7 @@ from websockets.exceptions import (
     InvalidStatus,
     TooManyFragments,
 )
+from websockets.frames import Close as WsClose
 from websockets.frames import CloseCode, Opcode
 from websockets.frames import Frame as WsFrame
 
@@ -404,11 +405,9 @@ class WatchedConnection(ClientConnection):
         if self._abort_timer is not None:
             self._abort_timer.cancel()
             self._abort_timer = None
-        sent = self.protocol.close_sent  # ours first, not an echo of the server's
-        too_large = sent is not None and sent.code == CloseCode.MESSAGE_TOO_BIG
-        self.reader.end(
-            self.close_exc, closed_too_large=too_large and not self.protocol.close_rcvd_then_sent
-        )
+        protocol = self.protocol
+        too_large = closed_too_large(protocol.close_sent, protocol.close_rcvd_then_sent)
+        self.reader.end(self.close_exc, closed_too_large=too_large)
         orphaned = self.reader.orphaned()
         if orphaned and self.on_orphaned is not None:
             self.on_orphaned(orphaned)
@@ -681,9 +680,14 @@ def _settled(done: asyncio.Future[None]) -> None:
         done.exception()
 
 
+def closed_too_large(sent: WsClose | None, rcvd_then_sent: bool | None) -> bool:
+    """Whether we closed the connection first (not an echo of the server's close) with 1009: a
+    message over ``max_frame_bytes`` or in too many fragments (pure)."""
+    return sent is not None and not rcvd_then_sent and sent.code == CloseCode.MESSAGE_TOO_BIG
+
+
 def _close_reason(exc: ConnectionClosed) -> str:
-    ours = exc.sent is not None and not exc.rcvd_then_sent  # not an echo of the server's
-    if ours and exc.sent is not None and exc.sent.code == CloseCode.MESSAGE_TOO_BIG:
+    if closed_too_large(exc.sent, exc.rcvd_then_sent):
         return "frame_too_large"  # we closed it: a message over max_frame_bytes
     if exc.rcvd is None:
         return "abnormal"
