@@ -99,7 +99,7 @@ class Lane:
     ready_at: float = 0.0
     error: str = ""
     bytes: int = 0  # of the queued records
-    since: float = 0.0  # monotonic: when the oldest queued record joined (0: due at once)
+    since: float = 0.0  # monotonic: when the oldest queued record joined
     lingers: int = 0  # the ticket of its entry in the lingering heap (0: not lingering)
 
 
@@ -150,23 +150,13 @@ class Lanes:
         neither busy, queued (ready or lingering) nor backing off is queued; a lingering lane
         that now holds a full call is ready."""
         lanes = self.by_name
-        backing_off = self.backing_off
         one_lane = self.one_lane
         for record, size in zip(records, sizes, strict=True):
             name = self.lane_of(record) if one_lane else record.destination
             lane = lanes.get(name)
             if lane is None:
                 lane = lanes[name] = Lane(name)
-            if not lane.queue:
-                lane.since = now
-            lane.queue.append(record)
-            lane.sizes.append(size)
-            lane.bytes += size
-            if lane.lingers:
-                if self._full(lane):
-                    self._release(lane)
-            elif not (lane.queued or lane.busy) and name not in backing_off:
-                self._enqueue(lane, now)
+            self._join(lane, record, size, now)
 
     def queue(self, record: Record, name: str, size: int, now: float) -> None:
         """``record`` (``size`` bytes going out, joining at ``now``) joins the tail of lane
@@ -174,14 +164,21 @@ class Lanes:
         lane = self.by_name.get(name)
         if lane is None:
             lane = self.by_name[name] = Lane(name)
+        self._join(lane, record, size, now)
+
+    def _join(self, lane: Lane, record: Record, size: int, now: float) -> None:
+        """``record`` joins the tail of ``lane``; the lane is queued if it was neither queued,
+        busy nor backing off; a lingering lane that now holds a full call is ready."""
         if not lane.queue:
             lane.since = now
         lane.queue.append(record)
         lane.sizes.append(size)
         lane.bytes += size
-        if lane.lingers and self._full(lane):
-            self._release(lane)
-        self.requeue(lane, now)
+        if lane.lingers:
+            if self._full(lane):
+                self._release(lane)
+        elif not (lane.queued or lane.busy) and lane.name not in self.backing_off:
+            self._enqueue(lane, now)
 
     def requeue(self, lane: Lane, now: float) -> None:
         """``lane`` is queued if it has records and is neither queued, busy nor backing off."""
