@@ -250,7 +250,7 @@ start_redis() {
     password="$(cat "$TLS_DIR/redis-password")"
     {
         echo "user default on nopass ~* &* +@all"
-        echo "user bridge on >$password ~ryze:* resetchannels -@all +xadd +ping +hello"
+        echo "user bridge on >$password ~ryze:* resetchannels -@all +xadd +multi +exec +ping +hello"
         echo "user reader on >$password ~* resetchannels -@all +@read +ping +hello"
     } >"$REDIS_DIR/users.acl"
     nohup redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no \

@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 from soak.procs import Proc, free_port
 
 BRIDGE_USER = "soakbridge"
-BRIDGE_COMMANDS = "resetchannels -@all +xadd +ping +hello +client|setname +info"
+BRIDGE_COMMANDS = "resetchannels -@all +xadd +multi +exec +ping +hello +client|setname +info"
 
 
 @dataclass

@@ -6,17 +6,25 @@ script that first checks the shard's fencing token: a replica that lost its leas
 past the TTL, say) has its writes refused (``FENCED``), and those records go to the DLQ with
 reason ``fenced`` instead of doubling what the shard's new owner writes.
 
-Every record gets its own outcome. A pipeline goes on after a command that fails (checked
-against Redis 7: an ``XADD`` refused by an ACL, by ``OOM`` or by ``READONLY`` answers an error
-for that command only, the commands around it are applied), so the replies are read one by
-one: ``OOM``, ``READONLY``, ``LOADING``, ``BUSY``, ``MASTERDOWN``, ``TRYAGAIN`` fail only the
-records they answer (transient, retried); ``NOPERM`` rejects its record (``not_authorized``,
-DLQ); any other error (``WRONGTYPE``…) rejects it as ``rejected_by_broker``. A connection lost
-while replies are read fails the records whose reply was not read (they may have been
-applied: at least once), drops that connection, and the next call connects again (so does a
-reply that cannot be parsed, ``InvalidResponse``: the connection is out of step); redis-py's
-own retry, which would send the whole pipeline again, is not used. Concurrent ``publish``
-calls each take their own connection from the pool.
+Every record gets its own outcome, and each stream's records in a call are applied whole or
+not at all: a pipeline goes on after a command that fails (checked against Redis 7: an
+``XADD`` refused by an ACL, by ``OOM`` or by ``READONLY`` answers an error for that command
+only, the commands around it are applied), so a stream's two or more records in one call go
+inside ``MULTI … EXEC``. Were they sent bare, a record refused for memory and put back would
+land after the later ones Redis took a moment after (used memory goes up and down as buffers
+drain): its stream out of order. One command needs no transaction; the streams of a call are
+separate transactions in one pipeline, so one stream refused by an ACL holds no other back.
+The replies are read one by one: ``OOM``, ``READONLY``, ``LOADING``, ``BUSY``,
+``MASTERDOWN``, ``TRYAGAIN`` fail only the records they answer (transient, retried; in a
+transaction the server then discards the whole of it, and its other records fail with it);
+``NOPERM`` rejects its record (``not_authorized``, DLQ); any other error (``WRONGTYPE``…)
+rejects it as ``rejected_by_broker``. A connection lost while replies are read fails the
+records whose reply was not read (they may have been applied, a transaction whole: at least
+once), drops that connection, and the next call connects again (so does a reply that cannot
+be parsed, ``InvalidResponse``: the connection is out of step); redis-py's own retry, which
+would send the whole pipeline again, is not used. Concurrent ``publish`` calls each take
+their own connection from the pool. The ACL user needs ``+multi +exec`` besides ``+xadd``:
+checked at start.
 """
 
 from __future__ import annotations
@@ -37,6 +45,9 @@ from bridge.settings import RedisSinkSettings
 from bridge.sinks.base import DELIVERED, Failed, Outcome, Rejected
 
 log = get_logger(__name__)
+
+Command = tuple[Any, ...]
+UNREAD = Failed(SinkUnavailableError("redis: reply not read"))  # never used: all were read
 
 FENCED_XADD = """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then
@@ -134,7 +145,8 @@ class RedisSink:
         except redis_errors.NoPermissionError as exc:
             raise SinkConfigError(
                 f"redis: user {self.settings.username or 'default'} may not XADD to "
-                f"{self.probe_key()} ({exc}); grant +xadd on the stream keys"
+                f"{self.probe_key()} in a transaction ({exc}); grant +xadd +multi +exec on "
+                "the stream keys"
             ) from None
         except redis_errors.RedisError as exc:
             text = str(exc)
@@ -148,32 +160,43 @@ class RedisSink:
         return self.settings.stream.format(instance="__probe__", event="__probe__")
 
     async def _check_xadd(self) -> None:
-        """XADD NOMKSTREAM to a key of the stream pattern: the ACL is checked, nothing is
-        written (the key does not exist, NOMKSTREAM does not create it)."""
-        if self._client is not None:
-            await self._client.xadd(self.probe_key(), {"probe": "1"}, nomkstream=True)
+        """MULTI, XADD NOMKSTREAM to a key of the stream pattern, EXEC: the ACL is checked for
+        the three, nothing is written (the key does not exist, NOMKSTREAM does not create
+        it). Raises the server's refusal (NoPermissionError when the ACL refused one)."""
+        if self._client is None:
+            return
+        probe = ("XADD", self.probe_key(), "NOMKSTREAM", "*", "probe", "1")
+        replies, lost = await send(self._client, [("MULTI",), probe, ("EXEC",)])
+        if lost is not UNREAD:
+            raise lost.error
+        for reply in replies:
+            if isinstance(reply, BaseException) and "NOPERM" in error_text(reply):
+                raise redis_errors.NoPermissionError(error_text(reply))
+            if isinstance(reply, BaseException):
+                raise reply
 
     async def publish(self, records: Sequence[Record]) -> list[Outcome]:
-        """One pipeline of XADDs; one outcome per record, never an exception once started."""
+        """One pipeline: each stream's XADDs in one transaction (see the module); one outcome
+        per record, never an exception once started."""
         if self._client is None:
             raise SinkUnavailableError("redis: not started")
         limit = self.settings.max_entry_bytes
         try:
-            commands = [self._command(r) for r in records if len(r.value) <= limit]
-            replies = iter(await exchange(self._client, commands) if commands else [])
+            groups = by_stream(records, limit)
+            commands = [[self._command(records[i]) for i in group] for group in groups]
+            answers = await exchange(self._client, commands) if groups else []
         except Exception as exc:  # turned into outcomes, logged with its trace
             log.exception("sink.publish_crashed", sink=self.kind, error=type(exc).__name__)
             error = SinkUnavailableError(f"redis: unexpected {type(exc).__name__}: {exc}")
             return [Failed(error)] * len(records)
-        # one reply per command sent (exchange's contract), so every record has its outcome
-        return [
-            classify(next(replies))
-            if len(r.value) <= limit
-            else Rejected("too_large", f"{len(r.value)} bytes")
-            for r in records
-        ]
+        # one result per command sent (exchange's contract), so every record has its outcome
+        outcomes: list[Outcome] = [Rejected("too_large", f"{len(r.value)} bytes") for r in records]
+        sent = (i for group in groups for i in group)
+        for i, result in zip(sent, answers, strict=True):
+            outcomes[i] = classify(result)
+        return outcomes
 
-    def _command(self, record: Record) -> tuple[Any, ...]:
+    def _command(self, record: Record) -> Command:
         """The XADD of ``record``; fenced through the script when the shard has a token."""
         fields = entry_fields(record, self.settings.cloudevents == "binary")
         flat = [part for pair in fields.items() for part in pair]
@@ -202,39 +225,106 @@ class RedisSink:
         self._client = None
 
 
-async def exchange(client: Redis, commands: list[tuple[Any, ...]]) -> list[Any]:
-    """Send ``commands`` in one write and read their replies one by one: a reply, the
-    server's error for that command, or Failed for each reply a lost connection took (or an
-    unreadable reply, after which the connection is out of step: dropped). Exactly one entry
-    per command."""
+def by_stream(records: Sequence[Record], limit: int) -> list[list[int]]:
+    """The indexes of the records of at most ``limit`` bytes, one list per stream in the order
+    of its first record, each in the records' order (pure)."""
+    groups: dict[str, list[int]] = {}
+    for i, record in enumerate(records):
+        if len(record.value) <= limit:
+            groups.setdefault(record.destination, []).append(i)
+    return list(groups.values())
+
+
+def framed(groups: list[list[Command]]) -> list[Command]:
+    """The commands to send for ``groups`` (pure): a group of two or more inside MULTI …
+    EXEC, so the server applies all of it or none of it; a group of one as it is."""
+    out: list[Command] = []
+    for group in groups:
+        if len(group) == 1:
+            out += group
+        else:
+            out += [("MULTI",), *group, ("EXEC",)]
+    return out
+
+
+def results(groups: list[list[Command]], replies: list[Any], lost: Failed) -> list[Any]:
+    """One result per command of ``groups``, in order (pure), from the ``replies`` read for
+    ``framed(groups)``: fewer when the connection was lost, and then ``lost`` for each
+    command whose result was not read."""
+    out: list[Any] = []
+    at = 0
+    for group in groups:
+        if len(group) == 1:
+            out.append(replies[at] if at < len(replies) else lost)
+            at += 1
+        else:
+            out += transaction_results(replies[at : at + len(group) + 2], len(group), lost)
+            at += len(group) + 2
+    return out
+
+
+def transaction_results(replies: list[Any], n: int, lost: Failed) -> list[Any]:
+    """The results of ``n`` commands sent inside MULTI … EXEC, from the replies read for the
+    n + 2 (pure). EXEC's reply not read: each ``lost`` (applied whole or not at all, not
+    known). The transaction discarded (a command refused as it was queued, or EXEC itself
+    refused): the refused commands' errors, and for the others a transient failure naming
+    why. MULTI itself refused (an ACL changed since the start): the commands ran one by
+    one, and their replies are their results."""
+    if replies and isinstance(replies[0], BaseException):
+        ran = replies[1 : n + 1]
+        return ran + [lost] * (n - len(ran))
+    if len(replies) < n + 2:
+        return [lost] * n
+    executed = replies[n + 1]
+    if isinstance(executed, list) and len(executed) == n:
+        return executed
+    why = error_text(executed) if isinstance(executed, BaseException) else repr(executed)[:200]
+    aborted = Failed(SinkUnavailableError(f"redis: transaction not applied: {why}"))
+    return [q if isinstance(q, BaseException) else aborted for q in replies[1 : n + 1]]
+
+
+async def exchange(client: Redis, groups: list[list[Command]]) -> list[Any]:
+    """Send ``groups`` (framed) in one write and read the replies one by one; one result per
+    command of the groups (see ``results``): a reply, the server's error for that command,
+    or Failed for each result a lost connection took (or an unreadable reply, after which
+    the connection is out of step: dropped)."""
+    replies, lost = await send(client, framed(groups))
+    return results(groups, replies, lost)
+
+
+async def send(client: Redis, commands: list[Command]) -> tuple[list[Any], Failed]:
+    """Send ``commands`` in one write and read their replies one by one, an error reply as
+    its exception: all of them, or those read before the connection was lost (dropped then)
+    and that loss as a Failed (``UNREAD`` when none was)."""
     packed = pack(commands)
     pool: Any = client.connection_pool
     try:
         connection = await pool.get_connection()
     except (redis_errors.RedisError, OSError) as exc:
-        return [Failed(SinkUnavailableError(f"redis: {type(exc).__name__}: {exc}"))] * len(commands)
+        return [], Failed(SinkUnavailableError(f"redis: {type(exc).__name__}: {exc}"))
     replies: list[Any] = []
+    lost = UNREAD
     try:
         await connection.send_packed_command(packed)
         for _ in commands:
             replies.append(await _reply(connection))  # noqa: PERF401 - kept when one fails
     except (redis_errors.RedisError, OSError) as exc:  # lost, or out of step (InvalidResponse)
         await connection.disconnect()
-        lost = len(commands) - len(replies)
-        error = f"redis: {type(exc).__name__}: {exc} ({lost} replies not read)"
-        replies += [Failed(SinkUnavailableError(error))] * lost
+        unread = len(commands) - len(replies)
+        lost = Failed(SinkUnavailableError(f"redis: {type(exc).__name__}: {exc} "
+                                           f"({unread} replies not read)"))  # fmt: skip
     except BaseException:  # cancelled mid-exchange: the connection's replies are unread
         await connection.disconnect()
         raise
     finally:
         await pool.release(connection)
-    return replies
+    return replies, lost
 
 
 CHUNK = 6000  # bytes: a larger value goes to the socket as it is, not copied (as redis-py)
 
 
-def pack(commands: list[tuple[Any, ...]]) -> list[bytes]:
+def pack(commands: list[Command]) -> list[bytes]:
     """``commands`` in Redis' wire protocol (RESP arrays of bulk strings), in a few buffers
     (pure): the same bytes as redis-py's ``pack_commands`` at a fraction of its cost per
     command (it was a third of the shipper's CPU per record at fleet scale); as there, a value

@@ -23,7 +23,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from pydantic import AnyUrl, SecretStr
 from redis.asyncio import Redis
 
-from bridge.errors import SinkUnavailableError
+from bridge.errors import SinkConfigError, SinkUnavailableError
 from bridge.pipeline import Record
 from bridge.settings import KafkaSinkSettings, RedisSinkSettings
 from bridge.sinks.base import Delivered, Failed, Outcome, Rejected
@@ -410,7 +410,7 @@ async def test_redis_acl_on_one_stream_rejects_only_its_records(redis_url: str) 
             enabled=True,
             passwords=[f"+{secret}"],
             keys=[f"{prefix}:open*", f"{prefix}:__probe__*"],
-            commands=["-@all", "+xadd", "+ping", "+hello"],
+            commands=["-@all", "+xadd", "+multi", "+exec", "+ping", "+hello"],
             reset_keys=True,
             reset_channels=True,
         )
@@ -429,10 +429,38 @@ async def test_redis_acl_on_one_stream_rejects_only_its_records(redis_url: str) 
         assert not await admin.exists(denied)
 
 
+async def test_redis_user_without_transactions_is_refused_at_start(redis_url: str) -> None:
+    """An ACL user allowed XADD but not MULTI/EXEC (which keep each stream's records whole)
+    is refused when the sink starts, the message naming what to grant."""
+    prefix = f"ryze:{unique('nomulti')}"
+    user, secret = unique("sinkuser"), unique("pw")
+    async with admin_client(redis_url) as admin:
+        await admin.acl_setuser(
+            user,
+            enabled=True,
+            passwords=[f"+{secret}"],
+            keys=[f"{prefix}:*"],
+            commands=["-@all", "+xadd", "+ping", "+hello"],
+            reset_keys=True,
+            reset_channels=True,
+        )
+        settings = redis_settings(redis_url, prefix).model_copy(update={"username": user})
+        sink = RedisSink(settings, password=SecretStr(secret))
+        try:
+            with pytest.raises(SinkConfigError) as caught:
+                await sink.start()
+        finally:
+            await sink.close()
+            await admin.acl_deluser(user)
+    assert "+multi +exec" in str(caught.value)
+    assert secret not in str(caught.value)
+
+
 async def test_redis_out_of_memory_fails_then_delivers(own_redis: str) -> None:
     """With maxmemory just above what Redis uses (noeviction; a Redis of the test's own), XADDs
-    are refused with OOM: those records are Failed (transient, never the DLQ); once the limit
-    is lifted the same records are Delivered."""
+    are refused with OOM: the stream's records, one transaction, are all Failed (transient,
+    never the DLQ) and none of them was applied, so none can land ahead of another when they
+    are retried; once the limit is lifted the same records are Delivered, in order."""
     prefix = f"ryze:{unique('oom')}"
     stream = f"{prefix}:s"
     async with (
@@ -446,13 +474,13 @@ async def test_redis_out_of_memory_fails_then_delivers(own_redis: str) -> None:
         outcomes = await sink.publish(batch)
         await admin.config_set("maxmemory", 0)
         failed = [o for o in outcomes if isinstance(o, Failed)]
-        assert failed, outcomes
-        assert not [o for o in outcomes if isinstance(o, Rejected)]
+        assert len(failed) == len(batch), outcomes
         assert all(isinstance(o.error, SinkUnavailableError) for o in failed)
-        assert "OOM" in str(failed[0].error) or "memory" in str(failed[0].error)
-        again = [batch[i] for i, o in enumerate(outcomes) if isinstance(o, Failed)]
-        assert all(isinstance(o, Delivered) for o in await sink.publish(again))
-        assert len(await read_stream(admin, stream)) == len(batch)
+        assert all("OOM" in str(o.error) or "memory" in str(o.error) for o in failed)
+        assert not await admin.exists(stream)
+        assert all(isinstance(o, Delivered) for o in await sink.publish(batch))
+        ids = [fields[b"id"] for _, fields in await read_stream(admin, stream)]
+        assert ids == [r.id.encode() for r in batch]
 
 
 def large(destination: str, n: int) -> Record:
@@ -560,13 +588,14 @@ class ResettingProxy:
 
 
 async def test_redis_connection_reset_mid_pipeline(redis_url: str) -> None:
-    """The connection is reset (RST) after part of a pipeline's replies came back: the records
-    whose reply was read are Delivered, the rest Failed (they may have been written: at least
-    once), publish raises nothing, and the next call reconnects and delivers them."""
+    """The connection is reset (RST) after part of a pipeline's replies came back, with one
+    record for each of 50 streams: the records whose reply was read are Delivered, the rest
+    Failed (they may have been written: at least once), publish raises nothing, and the next
+    call reconnects and delivers them."""
     prefix = f"ryze:{unique('rst')}"
-    stream = f"{prefix}:s"
+    streams = [f"{prefix}:s{n}" for n in range(50)]
     host, port = redis_url.removeprefix("redis://").split("/")[0].split(":")
-    batch = records_for([stream], 50)
+    batch = records_for(streams, 1)
     async with ResettingProxy(host, int(port), keep=200) as proxy, admin_client(redis_url) as admin:
         url = f"redis://127.0.0.1:{proxy.port}/0"
         async with started(RedisSink(redis_settings(url, prefix))) as sink:
@@ -582,8 +611,31 @@ async def test_redis_connection_reset_mid_pipeline(redis_url: str) -> None:
             again = [batch[i] for i in failed]
             assert {type(o) for o in await sink.publish(again)} == {Delivered}
         print(f"\nreset after {len(delivered)} of {len(batch)} replies")  # noqa: T201
+        for stream, sent in zip(streams, batch, strict=True):
+            ids = {fields[b"id"] for _, fields in await read_stream(admin, stream)}
+            assert ids == {sent.id.encode()}
+
+
+async def test_redis_connection_reset_inside_a_transaction(redis_url: str) -> None:
+    """50 records of one stream (one MULTI … EXEC) and the connection reset before EXEC's
+    reply came back: every record is Failed, none reported delivered; once retried each is
+    in the stream, the first copies in the order sent (the transaction was applied whole or
+    not at all, so a retry can only repeat it, never put a record ahead of another)."""
+    prefix = f"ryze:{unique('rstx')}"
+    stream = f"{prefix}:s"
+    host, port = redis_url.removeprefix("redis://").split("/")[0].split(":")
+    batch = records_for([stream], 50)
+    async with ResettingProxy(host, int(port), keep=200) as proxy, admin_client(redis_url) as admin:
+        url = f"redis://127.0.0.1:{proxy.port}/0"
+        async with started(RedisSink(redis_settings(url, prefix))) as sink:
+            proxy.armed = True
+            outcomes = await sink.publish(batch)
+            assert proxy.resets == 1
+            assert {type(o) for o in outcomes} == {Failed}, outcomes
+            assert {type(o) for o in await sink.publish(batch)} == {Delivered}
         ids = [fields[b"id"] for _, fields in await read_stream(admin, stream)]
-        assert set(ids) == {r.id.encode() for r in batch}
+        sent = [r.id.encode() for r in batch]
+        assert ids in (sent, sent * 2), "applied whole once or twice, never in part"
 
 
 class CorruptingProxy(ResettingProxy):
