@@ -29,6 +29,7 @@ checked at start.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -43,6 +44,7 @@ from bridge.pipeline import Record
 from bridge.pipeline.records import cloudevents_headers
 from bridge.settings import RedisSinkSettings
 from bridge.sinks.base import DELIVERED, Failed, Outcome, Rejected
+from bridge.sinks.watch import LogLimit
 
 log = get_logger(__name__)
 
@@ -130,6 +132,7 @@ class RedisSink:
         self._password = password
         self._client = client
         self.fencing = fencing
+        self._refusals = LogLimit()
 
     def _connect(self) -> Redis:
         return connect(self.settings, self._password)
@@ -184,17 +187,34 @@ class RedisSink:
         try:
             groups = by_stream(records, limit)
             commands = [[self._command(records[i]) for i in group] for group in groups]
-            answers = await exchange(self._client, commands) if groups else []
+            answers, refusal = await exchange(self._client, commands)
+            if refusal is not None:
+                self._refused(refusal)
+            outcomes: list[Outcome | None] = [None] * len(records)
+            # one result per command sent (exchange's contract): every record sent has one
+            sent = (i for group in groups for i in group)
+            for i, result in zip(sent, answers, strict=True):
+                outcomes[i] = classify(result)
         except Exception as exc:  # turned into outcomes, logged with its trace
             log.exception("sink.publish_crashed", sink=self.kind, error=type(exc).__name__)
             error = SinkUnavailableError(f"redis: unexpected {type(exc).__name__}: {exc}")
             return [Failed(error)] * len(records)
-        # one result per command sent (exchange's contract), so every record has its outcome
-        outcomes: list[Outcome] = [Rejected("too_large", f"{len(r.value)} bytes") for r in records]
-        sent = (i for group in groups for i in group)
-        for i, result in zip(sent, answers, strict=True):
-            outcomes[i] = classify(result)
-        return outcomes
+        return [
+            Rejected("too_large", f"{len(r.value)} bytes") if o is None else o
+            for r, o in zip(records, outcomes, strict=True)
+        ]
+
+    def _refused(self, refusal: BaseException) -> None:
+        """MULTI refused (the ACL changed since the start): the records went one by one, as
+        they were applied; said at most once a second, for it gives up the stream's order."""
+        if self._refusals.allows(time.monotonic()):
+            log.error(
+                "sink.redis_transaction_refused",
+                error=error_text(refusal),
+                consequence="records of a stream went one by one: their order is not kept "
+                "when Redis refuses some of them (OOM, READONLY, LOADING)",
+                action="grant the user +multi +exec",
+            )
 
     def _command(self, record: Record) -> Command:
         """The XADD of ``record``; fenced through the script when the shard has a token."""
@@ -279,17 +299,35 @@ def transaction_results(replies: list[Any], n: int, lost: Failed) -> list[Any]:
     if isinstance(executed, list) and len(executed) == n:
         return executed
     why = error_text(executed) if isinstance(executed, BaseException) else repr(executed)[:200]
+    if "NOPERM" in why and not any(isinstance(q, BaseException) for q in replies[1 : n + 1]):
+        why = f"the ACL refused EXEC (grant the user +multi +exec): {why}"
     aborted = Failed(SinkUnavailableError(f"redis: transaction not applied: {why}"))
     return [q if isinstance(q, BaseException) else aborted for q in replies[1 : n + 1]]
 
 
-async def exchange(client: Redis, groups: list[list[Command]]) -> list[Any]:
-    """Send ``groups`` (framed) in one write and read the replies one by one; one result per
-    command of the groups (see ``results``): a reply, the server's error for that command,
+def multi_refusal(groups: list[list[Command]], replies: list[Any]) -> BaseException | None:
+    """The server's refusal of a MULTI among the ``replies`` read for ``framed(groups)``, if
+    there was one (pure)."""
+    at = 0
+    for group in groups:
+        first = replies[at] if at < len(replies) else None
+        if len(group) > 1 and isinstance(first, BaseException):
+            return first
+        at += 1 if len(group) == 1 else len(group) + 2
+    return None
+
+
+async def exchange(
+    client: Redis, groups: list[list[Command]]
+) -> tuple[list[Any], BaseException | None]:
+    """Send ``groups`` (framed) in one write and read the replies one by one: one result per
+    command of the groups (see ``results``) — a reply, the server's error for that command,
     or Failed for each result a lost connection took (or an unreadable reply, after which
-    the connection is out of step: dropped)."""
+    the connection is out of step: dropped) — and a MULTI's refusal, if one was refused."""
+    if not groups:
+        return [], None
     replies, lost = await send(client, framed(groups))
-    return results(groups, replies, lost)
+    return results(groups, replies, lost), multi_refusal(groups, replies)
 
 
 async def send(client: Redis, commands: list[Command]) -> tuple[list[Any], Failed]:
@@ -310,9 +348,9 @@ async def send(client: Redis, commands: list[Command]) -> tuple[list[Any], Faile
             replies.append(await _reply(connection))  # noqa: PERF401 - kept when one fails
     except (redis_errors.RedisError, OSError) as exc:  # lost, or out of step (InvalidResponse)
         await connection.disconnect()
-        unread = len(commands) - len(replies)
-        lost = Failed(SinkUnavailableError(f"redis: {type(exc).__name__}: {exc} "
-                                           f"({unread} replies not read)"))  # fmt: skip
+        unread = f"{len(commands) - len(replies)} of the pipeline's {len(commands)} replies"
+        error = f"redis: {type(exc).__name__}: {exc} ({unread} not read)"
+        lost = Failed(SinkUnavailableError(error))
     except BaseException:  # cancelled mid-exchange: the connection's replies are unread
         await connection.disconnect()
         raise

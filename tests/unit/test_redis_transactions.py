@@ -13,7 +13,7 @@ from redis._parsers.base import BaseParser
 from bridge.errors import SinkUnavailableError
 from bridge.pipeline import Record
 from bridge.sinks.base import Failed
-from bridge.sinks.redis import by_stream, framed, results, transaction_results
+from bridge.sinks.redis import by_stream, framed, multi_refusal, results, transaction_results
 
 LOST = Failed(SinkUnavailableError("redis: ConnectionError (3 replies not read)"))
 
@@ -75,6 +75,17 @@ def test_exec_refused_fails_every_command() -> None:
     assert all(isinstance(o, Failed) and "OOM" in str(o.error) for o in out)
 
 
+def test_exec_refused_by_the_acl_names_what_to_grant() -> None:
+    """EXEC refused by an ACL changed since the start: every command failed and held (not
+    the DLQ: nothing is wrong with the records), the error saying what to grant."""
+    refused = server_error(
+        "EXECABORT Transaction discarded because of: NOPERM this user has no permissions to "
+        "run the 'exec' command"
+    )
+    out = transaction_results([b"OK", b"QUEUED", b"QUEUED", refused], 2, LOST)
+    assert all(isinstance(o, Failed) and "+multi +exec" in str(o.error) for o in out)
+
+
 def test_exec_reply_not_read_fails_every_command_as_lost() -> None:
     """The connection lost before EXEC's reply: applied whole or not at all, not known, so
     every command is failed with the loss (retried: at least once)."""
@@ -99,3 +110,14 @@ def test_results_walk_bare_commands_and_transactions_alike() -> None:
     assert results(groups, replies, LOST) == [b"1-0", b"2-0", b"3-0", b"4-0"]
     assert results(groups, replies[:3], LOST) == [b"1-0", LOST, LOST, LOST]
     assert results(groups, [], LOST) == [LOST] * 4
+
+
+def test_a_refused_multi_is_found_among_the_replies() -> None:
+    """A MULTI the server refused is reported (to be logged: the stream's records then went
+    one by one); a bare command's error is not a MULTI's refusal."""
+    noperm = server_error("NOPERM this user has no permissions to run the 'multi' command")
+    wrongtype = server_error("WRONGTYPE Operation against a key holding the wrong kind of value")
+    groups = [[xadd("a", 1)], [xadd("b", 1), xadd("b", 2)]]
+    assert multi_refusal(groups, [wrongtype, noperm, b"1-0", b"2-0", noperm]) is noperm
+    assert multi_refusal(groups, [wrongtype, b"OK", b"QUEUED", b"QUEUED", [b"1", b"2"]]) is None
+    assert multi_refusal(groups, [b"1-0"]) is None
