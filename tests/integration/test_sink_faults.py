@@ -587,6 +587,19 @@ class ResettingProxy:
         return data
 
 
+@contextlib.asynccontextmanager
+async def proxied(
+    proxy_type: type[ResettingProxy], redis_url: str, prefix: str, keep: int
+) -> AsyncIterator[tuple[ResettingProxy, RedisSink, Redis]]:
+    """A Redis sink started through a proxy of ``proxy_type`` to the test Redis, and an admin
+    client of that Redis."""
+    host, port = redis_url.removeprefix("redis://").split("/")[0].split(":")
+    async with proxy_type(host, int(port), keep=keep) as proxy, admin_client(redis_url) as admin:
+        url = f"redis://127.0.0.1:{proxy.port}/0"
+        async with started(RedisSink(redis_settings(url, prefix))) as sink:
+            yield proxy, sink, admin
+
+
 async def test_redis_connection_reset_mid_pipeline(redis_url: str) -> None:
     """The connection is reset (RST) after part of a pipeline's replies came back, with one
     record for each of 50 streams: the records whose reply was read are Delivered, the rest
@@ -594,22 +607,19 @@ async def test_redis_connection_reset_mid_pipeline(redis_url: str) -> None:
     call reconnects and delivers them."""
     prefix = f"ryze:{unique('rst')}"
     streams = [f"{prefix}:s{n}" for n in range(50)]
-    host, port = redis_url.removeprefix("redis://").split("/")[0].split(":")
     batch = records_for(streams, 1)
-    async with ResettingProxy(host, int(port), keep=200) as proxy, admin_client(redis_url) as admin:
-        url = f"redis://127.0.0.1:{proxy.port}/0"
-        async with started(RedisSink(redis_settings(url, prefix))) as sink:
-            proxy.armed = True
-            outcomes = await sink.publish(batch)
-            assert proxy.resets == 1
-            failed = [i for i, o in enumerate(outcomes) if isinstance(o, Failed)]
-            delivered = [i for i, o in enumerate(outcomes) if isinstance(o, Delivered)]
-            assert 0 < len(delivered) < len(batch), "some replies forwarded before the reset"
-            # replies are read in order: a prefix Delivered, every record after it Failed
-            assert delivered == list(range(len(delivered)))
-            assert failed == list(range(len(delivered), len(batch)))
-            again = [batch[i] for i in failed]
-            assert {type(o) for o in await sink.publish(again)} == {Delivered}
+    async with proxied(ResettingProxy, redis_url, prefix, keep=200) as (proxy, sink, admin):
+        proxy.armed = True
+        outcomes = await sink.publish(batch)
+        assert proxy.resets == 1
+        failed = [i for i, o in enumerate(outcomes) if isinstance(o, Failed)]
+        delivered = [i for i, o in enumerate(outcomes) if isinstance(o, Delivered)]
+        assert 0 < len(delivered) < len(batch), "some replies forwarded before the reset"
+        # replies are read in order: a prefix Delivered, every record after it Failed
+        assert delivered == list(range(len(delivered)))
+        assert failed == list(range(len(delivered), len(batch)))
+        again = [batch[i] for i in failed]
+        assert {type(o) for o in await sink.publish(again)} == {Delivered}
         print(f"\nreset after {len(delivered)} of {len(batch)} replies")  # noqa: T201
         for stream, sent in zip(streams, batch, strict=True):
             ids = {fields[b"id"] for _, fields in await read_stream(admin, stream)}
@@ -623,16 +633,13 @@ async def test_redis_connection_reset_inside_a_transaction(redis_url: str) -> No
     not at all, so a retry can only repeat it, never put a record ahead of another)."""
     prefix = f"ryze:{unique('rstx')}"
     stream = f"{prefix}:s"
-    host, port = redis_url.removeprefix("redis://").split("/")[0].split(":")
     batch = records_for([stream], 50)
-    async with ResettingProxy(host, int(port), keep=200) as proxy, admin_client(redis_url) as admin:
-        url = f"redis://127.0.0.1:{proxy.port}/0"
-        async with started(RedisSink(redis_settings(url, prefix))) as sink:
-            proxy.armed = True
-            outcomes = await sink.publish(batch)
-            assert proxy.resets == 1
-            assert {type(o) for o in outcomes} == {Failed}, outcomes
-            assert {type(o) for o in await sink.publish(batch)} == {Delivered}
+    async with proxied(ResettingProxy, redis_url, prefix, keep=200) as (proxy, sink, admin):
+        proxy.armed = True
+        outcomes = await sink.publish(batch)
+        assert proxy.resets == 1
+        assert {type(o) for o in outcomes} == {Failed}, outcomes
+        assert {type(o) for o in await sink.publish(batch)} == {Delivered}
         ids = [fields[b"id"] for _, fields in await read_stream(admin, stream)]
         sent = [r.id.encode() for r in batch]
         assert ids in (sent, sent * 2), "applied whole once or twice, never in part"
@@ -659,19 +666,16 @@ async def test_redis_unparsable_reply_fails_records(redis_url: str) -> None:
     the error, and the next call, on a fresh connection, delivers them."""
     prefix = f"ryze:{unique('bad')}"
     stream = f"{prefix}:s"
-    host, port = redis_url.removeprefix("redis://").split("/")[0].split(":")
     batch = records_for([stream], 20)
-    async with CorruptingProxy(host, int(port), keep=0) as proxy, admin_client(redis_url) as admin:
-        url = f"redis://127.0.0.1:{proxy.port}/0"
-        async with started(RedisSink(redis_settings(url, prefix))) as sink:
-            proxy.armed = True
-            outcomes = await sink.publish(batch)
-            assert proxy.resets == 1
-            assert {type(o) for o in outcomes} == {Failed}, outcomes
-            first = outcomes[0]
-            assert isinstance(first, Failed)
-            assert "InvalidResponse" in str(first.error) or "Protocol" in str(first.error)
-            assert {type(o) for o in await sink.publish(batch)} == {Delivered}
+    async with proxied(CorruptingProxy, redis_url, prefix, keep=0) as (proxy, sink, admin):
+        proxy.armed = True
+        outcomes = await sink.publish(batch)
+        assert proxy.resets == 1
+        assert {type(o) for o in outcomes} == {Failed}, outcomes
+        first = outcomes[0]
+        assert isinstance(first, Failed)
+        assert "InvalidResponse" in str(first.error) or "Protocol" in str(first.error)
+        assert {type(o) for o in await sink.publish(batch)} == {Delivered}
         ids = [fields[b"id"] for _, fields in await read_stream(admin, stream)]
         # the first pipeline was applied though its replies were unreadable: at least once
         assert sorted(ids) == sorted([r.id.encode() for r in batch] * 2)
