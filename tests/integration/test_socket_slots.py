@@ -151,3 +151,30 @@ async def test_a_source_stopped_during_its_upgrade_reads_what_came_and_ends() ->
     assert read == [b'{"event":"message.status","data":{"id":"first"}}']
     assert observer.connects == 1
     assert shared.slots.state.used == 0
+
+
+async def test_an_open_socket_keeps_nothing_of_its_handshake_but_what_was_read() -> None:
+    """Once connected, the socket holds neither the upgrade's request (with the token's
+    header) nor the answer's headers (about 5 KB a socket at fleet scale); what the answer's
+    rate headers said was noted by the upstream's budget first, and frames flow."""
+    config = SimConfig(instances={"shop-a": TOKENS["shop-a"]}, preconfigured=True, rate=50.0)
+    async with Simulator(config) as sim:
+        settings = UpstreamSettings.model_validate({"base_url": sim.base_url})
+        bucket = TokenBucket(per_minute=6000, burst=100)
+
+        async def ensure() -> None:
+            return None
+
+        source = InstanceSource(
+            "shop-a", SecretStr(TOKENS["shop-a"]), settings, bucket, ensure=ensure,
+            observer=Quiet(), shared=SocketsShared(slots=SocketSlots(4)), check_first=False,
+        )  # fmt: skip
+        first = await anext(aiter(source))
+        connection = source._connection  # what the open socket holds
+        assert connection is not None
+        assert connection.request is None
+        assert connection.response is not None
+        assert not list(connection.response.headers.raw_items())
+        assert bucket._server_remaining is not None  # the answer's rate headers, noted
+        assert first
+        await source.stop()

@@ -69,6 +69,33 @@ async def test_buffered_messages_come_in_order_in_bounded_batches() -> None:
     assert len(batches) < 10
 
 
+async def test_the_handshake_is_let_go_and_frames_still_flow() -> None:
+    """Once the handshake is shed (its request, with the token's header, and its response's
+    headers freed), the frames after it are still read as messages, in order, and a server
+    ping still counts as activity: the library tells its answer from the frames by
+    ``response`` not being None, which the emptied answer keeps."""
+    pinged = asyncio.Event()
+
+    async def handler(server: ServerConnection) -> None:
+        await pinged.wait()
+        await server.ping()
+        for i in range(20):
+            await server.send(f"m{i}")
+        await asyncio.sleep(1)
+
+    async with client_of(handler) as connection:
+        assert connection.request is not None
+        connection.shed_handshake()
+        assert connection.request is None
+        assert connection.response is not None
+        assert not list(connection.response.headers.raw_items())
+        before = connection.last_activity
+        pinged.set()
+        batches = await drain(connection, 20)
+        assert connection.last_activity > before
+    assert [m for batch in batches for m in batch] == [f"m{i}".encode() for i in range(20)]
+
+
 async def test_a_batch_stops_at_the_byte_bound() -> None:
     """Large messages end a batch once BATCH_BYTES are in it."""
     size = BATCH_BYTES // 3 + 1
@@ -182,3 +209,15 @@ def test_observe_all_equals_observing_one_by_one(seed: int) -> None:
     assert got.keys() == want.keys()
     for key, value in want.items():
         assert got[key] == pytest.approx(value)
+
+
+def test_batch_bounds_take_at_least_one_and_stop_at_either_bound() -> None:
+    """A batch takes at least one message, however big; then messages while under
+    BATCH_FRAMES of them and BATCH_BYTES of bytes."""
+    from bridge.upstream.ws import batch_bounds  # noqa: PLC0415
+
+    assert batch_bounds([b"x" * (BATCH_BYTES + 5)]) == (1, BATCH_BYTES + 5)
+    assert batch_bounds([b"ab"] * (BATCH_FRAMES + 10)) == (BATCH_FRAMES, 2 * BATCH_FRAMES)
+    half = b"h" * (BATCH_BYTES // 2)
+    assert batch_bounds([half, half, half]) == (2, BATCH_BYTES)
+    assert batch_bounds([b"a", b"bc"]) == (2, 3)
