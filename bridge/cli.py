@@ -24,7 +24,6 @@ from bridge.logs import configure_logging, get_logger
 from bridge.settings import Settings, load_settings, masked_dump, resolve_token
 from bridge.status import STATES, StatusQuery, parse_states
 from bridge.statusview import ask_all, merge, render
-from bridge.topics import show_topics
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -117,6 +116,8 @@ def list_topics(path: Path | None, *, check: bool) -> int:
     be asked, 2 on a bad config."""
     try:
         settings = load_settings(path)
+        from bridge.topics import show_topics
+
         complete = show_topics(settings, check=check, environ=os.environ)
     except ConfigError as exc:
         return report_invalid(path, exc)

@@ -35,9 +35,8 @@ from bridge.pipeline import Record
 from bridge.retry import RetryPolicy
 from bridge.settings import Settings
 from bridge.shipper.parent import ShipperDelivery
-from bridge.sinks.base import Sink
+from bridge.sinks.base import Fencing, Sink
 from bridge.sinks.kinds import sink_kind
-from bridge.sinks.redis import Fencing
 from bridge.sinks.worker import SinkWorker
 from bridge.spool import SpoolReader
 from bridge.spool.disk import DiskSpool

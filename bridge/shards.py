@@ -24,7 +24,7 @@ from bridge.errors import ClusterError
 from bridge.logs import get_logger
 from bridge.metrics import Metrics
 from bridge.retry import RetryPolicy
-from bridge.sinks.redis import Fencing
+from bridge.sinks.base import Fencing
 from bridge.spool import Spool, wait_settled
 
 log = get_logger(__name__)

@@ -13,9 +13,8 @@ from bridge.masking import SecretIndex
 from bridge.pipeline import KnownTokens, Pipeline, Router
 from bridge.pipeline.filter import EventFilter
 from bridge.settings import InstanceSettings, Settings
-from bridge.sinks.base import Sink
+from bridge.sinks.base import Fencing, Sink
 from bridge.sinks.kinds import sink_kind
-from bridge.sinks.redis import Fencing
 
 # Every token any instance of this process uses or was sent, masked in every instance's frames.
 FLEET_TOKENS: SecretIndex[bytes] = SecretIndex(b"***")

@@ -9,7 +9,7 @@ A membership tells its :class:`ShardOwner` (the shard coordinator, :mod:`bridge.
 ``take`` shards and to ``release`` them; a release returns only once the shards' sockets are
 closed and what they read is delivered (unless the shards were ``lost``, when there is no time
 to drain). A membership whose leases carry fencing tokens (``redis``) hands the sink its
-:class:`~bridge.sinks.redis.Fencing` through :meth:`Membership.fencing`.
+:class:`~bridge.sinks.base.Fencing` through :meth:`Membership.fencing`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from bridge.cluster.balance import pod_ordinal, shard_of, static_shards
 from bridge.errors import ConfigError
 from bridge.metrics import Metrics
 from bridge.settings import ClusterSettings
-from bridge.sinks.redis import Fencing
+from bridge.sinks.base import Fencing
 
 __all__ = [
     "Membership",

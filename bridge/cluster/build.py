@@ -1,12 +1,11 @@
-"""Building the membership that ``cluster.mode`` names."""
+"""Building the membership that ``cluster.mode`` names (its module, and the client library
+it needs, imported only for that mode)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
 from bridge.cluster import Membership, ShardOwner, StaticMembership, replica_name, static_owned
-from bridge.cluster.kafka import KafkaMembership
-from bridge.cluster.redis import RedisMembership
 from bridge.metrics import Metrics
 from bridge.settings import Settings
 from bridge.wiring import sink_password
@@ -19,9 +18,13 @@ def build_membership(
     cluster = settings.cluster
     replica = replica_name(cluster, environ)
     if cluster.mode == "kafka":
+        from bridge.cluster.kafka import KafkaMembership  # noqa: PLC0415 - this mode only
+
         password = sink_password(settings, environ)
         return KafkaMembership(settings, owner, metrics, replica, password)
     if cluster.mode == "redis":
+        from bridge.cluster.redis import RedisMembership  # noqa: PLC0415 - this mode only
+
         password = sink_password(settings, environ)
         return RedisMembership(settings, owner, metrics, replica, password)
     if cluster.mode == "static":

@@ -44,8 +44,8 @@ from bridge.errors import ClusterError
 from bridge.logs import get_logger
 from bridge.metrics import Metrics
 from bridge.settings import Settings
+from bridge.sinks.base import Fencing
 from bridge.sinks.kafka import security_options
-from bridge.sinks.redis import Fencing
 
 log = get_logger(__name__)
 ASSIGNOR_NAME = "ryze-cooperative-shards"

@@ -27,7 +27,8 @@ from bridge.cluster.balance import fair_share, preference, shard_of
 from bridge.logs import get_logger
 from bridge.metrics import Metrics
 from bridge.settings import Settings
-from bridge.sinks.redis import Fencing, connect
+from bridge.sinks.base import Fencing
+from bridge.sinks.redis import connect
 
 log = get_logger(__name__)
 TICKS_PER_TTL = 4

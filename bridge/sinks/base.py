@@ -60,3 +60,11 @@ def first_failure(outcomes: Sequence[Outcome]) -> int | None:
         if isinstance(outcome, Failed):
             return index
     return None
+
+
+class Fencing(Protocol):
+    """Who tells the sink which fencing token guards an instance's writes."""
+
+    def fence(self, instance: str) -> tuple[str, str] | None:
+        """(key holding the shard's current token, the token this replica holds), or None
+        when the instance's shard was never held here (nothing to check)."""

@@ -2,7 +2,9 @@
 
 A kind says everything that differs between Kafka, Redis and the file: how its sink is built,
 which password it reads, how a record is routed (the destination template and the key) and
-the largest value it takes. Nothing else in the bridge asks which kind is configured.
+the largest value it takes. Nothing else in the bridge asks which kind is configured. A kind's
+client library (aiokafka, redis-py) is imported only when that kind builds its sink: a
+process loads the one it uses (redis-py alone is several MB a process).
 
 The file sink has no destination of its own: it writes every record into one file, and each
 line names the destination the record would have in Kafka (``sink.kafka.topic`` and
@@ -21,10 +23,8 @@ from pydantic import SecretStr
 from bridge.errors import ConfigError
 from bridge.pipeline import Router
 from bridge.settings import Settings, SinkSettings, read_secret
-from bridge.sinks.base import Sink
+from bridge.sinks.base import Fencing, Sink
 from bridge.sinks.file import FileSink
-from bridge.sinks.kafka import RECORD_OVERHEAD, KafkaSink
-from bridge.sinks.redis import Fencing, RedisSink
 
 
 class SinkKind(Protocol):
@@ -73,12 +73,16 @@ class KafkaKind:
     def build(
         self, settings: Settings, password: SecretStr | None, fencing: Fencing | None
     ) -> Sink:
+        from bridge.sinks.kafka import KafkaSink  # noqa: PLC0415 - loaded for this kind only
+
         return KafkaSink(settings.sink.kafka, settings.sink.dlq, password)
 
     def router(self, sink: SinkSettings) -> Router:
         return Router(sink.kafka.topic, sink.kafka.key, kafka_names=True)
 
     def value_bound(self, sink: SinkSettings) -> int | None:
+        from bridge.sinks.kafka import RECORD_OVERHEAD  # noqa: PLC0415 - this kind only
+
         return sink.kafka.max_request_bytes - RECORD_OVERHEAD
 
     def linger(self, sink: SinkSettings) -> float:
@@ -99,6 +103,8 @@ class RedisKind:
     def build(
         self, settings: Settings, password: SecretStr | None, fencing: Fencing | None
     ) -> Sink:
+        from bridge.sinks.redis import RedisSink  # noqa: PLC0415 - loaded for this kind only
+
         return RedisSink(settings.sink.redis, password=password, fencing=fencing)
 
     def router(self, sink: SinkSettings) -> Router:

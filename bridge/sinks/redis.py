@@ -32,7 +32,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from pydantic import SecretStr
 from redis import exceptions as redis_errors
@@ -43,7 +43,7 @@ from bridge.logs import get_logger
 from bridge.pipeline import Record
 from bridge.pipeline.records import cloudevents_headers
 from bridge.settings import RedisSinkSettings
-from bridge.sinks.base import DELIVERED, Failed, Outcome, Rejected
+from bridge.sinks.base import DELIVERED, Failed, Fencing, Outcome, Rejected
 from bridge.sinks.watch import LogLimit
 
 log = get_logger(__name__)
@@ -60,14 +60,6 @@ if ARGV[2] ~= '' then
 end
 return redis.call('XADD', KEYS[1], '*', unpack(ARGV, 3))
 """
-
-
-class Fencing(Protocol):
-    """Who tells the sink which fencing token guards an instance's writes."""
-
-    def fence(self, instance: str) -> tuple[str, str] | None:
-        """(key holding the shard's current token, the token this replica holds), or None
-        when the instance's shard was never held here (nothing to check)."""
 
 
 def entry_fields(record: Record, cloudevents: bool = False) -> dict[str, bytes]:

@@ -118,8 +118,13 @@ def test_process_metrics_cover_the_bridge_and_a_running_shipper() -> None:
     ``process="shipper"`` with its own CPU, memory and descriptors, and is gone once it
     exited."""
     metrics = create_metrics()
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    child = subprocess.Popen(  # says when it runs: its memory is then a Python's, not exec's
+        [sys.executable, "-c", "import time; print(flush=True); time.sleep(30)"],
+        stdout=subprocess.PIPE,
+    )
     try:
+        assert child.stdout is not None
+        child.stdout.readline()
         metrics.processes.shipper_pid = lambda: child.pid
         get = metrics.registry.get_sample_value
         cpu = "ryze_bridge_process_cpu_seconds_total"
@@ -132,6 +137,8 @@ def test_process_metrics_cover_the_bridge_and_a_running_shipper() -> None:
     finally:
         child.kill()
         child.wait(timeout=10)
+        if child.stdout is not None:
+            child.stdout.close()
     assert metrics.registry.get_sample_value(cpu, {"process": "shipper"}) is None
 
 
