@@ -11,7 +11,7 @@ shift
 REV="$(git rev-parse --verify --quiet "$BASE^{commit}")" || { echo "no such commit: $BASE" >&2; exit 2; }
 
 source scripts/bootstrap.sh
-"${UV[@]}" sync --locked --group bench >&2
+ryze_sync --group bench >&2
 
 WORK="$(mktemp -d -t ryze-bench-base.XXXXXX)"
 started_here=0
@@ -22,7 +22,7 @@ cleanup() {
 }
 trap cleanup EXIT
 git worktree add --detach --quiet "$WORK/src" "$REV"
-(cd "$WORK/src" && UV_PROJECT_ENVIRONMENT="$WORK/venv" "${UV[@]}" sync --locked --no-dev --quiet) >&2
+(cd "$WORK/src" && UV_PROJECT_ENVIRONMENT="$WORK/venv" ryze_sync --no-dev) >&2  # as HEAD: bytecode compiled
 
 status="$(bash scripts/services.sh status 2>/dev/null || true)"
 if ! grep -q '^kafka: running' <<<"$status" || ! grep -q '^redis: running' <<<"$status"; then

@@ -10,7 +10,7 @@ BIN="$CACHE/bin"
 mkdir -p "$BIN"
 
 source scripts/bootstrap.sh
-"${UV[@]}" sync --locked --group bench >&2
+ryze_sync --group bench >&2
 
 PEER="$BIN/ryze-bench-benthos"
 SUM="$(sha256sum bench/peers/benthos/go.sum bench/peers/benthos/main.go | sha256sum | cut -c1-16)"

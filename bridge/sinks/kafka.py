@@ -58,6 +58,7 @@ from bridge.pipeline.gap import GAP_EVENT
 from bridge.pipeline.records import cloudevents_headers
 from bridge.settings import KafkaSinkSettings
 from bridge.sinks.base import DELIVERED, Delivered, Failed, Outcome, Rejected
+from bridge.sinks.kinds import RECORD_OVERHEAD
 
 log = get_logger(__name__)
 
@@ -123,7 +124,6 @@ def producer_options(settings: KafkaSinkSettings) -> dict[str, Any]:
     }
 
 
-RECORD_OVERHEAD = 1024  # headers and record framing (also taken off the kind's value bound)
 PARTITIONS_TTL = 30.0
 KEYS_CACHED = 100_000
 METADATA_WAIT = 5.0  # seconds a publish waits for a topic's partitions before failing it

@@ -26,6 +26,8 @@ from bridge.settings import Settings, SinkSettings, read_secret
 from bridge.sinks.base import Fencing, Sink
 from bridge.sinks.file import FileSink
 
+RECORD_OVERHEAD = 1024  # a Kafka record's headers and framing, taken off its value bound
+
 
 class SinkKind(Protocol):
     """What one ``sink.kind`` brings: its sink, its password, its routing, its bound."""
@@ -81,8 +83,6 @@ class KafkaKind:
         return Router(sink.kafka.topic, sink.kafka.key, kafka_names=True)
 
     def value_bound(self, sink: SinkSettings) -> int | None:
-        from bridge.sinks.kafka import RECORD_OVERHEAD  # noqa: PLC0415 - this kind only
-
         return sink.kafka.max_request_bytes - RECORD_OVERHEAD
 
     def linger(self, sink: SinkSettings) -> float:

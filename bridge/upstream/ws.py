@@ -37,6 +37,7 @@ import contextlib
 import functools
 import random
 import time
+from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol, cast
 from urllib.parse import quote
@@ -94,6 +95,9 @@ PAUSE_BYTES = 2 * BATCH_BYTES  # ready behind the one the consumer is busy with)
 _DATA = frozenset({Opcode.TEXT, Opcode.BINARY, Opcode.CONT})
 
 
+NONE_HELD: tuple[()] = ()  # a reader's held messages when there are none (no deque kept)
+
+
 def batch_bounds(messages: list[bytes]) -> tuple[int, int]:
     """How many of ``messages`` (at least one) the next batch takes, and their bytes (pure):
     while under ``BATCH_FRAMES`` messages and ``BATCH_BYTES`` bytes."""
@@ -137,11 +141,13 @@ class MessageReader:
         self._paused = False
         self._closing = False  # the connection is closing: reading never pauses again
         self.budget: BufferBudget | None = None  # attached by the session
-        # lists, not deques: an empty deque is ~0.7 KB, 3.5 MB a queue at 5,000 sockets; these
-        # stay short (reading pauses at PAUSE_FRAMES), so taking from the front costs little
+        # a list, not a deque (an empty deque is ~0.7 KB: 3.5 MB at 5,000 sockets); batches
+        # are cut off its front 64 at a time, cheap even after one read of tiny messages
         self._messages: list[bytes] = []
         self._bytes = 0
-        self._held: list[bytes] = []  # whole, waiting for room in the budget
+        # whole, waiting for room in the budget: a deque made when the first is held (they
+        # may be admitted one at a time, from the front of a long queue), NONE_HELD otherwise
+        self._held: deque[bytes] | tuple[()] = NONE_HELD
         self._holding = False  # the budget counts this reader as waiting
         self._parts: list[bytes] = []  # the fragments of a message under way
         self._skip_to_fin = False  # the rest of a message already counted: not again
@@ -159,7 +165,8 @@ class MessageReader:
         """Count this socket's messages into ``budget`` from now on (those read before wait
         for room like any other)."""
         self.budget = budget
-        self._held.extend(self._messages)  # read before the session: in no budget yet
+        if self._messages:  # read before the session: in no budget yet
+            self._held = deque([*self._held, *self._messages])
         self._messages.clear()
         self._bytes = 0
         self._admit_fitting()
@@ -202,6 +209,8 @@ class MessageReader:
             return
         budget = self.budget
         if self._held or (budget is not None and not budget.take_now(len(message))):
+            if not self._held:
+                self._held = deque()
             self._held.append(message)
             self._hold()
             self._pause()
@@ -242,7 +251,7 @@ class MessageReader:
             return 0
         count = len(self._messages) + len(self._held) + self.lost
         self._messages.clear()
-        self._held.clear()
+        self._held = NONE_HELD
         self.lost = 0
         return count
 
@@ -281,20 +290,20 @@ class MessageReader:
         held message behind it that fits."""
         if self.budget is None:
             raise RuntimeError("MessageReader.batch before attach")
-        await self.budget.room_for(len(self._held[0]))
+        if self._held:  # (batch() comes here only then)
+            await self.budget.room_for(len(self._held[0]))
         self._admit_fitting()  # (no await between: the oldest fits)
 
     def _admit_fitting(self) -> None:
         """Admit held messages, oldest first, while they fit the budget; the wait ends with
         the last."""
         budget, held = self.budget, self._held
-        admitted = 0
-        while admitted < len(held) and budget is not None and budget.take_now(len(held[admitted])):
-            self._bytes += len(held[admitted])
-            admitted += 1
-        self._messages += held[:admitted]
-        del held[:admitted]
+        while held and budget is not None and budget.take_now(len(held[0])):
+            message = held.popleft()  # held is a deque when not empty
+            self._messages.append(message)
+            self._bytes += len(message)
         if not held:
+            self._held = NONE_HELD
             self._unhold()
 
     def done(self) -> None:
@@ -318,7 +327,7 @@ class MessageReader:
         if self.budget is not None:
             self.budget.release(self._out + self._bytes)
         self._messages.clear()
-        self._held.clear()
+        self._held = NONE_HELD
         self._unhold()
         self._parts = []
         self._out = self._bytes = 0
