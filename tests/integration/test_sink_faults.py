@@ -631,18 +631,27 @@ async def test_redis_connection_reset_inside_a_transaction(redis_url: str) -> No
     reply came back: every record is Failed, none reported delivered; once retried each is
     in the stream, the first copies in the order sent (the transaction was applied whole or
     not at all, so a retry can only repeat it, never put a record ahead of another)."""
-    prefix = f"ryze:{unique('rstx')}"
+    batch, outcomes, ids = await failed_then_delivered(ResettingProxy, redis_url, 50, keep=200)
+    assert {type(o) for o in outcomes} == {Failed}, outcomes
+    sent = [r.id.encode() for r in batch]
+    assert ids in (sent, sent * 2), "applied whole once or twice, never in part"
+
+
+async def failed_then_delivered(
+    proxy_type: type[ResettingProxy], redis_url: str, count: int, keep: int
+) -> tuple[list[Record], list[Outcome], list[bytes]]:
+    """``count`` records of one stream published once through an armed proxy of
+    ``proxy_type`` (their outcomes), then again until Delivered; the stream's ids after."""
+    prefix = f"ryze:{unique('proxied')}"
     stream = f"{prefix}:s"
-    batch = records_for([stream], 50)
-    async with proxied(ResettingProxy, redis_url, prefix, keep=200) as (proxy, sink, admin):
+    batch = records_for([stream], count)
+    async with proxied(proxy_type, redis_url, prefix, keep=keep) as (proxy, sink, admin):
         proxy.armed = True
         outcomes = await sink.publish(batch)
         assert proxy.resets == 1
-        assert {type(o) for o in outcomes} == {Failed}, outcomes
         assert {type(o) for o in await sink.publish(batch)} == {Delivered}
         ids = [fields[b"id"] for _, fields in await read_stream(admin, stream)]
-        sent = [r.id.encode() for r in batch]
-        assert ids in (sent, sent * 2), "applied whole once or twice, never in part"
+    return batch, outcomes, ids
 
 
 class CorruptingProxy(ResettingProxy):
@@ -664,21 +673,13 @@ async def test_redis_unparsable_reply_fails_records(redis_url: str) -> None:
     """A reply that is not RESP (InvalidResponse, not a connection error) in the middle of a
     pipeline: publish raises nothing, the records whose reply was not read are Failed naming
     the error, and the next call, on a fresh connection, delivers them."""
-    prefix = f"ryze:{unique('bad')}"
-    stream = f"{prefix}:s"
-    batch = records_for([stream], 20)
-    async with proxied(CorruptingProxy, redis_url, prefix, keep=0) as (proxy, sink, admin):
-        proxy.armed = True
-        outcomes = await sink.publish(batch)
-        assert proxy.resets == 1
-        assert {type(o) for o in outcomes} == {Failed}, outcomes
-        first = outcomes[0]
-        assert isinstance(first, Failed)
-        assert "InvalidResponse" in str(first.error) or "Protocol" in str(first.error)
-        assert {type(o) for o in await sink.publish(batch)} == {Delivered}
-        ids = [fields[b"id"] for _, fields in await read_stream(admin, stream)]
-        # the first pipeline was applied though its replies were unreadable: at least once
-        assert sorted(ids) == sorted([r.id.encode() for r in batch] * 2)
+    batch, outcomes, ids = await failed_then_delivered(CorruptingProxy, redis_url, 20, keep=0)
+    assert {type(o) for o in outcomes} == {Failed}, outcomes
+    first = outcomes[0]
+    assert isinstance(first, Failed)
+    assert "InvalidResponse" in str(first.error) or "Protocol" in str(first.error)
+    # the first pipeline was applied though its replies were unreadable: at least once
+    assert sorted(ids) == sorted([r.id.encode() for r in batch] * 2)
 
 
 # ---- file ---------------------------------------------------------------------------------
