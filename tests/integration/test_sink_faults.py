@@ -398,6 +398,21 @@ async def admin_client(url: str) -> AsyncIterator[Redis]:
         await client.aclose()
 
 
+async def sink_user(
+    admin: Redis, user: str, secret: str, keys: list[str], commands: list[str]
+) -> None:
+    """An ACL user on the test Redis: ``keys`` patterns, ``commands`` besides PING and HELLO."""
+    await admin.acl_setuser(
+        user,
+        enabled=True,
+        passwords=[f"+{secret}"],
+        keys=keys,
+        commands=["-@all", *commands, "+ping", "+hello"],
+        reset_keys=True,
+        reset_channels=True,
+    )
+
+
 async def test_redis_acl_on_one_stream_rejects_only_its_records(redis_url: str) -> None:
     """An ACL user may write every stream of the prefix except one: that stream's records are
     Rejected(not_authorized) and the others' Delivered, in the same pipeline."""
@@ -405,15 +420,8 @@ async def test_redis_acl_on_one_stream_rejects_only_its_records(redis_url: str) 
     denied, allowed = f"{prefix}:denied", f"{prefix}:open"
     user, secret = unique("sinkuser"), unique("pw")
     async with admin_client(redis_url) as admin:
-        await admin.acl_setuser(
-            user,
-            enabled=True,
-            passwords=[f"+{secret}"],
-            keys=[f"{prefix}:open*", f"{prefix}:__probe__*"],
-            commands=["-@all", "+xadd", "+multi", "+exec", "+ping", "+hello"],
-            reset_keys=True,
-            reset_channels=True,
-        )
+        keys = [f"{prefix}:open*", f"{prefix}:__probe__*"]
+        await sink_user(admin, user, secret, keys, ["+xadd", "+multi", "+exec"])
         settings = redis_settings(redis_url, prefix).model_copy(update={"username": user})
         try:
             async with started(RedisSink(settings, password=SecretStr(secret))) as sink:
@@ -435,15 +443,7 @@ async def test_redis_user_without_transactions_is_refused_at_start(redis_url: st
     prefix = f"ryze:{unique('nomulti')}"
     user, secret = unique("sinkuser"), unique("pw")
     async with admin_client(redis_url) as admin:
-        await admin.acl_setuser(
-            user,
-            enabled=True,
-            passwords=[f"+{secret}"],
-            keys=[f"{prefix}:*"],
-            commands=["-@all", "+xadd", "+ping", "+hello"],
-            reset_keys=True,
-            reset_channels=True,
-        )
+        await sink_user(admin, user, secret, [f"{prefix}:*"], ["+xadd"])
         settings = redis_settings(redis_url, prefix).model_copy(update={"username": user})
         sink = RedisSink(settings, password=SecretStr(secret))
         try:
