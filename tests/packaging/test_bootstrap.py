@@ -71,7 +71,8 @@ def test_bootstrap_with_the_distribution_python_and_an_empty_home(
     """On a fresh copy, with /usr/bin/python3 first on a stock PATH and an empty HOME, the
     bootstrap installs uv into its own venv (never into the system's python) and makes the
     project environment on that interpreter, first as the demo wants it (no dev tools), then
-    as the tests want it; its ryze-bridge --version answers the version."""
+    as the tests want it, its bytecode compiled at install (once per setup); its ryze-bridge
+    --version answers the version."""
     if not SYSTEM_PYTHON.exists():
         unavailable(f"no {SYSTEM_PYTHON}: this test is about the distribution's interpreter")
     assert shutil.which("python3", path=STOCK_PATH) == str(SYSTEM_PYTHON)
@@ -90,6 +91,9 @@ def test_bootstrap_with_the_distribution_python_and_an_empty_home(
     assert not (repo / ".venv" / "bin" / "mypy").exists(), "the demo's setup has dev tools"
     run(["bash", "scripts/bootstrap.sh"], cwd=repo, env=env, timeout=TIMEOUT)
     assert (repo / ".venv" / "bin" / "mypy").exists(), "test.sh's setup has no dev tools"
+    site = next((repo / ".venv" / "lib").glob("python3*/site-packages"))
+    assert list((site / "redis" / "__pycache__").glob("*.pyc")), "no bytecode compiled at install"
+    assert (repo / ".venv" / ".ryze-bytecode").read_text().strip(), "the compile not noted"
 
     version = tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))["project"]["version"]
     answer = run([str(repo / ".venv" / "bin" / "ryze-bridge"), "--version"], timeout=60)
