@@ -291,10 +291,14 @@ def transaction_results(replies: list[Any], n: int, lost: Failed) -> list[Any]:
     if isinstance(executed, list) and len(executed) == n:
         return executed
     why = error_text(executed) if isinstance(executed, BaseException) else repr(executed)[:200]
-    if "NOPERM" in why and not any(isinstance(q, BaseException) for q in replies[1 : n + 1]):
+    queued = replies[1 : n + 1]
+    refused = [q for q in queued if isinstance(q, BaseException)]
+    if refused:  # the root cause on every record, not only the refused ones
+        why = f"{why}; first refused: {error_text(refused[0])}"
+    elif "NOPERM" in why:
         why = f"the ACL refused EXEC (grant the user +multi +exec): {why}"
     aborted = Failed(SinkUnavailableError(f"redis: transaction not applied: {why}"))
-    return [q if isinstance(q, BaseException) else aborted for q in replies[1 : n + 1]]
+    return [q if isinstance(q, BaseException) else aborted for q in queued]
 
 
 def multi_refusal(groups: list[list[Command]], replies: list[Any]) -> BaseException | None:

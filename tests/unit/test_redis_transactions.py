@@ -66,6 +66,7 @@ def test_a_discarded_transaction_fails_every_command_and_keeps_the_refusals() ->
         assert isinstance(other.error, SinkUnavailableError)
         assert "transaction not applied" in str(other.error)
         assert "EXECABORT" in str(other.error)
+        assert "first refused: OOM" in str(other.error)  # the root cause on every record
 
 
 def test_exec_refused_fails_every_command() -> None:
