@@ -165,9 +165,9 @@ class RedisSink:
         if lost is not UNREAD:
             raise lost.error
         for reply in replies:
-            if isinstance(reply, BaseException) and "NOPERM" in error_text(reply):
-                raise redis_errors.NoPermissionError(error_text(reply))
             if isinstance(reply, BaseException):
+                if "NOPERM" in error_text(reply):
+                    raise redis_errors.NoPermissionError(error_text(reply))
                 raise reply
 
     async def publish(self, records: Sequence[Record]) -> list[Outcome]:
@@ -259,20 +259,27 @@ def framed(groups: list[list[Command]]) -> list[Command]:
     return out
 
 
-def results(groups: list[list[Command]], replies: list[Any], lost: Failed) -> list[Any]:
+def results(
+    groups: list[list[Command]], replies: list[Any], lost: Failed
+) -> tuple[list[Any], BaseException | None]:
     """One result per command of ``groups``, in order (pure), from the ``replies`` read for
     ``framed(groups)``: fewer when the connection was lost, and then ``lost`` for each
-    command whose result was not read."""
+    command whose result was not read; and the server's refusal of a MULTI, if one was
+    refused (its commands then ran one by one)."""
     out: list[Any] = []
+    refusal: BaseException | None = None
     at = 0
     for group in groups:
         if len(group) == 1:
             out.append(replies[at] if at < len(replies) else lost)
             at += 1
-        else:
-            out += transaction_results(replies[at : at + len(group) + 2], len(group), lost)
-            at += len(group) + 2
-    return out
+            continue
+        span = replies[at : at + len(group) + 2]
+        if refusal is None and span and isinstance(span[0], BaseException):
+            refusal = span[0]
+        out += transaction_results(span, len(group), lost)
+        at += len(group) + 2
+    return out, refusal
 
 
 def transaction_results(replies: list[Any], n: int, lost: Failed) -> list[Any]:
@@ -301,29 +308,17 @@ def transaction_results(replies: list[Any], n: int, lost: Failed) -> list[Any]:
     return [q if isinstance(q, BaseException) else aborted for q in queued]
 
 
-def multi_refusal(groups: list[list[Command]], replies: list[Any]) -> BaseException | None:
-    """The server's refusal of a MULTI among the ``replies`` read for ``framed(groups)``, if
-    there was one (pure)."""
-    at = 0
-    for group in groups:
-        first = replies[at] if at < len(replies) else None
-        if len(group) > 1 and isinstance(first, BaseException):
-            return first
-        at += 1 if len(group) == 1 else len(group) + 2
-    return None
-
-
 async def exchange(
     client: Redis, groups: list[list[Command]]
 ) -> tuple[list[Any], BaseException | None]:
     """Send ``groups`` (framed) in one write and read the replies one by one: one result per
-    command of the groups (see ``results``) — a reply, the server's error for that command,
+    command of the groups — a reply, the server's error for that command,
     or Failed for each result a lost connection took (or an unreadable reply, after which
     the connection is out of step: dropped) — and a MULTI's refusal, if one was refused."""
     if not groups:
         return [], None
     replies, lost = await send(client, framed(groups))
-    return results(groups, replies, lost), multi_refusal(groups, replies)
+    return results(groups, replies, lost)
 
 
 async def send(client: Redis, commands: list[Command]) -> tuple[list[Any], Failed]:

@@ -13,7 +13,7 @@ from redis._parsers.base import BaseParser
 from bridge.errors import SinkUnavailableError
 from bridge.pipeline import Record
 from bridge.sinks.base import Failed
-from bridge.sinks.redis import by_stream, framed, multi_refusal, results, transaction_results
+from bridge.sinks.redis import by_stream, framed, results, transaction_results
 
 LOST = Failed(SinkUnavailableError("redis: ConnectionError (3 replies not read)"))
 
@@ -108,9 +108,9 @@ def test_results_walk_bare_commands_and_transactions_alike() -> None:
     whatever was not read is the loss."""
     groups = [[xadd("a", 1)], [xadd("b", 1), xadd("b", 2)], [xadd("c", 1)]]
     replies = [b"1-0", b"OK", b"QUEUED", b"QUEUED", [b"2-0", b"3-0"], b"4-0"]
-    assert results(groups, replies, LOST) == [b"1-0", b"2-0", b"3-0", b"4-0"]
-    assert results(groups, replies[:3], LOST) == [b"1-0", LOST, LOST, LOST]
-    assert results(groups, [], LOST) == [LOST] * 4
+    assert results(groups, replies, LOST) == ([b"1-0", b"2-0", b"3-0", b"4-0"], None)
+    assert results(groups, replies[:3], LOST) == ([b"1-0", LOST, LOST, LOST], None)
+    assert results(groups, [], LOST) == ([LOST] * 4, None)
 
 
 def test_a_refused_multi_is_found_among_the_replies() -> None:
@@ -119,6 +119,6 @@ def test_a_refused_multi_is_found_among_the_replies() -> None:
     noperm = server_error("NOPERM this user has no permissions to run the 'multi' command")
     wrongtype = server_error("WRONGTYPE Operation against a key holding the wrong kind of value")
     groups = [[xadd("a", 1)], [xadd("b", 1), xadd("b", 2)]]
-    assert multi_refusal(groups, [wrongtype, noperm, b"1-0", b"2-0", noperm]) is noperm
-    assert multi_refusal(groups, [wrongtype, b"OK", b"QUEUED", b"QUEUED", [b"1", b"2"]]) is None
-    assert multi_refusal(groups, [b"1-0"]) is None
+    assert results(groups, [wrongtype, noperm, b"1-0", b"2-0", noperm], LOST)[1] is noperm
+    assert results(groups, [wrongtype, b"OK", b"QUEUED", b"QUEUED", [b"1", b"2"]], LOST)[1] is None
+    assert results(groups, [b"1-0"], LOST)[1] is None
