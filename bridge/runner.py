@@ -9,7 +9,6 @@ token that cannot be resolved fails this instance only, and is retried slowly.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 import ssl
 import time
@@ -115,6 +114,7 @@ class Runner:
         self._connected_before = False
         self._known_config = known_config
         self._last_disconnect: str | None = None
+        self._handled = self._read = 0  # frames and bytes read since the last pace
 
     async def run(self) -> None:
         """Read until :meth:`stop`; every frame received is in the spool when this returns."""
@@ -153,15 +153,19 @@ class Runner:
             ssl=self.ctx.ssl,
             check_first=self._known_config is not None,  # else the socket opens first
         )
-        handled = read = 0
-        # closed however the loop ends: a crash here closes the socket before the restart
-        async with contextlib.aclosing(self._source.frames()) as source:
-            async for frames in source:
-                read += self.handle_all(frames)
-                handled += len(frames)
-                if handled >= BATCH_FRAMES or read >= BATCH_BYTES or self.ctx.held():
-                    handled = read = 0  # a flooded socket must not starve the sink worker
-                    await self.ctx.pace()
+        # a crash in consume closes the socket before the restart (the session's own cleanup)
+        await self._source.run(self.consume)
+
+    def consume(self, frames: list[Frame]) -> Awaitable[None] | None:
+        """One batch read into the spool; every ``BATCH_FRAMES`` frames or ``BATCH_BYTES``
+        bytes (or while the sink worker is held), the pace to await before reading on: a
+        flooded socket must not starve the sink worker."""
+        self._read += self.handle_all(frames)
+        self._handled += len(frames)
+        if self._handled >= BATCH_FRAMES or self._read >= BATCH_BYTES or self.ctx.held():
+            self._handled = self._read = 0
+            return self.ctx.pace()
+        return None
 
     async def _token(self) -> SecretStr | None:
         """Resolve the token; while it cannot be, the instance is failed and retried slowly."""

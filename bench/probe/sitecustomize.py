@@ -10,8 +10,9 @@ It writes ``probe-<pid>.jsonl`` into that directory, one line per event worth se
 - ``stall``: for a lag of 5 ms or more, where the loop's thread was meanwhile: a sampler
   thread notes the thread's innermost frames every millisecond, and the stall line counts
   the samples taken inside it by stack (``stacks``: innermost frame first);
-and every 5 s a ``totals`` line (passes and ms per generation, timer wake-ups and their lag
-histogram). Lines are written as they happen: the bench ends the bridge with SIGKILL.
+a ``start`` line (the command line, to tell the processes apart), and every 5 s a ``totals``
+line (passes and ms per generation, timer wake-ups and their lag histogram). Lines are written
+as they happen: the bench ends the bridge with SIGKILL.
 
 ``PYTHON_RYZE_BENCH_STALL_DUMP_MS=N``: the loop's stalls of N ms or more are also caught by
 ``faulthandler`` (its watchdog thread dumps every thread's stack into ``stalls-<pid>.txt`` in
@@ -214,6 +215,7 @@ def wrap_run(run: Any, probe: Probe) -> Any:
 
 def install(directory: Path) -> None:
     probe = Probe(directory)
+    probe.write({"kind": "start", "argv": sys.orig_argv[1:4], "at": time.time_ns()})
     gc.callbacks.append(probe.on_gc)
     asyncio.run = wrap_run(asyncio.run, probe)
     try:

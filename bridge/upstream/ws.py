@@ -1,10 +1,10 @@
-"""One instance's WebSocket: an endless, reconnecting async iterator of frames.
+"""One instance's WebSocket: an endless, reconnecting reader of frames.
 
-``async for frames in source`` yields every message read off the socket, stamped at receipt,
-in batches: the message awaited plus the ones already read behind it (:class:`MessageReader`,
-fed by the connection as frames are parsed: no task and no queue of its own between the socket
-and the consumer; one await, one timestamp and one activity note per batch instead of per
-frame).
+``await source.run(consume)`` hands every message read off the socket, stamped at receipt, to
+``consume`` in batches: the message awaited plus the ones already read behind it
+(:class:`MessageReader`, fed by the connection as frames are parsed: no task, no queue and no
+generator of its own between the socket and the consumer; one await, one timestamp and one
+activity note per batch instead of per frame).
 Between sessions the source decides, from what went wrong, what to do before the next try:
 
 - the upstream config (ensure) is checked before the first upgrade only when ``check_first``;
@@ -38,7 +38,7 @@ import functools
 import random
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, cast
 from urllib.parse import quote
 
@@ -86,6 +86,10 @@ class SessionObserver(Protocol):
 
     def activity(self, ping: bool) -> None: ...
 
+
+# takes a batch of frames (into the spool); what it returns, when not None, is awaited before
+# the next batch is read (pacing against the sink)
+Consume = Callable[[list[Frame]], Awaitable[None] | None]
 
 BATCH_FRAMES = 64  # messages, or
 BATCH_BYTES = 1 << 20  # bytes, whichever comes first, in one batch (and a reader's turn)
@@ -256,33 +260,47 @@ class MessageReader:
         return count
 
     def _wake(self) -> None:
-        waiter = self._waiter
+        waiter, self._waiter = self._waiter, None  # not kept: one per wait, ~a second each
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def batch(self) -> list[bytes]:
-        """The next messages (at least one); raises what ended the connection after the
-        last. The previous batch leaves the budget now if :meth:`done` did not release it."""
+    def take(self) -> list[bytes] | None:
+        """The next messages (up to a batch), or None when none is ready: then await
+        :meth:`wait`. The previous batch leaves the budget now if :meth:`done` did not release
+        it."""
         self.done()
         messages = self._messages
-        while not messages:
-            if self._held:
-                await self._admit()
-            elif self._ended is not None:
-                raise self._ended
-            else:
-                self._waiter = waiter = asyncio.get_running_loop().create_future()
-                try:
-                    await waiter
-                finally:
-                    self._waiter = None
+        if not messages:
+            return None
         taken, size = batch_bounds(messages)
-        batch = messages[:taken]
+        batch = messages[:taken]  # (the list stays: a new one a wait would outlive the young)
         del messages[:taken]
         self._bytes -= size
         self._out = size
         if not self._held and len(messages) < PAUSE_FRAMES and self._bytes < PAUSE_BYTES:
             self._resume()
+        return batch
+
+    def wait(self) -> Awaitable[None]:
+        """What to await when :meth:`take` had nothing: room in the budget for a held message,
+        or the next message; raises what ended the connection once every message before it was
+        taken. A plain future in the usual case (no coroutine per wait: a quiet socket's wait
+        lives about a second, through the collector's young passes)."""
+        if self._held:
+            return self._admit()
+        if self._ended is not None:
+            raise self._ended
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            self._waiter = waiter = asyncio.get_running_loop().create_future()
+        return waiter
+
+    async def batch(self) -> list[bytes]:
+        """The next messages (at least one), awaited: :meth:`take` and :meth:`wait` in a
+        loop (the session calls those itself); raises what ended the connection after the
+        last."""
+        while (batch := self.take()) is None:
+            await self.wait()
         return batch
 
     async def _admit(self) -> None:
@@ -516,10 +534,10 @@ class InstanceSource:
         self.upgrading = False  # the upgrade is under way (its answer may carry frames)
         self._stopping = asyncio.Event()
 
-    def __aiter__(self) -> AsyncIterator[list[Frame]]:
-        return self.frames()
-
-    async def frames(self) -> AsyncGenerator[list[Frame], None]:
+    async def run(self, consume: Consume) -> None:
+        """Read until :meth:`stop`, reconnecting: each batch of frames goes to ``consume``,
+        and the next is read once what it returned (an awaitable: pacing) was awaited. What
+        ``consume`` raises ends this after the socket is closed."""
         while not self._stopping.is_set():
             try:
                 connection = await self._open()
@@ -536,9 +554,7 @@ class InstanceSource:
                 self._closer.add_done_callback(_settled)
             try:
                 self.backoff.healthy(time.monotonic())
-                async with contextlib.aclosing(self._session(connection)) as session:
-                    async for batch in session:
-                        yield batch
+                await self._session(connection, consume)
             finally:
                 self.shared.slots.give()  # the socket is closed: its file descriptor too
             if not self._stopping.is_set():
@@ -598,8 +614,11 @@ class InstanceSource:
         connection.shed_handshake()
         return connection
 
-    async def _session(self, connection: WatchedConnection) -> AsyncGenerator[list[Frame], None]:
-        """Yield the frames of one open connection, in batches; report why it ended."""
+    async def _session(self, connection: WatchedConnection, consume: Consume) -> None:
+        """Hand the frames of one open connection to ``consume``, in batches; report why it
+        ended. A plain loop, no generator between the socket and the consumer: nothing but the
+        reader's future waits with a quiet socket (each wait's objects outlive the collector's
+        young passes; at thousands of sockets walking them was a third of the process's CPU)."""
         connection.last_activity = time.monotonic()
         connection.on_ping = lambda: self.observer.activity(ping=True)
         self.observer.connected()
@@ -613,11 +632,17 @@ class InstanceSource:
         try:
             instance = self.instance
             while True:  # bytes as received, text frames too: no decode and re-encode
-                batch = await reader.batch()
+                batch = reader.take()
+                if batch is None:
+                    await reader.wait()
+                    continue
                 received_ns = time.time_ns()
                 connection.last_activity = time.monotonic()
                 self.observer.activity(ping=False)
-                yield [Frame(instance, raw, received_ns) for raw in batch]
+                pacing = consume([Frame(instance, raw, received_ns) for raw in batch])
+                batch = None  # (not held through the next wait)
+                if pacing is not None:
+                    await pacing
                 reader.done()  # the consumer came back: the batch is in the intake
         except ConnectionClosedOK:
             pass  # a normal close: reason stays "closed"
@@ -700,7 +725,7 @@ class InstanceSource:
             await self._connection.close(code=1000, reason="reconnect requested")
 
     async def stop(self) -> None:
-        """Stop reading: close the socket; frames already received are still yielded."""
+        """Stop reading: close the socket; frames already received are still handed over."""
         self._stopping.set()
         if self._connection is not None:
             await self._connection.close(code=1001, reason="bridge stopping")

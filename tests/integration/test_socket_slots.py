@@ -5,6 +5,8 @@ counted) until the first one's socket closes, then connects and reads its frames
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from pydantic import SecretStr
 
@@ -72,10 +74,14 @@ async def test_an_instance_past_the_slots_waits_for_a_socket_to_close() -> None:
             for name, token in TOKENS.items()
         }
 
-        async def consume(name: str) -> None:
-            batch: list[Frame]
-            async for batch in sources[name]:
+        def counter(name: str) -> Callable[[list[Frame]], None]:
+            def count(batch: list[Frame]) -> None:
                 read[name] += len(batch)
+
+            return count
+
+        def consume(name: str) -> Coroutine[Any, Any, None]:
+            return sources[name].run(counter(name))
 
         first = asyncio.create_task(consume("shop-a"))
         for _ in range(200):
@@ -139,11 +145,10 @@ async def test_a_source_stopped_during_its_upgrade_reads_what_came_and_ends() ->
         )
         read: list[bytes] = []
 
-        async def consume() -> None:
-            async for batch in source:
-                read.extend(frame.raw for frame in batch)
+        def keep(batch: list[Frame]) -> None:
+            read.extend(frame.raw for frame in batch)
 
-        task = asyncio.create_task(consume())
+        task = asyncio.create_task(source.run(keep))
         await asyncio.sleep(0.2)
         assert source.upgrading
         await source.stop()
@@ -169,12 +174,19 @@ async def test_an_open_socket_keeps_nothing_of_its_handshake_but_what_was_read()
             "shop-a", SecretStr(TOKENS["shop-a"]), settings, bucket, ensure=ensure,
             observer=Quiet(), shared=SocketsShared(slots=SocketSlots(4)), check_first=False,
         )  # fmt: skip
-        first = await anext(aiter(source))
+        first: asyncio.Future[list[Frame]] = asyncio.get_running_loop().create_future()
+
+        def note(batch: list[Frame]) -> None:
+            if not first.done():
+                first.set_result(batch)
+
+        reading = asyncio.create_task(source.run(note))
+        assert await asyncio.wait_for(first, 10)
         connection = source._connection  # what the open socket holds
         assert connection is not None
         assert connection.request is None
         assert connection.response is not None
         assert not list(connection.response.headers.raw_items())
         assert bucket._server_remaining is not None  # the answer's rate headers, noted
-        assert first
         await source.stop()
+        await asyncio.wait_for(reading, 10)

@@ -12,6 +12,7 @@ from aiohttp import web
 from pydantic import SecretStr
 
 from bridge.errors import UpstreamError
+from bridge.pipeline import Frame
 from bridge.settings import UpstreamSettings
 from bridge.upstream.ratelimit import TokenBucket
 from bridge.upstream.shared import SocketsShared
@@ -88,11 +89,10 @@ async def upgrades_within(base_url: str, seconds: float) -> Recorder:
         shared=SocketsShared(),
     )
 
-    async def consume() -> None:
-        async for _ in source:
-            raise AssertionError("no frame can arrive")
+    def unexpected(_frames: list[Frame]) -> None:
+        raise AssertionError("no frame can arrive")
 
-    task = asyncio.create_task(consume())
+    task = asyncio.create_task(source.run(unexpected))
     await asyncio.sleep(seconds)
     await source.stop()
     await asyncio.wait_for(task, 5)
