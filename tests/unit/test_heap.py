@@ -13,6 +13,7 @@ import pytest
 
 from bridge.heap import (
     FORCE_SECONDS,
+    FULL_PASS_EVERY,
     MIN_SOCKETS,
     REFREEZE_MIN_SECONDS,
     REFREEZE_SHARE,
@@ -158,21 +159,25 @@ class Node:
         self.me = self
 node = Node()
 ref = weakref.ref(node)
+before = gc.get_threshold()
 freeze()
+after = gc.get_threshold()
 frozen = gc.get_freeze_count()
 del node
 gc.collect()
 kept = ref() is not None
 refreeze()
 print(json.dumps({"frozen": frozen, "kept": kept, "reclaimed": ref() is None,
-                  "refrozen": gc.get_freeze_count()}))
+                  "refrozen": gc.get_freeze_count(), "before": before, "after": after,
+                  "again": gc.get_threshold()}))
 """
 
 
 def test_frozen_garbage_waits_for_a_refreeze() -> None:
     """The real actions, in a process of their own: after a freeze, a cycle that becomes
     garbage is not reclaimed by the collector's passes (frozen objects are not walked); a
-    refreeze reclaims it and freezes what lives again."""
+    refreeze reclaims it and freezes what lives again. Frozen, full passes are spaced
+    ``FULL_PASS_EVERY`` generation-1 passes apart; the young thresholds stay as they were."""
     done = subprocess.run(
         [sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=60, check=True
     )
@@ -181,3 +186,6 @@ def test_frozen_garbage_waits_for_a_refreeze() -> None:
     assert found["kept"]
     assert found["reclaimed"]
     assert found["refrozen"] > 1000
+    young, middle, full = found["before"]
+    assert full != FULL_PASS_EVERY
+    assert found["after"] == found["again"] == [young, middle, FULL_PASS_EVERY]
