@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import random
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -92,6 +93,15 @@ def next_wait(rate: float, elapsed: float, sent: int) -> float:
         return 0.0
     due_in = (sent + 1) / rate - elapsed
     return min(MAX_WAIT, max(min(0.02, 1 / rate), due_in))
+
+
+def phased_start(now: float, rate: float, draw: float) -> float:
+    """When an instance's schedule at ``rate`` counts from (pure): ``now`` moved back by
+    ``draw`` (in [0, 1)) of one frame's spacing, so its first frame is due within one spacing
+    and instances that take a new rate at the same moment keep independent phases. Without it,
+    a fleet that noticed a rate together (their idle wake-ups bunched by a stall) sent every
+    frame of the second in one burst, every second. ``rate`` 0 or below: ``now``."""
+    return now - draw / rate if rate > 0 else now
 
 
 def error_response(error: ApiError, verdict: Verdict | None = None) -> web.Response:
@@ -346,11 +356,13 @@ class SimulatorServer:
 
     async def _generate(self, name: str) -> None:
         """Send frames at the instance's rate while it has sockets (none are built before)."""
-        started, sent, pace = time.monotonic(), 0, self.rate_of(name)
+        pace = self.rate_of(name)
+        started, sent = phased_start(time.monotonic(), pace, random.random()), 0
         while self.sockets.get(name) or (self.config.always_emit and name in self.stats):
             rate = self.rate_of(name)
             if rate != pace:  # a new rate applies from now on, with no catch-up burst
-                started, sent, pace = time.monotonic(), 0, rate
+                started = phased_start(time.monotonic(), rate, random.random())
+                sent, pace = 0, rate
             if self.stalled(name) or name in self.paused or rate < 0:
                 started, sent = time.monotonic(), 0
                 await asyncio.sleep(MAX_WAIT if rate < 0 else 0.02)  # rate < 0: no events

@@ -9,6 +9,7 @@ import time
 import orjson
 import pytest
 from aiohttp import ClientSession, WSMsgType
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosedError, ConnectionClosedOK
 from websockets.protocol import State
 
@@ -542,6 +543,30 @@ async def test_set_rate_applies_from_now_on_without_a_catch_up_burst() -> None:
             sim.set_rate(20, SHOP)
             first = await frames_for(ws, 0.25)
         assert len(first) <= 12
+
+
+async def test_instances_given_a_rate_together_keep_independent_phases() -> None:
+    """Instances that take a new rate at the same moment (``set_rate`` for all) do not send
+    in step: at 1/s their first frames spread over the second that follows, as independent
+    instances' would (they once came in one burst every second, whatever the fleet)."""
+    tokens = {f"phase-{i:02d}": f"tok-phase-{i:04d}" for i in range(20)}
+    async with Simulator(sim_config(instances=tokens, preconfigured=True, rate=-1)) as sim:
+        sockets = [await open_ws(sim, name, token) for name, token in tokens.items()]
+        try:
+            await wait_until(lambda: all(sim.stats(n)["open_sockets"] == 1 for n in tokens))
+            sim.set_rate(1)
+            started = time.monotonic()
+
+            async def first_frame(ws: ClientConnection) -> float:
+                await recv_raw(ws, 1, within=5)
+                return time.monotonic() - started
+
+            arrivals = await asyncio.gather(*(first_frame(ws) for ws in sockets))
+        finally:
+            for ws in sockets:
+                await ws.close()
+    assert max(arrivals) <= 2.2  # within the second after the wake-up that noticed it
+    assert max(arrivals) - min(arrivals) >= 0.4  # not in step (in step: a few ms apart)
 
 
 async def test_recorded_raw_frame_matches_the_bytes_received() -> None:
