@@ -363,8 +363,9 @@ class SimulatorServer:
             if rate != pace:  # a new rate applies from now on, with no catch-up burst
                 started = phased_start(time.monotonic(), rate, random.random())
                 sent, pace = 0, rate
-            if self.stalled(name) or name in self.paused or rate < 0:
-                started, sent = time.monotonic(), 0
+            if self.stalled(name) or name in self.paused or rate < 0:  # (phased as it resumes)
+                started = phased_start(time.monotonic(), rate, random.random())
+                sent = 0
                 await asyncio.sleep(MAX_WAIT if rate < 0 else 0.02)  # rate < 0: no events
                 continue
             due = 200 if rate == 0 else int((time.monotonic() - started) * rate) - sent

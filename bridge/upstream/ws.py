@@ -67,6 +67,7 @@ from bridge.pipeline import Frame
 from bridge.retry import Backoff, RetryPolicy
 from bridge.settings import UpstreamSettings
 from bridge.upstream.budget import BufferBudget
+from bridge.upstream.keepalive import Watched
 from bridge.upstream.ratelimit import TokenBucket, parse_rate_headers, usable_reset
 from bridge.upstream.shared import SocketsShared
 
@@ -120,15 +121,15 @@ class MessageReader:
     ``BATCH_FRAMES`` messages or ``BATCH_BYTES``), one wake-up of the consumer's task per
     batch. No task of its own and no queue of the library's in between: the connection hands
     every data frame to :meth:`frame` (fragments joined here, in order, as bytes, text frames
-    too), and a consumer waiting in :meth:`batch` is woken once per loop turn that completed a
-    message.
+    too), and the one consumer, waiting on :meth:`wait` when :meth:`take` had nothing, is woken
+    once per loop turn that completed a message.
 
     Back-pressure: while two batches' worth wait (or a message waits for the process-wide
     ``budget``), the socket's transport stops reading, so the kernel's buffers and then TCP
     push back on the upstream; reading resumes once the consumer took the messages, and for
     good once the connection is closing (its closing handshake must be read). A message that
     does not fit the budget when it completes is held (outside the budget; the budget counts
-    the wait from then) and the consumer waits in :meth:`batch` for room. A batch's bytes stay
+    the wait from then) and the consumer's :meth:`wait` waits for room. A batch's bytes stay
     in the budget until the consumer is done with it (:meth:`done`): it has handed the batch to
     the intake, whose spool append is queued before any socket the release lets read runs. The
     error that ended the connection is raised once every message read before it was taken.
@@ -307,8 +308,8 @@ class MessageReader:
         """Wait for room in the budget for the oldest held message, then admit it and every
         held message behind it that fits."""
         if self.budget is None:
-            raise RuntimeError("MessageReader.batch before attach")
-        if self._held:  # (batch() comes here only then)
+            raise RuntimeError("MessageReader.wait before attach")
+        if self._held:  # (wait() comes here only then)
             await self.budget.room_for(len(self._held[0]))
         self._admit_fitting()  # (no await between: the oldest fits)
 
@@ -621,15 +622,18 @@ class InstanceSource:
         young passes; at thousands of sockets walking them was a third of the process's CPU)."""
         connection.last_activity = time.monotonic()
         connection.on_ping = lambda: self.observer.activity(ping=True)
-        self.observer.connected()
         self._watchdog_fired = False
         keepalive = self.shared.keepalive
-        watched = keepalive.watch(connection, self.settings.watchdog_seconds, self._silent)
-        reensure = asyncio.create_task(self._reensure())
+        reader = connection.reader
+        watched: Watched | None = None
+        reensure: asyncio.Task[None] | None = None
         reason = "closed"
-        reader = connection.reader.attach(self.shared.budget)
-        reader.on_lost = self.observer.discarded  # read during the close after the consumer left
-        try:
+        try:  # from the first step: whatever raises, the socket is closed and its frames counted
+            self.observer.connected()  # (its gap marker goes to the spool: that may raise)
+            watched = keepalive.watch(connection, self.settings.watchdog_seconds, self._silent)
+            reensure = asyncio.create_task(self._reensure())
+            reader.attach(self.shared.budget)
+            reader.on_lost = self.observer.discarded  # read in the close, after the session left
             instance = self.instance
             while True:  # bytes as received, text frames too: no decode and re-encode
                 batch = reader.take()
@@ -640,32 +644,47 @@ class InstanceSource:
                 connection.last_activity = time.monotonic()
                 self.observer.activity(ping=False)
                 pacing = consume([Frame(instance, raw, received_ns) for raw in batch])
-                batch = None  # (not held through the next wait)
+                batch = None  # (neither held through the next wait)
                 if pacing is not None:
                     await pacing
+                    pacing = None
                 reader.done()  # the consumer came back: the batch is in the intake
         except ConnectionClosedOK:
             pass  # a normal close: reason stays "closed"
         except ConnectionClosed as exc:
             reason = _close_reason(exc)
         finally:
-            keepalive.forget(watched)
+            await self._end_session(connection, watched, reensure, reason)
+
+    async def _end_session(
+        self,
+        connection: WatchedConnection,
+        watched: Watched | None,
+        reensure: asyncio.Task[None] | None,
+        reason: str,
+    ) -> None:
+        """After a session, however it ended: what was read and never handed over is counted,
+        the socket closed, the end reported with its reason."""
+        if watched is not None:
+            self.shared.keepalive.forget(watched)
+        if reensure is not None:
             reensure.cancel()
-            left = reader.close()
-            if left:  # read off the socket, never handed over: counted, not lost
-                self.observer.discarded(left)
-            self._connection = None
-            # the session may end without the socket closing (the consumer raised or left):
-            # close it, or it stays open unread, the server's frames lost, until the process
-            # exits (no-op when the socket is closed already)
-            await connection.close(code=CloseCode.INTERNAL_ERROR, reason="bridge reader gone")
-            if reader.too_large:  # a message read in part, never handed over: counted with it
-                reason = "frame_too_large"
-            elif self._watchdog_fired:
-                reason = "watchdog"
-            elif self._stopping.is_set():
-                reason = "stopping"
-            self.observer.disconnected(reason)
+        reader = connection.reader
+        left = reader.close()
+        if left:  # read off the socket, never handed over: counted, not lost
+            self.observer.discarded(left)
+        self._connection = None
+        # the session may end without the socket closing (the consumer raised or left):
+        # close it, or it stays open unread, the server's frames lost, until the process
+        # exits (no-op when the socket is closed already)
+        await connection.close(code=CloseCode.INTERNAL_ERROR, reason="bridge reader gone")
+        if reader.too_large:  # a message read in part, never handed over: counted with it
+            reason = "frame_too_large"
+        elif self._watchdog_fired:
+            reason = "watchdog"
+        elif self._stopping.is_set():
+            reason = "stopping"
+        self.observer.disconnected(reason)
 
     def _silent(self) -> None:
         """The keepalive ticker closes the socket: nothing heard past the watchdog."""

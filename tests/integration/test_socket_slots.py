@@ -8,9 +8,10 @@ import asyncio
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import pytest
 from pydantic import SecretStr
 
-from bridge.errors import UpstreamError
+from bridge.errors import SpoolError, UpstreamError
 from bridge.pipeline import Frame
 from bridge.settings import UpstreamSettings
 from bridge.simulator import SimConfig, Simulator
@@ -18,6 +19,7 @@ from bridge.upstream.ratelimit import TokenBucket
 from bridge.upstream.shared import SocketsShared
 from bridge.upstream.slots import SocketSlots
 from bridge.upstream.ws import InstanceSource
+from tests.simulator.helpers import wait_until
 
 TOKENS = {"shop-a": "tok-slots-aaaa-0001", "shop-b": "tok-slots-bbbb-0002"}
 
@@ -190,3 +192,46 @@ async def test_an_open_socket_keeps_nothing_of_its_handshake_but_what_was_read()
         assert bucket._server_remaining is not None  # the answer's rate headers, noted
         await source.stop()
         await asyncio.wait_for(reading, 10)
+
+
+class FailsAtConnect(Quiet):
+    """An observer whose ``connected`` raises, as a runner's gap marker does when the spool
+    it goes to is gone; notes the ends reported."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reasons: list[str] = []
+
+    def connected(self) -> None:
+        super().connected()
+        raise SpoolError("the spool is gone")
+
+    def disconnected(self, reason: str) -> None:
+        self.reasons.append(reason)
+
+
+async def test_a_session_that_fails_as_it_starts_closes_its_socket() -> None:
+    """A session whose first step raises (the connect report's gap marker into a spool that
+    is gone) ends with its socket closed, its slot given back and its end reported: no socket
+    is left open, unread and unwatched, with what the server sends on it uncounted."""
+    config = SimConfig(instances={"shop-a": TOKENS["shop-a"]}, preconfigured=True, rate=50.0)
+    async with Simulator(config) as sim:
+        settings = UpstreamSettings.model_validate({"base_url": sim.base_url})
+        shared = SocketsShared(slots=SocketSlots(4))
+        observer = FailsAtConnect()
+
+        async def ensure() -> None:
+            return None
+
+        source = InstanceSource(
+            "shop-a", SecretStr(TOKENS["shop-a"]), settings,
+            TokenBucket(per_minute=6000, burst=100), ensure=ensure, observer=observer,
+            shared=shared, check_first=False,
+        )  # fmt: skip
+        with pytest.raises(SpoolError):
+            await asyncio.wait_for(source.run(lambda _batch: None), 10)
+        assert observer.connects == 1
+        assert observer.reasons == ["closed"]
+        assert shared.slots.state.used == 0
+        assert shared.keepalive.watching == 0
+        await wait_until(lambda: sim.stats("shop-a")["open_sockets"] == 0)

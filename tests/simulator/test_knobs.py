@@ -565,7 +565,7 @@ async def test_instances_given_a_rate_together_keep_independent_phases() -> None
         finally:
             for ws in sockets:
                 await ws.close()
-    assert max(arrivals) <= 2.2  # within the second after the wake-up that noticed it
+    assert max(arrivals) <= 3.0  # noticed within a second, sent within the next (and slack)
     assert max(arrivals) - min(arrivals) >= 0.4  # not in step (in step: a few ms apart)
 
 
