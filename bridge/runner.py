@@ -336,8 +336,8 @@ class Runner:
             connected_ns=connected_ns,
             replica=self.ctx.replica,
         )
-        self._connected_before = True
         self.spool(self.pipeline.gap_record(self.name, value, connected_ns))
+        self._connected_before = True  # (after: a marker the spool refused is written again)
         self.log.info("gap.marked", reason=reason)
 
     def discarded(self, count: int) -> None:

@@ -625,6 +625,7 @@ class InstanceSource:
         self._watchdog_fired = False
         keepalive = self.shared.keepalive
         reader = connection.reader
+        reader.on_lost = self.observer.discarded  # read in the close, after the session left
         watched: Watched | None = None
         reensure: asyncio.Task[None] | None = None
         reason = "closed"
@@ -633,7 +634,6 @@ class InstanceSource:
             watched = keepalive.watch(connection, self.settings.watchdog_seconds, self._silent)
             reensure = asyncio.create_task(self._reensure())
             reader.attach(self.shared.budget)
-            reader.on_lost = self.observer.discarded  # read in the close, after the session left
             instance = self.instance
             while True:  # bytes as received, text frames too: no decode and re-encode
                 batch = reader.take()
@@ -653,6 +653,9 @@ class InstanceSource:
             pass  # a normal close: reason stays "closed"
         except ConnectionClosed as exc:
             reason = _close_reason(exc)
+        except Exception:  # the bridge's own failure (the spool gone): not the server's close
+            reason = "internal_error"
+            raise
         finally:
             await self._end_session(connection, watched, reensure, reason)
 
