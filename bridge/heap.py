@@ -92,7 +92,7 @@ def due(state: HeapState, open_now: int, now: float) -> str | None:
 
 def freeze() -> None:
     """The young generations collected, then everything frozen (no full pass); full passes
-    from now on once every ``FULL_PASS_EVERY`` passes of generation 1."""
+    from now on at most once every ``FULL_PASS_EVERY`` passes of generation 1."""
     gc.collect(1)
     gc.freeze()
     space_full_passes()

@@ -18,7 +18,7 @@ from bridge.simulator import SimConfig, Simulator
 from bridge.upstream.ratelimit import TokenBucket
 from bridge.upstream.shared import SocketsShared
 from bridge.upstream.slots import SocketSlots
-from bridge.upstream.ws import InstanceSource
+from bridge.upstream.ws import InstanceSource, SessionObserver
 from tests.simulator.helpers import wait_until
 
 TOKENS = {"shop-a": "tok-slots-aaaa-0001", "shop-b": "tok-slots-bbbb-0002"}
@@ -49,32 +49,40 @@ class Quiet:
         del count
 
 
+async def no_check() -> None:
+    """The upstream config check, as a source's ``ensure``: nothing to do."""
+
+
+def source_for(
+    base_url: str,
+    name: str,
+    observer: SessionObserver,
+    shared: SocketsShared,
+    bucket: TokenBucket | None = None,
+) -> InstanceSource:
+    """``name``'s source against ``base_url``: its token, a roomy bucket unless given, no
+    config check, the socket first."""
+    return InstanceSource(
+        name,
+        SecretStr(TOKENS[name]),
+        UpstreamSettings.model_validate({"base_url": base_url}),
+        bucket or TokenBucket(per_minute=6000, burst=100),
+        ensure=no_check,
+        observer=observer,
+        shared=shared,
+        check_first=False,
+    )
+
+
 async def test_an_instance_past_the_slots_waits_for_a_socket_to_close() -> None:
     """Two sources, one slot: the first connects and reads; the second waits (counted, no
     upgrade sent) until the first stops, then connects and reads frames too."""
     config = SimConfig(instances=TOKENS, preconfigured=True, rate=20.0)
     async with Simulator(config) as sim:
-        settings = UpstreamSettings.model_validate({"base_url": sim.base_url})
         shared = SocketsShared(slots=SocketSlots(1))
         read: dict[str, int] = dict.fromkeys(TOKENS, 0)
         observers = {name: Quiet() for name in TOKENS}
-
-        async def ensure() -> None:
-            return None
-
-        sources = {
-            name: InstanceSource(
-                name,
-                SecretStr(token),
-                settings,
-                TokenBucket(per_minute=6000, burst=100),
-                ensure=ensure,
-                observer=observers[name],
-                shared=shared,
-                check_first=False,
-            )
-            for name, token in TOKENS.items()
-        }
+        sources = {name: source_for(sim.base_url, name, observers[name], shared) for name in TOKENS}
 
         def counter(name: str) -> Callable[[list[Frame]], None]:
             def count(batch: list[Frame]) -> None:
@@ -128,23 +136,9 @@ async def test_a_source_stopped_during_its_upgrade_reads_what_came_and_ends() ->
 
     async with serve(handler, "127.0.0.1", 0, process_request=late) as server:
         port = server.sockets[0].getsockname()[1]
-        settings = UpstreamSettings.model_validate({"base_url": f"http://127.0.0.1:{port}"})
         shared = SocketsShared(slots=SocketSlots(4))
         observer = Quiet()
-
-        async def ensure() -> None:
-            return None
-
-        source = InstanceSource(
-            "shop-a",
-            SecretStr(TOKENS["shop-a"]),
-            settings,
-            TokenBucket(per_minute=6000, burst=100),
-            ensure=ensure,
-            observer=observer,
-            shared=shared,
-            check_first=False,
-        )
+        source = source_for(f"http://127.0.0.1:{port}", "shop-a", observer, shared)
         read: list[bytes] = []
 
         def keep(batch: list[Frame]) -> None:
@@ -166,16 +160,9 @@ async def test_an_open_socket_keeps_nothing_of_its_handshake_but_what_was_read()
     rate headers said was noted by the upstream's budget first, and frames flow."""
     config = SimConfig(instances={"shop-a": TOKENS["shop-a"]}, preconfigured=True, rate=50.0)
     async with Simulator(config) as sim:
-        settings = UpstreamSettings.model_validate({"base_url": sim.base_url})
         bucket = TokenBucket(per_minute=6000, burst=100)
-
-        async def ensure() -> None:
-            return None
-
-        source = InstanceSource(
-            "shop-a", SecretStr(TOKENS["shop-a"]), settings, bucket, ensure=ensure,
-            observer=Quiet(), shared=SocketsShared(slots=SocketSlots(4)), check_first=False,
-        )  # fmt: skip
+        shared = SocketsShared(slots=SocketSlots(4))
+        source = source_for(sim.base_url, "shop-a", Quiet(), shared, bucket)
         first: asyncio.Future[list[Frame]] = asyncio.get_running_loop().create_future()
 
         def note(batch: list[Frame]) -> None:
@@ -216,18 +203,9 @@ async def test_a_session_that_fails_as_it_starts_closes_its_socket() -> None:
     is left open, unread and unwatched, with what the server sends on it uncounted."""
     config = SimConfig(instances={"shop-a": TOKENS["shop-a"]}, preconfigured=True, rate=50.0)
     async with Simulator(config) as sim:
-        settings = UpstreamSettings.model_validate({"base_url": sim.base_url})
         shared = SocketsShared(slots=SocketSlots(4))
         observer = FailsAtConnect()
-
-        async def ensure() -> None:
-            return None
-
-        source = InstanceSource(
-            "shop-a", SecretStr(TOKENS["shop-a"]), settings,
-            TokenBucket(per_minute=6000, burst=100), ensure=ensure, observer=observer,
-            shared=shared, check_first=False,
-        )  # fmt: skip
+        source = source_for(sim.base_url, "shop-a", observer, shared)
         with pytest.raises(SpoolError):
             await asyncio.wait_for(source.run(lambda _batch: None), 10)
         assert observer.connects == 1
