@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from bridge import eventloop
 from bridge.simulator import SimConfig, Simulator
 from bridge.simulator.frames import DEFAULT_MIX
 
@@ -87,9 +88,11 @@ async def serve(config: SimConfig) -> None:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     async with Simulator(config) as sim:
+        keeper = asyncio.create_task(sim.server.heap_keeper().run())
         print(f"simulator listening on {sim.base_url}", flush=True)
         print(json.dumps({"instances": sorted(config.instances)}), flush=True)
         await stop.wait()
+        keeper.cancel()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -99,5 +102,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, yaml.YAMLError) as exc:
         print(f"simulate: bad --config: {exc}", file=sys.stderr)
         return 2
-    asyncio.run(serve(config))
+    eventloop.run(serve(config))  # uvloop where installed, as the bridge
     return 0

@@ -601,3 +601,18 @@ async def test_control_ids_of_an_unknown_instance_is_not_a_server_error() -> Non
     async with Simulator(sim_config()) as sim, rest(sim) as client:
         for path in ("/_sim/ids/ghost", "/_sim/frames/ghost"):
             assert (await client.get(path)).status_code < 500
+
+
+# ---- the heap keeper -----------------------------------------------------------------------
+async def test_the_heap_keeper_counts_the_servers_sockets() -> None:
+    """The simulator's heap keeper (the bridge's, :mod:`bridge.heap`) watches this server's
+    sockets: upgrades as opened, the ends of sockets as closed, the sockets open now."""
+    async with Simulator(sim_config()) as sim:
+        await configure(sim)
+        keeper = sim.server.heap_keeper()
+        assert (keeper.opened(), keeper.closed(), keeper.open_now()) == (0, 0, 0)
+        async with await open_ws(sim), await open_ws(sim):
+            await wait_until(lambda: keeper.open_now() == 2)
+            assert (keeper.opened(), keeper.closed()) == (2, 0)
+        await wait_until(lambda: keeper.closed() == 2)
+        assert (keeper.opened(), keeper.open_now()) == (2, 0)
