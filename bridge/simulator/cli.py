@@ -21,6 +21,7 @@ import yaml
 from bridge import eventloop
 from bridge.simulator import SimConfig, Simulator
 from bridge.simulator.frames import DEFAULT_MIX
+from bridge.simulator.server import heap_keeper
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,7 +89,7 @@ async def serve(config: SimConfig) -> None:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     async with Simulator(config) as sim:
-        keeper = asyncio.create_task(sim.server.heap_keeper().run())
+        keeper = asyncio.create_task(heap_keeper(sim.server).run())
         print(f"simulator listening on {sim.base_url}", flush=True)
         print(json.dumps({"instances": sorted(config.instances)}), flush=True)
         await stop.wait()

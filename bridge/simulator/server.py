@@ -167,18 +167,6 @@ class SimulatorServer:
         for name, token in config.instances.items():
             self.add_instance(name, token)
 
-    def heap_keeper(self) -> HeapKeeper:
-        """The bridge's heap keeper over this server's sockets (:mod:`bridge.heap`): once a
-        fleet of sockets has settled, its objects are frozen out of the collector's full
-        passes. Serving 5,000 sockets, those passes were 300-450 ms each with the loop held,
-        every few seconds: the whole fleet's frames then went out in one burst, which the
-        bridge measured as its own latency."""
-        return HeapKeeper(
-            opened=lambda: sum(stats.upgrades for stats in self.stats.values()),
-            closed=lambda: sum(stats.closed for stats in self.stats.values()),
-            open_now=lambda: sum(len(sockets) for sockets in self.sockets.values()),
-        )
-
     # ---- instances ----------------------------------------------------------------------
     def add_instance(self, name: str, token: str) -> Instance:
         self.factories.pop(name, None)  # a re-added instance frames with its new token
@@ -472,3 +460,16 @@ class _WithVerdictError(_RefusalError):
 
     def response(self) -> web.Response:
         return error_response(self.error, self.verdict)
+
+
+def heap_keeper(server: SimulatorServer) -> HeapKeeper:
+    """The bridge's heap keeper over the server's sockets (:mod:`bridge.heap`): once a fleet of
+    sockets has settled, its objects are frozen out of the collector's full passes. Serving
+    5,000 sockets, those passes were 300-450 ms each with the loop held, every few seconds: the
+    frames due meanwhile then went out in one burst, which the bridge measured as its own
+    latency."""
+    return HeapKeeper(
+        opened=lambda: sum(stats.upgrades for stats in server.stats.values()),
+        closed=lambda: sum(stats.closed for stats in server.stats.values()),
+        open_now=lambda: sum(len(sockets) for sockets in server.sockets.values()),
+    )

@@ -14,6 +14,7 @@ from websockets.exceptions import ConnectionClosedError, ConnectionClosedOK
 from websockets.protocol import State
 
 from bridge.simulator import Simulator
+from bridge.simulator.server import heap_keeper
 from tests.simulator.helpers import (
     ACCOUNT,
     EVENTS,
@@ -609,7 +610,7 @@ async def test_the_heap_keeper_counts_the_servers_sockets() -> None:
     sockets: upgrades as opened, the ends of sockets as closed, the sockets open now."""
     async with Simulator(sim_config()) as sim:
         await configure(sim)
-        keeper = sim.server.heap_keeper()
+        keeper = heap_keeper(sim.server)
         assert (keeper.opened(), keeper.closed(), keeper.open_now()) == (0, 0, 0)
         async with await open_ws(sim), await open_ws(sim):
             await wait_until(lambda: keeper.open_now() == 2)
