@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import socket
 import struct
 import subprocess
@@ -357,10 +358,17 @@ async def test_kafka_renewal_with_tls_files_gone_fails_records(
 
 
 @pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[str]:
+def own_redis(own_redis_process: tuple[str, subprocess.Popen[bytes]]) -> str:
     """A throwaway redis-server on a free port, for tests that change the server's config
     (read-only, maxmemory): the shared test Redis is never touched, even if a timeout kills
     the test before it could undo the change."""
+    return own_redis_process[0]
+
+
+@pytest.fixture
+def own_redis_process(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """:func:`own_redis`'s URL and its process (to stop and continue it); the process is
+    continued and ended after the test, whatever it did to it."""
     port = dead_port()
     process = subprocess.Popen(
         ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
@@ -375,8 +383,10 @@ def own_redis(tmp_path: Path) -> Iterator[str]:
             assert process.poll() is None, "redis-server exited at start"
             assert time.monotonic() < deadline, "redis-server did not listen within 10 s"
             time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
+        yield f"redis://127.0.0.1:{port}/0", process
     finally:
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGCONT)
         process.terminate()
         try:
             process.wait(timeout=10)
@@ -481,6 +491,36 @@ async def test_redis_out_of_memory_fails_then_delivers(own_redis: str) -> None:
         assert all(isinstance(o, Delivered) for o in await sink.publish(batch))
         ids = [fields[b"id"] for _, fields in await read_stream(admin, stream)]
         assert ids == [r.id.encode() for r in batch]
+
+
+async def test_redis_that_stops_answering_fails_the_call_within_its_deadline(
+    own_redis_process: tuple[str, subprocess.Popen[bytes]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Redis whose process is stopped (SIGSTOP: the kernel still takes the pipeline, nothing
+    answers) fails the call's records (transient) once no reply came for the deadline
+    (``IO_SECONDS``, 1 s here), and a PING says unreachable as long; continued, the same
+    records are Delivered by the next call."""
+    monkeypatch.setattr("bridge.sinks.redis.IO_SECONDS", 1.0)
+    url, process = own_redis_process
+    prefix = f"ryze:{unique('stopped')}"
+    batch = records_for([f"{prefix}:a", f"{prefix}:b"], 5)
+    async with started(RedisSink(redis_settings(url, prefix))) as sink:
+        assert all(isinstance(o, Delivered) for o in await sink.publish(batch[:2]))
+        process.send_signal(signal.SIGSTOP)
+        try:
+            began = time.monotonic()
+            outcomes = await sink.publish(batch)
+            took = time.monotonic() - began
+            assert not await sink.reachable()
+        finally:
+            process.send_signal(signal.SIGCONT)
+        assert {type(o) for o in outcomes} == {Failed}, outcomes
+        assert all(
+            isinstance(o.error, SinkUnavailableError) for o in outcomes if isinstance(o, Failed)
+        )
+        assert 0.9 <= took < 5, took
+        assert all(isinstance(o, Delivered) for o in await sink.publish(batch))
+        assert await sink.reachable()
 
 
 def large(destination: str, n: int) -> Record:
