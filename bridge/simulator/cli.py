@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from bridge import eventloop
+from bridge.logs import configure_logging
 from bridge.simulator import SimConfig, Simulator
 from bridge.simulator.frames import DEFAULT_MIX
 from bridge.simulator.server import heap_keeper
@@ -89,11 +90,13 @@ async def serve(config: SimConfig) -> None:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     async with Simulator(config) as sim:
-        keeper = asyncio.create_task(heap_keeper(sim.server).run())
-        print(f"simulator listening on {sim.base_url}", flush=True)
-        print(json.dumps({"instances": sorted(config.instances)}), flush=True)
-        await stop.wait()
-        keeper.cancel()
+        keeper = asyncio.create_task(heap_keeper(sim.server).run())  # (logs to stderr)
+        try:
+            print(f"simulator listening on {sim.base_url}", flush=True)
+            print(json.dumps({"instances": sorted(config.instances)}), flush=True)
+            await stop.wait()
+        finally:
+            keeper.cancel()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -103,5 +106,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, yaml.YAMLError) as exc:
         print(f"simulate: bad --config: {exc}", file=sys.stderr)
         return 2
+    configure_logging("info", "auto")  # stderr: stdout says where it listens, nothing else
     eventloop.run(serve(config))  # uvloop where installed, as the bridge
     return 0

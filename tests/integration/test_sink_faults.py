@@ -516,11 +516,33 @@ async def test_redis_that_stops_answering_fails_the_call_within_its_deadline(
             process.send_signal(signal.SIGCONT)
         assert {type(o) for o in outcomes} == {Failed}, outcomes
         assert all(
-            isinstance(o.error, SinkUnavailableError) for o in outcomes if isinstance(o, Failed)
-        )
+            isinstance(o.error, SinkUnavailableError) and "no reply within 1 s" in str(o.error)
+            for o in outcomes
+            if isinstance(o, Failed)
+        ), outcomes
         assert 0.9 <= took < 5, took
         assert all(isinstance(o, Delivered) for o in await sink.publish(batch))
         assert await sink.reachable()
+
+
+async def test_redis_that_does_not_answer_at_start_is_unreachable(
+    own_redis_process: tuple[str, subprocess.Popen[bytes]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sink started against a Redis whose process is stopped fails its start as the sink
+    unreachable (SinkUnavailableError, retried as such) once the PING's deadline passed, not
+    with a bare TimeoutError (which reads as the worker crashing)."""
+    monkeypatch.setattr("bridge.sinks.redis.IO_SECONDS", 1.0)
+    url, process = own_redis_process
+    sink = RedisSink(redis_settings(url, f"ryze:{unique('stopped')}"))
+    process.send_signal(signal.SIGSTOP)
+    try:
+        began = time.monotonic()
+        with pytest.raises(SinkUnavailableError, match="no answer to PING within 1 s"):
+            await sink.start()
+        assert time.monotonic() - began < 5
+    finally:
+        process.send_signal(signal.SIGCONT)
+        await sink.close()
 
 
 def large(destination: str, n: int) -> Record:

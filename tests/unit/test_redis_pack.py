@@ -1,4 +1,4 @@
-"""The Redis sink's own command packing (the bytes redis-py would write); a call's deadline."""
+"""The Redis sink's own command packing writes exactly the bytes redis-py would."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from redis.asyncio.connection import Connection
 from bridge.errors import SinkConfigError
 from bridge.pipeline import Record
 from bridge.settings import RedisSinkSettings
-from bridge.sinks.redis import CHUNK, FENCED_XADD, IO_SECONDS, RedisSink, pack, renewed
+from bridge.sinks.redis import CHUNK, FENCED_XADD, RedisSink, pack
 
 
 def redis_py(commands: list[tuple[Any, ...]]) -> bytes:
@@ -62,13 +62,3 @@ def test_a_big_value_is_sent_as_it_is_not_copied() -> None:
     chunks = pack([("XADD", "s", "*", "data", big), ("XADD", "s", "*", "data", b"small")])
     assert any(chunk is big for chunk in chunks)
     assert len(chunks) == 3
-
-
-def test_a_calls_deadline_is_renewed_once_half_of_it_is_gone() -> None:
-    """After a reply the call's deadline moves on only when less than half of ``IO_SECONDS``
-    is left (a timer per reply was the cost), never when there is none."""
-    assert not renewed(None, 100.0)
-    assert not renewed(100.0 + IO_SECONDS, 100.0)
-    assert not renewed(100.0 + IO_SECONDS / 2 + 0.01, 100.0)
-    assert renewed(100.0 + IO_SECONDS / 2 - 0.01, 100.0)
-    assert renewed(99.0, 100.0)
