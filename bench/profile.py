@@ -37,7 +37,7 @@ from bench.common import (
     unique,
     write_bridge_config,
 )
-from bench.scale import connect_phase
+from bench.scale import RATE_SETTLE_SECONDS, connect_phase
 from bench.throughput import BIG_MESSAGES, WORKLOADS, sink_section
 from bridge.settings import EVENT_NAMES
 
@@ -197,7 +197,7 @@ async def scale_phases(spy: str, instances: int, seconds: float, *, shipper: boo
                     if phase == "1s":
                         async with httpx.AsyncClient(base_url=src.url, timeout=60) as http:
                             await http.post("/_sim/set_rate", json={"rate": 1})
-                        await asyncio.sleep(5)
+                        await asyncio.sleep(RATE_SETTLE_SECONDS)  # as the scale part
                     out = results / f"profile-scale{instances}-{phase}{side}.txt"
                     await record(spy, pid, out, seconds)
                     show(f"{instances} instances, {phase}", out)

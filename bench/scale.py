@@ -231,6 +231,12 @@ async def run(
     return entry
 
 
+# After the rate is set: the simulator builds every instance's frames at its first send (5,000
+# x 20): its loop is held 2-4 s, then the frames due meanwhile go out at once; a window opened
+# 5 s after the rate took in the end of that burst as the bridge's tail
+RATE_SETTLE_SECONDS = 10.0
+
+
 async def measure(
     services: Services, root: int, url: str, prefix: str, *, window: float, settle: float
 ) -> dict[str, Any]:
@@ -241,10 +247,7 @@ async def measure(
     rss = {name: rss_mb(pids) for name, pids in groups.items()}
     async with httpx.AsyncClient(base_url=url, timeout=30) as http:
         await http.post("/_sim/set_rate", json={"rate": 1})
-    # the simulator builds every instance's frames at its first send (5,000 x 20 here): its
-    # loop is held 2-4 s, then the frames due meanwhile go out at once; a window opened 5 s
-    # after the rate (as before) took in the end of that burst as the bridge's tail
-    await asyncio.sleep(settle)
+    await asyncio.sleep(max(settle, RATE_SETTLE_SECONDS))
     stream = f"{prefix}:{EVENT}"
     first = await redis_count(services.redis, [stream])
     since_ms = int(time.time() * 1000)

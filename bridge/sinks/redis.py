@@ -26,14 +26,15 @@ would send the whole pipeline again, is not used. Concurrent ``publish`` calls e
 their own connection from the pool. The ACL user needs ``+multi +exec`` besides ``+xadd``:
 checked at start.
 
-Time limits: getting a call's connection has ``IO_SECONDS``; its write then has
-``IO_SECONDS``, and after the write and after each reply at least ``IO_SECONDS`` are left for
-the next reply (the deadline is moved ``RENEWED`` times that ahead once less than
-``IO_SECONDS`` is left: a call is lost after 10-15 s without a reply, as with a socket timeout
-of 10 s, with one timer move per 5 s instead of one per reply); a PING has ``IO_SECONDS`` too.
-The client itself has no socket timeout: redis-py's puts a timer around every reply read (one
-per record) and a task around every write, ~7 % of the shipper's CPU at 5,000 quiet
-instances.
+Time limits: getting a call's connection has ``IO_SECONDS``; then its write (with redis-py's
+health-check PING and a reconnect, when due) and replies run under one deadline that starts
+``RENEWED`` times ``IO_SECONDS`` ahead and is moved that far ahead again whenever less than
+``IO_SECONDS`` is left before a reply is awaited: every reply has at least ``IO_SECONDS``, a call
+is lost after 10-15 s without one (as with a socket timeout of 10 s), and a call shorter than
+5 s moves no timer (one move per 5 s after that); a PING, its connection included, has
+``IO_SECONDS``. The client itself has no socket timeout: redis-py's puts a timer around every
+reply read (one per record) and a task around every write, ~7 % of the shipper's CPU at 5,000
+quiet instances.
 """
 
 from __future__ import annotations
@@ -60,8 +61,8 @@ log = get_logger(__name__)
 
 Command = tuple[Any, ...]
 UNREAD = Failed(SinkUnavailableError("redis: reply not read"))  # never used: all were read
-IO_SECONDS = 10.0  # a call's connection, its write, each reply at least; a PING (the module)
-RENEWED = 1.5  # a call's deadline is moved this many IO_SECONDS ahead
+IO_SECONDS = 10.0  # a call's connection; each reply at least; a PING (see the module)
+RENEWED = 1.5  # a call's deadline starts, and is moved, this many IO_SECONDS ahead
 
 FENCED_XADD = """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then
@@ -240,7 +241,7 @@ class RedisSink:
             return False
         try:
             await ping(self._client)
-        except (redis_errors.RedisError, OSError):  # (a PING timed out: TimeoutError, an OSError)
+        except (redis_errors.RedisError, OSError):  # (a PING past its deadline: a RedisError)
             return False
         return True
 
@@ -349,21 +350,23 @@ async def send(client: Redis, commands: list[Command]) -> tuple[list[Any], Faile
     replies: list[Any] = []
     lost = UNREAD
     loop = asyncio.get_running_loop()
+    waiting = "write"
     try:
-        async with asyncio.timeout(IO_SECONDS) as deadline:
+        async with asyncio.timeout(RENEWED * IO_SECONDS) as deadline:
             await connection.send_packed_command(packed)
+            waiting = "reply"
             for _ in commands:
                 if renewed(deadline.when(), loop.time()):
                     deadline.reschedule(loop.time() + RENEWED * IO_SECONDS)
                 replies.append(await _reply(connection))  # (those read are kept when one fails)
     except (redis_errors.RedisError, OSError) as exc:  # lost, out of step, or timed out
-        await connection.disconnect()
+        await connection.disconnect(nowait=True)  # (as redis-py on its errors: no wait to close)
         unread = f"{len(commands) - len(replies)} of the pipeline's {len(commands)} replies"
         lost = Failed(
-            SinkUnavailableError(f"redis: {failure_text(exc, 'reply')} ({unread} not read)")
+            SinkUnavailableError(f"redis: {failure_text(exc, waiting)} ({unread} not read)")
         )
     except BaseException:  # cancelled mid-exchange: the connection's replies are unread
-        await connection.disconnect()
+        await connection.disconnect(nowait=True)
         raise
     finally:
         await pool.release(connection)
@@ -371,27 +374,29 @@ async def send(client: Redis, commands: list[Command]) -> tuple[list[Any], Faile
 
 
 def renewed(due: float | None, now: float) -> bool:
-    """Whether a call's deadline is moved before it waits for a reply (pure): when less than
-    ``IO_SECONDS`` is left (moved ``RENEWED`` times that ahead, it then holds for the replies of
-    the next 5 s: a timer per reply was the cost)."""
+    """Whether a call's deadline is moved before a reply is awaited (pure): when less than
+    ``IO_SECONDS`` is left."""
     return due is not None and due - now < IO_SECONDS
 
 
 def failure_text(exc: BaseException, waited_for: str) -> str:
-    """What a call's failure says (pure): the error's name and text, or, for our own deadline
-    (a TimeoutError with no text), what did not come in time."""
-    text = str(exc) or f"no {waited_for} within {IO_SECONDS:g} s"
-    return f"{type(exc).__name__}: {text}"
+    """What a call's failure says (pure): the error's name and text; our own deadline (a
+    TimeoutError with no text) says what did not come in time."""
+    if isinstance(exc, TimeoutError) and not str(exc):
+        return f"TimeoutError: no {waited_for} in time (at least {IO_SECONDS:g} s)"
+    return f"{type(exc).__name__}: {exc}"
 
 
 async def ping(client: Redis) -> None:
-    """PING within ``IO_SECONDS``; after that redis-py's TimeoutError (a RedisError: the
-    sink unreachable, as with the socket timeout it replaces)."""
+    """PING, its connection included, within ``IO_SECONDS``; after that redis-py's
+    TimeoutError (a RedisError: the sink unreachable, as with the socket timeout it
+    replaces)."""
     try:
         async with asyncio.timeout(IO_SECONDS):
             await client.ping()
     except TimeoutError:  # (ours: redis-py's is not a TimeoutError)
-        raise redis_errors.TimeoutError(f"no answer to PING within {IO_SECONDS:g} s") from None
+        text = f"no connection or answer to PING within {IO_SECONDS:g} s"
+        raise redis_errors.TimeoutError(text) from None
 
 
 CHUNK = 6000  # bytes: a larger value goes to the socket as it is, not copied (as redis-py)

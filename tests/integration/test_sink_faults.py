@@ -497,9 +497,9 @@ async def test_redis_that_stops_answering_fails_the_call_within_its_deadline(
     own_redis_process: tuple[str, subprocess.Popen[bytes]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A Redis whose process is stopped (SIGSTOP: the kernel still takes the pipeline, nothing
-    answers) fails the call's records (transient) once no reply came for the deadline
-    (``IO_SECONDS``, 1 s here), and a PING says unreachable as long; continued, the same
-    records are Delivered by the next call."""
+    answers) fails the call's records (transient) once no reply came in time (``IO_SECONDS``
+    1 s here: 1-1.5 s), and a PING says unreachable as long; continued, the same records are
+    Delivered by the next call."""
     monkeypatch.setattr("bridge.sinks.redis.IO_SECONDS", 1.0)
     url, process = own_redis_process
     prefix = f"ryze:{unique('stopped')}"
@@ -516,7 +516,7 @@ async def test_redis_that_stops_answering_fails_the_call_within_its_deadline(
             process.send_signal(signal.SIGCONT)
         assert {type(o) for o in outcomes} == {Failed}, outcomes
         assert all(
-            isinstance(o.error, SinkUnavailableError) and "no reply within 1 s" in str(o.error)
+            isinstance(o.error, SinkUnavailableError) and "no reply in time" in str(o.error)
             for o in outcomes
             if isinstance(o, Failed)
         ), outcomes
@@ -537,7 +537,7 @@ async def test_redis_that_does_not_answer_at_start_is_unreachable(
     process.send_signal(signal.SIGSTOP)
     try:
         began = time.monotonic()
-        with pytest.raises(SinkUnavailableError, match="no answer to PING within 1 s"):
+        with pytest.raises(SinkUnavailableError, match="answer to PING within 1 s"):
             await sink.start()
         assert time.monotonic() - began < 5
     finally:
