@@ -33,8 +33,8 @@ health-check PING and a reconnect, when due) and replies run under one deadline 
 is lost after 10-15 s without one (as with a socket timeout of 10 s), and a call shorter than
 5 s moves no timer (one move per 5 s after that); a PING, its connection included, has
 ``IO_SECONDS``. The client itself has no socket timeout: redis-py's puts a timer around every
-reply read (one per record) and a task around every write, ~7 % of the shipper's CPU at 5,000
-quiet instances.
+reply read (one per record) and (Python 3.11) a task around every write, ~7 % of the shipper's
+CPU at 5,000 quiet instances.
 """
 
 from __future__ import annotations
@@ -350,7 +350,7 @@ async def send(client: Redis, commands: list[Command]) -> tuple[list[Any], Faile
     replies: list[Any] = []
     lost = UNREAD
     loop = asyncio.get_running_loop()
-    waiting = "write"
+    waiting = "write (nor a health-check PING or reconnect before it)"
     try:
         async with asyncio.timeout(RENEWED * IO_SECONDS) as deadline:
             await connection.send_packed_command(packed)

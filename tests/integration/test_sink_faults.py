@@ -520,7 +520,7 @@ async def test_redis_that_stops_answering_fails_the_call_within_its_deadline(
             for o in outcomes
             if isinstance(o, Failed)
         ), outcomes
-        assert 0.9 <= took < 5, took
+        assert 1.0 <= took < 5, took  # (at least IO_SECONDS after the write)
         assert all(isinstance(o, Delivered) for o in await sink.publish(batch))
         assert await sink.reachable()
 
