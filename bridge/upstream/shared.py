@@ -1,6 +1,7 @@
 """What every socket of the process shares: the buffered-frames budget, the keepalive ticker,
-the socket slots (its open-files limit) and the pace of the upstream-config re-checks made
-while connected.
+the socket slots (its open-files limit), the pace of the upstream-config re-checks made
+while connected, and the dispatch that hands messages to waiting consumers once a loop turn
+(:mod:`bridge.upstream.dispatch`).
 
 The re-checks (one REST call each, every ``upstream.ensure_interval_seconds`` per instance)
 are the one periodic cost of a quiet socket that grows with the fleet: 5,000 instances every
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 
 from bridge.settings import BUFFER_BUDGET_BYTES
 from bridge.upstream.budget import BufferBudget
+from bridge.upstream.dispatch import Dispatch
 from bridge.upstream.keepalive import Keepalive
 from bridge.upstream.ratelimit import TokenBucket
 from bridge.upstream.slots import SocketSlots, process_slots
@@ -42,3 +44,4 @@ class SocketsShared:
     rechecks: TokenBucket = field(default_factory=recheck_bucket)
     first_checks: TokenBucket = field(default_factory=first_check_bucket)
     slots: SocketSlots = field(default_factory=lambda: SocketSlots(process_slots()))
+    dispatch: Dispatch = field(default_factory=Dispatch)

@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import inspect
 import random
 import time
 from collections import deque
@@ -67,6 +68,7 @@ from bridge.pipeline import Frame
 from bridge.retry import Backoff, RetryPolicy
 from bridge.settings import UpstreamSettings
 from bridge.upstream.budget import BufferBudget
+from bridge.upstream.dispatch import Dispatch
 from bridge.upstream.keepalive import Watched
 from bridge.upstream.ratelimit import TokenBucket, parse_rate_headers, usable_reset
 from bridge.upstream.shared import SocketsShared
@@ -91,6 +93,29 @@ class SessionObserver(Protocol):
 # takes a batch of frames (into the spool); what it returns, when not None, is awaited before
 # the next batch is read (pacing against the sink)
 Consume = Callable[[list[Frame]], Awaitable[None] | None]
+Handle = Callable[[list[bytes]], Awaitable[None] | None]  # a session's step: messages in
+
+
+def _no_consumer(frames: list[Frame]) -> None:
+    raise RuntimeError(f"{len(frames)} frames handed on with no session reading")
+
+
+def done_with(result: object) -> asyncio.Future[object]:
+    """A future already resolved with ``result`` (for :func:`drop_handed`)."""
+    future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+    future.set_result(result)
+    return future
+
+
+def drop_handed(waiting: Awaitable[object]) -> None:
+    """A wait its task was cancelled after: what a drain handed it meanwhile is let go
+    cleanly (pacing not yet awaited is closed; an error the consumer raised is retrieved:
+    the cancel, a stop, ends the runner first)."""
+    if not isinstance(waiting, asyncio.Future) or not waiting.done() or waiting.cancelled():
+        return
+    if waiting.exception() is None and inspect.iscoroutine(handed := waiting.result()):
+        handed.close()
+
 
 BATCH_FRAMES = 64  # messages, or
 BATCH_BYTES = 1 << 20  # bytes, whichever comes first, in one batch (and a reader's turn)
@@ -115,14 +140,25 @@ def batch_bounds(messages: list[bytes]) -> tuple[int, int]:
     return taken, size
 
 
+def task_error(exc: BaseException) -> BaseException:
+    """What a consumer's step raised, as a future can hold it and its task raise it (pure):
+    an Exception as it is, a StopIteration or another BaseException wrapped in RuntimeError
+    (as PEP 479 does for a StopIteration escaping a coroutine)."""
+    if isinstance(exc, Exception) and not isinstance(exc, StopIteration):
+        return exc
+    error = RuntimeError(f"the consumer raised {type(exc).__name__}")  # (its text may raise)
+    error.__cause__ = exc
+    return error
+
+
 class MessageReader:
     """A connection's messages, taken off the protocol as its frames are parsed and handed to
     the consumer in batches: a batch is every whole message read since the last (up to
-    ``BATCH_FRAMES`` messages or ``BATCH_BYTES``), one wake-up of the consumer's task per
-    batch. No task of its own and no queue of the library's in between: the connection hands
-    every data frame to :meth:`frame` (fragments joined here, in order, as bytes, text frames
-    too), and the one consumer, waiting on :meth:`wait` when :meth:`take` had nothing, is woken
-    once per loop turn that completed a message.
+    ``BATCH_FRAMES`` messages or ``BATCH_BYTES``). No task of its own and no queue of the
+    library's in between: the connection hands every data frame to :meth:`frame` (fragments
+    joined here, in order, as bytes, text frames too); while the one consumer waits on
+    :meth:`wait`, its :meth:`drain` hands them on from the process's dispatch, once per loop
+    turn that completed a message, its task left parked (:mod:`bridge.upstream.dispatch`).
 
     Back-pressure: while two batches' worth wait (or a message waits for the process-wide
     ``budget``), the socket's transport stops reading, so the kernel's buffers and then TCP
@@ -158,7 +194,12 @@ class MessageReader:
         self._skip_to_fin = False  # the rest of a message already counted: not again
         self._out = 0  # bytes of the batch handed out last, still in the budget
         self._ended: BaseException | None = None
-        self._waiter: asyncio.Future[None] | None = None
+        # resolved to wake the consumer: None (take again), or the pacing its drain got
+        self._waiter: asyncio.Future[Awaitable[None] | None] | None = None
+        # while the consumer waits, its step, run from the dispatch (no task wake-up a message)
+        self.handle: Handle | None = None
+        self.dispatch: Dispatch | None = None
+        self._queued = False  # queued on the dispatch for this turn
         self._left = False  # the consumer left (close): what completes now is counted
         self._failed = False  # too many fragments: the connection is failing
         self._failed_open = False  # a message in fragments begun after that, not yet ended
@@ -261,9 +302,46 @@ class MessageReader:
         return count
 
     def _wake(self) -> None:
-        waiter, self._waiter = self._waiter, None  # not kept: one per wait, ~a second each
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        """Tell the waiting consumer: through its drain when nothing needs its task."""
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            self._waiter = None
+            return
+        if self.dispatch is not None and not self._held and self._ended is None:
+            if not self._queued:  # (a consumer that left has no waiter: not here)
+                self._queued = True
+                self.dispatch.ready(self)
+            return
+        self._waiter = None
+        waiter.set_result(None)
+
+    def drain(self) -> None:
+        """Hand every ready batch to :attr:`handle` (the consumer's step) while its task stays
+        parked on :meth:`wait`; run by the dispatch. The task is woken with the pacing the
+        step returned (awaited there, then :meth:`done`) or with what it raised (a
+        ``StopIteration`` or a ``BaseException`` as a RuntimeError: a future takes neither,
+        and the task must end). Never raises but SystemExit and KeyboardInterrupt."""
+        self._queued = False
+        waiter, handle = self._waiter, self.handle
+        if waiter is None or waiter.done() or handle is None:  # woken, cancelled or left
+            return
+        try:
+            while not waiter.done() and (batch := self.take()) is not None:
+                pacing = handle(batch)
+                if pacing is not None:
+                    self._waiter = None
+                    if waiter.done():  # the step stopped its own task: nobody awaits it
+                        drop_handed(done_with(pacing))
+                    else:
+                        waiter.set_result(pacing)
+                    return
+                self.done()
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:  # noqa: BLE001 - raised in the task, as if it took them
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_exception(task_error(exc))
 
     def take(self) -> list[bytes] | None:
         """The next messages (up to a batch), or None when none is ready: then await
@@ -282,11 +360,12 @@ class MessageReader:
             self._resume()
         return batch
 
-    def wait(self) -> Awaitable[None]:
+    def wait(self) -> Awaitable[Awaitable[None] | None]:
         """What to await when :meth:`take` had nothing: room in the budget for a held message,
         or the next message; raises what ended the connection once every message before it was
         taken. A plain future in the usual case (no coroutine per wait: a quiet socket's wait
-        lives about a second, through the collector's young passes)."""
+        lives about a second, through the collector's young passes). What it gives is None,
+        or the pacing to await when a :meth:`drain` handed messages on meanwhile."""
         if self._held:
             return self._admit()
         if self._ended is not None:
@@ -531,6 +610,7 @@ class InstanceSource:
         self.need_ensure = check_first
         self.first_check_due = not check_first  # checked once the socket is open
         self._connection: WatchedConnection | None = None
+        self._consume: Consume = _no_consumer  # the session's consumer, once one runs
         self._closer: asyncio.Future[None] | None = None
         self.upgrading = False  # the upgrade is under way (its answer may carry frames)
         self._stopping = asyncio.Event()
@@ -634,16 +714,19 @@ class InstanceSource:
             watched = keepalive.watch(connection, self.settings.watchdog_seconds, self._silent)
             reensure = asyncio.create_task(self._reensure())
             reader.attach(self.shared.budget)
-            instance = self.instance
-            while True:  # bytes as received, text frames too: no decode and re-encode
+            self._consume = consume
+            reader.handle, reader.dispatch = self._handle, self.shared.dispatch
+            while True:  # what came while the task was parked went to _handle meanwhile
                 batch = reader.take()
                 if batch is None:
-                    await reader.wait()
-                    continue
-                received_ns = time.time_ns()
-                connection.last_activity = time.monotonic()
-                self.observer.activity(ping=False)
-                pacing = consume([Frame(instance, raw, received_ns) for raw in batch])
+                    waiting = reader.wait()
+                    try:
+                        pacing = await waiting
+                    except asyncio.CancelledError:
+                        drop_handed(waiting)
+                        raise
+                else:
+                    pacing = self._handle(batch)
                 batch = None  # (neither held through the next wait)
                 if pacing is not None:
                     await pacing
@@ -659,6 +742,17 @@ class InstanceSource:
         finally:
             await self._end_session(connection, watched, reensure, reason)
 
+    def _handle(self, batch: list[bytes]) -> Awaitable[None] | None:
+        """One batch of the session's messages to its consumer as frames (bytes as received,
+        text frames too: no decode and re-encode), stamped with their receipt; the pacing it
+        returned."""
+        received_ns = time.time_ns()
+        if self._connection is not None:
+            self._connection.last_activity = time.monotonic()
+        self.observer.activity(ping=False)
+        instance = self.instance
+        return self._consume([Frame(instance, raw, received_ns) for raw in batch])
+
     async def _end_session(
         self,
         connection: WatchedConnection,
@@ -673,6 +767,7 @@ class InstanceSource:
         if reensure is not None:
             reensure.cancel()
         reader = connection.reader
+        reader.handle = reader.dispatch = None  # (the step holds the consumer)
         left = reader.close()
         if left:  # read off the socket, never handed over: counted, not lost
             self.observer.discarded(left)
