@@ -4,10 +4,13 @@ as data add up in the main process to what the shipper counted."""
 
 from __future__ import annotations
 
+import bisect
 import random
 from collections.abc import Callable
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
@@ -78,3 +81,35 @@ def test_labels_must_match_the_label_names() -> None:
     histogram = BatchHistogram("y_seconds", "doc", ("phase",), (1.0,), CollectorRegistry())
     with pytest.raises(ValueError, match="labels"):
         histogram.labels("a", "b")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    rounds=st.lists(
+        st.lists(st.sampled_from([0.0, 0.0004, 0.002, 0.003, 0.2, 7.0, 45.0, 1e9]), max_size=12),
+        min_size=1,
+        max_size=5,
+    )
+)
+def test_a_histogram_carried_in_few_changes_adds_up_the_same(rounds: list[list[float]]) -> None:
+    """Any rounds of observations, two sinks: the changes leave out every bucket whose
+    increase is the one below it, and the main process's histograms still equal the
+    shipper's after each round; a round sends at most one bucket change per bucket its
+    observations fell in."""
+    shipper, main = create_metrics(), create_metrics()
+    before = sink_side_values(shipper)
+    for observed in rounds:
+        observe_all(shipper.publish_latency.labels("kafka"), observed)
+        observe_all(shipper.publish_latency.labels("redis"), observed[::2])
+        after = sink_side_values(shipper)
+        changes = sink_side_changes(before, after)
+        apply_sink_side(main, changes)
+        before = after
+        buckets = [change for change in changes if change[1].endswith("_bucket")]
+        hit = {bisect.bisect_left(LATENCY_BUCKETS, value) for value in observed}
+        hit_redis = {bisect.bisect_left(LATENCY_BUCKETS, value) for value in observed[::2]}
+        assert len(buckets) <= len(hit) + len(hit_redis)
+        for sink in ("kafka", "redis"):
+            got, want = (m.publish_latency.labels(sink).snapshot() for m in (main, shipper))
+            assert got[0] == want[0]
+            assert got[1] == pytest.approx(want[1])
