@@ -157,6 +157,81 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def vs_floor(cost: float | None, floors: dict[str, dict[str, Any]]) -> dict[str, float | None]:
+    """µs of CPU per event as a multiple of each read floor's, to 0.1 (pure); None where
+    either side measured nothing."""
+    found: dict[str, float | None] = {}
+    for mode, entry in floors.items():
+        base = entry.get("cpu_us_per_event")
+        found[mode] = round(cost / base, 1) if cost and base else None
+    return found
+
+
+def scale_rows(entry: dict[str, Any]) -> list[dict[str, Any]]:
+    """One scale run as rows alike (pure): the bridge (with its shipper), the Benthos peer
+    when it ran, and each read floor, with their µs of CPU per event as multiples of each
+    floor's. The peer's RSS is at its busiest, the others' idle."""
+    floors: dict[str, dict[str, Any]] = entry.get("floor") or {}
+    peer = entry.get("peer")
+    found: list[dict[str, Any]] = [
+        {"run": "bridge + shipper", "connect_s": entry.get("seconds_to_all_connected"),
+         "rss_mb": entry.get("rss_idle_mb"), "idle_cpu_percent": entry.get("idle_cpu_percent"),
+         "events_per_second": entry.get("events_per_second"),
+         "cpu_us_per_event": entry.get("cpu_us_per_event")},
+    ]  # fmt: skip
+    if peer:
+        idle = peer.get("cpu_idle")
+        found.append(
+            {"run": "peer: benthos engine", "connect_s": peer.get("seconds_to_all_connected"),
+             "rss_mb": peer.get("rss_mb"),
+             "idle_cpu_percent": None if idle is None else round(100 * idle, 2),
+             "events_per_second": peer.get("events_per_s"),
+             "cpu_us_per_event": peer.get("cpu_us_per_event")}
+        )  # fmt: skip
+    for mode, floor in floors.items():
+        found.append(
+            {"run": f"floor: websockets {mode}", "connect_s": floor.get("seconds_to_all_connected"),
+             "rss_mb": floor.get("rss_idle_mb"), "idle_cpu_percent": floor.get("idle_cpu_percent"),
+             "events_per_second": floor.get("events_per_second"),
+             "cpu_us_per_event": floor.get("cpu_us_per_event"), "error": floor.get("error")}
+        )  # fmt: skip
+    for row in found:
+        row["vs_floor"] = vs_floor(row["cpu_us_per_event"], floors)
+    return found
+
+
+def scale_table(entries: list[dict[str, Any]]) -> str:
+    """Per scale run, the bridge, the peer and the read floors side by side: seconds to all
+    connected, RSS, idle CPU (% of a core), events/s and µs of CPU per event at 1 event/s per
+    instance, and that cost as a multiple of each floor's (``× iter``, ``× hook``)."""
+    lines: list[str] = []
+    for entry in entries:
+        rows = scale_rows(entry)
+        modes = list(entry.get("floor") or {})
+        title = f"scale, {entry['instances']:,} instances"
+        lines.append(
+            f"{title:<26} {'connect s':>9} {'RSS MB':>7} {'idle CPU %':>10} {'events/s':>9} "
+            f"{'µs/event':>8}" + "".join(f" {'× ' + m:>6}" for m in modes)
+        )
+        for row in rows:
+            cells = [
+                _cell(row["connect_s"], 9, ".1f"),
+                _cell(row["rss_mb"], 7, ".0f"),
+                _cell(row["idle_cpu_percent"], 10, ".2f"),
+                _cell(row["events_per_second"], 9, ",.0f"),
+                _cell(row["cpu_us_per_event"], 8, ".1f"),
+                *(_cell(row["vs_floor"].get(m), 6, ".1f") for m in modes),
+            ]
+            error = f"  {row['error']}" if row.get("error") else ""
+            lines.append(f"{row['run']:<26} {' '.join(cells)}{error}".rstrip())
+        lines.append("")
+    return "\n".join(lines).rstrip()
+
+
+def _cell(value: float | None, width: int, spec: str) -> str:
+    return f"{'—' if value is None else format(value, spec):>{width}}"
+
+
 def plots(result: dict[str, Any], stem: Path) -> list[Path]:
     """PNG plots next to the JSON: throughput ratios, latency percentiles, scale timeline."""
     import matplotlib  # noqa: PLC0415 - only the bench needs it
@@ -200,6 +275,26 @@ def plots(result: dict[str, Any], stem: Path) -> list[Path]:
         ax.legend()
         fig.tight_layout()
         written.append(_save(fig, stem, "scale"))
+    costs = [
+        (f"{entry['instances']:,} · {row['run']}", row)
+        for entry in result.get("scale") or []
+        for row in scale_rows(entry)
+        if row["cpu_us_per_event"] is not None
+    ]
+    if costs:
+        fig, ax = plt.subplots(figsize=(8, 0.35 * len(costs) + 1.5))
+        colors = {"bridge": "#3b7dd8", "peer:": "#999", "floor:": "#5a5"}
+        ax.barh(
+            [label for label, _ in costs],
+            [row["cpu_us_per_event"] for _, row in costs],
+            color=[colors[row["run"].split()[0]] for _, row in costs],
+        )
+        ax.axvline(60, color="#c33", linestyle="--", label="goal 60 µs")
+        ax.set_xlabel("µs of CPU per event, every instance at 1 event/s (same run)")
+        ax.invert_yaxis()
+        ax.legend()
+        fig.tight_layout()
+        written.append(_save(fig, stem, "scale-cpu"))
     return written
 
 

@@ -19,6 +19,7 @@ import json
 import os
 import platform
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from bench import cluster_scale, latency, report, scale, source_clock, throughput
@@ -107,7 +108,8 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
             for instances in (int(n) for n in counts.split(",")):
                 entry = await scale.run(services, instances, window)
                 result["scale"].append(entry)
-                shown = {k: v for k, v in entry.items() if k not in ("timeline", "targets", "peer")}
+                hidden = ("timeline", "targets", "peer", "floor")  # the floor: in scale_table
+                shown = {k: v for k, v in entry.items() if k not in hidden}
                 log(f"scale: {shown}")
         if "cluster-scale" in parts:
             instances = 400 if args.quick else args.cluster_instances
@@ -124,15 +126,22 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
     stem = ROOT / "bench" / "results" / datetime.now(UTC).strftime("%Y-%m-%dT%H%M%S")
     stem.parent.mkdir(parents=True, exist_ok=True)
     stem.with_suffix(".json").write_text(json.dumps(result, indent=2), encoding="utf-8")
-    written = report.plots(result, stem)
+    show(result, [stem.with_suffix(".json"), *report.plots(result, stem)])
+    return result
+
+
+def show(result: dict[str, Any], written: list[Path]) -> None:
+    """The tables, the goals and the files written."""
     log("")
     log(report.table(result["throughput"]))
     log("")
+    if result["scale"]:
+        log(report.scale_table(result["scale"]))
+        log("")
     for goal in result["targets"]:
         log(f"{'met ' if goal['met'] else 'MISS'}  {goal['goal']}: {goal['value']}")
-    for path in [stem.with_suffix(".json"), *written]:
+    for path in written:
         log(f"written: {path.relative_to(ROOT)}")
-    return result
 
 
 if __name__ == "__main__":

@@ -15,6 +15,12 @@ The bridge runs with its defaults (the shipper as a second process) into Redis. 
 Beside it (``peer``), the Benthos-engine peer with as many ``websocket`` inputs, measured the
 same way against its own simulator (bench/peers/fleet.py).
 
+Under it (``floor``), the read floor: the websockets library the bridge reads with, as many
+plain client connections in one process on uvloop (bench/read_floor.py), measured the same way
+against its own simulator, in two forms: ``iter`` (``async for message in ws``) and ``hook``
+(``process_event`` counting the frames, the least the library allows). The bridge's CPU per
+event is given as a ratio to each (``cpu_per_event_vs_floor``), measured in the same run.
+
 CPU is process CPU seconds from /proc (user + system), never wall time: on a shared machine a
 busy neighbour stretches wall time but not the CPU a process itself used.
 """
@@ -33,6 +39,7 @@ from typing import Any
 import httpx
 from redis.asyncio import Redis
 
+from bench import read_floor
 from bench.common import (
     CLK_TCK,
     PAGE,
@@ -52,6 +59,7 @@ from bench.common import (
 )
 from bench.latency import percentiles
 from bench.peers import fleet
+from bench.report import vs_floor
 
 EVENT = "message.exchange"  # the simulator's mix: one event, one stream
 CONNECT_LIMIT = 300.0
@@ -227,6 +235,11 @@ async def run(
             finally:
                 await delete_streams(services.redis, prefix)
     entry["targets"] = judged(entry)
+    entry["floor"] = {  # the websockets library alone at the same sockets
+        mode: await floor(instances, mode, window=window, settle=settle)
+        for mode in read_floor.MODES
+    }
+    entry["cpu_per_event_vs_floor"] = vs_floor(entry.get("cpu_us_per_event"), entry["floor"])
     entry["peer"] = await fleet.run(services, instances, window)  # the same, Benthos engine
     return entry
 
@@ -271,4 +284,59 @@ async def measure(
         },
         "ack_ms": {k: round(v, 2) if isinstance(v, float) else v for k, v in spread.items()},
         "p99_ack_ms": round(float(spread.get("p99", 0.0)), 2) if latencies else None,
+    }
+
+
+async def floor(instances: int, mode: str, *, window: float, settle: float) -> dict[str, Any]:
+    """The read floor (bench/read_floor.py) in ``mode`` at ``instances``, against the scale
+    part's simulator and measured as the bridge is: seconds from its start until every socket
+    was tried; after ``settle``, idle CPU over ``window`` and RSS; every instance at 1 event/s,
+    after the same settle, µs of CPU per event received over ``window``. A floor that fails
+    gives its error instead: the bridge's figures of the run stay."""
+    try:
+        return await floor_run(instances, mode, window=window, settle=settle)
+    except (TimeoutError, RuntimeError, ValueError, OSError, httpx.HTTPError) as exc:
+        return {"instances": instances, "mode": mode, "error": f"{type(exc).__name__}: {exc}"}
+
+
+async def floor_run(instances: int, mode: str, *, window: float, settle: float) -> dict[str, Any]:
+    """:func:`floor`, failures raised: its own simulator, set up as :func:`run`'s."""
+    with tempfile.TemporaryDirectory(prefix="ryze-bench-floor-") as tmp:
+        work = Path(tmp)
+        async with simulator(work, instances=instances, rate=-1, prebuilt=20, mix=None) as src:
+            started = time.monotonic()
+            async with read_floor.started(src.url, instances, mode, work / "floor.log") as proc:
+                async with asyncio.timeout(CONNECT_LIMIT):
+                    ready = await proc.ready()
+                entry: dict[str, Any] = {
+                    "instances": instances,
+                    "mode": mode,
+                    "seconds_to_all_connected": round(time.monotonic() - started, 2),
+                    **ready,
+                }
+                entry.update(await measure_floor(proc, src.url, window=window, settle=settle))
+    return entry
+
+
+async def measure_floor(
+    proc: read_floor.Floor, url: str, *, window: float, settle: float
+) -> dict[str, Any]:
+    """Idle, then every instance at 1 event/s: the floor's memory, CPU, CPU per event."""
+    await asyncio.sleep(settle)
+    idle = sum((await cpu_over(proc.pid, window)).values())
+    rss = rss_mb(family(proc.pid))
+    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+        await http.post("/_sim/set_rate", json={"rate": 1})
+    await asyncio.sleep(max(settle, RATE_SETTLE_SECONDS))
+    first = await proc.count()
+    busy = sum((await cpu_over(proc.pid, window)).values())
+    events = await proc.count() - first
+    still, rate_limited, _ = await connected(url)
+    return {
+        "rate_limited": rate_limited,
+        "connected_at_end": still,
+        "rss_idle_mb": rss,
+        "idle_cpu_percent": round(100 * idle / window, 2),
+        "events_per_second": round(events / window, 1),
+        "cpu_us_per_event": round(1e6 * busy / max(1, events), 1),
     }
