@@ -242,15 +242,13 @@ def plots(result: dict[str, Any], stem: Path) -> list[Path]:
     written = []
     rows = ratios(result["throughput"])
     if rows:
-        fig, ax = plt.subplots(figsize=(10, 0.35 * len(rows) + 1.5))
-        labels = [f"{r['workload']} · {r['run']}" for r in rows]
-        values = [r["ratio"] or 0 for r in rows]
-        ax.barh(labels, values, color=["#3b7dd8" if "bridge" in r["run"] else "#999" for r in rows])
-        ax.axvline(0.6, color="#c33", linestyle="--", label="goal 0.6")
-        ax.set_xlabel("rate ÷ min(raw reader, raw writer), same run")
-        ax.invert_yaxis()
-        ax.legend()
-        fig.tight_layout()
+        fig = _bars(
+            plt,
+            {f"{r['workload']} · {r['run']}": r["ratio"] or 0 for r in rows},
+            ["#3b7dd8" if "bridge" in r["run"] else "#999" for r in rows],
+            (0.6, "goal 0.6", "rate ÷ min(raw reader, raw writer), same run"),
+            width=10,
+        )
         written.append(_save(fig, stem, "throughput"))
     if result.get("latency"):
         fig, ax = plt.subplots(figsize=(7, 4))
@@ -282,20 +280,32 @@ def plots(result: dict[str, Any], stem: Path) -> list[Path]:
         if row["cpu_us_per_event"] is not None
     ]
     if costs:
-        fig, ax = plt.subplots(figsize=(8, 0.35 * len(costs) + 1.5))
         colors = {"bridge": "#3b7dd8", "peer:": "#999", "floor:": "#5a5"}
-        ax.barh(
-            [label for label, _ in costs],
-            [row["cpu_us_per_event"] for _, row in costs],
-            color=[colors[row["run"].split()[0]] for _, row in costs],
+        fig = _bars(
+            plt,
+            {label: row["cpu_us_per_event"] for label, row in costs},
+            [colors[row["run"].split()[0]] for _, row in costs],
+            (60, "goal 60 µs", "µs of CPU per event, every instance at 1 event/s (same run)"),
+            width=8,
         )
-        ax.axvline(60, color="#c33", linestyle="--", label="goal 60 µs")
-        ax.set_xlabel("µs of CPU per event, every instance at 1 event/s (same run)")
-        ax.invert_yaxis()
-        ax.legend()
-        fig.tight_layout()
         written.append(_save(fig, stem, "scale-cpu"))
     return written
+
+
+def _bars(
+    plt: Any, bars: dict[str, float], colors: list[str], goal: tuple[float, str, str], width: int
+) -> Any:
+    """A horizontal bar chart, top to bottom in ``bars``' order, with a dashed goal line
+    (``goal``: its value, its legend, the x axis' label)."""
+    value, legend, xlabel = goal
+    fig, ax = plt.subplots(figsize=(width, 0.35 * len(bars) + 1.5))
+    ax.barh(list(bars), list(bars.values()), color=colors)
+    ax.axvline(value, color="#c33", linestyle="--", label=legend)
+    ax.set_xlabel(xlabel)
+    ax.invert_yaxis()
+    ax.legend()
+    fig.tight_layout()
+    return fig
 
 
 def _save(fig: Any, stem: Path, name: str) -> Path:
