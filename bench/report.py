@@ -193,7 +193,8 @@ def scale_rows(entry: dict[str, Any]) -> list[dict[str, Any]]:
             {"run": f"floor: websockets {mode}", "connect_s": floor.get("seconds_to_all_connected"),
              "rss_mb": floor.get("rss_idle_mb"), "idle_cpu_percent": floor.get("idle_cpu_percent"),
              "events_per_second": floor.get("events_per_second"),
-             "cpu_us_per_event": floor.get("cpu_us_per_event"), "error": floor.get("error")}
+             "cpu_us_per_event": floor.get("cpu_us_per_event"),
+             "error": floor.get("error") or _failed(floor)}
         )  # fmt: skip
     for row in found:
         row["vs_floor"] = vs_floor(row["cpu_us_per_event"], floors)
@@ -226,6 +227,15 @@ def scale_table(entries: list[dict[str, Any]]) -> str:
             lines.append(f"{row['run']:<26} {' '.join(cells)}{error}".rstrip())
         lines.append("")
     return "\n".join(lines).rstrip()
+
+
+def _failed(floor: dict[str, Any]) -> str | None:
+    """What a floor's sockets that never opened or closed before the end make of its row."""
+    failed = floor.get("failed") or 0
+    closed = floor.get("instances", 0) - (floor.get("connected_at_end") or 0) - failed
+    if not failed and closed <= 0:
+        return None
+    return f"{failed} sockets never opened, {max(0, closed)} closed: not the same load"
 
 
 def _cell(value: float | None, width: int, spec: str) -> str:

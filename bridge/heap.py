@@ -29,7 +29,7 @@ instead of Python's 10 (the spacing stays for the process's life; Python up to 3
 walk is what the fleet made since the freeze, mostly each quiet socket's wait for its next
 frame (a parser step, the last frame and, before messages reached a parked consumer from the
 dispatch, a future: ~8 objects a socket, renewed at every frame): at 5,000 instances at 1
-event/s ~77,000 objects, 70-110 ms with the loop held, every ~3.5 s at
+event/s ~77,000 objects, 70-110 ms with the loop held (measured with the future), every ~3.5 s at
 Python's spacing (bench probe, development machine) — the fleet's largest stalls, for garbage
 that is almost all freed by reference counts first. Spaced, none came in 25 s measured there;
 cyclic garbage made after the freeze waits for it: ten times as many allocations as before (a

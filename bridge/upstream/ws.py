@@ -378,7 +378,7 @@ class MessageReader:
     async def batch(self) -> list[bytes]:
         """The next messages (at least one), awaited: :meth:`take` and :meth:`wait` in a
         loop (the session calls those itself); raises what ended the connection after the
-        last."""
+        last. For a consumer without a dispatch only (a drain's pacing would be dropped)."""
         while (batch := self.take()) is None:
             await self.wait()
         return batch
