@@ -100,11 +100,10 @@ def _no_consumer(frames: list[Frame]) -> None:
     raise RuntimeError(f"{len(frames)} frames handed on with no session reading")
 
 
-def done_with(result: object) -> asyncio.Future[object]:
-    """A future already resolved with ``result`` (for :func:`drop_handed`)."""
-    future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
-    future.set_result(result)
-    return future
+def close_unawaited(pacing: object) -> None:
+    """Pacing nobody will await: a coroutine is closed (no "never awaited" warning)."""
+    if inspect.iscoroutine(pacing):
+        pacing.close()
 
 
 def drop_handed(waiting: Awaitable[object]) -> None:
@@ -113,8 +112,8 @@ def drop_handed(waiting: Awaitable[object]) -> None:
     the cancel, a stop, ends the runner first)."""
     if not isinstance(waiting, asyncio.Future) or not waiting.done() or waiting.cancelled():
         return
-    if waiting.exception() is None and inspect.iscoroutine(handed := waiting.result()):
-        handed.close()
+    if waiting.exception() is None:
+        close_unawaited(waiting.result())
 
 
 BATCH_FRAMES = 64  # messages, or
@@ -331,7 +330,7 @@ class MessageReader:
                 if pacing is not None:
                     self._waiter = None
                     if waiter.done():  # the step stopped its own task: nobody awaits it
-                        drop_handed(done_with(pacing))
+                        close_unawaited(pacing)
                     else:
                         waiter.set_result(pacing)
                     return
