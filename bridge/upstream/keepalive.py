@@ -33,12 +33,31 @@ Action = Literal["close", "ping"] | None
 Clock = Callable[[], float]
 
 
-class Watchable(Protocol):
+class Closable(Protocol):
+    @property
+    def transport(self) -> asyncio.Transport: ...
+
+    async def close(self, code: int = 1000, reason: str = "") -> None: ...
+
+
+class Watchable(Closable, Protocol):
     last_activity: float
 
     async def ping(self) -> object: ...
 
-    async def close(self, code: int = 1000, reason: str = "") -> None: ...
+
+async def close_or_abort(connection: Closable, code: int, reason: str) -> None:
+    """The closing handshake of a socket nobody watches any more; if this is cancelled (or
+    fails) before it ends, the TCP connection is aborted. The library bounds a close by its
+    ``close_timeout`` only inside the coroutine that awaits it: a close cancelled half-way
+    would leave the socket waiting for the server to hang up, which a stuck server never does
+    (a descriptor lost for the life of the process). A watched socket's close needs none of
+    this: its next keepalive ping waits out the close's deadline and aborts it."""
+    try:
+        await connection.close(code, reason)
+    except (Exception, asyncio.CancelledError):
+        connection.transport.abort()
+        raise
 
 
 def due(
@@ -126,7 +145,7 @@ class Keepalive:
             if action == "close":
                 self.forget(entry)
                 entry.on_silent()
-                self._do(entry.connection.close(1001, "silent past watchdog"))
+                self._do(close_or_abort(entry.connection, 1001, "silent past watchdog"))
             elif action == "ping":
                 entry.pinged_at = now
                 self._do(_ping(entry.connection))

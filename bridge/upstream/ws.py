@@ -69,7 +69,7 @@ from bridge.retry import Backoff, RetryPolicy
 from bridge.settings import UpstreamSettings
 from bridge.upstream.budget import BufferBudget
 from bridge.upstream.dispatch import Dispatch
-from bridge.upstream.keepalive import Watched
+from bridge.upstream.keepalive import Watched, close_or_abort
 from bridge.upstream.ratelimit import TokenBucket, parse_rate_headers, usable_reset
 from bridge.upstream.shared import SocketsShared
 
@@ -773,15 +773,26 @@ class InstanceSource:
         self._connection = None
         # the session may end without the socket closing (the consumer raised or left):
         # close it, or it stays open unread, the server's frames lost, until the process
-        # exits (no-op when the socket is closed already)
-        await connection.close(code=CloseCode.INTERNAL_ERROR, reason="bridge reader gone")
-        if reader.too_large:  # a message read in part, never handed over: counted with it
-            reason = "frame_too_large"
-        elif self._watchdog_fired:
-            reason = "watchdog"
-        elif self._stopping.is_set():
-            reason = "stopping"
-        self.observer.disconnected(reason)
+        # exits (no-op when the socket is closed already); no longer watched, it is aborted
+        # if this close is cancelled. The end is reported however the close ends.
+        try:
+            await close_or_abort(connection, CloseCode.INTERNAL_ERROR, "bridge reader gone")
+        finally:
+            self.observer.disconnected(self._end_reason(connection, reason))
+
+    def _end_reason(self, connection: WatchedConnection, reason: str) -> str:
+        """Why the session ended, as reported: a message read in part and never handed over
+        (counted with it), the watchdog, a stop, or ``reason``."""
+        protocol = connection.protocol
+        if connection.reader.too_large or closed_too_large(
+            protocol.close_sent, protocol.close_rcvd_then_sent
+        ):
+            return "frame_too_large"
+        if self._watchdog_fired:
+            return "watchdog"
+        if self._stopping.is_set():
+            return "stopping"
+        return reason
 
     def _silent(self) -> None:
         """The keepalive ticker closes the socket: nothing heard past the watchdog."""

@@ -71,12 +71,22 @@ async def test_a_server_that_answers_no_ping_is_closed_and_the_source_told() -> 
     assert 0.5 <= silent[0] < 2.0  # before the server dropped the socket
 
 
+class StubTransport(asyncio.Transport):
+    """A transport that only notes an abort."""
+
+    aborted = False
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
 class FakeSocket:
     """A watchable socket that records the keepalive's pings."""
 
     def __init__(self) -> None:
         self.last_activity = time.monotonic() - 1.0  # silent past ping_after
         self.pings = 0
+        self.transport = StubTransport()
 
     async def ping(self) -> None:
         self.pings += 1
