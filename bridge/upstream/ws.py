@@ -528,14 +528,17 @@ class WatchedConnection(ClientConnection):
             self.set_connection_exc(exc)
         self._abort_timer = self.loop.call_later(self.close_timeout or 10.0, self.transport.abort)
 
+    def closed_too_large(self) -> bool:
+        """Whether we closed this connection first with 1009 (see :func:`closed_too_large`)."""
+        protocol = self.protocol
+        return closed_too_large(protocol.close_sent, protocol.close_rcvd_then_sent)
+
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
         if self._abort_timer is not None:
             self._abort_timer.cancel()
             self._abort_timer = None
-        protocol = self.protocol
-        too_large = closed_too_large(protocol.close_sent, protocol.close_rcvd_then_sent)
-        self.reader.end(self.close_exc, closed_too_large=too_large)
+        self.reader.end(self.close_exc, closed_too_large=self.closed_too_large())
         orphaned = self.reader.orphaned()
         if orphaned and self.on_orphaned is not None:
             self.on_orphaned(orphaned)
@@ -783,10 +786,7 @@ class InstanceSource:
     def _end_reason(self, connection: WatchedConnection, reason: str) -> str:
         """Why the session ended, as reported: a message read in part and never handed over
         (counted with it), the watchdog, a stop, or ``reason``."""
-        protocol = connection.protocol
-        if connection.reader.too_large or closed_too_large(
-            protocol.close_sent, protocol.close_rcvd_then_sent
-        ):
+        if connection.reader.too_large or connection.closed_too_large():
             return "frame_too_large"
         if self._watchdog_fired:
             return "watchdog"
