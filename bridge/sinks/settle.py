@@ -146,7 +146,7 @@ class Settlement:
             failed.setdefault(self.lanes.lane_of(out), []).append(record)
             return True
         self.window.letters[id(record)] = letter
-        self.lanes.queue(record, self.lanes.lane_of(letter), letter.size, now)
+        self.lanes.queue(record, self.lanes.lane_of(letter), letter.size, now, time.time_ns())
         return False
 
     def count(self, records: Sequence[Record]) -> None:

@@ -12,11 +12,14 @@ the ones backing off (a heap of their ends), and the names of those whose last c
 it gathers the ready lanes into calls.
 
 *Linger* (``sink.kafka.linger_ms``) is how long a lane's oldest queued record may wait for
-company before the lane is ready: counted from when that record joined the lane, so records
-that queued while the lane's previous call was in flight have been waiting all along and go
-as soon as their linger is over (the producer itself lingers no more: a batch handed to it
-goes at once). A lane holding a full call's worth (``full_records`` or ``full_bytes``) is
-ready at once; a lane retried after a backoff is too.
+company before the lane is ready: counted from when the bridge received that record (its
+``received_ns``, the ``ryze-received-at`` header), not from when it reached the lane. The way
+there (the spool, the marks' own linger, the shipper's read) is part of the wait, so a record
+is not held for company twice, and records that queued while the lane's previous call was in
+flight, or that were read back from the spool after an outage or a restart, go as soon as
+their linger is over (the producer itself lingers no more: a batch handed to it goes at once).
+A lane holding a full call's worth (``full_records`` or ``full_bytes``) is ready at once; a
+lane retried after a backoff is too.
 """
 
 from __future__ import annotations
@@ -99,7 +102,7 @@ class Lane:
     ready_at: float = 0.0
     error: str = ""
     bytes: int = 0  # of the queued records
-    since: float = 0.0  # monotonic: when the oldest queued record joined
+    since: float = 0.0  # monotonic: when the oldest queued record was received
     lingers: int = 0  # the ticket of its entry in the lingering heap (0: not lingering)
 
 
@@ -145,10 +148,13 @@ class Lanes:
             return record.destination
         return ONE_LANE
 
-    def take(self, records: Sequence[Record], sizes: Sequence[int], now: float) -> None:
-        """New records (of ``sizes``, joining at ``now``) join the tails of their lanes; a lane
-        neither busy, queued (ready or lingering) nor backing off is queued; a lingering lane
-        that now holds a full call is ready."""
+    def take(
+        self, records: Sequence[Record], sizes: Sequence[int], now: float, wall_ns: int
+    ) -> None:
+        """New records (of ``sizes``, joining at ``now``, monotonic, which is ``wall_ns`` by
+        the wall clock) join the tails of their lanes; a lane neither busy, queued (ready or
+        lingering) nor backing off is queued; a lingering lane that now holds a full call is
+        ready."""
         lanes = self.by_name
         one_lane = self.one_lane
         for record, size in zip(records, sizes, strict=True):
@@ -156,21 +162,21 @@ class Lanes:
             lane = lanes.get(name)
             if lane is None:
                 lane = lanes[name] = Lane(name)
-            self._join(lane, record, size, now)
+            self._join(lane, record, size, now, wall_ns)
 
-    def queue(self, record: Record, name: str, size: int, now: float) -> None:
-        """``record`` (``size`` bytes going out, joining at ``now``) joins the tail of lane
-        ``name``."""
+    def queue(self, record: Record, name: str, size: int, now: float, wall_ns: int) -> None:
+        """``record`` (``size`` bytes going out, joining at ``now``, ``wall_ns`` by the wall
+        clock) joins the tail of lane ``name``."""
         lane = self.by_name.get(name)
         if lane is None:
             lane = self.by_name[name] = Lane(name)
-        self._join(lane, record, size, now)
+        self._join(lane, record, size, now, wall_ns)
 
-    def _join(self, lane: Lane, record: Record, size: int, now: float) -> None:
+    def _join(self, lane: Lane, record: Record, size: int, now: float, wall_ns: int) -> None:
         """``record`` joins the tail of ``lane``; the lane is queued if it was neither queued,
         busy nor backing off; a lingering lane that now holds a full call is ready."""
         if not lane.queue:
-            lane.since = now
+            lane.since = received_at(now, wall_ns, record.received_ns)
         lane.queue.append(record)
         lane.sizes.append(size)
         lane.bytes += size
@@ -186,7 +192,8 @@ class Lanes:
             self._enqueue(lane, now)
 
     def _enqueue(self, lane: Lane, now: float) -> None:
-        """``lane`` waits out its linger (from when its oldest record joined), or is ready."""
+        """``lane`` waits out its linger (from when its oldest record was received), or is
+        ready."""
         lane.queued = True
         due = lane.since + self.linger
         if due > now and not self._full(lane):
@@ -283,6 +290,13 @@ class Lanes:
             if lane.solo:
                 break
         return lanes, records
+
+
+def received_at(now: float, wall_ns: int, received_ns: int) -> float:
+    """When a record was received, on the monotonic clock that reads ``now`` while the wall
+    clock reads ``wall_ns``: ``now`` less the record's age (pure). A receipt stamped ahead of
+    the wall clock (a clock stepped back since) makes it no younger than ``now``."""
+    return now - max(0, wall_ns - received_ns) / 1e9
 
 
 def fill(lane: Lane, records: list[Record], size: int, max_records: int, max_bytes: int) -> int:

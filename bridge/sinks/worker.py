@@ -200,7 +200,7 @@ class SinkWorker:
         now = time.monotonic()
         if not self._window:  # waiting starts now (idle time is no stall)
             self._stall.waiting_from(now)
-        self._lanes.take(records, self._window.take(records), now)
+        self._lanes.take(records, self._window.take(records), now, time.time_ns())
 
     def _ack(self) -> None:
         """The window's leading settled records are acknowledged to the spool."""

@@ -17,9 +17,11 @@ from bridge.sinks.settle import Settlement
 from bridge.sinks.watch import LogLimit, StallWatch
 from bridge.sinks.window import ONE_LANE, Lanes, Window
 
+RECEIVED = 1_796_000_000_000_000_000  # ns: when the test's records were received
 
-def record(n: int, dest: str, size: int = 10) -> Record:
-    return Record(dest, None, b"x" * size, "message.exchange", "shop", 1, f"{dest}-{n}")
+
+def record(n: int, dest: str, size: int = 10, received_ns: int = RECEIVED) -> Record:
+    return Record(dest, None, b"x" * size, "message.exchange", "shop", received_ns, f"{dest}-{n}")
 
 
 def test_the_window_acknowledges_only_its_leading_settled_records() -> None:
@@ -47,7 +49,7 @@ def test_lanes_gather_calls_within_their_bounds() -> None:
     lanes = Lanes("dlq", one_lane=False)
     taken = [record(n, dest) for dest in ("a", "b", "c") for n in range(3)]
     window = Window()
-    lanes.take(taken, window.take(taken), 0.0)
+    lanes.take(taken, window.take(taken), 0.0, RECEIVED)
     by_name = lanes.by_name
     by_name["b"].solo = True
     first, records = lanes.gather(per_call=3, max_records=100, max_bytes=1 << 20)
@@ -66,23 +68,23 @@ def test_a_call_takes_one_record_at_least_whatever_its_size() -> None:
     """A record bigger than ``max_bytes`` still goes out, alone."""
     lanes = Lanes("dlq", one_lane=False)
     big = [record(0, "a", size=1000), record(1, "a")]
-    lanes.take(big, Window().take(big), 0.0)
+    lanes.take(big, Window().take(big), 0.0, RECEIVED)
     _, records = lanes.gather(per_call=1, max_records=100, max_bytes=100)
     assert records == big[:1]
 
 
 def test_a_lane_lingers_from_when_its_oldest_record_joined() -> None:
-    """With a linger, a lane that was idle is ready only once its oldest record has waited
-    that long (and says when); records joining meanwhile go in the same call. Records that
-    queued while the lane's call was in flight have been waiting since they joined: the lane
-    is ready once their linger is over, at once if it already is."""
+    """With a linger, a lane that was idle is ready only once its oldest record (received as
+    it joins) has waited that long (and says when); records joining meanwhile go in the same
+    call. Records that queued while the lane's call was in flight have been waiting since
+    they joined: the lane is ready once their linger is over, at once if it already is."""
     lanes = Lanes("dlq", one_lane=False, linger=0.005)
     first = [record(0, "a")]
-    lanes.take(first, Window().take(first), 10.0)
+    lanes.take(first, Window().take(first), 10.0, RECEIVED)
     assert not lanes.ready
     assert lanes.next_wakeup() == pytest.approx(10.005)
     later = [record(1, "a")]
-    lanes.take(later, Window().take(later), 10.003)
+    lanes.take(later, Window().take(later), 10.003, RECEIVED)
     lanes.wake(10.004)
     assert not lanes.ready
     lanes.wake(10.005)
@@ -90,7 +92,7 @@ def test_a_lane_lingers_from_when_its_oldest_record_joined() -> None:
     assert records == first + later
     assert lanes.next_wakeup() is None
     during = [record(2, "a")]
-    lanes.take(during, Window().take(during), 10.006)  # the lane's call is in flight
+    lanes.take(during, Window().take(during), 10.006, RECEIVED)  # the lane's call is in flight
     assert not lanes.ready
     call[0].busy = False
     lanes.requeue(call[0], 10.008)  # the call returned: 2 ms of its 5 waited
@@ -100,20 +102,42 @@ def test_a_lane_lingers_from_when_its_oldest_record_joined() -> None:
     assert [lane.name for lane in lanes.ready] == ["a"]
 
 
+def test_a_lane_lingers_from_when_its_oldest_record_was_received() -> None:
+    """The linger counts from the record's receipt, not from when it reached the lane: a
+    record received 3 ms before it joins waits the 2 ms left of 5; one received longer ago
+    than the linger (read back from the spool after an outage) is ready at once; a receipt
+    stamped ahead of the wall clock (a clock stepped back since) lingers the whole 5 ms from
+    joining, never longer."""
+    ms = 1_000_000
+    lanes = Lanes("dlq", one_lane=False, linger=0.005)
+    late = [record(0, "a", received_ns=RECEIVED - 3 * ms)]
+    lanes.take(late, Window().take(late), 10.0, RECEIVED)
+    assert not lanes.ready
+    assert lanes.next_wakeup() == pytest.approx(10.002)
+    old = [record(0, "b", received_ns=RECEIVED - 60_000 * ms)]
+    lanes.take(old, Window().take(old), 10.0, RECEIVED)
+    assert [lane.name for lane in lanes.ready] == ["b"]
+    ahead = [record(0, "c", received_ns=RECEIVED + 50 * ms)]
+    lanes.take(ahead, Window().take(ahead), 10.0, RECEIVED)
+    lanes.wake(10.002)
+    assert [lane.name for lane in lanes.ready] == ["b", "a"]
+    assert lanes.next_wakeup() == pytest.approx(10.005)
+
+
 def test_a_lingering_lane_holding_a_full_call_is_ready_at_once() -> None:
     """A lane whose queued records make a full call (by count or by bytes) does not wait out
     its linger; the stale linger entry it leaves releases nothing later."""
     lanes = Lanes("dlq", one_lane=False, linger=0.005, full_records=3, full_bytes=1000)
     some = [record(n, "a") for n in range(2)]
-    lanes.take(some, Window().take(some), 10.0)
+    lanes.take(some, Window().take(some), 10.0, RECEIVED)
     assert not lanes.ready
     more = [record(2, "a")]
-    lanes.take(more, Window().take(more), 10.001)
+    lanes.take(more, Window().take(more), 10.001, RECEIVED)
     assert [lane.name for lane in lanes.ready] == ["a"]
     lanes.gather(per_call=1, max_records=3, max_bytes=1 << 20)
     assert lanes.next_wakeup() is None  # the stale entry is dropped
     big = [record(0, "b", size=2000)]
-    lanes.take(big, Window().take(big), 10.002)
+    lanes.take(big, Window().take(big), 10.002, RECEIVED)
     assert [lane.name for lane in lanes.ready] == ["b"]
 
 
@@ -123,9 +147,9 @@ def test_a_lane_released_when_full_is_not_released_again_by_its_old_linger() -> 
     destination would break its order)."""
     lanes = Lanes("dlq", one_lane=False, linger=0.005, full_records=2)
     first = [record(0, "a")]
-    lanes.take(first, Window().take(first), 10.0)
+    lanes.take(first, Window().take(first), 10.0, RECEIVED)
     second = [record(1, "a")]
-    lanes.take(second, Window().take(second), 10.001)
+    lanes.take(second, Window().take(second), 10.001, RECEIVED)
     call, _ = lanes.gather(per_call=1, max_records=100, max_bytes=1 << 20)
     assert call[0].busy
     lanes.wake(10.01)
@@ -137,10 +161,10 @@ def test_a_dead_letter_lingers_on_the_dlq_lane_until_due_or_full() -> None:
     """A DLQ copy queued by the settlement joins the DLQ's lane at the caller's clock and
     lingers like any record; the copy that makes the lane a full call releases it at once."""
     lanes = Lanes("dlq", one_lane=False, linger=0.005, full_records=2)
-    lanes.queue(record(0, "dlq"), "dlq", 100, 10.0)
+    lanes.queue(record(0, "dlq"), "dlq", 100, 10.0, RECEIVED)
     assert not lanes.ready
     assert lanes.next_wakeup() == pytest.approx(10.005)
-    lanes.queue(record(1, "dlq"), "dlq", 100, 10.001)
+    lanes.queue(record(1, "dlq"), "dlq", 100, 10.001, RECEIVED)
     assert [lane.name for lane in lanes.ready] == ["dlq"]
     call, records = lanes.gather(per_call=1, max_records=100, max_bytes=1 << 20)
     assert [r.id for r in records] == ["dlq-0", "dlq-1"]
@@ -154,7 +178,7 @@ def test_records_put_back_after_a_failure_do_not_linger_again() -> None:
     backoff is over it is ready at once, and the lane's queued bytes count them again."""
     lanes = Lanes("dlq", one_lane=False, linger=0.005)
     batch = [record(n, "a") for n in range(2)]
-    lanes.take(batch, Window().take(batch), 10.0)
+    lanes.take(batch, Window().take(batch), 10.0, RECEIVED)
     lanes.wake(10.005)
     call, records = lanes.gather(per_call=1, max_records=100, max_bytes=1 << 20)
     lane = call[0]

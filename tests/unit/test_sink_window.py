@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -36,7 +38,10 @@ def spool(tmp_path: Path) -> Iterator[Local]:
 
 
 def record(n: int, dest: str, value: bytes = b"x" * 10) -> Record:
-    return Record(dest, dest.encode(), value, "message.exchange", dest, 1, f"{dest}-{n}")
+    """A record received now (a linger counts from its receipt)."""
+    return Record(
+        dest, dest.encode(), value, "message.exchange", dest, time.time_ns(), f"{dest}-{n}"
+    )
 
 
 class LaneSink:
@@ -533,3 +538,21 @@ async def test_a_lone_record_goes_once_its_linger_is_over_and_not_before(spool: 
     assert 0.19 <= waited < 1.0
     assert sink.calls == 1
     assert sink.ids("a") == ["a-0", "a-1"]
+
+
+async def test_a_record_received_longer_ago_than_the_linger_goes_at_once(spool: Local) -> None:
+    """The linger counts from the record's receipt: a record that spent longer than the
+    linger on its way (read back from the spool after an outage, a restart) does not wait
+    again at the sink worker."""
+    sink = LaneSink()
+    worker = SinkWorker(sink, spool, create_metrics(), dlq="dlq", retry=FAST, linger=2.0)
+    task = asyncio.create_task(worker.run())
+    try:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        spool.append(replace(record(0, "a"), received_ns=time.time_ns() - 3_000_000_000))
+        await until(lambda: len(sink.accepted) == 1, within=1.5)
+        waited = loop.time() - started
+    finally:
+        await stopped(task)
+    assert waited < 1.0
