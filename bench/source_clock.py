@@ -88,9 +88,12 @@ def probe_summary(directory: Path, window: list[int]) -> dict[str, Any]:
     or more per generation and the event-loop stalls of 2 ms or more seen in the measured
     window (start-up left out), as counts and percentiles in ms."""
     found: dict[str, Any] = {}
-    paths = sorted(directory.glob("probe-*.jsonl"), key=lambda p: p.stat().st_ctime)
-    for name, path in zip(("main", "shipper", "shipper-2"), paths, strict=False):
-        lines = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x]
+    files = [
+        [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x]
+        for path in directory.glob("probe-*.jsonl")
+    ]
+    for lines in sorted((x for x in files if x), key=lambda lines: lines[0].get("at", 0)):
+        name = process_name(lines[0], found)
         inside = [x for x in lines if "at" in x and window[0] <= x["at"] <= window[1]]
         found[name] = {
             f"gc{gen}_pauses_ms": latency.percentiles(
@@ -98,15 +101,50 @@ def probe_summary(directory: Path, window: list[int]) -> dict[str, Any]:
             )
             for gen in (0, 1, 2)
         }
-        found[name]["loop_lag_ms"] = latency.percentiles(
-            [x["ms"] for x in inside if x["kind"] == "lag"]
-        )
+        lags = [x for x in inside if x["kind"] == "lag"]
+        found[name]["loop_lag_ms"] = latency.percentiles([x["ms"] for x in lags])
+        found[name]["loop_lag_cpu"] = lag_cpu(lags)
+        passes = [x for x in inside if x["kind"] == "gc" and "waited_ms" in x]
+        found[name]["gc_waited_ms"] = round(sum(x["waited_ms"] for x in passes), 1)
+        found[name]["gc_ran_ms"] = round(sum(x["ran_ms"] for x in passes), 1)
         found[name]["stalls_where"] = stall_stacks([x for x in inside if x["kind"] == "stall"])
         found[name]["gc_walked"] = [
             {"gen": x["gen"], "ms": round(x["ms"], 1), **x["walked"]}
             for x in lines
             if x["kind"] == "gc" and "walked" in x
         ]
+    return found
+
+
+def process_name(start: dict[str, Any], named: dict[str, Any]) -> str:
+    """A probed process's name from its start line's command line (``-m bridge.shipper``:
+    the shipper; a restarted one gets a number), not from the files' times: a file's ctime
+    moves at every write."""
+    base = "shipper" if "bridge.shipper" in start.get("argv", []) else "main"
+    name, n = base, 1
+    while name in named:
+        n += 1
+        name = f"{base}-{n}"
+    return name
+
+
+def lag_cpu(lags: list[dict[str, Any]], long_ms: float = 10.0) -> dict[str, Any]:
+    """Where the loop's late time went, over its lags of 2 ms or more and over those of
+    ``long_ms`` or more: the share of each interval its thread waited for a CPU (runnable, not
+    running: the machine's other processes, not the bridge's work) and ran (pure)."""
+    found: dict[str, Any] = {}
+    for label, picked in (("lags", lags), ("long", [x for x in lags if x["ms"] >= long_ms])):
+        timed = [x for x in picked if "waited_ms" in x]
+        if not timed:
+            found[label] = {"count": len(picked)}
+            continue
+        span = sum(x["ms"] + 5.0 for x in timed)  # each interval: the 5 ms timer and its lag
+        found[label] = {
+            "count": len(picked),
+            "waited_pct": round(100 * sum(x["waited_ms"] for x in timed) / span, 1),
+            "ran_pct": round(100 * sum(x["ran_ms"] for x in timed) / span, 1),
+            "max_waited_ms": round(max(x["waited_ms"] for x in timed), 1),
+        }
     return found
 
 

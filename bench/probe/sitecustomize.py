@@ -4,9 +4,13 @@ the product. (The shipper is given Python's own variables only, hence the name.)
 
 It writes ``probe-<pid>.jsonl`` into that directory, one line per event worth seeing:
 - ``gc``: a garbage-collector pass of 1 ms or more (``gc.callbacks`` start → stop), its
-  generation and when it ended (ns since the epoch, to lay beside the records' hops);
+  generation and when it ended (ns since the epoch, to lay beside the records' hops), and on
+  the loop's thread how much of it that thread ran and waited for a CPU (as ``lag``);
 - ``lag``: the event loop woke a 5 ms timer 2 ms or more late (the loop was held: a
-  callback, a scrape, a batch built on the loop, the GIL held by another thread);
+  callback, a scrape, a batch built on the loop, the GIL held by another thread, or no CPU
+  to run on), with how much of the interval the loop's thread spent waiting for a CPU
+  (``waited_ms``, runnable but not running: the kernel's run-queue time from
+  ``/proc/thread-self/schedstat``) and running (``ran_ms``), where Linux tells;
 - ``stall``: for a lag of 5 ms or more, where the loop's thread was meanwhile: a sampler
   thread notes the thread's innermost frames every millisecond, and the stall line counts
   the samples taken inside it by stack (``stacks``: innermost frame first);
@@ -72,6 +76,9 @@ class Probe:
         if STALL_DUMP:
             self.dumps = (directory / f"stalls-{os.getpid()}.txt").open("a", encoding="utf-8")
         self.gc_started = 0
+        self.main_thread = threading.get_ident()  # the loop's, where asyncio.run is called
+        self.sched = SchedStat()
+        self.gc_sched: tuple[int, int] | None = None
         self.gc_ms = [0.0, 0.0, 0.0]
         self.gc_passes = [0, 0, 0]
         self.lag_counts = [0] * (len(LAG_BOUNDS_MS) + 1)
@@ -90,6 +97,8 @@ class Probe:
             generation = int(info.get("generation", 0))
             if generation == 1 and self.describe_gen1 and self.describing():
                 self.walked = walked(1)  # like the long one before (before its clock starts)
+            on_main = threading.get_ident() == self.main_thread
+            self.gc_sched = self.sched.read() if on_main else None
             self.gc_started = time.perf_counter_ns()
             return
         ms = (time.perf_counter_ns() - self.gc_started) / 1e6
@@ -98,6 +107,7 @@ class Probe:
         self.gc_passes[generation] += 1
         if ms >= 1:
             line = {"kind": "gc", "gen": generation, "ms": ms, "at": time.time_ns()}
+            line |= self.sched.since(self.gc_sched) or {}  # a pass descheduled, or long
             if self.walked is not None:
                 self.described += 1
                 line["walked"], self.walked = self.walked, None
@@ -112,11 +122,11 @@ class Probe:
         a connecting fleet's objects would stall it for seconds)."""
         return self.described < DESCRIBED and time.monotonic() - self.started >= DESCRIBE_AFTER
 
-    def on_lag(self, lag_ms: float) -> None:
+    def on_lag(self, lag_ms: float, sched: dict[str, float] | None = None) -> None:
         index = next((i for i, b in enumerate(LAG_BOUNDS_MS) if lag_ms <= b), -1)
         self.lag_counts[index] += 1
         if lag_ms >= 2:
-            self.write({"kind": "lag", "ms": lag_ms, "at": time.time_ns()})
+            self.write({"kind": "lag", "ms": lag_ms, "at": time.time_ns(), **(sched or {})})
         if time.monotonic() - self.last_totals >= 5:
             self.last_totals = time.monotonic()
             self.write(
@@ -132,7 +142,9 @@ class Probe:
         sampler = Sampler(threading.get_ident())
         if SAMPLING:
             sampler.start()
+        sched = SchedStat()  # opened here: the loop's thread
         while True:
+            counted = sched.read()
             before = time.perf_counter()
             if self.dumps is not None:
                 faulthandler.dump_traceback_later(STALL_DUMP / 1000 + 0.005, file=self.dumps)
@@ -143,10 +155,38 @@ class Probe:
                     faulthandler.cancel_dump_traceback_later()
             after = time.perf_counter()
             lag_ms = max(0.0, (after - before - 0.005) * 1000)
-            self.on_lag(lag_ms)
+            self.on_lag(lag_ms, sched.since(counted))
             if lag_ms >= STALL_MS:
                 stacks = sampler.between(before + 0.005, after)
                 self.write({"kind": "stall", "ms": lag_ms, "at": time.time_ns(), "stacks": stacks})
+
+
+class SchedStat:
+    """The calling thread's CPU time and run-queue wait so far (``/proc/thread-self/
+    schedstat``: ns on a CPU, ns runnable but waiting for one, time slices); nothing where the
+    file is not there."""
+
+    def __init__(self) -> None:
+        try:
+            self.fd: int | None = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
+        except OSError:
+            self.fd = None
+
+    def read(self) -> tuple[int, int] | None:
+        if self.fd is None:
+            return None
+        try:
+            ran, waited, _ = os.pread(self.fd, 100, 0).split()
+        except (OSError, ValueError):
+            return None
+        return int(ran), int(waited)
+
+    def since(self, before: tuple[int, int] | None) -> dict[str, float] | None:
+        """ms run and ms waiting for a CPU since ``before``."""
+        after = self.read()
+        if before is None or after is None:
+            return None
+        return {"ran_ms": (after[0] - before[0]) / 1e6, "waited_ms": (after[1] - before[1]) / 1e6}
 
 
 STALL_MS = 5.0

@@ -4,10 +4,16 @@ the total around a quantile (where the tail comes from)."""
 
 from __future__ import annotations
 
+import importlib.util
+import time
+from pathlib import Path
+
 import orjson
+import pytest
 
 from bench.hops import HOPS, PEER_HOPS, Times, band, iso_ns, sent_ns, shares, summary
 from bench.report import source_clock_goals
+from bench.source_clock import lag_cpu, process_name
 
 MS = 1_000_000
 
@@ -113,3 +119,54 @@ def test_the_measuring_consumer_runs_at_its_priority_only_meanwhile() -> None:
     assert seen[0] > seen[2]
     if os.geteuid() == 0:  # going back up takes the privilege
         assert seen[3] == seen[2]
+
+
+def test_the_probe_splits_the_loop_s_late_time_into_waiting_for_a_cpu_and_running() -> None:
+    """Over each lag's interval (its 5 ms timer and the lag), the shares its thread waited
+    for a CPU and ran, for all lags and for the long ones; lags without the kernel's figures
+    are counted but not shared out."""
+    lags = [
+        {"ms": 5.0, "waited_ms": 8.0, "ran_ms": 1.0},  # 10 ms: descheduled
+        {"ms": 15.0, "waited_ms": 0.0, "ran_ms": 19.0},  # 20 ms: the loop's own work
+        {"ms": 3.0},  # no schedstat
+    ]
+    found = lag_cpu(lags)
+    assert found["lags"] == {
+        "count": 3,
+        "waited_pct": round(100 * 8 / 30, 1),
+        "ran_pct": round(100 * 20 / 30, 1),
+        "max_waited_ms": 8.0,
+    }
+    assert found["long"] == {"count": 1, "waited_pct": 0.0, "ran_pct": 95.0, "max_waited_ms": 0.0}
+    assert lag_cpu([{"ms": 2.5}]) == {"lags": {"count": 1}, "long": {"count": 0}}
+
+
+def test_probed_processes_are_named_by_their_command_line() -> None:
+    """The shipper is told by ``-m bridge.shipper``, whatever order its file sorts in; a
+    second process of a name gets a number."""
+    assert process_name({"argv": ["-m", "bridge.shipper", "7"]}, {}) == "shipper"
+    assert process_name({"argv": ["-m", "bridge", "run"]}, {}) == "main"
+    assert process_name({"argv": ["-m", "bridge.shipper", "9"]}, {"shipper": {}}) == "shipper-2"
+    assert process_name({}, {"main": {}, "main-2": {}}) == "main-3"
+
+
+def test_the_probe_reads_its_thread_s_cpu_and_run_queue_time() -> None:
+    """The probe's schedstat reader: a thread that spins 20 ms is seen to have run about
+    that long (Linux; elsewhere it tells nothing rather than fail)."""
+    path = Path(__file__).parents[2] / "bench" / "probe" / "sitecustomize.py"
+    spec = importlib.util.spec_from_file_location("bench_probe_site", path)
+    assert spec is not None
+    assert spec.loader is not None
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)  # no PYTHON_RYZE_BENCH_PROBE: nothing installed
+    sched = probe.SchedStat()
+    before = sched.read()
+    if before is None:
+        pytest.skip("no /proc/thread-self/schedstat here")
+    end = time.perf_counter() + 0.02
+    while time.perf_counter() < end:
+        pass
+    found = sched.since(before)
+    assert found is not None
+    assert found["ran_ms"] + found["waited_ms"] >= 15.0
+    assert sched.since(None) is None
