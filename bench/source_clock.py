@@ -45,6 +45,7 @@ from bench.common import (
 )
 from bench.throughput import benthos_binary, benthos_config
 from bridge import eventloop
+from bridge.settings import EVENT_NAMES
 
 PROBE = ROOT / "bench" / "probe"
 
@@ -53,9 +54,13 @@ def log(line: str) -> None:
     print(line, flush=True)
 
 
-def peer_config(ws_url: str, bootstrap: str, topic: str) -> dict[str, Any]:
+def peer_config(ws_url: str, bootstrap: str, prefix: str) -> dict[str, Any]:
     """The Benthos engine's config: websocket input → franz-go output, the bridge's producer
-    settings (acks=all, idempotent, zstd, 5 ms linger), as in the throughput part."""
+    settings (acks=all, idempotent, zstd, 5 ms linger), as in the throughput part, and the
+    bridge's default layout: a topic per event (``<prefix>.<event>``, read from each
+    message's JSON as the bridge reads it), keyed by instance — so the consumer reads the
+    same number of topics from both (pure)."""
+    topic = prefix + '.${! json("event") }'
     return benthos_config({"websocket": {"url": ws_url}}, bootstrap, topic, key="inst-000")
 
 
@@ -68,17 +73,18 @@ async def peer(
         return None
     with tempfile.TemporaryDirectory(prefix="ryze-bench-peer-") as tmp:
         work = Path(tmp)
-        topic = unique("bench.peer")
-        await create_topics(services.kafka, [topic], configs=latency.LOG_APPEND)
+        prefix = unique("bench.peer")
+        topics = [f"{prefix}.{event}" for event in EVENT_NAMES]
+        await create_topics(services.kafka, topics, configs=latency.LOG_APPEND)
         async with simulator(work, instances=1, rate=rate, prebuilt=1000, stamp_sent=True) as src:
             ws_url = src.url.replace("http://", "ws://") + "/ws/inst-000?token=tok-000"
             path = work / "benthos.yaml"
-            config = peer_config(ws_url, services.kafka, topic)
+            config = peer_config(ws_url, services.kafka, prefix)
             path.write_text(yaml.safe_dump(config), encoding="utf-8")
             async with process([str(binary), "-c", str(path)], work / "benthos.log") as proc:
-                await latency.warm_up(src.url, 1, services.kafka, [topic])
+                await latency.warm_up(src.url, 1, services.kafka, topics)
                 cpu0 = proc.cpu_seconds()
-                sampled = await latency.sample_times(services.kafka, [topic], seconds, nice=nice)
+                sampled = await latency.sample_times(services.kafka, topics, seconds, nice=nice)
                 cpu = proc.cpu_seconds() - cpu0
     return latency.result_of(rate, seconds, sampled, cpu)
 

@@ -13,7 +13,7 @@ import pytest
 
 from bench.hops import HOPS, PEER_HOPS, Times, band, iso_ns, sent_ns, shares, summary
 from bench.report import source_clock_goals
-from bench.source_clock import lag_cpu, process_name
+from bench.source_clock import lag_cpu, peer_config, process_name
 
 MS = 1_000_000
 
@@ -170,3 +170,13 @@ def test_the_probe_reads_its_thread_s_cpu_and_run_queue_time() -> None:
     assert found is not None
     assert found["ran_ms"] + found["waited_ms"] >= 15.0
     assert sched.since(None) is None
+
+
+def test_the_peer_writes_the_bridge_s_default_layout() -> None:
+    """The peer's records go to a topic per event under the run's prefix (interpolated from
+    each message's ``event``), keyed by the instance, with the bridge's batching."""
+    output = peer_config("ws://x/ws/inst-000", "127.0.0.1:9092", "bench.peer.7")["output"]
+    franz = output["franz_peer"]
+    assert franz["topic"] == 'bench.peer.7.${! json("event") }'
+    assert franz["key"] == "inst-000"
+    assert franz["batching"] == {"count": 1000, "period": "5ms"}

@@ -17,9 +17,9 @@ import (
 
 func franzSpec() *service.ConfigSpec {
 	return service.NewConfigSpec().
-		Summary("Writes messages to a Kafka topic with franz-go (acks=all, idempotent, zstd).").
+		Summary("Writes messages to Kafka with franz-go (acks=all, idempotent, zstd); the topic may be interpolated per message.").
 		Field(service.NewStringListField("seed_brokers")).
-		Field(service.NewStringField("topic")).
+		Field(service.NewInterpolatedStringField("topic")).
 		Field(service.NewStringField("key").Default("")).
 		Field(service.NewIntField("max_in_flight").Default(64)).
 		Field(service.NewBatchPolicyField("batching"))
@@ -28,7 +28,7 @@ func franzSpec() *service.ConfigSpec {
 type franzOutput struct {
 	client *kgo.Client
 	seeds  []string
-	topic  string
+	topic  *service.InterpolatedString
 	key    []byte
 }
 
@@ -49,12 +49,16 @@ func (f *franzOutput) Connect(ctx context.Context) error {
 
 func (f *franzOutput) WriteBatch(ctx context.Context, batch service.MessageBatch) error {
 	records := make([]*kgo.Record, 0, len(batch))
-	for _, msg := range batch {
+	for i, msg := range batch {
 		value, err := msg.AsBytes()
 		if err != nil {
 			return err
 		}
-		records = append(records, &kgo.Record{Topic: f.topic, Key: f.key, Value: value})
+		topic, err := batch.TryInterpolatedString(i, f.topic)
+		if err != nil {
+			return err
+		}
+		records = append(records, &kgo.Record{Topic: topic, Key: f.key, Value: value})
 	}
 	return f.client.ProduceSync(ctx, records...).FirstErr()
 }
@@ -75,7 +79,7 @@ func main() {
 			if out.seeds, err = conf.FieldStringList("seed_brokers"); err != nil {
 				return nil, policy, 0, err
 			}
-			if out.topic, err = conf.FieldString("topic"); err != nil {
+			if out.topic, err = conf.FieldInterpolatedString("topic"); err != nil {
 				return nil, policy, 0, err
 			}
 			key, _ := conf.FieldString("key")
