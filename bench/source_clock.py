@@ -74,7 +74,7 @@ async def peer(
     with tempfile.TemporaryDirectory(prefix="ryze-bench-peer-") as tmp:
         work = Path(tmp)
         prefix = unique("bench.peer")
-        topics = [f"{prefix}.{event}" for event in EVENT_NAMES]
+        topics = [f"{prefix}.{event}" for event in (*EVENT_NAMES, "bridge.gap")]  # as many
         await create_topics(services.kafka, topics, configs=latency.LOG_APPEND)
         async with simulator(work, instances=1, rate=rate, prebuilt=1000, stamp_sent=True) as src:
             ws_url = src.url.replace("http://", "ws://") + "/ws/inst-000?token=tok-000"
@@ -113,6 +113,11 @@ def probe_summary(directory: Path, window: list[int]) -> dict[str, Any]:
         passes = [x for x in inside if x["kind"] == "gc" and "waited_ms" in x]
         found[name]["gc_waited_ms"] = round(sum(x["waited_ms"] for x in passes), 1)
         found[name]["gc_ran_ms"] = round(sum(x["ran_ms"] for x in passes), 1)
+        found[name]["gc_long"] = [
+            {k: round(x[k], 1) for k in ("gen", "ms", "ran_ms", "collected") if k in x}
+            for x in inside
+            if x["kind"] == "gc" and x["ms"] >= 5
+        ]
         found[name]["stalls_where"] = stall_stacks([x for x in inside if x["kind"] == "stall"])
         found[name]["gc_walked"] = [
             {"gen": x["gen"], "ms": round(x["ms"], 1), **x["walked"]}
@@ -136,21 +141,21 @@ def process_name(start: dict[str, Any], named: dict[str, Any]) -> str:
 
 def lag_cpu(lags: list[dict[str, Any]], long_ms: float = 10.0) -> dict[str, Any]:
     """Where the loop's late time went, over its lags of 2 ms or more and over those of
-    ``long_ms`` or more: the share of each interval its thread waited for a CPU (runnable, not
-    running: the machine's other processes, not the bridge's work) and ran (pure)."""
+    ``long_ms`` or more: the share of their intervals its thread waited for a CPU (runnable,
+    not running: every other thread on the machine's cores, the shipper's and the bridge's
+    own included) and ran (its CPU time); the rest it slept (pure)."""
     found: dict[str, Any] = {}
     for label, picked in (("lags", lags), ("long", [x for x in lags if x["ms"] >= long_ms])):
-        timed = [x for x in picked if "waited_ms" in x]
-        if not timed:
-            found[label] = {"count": len(picked)}
-            continue
-        span = sum(x["ms"] + 5.0 for x in timed)  # each interval: the 5 ms timer and its lag
-        found[label] = {
-            "count": len(picked),
-            "waited_pct": round(100 * sum(x["waited_ms"] for x in timed) / span, 1),
-            "ran_pct": round(100 * sum(x["ran_ms"] for x in timed) / span, 1),
-            "max_waited_ms": round(max(x["waited_ms"] for x in timed), 1),
-        }
+        entry: dict[str, Any] = {"count": len(picked)}
+        for key, share in (("waited_ms", "waited_pct"), ("ran_ms", "ran_pct")):
+            told = [x for x in picked if key in x]
+            if told:  # each interval: the 5 ms timer and its lag
+                span = sum(x["ms"] + 5.0 for x in told)
+                entry[share] = round(100 * sum(x[key] for x in told) / span, 1)
+        waits = [x["waited_ms"] for x in picked if "waited_ms" in x]
+        if waits:
+            entry["max_waited_ms"] = round(max(waits), 1)
+        found[label] = entry
     return found
 
 

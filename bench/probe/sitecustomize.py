@@ -4,13 +4,14 @@ the product. (The shipper is given Python's own variables only, hence the name.)
 
 It writes ``probe-<pid>.jsonl`` into that directory, one line per event worth seeing:
 - ``gc``: a garbage-collector pass of 1 ms or more (``gc.callbacks`` start → stop), its
-  generation and when it ended (ns since the epoch, to lay beside the records' hops), and on
-  the loop's thread how much of it that thread ran and waited for a CPU (as ``lag``);
+  generation and when it ended (ns since the epoch, to lay beside the records' hops), and how
+  much of it its thread ran (CPU time) and, holding the GIL all along, waited for a CPU;
 - ``lag``: the event loop woke a 5 ms timer 2 ms or more late (the loop was held: a
   callback, a scrape, a batch built on the loop, the GIL held by another thread, or no CPU
   to run on), with how much of the interval the loop's thread spent waiting for a CPU
   (``waited_ms``, runnable but not running: the kernel's run-queue time from
-  ``/proc/thread-self/schedstat``) and running (``ran_ms``), where Linux tells;
+  ``/proc/thread-self/schedstat``), where Linux tells, and running (``ran_ms``, its CPU
+  time); the rest of the interval it slept (nothing to do, or waiting for the GIL);
 - ``stall``: for a lag of 5 ms or more, where the loop's thread was meanwhile: a sampler
   thread notes the thread's innermost frames every millisecond, and the stall line counts
   the samples taken inside it by stack (``stacks``: innermost frame first);
@@ -76,9 +77,7 @@ class Probe:
         if STALL_DUMP:
             self.dumps = (directory / f"stalls-{os.getpid()}.txt").open("a", encoding="utf-8")
         self.gc_started = 0
-        self.main_thread = threading.get_ident()  # the loop's, where asyncio.run is called
-        self.sched = SchedStat()
-        self.gc_sched: tuple[int, int] | None = None
+        self.gc_cpu_started = 0
         self.gc_ms = [0.0, 0.0, 0.0]
         self.gc_passes = [0, 0, 0]
         self.lag_counts = [0] * (len(LAG_BOUNDS_MS) + 1)
@@ -97,17 +96,19 @@ class Probe:
             generation = int(info.get("generation", 0))
             if generation == 1 and self.describe_gen1 and self.describing():
                 self.walked = walked(1)  # like the long one before (before its clock starts)
-            on_main = threading.get_ident() == self.main_thread
-            self.gc_sched = self.sched.read() if on_main else None
+            self.gc_cpu_started = time.thread_time_ns()  # keeps the GIL (no system call)
             self.gc_started = time.perf_counter_ns()
             return
         ms = (time.perf_counter_ns() - self.gc_started) / 1e6
+        ran = (time.thread_time_ns() - self.gc_cpu_started) / 1e6
         generation = int(info.get("generation", 0))
         self.gc_ms[generation] += ms
         self.gc_passes[generation] += 1
         if ms >= 1:
             line = {"kind": "gc", "gen": generation, "ms": ms, "at": time.time_ns()}
-            line |= self.sched.since(self.gc_sched) or {}  # a pass descheduled, or long
+            # a pass holds the GIL: what it did not run, its thread waited for a CPU
+            line |= {"ran_ms": ran, "waited_ms": max(0.0, ms - ran)}
+            line["collected"] = int(info.get("collected", 0))  # freed cyclic garbage
             if self.walked is not None:
                 self.described += 1
                 line["walked"], self.walked = self.walked, None
@@ -143,6 +144,12 @@ class Probe:
         if SAMPLING:
             sampler.start()
         sched = SchedStat()  # opened here: the loop's thread
+        try:
+            await self.watch_with(sampler, sched)
+        finally:
+            sched.close()
+
+    async def watch_with(self, sampler: Sampler, sched: SchedStat) -> None:
         while True:
             counted = sched.read()
             before = time.perf_counter()
@@ -162,9 +169,10 @@ class Probe:
 
 
 class SchedStat:
-    """The calling thread's CPU time and run-queue wait so far (``/proc/thread-self/
-    schedstat``: ns on a CPU, ns runnable but waiting for one, time slices); nothing where the
-    file is not there."""
+    """The opening thread's CPU time (``time.thread_time_ns``) and its run-queue wait
+    (``/proc/thread-self/schedstat``'s second field: ns runnable but waiting for a CPU; the
+    first, time run, is only brought up to date at scheduler events, a tick late) so far. No
+    wait is told where the file is missing or reads all zeros (a kernel without schedstats)."""
 
     def __init__(self) -> None:
         try:
@@ -172,21 +180,30 @@ class SchedStat:
         except OSError:
             self.fd = None
 
-    def read(self) -> tuple[int, int] | None:
+    def read(self) -> tuple[int, int | None]:
+        """ns run, ns waited (None: not known)."""
+        ran = time.thread_time_ns()
         if self.fd is None:
-            return None
+            return ran, None
         try:
-            ran, waited, _ = os.pread(self.fd, 100, 0).split()
-        except (OSError, ValueError):
-            return None
-        return int(ran), int(waited)
+            fields = os.pread(self.fd, 100, 0).split()
+            waited = int(fields[1])
+        except (OSError, ValueError, IndexError):
+            return ran, None
+        return ran, waited if any(int(f) for f in fields) else None
 
-    def since(self, before: tuple[int, int] | None) -> dict[str, float] | None:
-        """ms run and ms waiting for a CPU since ``before``."""
-        after = self.read()
-        if before is None or after is None:
-            return None
-        return {"ran_ms": (after[0] - before[0]) / 1e6, "waited_ms": (after[1] - before[1]) / 1e6}
+    def since(self, before: tuple[int, int | None]) -> dict[str, float]:
+        """ms run and, where known, ms waiting for a CPU since ``before``."""
+        ran, waited = self.read()
+        found = {"ran_ms": (ran - before[0]) / 1e6}
+        if waited is not None and before[1] is not None:
+            found["waited_ms"] = (waited - before[1]) / 1e6
+        return found
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 STALL_MS = 5.0

@@ -135,7 +135,7 @@ class Settlement:
         """``out`` (``record`` or its DLQ copy) was refused for good: a DLQ copy of it joins
         the DLQ's lane. A DLQ copy refused itself stays unsettled (retried, in ``failed``;
         True) unless it can be cut shorter."""
-        now = time.monotonic()
+        now, wall_ns = time.monotonic(), time.time_ns()
         self.rejections.note(out, outcome, now)
         letter = None
         if out.dlq_reason is None:
@@ -146,7 +146,7 @@ class Settlement:
             failed.setdefault(self.lanes.lane_of(out), []).append(record)
             return True
         self.window.letters[id(record)] = letter
-        self.lanes.queue(record, self.lanes.lane_of(letter), letter.size, now, time.time_ns())
+        self.lanes.queue(record, self.lanes.lane_of(letter), letter.size, now, wall_ns)
         return False
 
     def count(self, records: Sequence[Record]) -> None:

@@ -11,13 +11,16 @@ them by name with the ones ready for a call, the ones lingering (a heap of when 
 the ones backing off (a heap of their ends), and the names of those whose last call failed;
 it gathers the ready lanes into calls.
 
-*Linger* (``sink.kafka.linger_ms``) is how long a lane's oldest queued record may wait for
-company before the lane is ready: counted from when the bridge received that record (its
+*Linger* (``sink.kafka.linger_ms``) is how long the first record queued in a lane (the
+oldest but for records of other instances received a moment apart) may wait for company
+before the lane is ready: counted from when the bridge received that record (its
 ``received_ns``, the ``ryze-received-at`` header), not from when it reached the lane. The way
 there (the spool, the marks' own linger, the shipper's read) is part of the wait, so a record
 is not held for company twice, and records that queued while the lane's previous call was in
 flight, or that were read back from the spool after an outage or a restart, go as soon as
 their linger is over (the producer itself lingers no more: a batch handed to it goes at once).
+A DLQ copy keeps its record's receipt: it has waited out its linger already, and goes with the
+next call of the DLQ's lane.
 A lane holding a full call's worth (``full_records`` or ``full_bytes``) is ready at once; a
 lane retried after a backoff is too.
 """
@@ -102,7 +105,7 @@ class Lane:
     ready_at: float = 0.0
     error: str = ""
     bytes: int = 0  # of the queued records
-    since: float = 0.0  # monotonic: when the oldest queued record was received
+    since: float = 0.0  # monotonic: when the first record queued was received
     lingers: int = 0  # the ticket of its entry in the lingering heap (0: not lingering)
 
 
@@ -192,8 +195,8 @@ class Lanes:
             self._enqueue(lane, now)
 
     def _enqueue(self, lane: Lane, now: float) -> None:
-        """``lane`` waits out its linger (from when its oldest record was received), or is
-        ready."""
+        """``lane`` waits out its linger (from when its first queued record was received),
+        or is ready."""
         lane.queued = True
         due = lane.since + self.linger
         if due > now and not self._full(lane):

@@ -197,10 +197,10 @@ class SinkWorker:
 
     def _take(self, records: list[Record]) -> None:
         """New records join the window and the lanes of their destinations."""
-        now = time.monotonic()
+        now, wall_ns = time.monotonic(), time.time_ns()  # one moment on both clocks
         if not self._window:  # waiting starts now (idle time is no stall)
             self._stall.waiting_from(now)
-        self._lanes.take(records, self._window.take(records), now, time.time_ns())
+        self._lanes.take(records, self._window.take(records), now, wall_ns)
 
     def _ack(self) -> None:
         """The window's leading settled records are acknowledged to the spool."""

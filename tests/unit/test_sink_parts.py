@@ -73,7 +73,7 @@ def test_a_call_takes_one_record_at_least_whatever_its_size() -> None:
     assert records == big[:1]
 
 
-def test_a_lane_lingers_from_when_its_oldest_record_joined() -> None:
+def test_a_lane_of_records_received_as_they_join_lingers_from_its_first() -> None:
     """With a linger, a lane that was idle is ready only once its oldest record (received as
     it joins) has waited that long (and says when); records joining meanwhile go in the same
     call. Records that queued while the lane's call was in flight have been waiting since
@@ -158,8 +158,10 @@ def test_a_lane_released_when_full_is_not_released_again_by_its_old_linger() -> 
 
 
 def test_a_dead_letter_lingers_on_the_dlq_lane_until_due_or_full() -> None:
-    """A DLQ copy queued by the settlement joins the DLQ's lane at the caller's clock and
-    lingers like any record; the copy that makes the lane a full call releases it at once."""
+    """A DLQ copy queued by the settlement joins the DLQ's lane and lingers like any record
+    from its record's receipt (here: received as it joins; a real copy's record has usually
+    waited out its linger already); the copy that makes the lane a full call releases it at
+    once."""
     lanes = Lanes("dlq", one_lane=False, linger=0.005, full_records=2)
     lanes.queue(record(0, "dlq"), "dlq", 100, 10.0, RECEIVED)
     assert not lanes.ready
