@@ -197,6 +197,12 @@ async def sample_latency(
     return ack, seen
 
 
+def layout_topics(prefix: str) -> list[str]:
+    """The topics the bridge's default layout writes under ``prefix``: one per event and the
+    gap markers' (the DLQ aside) (pure)."""
+    return [f"{prefix}.{event}" for event in (*EVENT_NAMES, "bridge.gap")]
+
+
 async def at_rate(
     services: Services,
     rate: float,
@@ -213,7 +219,7 @@ async def at_rate(
     with tempfile.TemporaryDirectory(prefix="ryze-bench-lat-") as tmp:
         work = Path(tmp)
         prefix = unique("bench.lat")
-        topics = [f"{prefix}.{e}" for e in (*EVENT_NAMES, "bridge.gap")]
+        topics = layout_topics(prefix)
         await create_topics(services.kafka, [*topics, f"{prefix}.dlq"], configs=LOG_APPEND)
         prebuilt = 1000 if instances == 1 else 5
         async with simulator(
@@ -282,7 +288,7 @@ async def isolation(services: Services, seconds: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="ryze-bench-iso-") as tmp:
         work = Path(tmp)
         prefix = unique("bench.iso")
-        topics = [f"{prefix}.{e}" for e in (*EVENT_NAMES, "bridge.gap")]
+        topics = layout_topics(prefix)
         await create_topics(services.kafka, [*topics, f"{prefix}.dlq"], configs=LOG_APPEND)
         async with (
             simulator(

@@ -45,7 +45,6 @@ from bench.common import (
 )
 from bench.throughput import benthos_binary, benthos_config
 from bridge import eventloop
-from bridge.settings import EVENT_NAMES
 
 PROBE = ROOT / "bench" / "probe"
 
@@ -74,7 +73,7 @@ async def peer(
     with tempfile.TemporaryDirectory(prefix="ryze-bench-peer-") as tmp:
         work = Path(tmp)
         prefix = unique("bench.peer")
-        topics = [f"{prefix}.{event}" for event in (*EVENT_NAMES, "bridge.gap")]  # as many
+        topics = latency.layout_topics(prefix)  # the consumer reads as many as the bridge's
         await create_topics(services.kafka, topics, configs=latency.LOG_APPEND)
         async with simulator(work, instances=1, rate=rate, prebuilt=1000, stamp_sent=True) as src:
             ws_url = src.url.replace("http://", "ws://") + "/ws/inst-000?token=tok-000"
