@@ -296,7 +296,6 @@ class SinkSettings(Model):
     batch_max_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
     max_in_flight_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
     separate_process: bool = True
-    shipper_scheduling: Literal["batch", "normal"] = "batch"
     retry_initial: PositiveSeconds = 0.2
     retry_max: PositiveSeconds = 10.0
 

@@ -94,7 +94,6 @@ async def serve(descriptor: int) -> int:
         return 1
     settings = Settings.model_validate(init.settings)
     configure_logging(init.log_level, init.log_format)
-    schedule(settings.sink.shipper_scheduling)  # before its threads start: they inherit it
     password = SecretStr(init.password) if init.password is not None else None
     if password is not None:
         register_secret(password.get_secret_value())
@@ -176,42 +175,6 @@ async def _listen(
             case Init():
                 log.error("shipper.link_broken", error="a second init message")
                 return 1
-
-
-def schedule(policy: str) -> None:
-    """Put this process under ``policy`` (``sink.shipper_scheduling``), logged either way.
-
-    ``batch`` is Linux's SCHED_BATCH, at the same weight (nice) as before: a shipper woken by
-    a mark no longer preempts the main process's loop on its core, it runs when that loop
-    waits or at the next tick. Each mark used to hand the core over mid-turn, with the frames
-    still unread behind it: at 5,000 quiet sockets the source-to-consumer p99 went from
-    ~94 ms to ~22-31 ms with it, and the CPU per event down ~15 % (fewer switches). The
-    shipper's share of the CPU is the same; only who goes first on a wake-up changes.
-    Applied to every thread the process has now (those it starts later inherit it). Where
-    the platform has no such policy, or refuses it (a seccomp profile), the shipper runs as
-    it is and says so."""
-    if policy != "batch":
-        return
-    setter = getattr(os, "sched_setscheduler", None)
-    if setter is None:
-        log.warning("shipper.scheduling_unavailable", policy=policy)
-        return
-    try:
-        for thread in threads():
-            with contextlib.suppress(ProcessLookupError):  # a thread that ended meanwhile
-                setter(thread, os.SCHED_BATCH, os.sched_param(0))
-    except OSError as exc:
-        log.warning("shipper.scheduling_refused", policy=policy, error=str(exc))
-        return
-    log.info("shipper.scheduling", policy=policy)
-
-
-def threads() -> list[int]:
-    """This process's thread ids (0, the calling thread, where /proc is not there)."""
-    try:
-        return [int(name) for name in os.listdir("/proc/self/task")]
-    except OSError:
-        return [0]
 
 
 def password_env(settings: Settings) -> str | None:

@@ -112,7 +112,7 @@ def test_a_metric_change_its_metric_cannot_take_is_a_link_error(change: Change, 
         decode(FROM_SHIPPER, frame(message)[4:])
 
 
-def file_settings(tmp_path: Path, scheduling: str = "batch") -> Settings:
+def file_settings(tmp_path: Path) -> Settings:
     return Settings.model_validate(
         {
             "sink": {
@@ -120,7 +120,6 @@ def file_settings(tmp_path: Path, scheduling: str = "batch") -> Settings:
                 "file": {"path": str(tmp_path / "events.jsonl")},
                 "retry_initial": 0.1,
                 "retry_max": 1.0,
-                "shipper_scheduling": scheduling,
             },
             "spool": {"dir": str(tmp_path / "spool")},
         }
@@ -140,13 +139,10 @@ def lines(path: Path) -> int:
 
 
 @contextlib.asynccontextmanager
-async def started(
-    tmp_path: Path, scheduling: str = "batch"
-) -> AsyncIterator[tuple[ShipperDelivery, DiskSpool, Metrics]]:
+async def started(tmp_path: Path) -> AsyncIterator[tuple[ShipperDelivery, DiskSpool, Metrics]]:
     spool = disk_spool(tmp_path / "spool")
     metrics = create_metrics()
-    settings = file_settings(tmp_path, scheduling)
-    delivery = ShipperDelivery(settings, spool, metrics, environ=dict(os.environ))
+    delivery = ShipperDelivery(file_settings(tmp_path), spool, metrics, environ=dict(os.environ))
     delivery.start()
     try:
         await until(lambda: delivery.delivering, 30, "a shipper delivering")
@@ -187,28 +183,6 @@ async def test_a_worker_crash_in_a_real_shipper_leaves_the_supervision_running(
         assert delivery._task is task
         assert delivery.pid == pid
         assert sample(metrics, "ryze_bridge_shipper_restarts_total") == 0
-
-
-def policies(pid: int) -> set[int]:
-    """The scheduling policy of each of ``pid``'s threads."""
-    return {os.sched_getscheduler(int(tid)) for tid in os.listdir(f"/proc/{pid}/task")}
-
-
-@pytest.mark.parametrize(
-    ("scheduling", "policy"), [("batch", "SCHED_BATCH"), ("normal", "SCHED_OTHER")]
-)
-async def test_the_shipper_runs_under_the_scheduling_policy_asked_for(
-    tmp_path: Path, scheduling: str, policy: str
-) -> None:
-    """A real shipper, delivering, runs every one of its threads (those started after the
-    policy was set included: the sink's, the loop's executor) under
-    ``sink.shipper_scheduling``: SCHED_BATCH by default, so that the marks waking it do not
-    preempt the main process's loop; ``normal`` leaves Linux's default. The main process
-    itself keeps the default policy."""
-    async with started(tmp_path, scheduling) as (delivery, _, _):
-        assert delivery.pid is not None
-        assert policies(delivery.pid) == {getattr(os, policy)}
-        assert policies(os.getpid()) == {os.SCHED_OTHER}
 
 
 async def test_a_supervision_ended_unasked_is_counted_and_started_again(
