@@ -35,8 +35,10 @@ machine). A young pass cannot walk fewer than the sockets' sets, so once frozen 
 threshold is ``YOUNG_PER_SOCKET`` times the sockets open (never below Python's 700): the same
 passes, that many times rarer (how long the rarer passes are over hours is not yet measured:
 they walk the sockets' sets plus what was allocated since). The threshold is set at each
-freeze and refreeze for the sockets open then, not followed in between. Young garbage in
-cycles waits for that many net allocations more.
+freeze and refreeze for the sockets open then, and set again in between whenever the sockets
+open differ from those by more than ``RESPACE_SHARE`` (a fleet still growing after a forced
+freeze, or shrunk by a reload). Young garbage in cycles waits for that many net allocations
+more.
 
 Once frozen, full passes are spaced at least ``FULL_PASS_EVERY`` generation-1 passes apart
 instead of Python's 10 (the spacing stays for the process's life; Python up to 3.13). What they
@@ -67,6 +69,7 @@ SETTLE_SECONDS = 30.0
 FORCE_SECONDS = 300.0
 CHECK_SECONDS = 5.0
 REFREEZE_SHARE = 0.25
+RESPACE_SHARE = 0.25
 REFREEZE_MIN_SECONDS = 600.0
 MIN_SOCKETS = 100
 FULL_PASS_EVERY = 100  # generation-1 passes between full ones once frozen (Python's default: 10)
@@ -79,8 +82,9 @@ YOUNG_DEFAULT = gc.get_threshold()[0]  # Python's (700), before any spacing
 @dataclass
 class HeapState:
     """What the keeper knows: sockets closed so far (a running count), the count of those
-    opened when it last moved by more than the noise and when, when the keeper started, and at
-    the last freeze the closed count and the sockets open (None: never frozen)."""
+    opened when it last moved by more than the noise and when, when the keeper started, at
+    the last freeze the closed count and the sockets open (None: never frozen), and the
+    sockets open when young passes were last spaced."""
 
     started_at: float = 0.0
     closed: int = 0
@@ -89,6 +93,7 @@ class HeapState:
     frozen_closed: int | None = None
     frozen_sockets: int = 0
     frozen_at: float = 0.0
+    spaced_sockets: int = 0
 
 
 def due(state: HeapState, open_now: int, now: float) -> str | None:
@@ -106,6 +111,14 @@ def due(state: HeapState, open_now: int, now: float) -> str | None:
     if waited < REFREEZE_MIN_SECONDS:
         return None
     return "refreeze" if settled or waited >= REFREEZE_MIN_SECONDS + FORCE_SECONDS else None
+
+
+def respace_due(spaced: int, open_now: int) -> bool:
+    """Whether young passes spaced for ``spaced`` sockets are to be spaced again for the
+    ``open_now`` (pure): off by more than ``RESPACE_SHARE`` of them and a threshold changed."""
+    if young_threshold(open_now) == young_threshold(spaced):
+        return False
+    return abs(open_now - spaced) > RESPACE_SHARE * max(spaced, MIN_SOCKETS)
 
 
 def freeze(sockets: int) -> None:
@@ -158,7 +171,11 @@ class HeapKeeper:
         self.closed = closed
         self.open_now = open_now
         self.clock = clock
-        self.actions = actions or {"freeze": freeze, "refreeze": refreeze}
+        self.actions = actions or {
+            "freeze": freeze,
+            "refreeze": refreeze,
+            "respace": space_passes,
+        }
         now = clock()
         self.state = HeapState(started_at=now, moved_at=now)
 
@@ -171,12 +188,16 @@ class HeapKeeper:
         if opened - state.noted > max(NOISE_MIN, NOISE_SHARE * open_now):
             state.noted, state.moved_at = opened, now
         action = due(state, open_now, now)
+        if action is None and state.frozen_closed is not None:
+            action = "respace" if respace_due(state.spaced_sockets, open_now) else None
         if action is None:
             return None
         started = time.perf_counter()
         self.actions[action](open_now)
-        state.frozen_closed, state.frozen_sockets = state.closed, open_now
-        state.frozen_at = self.clock()
+        state.spaced_sockets = open_now
+        if action != "respace":
+            state.frozen_closed, state.frozen_sockets = state.closed, open_now
+            state.frozen_at = self.clock()
         log.info(
             f"heap.{action}",
             sockets=open_now,

@@ -17,12 +17,14 @@ from bridge.heap import (
     MIN_SOCKETS,
     REFREEZE_MIN_SECONDS,
     REFREEZE_SHARE,
+    RESPACE_SHARE,
     SETTLE_SECONDS,
     YOUNG_DEFAULT,
     YOUNG_PER_SOCKET,
     HeapKeeper,
     HeapState,
     due,
+    respace_due,
     young_threshold,
 )
 from bridge.upstream.keepalive import Keepalive
@@ -48,7 +50,8 @@ class Fleet:
             lambda: self.open,
             clock=lambda: self.now,
             actions={"freeze": lambda sockets: self.done.append(f"freeze {sockets}"),
-                     "refreeze": lambda sockets: self.done.append(f"refreeze {sockets}")},
+                     "refreeze": lambda sockets: self.done.append(f"refreeze {sockets}"),
+                     "respace": lambda sockets: self.done.append(f"respace {sockets}")},
         )  # fmt: skip
 
     def run(self, keeper: HeapKeeper, seconds: float, *, opened: int = 0, closed: int = 0) -> None:
@@ -114,7 +117,8 @@ def test_a_fleet_that_reconnects_is_frozen_then_refrozen() -> None:
 
 def test_sockets_that_close_without_reopening_are_churn_too() -> None:
     """A reload or a shard move that stops most runners (sockets closed, none opened) leaves
-    their frozen garbage: it is reclaimed by a refreeze all the same."""
+    their frozen garbage: it is reclaimed by a refreeze all the same (young passes spaced for
+    what is left at once)."""
     fleet = Fleet()
     keeper = fleet.keeper()
     fleet.run(keeper, 10, opened=2500)
@@ -122,7 +126,7 @@ def test_sockets_that_close_without_reopening_are_churn_too() -> None:
     assert fleet.done == ["freeze 5000"]
     fleet.run(keeper, 5, closed=4000)  # down from 5,000 instances to 1,000
     fleet.run(keeper, REFREEZE_MIN_SECONDS)
-    assert fleet.done == ["freeze 5000", "refreeze 1000"]
+    assert fleet.done == ["freeze 5000", "respace 1000", "refreeze 1000"]
 
 
 def test_a_steady_trickle_of_reconnects_cannot_hold_the_keeper_off() -> None:
@@ -206,3 +210,41 @@ def test_young_passes_are_spaced_by_the_sockets_a_pass_cannot_avoid_walking() ->
     assert young_threshold(5000) == 20_000
     assert young_threshold(1000) == 4 * 1000
     assert young_threshold(MIN_SOCKETS) == young_threshold(0) == YOUNG_DEFAULT
+
+
+@pytest.mark.parametrize(
+    ("spaced", "open_now", "again"),
+    [
+        (1000, 1000, False),
+        (1000, int(1000 * (1 + RESPACE_SHARE)), False),  # within the share
+        (1000, int(1000 * (1 + RESPACE_SHARE)) + 1, True),
+        (5000, int(5000 * (1 - RESPACE_SHARE)) - 1, True),
+        (5000, 4000, False),
+        (MIN_SOCKETS, 150, False),  # both at Python's 700: nothing to change
+        (0, 5000, True),  # never spaced (frozen with too few, say)
+    ],
+)
+def test_young_passes_are_spaced_again_when_the_fleet_moved_by_a_share(
+    spaced: int, open_now: int, again: bool
+) -> None:
+    """The young threshold is set again once the sockets open differ from those it was set
+    for by more than ``RESPACE_SHARE``, and only if that changes it."""
+    assert respace_due(spaced, open_now) is again
+
+
+def test_a_fleet_that_grows_or_shrinks_after_its_freeze_has_its_young_passes_respaced() -> None:
+    """Frozen at 1,000 sockets, the fleet grows to 3,000 (instances added by a reload): the
+    young passes are spaced for 3,000 at the next look, without a refreeze; a few more do
+    nothing; most closing (a shard moved away) spaces them for what is left at once, and the
+    refreeze still comes when due."""
+    fleet = Fleet()
+    keeper = fleet.keeper()
+    fleet.run(keeper, 5, opened=1000)
+    fleet.run(keeper, SETTLE_SECONDS)
+    fleet.run(keeper, 5, opened=2000)
+    fleet.run(keeper, 5, opened=100)
+    assert fleet.done == ["freeze 1000", "respace 3000"]
+    fleet.run(keeper, 5, closed=2500)
+    assert fleet.done[-1] == "respace 600"
+    fleet.run(keeper, REFREEZE_MIN_SECONDS)
+    assert fleet.done == ["freeze 1000", "respace 3000", "respace 600", "refreeze 600"]
