@@ -27,10 +27,12 @@ from aiokafka import AIOKafkaConsumer
 from bench.common import (
     HEAD,
     Build,
+    CpuMeter,
     Services,
     bridge_args,
     bridge_config,
     create_topics,
+    family,
     kafka_count,
     process,
     sim_stats,
@@ -236,10 +238,28 @@ async def at_rate(
             args = bridge_args(path, build)
             async with process(args, work / "bridge.log", env=env, cwd=build.cwd) as proc:
                 await warm_up(url, instances, services.kafka, topics)
+                meter = window_meter(proc.pid, source.pid, services.kafka_pid)
+                meter.start()
                 cpu0 = proc.cpu_seconds()
                 sampled = await sample_times(services.kafka, topics, seconds, nice=nice)
                 cpu = proc.cpu_seconds() - cpu0
-    return result_of(rate * instances, seconds, sampled, cpu)
+                cores = meter.stop()
+    return result_of(rate * instances, seconds, sampled, cpu, cores)
+
+
+def window_meter(client: int, source: int, broker: int) -> CpuMeter:
+    """Cores used in a measured window by ``client`` and the processes it started (the
+    bridge and its shipper, or the peer), the simulator (``source``), the broker, this
+    process (the consumer polling, ``bench``) and the whole machine (``box``): on a shared
+    machine a tail follows how busy the machine was, so each run says it."""
+    return CpuMeter(
+        {
+            "client": lambda: family(client),
+            "source": lambda: [source],
+            "broker": lambda: [broker] if broker else [],
+            "bench": lambda: [os.getpid()],
+        }
+    )
 
 
 async def warm_up(url: str, instances: int, bootstrap: str, topics: list[str]) -> None:
@@ -260,9 +280,12 @@ async def warm_up(url: str, instances: int, bootstrap: str, topics: list[str]) -
     await asyncio.sleep(3 if instances == 1 else 10)
 
 
-def result_of(rate: float, seconds: float, sampled: Sampled, cpu: float) -> dict[str, Any]:
+def result_of(
+    rate: float, seconds: float, sampled: Sampled, cpu: float, cores: dict[str, float]
+) -> dict[str, Any]:
     """A run's figures: delivered rate, CPU s per 1,000 events (process CPU time of the bridge
-    and its shipper, not wall time), the bridge-clock views and the source-clock hops."""
+    and its shipper, not wall time), the cores each part and the machine used in the window
+    (:func:`window_meter`), the bridge-clock views and the source-clock hops."""
     times = sampled.times
     hops = [t.hops() for t in times]
     receipts = [(t, t.received) for t in times if t.received is not None]
@@ -271,6 +294,7 @@ def result_of(rate: float, seconds: float, sampled: Sampled, cpu: float) -> dict
         "consumer_nice": sampled.nice,
         "delivered_per_s": len(times) / seconds,
         "cpu_s_per_1000": round(1000 * cpu / max(1, len(times)), 4),
+        "cores": cores,
         "ack_ms": percentiles([(t.appended - r) / 1e6 for t, r in receipts]),
         "consumer_ms": percentiles([(t.seen - r) / 1e6 for t, r in receipts]),
         "source_clock": summary(hops, HOPS if receipts else PEER_HOPS),

@@ -82,10 +82,13 @@ async def peer(
             path.write_text(yaml.safe_dump(config), encoding="utf-8")
             async with process([str(binary), "-c", str(path)], work / "benthos.log") as proc:
                 await latency.warm_up(src.url, 1, services.kafka, topics)
+                meter = latency.window_meter(proc.pid, src.pid, services.kafka_pid)
+                meter.start()
                 cpu0 = proc.cpu_seconds()
                 sampled = await latency.sample_times(services.kafka, topics, seconds, nice=nice)
                 cpu = proc.cpu_seconds() - cpu0
-    return latency.result_of(rate, seconds, sampled, cpu)
+                cores = meter.stop()
+    return latency.result_of(rate, seconds, sampled, cpu, cores)
 
 
 def probe_summary(directory: Path, window: list[int]) -> dict[str, Any]:
@@ -198,7 +201,11 @@ def line(label: str, entry: dict[str, Any]) -> str:
         for hop, h in hops.items()
     )
     share = entry["source_clock"]["share_pct"].get("p99", {})
-    return f"{label}: {entry['delivered_per_s']:.0f}/s  ms p50/p99/p999: {shown}  p99 share {share}"
+    cores = " ".join(f"{name} {used}" for name, used in entry.get("cores", {}).items())
+    return (
+        f"{label}: {entry['delivered_per_s']:.0f}/s  ms p50/p99/p999: {shown}  p99 share {share}"
+        f"  cores: {cores or '-'}"
+    )
 
 
 async def main(argv: list[str] | None = None) -> dict[str, Any]:

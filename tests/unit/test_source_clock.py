@@ -7,12 +7,13 @@ from __future__ import annotations
 import importlib.util
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 
 from bench.hops import HOPS, PEER_HOPS, Times, band, iso_ns, sent_ns, shares, summary
 from bench.report import source_clock_goals
-from bench.source_clock import lag_cpu, peer_config, process_name
+from bench.source_clock import lag_cpu, line, peer_config, process_name
 
 MS = 1_000_000
 
@@ -181,3 +182,20 @@ def test_the_peer_writes_the_bridge_s_default_layout() -> None:
     assert franz["topic"] == 'bench.peer.7.${! json("event") }'
     assert franz["key"] == "inst-000"
     assert franz["batching"] == {"count": 1000, "period": "5ms"}
+
+
+def test_each_printed_run_says_how_busy_the_machine_was() -> None:
+    """A run's line ends with the cores each part used in its window and the machine's
+    (``box``): a tail on a shared 2-core machine is read against them; a run without them
+    (an older result) says so with a dash."""
+    hops = {"total": {"p50": 7.0, "p99": 20.0, "p999": 30.0}}
+    entry: dict[str, Any] = {
+        "delivered_per_s": 4999.6,
+        "source_clock": {"hops_ms": hops, "share_pct": {"p99": {"total_ms": 20.0}}},
+        "cores": {"client": 0.93, "source": 0.61, "box": 1.87},
+    }
+    shown = line("run 1 head", entry)
+    assert shown.startswith("run 1 head: 5000/s  ms p50/p99/p999: total 7.0/20.0/30.0")
+    assert shown.endswith("cores: client 0.93 source 0.61 box 1.87")
+    del entry["cores"]
+    assert line("run 1 head", entry).endswith("cores: -")
