@@ -58,8 +58,9 @@ def peer_config(ws_url: str, bootstrap: str, prefix: str) -> dict[str, Any]:
     settings (acks=all, idempotent, zstd, 5 ms linger), as in the throughput part, and the
     bridge's default layout: a topic per event (``<prefix>.<event>``, read from each
     message's JSON as the bridge reads it), keyed by instance — so the consumer reads the
-    same number of topics from both (pure)."""
-    topic = prefix + '.${! json("event") }'
+    same number of topics from both; a message without an event, or not JSON, goes to
+    ``<prefix>.dlq`` as the bridge's would (without it the peer retried it for good) (pure)."""
+    topic = prefix + '.${! json("event").or("dlq") }'
     return benthos_config({"websocket": {"url": ws_url}}, bootstrap, topic, key="inst-000")
 
 
@@ -74,7 +75,8 @@ async def peer(
         work = Path(tmp)
         prefix = unique("bench.peer")
         topics = latency.layout_topics(prefix)  # the consumer reads as many as the bridge's
-        await create_topics(services.kafka, topics, configs=latency.LOG_APPEND)
+        dlq = f"{prefix}.dlq"
+        await create_topics(services.kafka, [*topics, dlq], configs=latency.LOG_APPEND)
         async with simulator(work, instances=1, rate=rate, prebuilt=1000, stamp_sent=True) as src:
             ws_url = src.url.replace("http://", "ws://") + "/ws/inst-000?token=tok-000"
             path = work / "benthos.yaml"

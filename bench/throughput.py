@@ -9,6 +9,7 @@ and the peers run as their own processes. Every rate is counted on the broker's 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import shutil
 import sys
@@ -373,12 +374,39 @@ def benthos_config(
     }
 
 
-def benthos_binary() -> Path | None:
+PEER_SOURCES = ("bench/peers/benthos/go.sum", "bench/peers/benthos/main.go")
+
+
+def peer_sum(root: Path = ROOT) -> str:
+    """The peer's sources' digest, as scripts/bench.sh writes it beside the binary it built
+    (``sha256sum go.sum main.go | sha256sum``, 16 hex digits)."""
+    listing = "".join(
+        f"{hashlib.sha256((root / name).read_bytes()).hexdigest()}  {name}\n"
+        for name in PEER_SOURCES
+    )
+    return hashlib.sha256(listing.encode()).hexdigest()[:16]
+
+
+def benthos_binary(cache: Path | None = None) -> Path | None:
+    """The Benthos-engine peer: one on the PATH as given, else the one scripts/bench.sh built
+    in its cache (``RYZE_CACHE_DIR``) from the sources as they are now; one built from other
+    sources (its digest's marker differs) is not taken, and the run says to build it again."""
     found = shutil.which("ryze-bench-benthos")
     if found:
         return Path(found)
-    cached = Path.home() / ".cache" / "ryze-bridge" / "bin" / "ryze-bench-benthos"
-    return cached if cached.exists() else None
+    if cache is None:
+        cache = Path(os.environ.get("RYZE_CACHE_DIR") or Path.home() / ".cache" / "ryze-bridge")
+    binary = cache / "bin" / "ryze-bench-benthos"
+    if not binary.exists():
+        return None
+    if not (cache / "bin" / f".benthos-{peer_sum()}").exists():
+        print(
+            "bench: the Benthos-engine peer was built from other sources; left out "
+            "(scripts/bench.sh builds it again)",
+            file=sys.stderr,
+        )
+        return None
+    return binary
 
 
 async def benthos(box: Box, timing: Timing) -> dict[str, Any]:

@@ -176,10 +176,11 @@ def test_the_probe_reads_its_thread_s_cpu_and_run_queue_time() -> None:
 
 def test_the_peer_writes_the_bridge_s_default_layout() -> None:
     """The peer's records go to a topic per event under the run's prefix (interpolated from
-    each message's ``event``), keyed by the instance, with the bridge's batching."""
+    each message's ``event``; one without, or not JSON, to the run's DLQ topic, as the
+    bridge's), keyed by the instance, with the bridge's batching."""
     output = peer_config("ws://x/ws/inst-000", "127.0.0.1:9092", "bench.peer.7")["output"]
     franz = output["franz_peer"]
-    assert franz["topic"] == 'bench.peer.7.${! json("event") }'
+    assert franz["topic"] == 'bench.peer.7.${! json("event").or("dlq") }'
     assert franz["key"] == "inst-000"
     assert franz["batching"] == {"count": 1000, "period": "5ms"}
 
