@@ -243,8 +243,17 @@ async def at_rate(
                 cpu0 = proc.cpu_seconds()
                 sampled = await sample_times(services.kafka, topics, seconds, nice=nice)
                 cpu = proc.cpu_seconds() - cpu0
-                cores = meter.stop()
+                cores = with_other(meter.stop())
     return result_of(rate * instances, seconds, sampled, cpu, cores)
+
+
+def with_other(cores: dict[str, float]) -> dict[str, float]:
+    """``cores`` and ``other``: what the machine (``box``) spent beyond the parts measured
+    (kernel threads, anything else running), never below 0 (pure)."""
+    if "box" not in cores:
+        return cores
+    parts = sum(used for name, used in cores.items() if name != "box")
+    return {**cores, "other": round(max(0.0, cores["box"] - parts), 3)}
 
 
 def window_meter(client: int, source: int, broker: int) -> CpuMeter:

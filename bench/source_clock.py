@@ -89,7 +89,7 @@ async def peer(
                 cpu0 = proc.cpu_seconds()
                 sampled = await latency.sample_times(services.kafka, topics, seconds, nice=nice)
                 cpu = proc.cpu_seconds() - cpu0
-                cores = meter.stop()
+                cores = latency.with_other(meter.stop())
     return latency.result_of(rate, seconds, sampled, cpu, cores)
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from bench.hops import HOPS, PEER_HOPS, Times, band, iso_ns, sent_ns, shares, summary
+from bench.latency import with_other
 from bench.report import source_clock_goals
 from bench.source_clock import lag_cpu, line, peer_config, process_name
 
@@ -200,3 +201,12 @@ def test_each_printed_run_says_how_busy_the_machine_was() -> None:
     assert shown.endswith("cores: client 0.93 source 0.61 box 1.87")
     del entry["cores"]
     assert line("run 1 head", entry).endswith("cores: -")
+
+
+def test_what_the_machine_spent_beyond_the_parts_measured_is_shown() -> None:
+    """``other`` is the box's cores less the parts' (an extra process on a shared machine
+    shows there), never negative (tick rounding); without a box figure nothing is added."""
+    cores = {"client": 0.77, "source": 0.29, "broker": 0.29, "bench": 0.25, "box": 1.77}
+    assert with_other(cores)["other"] == 0.17
+    assert with_other({**cores, "box": 1.5})["other"] == 0.0
+    assert with_other({"client": 0.5}) == {"client": 0.5}
