@@ -28,6 +28,7 @@ from bench.common import (
     HEAD,
     Build,
     CpuMeter,
+    Proc,
     Services,
     bridge_args,
     bridge_config,
@@ -138,6 +139,7 @@ async def sample_times(
     *,
     settle: float = 1.0,
     nice: int = CONSUMER_NICE,
+    window: WindowCpu | None = None,
 ) -> Sampled:
     """Every record's times (bench.hops) of the records a plain consumer (5 ms fetch wait)
     sees for ``seconds``; a record without a send stamp counts with ``sent`` = its receipt, and
@@ -148,7 +150,8 @@ async def sample_times(
     passes over the records kept were the measured tail) and at scheduling priority ``nice``
     (-10 by default: on the 2-core development machine it shares the cores with the bridge, the
     simulator and the broker, where a consumer has a machine of its own); 0 measures it as one
-    more process among the others."""
+    more process among the others. ``window`` is opened and closed with the window itself
+    (not the consumer's start, settle and stop, nor the parsing after it)."""
     consumer = AIOKafkaConsumer(
         *topics,
         bootstrap_servers=bootstrap,
@@ -164,11 +167,15 @@ async def sample_times(
         await asyncio.sleep(settle)  # assignment to the end offsets
         since = time.time_ns()
         deadline = time.monotonic() + seconds
+        if window is not None:
+            window.open()
         with no_collection(), priority(nice) as in_force:
             while time.monotonic() < deadline:
                 batches = await consumer.getmany(timeout_ms=100)
                 now = time.time_ns()
                 polled.extend((r, now) for records in batches.values() for r in records)
+        if window is not None:
+            window.close()
     finally:
         await consumer.stop()
     found = (record_times(record, now) for record, now in polled)
@@ -238,13 +245,31 @@ async def at_rate(
             args = bridge_args(path, build)
             async with process(args, work / "bridge.log", env=env, cwd=build.cwd) as proc:
                 await warm_up(url, instances, services.kafka, topics)
-                meter = window_meter(proc.pid, source.pid, services.kafka_pid)
-                meter.start()
-                cpu0 = proc.cpu_seconds()
-                sampled = await sample_times(services.kafka, topics, seconds, nice=nice)
-                cpu = proc.cpu_seconds() - cpu0
-                cores = with_other(meter.stop())
-    return result_of(rate * instances, seconds, sampled, cpu, cores)
+                window = WindowCpu(proc, source.pid, services.kafka_pid)
+                sampled = await sample_times(
+                    services.kafka, topics, seconds, nice=nice, window=window
+                )
+            dead = await kafka_count(services.kafka, [f"{prefix}.dlq"])
+    return result_of(rate * instances, seconds, sampled, window) | {"dlq": dead}
+
+
+class WindowCpu:
+    """CPU over a measured window: the client's own seconds (and its children's: the
+    shipper) and the cores of every part (:func:`window_meter`)."""
+
+    def __init__(self, client: Proc, source: int, broker: int) -> None:
+        self.client = client
+        self.meter = window_meter(client.pid, source, broker)
+        self.cpu = 0.0
+        self.cores: dict[str, float] = {}
+
+    def open(self) -> None:
+        self.meter.start()
+        self.cpu = -self.client.cpu_seconds()
+
+    def close(self) -> None:
+        self.cpu += self.client.cpu_seconds()
+        self.cores = with_other(self.meter.stop())
 
 
 def with_other(cores: dict[str, float]) -> dict[str, float]:
@@ -289,9 +314,7 @@ async def warm_up(url: str, instances: int, bootstrap: str, topics: list[str]) -
     await asyncio.sleep(3 if instances == 1 else 10)
 
 
-def result_of(
-    rate: float, seconds: float, sampled: Sampled, cpu: float, cores: dict[str, float]
-) -> dict[str, Any]:
+def result_of(rate: float, seconds: float, sampled: Sampled, window: WindowCpu) -> dict[str, Any]:
     """A run's figures: delivered rate, CPU s per 1,000 events (process CPU time of the bridge
     and its shipper, not wall time), the cores each part and the machine used in the window
     (:func:`window_meter`), the bridge-clock views and the source-clock hops."""
@@ -302,8 +325,8 @@ def result_of(
         "rate": rate,
         "consumer_nice": sampled.nice,
         "delivered_per_s": len(times) / seconds,
-        "cpu_s_per_1000": round(1000 * cpu / max(1, len(times)), 4),
-        "cores": cores,
+        "cpu_s_per_1000": round(1000 * window.cpu / max(1, len(times)), 4),
+        "cores": window.cores,
         "ack_ms": percentiles([(t.appended - r) / 1e6 for t, r in receipts]),
         "consumer_ms": percentiles([(t.seen - r) / 1e6 for t, r in receipts]),
         "source_clock": summary(hops, HOPS if receipts else PEER_HOPS),

@@ -38,6 +38,7 @@ from bench.common import (
     Services,
     create_topics,
     delete_created_topics,
+    kafka_count,
     process,
     read_services,
     simulator,
@@ -53,14 +54,22 @@ def log(line: str) -> None:
     print(line, flush=True)
 
 
+PEER_TOPIC = (
+    '.${! match json("event").catch(null) { this.type() == "string" && '
+    'this.re_match("^[A-Za-z0-9._-]+$") => this, _ => "dlq" } }'
+)
+
+
 def peer_config(ws_url: str, bootstrap: str, prefix: str) -> dict[str, Any]:
     """The Benthos engine's config: websocket input → franz-go output, the bridge's producer
     settings (acks=all, idempotent, zstd, 5 ms linger), as in the throughput part, and the
     bridge's default layout: a topic per event (``<prefix>.<event>``, read from each
     message's JSON as the bridge reads it), keyed by instance — so the consumer reads the
-    same number of topics from both; a message without an event, or not JSON, goes to
-    ``<prefix>.dlq`` as the bridge's would (without it the peer retried it for good) (pure)."""
-    topic = prefix + '.${! json("event").or("dlq") }'
+    same number of topics from both. A message not JSON, without an event, or whose event is
+    not a string of topic characters goes to ``<prefix>.dlq`` (the bridge dead-letters those
+    too): a topic the broker refuses would fail the peer's whole batch, retried for good with
+    the records written before it duplicated (pure)."""
+    topic = prefix + PEER_TOPIC
     return benthos_config({"websocket": {"url": ws_url}}, bootstrap, topic, key="inst-000")
 
 
@@ -84,13 +93,12 @@ async def peer(
             path.write_text(yaml.safe_dump(config), encoding="utf-8")
             async with process([str(binary), "-c", str(path)], work / "benthos.log") as proc:
                 await latency.warm_up(src.url, 1, services.kafka, topics)
-                meter = latency.window_meter(proc.pid, src.pid, services.kafka_pid)
-                meter.start()
-                cpu0 = proc.cpu_seconds()
-                sampled = await latency.sample_times(services.kafka, topics, seconds, nice=nice)
-                cpu = proc.cpu_seconds() - cpu0
-                cores = latency.with_other(meter.stop())
-    return latency.result_of(rate, seconds, sampled, cpu, cores)
+                window = latency.WindowCpu(proc, src.pid, services.kafka_pid)
+                sampled = await latency.sample_times(
+                    services.kafka, topics, seconds, nice=nice, window=window
+                )
+            dead = await kafka_count(services.kafka, [dlq])
+    return latency.result_of(rate, seconds, sampled, window) | {"dlq": dead}
 
 
 def probe_summary(directory: Path, window: list[int]) -> dict[str, Any]:
@@ -196,7 +204,8 @@ async def bridge_run(
 
 
 def line(label: str, entry: dict[str, Any]) -> str:
-    """One printed line: each hop's p50/p99/p999 and the hops' shares at p99."""
+    """One printed line: each hop's p50/p99/p999, the hops' shares at p99, the cores each part
+    used, and the records dead-lettered in the window if any (left out of the sample)."""
     hops = entry["source_clock"]["hops_ms"]
     shown = "  ".join(
         f"{hop} {h.get('p50', '-')}/{h.get('p99', '-')}/{h.get('p999', '-')}"
@@ -204,9 +213,10 @@ def line(label: str, entry: dict[str, Any]) -> str:
     )
     share = entry["source_clock"]["share_pct"].get("p99", {})
     cores = " ".join(f"{name} {used}" for name, used in entry.get("cores", {}).items())
+    dead = f"  DLQ: {entry['dlq']} records in the run, not sampled" if entry.get("dlq") else ""
     return (
         f"{label}: {entry['delivered_per_s']:.0f}/s  ms p50/p99/p999: {shown}  p99 share {share}"
-        f"  cores: {cores or '-'}"
+        f"  cores: {cores or '-'}{dead}"
     )
 
 

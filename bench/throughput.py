@@ -374,12 +374,17 @@ def benthos_config(
     }
 
 
-PEER_SOURCES = ("bench/peers/benthos/go.sum", "bench/peers/benthos/main.go")
+PEER_SOURCES = (
+    "bench/peers/benthos/go.mod",
+    "bench/peers/benthos/go.sum",
+    "bench/peers/benthos/main.go",
+)
+PEER = "ryze-bench-benthos"
 
 
 def peer_sum(root: Path = ROOT) -> str:
     """The peer's sources' digest, as scripts/bench.sh writes it beside the binary it built
-    (``sha256sum go.sum main.go | sha256sum``, 16 hex digits)."""
+    (``sha256sum go.mod go.sum main.go | sha256sum``, 16 hex digits)."""
     listing = "".join(
         f"{hashlib.sha256((root / name).read_bytes()).hexdigest()}  {name}\n"
         for name in PEER_SOURCES
@@ -388,21 +393,21 @@ def peer_sum(root: Path = ROOT) -> str:
 
 
 def benthos_binary(cache: Path | None = None) -> Path | None:
-    """The Benthos-engine peer: one on the PATH as given, else the one scripts/bench.sh built
-    in its cache (``RYZE_CACHE_DIR``) from the sources as they are now; one built from other
-    sources (its digest's marker differs) is not taken, and the run says to build it again."""
-    found = shutil.which("ryze-bench-benthos")
-    if found:
-        return Path(found)
+    """The Benthos-engine peer: one on the PATH, else the one scripts/bench.sh built in its
+    cache (``RYZE_CACHE_DIR``). Where a binary has bench.sh's digest markers beside it (its
+    cache, or that cache put on the PATH), it is taken only when built from the sources as
+    they are now; a stale one is left out, and the run says to build it again."""
+    found = shutil.which(PEER)
     if cache is None:
         cache = Path(os.environ.get("RYZE_CACHE_DIR") or Path.home() / ".cache" / "ryze-bridge")
-    binary = cache / "bin" / "ryze-bench-benthos"
-    if not binary.exists():
+    binary = Path(found) if found else cache / "bin" / PEER
+    if not (binary.is_file() and os.access(binary, os.X_OK)):
         return None
-    if not (cache / "bin" / f".benthos-{peer_sum()}").exists():
+    markers = list(binary.parent.glob(".benthos-*"))
+    if (markers or not found) and binary.parent / f".benthos-{peer_sum()}" not in markers:
         print(
-            "bench: the Benthos-engine peer was built from other sources; left out "
-            "(scripts/bench.sh builds it again)",
+            f"bench: the Benthos-engine peer at {binary} was not built from the sources as they "
+            "are; left out (scripts/bench.sh builds it again)",
             file=sys.stderr,
         )
         return None

@@ -35,9 +35,10 @@ machine). A young pass cannot walk fewer than the sockets' sets, so once frozen 
 threshold is ``YOUNG_PER_SOCKET`` times the sockets open (never below Python's 700): the same
 passes, that many times rarer (how long the rarer passes are over hours is not yet measured:
 they walk the sockets' sets plus what was allocated since). The threshold is set at each
-freeze and refreeze for the sockets open then, and set again in between whenever the sockets
-open differ from those by more than ``RESPACE_SHARE`` (a fleet still growing after a forced
-freeze, or shrunk by a reload). Young garbage in cycles waits for that many net allocations
+freeze and refreeze for the sockets open then, and set again in between (``heap.respace``)
+whenever the sockets open differ by more than ``RESPACE_SHARE`` from those it was last set
+for and that changes it (a fleet still growing after a forced freeze, or shrunk by a
+reload). Young garbage in cycles waits for that many net allocations
 more.
 
 Once frozen, full passes are spaced at least ``FULL_PASS_EVERY`` generation-1 passes apart
@@ -77,6 +78,7 @@ NOISE_SHARE = 0.01
 NOISE_MIN = 10
 YOUNG_PER_SOCKET = 4  # collected objects a quiet socket renews at every message (websockets)
 YOUNG_DEFAULT = gc.get_threshold()[0]  # Python's (700), before any spacing
+SPACING = sys.version_info < (3, 14)  # 3.14's incremental collector is left alone
 
 
 @dataclass
@@ -115,8 +117,9 @@ def due(state: HeapState, open_now: int, now: float) -> str | None:
 
 def respace_due(spaced: int, open_now: int) -> bool:
     """Whether young passes spaced for ``spaced`` sockets are to be spaced again for the
-    ``open_now`` (pure): off by more than ``RESPACE_SHARE`` of them and a threshold changed."""
-    if young_threshold(open_now) == young_threshold(spaced):
+    ``open_now`` (pure): off by more than ``RESPACE_SHARE`` of them and a threshold changed
+    (never where passes are not spaced: Python 3.14 on)."""
+    if not SPACING or young_threshold(open_now) == young_threshold(spaced):
         return False
     return abs(open_now - spaced) > RESPACE_SHARE * max(spaced, MIN_SOCKETS)
 
@@ -148,7 +151,7 @@ def space_passes(sockets: int) -> None:
     ``FULL_PASS_EVERY`` passes of generation 1 instead of 10 (generation 1's own threshold
     kept). Python 3.14's incremental collector has no full-pass threshold and collects its
     young generation its own way: left alone there."""
-    if sys.version_info >= (3, 14):
+    if not SPACING:
         return
     _, middle, _ = gc.get_threshold()
     gc.set_threshold(young_threshold(sockets), middle, FULL_PASS_EVERY)
@@ -194,13 +197,14 @@ class HeapKeeper:
             return None
         started = time.perf_counter()
         self.actions[action](open_now)
-        state.spaced_sockets = open_now
+        spaced_for, state.spaced_sockets = state.spaced_sockets, open_now
         if action != "respace":
             state.frozen_closed, state.frozen_sockets = state.closed, open_now
             state.frozen_at = self.clock()
         log.info(
             f"heap.{action}",
             sockets=open_now,
+            spaced_for=spaced_for,
             frozen_objects=gc.get_freeze_count(),
             thresholds=list(gc.get_threshold()),
             ms=round(1000 * (time.perf_counter() - started), 1),

@@ -13,12 +13,13 @@ source scripts/bootstrap.sh
 ryze_sync --group bench >&2
 
 PEER="$BIN/ryze-bench-benthos"
-SUM="$(sha256sum bench/peers/benthos/go.sum bench/peers/benthos/main.go | sha256sum | cut -c1-16)"
-if [[ ! -x "$PEER" || ! -f "$BIN/.benthos-$SUM" ]]; then
+# the peer's sources' digest (bench/throughput.py's peer_sum computes the same)
+peer_sum() { sha256sum bench/peers/benthos/go.mod bench/peers/benthos/go.sum bench/peers/benthos/main.go | sha256sum | cut -c1-16; }
+if [[ ! -x "$PEER" || ! -f "$BIN/.benthos-$(peer_sum)" ]]; then
     echo "bench: building the Benthos-engine peer with go build (a minute the first time)" >&2
     (cd bench/peers/benthos && GOFLAGS=-mod=mod go build -o "$PEER" .) >&2
     rm -f "$BIN"/.benthos-*
-    touch "$BIN/.benthos-$SUM"
+    touch "$BIN/.benthos-$(peer_sum)"  # after the build, which may have completed go.sum
 fi
 
 started_here=0

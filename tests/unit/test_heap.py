@@ -160,7 +160,7 @@ async def test_the_keepalive_counts_the_sockets_opened_closed_and_open() -> None
 
 SCRIPT = """
 import gc, json, weakref
-from bridge.heap import freeze, refreeze
+from bridge.heap import HeapKeeper, freeze, refreeze
 class Node:
     def __init__(self):
         self.me = self
@@ -174,9 +174,11 @@ del node
 gc.collect()
 kept = ref() is not None
 refreeze(50)
+again = gc.get_threshold()
+HeapKeeper(lambda: 0, lambda: 0, lambda: 0).actions["respace"](1000)
 print(json.dumps({"frozen": frozen, "kept": kept, "reclaimed": ref() is None,
                   "refrozen": gc.get_freeze_count(), "before": before, "after": after,
-                  "again": gc.get_threshold()}))
+                  "again": again, "respaced": gc.get_threshold()}))
 """
 
 
@@ -185,8 +187,8 @@ def test_frozen_garbage_waits_for_a_refreeze() -> None:
     garbage is not reclaimed by the collector's passes (frozen objects are not walked); a
     refreeze reclaims it and freezes what lives again. Frozen, young passes are spaced by
     the sockets open (5,000: every 20,000 allocations; 50: Python's 700 again at the
-    refreeze), full passes ``FULL_PASS_EVERY`` generation-1 passes apart; generation 1's own
-    threshold stays."""
+    refreeze; the keeper's own respace for 1,000: 4,000), full passes ``FULL_PASS_EVERY``
+    generation-1 passes apart; generation 1's own threshold stays."""
     done = subprocess.run(
         [sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=60, check=True
     )
@@ -198,10 +200,11 @@ def test_frozen_garbage_waits_for_a_refreeze() -> None:
     young, middle, full = found["before"]
     assert full != FULL_PASS_EVERY
     if sys.version_info >= (3, 14):  # its incremental collector: left alone
-        assert found["after"] == found["again"] == found["before"]
+        assert found["after"] == found["again"] == found["respaced"] == found["before"]
     else:
         assert found["after"] == [YOUNG_PER_SOCKET * 5000, middle, FULL_PASS_EVERY]
         assert found["again"] == [young, middle, FULL_PASS_EVERY]
+        assert found["respaced"] == [YOUNG_PER_SOCKET * 1000, middle, FULL_PASS_EVERY]
 
 
 def test_young_passes_are_spaced_by_the_sockets_a_pass_cannot_avoid_walking() -> None:
@@ -221,7 +224,7 @@ def test_young_passes_are_spaced_by_the_sockets_a_pass_cannot_avoid_walking() ->
         (5000, int(5000 * (1 - RESPACE_SHARE)) - 1, True),
         (5000, 4000, False),
         (MIN_SOCKETS, 150, False),  # both at Python's 700: nothing to change
-        (0, 5000, True),  # never spaced (frozen with too few, say)
+        (0, 5000, True),  # last spaced with none open (a refreeze after every socket closed)
     ],
 )
 def test_young_passes_are_spaced_again_when_the_fleet_moved_by_a_share(

@@ -5,16 +5,20 @@ the total around a quantile (where the tail comes from)."""
 from __future__ import annotations
 
 import importlib.util
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
+import yaml
 
 from bench.hops import HOPS, PEER_HOPS, Times, band, iso_ns, sent_ns, shares, summary
 from bench.latency import with_other
 from bench.report import source_clock_goals
-from bench.source_clock import lag_cpu, line, peer_config, process_name
+from bench.source_clock import PEER_TOPIC, lag_cpu, line, peer_config, process_name
+from bench.throughput import benthos_binary
 
 MS = 1_000_000
 
@@ -177,11 +181,12 @@ def test_the_probe_reads_its_thread_s_cpu_and_run_queue_time() -> None:
 
 def test_the_peer_writes_the_bridge_s_default_layout() -> None:
     """The peer's records go to a topic per event under the run's prefix (interpolated from
-    each message's ``event``; one without, or not JSON, to the run's DLQ topic, as the
-    bridge's), keyed by the instance, with the bridge's batching."""
+    each message's ``event``; one not JSON, without an event or with one that is no topic
+    name, to the run's DLQ topic, as the bridge's: see the next test), keyed by the
+    instance, with the bridge's batching."""
     output = peer_config("ws://x/ws/inst-000", "127.0.0.1:9092", "bench.peer.7")["output"]
     franz = output["franz_peer"]
-    assert franz["topic"] == 'bench.peer.7.${! json("event").or("dlq") }'
+    assert franz["topic"] == "bench.peer.7" + PEER_TOPIC
     assert franz["key"] == "inst-000"
     assert franz["batching"] == {"count": 1000, "period": "5ms"}
 
@@ -189,7 +194,8 @@ def test_the_peer_writes_the_bridge_s_default_layout() -> None:
 def test_each_printed_run_says_how_busy_the_machine_was() -> None:
     """A run's line ends with the cores each part used in its window and the machine's
     (``box``): a tail on a shared 2-core machine is read against them; a run without them
-    (an older result) says so with a dash."""
+    (an older result) says so with a dash. Records dead-lettered in the run are said, since
+    the sample (the layout's topics) leaves them out."""
     hops = {"total": {"p50": 7.0, "p99": 20.0, "p999": 30.0}}
     entry: dict[str, Any] = {
         "delivered_per_s": 4999.6,
@@ -199,7 +205,9 @@ def test_each_printed_run_says_how_busy_the_machine_was() -> None:
     shown = line("run 1 head", entry)
     assert shown.startswith("run 1 head: 5000/s  ms p50/p99/p999: total 7.0/20.0/30.0")
     assert shown.endswith("cores: client 0.93 source 0.61 box 1.87")
-    del entry["cores"]
+    entry["dlq"] = 3
+    assert line("run 1 head", entry).endswith("box 1.87  DLQ: 3 records in the run, not sampled")
+    del entry["cores"], entry["dlq"]
     assert line("run 1 head", entry).endswith("cores: -")
 
 
@@ -210,3 +218,21 @@ def test_what_the_machine_spent_beyond_the_parts_measured_is_shown() -> None:
     assert with_other(cores)["other"] == 0.17
     assert with_other({**cores, "box": 1.5})["other"] == 0.0
     assert with_other({"client": 0.5}) == {"client": 0.5}
+
+
+def test_the_peer_s_topic_of_odd_messages_is_its_dlq(tmp_path: Path) -> None:
+    """The real engine (where the bench built it), with the peer's topic interpolation as a
+    file name: a message with an event goes to that event's; one not JSON, without an
+    event, with a number, an empty string or a character Kafka refuses, to ``dlq``."""
+    binary = benthos_binary()
+    if binary is None:
+        pytest.skip("the Benthos-engine peer is not built here (scripts/bench.sh builds it)")
+    output = {"path": str(tmp_path) + "/p" + PEER_TOPIC + ".txt", "codec": "lines"}
+    config = {"input": {"stdin": {}}, "output": {"file": output}, "logger": {"level": "WARN"}}
+    path = tmp_path / "peer.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    odd = [b'{"x":1}', b"not json", b'{"event":5}', b'{"event":""}', b'{"event":"a/b"}']
+    lines = b"\n".join([b'{"event":"messages.upsert"}', *odd]) + b"\n"
+    subprocess.run([str(binary), "-c", str(path)], input=lines, timeout=30, check=True)
+    written = {p.name: p.read_bytes().splitlines() for p in tmp_path.glob("p.*.txt")}
+    assert written == {"p.messages.upsert.txt": [b'{"event":"messages.upsert"}'], "p.dlq.txt": odd}
