@@ -38,7 +38,6 @@ from bench.common import (
     Services,
     create_topics,
     delete_created_topics,
-    kafka_count,
     process,
     read_services,
     simulator,
@@ -46,6 +45,7 @@ from bench.common import (
 )
 from bench.throughput import benthos_binary, benthos_config
 from bridge import eventloop
+from bridge.pipeline.names import BRIDGE_NAMESPACE, EVENT_NAME_PATTERN
 
 PROBE = ROOT / "bench" / "probe"
 
@@ -54,9 +54,10 @@ def log(line: str) -> None:
     print(line, flush=True)
 
 
-PEER_TOPIC = (
+PEER_TOPIC = (  # the bridge's own test of an event name (bridge.pipeline.names)
     '.${! match json("event").catch(null) { this.type() == "string" && '
-    'this.re_match("^[A-Za-z0-9._-]+$") => this, _ => "dlq" } }'
+    f'this.re_match("{EVENT_NAME_PATTERN}") && !this.has_prefix("{BRIDGE_NAMESPACE}") '
+    '=> this, _ => "dlq" } }'
 )
 
 
@@ -65,10 +66,11 @@ def peer_config(ws_url: str, bootstrap: str, prefix: str) -> dict[str, Any]:
     settings (acks=all, idempotent, zstd, 5 ms linger), as in the throughput part, and the
     bridge's default layout: a topic per event (``<prefix>.<event>``, read from each
     message's JSON as the bridge reads it), keyed by instance — so the consumer reads the
-    same number of topics from both. A message not JSON, without an event, or whose event is
-    not a string of topic characters goes to ``<prefix>.dlq`` (the bridge dead-letters those
-    too): a topic the broker refuses would fail the peer's whole batch, retried for good with
-    the records written before it duplicated (pure)."""
+    same number of topics from both. A message not JSON, without an event, or whose event the
+    bridge would not take as one (its own pattern and namespace test) goes to
+    ``<prefix>.dlq``, as the bridge dead-letters those: a topic the broker refuses would
+    fail the peer's whole batch, retried for good with the records written before it
+    duplicated (pure)."""
     topic = prefix + PEER_TOPIC
     return benthos_config({"websocket": {"url": ws_url}}, bootstrap, topic, key="inst-000")
 
@@ -97,7 +99,7 @@ async def peer(
                 sampled = await latency.sample_times(
                     services.kafka, topics, seconds, nice=nice, window=window
                 )
-            dead = await kafka_count(services.kafka, [dlq])
+            dead = await latency.dead_letters(services.kafka, dlq)
     return latency.result_of(rate, seconds, sampled, window) | {"dlq": dead}
 
 
@@ -214,6 +216,8 @@ def line(label: str, entry: dict[str, Any]) -> str:
     share = entry["source_clock"]["share_pct"].get("p99", {})
     cores = " ".join(f"{name} {used}" for name, used in entry.get("cores", {}).items())
     dead = f"  DLQ: {entry['dlq']} records in the run, not sampled" if entry.get("dlq") else ""
+    if "dlq" in entry and entry["dlq"] is None:
+        dead = "  DLQ: not counted (the broker did not say)"
     return (
         f"{label}: {entry['delivered_per_s']:.0f}/s  ms p50/p99/p999: {shown}  p99 share {share}"
         f"  cores: {cores or '-'}{dead}"

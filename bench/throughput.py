@@ -394,13 +394,14 @@ def peer_sum(root: Path = ROOT) -> str:
 
 def benthos_binary(cache: Path | None = None) -> Path | None:
     """The Benthos-engine peer: one on the PATH, else the one scripts/bench.sh built in its
-    cache (``RYZE_CACHE_DIR``). Where a binary has bench.sh's digest markers beside it (its
-    cache, or that cache put on the PATH), it is taken only when built from the sources as
-    they are now; a stale one is left out, and the run says to build it again."""
+    cache (``RYZE_CACHE_DIR``). The cache's is taken only with the marker of the sources as
+    they are now beside it; one on the PATH (or the file a link there points to) is checked
+    the same way where bench.sh's markers are beside it, and taken as given where there are
+    none (built by hand). One not taken is said, and scripts/bench.sh builds it again."""
     found = shutil.which(PEER)
     if cache is None:
         cache = Path(os.environ.get("RYZE_CACHE_DIR") or Path.home() / ".cache" / "ryze-bridge")
-    binary = Path(found) if found else cache / "bin" / PEER
+    binary = Path(found).resolve() if found else cache / "bin" / PEER  # (a link: its target's)
     if not (binary.is_file() and os.access(binary, os.X_OK)):
         return None
     markers = list(binary.parent.glob(".benthos-*"))

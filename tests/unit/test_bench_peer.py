@@ -59,7 +59,8 @@ def test_a_peer_on_the_path_is_checked_where_markers_are_beside_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """One on the PATH without markers (built by hand) is taken as given; the cache's own
-    directory put on the PATH keeps its check (a stale marker: left out)."""
+    directory put on the PATH keeps its check (a stale marker: left out), and so does a link
+    on the PATH to the cache's binary."""
     monkeypatch.setenv("RYZE_CACHE_DIR", str(tmp_path / "cache"))
     by_hand = install(tmp_path / "hand")
     monkeypatch.setenv("PATH", str(by_hand.parent))
@@ -67,4 +68,9 @@ def test_a_peer_on_the_path_is_checked_where_markers_are_beside_it(
     cached = install(tmp_path / "cache" / "bin")
     (cached.parent / ".benthos-0123456789abcdef").touch()
     monkeypatch.setenv("PATH", str(cached.parent))
+    assert benthos_binary() is None
+    linked = tmp_path / "links" / PEER  # a link on the PATH to the cache's stale binary
+    linked.parent.mkdir()
+    linked.symlink_to(cached)
+    monkeypatch.setenv("PATH", str(linked.parent))
     assert benthos_binary() is None

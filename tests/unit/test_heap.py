@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from bridge import heap
 from bridge.heap import (
     FORCE_SECONDS,
     FULL_PASS_EVERY,
@@ -29,6 +30,13 @@ from bridge.heap import (
 )
 from bridge.upstream.keepalive import Keepalive
 from tests.unit.test_keepalive import FakeSocket
+
+
+@pytest.fixture(autouse=True)
+def spacing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The keeper's logic as where passes are spaced (Python up to 3.13), whatever runs the
+    tests; the real collector's behaviour per version is the subprocess test's."""
+    monkeypatch.setattr(heap, "SPACING", True)
 
 
 class Fleet:
@@ -251,3 +259,10 @@ def test_a_fleet_that_grows_or_shrinks_after_its_freeze_has_its_young_passes_res
     assert fleet.done[-1] == "respace 600"
     fleet.run(keeper, REFREEZE_MIN_SECONDS)
     assert fleet.done == ["freeze 1000", "respace 3000", "respace 600", "refreeze 600"]
+
+
+def test_nothing_is_respaced_where_passes_are_not_spaced(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Python 3.14's incremental collector is left alone: no respace is ever due there."""
+    monkeypatch.setattr(heap, "SPACING", False)
+    assert not respace_due(0, 5000)
+    assert not respace_due(1000, 3000)

@@ -223,7 +223,8 @@ def test_what_the_machine_spent_beyond_the_parts_measured_is_shown() -> None:
 def test_the_peer_s_topic_of_odd_messages_is_its_dlq(tmp_path: Path) -> None:
     """The real engine (where the bench built it), with the peer's topic interpolation as a
     file name: a message with an event goes to that event's; one not JSON, without an
-    event, with a number, an empty string or a character Kafka refuses, to ``dlq``."""
+    event, or with one the bridge would dead-letter (a number, an empty string, a character
+    outside its pattern, too long, in its own ``bridge.`` namespace), to ``dlq``."""
     binary = benthos_binary()
     if binary is None:
         pytest.skip("the Benthos-engine peer is not built here (scripts/bench.sh builds it)")
@@ -232,6 +233,8 @@ def test_the_peer_s_topic_of_odd_messages_is_its_dlq(tmp_path: Path) -> None:
     path = tmp_path / "peer.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     odd = [b'{"x":1}', b"not json", b'{"event":5}', b'{"event":""}', b'{"event":"a/b"}']
+    odd += [b'{"event":"Foo"}', b'{"event":"a_b"}', b'{"event":"bridge.gap"}']
+    odd.append(b'{"event":"%s"}' % (b"a" * 300))
     lines = b"\n".join([b'{"event":"messages.upsert"}', *odd]) + b"\n"
     subprocess.run([str(binary), "-c", str(path)], input=lines, timeout=30, check=True)
     written = {p.name: p.read_bytes().splitlines() for p in tmp_path.glob("p.*.txt")}
