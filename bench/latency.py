@@ -25,6 +25,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer
 
 from bench.common import (
+    CLK_TCK,
     HEAD,
     Build,
     CpuMeter,
@@ -268,18 +269,60 @@ class WindowCpu:
     def __init__(self, client: Proc, source: int, broker: int) -> None:
         self.client = client
         self.meter = window_meter(client.pid, source, broker)
+        self.parts = (source, broker, os.getpid())
         self.cpu = 0.0
         self.cores: dict[str, float] = {}
+        self.others: dict[str, float] = {}  # the busiest processes outside the parts
         self.closed = False
+        self._everyone: dict[int, tuple[str, int]] = {}
+        self._opened_at = 0.0
 
     def open(self) -> None:
         self.meter.start()
         self.cpu = -self.client.cpu_seconds()
+        self._everyone, self._opened_at = every_process(), time.monotonic()
 
     def close(self) -> None:
         self.cpu += self.client.cpu_seconds()
         self.cores = with_other(self.meter.stop())
+        seconds = time.monotonic() - self._opened_at
+        known = {*family(self.client.pid), *self.parts}
+        self.others = busiest(self._everyone, every_process(), known, seconds)
         self.closed = True
+
+
+def every_process() -> dict[int, tuple[str, int]]:
+    """Each process's name and user + system clock ticks so far, from /proc (kernel threads
+    too; one gone while read is left out)."""
+    found: dict[int, tuple[str, int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                name, _, rest = (entry / "stat").read_text().partition(" (")[2].rpartition(")")
+                fields = rest.split()
+                found[int(entry.name)] = (name, int(fields[11]) + int(fields[12]))
+    return found
+
+
+def busiest(
+    before: dict[int, tuple[str, int]],
+    after: dict[int, tuple[str, int]],
+    known: set[int],
+    seconds: float,
+    *,
+    top: int = 3,
+    least: float = 0.01,
+) -> dict[str, float]:
+    """The ``top`` processes outside ``known`` by cores used between two samples over
+    ``seconds`` (those under ``least`` left out), as ``name[pid]`` → cores: who took the
+    machine's ``other`` share (pure). One started in between counts from its start."""
+    used = {
+        f"{name}[{pid}]": (ticks - before.get(pid, (name, 0))[1]) / CLK_TCK / seconds
+        for pid, (name, ticks) in after.items()
+        if pid not in known and seconds > 0
+    }
+    ranked = sorted(used.items(), key=lambda item: -item[1])[:top]
+    return {name: round(cores, 3) for name, cores in ranked if cores >= least}
 
 
 def with_other(cores: dict[str, float]) -> dict[str, float]:
@@ -339,6 +382,7 @@ def result_of(rate: float, seconds: float, sampled: Sampled, window: WindowCpu) 
         "delivered_per_s": len(times) / seconds,
         "cpu_s_per_1000": round(1000 * window.cpu / max(1, len(times)), 4),
         "cores": window.cores,
+        "others": window.others,
         "ack_ms": percentiles([(t.appended - r) / 1e6 for t, r in receipts]),
         "consumer_ms": percentiles([(t.seen - r) / 1e6 for t, r in receipts]),
         "source_clock": summary(hops, HOPS if receipts else PEER_HOPS),

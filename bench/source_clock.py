@@ -54,6 +54,7 @@ def log(line: str) -> None:
     print(line, flush=True)
 
 
+OTHER_SAID = 0.05  # cores outside the parts from which a line names who took them
 PEER_TOPIC = (  # the bridge's own test of an event name (bridge.pipeline.names)
     '.${! match json("event").catch(null) { this.type() == "string" && '
     f'this.re_match("{EVENT_NAME_PATTERN}") && !this.has_prefix("{BRIDGE_NAMESPACE}") '
@@ -218,6 +219,9 @@ def line(label: str, entry: dict[str, Any]) -> str:
     dead = f"  DLQ: {entry['dlq']} records in the run, not sampled" if entry.get("dlq") else ""
     if "dlq" in entry and entry["dlq"] is None:
         dead = "  DLQ: not counted (the broker did not say)"
+    others = ", ".join(f"{name} {used}" for name, used in entry.get("others", {}).items())
+    if others and entry.get("cores", {}).get("other", 0) >= OTHER_SAID:
+        dead = f"  other: {others}{dead}"
     return (
         f"{label}: {entry['delivered_per_s']:.0f}/s  ms p50/p99/p999: {shown}  p99 share {share}"
         f"  cores: {cores or '-'}{dead}"

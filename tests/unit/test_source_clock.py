@@ -5,6 +5,7 @@ the total around a quantile (where the tail comes from)."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -14,8 +15,9 @@ import orjson
 import pytest
 import yaml
 
+from bench.common import CLK_TCK
 from bench.hops import HOPS, PEER_HOPS, Times, band, iso_ns, sent_ns, shares, summary
-from bench.latency import with_other
+from bench.latency import busiest, every_process, with_other
 from bench.report import source_clock_goals
 from bench.source_clock import PEER_TOPIC, lag_cpu, line, peer_config, process_name
 from bench.throughput import benthos_binary
@@ -239,3 +241,47 @@ def test_the_peer_s_topic_of_odd_messages_is_its_dlq(tmp_path: Path) -> None:
     subprocess.run([str(binary), "-c", str(path)], input=lines, timeout=30, check=True)
     written = {p.name: p.read_bytes().splitlines() for p in tmp_path.glob("p.*.txt")}
     assert written == {"p.messages.upsert.txt": [b'{"event":"messages.upsert"}'], "p.dlq.txt": odd}
+
+
+def test_the_busiest_processes_outside_the_parts_are_named() -> None:
+    """Who took the machine's ``other`` share: the processes outside the measured parts by
+    cores between two samples, the busiest first, at most three, none under 0.01 of a core;
+    one started in between counts from nothing."""
+    tick = CLK_TCK
+    before = {1: ("init", 0), 7: ("bridge", 0), 20: ("kdamond.0", 100), 30: ("java", 500)}
+    after = {
+        1: ("init", 0),
+        7: ("bridge", 50 * tick),
+        20: ("kdamond.0", 100 + 2 * tick),
+        30: ("java", 500 + 5 * tick),
+        40: ("cc1", 3 * tick),
+        41: ("sh", 1),
+    }
+    found = busiest(before, after, {7}, 10.0)
+    assert found == {"java[30]": 0.5, "cc1[40]": 0.3, "kdamond.0[20]": 0.2}
+    assert busiest(before, after, {7, 30, 40}, 10.0) == {"kdamond.0[20]": 0.2}
+    assert busiest(before, after, set(), 0.0) == {}
+
+
+def test_every_process_is_read_with_its_name_and_ticks() -> None:
+    """/proc as it is: this process is found by its id, with a name and a tick count that
+    does not go back."""
+    first = every_process()
+    name, ticks = first[os.getpid()]
+    assert name
+    assert every_process()[os.getpid()][1] >= ticks
+
+
+def test_a_disturbed_run_names_who_took_the_machine() -> None:
+    """When the machine spent 0.05 of a core or more beyond the parts, the line names the
+    busiest other processes; below that it does not."""
+    hops = {"total": {"p50": 7.0, "p99": 20.0, "p999": 30.0}}
+    entry: dict[str, Any] = {
+        "delivered_per_s": 5000,
+        "source_clock": {"hops_ms": hops, "share_pct": {"p99": {}}},
+        "cores": {"client": 0.7, "box": 1.7, "other": 0.28},
+        "others": {"cc1[40]": 0.2, "kdamond.0[78]": 0.05},
+    }
+    assert line("run 3", entry).endswith("other 0.28  other: cc1[40] 0.2, kdamond.0[78] 0.05")
+    entry["cores"]["other"] = 0.01
+    assert "cc1" not in line("run 3", entry)
