@@ -180,8 +180,8 @@ def family(pid: int) -> list[int]:
     parents: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                stat = (entry / "stat").read_text().rpartition(")")[2].split()
+            with contextlib.suppress(OSError, ValueError, IndexError):  # gone, or odd
+                stat = (entry / "stat").read_bytes().rpartition(b")")[2].split()
                 parents[int(entry.name)] = int(stat[1])
     found = [pid]
     for member in found:

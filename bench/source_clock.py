@@ -219,9 +219,14 @@ def line(label: str, entry: dict[str, Any]) -> str:
     dead = f"  DLQ: {entry['dlq']} records in the run, not sampled" if entry.get("dlq") else ""
     if "dlq" in entry and entry["dlq"] is None:
         dead = "  DLQ: not counted (the broker did not say)"
-    others = ", ".join(f"{name} {used}" for name, used in entry.get("others", {}).items())
-    if others and entry.get("cores", {}).get("other", 0) >= OTHER_SAID:
-        dead = f"  other: {others}{dead}"
+    other = entry.get("cores", {}).get("other", 0)
+    if other >= OTHER_SAID:
+        named = entry.get("others", {})
+        said = [f"{name} {used}" for name, used in named.items()]
+        unnamed = round(other - sum(named.values()), 3)
+        if unnamed >= 0.01:  # processes ended in the window, interrupts: no one to name
+            said.append(f"unnamed {unnamed}")
+        dead = f"  other: {', '.join(said)}{dead}"
     return (
         f"{label}: {entry['delivered_per_s']:.0f}/s  ms p50/p99/p999: {shown}  p99 share {share}"
         f"  cores: {cores or '-'}{dead}"

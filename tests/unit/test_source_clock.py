@@ -17,7 +17,7 @@ import yaml
 
 from bench.common import CLK_TCK
 from bench.hops import HOPS, PEER_HOPS, Times, band, iso_ns, sent_ns, shares, summary
-from bench.latency import busiest, every_process, with_other
+from bench.latency import busiest, every_process, name_and_ticks, with_other
 from bench.report import source_clock_goals
 from bench.source_clock import PEER_TOPIC, lag_cpu, line, peer_config, process_name
 from bench.throughput import benthos_binary
@@ -274,7 +274,8 @@ def test_every_process_is_read_with_its_name_and_ticks() -> None:
 
 def test_a_disturbed_run_names_who_took_the_machine() -> None:
     """When the machine spent 0.05 of a core or more beyond the parts, the line names the
-    busiest other processes; below that it does not."""
+    busiest other processes and what no live process accounts for (processes ended in the
+    window, interrupts) as ``unnamed``; below that it says nothing of them."""
     hops = {"total": {"p50": 7.0, "p99": 20.0, "p999": 30.0}}
     entry: dict[str, Any] = {
         "delivered_per_s": 5000,
@@ -282,6 +283,22 @@ def test_a_disturbed_run_names_who_took_the_machine() -> None:
         "cores": {"client": 0.7, "box": 1.7, "other": 0.28},
         "others": {"cc1[40]": 0.2, "kdamond.0[78]": 0.05},
     }
-    assert line("run 3", entry).endswith("other 0.28  other: cc1[40] 0.2, kdamond.0[78] 0.05")
+    assert line("run 3", entry).endswith(
+        "other 0.28  other: cc1[40] 0.2, kdamond.0[78] 0.05, unnamed 0.03"
+    )
+    entry["others"] = {}
+    assert line("run 3", entry).endswith("other 0.28  other: unnamed 0.28")
     entry["cores"]["other"] = 0.01
-    assert "cc1" not in line("run 3", entry)
+    assert "other:" not in line("run 3", entry)
+
+
+@pytest.mark.parametrize(
+    ("name", "ticks"), [("python", 7 + 3), ("a) (b", 7 + 3), ("x (y)) z", 7 + 3), ("", 7 + 3)]
+)
+def test_a_stat_line_s_name_and_ticks_whatever_the_name_holds(name: str, ticks: int) -> None:
+    """The name is all between the first " (" and the last ")" (parentheses and spaces in
+    it included); the ticks are utime + stime (proc(5) fields 14 and 15)."""
+    stat = f"4242 ({name}) S 1 4242 4242 0 -1 4194560 100 0 0 0 7 3 0 0 20 0 1 0 12345 0 0"
+    assert name_and_ticks(stat) == (name, ticks)
+    with pytest.raises((ValueError, IndexError)):
+        name_and_ticks("4242 (cut")
