@@ -88,9 +88,30 @@ def process_ticks(pids: list[int]) -> int:
     ticks = 0
     for pid in pids:
         with contextlib.suppress(OSError, ValueError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-            ticks += int(fields[11]) + int(fields[12])
+            ticks += name_and_ticks(Path(f"/proc/{pid}/stat").read_text())[1]
     return ticks
+
+
+def every_process() -> dict[int, tuple[str, int]]:
+    """Each process's name and user + system clock ticks so far, from /proc (kernel threads
+    too; one gone while read is left out; a process that ends before the next sample takes
+    its ticks with it: what :func:`bench.latency.busiest` names are alive at both ends)."""
+    found: dict[int, tuple[str, int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                stat = (entry / "stat").read_bytes().decode(errors="replace")  # (a cut name)
+                found[int(entry.name)] = name_and_ticks(stat)
+    return found
+
+
+def name_and_ticks(stat: str) -> tuple[str, int]:
+    """A /proc/<pid>/stat line's command name and user + system ticks (pure): the name is
+    between the first " (" and the last ")", whatever it holds; utime and stime are fields
+    14 and 15 of proc(5). ValueError or IndexError on a line that is not one."""
+    name, _, rest = stat.partition(" (")[2].rpartition(")")
+    fields = rest.split()
+    return name, int(fields[11]) + int(fields[12])
 
 
 def machine_ticks() -> tuple[int, int]:

@@ -34,6 +34,7 @@ from bench.common import (
     bridge_args,
     bridge_config,
     create_topics,
+    every_process,
     family,
     kafka_count,
     process,
@@ -289,28 +290,6 @@ class WindowCpu:
         known = {*family(self.client.pid), *self.parts}
         self.others = busiest(self._everyone, every_process(), known, seconds)
         self.closed = True
-
-
-def every_process() -> dict[int, tuple[str, int]]:
-    """Each process's name and user + system clock ticks so far, from /proc (kernel threads
-    too; one gone while read is left out; a process that ends before the next sample takes
-    its ticks with it: what :func:`busiest` names are processes alive at both ends)."""
-    found: dict[int, tuple[str, int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                stat = (entry / "stat").read_bytes().decode(errors="replace")  # (a cut name)
-                found[int(entry.name)] = name_and_ticks(stat)
-    return found
-
-
-def name_and_ticks(stat: str) -> tuple[str, int]:
-    """A /proc/<pid>/stat line's command name and user + system ticks (pure): the name is
-    between the first " (" and the last ")", whatever it holds; utime and stime are fields
-    14 and 15 of proc(5). ValueError or IndexError on a line that is not one."""
-    name, _, rest = stat.partition(" (")[2].rpartition(")")
-    fields = rest.split()
-    return name, int(fields[11]) + int(fields[12])
 
 
 def busiest(

@@ -215,22 +215,23 @@ def line(label: str, entry: dict[str, Any]) -> str:
         for hop, h in hops.items()
     )
     share = entry["source_clock"]["share_pct"].get("p99", {})
-    cores = " ".join(f"{name} {used}" for name, used in entry.get("cores", {}).items())
-    dead = f"  DLQ: {entry['dlq']} records in the run, not sampled" if entry.get("dlq") else ""
-    if "dlq" in entry and entry["dlq"] is None:
-        dead = "  DLQ: not counted (the broker did not say)"
-    other = entry.get("cores", {}).get("other", 0)
+    cores = entry.get("cores", {})
+    said = [f"cores: {' '.join(f'{name} {used}' for name, used in cores.items()) or '-'}"]
+    other = cores.get("other", 0)
     if other >= OTHER_SAID:
         named = entry.get("others", {})
-        said = [f"{name} {used}" for name, used in named.items()]
+        others = [f"{name} {used}" for name, used in named.items()]
         unnamed = round(other - sum(named.values()), 3)
         if unnamed >= 0.01:  # processes ended in the window, interrupts: no one to name
-            said.append(f"unnamed {unnamed}")
-        dead = f"  other: {', '.join(said)}{dead}"
-    return (
-        f"{label}: {entry['delivered_per_s']:.0f}/s  ms p50/p99/p999: {shown}  p99 share {share}"
-        f"  cores: {cores or '-'}{dead}"
-    )
+            others.append(f"unnamed {unnamed}")
+        said.append(f"other: {', '.join(others)}")
+    dead = entry.get("dlq", 0)
+    if dead is None:
+        said.append("DLQ: not counted (the broker did not say)")
+    elif dead:
+        said.append(f"DLQ: {dead} records in the run, not sampled")
+    rate = f"{entry['delivered_per_s']:.0f}/s"
+    return f"{label}: {rate}  ms p50/p99/p999: {shown}  p99 share {share}  " + "  ".join(said)
 
 
 async def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -38,8 +38,7 @@ they walk the sockets' sets plus what was allocated since). The threshold is set
 freeze and refreeze for the sockets open then, and set again in between (``heap.respace``)
 whenever the sockets open differ by more than ``RESPACE_SHARE`` from those it was last set
 for and that changes it (a fleet still growing after a forced freeze, or shrunk by a
-reload). Young garbage in cycles waits for that many net allocations
-more.
+reload). Young garbage in cycles waits for that many net allocations more.
 
 Once frozen, full passes are spaced at least ``FULL_PASS_EVERY`` generation-1 passes apart
 instead of Python's 10 (the spacing stays for the process's life; Python up to 3.13). What they

@@ -15,9 +15,9 @@ import orjson
 import pytest
 import yaml
 
-from bench.common import CLK_TCK
+from bench.common import CLK_TCK, every_process, name_and_ticks
 from bench.hops import HOPS, PEER_HOPS, Times, band, iso_ns, sent_ns, shares, summary
-from bench.latency import busiest, every_process, name_and_ticks, with_other
+from bench.latency import busiest, with_other
 from bench.report import source_clock_goals
 from bench.source_clock import PEER_TOPIC, lag_cpu, line, peer_config, process_name
 from bench.throughput import benthos_binary
