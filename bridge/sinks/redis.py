@@ -45,6 +45,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import hiredis
 from pydantic import SecretStr
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
@@ -406,10 +407,15 @@ def pack(commands: list[Command]) -> list[bytes]:
     """``commands`` in Redis' wire protocol (RESP arrays of bulk strings), in a few buffers
     (pure): the same bytes as redis-py's ``pack_commands`` at a fraction of its cost per
     command (it was a third of the shipper's CPU per record at fleet scale); as there, a value
-    over ``CHUNK`` bytes is a buffer of its own, so a batch of big frames is not copied."""
+    over ``CHUNK`` bytes is a buffer of its own, so a batch of big frames is not copied. A
+    command of text, ints and small bytes only (every XADD of a small frame) is packed by
+    hiredis in C, about four times faster than the loop below, which packs the rest."""
     out: list[bytes] = []
     buffer: list[bytes] = []
     for command in commands:
+        if _plain(command):
+            buffer.append(hiredis.pack_command(command))
+            continue
         buffer.append(b"*%d\r\n" % len(command))
         for arg in command:
             value = _encoded(arg)
@@ -421,6 +427,21 @@ def pack(commands: list[Command]) -> list[bytes]:
                 buffer += (value, b"\r\n")
     out.append(b"".join(buffer))
     return out
+
+
+def _plain(command: Command) -> bool:
+    """Whether hiredis packs ``command`` byte for byte as redis-py would, with no copy worth
+    avoiding (pure): its arguments are text, ints (a bool is not) and bytes of at most
+    ``CHUNK``. Anything else (a float, whose text the two may write differently; a buffer
+    type; a big value) goes through ``_encoded``."""
+    for arg in command:
+        kind = type(arg)
+        if kind is bytes:
+            if len(arg) > CHUNK:
+                return False
+        elif kind is not str and kind is not int:
+            return False
+    return True
 
 
 def _encoded(arg: Any) -> bytes:

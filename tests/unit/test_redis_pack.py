@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import pytest
@@ -10,7 +11,7 @@ from redis.asyncio.connection import Connection
 from bridge.errors import SinkConfigError
 from bridge.pipeline import Record
 from bridge.settings import RedisSinkSettings
-from bridge.sinks.redis import CHUNK, FENCED_XADD, RedisSink, pack
+from bridge.sinks.redis import CHUNK, FENCED_XADD, RedisSink, _plain, pack
 
 
 def redis_py(commands: list[tuple[Any, ...]]) -> bytes:
@@ -62,3 +63,63 @@ def test_a_big_value_is_sent_as_it_is_not_copied() -> None:
     chunks = pack([("XADD", "s", "*", "data", big), ("XADD", "s", "*", "data", b"small")])
     assert any(chunk is big for chunk in chunks)
     assert len(chunks) == 3
+
+
+@pytest.mark.parametrize(
+    ("arg", "plain"),
+    [
+        ("text ✓", True),
+        (b"x" * CHUNK, True),
+        (b"x" * (CHUNK + 1), False),
+        (-(2**70), True),
+        (1.5, False),
+        (True, False),
+        (bytearray(b"ab"), False),
+        (memoryview(b"ab"), False),
+        (None, False),
+    ],
+    ids=["str", "chunk", "big", "int", "float", "bool", "bytearray", "memoryview", "none"],
+)
+def test_only_text_ints_and_small_bytes_take_the_fast_packer(arg: object, plain: bool) -> None:
+    """hiredis packs a command only when its bytes are certain to be redis-py's and nothing
+    big is copied: text, ints (not a bool) and bytes up to ``CHUNK``; a float (whose text the
+    two could write differently), a buffer type or a big value goes the other way."""
+    assert _plain(("SET", "k", arg)) is plain
+
+
+def random_arg(rng: random.Random) -> object:
+    kind = rng.randrange(5)
+    if kind == 0:
+        return "".join(
+            chr(rng.choice([rng.randrange(32, 127), rng.randrange(0x80, 0xD7FF), 0x1F600]))
+            for _ in range(rng.randrange(12))
+        )
+    if kind == 1:
+        return rng.randbytes(rng.choice([0, 1, 50, CHUNK, CHUNK + 1, 3 * CHUNK]))
+    if kind == 2:
+        return rng.randrange(-(2**80), 2**80)
+    if kind == 3:
+        return rng.uniform(-1e6, 1e6)
+    return bytearray(rng.randbytes(rng.randrange(20)))
+
+
+def test_any_mix_of_commands_is_packed_as_redis_py_packs_it() -> None:
+    """Commands of every argument kind, sizes around ``CHUNK`` and both packers interleaved
+    in one pipeline: the buffers joined are redis-py's bytes, whichever packer took each."""
+    rng = random.Random(1604)
+    for _ in range(200):
+        commands = [
+            ("XADD", *(random_arg(rng) for _ in range(rng.randrange(1, 8))))
+            for _ in range(rng.randrange(1, 6))
+        ]
+        assert b"".join(pack(commands)) == redis_py(commands)
+
+
+def test_text_that_is_not_unicode_is_refused_by_either_packer() -> None:
+    """Text that cannot be UTF-8 (a lone surrogate) is refused as redis-py refuses it, on the
+    fast path and on the other (a float beside it), not written as something else."""
+    for command in [("SET", "k\ud800"), ("SET", "k\ud800", 1.5)]:
+        with pytest.raises(UnicodeEncodeError):
+            pack([command])
+        with pytest.raises(UnicodeEncodeError):
+            redis_py([command])
