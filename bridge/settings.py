@@ -270,7 +270,7 @@ class KafkaSinkSettings(Model):
 class RedisSinkSettings(Model):
     url: RedisUrl = AnyUrl("redis://127.0.0.1:6379/0")
     stream: RouteTemplate = "ryze:{event}"  # one stream per event (docs/configuration.md)
-    maxlen: int | None = Field(default=1_000_000, gt=0)
+    maxlen: int | None = Field(default=1_000_000, gt=0, le=2**63 - 1)  # Redis: a 64-bit int
     max_entry_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
     cloudevents: Literal["none", "binary"] = "none"
     username: str | None = None

@@ -401,6 +401,7 @@ async def ping(client: Redis) -> None:
 
 
 CHUNK = 6000  # bytes: a larger value goes to the socket as it is, not copied (as redis-py)
+INT64_MIN, UINT64_MAX = -(2**63), 2**64 - 1  # the ints hiredis packs (others: ``_encoded``)
 
 
 def pack(commands: list[Command]) -> list[bytes]:
@@ -414,7 +415,8 @@ def pack(commands: list[Command]) -> list[bytes]:
     buffer: list[bytes] = []
     for command in commands:
         if _plain(command):
-            buffer.append(hiredis.pack_command(command))
+            packed: bytes = hiredis.pack_command(command)
+            buffer.append(packed)
             continue
         buffer.append(b"*%d\r\n" % len(command))
         for arg in command:
@@ -431,15 +433,19 @@ def pack(commands: list[Command]) -> list[bytes]:
 
 def _plain(command: Command) -> bool:
     """Whether hiredis packs ``command`` byte for byte as redis-py would, with no copy worth
-    avoiding (pure): its arguments are text, ints (a bool is not) and bytes of at most
+    avoiding (pure): its arguments are text, 64-bit ints (a bool is not) and bytes of at most
     ``CHUNK``. Anything else (a float, whose text the two may write differently; a buffer
-    type; a big value) goes through ``_encoded``."""
+    type; a big value; an int too long for ``repr``, which hiredis does not survive) goes
+    through ``_encoded``."""
     for arg in command:
         kind = type(arg)
         if kind is bytes:
             if len(arg) > CHUNK:
                 return False
-        elif kind is not str and kind is not int:
+        elif kind is int:
+            if not INT64_MIN <= arg <= UINT64_MAX:
+                return False
+        elif kind is not str:
             return False
     return True
 

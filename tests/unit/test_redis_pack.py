@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import random
 from typing import Any
 
@@ -65,25 +66,56 @@ def test_a_big_value_is_sent_as_it_is_not_copied() -> None:
     assert len(chunks) == 3
 
 
+class Level(enum.IntEnum):
+    HIGH = 3
+
+
+class Text(str):
+    pass
+
+
 @pytest.mark.parametrize(
     ("arg", "plain"),
     [
         ("text ✓", True),
         (b"x" * CHUNK, True),
         (b"x" * (CHUNK + 1), False),
-        (-(2**70), True),
+        (-(2**63), True),
+        (2**64 - 1, True),
+        (2**64, False),
+        (-(2**70), False),
+        (10**5000, False),
+        (Level.HIGH, False),
+        (Text("text"), False),
         (1.5, False),
         (True, False),
         (bytearray(b"ab"), False),
         (memoryview(b"ab"), False),
         (None, False),
     ],
-    ids=["str", "chunk", "big", "int", "float", "bool", "bytearray", "memoryview", "none"],
+    ids=[
+        "str",
+        "chunk",
+        "big",
+        "int64-min",
+        "uint64-max",
+        "over-uint64",
+        "under-int64",
+        "too-long-for-repr",
+        "intenum",
+        "str-subclass",
+        "float",
+        "bool",
+        "bytearray",
+        "memoryview",
+        "none",
+    ],
 )
 def test_only_text_ints_and_small_bytes_take_the_fast_packer(arg: object, plain: bool) -> None:
     """hiredis packs a command only when its bytes are certain to be redis-py's and nothing
-    big is copied: text, ints (not a bool) and bytes up to ``CHUNK``; a float (whose text the
-    two could write differently), a buffer type or a big value goes the other way."""
+    big is copied: exact text, 64-bit ints (not a bool) and bytes up to ``CHUNK``; a float
+    (whose text the two could write differently), a subclass, a buffer type, a big value or
+    an int past 64 bits (one too long for ``repr`` crashes hiredis) goes the other way."""
     assert _plain(("SET", "k", arg)) is plain
 
 
@@ -123,3 +155,66 @@ def test_text_that_is_not_unicode_is_refused_by_either_packer() -> None:
             pack([command])
         with pytest.raises(UnicodeEncodeError):
             redis_py([command])
+
+
+def test_an_int_too_long_for_repr_is_refused_not_a_crash() -> None:
+    """An int with more digits than Python prints (a pathological ``maxlen`` in YAML hex) is
+    refused by the packer with an exception the sink counts, as redis-py refuses it; it
+    never reaches hiredis, which does not survive it."""
+    huge = 16**4000 - 1  # maxlen: 0xfff… (4,000 digits) in YAML
+    with pytest.raises(ValueError, match="digits"):
+        pack([("XADD", "s", "MAXLEN", "~", huge, "*", "data", b"x")])
+
+
+def test_maxlen_past_64_bits_is_a_config_error_naming_the_key() -> None:
+    """``sink.redis.maxlen`` is a count Redis keeps in 64 bits: a larger one is refused when
+    the config is read, naming the key, instead of at the first publish."""
+    with pytest.raises(ValueError, match="maxlen"):
+        RedisSinkSettings(maxlen=2**63)
+
+
+class Fence:
+    def fence(self, instance: str) -> tuple[str, str] | None:
+        return None if instance == "unfenced" else ("fence:7", "tok-41")
+
+
+def test_every_command_the_sink_builds_is_packed_as_redis_py_packs_it() -> None:
+    """The sink's own commands of every shape — dead letters with their reason and error,
+    CloudEvents fields, fenced EVALs and unfenced XADDs, trimmed or not, small and big —
+    packed in one pipeline are redis-py's bytes."""
+    for cloudevents in ("none", "binary"):
+        for maxlen in (None, 10):
+            settings = RedisSinkSettings(
+                stream="ryze:{event}", maxlen=maxlen, cloudevents=cloudevents
+            )
+            sink = RedisSink(settings)
+            sink.fencing = Fence()
+            records = [
+                Record("ryze:m", b"k", b'{"n":1}', "m", "fenced", 1_700_000_000_000_000_000),
+                Record("ryze:m", None, b"\x00" * (CHUNK + 1), "m", "unfenced", 1),
+                Record(
+                    "dlq",
+                    None,
+                    b"not json \xff",
+                    "",
+                    "fenced",
+                    2,
+                    dlq_reason="bad_json",
+                    dlq_error="é",
+                ),
+                Record("ryze:m", b"k", b"{}", "m", "unfenced", 3),
+            ]
+            commands = [sink._command(record) for record in records]
+            assert {command[0] for command in commands} == {"XADD", "EVAL"}
+            assert b"".join(pack(commands)) == redis_py(commands)
+
+
+def test_a_big_value_between_small_commands_is_handed_over_as_it_is_in_order() -> None:
+    """A big value between two small commands is the very object given, after the first
+    command's buffer and before the second's: nothing reordered, nothing copied."""
+    big = b"y" * (CHUNK + 1)
+    commands = [("XADD", "s", "*", "data", b"a"), ("XADD", "s", "*", "data", big), ("PING",)]
+    chunks = pack(commands)
+    at = next(i for i, chunk in enumerate(chunks) if chunk is big)
+    assert 0 < at < len(chunks) - 1
+    assert b"".join(chunks) == redis_py(commands)
