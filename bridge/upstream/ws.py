@@ -502,7 +502,12 @@ class WatchedConnection(ClientConnection):
     def process_event(self, event: Any) -> None:
         if isinstance(event, WsFrame):  # after the handshake's response: frames only
             if event.opcode in _DATA:
-                if not self.reader.frame(event):
+                taken = self.reader.frame(event)
+                # The library's parser keeps the last frame it cut until the next one comes:
+                # on a quiet socket, for good, outside the buffer budget (a fleet whose last
+                # messages were media would hold one per socket). The reader has what it took.
+                event.data = b""
+                if not taken:
                     self._too_many_fragments()
                 return
             self.last_activity = time.monotonic()

@@ -6,7 +6,9 @@ histogram observed a batch at a time holds what observing one by one would hold.
 from __future__ import annotations
 
 import asyncio
+import gc
 import random
+import tracemalloc
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -164,6 +166,52 @@ async def test_a_closed_socket_ends_the_reading_after_the_messages_before_it() -
             await asyncio.wait_for(reader.batch(), 5)
         reader.close()
     assert got == [b"m0", b"m1", b"m2"]
+
+
+def held_by_the_library() -> int:
+    """Bytes still allocated by websockets' own code (its reader's buffers and the frames it
+    cut from them), as tracemalloc traced them."""
+    gc.collect()
+    snapshot = tracemalloc.take_snapshot().filter_traces(
+        [tracemalloc.Filter(True, "*/websockets/*")]
+    )
+    return sum(stat.size for stat in snapshot.statistics("filename"))
+
+
+@pytest.mark.parametrize("fragments", [1, 4], ids=["whole", "fragmented"])
+async def test_a_quiet_socket_keeps_no_copy_of_its_last_big_message(fragments: int) -> None:
+    """Once a big message was read and its batch let go, the socket keeps nothing of it while
+    it waits for the next frame: the library's parser holds on to the last frame it cut, so
+    a quiet fleet whose last messages were media would hold each socket's last one for good,
+    outside the buffer budget."""
+    size = 8 << 20
+    part = size // fragments
+
+    async def handler(server: ServerConnection) -> None:
+        if fragments == 1:
+            await server.send("x" * size)
+        else:  # the last fragment big too (send() of an iterable ends with an empty one)
+            protocol = server.protocol
+            protocol.send_text(b"x" * part, fin=False)
+            for n in range(2, fragments + 1):
+                protocol.send_continuation(b"x" * part, fin=n == fragments)
+            server.send_data()
+        await asyncio.sleep(3)
+
+    tracemalloc.start()
+    try:
+        async with client_of(handler) as connection:
+            reader = connection.reader.attach(BufferBudget(1 << 30))
+            try:
+                batch = await asyncio.wait_for(reader.batch(), 5)
+                assert [len(message) for message in batch] == [size]
+                del batch
+                await asyncio.sleep(0.2)  # the server's sending buffers let go too
+                assert held_by_the_library() < size // 8
+            finally:
+                reader.close()
+    finally:
+        tracemalloc.stop()
 
 
 async def test_a_server_ping_is_seen_as_activity() -> None:
