@@ -503,9 +503,10 @@ class WatchedConnection(ClientConnection):
         if isinstance(event, WsFrame):  # after the handshake's response: frames only
             if event.opcode in _DATA:
                 taken = self.reader.frame(event)
-                # The library's parser keeps the last frame it cut until the next one comes:
-                # on a quiet socket, for good, outside the buffer budget (a fleet whose last
-                # messages were media would hold one per socket). The reader has what it took.
+                # The library's parser keeps the last frame it cut until the socket's next one
+                # (a ping included: tens of seconds on a quiet socket), outside the buffer
+                # budget: a burst of media on many sockets held one copy more per socket than
+                # counted. The reader has what it took.
                 event.data = b""
                 if not taken:
                     self._too_many_fragments()
