@@ -25,7 +25,7 @@ from bridge.upstream.budget import BufferBudget
 from bridge.upstream.ratelimit import BucketRegistry, TokenBucket
 from bridge.upstream.rest import REST_IN_FLIGHT, RestClient
 from bridge.upstream.shared import SocketsShared
-from bridge.wiring import upstream_ssl
+from bridge.wiring import socket_tls, upstream_ssl
 
 
 class UpstreamAccess:
@@ -80,7 +80,7 @@ class UpstreamAccess:
             buckets=self.buckets,
             rest_factory=self.rest_client,
             environ=self.environ,
-            ssl=context,
+            ssl=socket_tls(settings, context),
             last_seen=self.last_seen,
             gap_markers=settings.sink.gap_markers,
             pace=self.pace,

@@ -64,8 +64,20 @@ def max_value_bytes(settings: Settings) -> int:
 
 
 def upstream_ssl(settings: Settings) -> ssl.SSLContext | None:
+    """The context trusting ``upstream.ca_file``, if one is configured (the REST client's
+    too; without it that client keeps its own default trust)."""
     ca_file = settings.upstream.ca_file
     return ssl.create_default_context(cafile=str(ca_file)) if ca_file else None
+
+
+def socket_tls(settings: Settings, context: ssl.SSLContext | None) -> ssl.SSLContext | None:
+    """The one TLS context every upstream socket shares: ``context`` (the configured CA's),
+    or else the system's trust, built once here. Left to the libraries, each ``wss://``
+    socket built its own from the system's CA store: ~0.8 MB and ~29 ms of CPU a socket, 4 GB
+    at 5,000. None for an ``http://`` upstream, whose sockets are ``ws://``."""
+    if settings.upstream.base_url.scheme != "https":
+        return None
+    return context if context is not None else ssl.create_default_context()
 
 
 def build_pipeline(

@@ -1,6 +1,7 @@
 """``ryze-bridge simulate``: the simulator as a process.
 
-Prints ``simulator listening on http://HOST:PORT`` on stdout once it accepts connections
+Prints ``simulator listening on http://HOST:PORT`` (``https://`` when its config file names
+``tls_cert`` and ``tls_key``) on stdout once it accepts connections
 (tests that start it parse that line) and stops cleanly on SIGTERM/SIGINT (exit 0).
 """
 
@@ -80,7 +81,14 @@ def config_from(args: argparse.Namespace) -> SimConfig:
         id_tag=args.id_tag,
         host=args.host,
         port=args.port,
+        tls_cert=_path_text(file.get("tls_cert")),
+        tls_key=_path_text(file.get("tls_key")),
     )
+
+
+def _path_text(value: Any) -> str | None:
+    """A file path from the config file (``tls_cert``, ``tls_key``: serve https/wss), or None."""
+    return None if value is None else str(value)
 
 
 async def serve(config: SimConfig) -> None:

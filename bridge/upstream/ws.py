@@ -670,7 +670,7 @@ class InstanceSource:
         return connection
 
     async def _connect(self) -> WatchedConnection:
-        # no context: the library's default for wss:// (it refuses an explicit None there)
+        # no context for ws:// (the library refuses one there); wss:// always gets one
         tls = {} if self.ssl is None else {"ssl": self.ssl}
         try:
             connection = await connect(
