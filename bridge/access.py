@@ -1,8 +1,8 @@
-"""What every runner (and discovery) shares to reach the upstream: one TLS context (the CA
-file read once) for both the WebSocket upgrades and the REST client, the REST client with its
-in-flight slots, the per-token request budgets, the buffered-frames budget, and the
-:class:`~bridge.runner.RunnerContext` built on them. A reload that changes ``upstream`` (a new
-base URL or CA) builds them again.
+"""What every runner (and discovery) shares to reach the upstream: one TLS context for all
+WebSocket upgrades and one for the REST client, both of the same trust (``upstream.ca_file``
+or the system's, read when built), the REST client with its in-flight slots, the per-token
+request budgets, the buffered-frames budget, and the :class:`~bridge.runner.RunnerContext`
+built on them. A reload that changes ``upstream`` (a new base URL or CA) builds them again.
 """
 
 from __future__ import annotations
@@ -61,12 +61,11 @@ class UpstreamAccess:
         self.ctx, self.http = self._build(settings)
 
     def _build(self, settings: Settings) -> tuple[RunnerContext, httpx.AsyncClient]:
-        context = upstream_ssl(settings)
         self.budget.state.limit = settings.upstream.budget_bytes
         http = httpx.AsyncClient(
             base_url=str(settings.upstream.base_url).rstrip("/"),
             timeout=settings.upstream.request_timeout,
-            verify=context or True,
+            verify=upstream_ssl(settings),  # the sockets' trust, in a context of its own
             headers={"User-Agent": f"ryze-bridge/{__version__}"},
             trust_env=False,
             limits=httpx.Limits(
@@ -80,7 +79,7 @@ class UpstreamAccess:
             buckets=self.buckets,
             rest_factory=self.rest_client,
             environ=self.environ,
-            ssl=socket_tls(settings, context),
+            ssl=socket_tls(settings),
             last_seen=self.last_seen,
             gap_markers=settings.sink.gap_markers,
             pace=self.pace,

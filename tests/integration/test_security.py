@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -202,15 +203,26 @@ async def test_wss_sockets_share_one_tls_context_built_once(
         )  # fmt: skip
         async with running_bridge(settings) as bridge:
             await eventually(lambda: all(sim.stats(name)["open_sockets"] == 1 for name in names))
-            contexts = set()
-            for name in names:
-                runner = bridge.runners[name]
-                assert isinstance(runner, Runner)
-                source = runner._source
-                assert source is not None
-                assert source._connection is not None
-                contexts.add(id(source._connection.transport.get_extra_info("sslcontext")))
+            contexts = {id(context_of(bridge.runners[name])) for name in names}
             assert len(contexts) == 1
+            first = bridge.runners["shop-0"]
+            assert isinstance(first, Runner)
+            await first.reconnect()  # a reconnect takes the same context, not a new one
+            await eventually(lambda: sim.stats("shop-0")["upgrades"] == 2)
+            await eventually(lambda: sim.stats("shop-0")["open_sockets"] == 1)
+            await eventually(lambda: first.status.connected)
+            assert id(context_of(first)) in contexts
+
+
+def context_of(runner: object) -> ssl.SSLContext:
+    """The TLS context of a runner's open socket, as its transport reports it."""
+    assert isinstance(runner, Runner)
+    source = runner._source
+    assert source is not None
+    assert source._connection is not None
+    context = source._connection.transport.get_extra_info("sslcontext")
+    assert isinstance(context, ssl.SSLContext)
+    return context
 
 
 async def test_upstream_wss_with_private_ca(secure: dict[str, Any], tmp_path: Path) -> None:

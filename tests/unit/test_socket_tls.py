@@ -1,18 +1,20 @@
-"""The upstream's sockets share one TLS context: the configured CA's, or the system's trust
-built once; none for a plain-http upstream. The simulator serves https/wss when its config
-file names a certificate and key."""
+"""The upstream's sockets share one TLS context of the upstream's trust (the configured CA's,
+or the system's), built once; none for a plain-http upstream. The simulator serves https/wss
+when its config file names a certificate and key."""
 
 from __future__ import annotations
 
 import argparse
 import ssl
+import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
 from bridge.settings import Settings
 from bridge.simulator.cli import config_from
-from bridge.wiring import socket_tls
+from bridge.wiring import socket_tls, upstream_ssl
 
 
 def settings(base_url: str, ca_file: Path | None = None) -> Settings:
@@ -22,27 +24,55 @@ def settings(base_url: str, ca_file: Path | None = None) -> Settings:
     return Settings.model_validate({"upstream": upstream, "instances": {"a": {"token": "t-1"}}})
 
 
-def test_a_plain_upstream_has_no_context() -> None:
+def make_ca(directory: Path, name: str) -> Path:
+    """A self-signed CA certificate (openssl, as scripts/services.sh makes the suite's)."""
+    pem = directory / f"{name}.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-days", "1", "-subj", f"/CN={name}", "-keyout", str(directory / f"{name}.key"),
+         "-out", str(pem)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return pem
+
+
+def subjects(context: ssl.SSLContext) -> list[str]:
+    return [str(cert["subject"]) for cert in context.get_ca_certs()]
+
+
+def test_a_plain_upstream_has_no_context(tmp_path: Path) -> None:
     """``http://`` means ``ws://`` sockets: no TLS context (the library refuses one there),
-    even with a CA configured."""
-    assert socket_tls(settings("http://127.0.0.1:8080"), None) is None
-    context = ssl.create_default_context()
-    assert socket_tls(settings("http://127.0.0.1:8080"), context) is None
+    even with a CA configured (which made every connect fail before)."""
+    assert socket_tls(settings("http://127.0.0.1:8080")) is None
+    assert socket_tls(settings("http://127.0.0.1:8080", make_ca(tmp_path, "ca"))) is None
 
 
-def test_a_configured_ca_is_the_sockets_context() -> None:
-    """With ``upstream.ca_file`` the sockets use the very context that trusts it."""
-    context = ssl.create_default_context()
-    assert socket_tls(settings("https://api.example"), context) is context
+def test_a_configured_ca_is_what_the_sockets_trust(tmp_path: Path) -> None:
+    """With ``upstream.ca_file`` the sockets' context trusts that CA, and only it, and checks
+    the certificate and the host name."""
+    context = socket_tls(settings("https://api.example", make_ca(tmp_path, "private-ca")))
+    assert context is not None
+    assert len(subjects(context)) == 1
+    assert "private-ca" in subjects(context)[0]
+    assert context.verify_mode is ssl.CERT_REQUIRED
+    assert context.check_hostname
 
 
-def test_without_a_ca_the_system_trust_is_built_once_and_verifies() -> None:
-    """Without a CA file the sockets get one context of the system's trust, verifying the
-    certificate and the host name as the library's own default would."""
-    built = socket_tls(settings("https://api.example"), None)
-    assert isinstance(built, ssl.SSLContext)
-    assert built.verify_mode is ssl.CERT_REQUIRED
-    assert built.check_hostname
+def test_without_a_ca_file_the_system_trust_is_loaded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a CA file the sockets' context holds the system's trust, as the library's
+    default context would (here the system's bundle is ``SSL_CERT_FILE``), and the REST
+    client's is another context of the same trust."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(make_ca(tmp_path, "system-ca")))
+    context = socket_tls(settings("https://api.example"))
+    assert context is not None
+    assert any("system-ca" in subject for subject in subjects(context))
+    assert context.verify_mode is ssl.CERT_REQUIRED
+    assert context.check_hostname
+    rest = upstream_ssl(settings("https://api.example"))
+    assert rest is not context
+    assert subjects(rest) == subjects(context)
 
 
 def test_the_simulator_reads_its_certificate_from_its_config_file(tmp_path: Path) -> None:
