@@ -27,6 +27,8 @@ from bridge.upstream.rest import REST_IN_FLIGHT, RestClient
 from bridge.upstream.shared import SocketsShared
 from bridge.wiring import socket_tls, upstream_ssl
 
+Built = tuple[RunnerContext, httpx.AsyncClient]  # what the upstream's runners share
+
 
 class UpstreamAccess:
     def __init__(
@@ -58,9 +60,11 @@ class UpstreamAccess:
         self.intake = SpoolIntake(
             spool, lambda r, why: dropped(series.label(r.instance), why).inc()
         )
-        self.ctx, self.http = self._build(settings)
+        self.ctx, self.http = self.build(settings)
 
-    def _build(self, settings: Settings) -> tuple[RunnerContext, httpx.AsyncClient]:
+    def build(self, settings: Settings) -> Built:
+        """New TLS contexts, REST client and runner context from ``settings``, not yet in use:
+        raises (OSError, ssl.SSLError) when the CA file cannot be read or loaded."""
         self.budget.state.limit = settings.upstream.budget_bytes
         http = httpx.AsyncClient(
             base_url=str(settings.upstream.base_url).rstrip("/"),
@@ -92,11 +96,11 @@ class UpstreamAccess:
     def rest_client(self, token: SecretStr, bucket: TokenBucket) -> RestClient:
         return RestClient(self.http, token, bucket, slots=self.rest_slots)
 
-    async def rebuild(self, settings: Settings) -> None:
-        """A new TLS context, REST client and runner context from ``settings`` (stop the
-        runners first: they hold the old ones)."""
+    async def rebuild(self, built: Built) -> None:
+        """Put ``built`` (:meth:`build`) in use (stop the runners first: they hold the old
+        ones)."""
         old = self.http
-        self.ctx, self.http = self._build(settings)
+        self.ctx, self.http = built
         await old.aclose()
 
     async def close(self) -> None:

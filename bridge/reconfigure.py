@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from bridge.access import UpstreamAccess
+from bridge.access import Built, UpstreamAccess
 from bridge.delivery import Delivery
 from bridge.discovery import Discovery
 from bridge.errors import ConfigError
@@ -161,6 +162,30 @@ class ConfigApplier:
         await self.fleet.apply(reclassified(self.fleet.wanted, new))
 
     # ---- a reloaded config ------------------------------------------------------------------
+    def _prepare(
+        self, old: Settings, new: Settings, everything: bool
+    ) -> tuple[Built | None, Delivery | None] | None:
+        """What a reload puts in place, built before anything running stops: the upstream's
+        contexts and REST client (when the runners restart) and the new sink (when it
+        changed); None, logged, when one cannot be built (a CA or password file unreadable
+        mid-rotation): the running ones are kept."""
+        built = None
+        if everything:
+            try:
+                built = self.access.build(new)
+            except (OSError, ssl.SSLError) as exc:
+                problem = f"upstream.ca_file: {type(exc).__name__}: {exc}"
+                log.error("config.reload_refused", problems=[problem], kept="the running instances")
+                return None
+        replacement = None
+        if new.sink != old.sink:
+            try:
+                replacement = self.new_delivery(new)
+            except ConfigError as exc:
+                log.error("config.reload_refused", problems=[str(exc)], kept="the running sink")
+                return None
+        return built, replacement
+
     async def apply(self, new: Settings) -> str:
         """A reloaded config: apply what changed; a few sections need a restart."""
         old = self.current.settings
@@ -171,22 +196,19 @@ class ConfigApplier:
             log.warning("config.needs_restart", sections=sorted(frozen))
         new = new.model_copy(update=frozen)
         everything = (new.upstream, new.filter, new.sink) != (old.upstream, old.filter, old.sink)
-        replacement = None
-        if new.sink != old.sink:
-            try:  # e.g. a password file empty mid-rotation: keep delivering with the old sink
-                replacement = self.new_delivery(new)
-            except ConfigError as exc:
-                log.error("config.reload_refused", problems=[str(exc)], kept="the running sink")
-                return "invalid"
+        prepared = self._prepare(old, new, everything)
+        if prepared is None:
+            return "invalid"
+        built, replacement = prepared
         self.current.settings = new
         if new.metrics != old.metrics:
             self.fleet.per_instance(new.metrics.per_instance)
         if replacement is not None:
             await self.delivery.swap(replacement)
-        if everything:
+        if built is not None:  # (whenever everything changed)
             for name in list(self.fleet.runners):  # one at a time, each drained
                 await self.fleet.remove(name)
-            await self.access.rebuild(new)  # a new base URL or CA reaches REST too
+            await self.access.rebuild(built)  # a new base URL or CA reaches REST too
         if new.discovery != old.discovery or new.instances != old.instances:
             await self.rediscover(old, new)
         if self.discovery is None:

@@ -235,3 +235,48 @@ async def test_a_reloaded_sink_whose_secret_cannot_be_read_keeps_the_running_one
             password.write_text("now-it-is-there-7")
             assert await bridge.apply(wanted) == "applied"
             assert bridge.delivery.kind == "redis"
+
+
+async def test_a_reload_whose_ca_file_cannot_be_read_keeps_the_instances_running(
+    tmp_path: Path,
+) -> None:
+    """A reload naming an upstream CA file that cannot be read (mid-rotation) is refused
+    before any runner stops: the instances keep streaming and the settings stay; once the
+    file can be read, the same reload is applied and the instances come back."""
+    tokens = {"shop-a": "tok-reload-ca-1"}
+    ca_file = tmp_path / "upstream-ca.pem"
+    async with Simulator(SimConfig(instances=tokens, rate=50, record_frames=False)) as sim:
+        settings = settings_for(
+            sim.base_url,
+            tmp_path,
+            instances={"shop-a": {"token": tokens["shop-a"]}},
+            sink={"kind": "file", "file": {"path": str(tmp_path / "events.jsonl")}},
+        )
+        data = settings.model_dump(mode="json")
+        data["upstream"]["ca_file"] = str(ca_file)
+        wanted = Settings.model_validate(data)
+        async with running_bridge(settings) as bridge:
+            await eventually(lambda: len(delivered(tmp_path / "events.jsonl", "shop-a")) > 5)
+            runner = bridge.runners["shop-a"]
+            assert await bridge.apply(wanted) == "invalid"
+            assert bridge.runners["shop-a"] is runner
+            assert bridge.settings.upstream.ca_file is None
+            before = len(delivered(tmp_path / "events.jsonl", "shop-a"))
+            await eventually(lambda: len(delivered(tmp_path / "events.jsonl", "shop-a")) > before)
+            ca_file.write_text(a_ca_bundle(tmp_path))
+            assert await bridge.apply(wanted) == "applied"
+            assert bridge.settings.upstream.ca_file == ca_file
+            after = len(delivered(tmp_path / "events.jsonl", "shop-a"))
+            await eventually(lambda: len(delivered(tmp_path / "events.jsonl", "shop-a")) > after)
+
+
+def a_ca_bundle(directory: Path) -> str:
+    """A readable CA bundle: a self-signed CA made with openssl (as scripts/services.sh makes
+    the suite's); the upstream here is http, so what it trusts is never used."""
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-days", "1", "-subj", "/CN=reload-ca", "-keyout", str(directory / "ca.key"),
+         "-out", str(directory / "made-ca.pem")],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return (directory / "made-ca.pem").read_text()
