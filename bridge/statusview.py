@@ -79,7 +79,9 @@ async def ask(client: httpx.AsyncClient, url: str, query: StatusQuery) -> Replic
 async def ask_all(urls: Sequence[str], token: str, query: StatusQuery) -> list[ReplicaAnswer]:
     """Every replica at once, each bounded by :data:`TIMEOUT`."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    async with httpx.AsyncClient(headers=headers, timeout=TIMEOUT) as client:
+    # trust_env off: the bearer token goes to the replicas named, never to a proxy (or a
+    # .netrc login) taken from the environment
+    async with httpx.AsyncClient(headers=headers, timeout=TIMEOUT, trust_env=False) as client:
         return list(await asyncio.gather(*(ask(client, url, query) for url in urls)))
 
 

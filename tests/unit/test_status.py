@@ -8,6 +8,7 @@ import json
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import pytest
 
@@ -166,3 +167,48 @@ def test_status_lists_a_non_json_answer_as_not_answered_and_hides_userinfo(
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+class Recording(BaseHTTPRequestHandler):
+    """A would-be proxy: records what reaches it, answers 502."""
+
+    seen: ClassVar[list[str]] = []
+
+    def do_GET(self) -> None:
+        self.seen.append(f"{self.path} {self.headers.get('Authorization', '')}")
+        self.send_response(502)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Quiet."""
+
+
+def test_status_sends_the_admin_token_to_the_replicas_not_to_a_proxy(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a proxy named in the environment (``HTTP_PROXY``, ``ALL_PROXY``), ``status`` still
+    asks each replica directly: the bearer token never reaches the proxy."""
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), Recording)
+    replica = ThreadingHTTPServer(("127.0.0.1", 0), NotJson)
+    threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in (proxy, replica)]
+    for thread in threads:
+        thread.start()
+    try:
+        proxy_url = f"http://127.0.0.1:{proxy.server_address[1]}"
+        for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+            monkeypatch.setenv(name, proxy_url)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        monkeypatch.setenv("ADMIN_TOKEN_FOR_TEST", "admin-tok-77")
+        url = f"http://127.0.0.1:{replica.server_address[1]}"
+        main(["status", "--replicas", url, "--token-env", "ADMIN_TOKEN_FOR_TEST"])
+        out = capsys.readouterr()
+        assert "not a status answer" in out.err  # the replica itself answered
+        assert Recording.seen == []
+    finally:
+        for server in (proxy, replica):
+            server.shutdown()
+            server.server_close()
+        for thread in threads:
+            thread.join(timeout=5)
