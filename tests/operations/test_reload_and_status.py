@@ -201,6 +201,16 @@ async def test_reloaded_sink_takes_over_from_the_spool(tmp_path: Path) -> None:
         assert set(both()) == set(sim.sent_ids("shop"))
 
 
+def one_instance(base_url: str, root: Path, tokens: dict[str, str]) -> Settings:
+    """``shop-a`` of ``tokens`` streaming into a file sink under ``root``."""
+    return settings_for(
+        base_url,
+        root,
+        instances={"shop-a": {"token": tokens["shop-a"]}},
+        sink={"kind": "file", "file": {"path": str(root / "events.jsonl")}},
+    )
+
+
 async def test_a_reloaded_sink_whose_secret_cannot_be_read_keeps_the_running_one(
     tmp_path: Path,
 ) -> None:
@@ -211,12 +221,7 @@ async def test_a_reloaded_sink_whose_secret_cannot_be_read_keeps_the_running_one
     password = tmp_path / "redis-password"
     password.write_text("")
     async with Simulator(SimConfig(instances=tokens, rate=50, record_frames=False)) as sim:
-        settings = settings_for(
-            sim.base_url,
-            tmp_path,
-            instances={"shop-a": {"token": tokens["shop-a"]}},
-            sink={"kind": "file", "file": {"path": str(tmp_path / "events.jsonl")}},
-        )
+        settings = one_instance(sim.base_url, tmp_path, tokens)
         data = settings.model_dump(mode="json")
         data["sink"]["kind"] = "redis"
         data["sink"]["redis"] = {
@@ -246,14 +251,10 @@ async def test_a_reload_whose_ca_file_cannot_be_read_keeps_the_instances_running
     tokens = {"shop-a": "tok-reload-ca-1"}
     ca_file = tmp_path / "upstream-ca.pem"
     async with Simulator(SimConfig(instances=tokens, rate=50, record_frames=False)) as sim:
-        settings = settings_for(
-            sim.base_url,
-            tmp_path,
-            instances={"shop-a": {"token": tokens["shop-a"]}},
-            sink={"kind": "file", "file": {"path": str(tmp_path / "events.jsonl")}},
-        )
+        settings = one_instance(sim.base_url, tmp_path, tokens)
         data = settings.model_dump(mode="json")
         data["upstream"]["ca_file"] = str(ca_file)
+        data["instances"]["shop-a"]["token"] = tokens["shop-a"]  # (dumped masked)
         wanted = Settings.model_validate(data)
         async with running_bridge(settings) as bridge:
             await eventually(lambda: len(delivered(tmp_path / "events.jsonl", "shop-a")) > 5)
@@ -264,8 +265,11 @@ async def test_a_reload_whose_ca_file_cannot_be_read_keeps_the_instances_running
             before = len(delivered(tmp_path / "events.jsonl", "shop-a"))
             await eventually(lambda: len(delivered(tmp_path / "events.jsonl", "shop-a")) > before)
             ca_file.write_text(a_ca_bundle(tmp_path))
+            upgrades = sim.stats("shop-a")["upgrades"]
             assert await bridge.apply(wanted) == "applied"
             assert bridge.settings.upstream.ca_file == ca_file
+            await eventually(lambda: sim.stats("shop-a")["upgrades"] > upgrades)  # restarted
+            await eventually(lambda: bridge.runners["shop-a"].status.connected)
             after = len(delivered(tmp_path / "events.jsonl", "shop-a"))
             await eventually(lambda: len(delivered(tmp_path / "events.jsonl", "shop-a")) > after)
 
