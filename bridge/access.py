@@ -64,8 +64,8 @@ class UpstreamAccess:
 
     def build(self, settings: Settings) -> Built:
         """New TLS contexts, REST client and runner context from ``settings``, not yet in use:
-        raises (OSError, ssl.SSLError) when the CA file cannot be read or loaded."""
-        self.budget.state.limit = settings.upstream.budget_bytes
+        raises (OSError, ssl.SSLError) when the CA file cannot be read or loaded. Changes
+        nothing running (a reload may still be refused after it)."""
         http = httpx.AsyncClient(
             base_url=str(settings.upstream.base_url).rstrip("/"),
             timeout=settings.upstream.request_timeout,
@@ -96,9 +96,10 @@ class UpstreamAccess:
     def rest_client(self, token: SecretStr, bucket: TokenBucket) -> RestClient:
         return RestClient(self.http, token, bucket, slots=self.rest_slots)
 
-    async def rebuild(self, built: Built) -> None:
-        """Put ``built`` (:meth:`build`) in use (stop the runners first: they hold the old
-        ones)."""
+    async def rebuild(self, settings: Settings, built: Built) -> None:
+        """Put ``built`` (:meth:`build` of ``settings``) and the buffered-frames budget of
+        ``settings`` in use (stop the runners first: they hold the old ones)."""
+        self.budget.state.limit = settings.upstream.budget_bytes
         old = self.http
         self.ctx, self.http = built
         await old.aclose()

@@ -162,7 +162,7 @@ class ConfigApplier:
         await self.fleet.apply(reclassified(self.fleet.wanted, new))
 
     # ---- a reloaded config ------------------------------------------------------------------
-    def _prepare(
+    async def _prepare(
         self, old: Settings, new: Settings, everything: bool
     ) -> tuple[Built | None, Delivery | None] | None:
         """What a reload puts in place, built before anything running stops: the upstream's
@@ -183,6 +183,8 @@ class ConfigApplier:
                 replacement = self.new_delivery(new)
             except ConfigError as exc:
                 log.error("config.reload_refused", problems=[str(exc)], kept="the running sink")
+                if built is not None:  # never put in use
+                    await built[1].aclose()
                 return None
         return built, replacement
 
@@ -196,7 +198,7 @@ class ConfigApplier:
             log.warning("config.needs_restart", sections=sorted(frozen))
         new = new.model_copy(update=frozen)
         everything = (new.upstream, new.filter, new.sink) != (old.upstream, old.filter, old.sink)
-        prepared = self._prepare(old, new, everything)
+        prepared = await self._prepare(old, new, everything)
         if prepared is None:
             return "invalid"
         built, replacement = prepared
@@ -208,7 +210,7 @@ class ConfigApplier:
         if built is not None:  # (whenever everything changed)
             for name in list(self.fleet.runners):  # one at a time, each drained
                 await self.fleet.remove(name)
-            await self.access.rebuild(built)  # a new base URL or CA reaches REST too
+            await self.access.rebuild(new, built)  # a new base URL or CA reaches REST too
         if new.discovery != old.discovery or new.instances != old.instances:
             await self.rediscover(old, new)
         if self.discovery is None:
